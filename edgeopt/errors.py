@@ -1,0 +1,41 @@
+"""One error root for edgeopt; the CLI turns these into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class EdgeoptError(Exception):
+    """Root of every error edgeopt raises on purpose. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class InputError(EdgeoptError, ValueError):
+    """Bad user input: a missing or malformed file, a wrong type, a value out of range."""
+
+
+class TargetError(InputError):
+    """A target profile that cannot be found or does not validate."""
+
+
+class ModelError(InputError):
+    """A model that cannot be loaded, run, decomposed or exported."""
+
+
+class MissingDependencyError(EdgeoptError, ImportError):
+    """An optional dependency (the compiler half) is not installed."""
+
+
+class BudgetError(EdgeoptError):
+    """Nothing met the target's budgets (exit code 1, best effort still written)."""
+
+    exit_code = 1
+
+
+__all__ = [
+    "EdgeoptError",
+    "InputError",
+    "TargetError",
+    "ModelError",
+    "MissingDependencyError",
+    "BudgetError",
+]

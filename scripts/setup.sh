@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up a development environment in .venv: edgeopt (editable) with the compiler half and test tools.
+# Idempotent: re-running only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# constraints.txt pins torch to the CPU wheel; without it pip may fetch a multi-GB CUDA build.
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[compile,test]"

@@ -1,9 +1,138 @@
-"""CLI commands of the compiler half: compile, demo, report (torch imported inside each command)."""
+"""CLI commands of the compiler half: compile, demo, report.
+
+Registering them imports nothing heavy; each command imports torch & co. when it runs, and says
+how to install the compiler half when it is missing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+
+log = logging.getLogger("edgeopt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("compile", help="search per-layer formats and ranks under a target's budgets; ship the best",
+                       description="Compile a trained model for a target: TT / low-rank / dense per layer, searched "
+                       "by Optuna under the target's budgets. Exit 0 when the artifact meets every budget, 1 when "
+                       "none did (best effort written, with the reasons), 2 on bad input.")
+    p.add_argument("task", nargs="?", help="path/to/file.py:function returning an edgeopt.Task")
+    p.add_argument("--example", help="a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced")
+    _common(p, default_out=None)
+    p.set_defaults(func=cmd_compile)
+
+    d = sub.add_parser("demo", help="compile the bundled digits-mlp example for rpi4 (minutes)",
+                       description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
+                       "for the rpi4 profile, whose budgets the dense model does not meet.")
+    d.add_argument("--out", default="runs/demo", help="output dir (default: runs/demo)")
+    d.add_argument("--trials", type=int, default=24, help="search trials (default: 24)")
+    d.add_argument("--timeout", type=float, default=120.0, help="stop the search after S seconds (default: 120)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--target", default="rpi4")
+    d.add_argument("--json", help="also write the report JSON to this file")
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("report", help="rebuild report.json/md/html and plots from an output dir's study")
+    r.add_argument("dir", help="an edgeopt compile output dir")
+    r.set_defaults(func=cmd_report)
+
+
+def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
+    p.add_argument("--target", "-t", required=True, help="target profile name or path")
+    p.add_argument("--out", "-o", required=default_out is None, default=default_out, help="output dir")
+    p.add_argument("--trials", type=int, default=30, help="trials to run now (re-running with the same --out resumes)")
+    p.add_argument("--timeout", type=float, help="stop the search after S seconds")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite study.db in --out), for many workers")
+    p.add_argument("--study", help="study name (default: TASK-TARGET)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objective", choices=("f1", "pareto"), default="f1",
+                   help="f1: best F1 under the budgets; pareto: F1 vs target latency as two objectives")
+    p.add_argument("--int8", action="store_true", help="add onnxruntime int8 quantization to the search")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, help="distillation epochs per trial (default: 12)")
+    p.add_argument("--final-epochs", type=int, help="fine-tuning epochs for the chosen plan (default: 40)")
+    p.add_argument("--latency-ms", type=float, help="override the target's latency budget")
+    p.add_argument("--memory-mb", type=float, help="override the target's peak-memory budget")
+    p.add_argument("--size-mb", type=float, help="override the target's model-size budget")
+    p.add_argument("--min-f1", type=float, help="override the target's quality floor")
+    p.add_argument("--json", help="also write the report JSON to this file")
+
+
+def _budget(args: argparse.Namespace) -> dict:
+    return {"latency_ms": getattr(args, "latency_ms", None), "peak_memory_mb": getattr(args, "memory_mb", None),
+            "model_size_mb": getattr(args, "size_mb", None), "min_f1": getattr(args, "min_f1", None)}
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from edgeopt._deps import require_compile_stack
+    from edgeopt.errors import InputError
+
+    require_compile_stack()
+    from edgeopt.search.examples import load_example
+    from edgeopt.search.task import load_task
+
+    if bool(args.task) == bool(args.example):
+        raise InputError("give exactly one of TASK (path/to/file.py:function) or --example NAME.")
+    task = load_example(args.example, seed=args.seed) if args.example else load_task(args.task)
+    return _run(task, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeopt._deps import require_compile_stack
+
+    require_compile_stack()
+    from edgeopt.search.examples import load_example
+
+    task = load_example("digits-mlp", seed=args.seed)
+    args.storage = args.study = None
+    args.objective, args.int8, args.sampler = "f1", False, "tpe"
+    args.epochs = args.final_epochs = None
+    return _run(task, args)
+
+
+def _run(task, args: argparse.Namespace) -> int:
+    import edgeopt
+    from edgeopt.search.report import budget_rows, comparison_rows, render_text_table, _headline
+
+    kwargs = {}
+    if getattr(args, "epochs", None):
+        kwargs["trial_epochs"] = args.epochs
+    if getattr(args, "final_epochs", None):
+        kwargs["final_epochs"] = args.final_epochs
+    result = edgeopt.compile(
+        task, args.target, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
+        seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),
+        sampler=args.sampler, progress=not getattr(args, "quiet", False), **kwargs,
+    )
+    rep = result.report
+    print(render_text_table(comparison_rows(rep)))
+    print()
+    print(render_text_table(budget_rows(rep)))
+    print()
+    print(_headline(rep))
+    for reason in result.reasons:
+        print(f"  - {reason}")
+    print(f"artifact: {result.model_path}   report: {result.out / 'report.html'}")
+    if args.json:
+        from edgeopt.search.report import _write
+        from pathlib import Path
+
+        _write(Path(args.json), json.dumps(rep, indent=2, default=str))
+    return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgeopt._deps import require_compile_stack
+
+    require_compile_stack()
+    from pathlib import Path
+
+    from edgeopt.search.report import rebuild
+
+    rep = rebuild(args.dir)
+    out = Path(args.dir)
+    print(f"rebuilt {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'} and {len(rep.get('plots', {}))} plots")
+    return 0

@@ -1,0 +1,57 @@
+"""Scoring ONNX artifacts with onnxruntime: the shipped file is what gets measured, not the torch model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def onnx_predict(path: str | os.PathLike, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Class predictions of an ONNX classifier (its first input, first output) for ``X``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    preds = []
+    for i in range(0, len(X), batch_size):
+        out = sess.run(None, {inp.name: np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32)})[0]
+        preds.append(np.asarray(out).argmax(axis=1))
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def onnx_metrics(path: str | os.PathLike, X: np.ndarray, y: np.ndarray, metric: Any) -> dict[str, Any]:
+    """F1, precision, recall and accuracy of the ONNX file on (X, y), with the task's averaging."""
+    from edgeopt.compiler.metrics import compute_metrics
+
+    return _metrics_dict(compute_metrics(y, onnx_predict(path, X), metric=metric))
+
+
+def _metrics_dict(m: Any) -> dict[str, Any]:
+    d = m.to_dict() if hasattr(m, "to_dict") else dict(m)
+    keep = ("score", "f1", "precision", "recall", "accuracy")
+    return {k: (float(d[k]) if d.get(k) is not None else None) for k in keep if k in d}
+
+
+def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
+    """Add (or replace) ``metadata_props`` on an ONNX file, atomically. Values that are not strings are JSON."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in props.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        if key in existing:
+            existing[key].value = text
+        else:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, text
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,579 @@
+"""The compile loop: Optuna searches per-layer formats and ranks under a target's budgets.
+
+One trial: sample a plan → cheap screen (size from ``plan_cost``, latency from benchmarking the
+*untrained* decomposed graph, cached by plan) → over budget ends the trial as infeasible with its
+constraint values, no training spent → otherwise distill, reporting validation score per epoch
+to the pruner → constraint values to Optuna's ``constraints_func``; objective = validation score.
+The best feasible plan is then fine-tuned longer, exported, verified, benchmarked with the full
+protocol, gated, and scored on the test split (the only place the test split is used).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt._deps import require_compile_stack
+from edgeopt._version import __version__
+from edgeopt.errors import InputError
+
+log = logging.getLogger("edgeopt.compile")
+
+# Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
+TRIAL_EPOCHS = 12
+FINAL_EPOCHS = 40
+# The latency screen: quick, since only the plan's structure matters (not its weights).
+SCREEN_BENCH = {"min_iters": 40, "min_time_s": 0.1, "max_iters": 2000}
+# The artifact's release-grade measurement.
+FINAL_BENCH = {"min_iters": 300, "min_time_s": 2.0, "max_iters": 20000}
+CONSTRAINT_NAMES = ("latency", "peak_memory", "model_size", "min_f1")
+MIB = 1024 * 1024  # budgets in "MB" are MiB throughout edgeopt
+
+
+@dataclass
+class CompileResult:
+    """What ``compile`` produced: where the artifact is, whether it met the budgets, and the report."""
+
+    out: Path
+    passed: bool
+    best_plan: dict[str, Any]
+    report: dict[str, Any]
+    model_path: Path
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _storage_url(storage: str | None, out: Path) -> str:
+    if storage:
+        return storage
+    return f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def make_storage(url: str):
+    """An Optuna RDB storage with heartbeats, so a killed worker's trial is marked failed, not left running."""
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several processes on one SQLite file wait for the write lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
+        )
+    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
+        raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+class _Screen:
+    """Latency and memory of a plan's untrained graph on the target, cached by plan (file in the out dir)."""
+
+    def __init__(self, task: Any, target: Any, cache_path: Path) -> None:
+        self.task, self.target, self.cache_path = task, target, cache_path
+        self.cache: dict[str, Any] = {}
+        if cache_path.exists():
+            try:
+                self.cache = json.loads(cache_path.read_text())
+            except (OSError, ValueError):
+                self.cache = {}
+
+    def key(self, plan: dict[str, Any], precision: str) -> str:
+        from edgeopt.search.space import plan_key
+
+        return hashlib.sha256(f"{self.target.name}|{precision}|{plan_key(plan)}".encode()).hexdigest()[:20]
+
+    def measure(self, student: Any, plan: dict[str, Any], precision: str, timings: dict[str, float]) -> dict[str, Any]:
+        from edgeopt.compiler.export import export_onnx
+        from edgeopt.runtime.bench import bench
+
+        key = self.key(plan, precision)
+        if key in self.cache:
+            return self.cache[key]
+        with tempfile.TemporaryDirectory(prefix="edgeopt-screen-") as tmp:
+            path = Path(tmp) / "screen.onnx"
+            t0 = time.perf_counter()
+            export_onnx(student, self.task.example_input, path, verify=False)
+            if precision == "int8":
+                from edgeopt.search.quantize import quantize_onnx
+
+                path = quantize_onnx(path, Path(tmp) / "screen.int8.onnx", calibration=self.task.X_train[:64])
+            timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result = bench(path, self.target, **SCREEN_BENCH)
+            timings["bench"] = timings.get("bench", 0.0) + time.perf_counter() - t0
+            pct = self.target.budget.latency_percentile or 95
+            entry = {
+                "latency_ms": float(result.latency_at(pct)),
+                "latency_p50_ms": float(result.latency_ms["p50"]),
+                "latency_source": result.latency_source,
+                "peak_memory_mb": float(result.peak_memory_mb),
+                "size_bytes": int(result.model_size_bytes),
+                "nodes": _node_count(path),
+            }
+        self.cache[key] = entry
+        self._save()
+        return entry
+
+    def _save(self) -> None:
+        try:
+            _atomic_write_text(self.cache_path, json.dumps(self.cache, sort_keys=True))
+        except OSError:  # the cache is an optimization; a read-only dir must not fail the trial
+            pass
+
+
+def _node_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _constraints(target: Any, *, latency_ms: float | None, peak_memory_mb: float | None,
+                 size_bytes: float | None, score: float | None) -> list[float]:
+    """Optuna constraint values, one per budget (≤ 0 is satisfied), relative to the budget so they compare."""
+    b = target.budget
+    out = []
+    for measured, budget in (
+        (latency_ms, b.latency_ms),
+        (peak_memory_mb, b.peak_memory_mb),
+        (None if size_bytes is None else size_bytes / MIB, b.model_size_mb),
+        (None if score is None else -score, None if b.min_f1 is None else -b.min_f1),
+    ):
+        if budget is None or measured is None:
+            out.append(0.0)
+        else:
+            out.append(float((measured - budget) / abs(budget)))
+    return out
+
+
+def _constraints_func(trial: Any) -> list[float]:
+    return list(trial.user_attrs.get("constraints", [0.0] * len(CONSTRAINT_NAMES)))
+
+
+def _feasible(trial: Any) -> bool:
+    c = trial.user_attrs.get("constraints")
+    return c is not None and all(v <= 0 for v in c) and trial.user_attrs.get("status") == "trained"
+
+
+class _Progress:
+    """Trial i/N, best feasible score, feasible count and ETA on stderr."""
+
+    def __init__(self, total: int, metric: str, enabled: bool) -> None:
+        self.total, self.metric, self.done, self.feasible = total, metric, 0, 0
+        self.best: float | None = None
+        self.bar = None
+        self.t0 = time.perf_counter()
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="search", unit="trial", file=sys.stderr, leave=False)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        self.done += 1
+        if _feasible(trial):
+            self.feasible += 1
+            score = trial.user_attrs.get("val", {}).get("score")
+            if score is not None and (self.best is None or score > self.best):
+                self.best = score
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        status = trial.user_attrs.get("status", trial.state.name.lower())
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"best {self.metric} {best}, feasible {self.feasible}")
+            self.bar.update(1)
+        else:
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / self.done * (self.total - self.done)
+            log.info("trial %d/%d %-12s best feasible %s %s, feasible %d, ETA %.0fs",
+                     self.done, self.total, status, self.metric, best, self.feasible, eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _resolve_target(target: Any, overrides: dict[str, Any] | None) -> Any:
+    from edgeopt.runtime.targets import Target
+
+    t = target if isinstance(target, Target) else Target.load(target)
+    if overrides:
+        t = t.with_budget(**{k: v for k, v in overrides.items() if v is not None})
+    return t
+
+
+def _export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str]) -> dict[str, float]:
+    from edgeopt.compiler.export import export_onnx
+
+    t0 = time.perf_counter()
+    real = task.X_val[:32]
+    try:
+        export_onnx(model, task.example_input, path, metadata=metadata, verify=True, verify_inputs=real)
+    except TypeError:  # an exporter without verify_inputs still verifies on random inputs
+        export_onnx(model, task.example_input, path, metadata=metadata, verify=True)
+    return {"export": time.perf_counter() - t0}
+
+
+def _measure_artifact(path: Path, task: Any, target: Any, *, bench_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Full-protocol bench, gate, and metrics of an ONNX file on val and test."""
+    from edgeopt.runtime.gate import gate
+    from edgeopt.search.evaluate import onnx_metrics
+
+    g = gate(path, target, **bench_kwargs)
+    r = g.bench if hasattr(g, "bench") else None
+    metrics = {"val": onnx_metrics(path, task.X_val, task.y_val, task.metric)}
+    metrics["test"] = onnx_metrics(path, task.X_test, task.y_test, task.metric) if task.X_test is not None else None
+    return {"gate": g, "bench": r, "metrics": metrics}
+
+
+def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
+    task: Any,
+    target: Any,
+    *,
+    trials: int = 30,
+    out: str | os.PathLike = "runs/x",
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    timeout: float | None = None,
+    objective: str = "f1",
+    int8: bool = False,
+    budget: dict[str, Any] | None = None,
+    trial_epochs: int = TRIAL_EPOCHS,
+    final_epochs: int = FINAL_EPOCHS,
+    sampler: str = "tpe",
+    final_bench: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> CompileResult:
+    """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
+
+    Parameters
+    ----------
+    task : Task
+        The trained model and its data.
+    target : Target or str
+        A target profile or the name/path of one.
+    trials : int
+        Trials to run in this call; re-running with the same ``out`` resumes the study.
+    out : path
+        Output directory: ``model.onnx``, ``baseline.onnx``, ``report.*``, ``plots/``, ``study.db``.
+    storage : str, optional
+        Any Optuna storage URL (default: SQLite ``study.db`` in ``out``), for many workers.
+    objective : {"f1", "pareto"}
+        ``"f1"`` maximizes the task's metric under the budgets; ``"pareto"`` searches F1 against
+        target latency as two objectives.
+    int8 : bool
+        Add int8 quantization (onnxruntime) to the search, next to the per-layer formats.
+    budget : dict, optional
+        Overrides of the target's budget fields (``latency_ms``, ``peak_memory_mb``,
+        ``model_size_mb``, ``min_f1``).
+
+    Returns
+    -------
+    CompileResult
+        ``passed`` is True when the shipped artifact meets every budget.
+    """
+    require_compile_stack()
+    import optuna
+    import torch
+
+    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
+    from edgeopt.compiler.distill import distill
+    from edgeopt.search import report as report_mod
+    from edgeopt.search.space import SearchSpace
+    from edgeopt.search.task import Task
+
+    if not isinstance(task, Task):
+        raise InputError(f"compile() needs an edgeopt.Task, got {type(task).__name__}.")
+    if objective not in ("f1", "pareto"):
+        raise InputError(f"The 'objective' parameter of compile must be 'f1' or 'pareto'. Got {objective!r} instead.")
+    if sampler not in ("tpe", "random"):
+        raise InputError(f"The 'sampler' parameter of compile must be 'tpe' or 'random'. Got {sampler!r} instead.")
+    if trials < 0:
+        raise InputError(f"The 'trials' parameter of compile must be an int >= 0. Got {trials} instead.")
+    target = _resolve_target(target, budget)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+
+    teacher = task.model.eval()
+    layers = decomposable_layers(teacher, task.example_input)
+    space = SearchSpace(layers, precisions=("fp32", "int8") if int8 else ("fp32",))
+    if not space:
+        log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
+
+    # --- the baseline: the input model, exported the same way and measured first -------------
+    base_meta = {"edgeopt.version": __version__, "edgeopt.role": "baseline", "edgeopt.target": target.name,
+                 "edgeopt.task": task.name}
+    baseline_path = out / "baseline.onnx"
+    _export_verified(teacher, task, baseline_path, base_meta)
+    log.info("baseline: benchmarking %s on %s", baseline_path.name, target.name)
+    baseline = _measure_artifact(baseline_path, task, target, bench_kwargs=final_bench or FINAL_BENCH)
+    base_cost = plan_cost(teacher, {}, task.example_input)
+
+    # --- the study -------------------------------------------------------------------------
+    url = _storage_url(storage, out)
+    study_name = study_name or f"{task.name}-{target.name}"
+    stor = make_storage(url)
+    directions = ["maximize"] if objective == "f1" else ["maximize", "minimize"]
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=stor)
+        n_existing = len(existing.trials)
+        if list(d.name.lower() for d in existing.directions) != directions:
+            raise InputError(
+                f"study {study_name!r} in {url} was created with objective "
+                f"{'pareto' if len(existing.directions) == 2 else 'f1'}; rerun with the same --objective or another --study."
+            )
+    except KeyError:
+        n_existing = 0
+    if sampler == "tpe":
+        samp = optuna.samplers.TPESampler(
+            seed=seed + n_existing, multivariate=True, group=True, constraints_func=_constraints_func,
+            n_startup_trials=max(4, min(10, trials // 3)), warn_independent_sampling=False,
+        )
+    else:
+        samp = optuna.samplers.RandomSampler(seed=seed + n_existing)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    study = optuna.create_study(study_name=study_name, storage=stor, directions=directions, sampler=samp,
+                                pruner=pruner, load_if_exists=True)
+    study.set_user_attr("target", target.name)
+    study.set_user_attr("task", task.name)
+    study.set_user_attr("objective", objective)
+    study.set_user_attr("sampler", type(samp).__name__)
+    screen = _Screen(task, target, out / "latency_cache.json")
+
+    def run_trial(trial: optuna.Trial):
+        timings: dict[str, float] = {}
+        plan = space.sample(trial)
+        precision = space.sample_precision(trial)
+        trial.set_user_attr("plan", plan)
+        trial.set_user_attr("precision", precision)
+        try:
+            return _trial_body(trial, plan, precision, timings)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # a failure inside one trial fails that trial; the search goes on
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", reason)
+            trial.set_user_attr("time_s", timings)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            raise
+        finally:
+            trial.set_user_attr("time_s", {k: round(v, 4) for k, v in timings.items()})
+
+    def _trial_body(trial: optuna.Trial, plan: dict[str, Any], precision: str, timings: dict[str, float]):
+        cost = plan_cost(teacher, plan, task.example_input)
+        trial.set_user_attr("params", int(cost.params))
+        trial.set_user_attr("macs", int(cost.macs))
+        t0 = time.perf_counter()
+        student = decompose(teacher, plan)
+        timings["decompose"] = time.perf_counter() - t0
+        m = screen.measure(student, plan, precision, timings)
+        trial.set_user_attr("screen", m)
+        trial.set_user_attr("latency_ms", m["latency_ms"])
+        trial.set_user_attr("latency_source", m["latency_source"])
+        trial.set_user_attr("size_bytes", m["size_bytes"])
+        cons = _constraints(target, latency_ms=m["latency_ms"], peak_memory_mb=m["peak_memory_mb"],
+                            size_bytes=m["size_bytes"], score=None)
+        trial.set_user_attr("constraints", cons)
+        if any(c > 0 for c in cons):
+            # Over budget before any training: infeasible, no epochs spent.
+            trial.set_user_attr("status", "screened-out")
+            trial.set_user_attr("val", {})
+            return (0.0, m["latency_ms"]) if objective == "pareto" else 0.0
+
+        def on_epoch(epoch: int, score: float) -> None:
+            if objective == "f1":  # Optuna's pruners are single-objective
+                trial.report(score, epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("status", "pruned")
+                    trial.set_user_attr("val", {"score": score})
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch} with {task.metric_name} {score:.4f}")
+
+        t0 = time.perf_counter()
+        try:
+            distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
+                    epochs=trial_epochs, seed=seed, metric=task.metric, callback=on_epoch)
+        finally:
+            timings["distill"] = time.perf_counter() - t0
+        if precision == "int8":
+            val = _int8_val_metrics(student, task, timings)
+        else:
+            val = _torch_metrics(student, task.X_val, task.y_val, task.metric)
+        trial.set_user_attr("val", val)
+        trial.set_user_attr("status", "trained")
+        cons = _constraints(target, latency_ms=m["latency_ms"], peak_memory_mb=m["peak_memory_mb"],
+                            size_bytes=m["size_bytes"], score=val["score"])
+        trial.set_user_attr("constraints", cons)
+        return (val["score"], m["latency_ms"]) if objective == "pareto" else val["score"]
+
+    prog = _Progress(trials, task.metric_name, progress)
+    t_search = time.perf_counter()
+    if space and trials > 0:
+        try:
+            study.optimize(run_trial, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[prog],
+                           gc_after_trial=False)
+        finally:
+            prog.close()
+    search_wall = time.perf_counter() - t_search
+
+    # --- the best plan: fine-tuned longer, exported, verified, measured, gated -------------------
+    best_trial, reasons_search = _choose_best(study)
+    plan = dict(best_trial.user_attrs["plan"]) if best_trial is not None else {}
+    precision = best_trial.user_attrs.get("precision", "fp32") if best_trial is not None else "fp32"
+    final_timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    student = decompose(teacher, plan) if plan else copy.deepcopy(teacher)
+    final_timings["decompose"] = time.perf_counter() - t0
+    if plan and any(v.get("format") != "dense" for v in plan.values()):
+        log.info("fine-tuning the chosen plan for up to %d epochs", final_epochs)
+        t0 = time.perf_counter()
+        distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
+                epochs=final_epochs, patience=10, seed=seed, metric=task.metric)
+        final_timings["distill"] = time.perf_counter() - t0
+    student.eval()
+    model_path = out / "model.onnx"
+    with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=out) as tmp:
+        staged = Path(tmp) / "model.onnx"
+        meta = {"edgeopt.version": __version__, "edgeopt.role": "artifact", "edgeopt.target": target.name,
+                "edgeopt.task": task.name, "edgeopt.plan": json.dumps(plan, sort_keys=True),
+                "edgeopt.precision": precision}
+        final_timings.update(_export_verified(student, task, staged, meta))
+        if precision == "int8":
+            from edgeopt.search.quantize import quantize_onnx
+
+            staged = quantize_onnx(staged, Path(tmp) / "model.int8.onnx", calibration=task.X_train[:256])
+        t0 = time.perf_counter()
+        best = _measure_artifact(staged, task, target, bench_kwargs=final_bench or FINAL_BENCH)
+        final_timings["bench"] = time.perf_counter() - t0
+        from edgeopt.search.evaluate import stamp_metadata
+
+        stamp_metadata(staged, {"edgeopt.metrics": best["metrics"], "edgeopt.verdict": best["gate"].verdict})
+        os.replace(staged, model_path)  # the artifact appears whole or not at all
+    best_cost = plan_cost(teacher, plan, task.example_input)
+
+    state = {
+        "schema": "edgeopt.compile-state/1",
+        "storage": url if storage else "study.db",
+        "study": study_name,
+        "target": target.to_dict(),
+        "task": task.describe(),
+        "space": space.to_dict(),
+        "objective": objective,
+        "baseline": report_mod.artifact_entry(baseline, base_cost, baseline_path, out),
+        "best": report_mod.artifact_entry(best, best_cost, model_path, out, plan=plan, precision=precision,
+                                          trial=best_trial.number if best_trial is not None else None,
+                                          timings=final_timings, target=target),
+        "layers": _layer_table(layers, plan, base_cost, best_cost),
+        "search_wall_s": search_wall,
+        "wall_s": time.perf_counter() - t_start,
+        "search_reasons": reasons_search,
+    }
+    _atomic_write_text(out / "compile.json", json.dumps(state, indent=2, default=_json_default))
+    rep = report_mod.write_report(out, study=study, state=state)
+    passed = bool(rep["best"]["budget"]["passed"])
+    reasons = [f"{c['name']}: measured {c['measured']} > budget {c['budget']}"
+               for c in rep["best"]["budget"]["checks"] if not c["passed"]]
+    return CompileResult(out=out, passed=passed, best_plan=plan, report=rep, model_path=model_path,
+                         reasons=reasons + reasons_search)
+
+
+def _layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, best_cost: Any) -> list[dict[str, Any]]:
+    """Per decomposable layer of the shipped plan: format, ranks, params before/after, MACs."""
+    rows = []
+    for name, spec in layers.items():
+        entry = plan.get(name, {"format": "dense"})
+        base_l = getattr(base_cost, "layers", {}).get(name)
+        best_l = getattr(best_cost, "layers", {}).get(name)
+        dense_params = int(getattr(base_l, "params", 0) or getattr(spec, "params", 0))
+        rows.append({
+            "name": name,
+            "format": entry.get("format", "dense"),
+            "ranks": entry.get("rank", entry.get("ranks")),
+            "params": int(getattr(best_l, "params", 0) or dense_params),
+            "dense_params": dense_params,
+            "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),
+        })
+    return rows
+
+
+def _torch_metrics(model: Any, X: Any, y: Any, metric: Any) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from edgeopt.compiler.metrics import compute_metrics
+    from edgeopt.search.evaluate import _metrics_dict
+
+    model.eval()
+    with torch.no_grad():
+        preds = [model(torch.from_numpy(np.ascontiguousarray(X[i : i + 512]))).argmax(1).numpy()
+                 for i in range(0, len(X), 512)]
+    return _metrics_dict(compute_metrics(y, np.concatenate(preds), metric=metric))
+
+
+def _int8_val_metrics(student: Any, task: Any, timings: dict[str, float]) -> dict[str, Any]:
+    """Score the int8 model itself: export, quantize with onnxruntime, predict with onnxruntime."""
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.search.evaluate import onnx_metrics
+    from edgeopt.search.quantize import quantize_onnx
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgeopt-int8-") as tmp:
+        fp32 = Path(tmp) / "m.onnx"
+        export_onnx(student, task.example_input, fp32, verify=False)
+        q = quantize_onnx(fp32, Path(tmp) / "m.int8.onnx", calibration=task.X_train[:64])
+        timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
+        return onnx_metrics(q, task.X_val, task.y_val, task.metric)
+
+
+def _choose_best(study: Any) -> tuple[Any, list[str]]:
+    """The feasible trial with the best validation score (ties: lower latency); else the least-violating one."""
+    import optuna
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+              and "plan" in t.user_attrs]
+    feasible = [t for t in trials if _feasible(t)]
+    if feasible:
+        best = max(feasible, key=lambda t: (t.user_attrs["val"]["score"], -t.user_attrs.get("latency_ms", math.inf)))
+        return best, []
+    if not trials:
+        return None, ["no trial completed: the input model is shipped as it is"]
+    # Best effort: the plan closest to the budgets (sum of relative violations), then the best score.
+    def violation(t: Any) -> float:
+        return sum(max(0.0, c) for c in t.user_attrs.get("constraints", [math.inf]))
+
+    best = min(trials, key=lambda t: (violation(t), -(t.user_attrs.get("val") or {}).get("score", 0.0)))
+    names = [n for n, c in zip(CONSTRAINT_NAMES, best.user_attrs.get("constraints", [])) if c > 0]
+    return best, [f"no trial met every budget; shipping the closest plan (over on: {', '.join(names) or 'none'})"]

@@ -1,0 +1,532 @@
+"""The compile report: ``report.json`` (schema ``edgeopt.report/1``), ``report.md``,
+a self-contained ``report.html`` and ``plots/*.png`` — all rebuilt from the study and
+``compile.json`` by ``edgeopt report DIR``.
+
+Tables are built once as rows and rendered to Markdown, HTML and the terminal, so the three
+never disagree. Plots use Optuna's matplotlib visualizations where one exists (optimization
+history, Pareto front of a two-objective study) and plain matplotlib otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from edgeopt._version import __version__
+from edgeopt.errors import InputError
+
+SCHEMA = "edgeopt.report/1"
+CONSTRAINT_NAMES = ("latency", "peak_memory", "model_size", "min_f1")
+
+
+# ----------------------------------------------------------------------------- entries
+def _lat(d: dict[str, Any] | None) -> dict[str, float] | None:
+    if not d:
+        return None
+    return {k: float(d[k]) for k in ("p50", "p90", "p95", "p99", "mean") if k in d and d[k] is not None}
+
+
+def artifact_entry(measured: dict[str, Any], cost: Any, path: Path, out: Path, *, plan: dict | None = None,
+                   precision: str = "fp32", trial: int | None = None, timings: dict | None = None,
+                   target: Any = None) -> dict[str, Any]:
+    """One side of the baseline-vs-best comparison, as it goes into report.json."""
+    g = measured["gate"]
+    b = measured["bench"] if measured.get("bench") is not None else getattr(g, "bench", None)
+    metrics = measured["metrics"]
+    checks = [_check_dict(c) for c in getattr(g, "checks", [])]
+    min_f1 = getattr(getattr(target, "budget", None), "min_f1", None) if target is not None else None
+    if min_f1 is not None:
+        scored = metrics.get("test") or metrics.get("val")
+        split = "test" if metrics.get("test") else "val"
+        f1 = scored["f1"] if scored else None
+        checks.append({"name": f"min_f1 ({split})", "budget": min_f1, "measured": f1,
+                       "upper_bound": None, "lower_bound": None, "passed": f1 is not None and f1 >= min_f1})
+    verdict = getattr(g, "verdict", "unknown")
+    entry: dict[str, Any] = {
+        "onnx": os.path.relpath(path, out),
+        "params": int(cost.params),
+        "macs": int(getattr(cost, "macs", 0) or 0),
+        "size_bytes": int(path.stat().st_size) if path.exists() else int(getattr(b, "model_size_bytes", 0)),
+        "metrics": metrics,
+        "latency_ms": _lat(getattr(b, "latency_ms", None)),
+        "latency_source": getattr(b, "latency_source", "measured"),
+        "host_latency_ms": _lat(getattr(b, "host_latency_ms", None)),
+        "peak_memory_mb": float(getattr(b, "peak_memory_mb", float("nan"))),
+        "iterations": int(getattr(b, "iterations", 0) or 0),
+        "budget": {"passed": verdict == "pass" and all(c["passed"] for c in checks), "verdict": verdict,
+                   "checks": checks},
+    }
+    if plan is not None:
+        entry.update({"plan": plan, "precision": precision, "trial": trial, "time_s": timings or {}})
+    return entry
+
+
+def _check_dict(c: Any) -> dict[str, Any]:
+    d = c.to_dict() if hasattr(c, "to_dict") else dict(vars(c)) if hasattr(c, "__dict__") else dict(c)
+    return {k: d.get(k) for k in ("name", "budget", "measured", "upper_bound", "lower_bound", "passed")}
+
+
+def trial_entry(t: Any) -> dict[str, Any]:
+    ua = t.user_attrs
+    cons = ua.get("constraints")
+    return {
+        "number": t.number,
+        "state": t.state.name.lower(),
+        "status": ua.get("status", t.state.name.lower()),
+        "plan": ua.get("plan"),
+        "precision": ua.get("precision", "fp32"),
+        "params": ua.get("params"),
+        "size_bytes": ua.get("size_bytes"),
+        "latency_ms": ua.get("latency_ms"),
+        "latency_source": ua.get("latency_source"),
+        "val": ua.get("val") or {},
+        "constraints": dict(zip(CONSTRAINT_NAMES, cons)) if cons else None,
+        "feasible": bool(cons) and all(v <= 0 for v in cons) and ua.get("status") == "trained",
+        "time_s": ua.get("time_s", {}),
+        "duration_s": t.duration.total_seconds() if t.duration else None,
+        "error": ua.get("error") or t.system_attrs.get("fail_reason"),
+    }
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if spec:
+        return format(v, spec)
+    return str(v)
+
+
+def _mb(nbytes: Any) -> str:
+    return "–" if nbytes is None else f"{nbytes / 2**20:.3f} MiB"
+
+
+def comparison_rows(rep: dict[str, Any]) -> list[list[str]]:
+    base, best = rep["baseline"], rep["best"]
+    src = best.get("latency_source", "measured")
+    rows = [["", "baseline (dense fp32)", "edgeopt", "change"]]
+
+    def ratio(a: Any, b: Any, better_low: bool = True) -> str:
+        if not a or not b:
+            return ""
+        return f"{a / b:.1f}× smaller" if better_low else f"{b / a:.2f}×"
+
+    rows.append(["params", f"{base['params']:,}", f"{best['params']:,}", ratio(base["params"], best["params"])])
+    rows.append(["size", _mb(base["size_bytes"]), _mb(best["size_bytes"]), ratio(base["size_bytes"], best["size_bytes"])])
+    for p in ("p50", "p95"):
+        a = (base.get("latency_ms") or {}).get(p)
+        b = (best.get("latency_ms") or {}).get(p)
+        rows.append([f"latency {p} ({src})", _fmt(a, ".4f") + " ms", _fmt(b, ".4f") + " ms",
+                     f"{a / b:.1f}× faster" if a and b else ""])
+    rows.append(["peak memory", _fmt(base.get("peak_memory_mb"), ".1f") + " MB",
+                 _fmt(best.get("peak_memory_mb"), ".1f") + " MB", ""])
+    for split in ("test", "val"):
+        mb, mx = (base["metrics"] or {}).get(split), (best["metrics"] or {}).get(split)
+        if not mb or not mx:
+            continue
+        for k in ("f1", "precision", "recall", "accuracy"):
+            d = (mx[k] - mb[k]) * 100 if mx.get(k) is not None and mb.get(k) is not None else None
+            rows.append([f"{split} {k}", _fmt(mb.get(k), ".4f"), _fmt(mx.get(k), ".4f"),
+                         "" if d is None else f"{d:+.2f} pt"])
+    return rows
+
+
+def budget_rows(rep: dict[str, Any]) -> list[list[str]]:
+    rows = [["budget", "limit", "baseline", "edgeopt", "upper bound", "verdict"]]
+    base_checks = {c["name"]: c for c in rep["baseline"]["budget"]["checks"]}
+    for c in rep["best"]["budget"]["checks"]:
+        b = base_checks.get(c["name"], {})
+        rows.append([c["name"], _fmt(c["budget"]), _fmt(_round(b.get("measured"))), _fmt(_round(c["measured"])),
+                     _fmt(_round(c.get("upper_bound"))), "PASS" if c["passed"] else "FAIL"])
+    return rows
+
+
+def _round(v: Any) -> Any:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def plan_rows(rep: dict[str, Any]) -> list[list[str]]:
+    rows = [["layer", "format", "rank(s)", "params (dense → edgeopt)", "MACs share", "predicted latency share"]]
+    for layer in rep.get("layers", []):
+        rows.append([layer["name"], layer["format"], _fmt(layer.get("ranks")),
+                     f"{layer['dense_params']:,} → {layer['params']:,}",
+                     f"{layer['macs_share'] * 100:.1f}%", f"{layer['latency_share'] * 100:.1f}%"])
+    return rows
+
+
+def trial_rows(rep: dict[str, Any], limit: int = 15) -> list[list[str]]:
+    rows = [["#", "status", "plan", "params", "latency ms", "val F1", "time s"]]
+    trials = sorted(rep["trials"], key=lambda t: (not t["feasible"], -(t["val"].get("score") or 0), t["number"]))
+    for t in trials[:limit]:
+        rows.append([str(t["number"]), t["status"] + (" ✓" if t["feasible"] else ""), _plan_short(t["plan"], t["precision"]),
+                     _fmt(t["params"], ","), _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f"),
+                     _fmt(t["duration_s"], ".1f")])
+    return rows
+
+
+def _plan_short(plan: dict | None, precision: str = "fp32") -> str:
+    if not plan:
+        return "dense" + (" int8" if precision == "int8" else "")
+    parts = []
+    for name, spec in plan.items():
+        fmt = spec.get("format")
+        if fmt == "dense":
+            parts.append(f"{name}:dense")
+        elif fmt == "lowrank":
+            parts.append(f"{name}:lr{spec.get('rank')}")
+        else:
+            parts.append(f"{name}:tt{spec.get('ranks')}")
+    return " ".join(parts) + (" int8" if precision == "int8" else "")
+
+
+def render_markdown_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def render_text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for j, r in enumerate(rows):
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
+
+
+# ----------------------------------------------------------------------------- layers
+def layer_breakdown(state: dict[str, Any], teacher_layers: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Per layer: format, ranks, params, MACs share and a roofline-predicted latency share on the target."""
+    layers = state.get("layers") or []
+    if not layers:
+        return []
+    dev = state["target"].get("device", {})
+    gflops = float(dev.get("gflops") or 10.0)
+    bw = float(dev.get("mem_bandwidth_gbs") or 5.0)
+    overhead_us = float(dev.get("op_overhead_us") or 5.0)
+    total_macs = sum(layer["macs"] for layer in layers) or 1
+    times = []
+    for layer in layers:
+        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 2 * max(1, len(layer.get("ranks") or [1, 1]) - 1) + 1)
+        t = nodes * overhead_us + max(2 * layer["macs"] / (gflops * 1e3), 4 * layer["params"] / (bw * 1e3))
+        times.append(t)
+    total_t = sum(times) or 1
+    return [dict(layer, macs_share=layer["macs"] / total_macs, latency_share=t / total_t)
+            for layer, t in zip(layers, times)]
+
+
+# ----------------------------------------------------------------------------- plots
+def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir = out / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    made: dict[str, str] = {}
+
+    def save(fig: Any, name: str) -> None:
+        path = plots_dir / name
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}.png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, path)
+        made[name.rsplit(".", 1)[0]] = f"plots/{name}"
+
+    budget = rep["target"].get("budget", {})
+    src = rep["best"].get("latency_source", "measured")
+    pct = _pct_key(budget.get("latency_percentile") or 95)
+    # 1. target latency vs F1: every trial, feasible or not, budget lines, baseline and the artifact.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    trials = [t for t in rep["trials"] if t["latency_ms"] is not None]
+    trained = [t for t in trials if t["status"] == "trained"]
+    feas = [t for t in trained if t["feasible"]]
+    infeas = [t for t in trained if not t["feasible"]]
+    screened = [t for t in trials if t["status"] == "screened-out"]
+    if feas:
+        ax.scatter([t["latency_ms"] for t in feas], [t["val"]["score"] for t in feas], c="tab:blue", label="feasible", zorder=3)
+        front = _front([(t["latency_ms"], t["val"]["score"]) for t in feas])
+        ax.plot(*zip(*front), c="tab:blue", alpha=0.5, drawstyle="steps-post", label="Pareto front")
+    if infeas:
+        ax.scatter([t["latency_ms"] for t in infeas], [t["val"]["score"] for t in infeas], c="tab:orange",
+                   marker="x", label="trained, infeasible", zorder=3)
+    if screened:
+        ymin = min([t["val"].get("score") or 1 for t in trained] + [rep["baseline"]["metrics"]["val"]["score"]]) - 0.02
+        ax.scatter([t["latency_ms"] for t in screened], [ymin] * len(screened), c="lightgray", marker="|", s=120,
+                   label="screened out (over budget, untrained)")
+    bl = rep["baseline"]
+    ax.scatter([(bl["latency_ms"] or {}).get(f"p{pct}")], [bl["metrics"]["val"]["score"]], marker="*", s=200,
+               c="black", label="baseline (dense)", zorder=4)
+    bs = rep["best"]
+    ax.scatter([(bs["latency_ms"] or {}).get(f"p{pct}")], [bs["metrics"]["val"]["score"]], marker="*", s=200,
+               c="tab:green", label="shipped artifact", zorder=4)
+    if budget.get("latency_ms"):
+        ax.axvline(budget["latency_ms"], c="red", ls="--", lw=1, label=f"latency budget ({budget['latency_ms']} ms)")
+    if budget.get("min_f1"):
+        ax.axhline(budget["min_f1"], c="red", ls=":", lw=1, label=f"min F1 ({budget['min_f1']})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms, {src})")
+    ax.set_ylabel(f"validation {rep['task']['metric']}")
+    ax.set_title("Target latency vs F1, every trial")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    save(fig, "pareto.png")
+
+    # 2. optimization history (Optuna's visualization).
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if len(study.directions) == 1:
+                ax = ovm.plot_optimization_history(study, target_name=f"validation {rep['task']['metric']}")
+            else:
+                ax = ovm.plot_optimization_history(study, target=lambda t: t.values[0],
+                                                   target_name=f"validation {rep['task']['metric']}")
+            save(ax.figure, "history.png")
+            if len(study.directions) == 2:
+                from edgeopt.search.loop import _constraints_func
+
+                ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"],
+                                           constraints_func=_constraints_func)
+                save(ax.figure, "pareto_front.png")
+
+    # 3. the chosen plan per layer: params dense vs edgeopt, and predicted latency share.
+    layers = rep.get("layers", [])
+    if layers:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(layers) + 1.5))
+        names = [f"{x['name']} ({x['format']}{'' if x['format'] == 'dense' else ' ' + str(x.get('ranks'))})" for x in layers]
+        y = range(len(layers))
+        a1.barh([i + 0.2 for i in y], [x["dense_params"] for x in layers], height=0.4, label="dense", color="lightgray")
+        a1.barh([i - 0.2 for i in y], [x["params"] for x in layers], height=0.4, label="edgeopt", color="tab:green")
+        a1.set_yticks(list(y), names, fontsize=8)
+        a1.set_xscale("log")
+        a1.set_xlabel("parameters")
+        a1.legend(fontsize=8)
+        a1.invert_yaxis()
+        a2.barh(list(y), [x["latency_share"] * 100 for x in layers], color="tab:blue")
+        a2.set_yticks(list(y), [""] * len(layers))
+        a2.set_xlabel("predicted latency share on target (%)")
+        a2.invert_yaxis()
+        fig.suptitle("Chosen plan per layer")
+        save(fig, "plan.png")
+    return made
+
+
+def _pct_key(p: float) -> str:
+    """95.0 -> '95' (the key in latency dicts); other percentiles fall back to p95."""
+    p = float(p)
+    return str(int(p)) if p.is_integer() and int(p) in (50, 90, 95, 99) else "95"
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Non-dominated points for (latency ↓, score ↑), sorted by latency."""
+    best = -math.inf
+    front = []
+    for lat, score in sorted(points):
+        if score > best:
+            front.append((lat, score))
+            best = score
+    return front
+
+
+# ----------------------------------------------------------------------------- the report
+def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
+    import optuna
+
+    trials = [trial_entry(t) for t in study.get_trials(deepcopy=False)]
+    states = [t["state"] for t in trials]
+    counts = {
+        "trials": len(trials),
+        "feasible": sum(t["feasible"] for t in trials),
+        "pruned": states.count("pruned"),
+        "failed": states.count("fail"),
+        "screened_out": sum(t["status"] == "screened-out" for t in trials),
+        "running": states.count("running"),
+        "wall_s": round(sum(t["duration_s"] or 0 for t in trials), 2),
+        "last_run_wall_s": round(state.get("search_wall_s", 0.0), 2),
+        "sampler": study.user_attrs.get("sampler", type(study.sampler).__name__),
+        "objective": state.get("objective", "f1"),
+        "study": state.get("study"),
+        "storage": state.get("storage"),
+        "optuna_version": optuna.__version__,
+        "notes": state.get("search_reasons", []),
+    }
+    time_totals: dict[str, float] = {}
+    for t in trials:
+        for k, v in (t["time_s"] or {}).items():
+            time_totals[k] = round(time_totals.get(k, 0.0) + float(v), 3)
+    counts["time_s"] = time_totals
+    rep = {
+        "schema": SCHEMA,
+        "edgeopt_version": __version__,
+        "target": state["target"],
+        "task": state["task"],
+        "baseline": state["baseline"],
+        "best": state["best"],
+        "search": counts,
+        "space": state.get("space"),
+        "trials": trials,
+        "layers": layer_breakdown(state),
+        "wall_s": round(state.get("wall_s", 0.0), 2),
+    }
+    return rep
+
+
+def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """Write report.json, report.md, report.html and plots/ into ``out``; return the report dict."""
+    rep = build(out, study, state)
+    rep["plots"] = _plots(out, study, rep)
+    _write(out / "report.json", json.dumps(rep, indent=2, default=str))
+    _write(out / "report.md", render_markdown(rep))
+    _write(out / "report.html", render_html(rep, out))
+    return rep
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _headline(rep: dict[str, Any]) -> str:
+    best, base = rep["best"], rep["baseline"]
+    verdict = "meets every budget" if best["budget"]["passed"] else "does NOT meet every budget"
+    split = "test" if (best["metrics"] or {}).get("test") else "val"
+    f1b = (base["metrics"][split] or {}).get("f1")
+    f1x = (best["metrics"][split] or {}).get("f1")
+    lat = (best.get("latency_ms") or {}).get("p50")
+    latb = (base.get("latency_ms") or {}).get("p50")
+    parts = [f"The artifact {verdict} of `{rep['target']['name']}`"]
+    if best["params"]:
+        parts.append(f"{base['params'] / best['params']:.1f}× fewer parameters")
+    if lat and latb:
+        parts.append(f"{latb / lat:.1f}× lower p50 latency ({best.get('latency_source')})")
+    if f1b is not None and f1x is not None:
+        parts.append(f"{split} F1 {f1x:.4f} vs {f1b:.4f} ({(f1x - f1b) * 100:+.2f} pt)")
+    return ", ".join(parts) + "."
+
+
+def render_markdown(rep: dict[str, Any]) -> str:
+    s = rep["search"]
+    lines = [
+        f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}",
+        "",
+        _headline(rep),
+        "",
+        f"Task: {rep['task'].get('description') or rep['task']['name']} — metric `{rep['task']['metric']}`, "
+        f"{rep['task']['samples']['train']}/{rep['task']['samples']['val']}/{rep['task']['samples']['test']} "
+        "train/val/test samples. The test split is scored only on the two shipped files.",
+        f"Target: {rep['target'].get('description', rep['target']['name'])}. Latency is "
+        f"**{rep['best'].get('latency_source', 'measured')}** "
+        + ("(this host's measurement transferred to the target by its calibration)."
+           if rep["best"].get("latency_source") == "predicted" else "(measured on the target)."),
+        "",
+        "## Baseline vs edgeopt",
+        "",
+        render_markdown_table(comparison_rows(rep)),
+        "",
+        "## Budgets",
+        "",
+        render_markdown_table(budget_rows(rep)),
+        "",
+    ]
+    if rep.get("layers"):
+        lines += ["## Chosen plan", "", render_markdown_table(plan_rows(rep)), ""]
+    else:
+        lines += ["## Chosen plan", "", "The model has no layer edgeopt can decompose; it is shipped dense.", ""]
+    lines += [
+        "## Search",
+        "",
+        f"{s['trials']} trials ({s['sampler']}, objective `{s['objective']}`): {s['feasible']} feasible, "
+        f"{s['screened_out']} screened out before training, {s['pruned']} pruned, {s['failed']} failed; "
+        f"{s['wall_s']:.1f} s in trials. Time per stage: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items())) + ".",
+        "",
+    ]
+    for note in s.get("notes") or []:
+        lines += [f"- {note}"]
+    lines += ["", render_markdown_table(trial_rows(rep)), ""]
+    for name, rel in (rep.get("plots") or {}).items():
+        lines += [f"![{name}]({rel})", ""]
+    lines += [f"_edgeopt {rep['edgeopt_version']}; study `{s.get('study')}` in `{s.get('storage')}`._", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}.pass{color:#1a7f37}.fail{color:#c62828}
+code{background:#f5f5f5;padding:1px 4px}"""
+
+
+def render_html(rep: dict[str, Any], out: Path) -> str:
+    """A self-contained page: tables inline, plots embedded as base64 PNG."""
+    s = rep["search"]
+    passed = rep["best"]["budget"]["passed"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>edgeopt — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>edgeopt report — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</h1>",
+        f"<p class='{'pass' if passed else 'fail'}'><b>{html.escape(_headline(rep))}</b></p>",
+        f"<p>Target: {html.escape(rep['target'].get('description', ''))}. Latency is "
+        f"<b>{html.escape(str(rep['best'].get('latency_source')))}</b>.</p>",
+        "<h2>Baseline vs edgeopt</h2>", _html_table(comparison_rows(rep)),
+        "<h2>Budgets</h2>", _html_table(budget_rows(rep)),
+    ]
+    if rep.get("layers"):
+        parts += ["<h2>Chosen plan</h2>", _html_table(plan_rows(rep))]
+    parts += [
+        "<h2>Search</h2>",
+        f"<p>{s['trials']} trials ({html.escape(s['sampler'])}): {s['feasible']} feasible, {s['screened_out']} screened out "
+        f"before training, {s['pruned']} pruned, {s['failed']} failed.</p>",
+        _html_table(trial_rows(rep)),
+    ]
+    for name, rel in (rep.get("plots") or {}).items():
+        p = out / rel
+        if p.exists():
+            data = base64.b64encode(p.read_bytes()).decode()
+            parts.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+    parts.append(f"<p><small>edgeopt {__version__}</small></p></body></html>")
+    return "\n".join(parts)
+
+
+def rebuild(out: str | os.PathLike) -> dict[str, Any]:
+    """``edgeopt report DIR``: rebuild every report file from ``compile.json`` and the study."""
+    from edgeopt.search.loop import make_storage
+
+    import optuna
+
+    out = Path(out)
+    state_path = out / "compile.json"
+    if not state_path.exists():
+        raise InputError(f"{out} is not an edgeopt output dir: {state_path.name} is missing (run `edgeopt compile` first).")
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{state_path}: not valid JSON ({exc}).") from None
+    url = state["storage"]
+    if url == "study.db":
+        url = f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=state["study"], storage=make_storage(url))
+    return write_report(out, study=study, state=state)

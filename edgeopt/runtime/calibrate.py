@@ -17,7 +17,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from edgeopt.runtime.onnx_proto import GraphBuilder
 
 log = logging.getLogger("edgeopt.calibrate")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _chain(n: int) -> bytes:
@@ -61,17 +60,22 @@ def _session(ort: Any, model: bytes, threads: int, spinning: bool) -> Any:
 
 
 def _time_us(sess: Any, feeds: dict[str, np.ndarray], *, budget_s: float, min_runs: int = 5) -> float:
-    """Median latency in microseconds of a bare run loop, after a warm-up."""
+    """Latency in microseconds of a bare run loop: the best of three blocks' lower quartiles. A
+    roofline describes what the machine sustains; on a shared machine the slow tail is other work."""
     names = [o.name for o in sess.get_outputs()]
     for _ in range(3):
         sess.run(names, feeds)
-    samples = []
-    start = time.perf_counter()
-    while len(samples) < min_runs or (time.perf_counter() - start < budget_s and len(samples) < 20000):
-        t0 = time.perf_counter_ns()
-        sess.run(names, feeds)
-        samples.append((time.perf_counter_ns() - t0) / 1e3)
-    return statistics.median(samples)
+    best = float("inf")
+    for _block in range(3):
+        samples = []
+        start = time.perf_counter()
+        while len(samples) < min_runs or (time.perf_counter() - start < budget_s / 3 and len(samples) < 20000):
+            t0 = time.perf_counter_ns()
+            sess.run(names, feeds)
+            samples.append((time.perf_counter_ns() - t0) / 1e3)
+        samples.sort()
+        best = min(best, samples[len(samples) // 4])
+    return best
 
 
 def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float = 0.3) -> dict[str, Any]:
@@ -99,12 +103,20 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     moved = 4.0 * (k2 * n2 + k2 + n2)
     bandwidth = moved / max(t - run_overhead - op_overhead, 1e-3) / 1e3
 
+    # DRAM: a 64 MiB weight, beyond the last-level cache of any edge device and most hosts
+    k3, n3 = 4096, 4096
+    x = {"x": rng.standard_normal((1, k3)).astype(np.float32)}
+    t = _time_us(_session(ort, _matmul(1, k3, n3, seed=2), threads, allow_spinning), x, budget_s=budget_s, min_runs=6)
+    dram = 4.0 * (k3 * n3 + k3 + n3) / max(t - run_overhead - op_overhead, 1e-3) / 1e3
+
     facts = host_facts()
     return {
         "gflops": round(gflops, 2),
         "mem_bandwidth_gbs": round(bandwidth, 2),
         "op_overhead_us": round(op_overhead, 3),
         "run_overhead_us": round(run_overhead, 3),
+        "dram_bandwidth_gbs": round(min(dram, bandwidth), 2),
+        "cache_mb": _llc_mb(),
         "threads": threads,
         "allow_spinning": allow_spinning,
         "arch": facts["arch"],
@@ -113,6 +125,18 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
         "when": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "seconds": round(time.perf_counter() - t_start, 2),
     }
+
+
+def _llc_mb() -> float | None:
+    """Size of the largest CPU cache Linux reports, in MiB."""
+    best = 0.0
+    for p in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = p.read_text().strip().upper()
+            best = max(best, float(text[:-1]) / 1024 if text.endswith("K") else float(text[:-1]) if text.endswith("M") else float(text) / 2**20)
+        except (OSError, ValueError):
+            continue
+    return best or None
 
 
 def snippet(cal: dict[str, Any]) -> str:
@@ -125,7 +149,8 @@ def snippet(cal: dict[str, Any]) -> str:
         f"mem_bandwidth_gbs = {cal['mem_bandwidth_gbs']}\n"
         f"op_overhead_us = {cal['op_overhead_us']}\n"
         f"run_overhead_us = {cal['run_overhead_us']}\n"
-        f"calibrated = true\n"
+        + (f"dram_bandwidth_gbs = {cal['dram_bandwidth_gbs']}\ncache_mb = {cal['cache_mb']}\n" if cal.get("cache_mb") else "")
+        + "calibrated = true\n"
         f"perf_source = \"edgeopt calibrate, {cal['when']}\"\n"
     )
 

@@ -1,9 +1,232 @@
-"""CLI commands of the runtime half: targets, bench, gate, calibrate (torch-free)."""
+"""CLI commands of the runtime half: targets, calibrate, bench, gate (torch-free).
+
+Each command is a thin call into the same API a Python user has; results go to stdout, logs and
+warnings to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from edgeopt.errors import InputError
+
+log = logging.getLogger("edgeopt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    # targets
+    p = sub.add_parser("targets", help="list, show and validate target profiles",
+                       description="Built-in target profiles and user profiles (TOML).")
+    tsub = p.add_subparsers(dest="targets_command", metavar="{list,show,validate}")
+    q = tsub.add_parser("list", help="list the built-in targets")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(func=_targets_list)
+    q = tsub.add_parser("show", help="print a target profile (built-in name or path)")
+    q.add_argument("target")
+    q.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    q.set_defaults(func=_targets_show)
+    q = tsub.add_parser("validate", help="check target profile files; exit 2 on the first problem")
+    q.add_argument("files", nargs="+", metavar="FILE")
+    q.set_defaults(func=_targets_validate)
+    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
+
+    # calibrate
+    p = sub.add_parser("calibrate", help="measure this machine's roofline for latency prediction",
+                       description="Run fixed reference micro-models (dispatch cost, fp32 matmul GFLOP/s, "
+                                   "matrix-vector bandwidth) and print a [device] snippet for a target profile.")
+    p.add_argument("--target", default="host", help="take the thread count and spinning from this target (default: host)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the target's)")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
+    p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
+    p.set_defaults(func=_calibrate)
+
+    # bench and gate share their measurement flags
+    def measurement_flags(q: argparse.ArgumentParser, *, min_iters: int, min_time: float) -> None:
+        q.add_argument("model", metavar="MODEL.onnx")
+        q.add_argument("--target", "-t", default="host", help="built-in target name or profile path (default: host)")
+        q.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+        q.add_argument("--batch", type=int, help="size of a symbolic batch dimension (default: the target's batch_size)")
+        q.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                       help="concrete shape for an input with symbolic dimensions (repeatable)")
+        q.add_argument("--min-iters", type=int, default=min_iters, help=f"minimum timed runs (default {min_iters})")
+        q.add_argument("--min-time", type=float, default=min_time, help=f"minimum timed seconds (default {min_time:g})")
+        q.add_argument("--max-iters", type=int, default=10000, help="maximum timed runs (default 10000)")
+        q.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+        q.add_argument("--on-device", action="store_true", default=None,
+                       help="this machine is the target: report the measurement, do not predict")
+
+    p = sub.add_parser("bench", help="benchmark an ONNX model for a target",
+                       description="Latency (p50..p99), throughput, memory, size of an ONNX model; each measurement "
+                                   "in a fresh process with the target's session options. Off the target, the "
+                                   "target's latency is predicted from this host's measurement and labelled so.")
+    measurement_flags(p, min_iters=100, min_time=1.0)
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("gate", help="check an ONNX model against a target's budgets (exit 0/1/2/3)",
+                       description="Benchmark, then check the target's budgets with a one-sided distribution-free "
+                                   "confidence bound. Exit 0 pass, 1 over budget, 2 bad input, 3 inconclusive "
+                                   "(1 with --strict). Appends a Markdown table to $GITHUB_STEP_SUMMARY when set.")
+    measurement_flags(p, min_iters=200, min_time=2.0)
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
+    p.add_argument("--summary", metavar="FILE", help="write the Markdown table to FILE")
+    p.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the bounds (default 0.95)")
+    p.add_argument("--strict", action="store_true", help="treat inconclusive as a failure (exit 1)")
+    p.add_argument("--latency-ms", type=float, help="override the latency budget")
+    p.add_argument("--percentile", type=float, help="override the latency percentile")
+    p.add_argument("--memory-mb", type=float, help="override the peak memory budget")
+    p.add_argument("--size-mb", type=float, help="override the model size budget")
+    p.set_defaults(func=_gate)
+
+
+# --------------------------------------------------------------------------- helpers
+def _emit_json(dest: str | None, payload: dict[str, Any]) -> None:
+    if not dest:
+        return
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        return
+    _write(dest, text)
+
+
+def _write(dest: str, text: str, *, append: bool = False) -> None:
+    from edgeopt.runtime.gate import write_atomic
+
+    try:
+        write_atomic(dest, text, append=append)
+    except OSError as exc:
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Fail before measuring, not after, when an output cannot be written."""
+    for p in paths:
+        if not p or p == "-":
+            continue
+        parent = os.path.dirname(os.path.abspath(p)) or "."
+        probe = parent
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+            raise InputError(f"cannot write {p}: {probe} is not a writable directory")
+        if os.path.isdir(p):
+            raise InputError(f"cannot write {p}: it is a directory")
+
+
+# --------------------------------------------------------------------------- targets
+def _targets_list(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.targets import Target
+
+    rows = []
+    for name in Target.builtin_names():
+        t = Target.load(name)
+        rows.append(t)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in rows], indent=2))
+        return 0
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    print(f"{'name':<22}{'arch':<9}{'cpu':<28}{'cores':>5}{'lat ms':>8}{' @p':<5}{'mem MB':>8}{'size MB':>9}  perf model")
+    for t in rows:
+        b, d = t.budget, t.device
+        perf = ("this host" if t.is_host() else "calibrated" if d.calibrated else "spec-derived") if d.has_perf_model \
+            else ("this host (calibrated on first use)" if d.detect else "none")
+        print(f"{t.name:<22}{d.arch:<9}{d.cpu[:27]:<28}{d.cores:>5}{fmt(b.latency_ms, 'g'):>8}"
+              f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}{fmt(b.model_size_mb, 'g'):>9}  {perf}")
+    return 0
+
+
+def _targets_show(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.targets import Target
+
+    t = Target.load(args.target)
+    if args.json:
+        print(json.dumps(dict(t.to_dict(), is_host=t.is_host()), indent=2))
+    else:
+        print(f"# {t.source}" + ("  (this machine)" if t.is_host() else ""))
+        print(t.to_toml(), end="")
+    return 0
+
+
+def _targets_validate(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.targets import Target
+
+    for f in args.files:
+        t = Target.load(f)
+        print(f"ok: {f} ({t.name}{'; ' + str(len(t.warnings)) + ' warning(s)' if t.warnings else ''})")
+    return 0
+
+
+# --------------------------------------------------------------------------- calibrate
+def _calibrate(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.calibrate import calibrate, save_calibration, snippet
+    from edgeopt.runtime.targets import Target
+
+    t = Target.load(args.target)
+    threads = t.runtime.intra_op_threads if args.threads is None else args.threads
+    if threads < 0:
+        raise InputError(f"--threads: expected an integer >= 0, found {threads}")
+    _check_outputs(args.json_out)
+    log.info("calibrating with %s intra-op threads (about a second)...", threads or "default")
+    cal = calibrate(threads, allow_spinning=t.runtime.allow_spinning)
+    if not args.no_cache:
+        path = save_calibration(cal)
+        if path:
+            log.info("cached in %s", path)
+    if args.json_out == "-":
+        _emit_json("-", cal)
+        return 0
+    print("[device]")
+    print(snippet(cal), end="")
+    _emit_json(args.json_out, cal)
+    return 0
+
+
+# --------------------------------------------------------------------------- bench / gate
+def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(batch=args.batch, shapes=args.shape, min_iters=args.min_iters, min_time_s=args.min_time,
+                max_iters=args.max_iters, warmup=args.warmup, on_device=args.on_device)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.bench import bench
+
+    _check_outputs(args.json_out)
+    r = bench(args.model, args.target, **_bench_kwargs(args))
+    if args.json_out == "-":
+        _emit_json("-", r.to_dict())
+    else:
+        print(r.to_text())
+        _emit_json(args.json_out, r.to_dict())
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from edgeopt.runtime.gate import gate
+    from edgeopt.runtime.targets import Target
+
+    target = Target.load(args.target).with_budget(latency_ms=args.latency_ms, peak_memory_mb=args.memory_mb,
+                                                  model_size_mb=args.size_mb, latency_percentile=args.percentile)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    _check_outputs(args.json_out, args.junit, args.summary)
+    g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_bench_kwargs(args))
+    if not target.budget.latency_ms and not target.budget.peak_memory_mb and not target.budget.model_size_mb:
+        log.warning("warning: target %s sets no budgets: nothing to check", target.name)
+    # Render everything first, then write: an error leaves no half-written report.
+    md, junit, doc = g.to_markdown(), g.to_junit() if args.junit else None, g.to_dict()
+    if args.json_out == "-":
+        _emit_json("-", doc)
+    else:
+        print(g.to_text())
+        _emit_json(args.json_out, doc)
+    if junit is not None:
+        _write(args.junit, junit)
+    if args.summary:
+        _write(args.summary, md)
+    if step_summary:
+        _write(step_summary, md + "\n", append=True)
+    return g.exit_code

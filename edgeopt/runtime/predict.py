@@ -32,14 +32,29 @@ class PerfModel:
     mem_bandwidth_gbs: float
     op_overhead_us: float
     run_overhead_us: float
+    cache_mb: float | None = None  # last-level cache; working sets beyond half of it stream from DRAM
+    dram_bandwidth_gbs: float | None = None  # streaming bandwidth from DRAM (large working sets)
+
+    def bandwidth_for(self, working_set_bytes: float) -> float:
+        """Effective GB/s for a run touching ``working_set_bytes``: the part that fits in (half) the
+        last-level cache at ``mem_bandwidth_gbs``, the rest at ``dram_bandwidth_gbs``."""
+        if not self.cache_mb or not self.dram_bandwidth_gbs:
+            return self.mem_bandwidth_gbs
+        fits = self.cache_mb * 1024 * 1024 / 2
+        if working_set_bytes <= fits:
+            return self.mem_bandwidth_gbs
+        seconds = fits / self.mem_bandwidth_gbs + (working_set_bytes - fits) / self.dram_bandwidth_gbs
+        return working_set_bytes / seconds
 
     @classmethod
     def of(cls, device: Any) -> "PerfModel":
         """From a targets.Device or a calibration dict; a missing run overhead is 3 node dispatches."""
         get = (lambda k: device.get(k)) if isinstance(device, Mapping) else (lambda k: getattr(device, k))
         run = get("run_overhead_us")
+        opt = lambda k: (device.get(k) if isinstance(device, Mapping) else getattr(device, k, None))  # noqa: E731
         return cls(float(get("gflops")), float(get("mem_bandwidth_gbs")), float(get("op_overhead_us")),
-                   float(run) if run is not None else 3.0 * float(get("op_overhead_us")))
+                   float(run) if run is not None else 3.0 * float(get("op_overhead_us")),
+                   opt("cache_mb"), opt("dram_bandwidth_gbs"))
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -66,15 +81,21 @@ def node_bytes(node: Mapping[str, Any]) -> float:
     return float(node.get("activation_bytes", 0) + node.get("parameter_bytes", 0) + node.get("output_bytes", 0))
 
 
-def node_cost_us(node: Mapping[str, Any], model: PerfModel) -> float:
+def working_set_bytes(nodes: Sequence[Mapping[str, Any]]) -> float:
+    """Bytes one run touches: every weight once, every activation written once."""
+    return float(sum(n.get("parameter_bytes", 0) + n.get("output_bytes", 0) for n in nodes))
+
+
+def node_cost_us(node: Mapping[str, Any], model: PerfModel, bandwidth_gbs: float | None = None) -> float:
     compute_us = node_flops(node) / (model.gflops * 1e3)
-    memory_us = node_bytes(node) / (model.mem_bandwidth_gbs * 1e3)
+    memory_us = node_bytes(node) / ((bandwidth_gbs or model.mem_bandwidth_gbs) * 1e3)
     return model.op_overhead_us + max(compute_us, memory_us)
 
 
 def run_cost_us(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> float:
     """Predicted latency of one run, in microseconds."""
-    return model.run_overhead_us + sum(node_cost_us(n, model) for n in nodes)
+    bw = model.bandwidth_for(working_set_bytes(nodes))
+    return model.run_overhead_us + sum(node_cost_us(n, model, bw) for n in nodes)
 
 
 def transfer_factor(nodes: Sequence[Mapping[str, Any]], host: PerfModel, target: PerfModel) -> float:
@@ -86,9 +107,11 @@ def breakdown(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> dict[str,
     """Where the predicted time goes: dispatch overhead, compute-bound and memory-bound nodes (us)."""
     out = {"run_overhead_us": model.run_overhead_us, "dispatch_us": 0.0, "compute_bound_us": 0.0,
            "memory_bound_us": 0.0, "flops": 0.0, "bytes": 0.0, "nodes": float(len(nodes))}
+    bw = model.bandwidth_for(working_set_bytes(nodes))
+    out["bandwidth_gbs"] = bw
     for n in nodes:
         f, b = node_flops(n), node_bytes(n)
-        c, m = f / (model.gflops * 1e3), b / (model.mem_bandwidth_gbs * 1e3)
+        c, m = f / (model.gflops * 1e3), b / (bw * 1e3)
         out["dispatch_us"] += model.op_overhead_us
         out["compute_bound_us" if c >= m else "memory_bound_us"] += max(c, m)
         out["flops"] += f

@@ -62,9 +62,9 @@ def order_statistic_bounds(n: int, q: float, confidence: float) -> tuple[int | N
     cdf = _binom_cdf_table(n, p)  # cdf[k-1] = P(#below <= k-1) = P(X_(k) >= quantile)
     ks = np.nonzero(cdf >= confidence)[0]
     upper = int(ks[0]) + 1 if ks.size and ks[0] + 1 <= n else None
-    # P(X_(j) <= quantile) = P(#below >= j) = 1 - cdf[j-1]
-    tail = 1.0 - np.concatenate(([0.0], cdf[:-1]))  # tail[j-1] = P(#below >= j), j = 1..n+1
-    js = np.nonzero(tail[:n] >= confidence)[0]
+    # P(X_(j) <= quantile) = P(at least j samples <= quantile) = P(Binomial >= j)
+    tail = 1.0 - cdf[:n]  # tail[j-1] = P(#below >= j) = 1 - P(#below <= j-1), j = 1..n
+    js = np.nonzero(tail >= confidence)[0]
     lower = int(js[-1]) + 1 if js.size else None
     return lower, upper
 

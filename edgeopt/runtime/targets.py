@@ -8,6 +8,7 @@ Profiles are TOML files (schema in DESIGN.md) read with the stdlib's tomllib. Bu
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import os
@@ -58,6 +59,8 @@ class Device:
     mem_bandwidth_gbs: float | None = None  # matrix-vector streaming bandwidth, GB/s
     op_overhead_us: float | None = None  # per-node dispatch cost, microseconds
     run_overhead_us: float | None = None  # per-run fixed cost of session.run, microseconds
+    dram_bandwidth_gbs: float | None = None  # bandwidth for working sets beyond half the cache
+    cache_mb: float | None = None  # last-level cache, MiB
     calibrated: bool = False  # measured by `edgeopt calibrate` (True) or derived from specs (False)
     perf_source: str = ""  # where gflops / bandwidth / overhead come from
     detect: bool = False  # fields absent from the file are detected from the machine running edgeopt
@@ -281,7 +284,7 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
             if required:
                 raise TargetError(f"{display}: {full}: required key is missing")
             return default
-        value = table[key]
+        value = orig = table[key]
         if kind == "str":
             if not isinstance(value, str) or (required and not value.strip()):
                 raise fail(full, "a non-empty string" if required else "a string", value)
@@ -304,9 +307,9 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
                 raise fail(full, "a number", value)
             value = float(value)
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
-            raise fail(full, f"{'an integer' if kind == 'int' else 'a number'} {'>' if exclusive else '>='} {minimum:g}", value)
+            raise fail(full, f"{'an integer' if kind == 'int' else 'a number'} {'>' if exclusive else '>='} {minimum:g}", orig)
         if maximum is not None and value > maximum:
-            raise fail(full, f"a number <= {maximum:g}", value)
+            raise fail(full, f"a number <= {maximum:g}", orig)
         return value
 
     def table(key: str, allowed: set[str]) -> dict[str, Any]:
@@ -345,6 +348,8 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
         mem_bandwidth_gbs=get(dev, "device", "mem_bandwidth_gbs", "num", minimum=0),
         op_overhead_us=get(dev, "device", "op_overhead_us", "num", minimum=0),
         run_overhead_us=get(dev, "device", "run_overhead_us", "num", minimum=0, exclusive=False),
+        dram_bandwidth_gbs=get(dev, "device", "dram_bandwidth_gbs", "num", minimum=0),
+        cache_mb=get(dev, "device", "cache_mb", "num", minimum=0),
         calibrated=get(dev, "device", "calibrated", "bool", default=False),
         perf_source=get(dev, "device", "perf_source", "str", default=""),
         detect=detect,
@@ -360,7 +365,7 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
         raise fail("[runtime] providers", "a non-empty array of execution provider names", [])
     for p in providers:
         if p not in KNOWN_PROVIDERS:
-            close = [k for k in KNOWN_PROVIDERS if _norm(p) in _norm(k) or _norm(k).startswith(_norm(p)[:4])]
+            close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise TargetError(f"{display}: [runtime] providers: expected known execution provider names such as "
                               f"CPUExecutionProvider, found unknown provider {p!r}{hint}")
@@ -400,6 +405,7 @@ def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
         return device
     return dataclasses.replace(device, gflops=cal["gflops"], mem_bandwidth_gbs=cal["mem_bandwidth_gbs"],
                                op_overhead_us=cal["op_overhead_us"], run_overhead_us=cal.get("run_overhead_us"),
+                               dram_bandwidth_gbs=cal.get("dram_bandwidth_gbs"), cache_mb=cal.get("cache_mb"),
                                calibrated=True, perf_source=f"edgeopt calibrate on this host ({cal['when']})")
 
 

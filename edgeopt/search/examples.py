@@ -55,7 +55,7 @@ def _imbalanced_data():
 
     X, y = make_classification(
         n_samples=6000, n_features=24, n_informative=8, n_redundant=4, n_clusters_per_class=3,
-        weights=[0.95, 0.05], flip_y=0.02, class_sep=0.9, random_state=7,
+        weights=[0.95, 0.05], flip_y=0.01, class_sep=1.5, random_state=7,
     )
     X = StandardScaler().fit_transform(X)
     return _split(X, y)

@@ -96,4 +96,4 @@ def test_imbalanced_example_shows_why_f1_comes_first():
         pred = task.model(torch.from_numpy(task.X_test)).argmax(1).numpy()
     m = compute_metrics(task.y_test, pred, metric="f1")
     assert m.accuracy > 0.9
-    assert m.f1 < m.accuracy - 0.15
+    assert m.f1 < m.accuracy - 0.2  # about 0.96 accuracy, 0.61 F1

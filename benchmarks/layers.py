@@ -1,0 +1,115 @@
+"""Single-layer latency in onnxruntime: dense vs lowrank vs tt at several ranks.
+
+Linear 256x256, 1024x1024, 4096x4096 and Conv2d 64->64 3x3 on 32x32; 1 thread; batch 1 and 32;
+median of many runs. Weights are random (latency does not depend on them), so no SVD is run.
+
+    flock /tmp/edgeopt-bench.lock python benchmarks/layers.py [--json out.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgeopt.compiler.decompose import decomposable_layers
+from edgeopt.compiler.export import export_onnx, onnx_node_count
+from edgeopt.compiler.formats import LowRankConfig, TTConfig, get_handler
+from edgeopt.compiler.layers import LowRankConv, LowRankLinear, TTConv, TTLinear
+
+CASES = [
+    ("Linear 256x256", lambda: nn.Linear(256, 256), (256,), [4, 16, 64], [4, 8, 16, 32]),
+    ("Linear 1024x1024", lambda: nn.Linear(1024, 1024), (1024,), [4, 16, 64], [4, 8, 16, 32]),
+    ("Linear 4096x4096", lambda: nn.Linear(4096, 4096), (4096,), [4, 16, 64], [4, 8, 16, 32]),
+    ("Conv2d 64->64 3x3 @32x32", lambda: nn.Conv2d(64, 64, 3, padding=1), (64, 32, 32), [8, 16, 32], [8, 16, 32]),
+]
+
+
+def build(layer: nn.Module, spec, fmt: str, rank: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module decompose() would build, with random weights (same shapes, same sweep order)."""
+    if fmt == "dense":
+        return layer, ()
+    config = LowRankConfig(rank=rank) if fmt == "lowrank" else TTConfig(ranks=rank)
+    ranks = get_handler(fmt).cost(spec, config).ranks
+    if fmt == "lowrank":
+        mod = LowRankLinear(spec.in_size, spec.out_size, ranks[1]) if spec.kind == "linear" else LowRankConv(layer, ranks[1])
+    elif spec.kind == "linear":
+        mod = TTLinear(spec.in_size, spec.out_size, spec.tt_in_modes, spec.tt_out_modes, ranks)
+    else:
+        mod = TTConv(layer, ranks)
+    return mod, ranks
+
+
+def time_us(path: Path, x: np.ndarray, budget_s: float = 0.4) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(5):
+        sess.run(None, feed)
+    t = time.perf_counter()
+    sess.run(None, feed)
+    one = time.perf_counter() - t
+    n = int(min(3000, max(20, budget_s / max(one, 1e-6))))
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
+    args = ap.parse_args()
+    budget = 0.05 if args.quick else 0.4
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for title, make, shape, lr_ranks, tt_ranks in CASES:
+            layer = make().eval()
+            spec = decomposable_layers(nn.Sequential(layer), (1, *shape))["0"]
+            dense_b1 = None
+            for fmt, ranks in (("dense", [None]), ("lowrank", lr_ranks), ("tt", tt_ranks)):
+                for rank in ranks:
+                    mod, actual = build(layer, spec, fmt, rank)
+                    mod = nn.Sequential(mod).eval()
+                    x1 = torch.randn(1, *shape)
+                    path = export_onnx(mod, x1, Path(d) / "m.onnx")
+                    cost = get_handler(fmt).cost(spec, LowRankConfig(rank=rank) if fmt == "lowrank" else
+                                                  TTConfig(ranks=rank) if fmt == "tt" else None)
+                    b1 = time_us(path, x1.numpy(), budget)
+                    b32 = time_us(path, torch.randn(32, *shape).numpy(), budget)
+                    dense_b1 = dense_b1 or b1
+                    row = {"layer": title, "format": fmt, "rank": rank, "ranks": list(actual), "params": cost.params,
+                           "macs": cost.macs, "nodes": onnx_node_count(path), "p50_us_b1": round(b1, 1),
+                           "p50_us_b32": round(b32, 1), "speedup_b1": round(dense_b1 / b1, 2)}
+                    if fmt == "tt" and spec.kind == "linear":
+                        row["modes"] = [list(spec.tt_in_modes), list(spec.tt_out_modes)]
+                    rows.append(row)
+                    print(f"{title:26s} {fmt:8s} {str(rank or ''):>4s} params {cost.params:>9d} macs {cost.macs:>11d} "
+                          f"nodes {row['nodes']:>2d}  b1 {b1:9.1f} us  b32 {b32:9.1f} us  x{row['speedup_b1']:.2f}",
+                          flush=True)
+    print("\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['layer']} | {r['format']} | {r['rank'] or ''} | {r['params']:,} | {r['macs']:,} | {r['nodes']} | "
+              f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× |")
+    tt4 = next(r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4)
+    print(f"\nTT rank 4 on 4096x4096, batch 1: {tt4['speedup_b1']:.1f}x faster than dense (goal >= 20x)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

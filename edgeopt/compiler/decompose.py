@@ -1,0 +1,359 @@
+"""``decompose(model, plan)``: the one verb that turns dense layers into smaller formats.
+
+Also ``plan_cost`` (size and MACs of a plan, without building anything), ``decomposable_layers``
+(what the search may change, and how far) and ``layer_reports`` (what a student's layers became).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeopt.compiler.formats import (FormatConfig, LayerCost, LayerReport, LayerSpec, get_handler, parse_config,
+                                      registered_formats)
+from edgeopt.compiler.formats._base import BYTES_PER_PARAM
+from edgeopt.errors import InputError, ModelError
+
+__all__ = ["PlanCost", "decompose", "decomposable_layers", "layer_reports", "normalize_plan", "plan_cost"]
+
+_LEFT_ALONE: tuple[tuple[type, str], ...] = (
+    (nn.Embedding, "embeddings are table lookups, not matrix products"),
+    (nn.EmbeddingBag, "embeddings are table lookups, not matrix products"),
+    (nn.RNNBase, "recurrent layers keep their gate structure (not supported)"),
+    (nn.MultiheadAttention, "attention's fused projections are not decomposed (not supported)"),
+    (nn.modules.batchnorm._NormBase, "normalization layers have no matrix to decompose"),
+    (nn.LayerNorm, "normalization layers have no matrix to decompose"),
+    (nn.GroupNorm, "normalization layers have no matrix to decompose"),
+    (nn.modules.conv._ConvTransposeNd, "transposed convolutions are not supported"),
+    (nn.Conv3d, "3-D convolutions are not supported"),
+)
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """Size and compute of a model under a plan, from shapes alone (no SVD, nothing built).
+
+    ``params`` counts every parameter of the model, ``size_bytes`` is them at float32 plus the
+    buffers, ``macs`` the multiply-adds per sample of every Linear and Conv (other layers are
+    ignored). ``exact`` is False when a tolerance rank makes a layer's cost an upper bound.
+    """
+
+    params: int
+    size_bytes: int
+    macs: int
+    layers: dict[str, LayerCost] = field(default_factory=dict)
+    exact: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["layers"] = {k: v.to_dict() for k, v in self.layers.items()}
+        return d
+
+
+@dataclass
+class _Analysis:
+    specs: dict[str, LayerSpec]  # canonical name -> spec, decomposable layers only
+    refused: dict[str, str]  # name -> why it is left alone
+    aliases: dict[str, str]  # every name of a module -> its canonical (first) name
+    params: int
+    buffer_bytes: int
+    other_macs: int  # MACs of linear/conv layers that are not decomposable (grouped convs, ...)
+
+
+def _kind(m: nn.Module) -> str | None:
+    if isinstance(m, nn.Linear):
+        return "linear"
+    if isinstance(m, nn.Conv1d):
+        return "conv1d"
+    if isinstance(m, nn.Conv2d):
+        return "conv2d"
+    return None
+
+
+def _refusal(m: nn.Module) -> str | None:
+    for cls, why in _LEFT_ALONE:
+        if isinstance(m, cls):
+            return why
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups != 1:
+        return f"grouped/depthwise convolutions (groups={m.groups}) are left alone"
+    if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+        return "its parameters are not initialized yet (run the model once first)"
+    if _kind(m) is None:
+        return f"{type(m).__name__} is not a Linear, Conv1d or Conv2d layer"
+    return None
+
+
+def _as_input(example_input: Any) -> tuple[torch.Tensor, ...] | None:
+    if example_input is None:
+        return None
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, (tuple, list)) and example_input and all(isinstance(v, int) for v in example_input):
+        return (torch.zeros(*example_input),)
+    if isinstance(example_input, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in example_input):
+        return tuple(example_input)
+    try:
+        import numpy as np
+
+        if isinstance(example_input, np.ndarray):
+            return (torch.as_tensor(example_input, dtype=torch.float32),)
+    except ImportError:  # pragma: no cover
+        pass
+    raise InputError(f"example_input must be a tensor, a tuple of tensors or an input shape (ints). "
+                     f"Got {type(example_input).__name__} instead.")
+
+
+def _positions(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None) -> dict[int, list[int]]:
+    """id(module) -> [input positions, output positions] per sample, summed over every call."""
+    if inputs is None:
+        return {}
+    seen: dict[int, list[int]] = {}
+    batch = inputs[0].shape[0] if inputs[0].dim() > 0 else 1
+
+    def hook(mod, args, out):
+        x = args[0]
+        acc = seen.setdefault(id(mod), [0, 0])
+        if isinstance(mod, nn.Linear):
+            p = x.numel() // (x.shape[-1] * batch)
+            acc[0] += p
+            acc[1] += p
+        else:
+            acc[0] += math.prod(x.shape[2:])
+            acc[1] += math.prod(out.shape[2:])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as exc:
+        raise ModelError(f"The model failed on example_input of shape {[tuple(t.shape) for t in inputs]}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+        for m, t in modes.items():
+            m.training = t
+    return seen
+
+
+def _dense_cost(m: nn.Module, pos: list[int] | None) -> tuple[int, int | None]:
+    params = sum(p.numel() for p in m.parameters(recurse=False))
+    if isinstance(m, nn.Linear):
+        return params, m.in_features * m.out_features * (pos[1] if pos else 1)
+    w = m.weight
+    per_pos = w.shape[0] * math.prod(w.shape[1:])
+    return params, per_pos * pos[1] if pos else None
+
+
+def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module. Got {type(model).__name__} instead.")
+    positions = _positions(model, _as_input(example_input))
+    aliases: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if name:
+            aliases[name] = first.setdefault(id(m), name)
+    specs: dict[str, LayerSpec] = {}
+    refused: dict[str, str] = {}
+    other = 0
+    owners = [n + "." for n, m in model.named_modules() if n and isinstance(m, nn.MultiheadAttention)]
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        why = _refusal(m)
+        if why is None and any(name.startswith(o) for o in owners):
+            why = "it belongs to a MultiheadAttention, which reads its weights directly"
+        if why is not None:
+            refused[name] = why
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not isinstance(m, nn.modules.lazy.LazyModuleMixin):
+                other += _dense_cost(m, positions.get(id(m)))[1] or 0
+            continue
+        pos = positions.get(id(m))
+        kind = _kind(m)
+        params, macs = _dense_cost(m, pos)
+        linear = kind == "linear"
+        spec = LayerSpec(
+            name=name, kind=kind,
+            in_size=m.in_features if linear else m.in_channels,
+            out_size=m.out_features if linear else m.out_channels,
+            kernel_size=() if linear else tuple(m.kernel_size), bias=m.bias is not None,
+            in_positions=(pos[0] if pos else 1) if linear else (pos[0] if pos else None),
+            out_positions=(pos[1] if pos else 1) if linear else (pos[1] if pos else None),
+            params=params, macs=macs if macs is not None else m.weight.numel(), formats=(),
+        )
+        formats, max_rank, notes, extra = [], {}, {}, {}
+        for fmt in registered_formats():
+            handler = get_handler(fmt)
+            reason = handler.check(spec)
+            if reason is not None:
+                notes[fmt] = reason
+                continue
+            formats.append(fmt)
+            r = handler.max_rank(spec)
+            if r is not None:
+                max_rank[fmt] = r
+            extra.update(handler.spec_fields(spec))
+        specs[name] = dataclasses.replace(spec, formats=tuple(formats), max_rank=max_rank, notes=notes, **extra)
+    params = sum(p.numel() for p in model.parameters())
+    buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    return _Analysis(specs, refused, aliases, params, buffer_bytes, other)
+
+
+def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str, LayerSpec]:
+    """The layers a plan may name, keyed as in ``model.named_modules()``, with what each allows.
+
+    Grouped/depthwise convs, recurrent layers, embeddings and normalization layers are absent.
+    A tied module appears once, under its first name. Conv MACs need ``example_input`` (a tensor
+    or an input shape such as ``(1, 3, 32, 32)``); without it they count one output position.
+    """
+    return _analyze(model, example_input).specs
+
+
+def normalize_plan(plan: Mapping[str, Any] | None) -> dict[str, FormatConfig]:
+    """Validate every entry of a plan (dicts, configs or format names) into configs."""
+    if plan is None:
+        return {}
+    if not isinstance(plan, Mapping):
+        raise InputError(f"A plan must be a dict mapping layer names to formats. Got {type(plan).__name__} instead.")
+    out = {}
+    for name, entry in plan.items():
+        if not isinstance(name, str):
+            raise InputError(f"Plan keys must be layer names (str). Got {name!r} instead.")
+        out[name] = parse_config(entry, layer=name)
+    return out
+
+
+def _resolve(analysis: _Analysis, configs: dict[str, FormatConfig]) -> dict[str, tuple[FormatConfig, list[str]]]:
+    """canonical name -> (config, plan names that refer to it), with clear errors."""
+    resolved: dict[str, tuple[FormatConfig, list[str]]] = {}
+    for name, config in configs.items():
+        canonical = analysis.aliases.get(name)
+        if canonical is None:
+            known = ", ".join(sorted(analysis.specs)) or "(none)"
+            raise ModelError(f"Layer '{name}' named in the plan is not in the model; decomposable layers: {known}.")
+        if canonical in analysis.refused:
+            raise ModelError(f"Layer '{name}' cannot be decomposed: {analysis.refused[canonical]}.")
+        spec = analysis.specs[canonical]
+        if config.format not in spec.formats:
+            reason = spec.notes.get(config.format, "not allowed")
+            raise ModelError(f"Layer '{name}' ({spec.kind} {spec.out_size}x{spec.in_size}) cannot use the "
+                             f"'{config.format}' format: {reason}.")
+        if canonical in resolved:
+            prev, names = resolved[canonical]
+            if prev != config:
+                raise ModelError(f"Layer '{name}' is the same module as '{names[0]}' (tied) but the plan gives "
+                                 f"them different formats: {config.to_dict()} vs {prev.to_dict()}.")
+            names.append(name)
+        else:
+            resolved[canonical] = (config, [name])
+    return resolved
+
+
+def plan_cost(model: nn.Module, plan: Mapping[str, Any] | None, example_input: Any = None) -> PlanCost:
+    """Params, float32 size and MACs per sample of ``decompose(model, plan)``, without building it.
+
+    Ranks given as a tolerance need the weights' spectra; for them the bond maxima are used (an
+    upper bound) and ``PlanCost.exact`` is False.
+    """
+    analysis = _analyze(model, example_input)
+    resolved = _resolve(analysis, normalize_plan(plan))
+    params, macs, exact, layers = analysis.params, analysis.other_macs, True, {}
+    for name, spec in analysis.specs.items():
+        if name in resolved:
+            config = resolved[name][0]
+            cost = get_handler(config).cost(spec, config)
+            layers[name] = cost
+            params += cost.params - spec.params
+            macs += cost.macs
+            exact = exact and cost.exact
+        else:
+            macs += spec.macs
+    return PlanCost(params=params, size_bytes=params * BYTES_PER_PARAM + analysis.buffer_bytes, macs=macs,
+                    layers=layers, exact=exact)
+
+
+def _parents(model: nn.Module, target: nn.Module) -> list[tuple[nn.Module, str]]:
+    out = []
+    for _, parent in model.named_modules(remove_duplicate=True):
+        for attr, child in parent._modules.items():
+            if child is target:
+                out.append((parent, attr))
+    return out
+
+
+def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input: Any = None) -> nn.Module:
+    """Return a copy of ``model`` whose layers named in ``plan`` are replaced by their formats.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained teacher; it is left untouched.
+    plan : dict
+        Layer name (as in ``model.named_modules()``) -> ``{"format": "lowrank", "rank": 32}``,
+        ``{"format": "tt", "ranks": [1, 8, 1]}`` (or ``"rank": 8``, or ``"ranks": 0.05`` for a
+        relative error), ``{"format": "dense"}``, a ``FormatConfig`` or a format name.
+    example_input : tensor or shape, optional
+        Only used to report conv layers' MACs.
+
+    Returns
+    -------
+    torch.nn.Module
+        The student. Each decomposed layer carries an ``edgeopt_report`` (:class:`LayerReport`);
+        collect them with :func:`layer_reports`. A module reachable under several names (tied)
+        is decomposed once and stays shared.
+    """
+    configs = normalize_plan(plan)
+    student = copy.deepcopy(model)
+    analysis = _analyze(student, example_input)
+    resolved = _resolve(analysis, configs)
+    modules = dict(student.named_modules())
+    for canonical, (config, names) in resolved.items():
+        old = modules[canonical]
+        spec = analysis.specs[canonical]
+        try:
+            new, report = get_handler(config).build(old, spec, config)
+        except (InputError, ModelError):
+            raise
+        except Exception as exc:
+            raise ModelError(f"Layer '{canonical}': building the '{config.format}' format failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        all_names = tuple(sorted(n for n, c in analysis.aliases.items() if c == canonical and n != canonical))
+        new.edgeopt_report = dataclasses.replace(report, aliases=all_names)
+        if new is not old:
+            new.train(old.training)
+            for p in new.parameters():
+                p.requires_grad_(old.weight.requires_grad)
+            for parent, attr in _parents(student, old):
+                setattr(parent, attr, new)
+    student.edgeopt_plan = {name: cfg.to_dict() for name, cfg in configs.items()}
+    inputs = _as_input(example_input)
+    if inputs is not None and resolved:
+        try:
+            with torch.no_grad():
+                student.eval()(*inputs)
+        except Exception as exc:
+            raise ModelError(f"The decomposed model fails on example_input ({type(exc).__name__}: {exc}); its forward "
+                             f"probably reads a replaced layer's weight directly (layers: {sorted(resolved)}).") from exc
+        finally:
+            student.train(model.training)
+    return student
+
+
+def layer_reports(student: nn.Module) -> list[LayerReport]:
+    """The :class:`LayerReport` of every layer ``decompose`` touched, in module order."""
+    out = []
+    for name, m in student.named_modules():
+        report = getattr(m, "edgeopt_report", None)
+        if isinstance(report, LayerReport):
+            out.append(dataclasses.replace(report, name=name) if name and name != report.name else report)
+    return out

@@ -1,0 +1,294 @@
+"""Verified ONNX export: ``export_onnx(model, example_input, path) -> Path``.
+
+Exporter choice, measured on the seed-size MLP (torch 2.13): the TorchScript exporter
+(``dynamo=False``) takes ~10 ms per model, the dynamo exporter ~0.8 s; both give the same graph
+once the TorchScript exporter's ``Constant`` nodes are turned into initializers. The search
+exports many students, so ``exporter="auto"`` uses TorchScript first and falls back to dynamo when
+TorchScript fails or its graph does not reproduce torch's outputs in onnxruntime (it is known to
+mis-export some ops silently, which is why every export is verified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import json
+import logging
+import os
+import time
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeopt._version import __version__
+from edgeopt.errors import InputError, ModelError
+
+__all__ = ["ExportInfo", "export_onnx", "onnx_node_count", "onnx_op_counts", "last_export_info"]
+
+_EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+class ExportInfo(dict):
+    """What the last ``export_onnx`` call did: exporter, seconds, node count, max deviation."""
+
+
+_LAST: ExportInfo = ExportInfo()
+
+
+def last_export_info() -> ExportInfo:
+    return ExportInfo(_LAST)
+
+
+def _load(model_or_path: Any):
+    import onnx
+
+    return model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path))
+
+
+def onnx_op_counts(model_or_path: Any) -> Counter:
+    """Node count per op type of the main graph."""
+    return Counter(n.op_type for n in _load(model_or_path).graph.node)
+
+
+def onnx_node_count(model_or_path: Any) -> int:
+    return len(_load(model_or_path).graph.node)
+
+
+def _as_inputs(example_input: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_input, torch.Tensor):
+        items: Sequence = (example_input,)
+    elif isinstance(example_input, np.ndarray):
+        items = (torch.as_tensor(example_input),)
+    elif isinstance(example_input, (tuple, list)) and example_input and all(
+            isinstance(v, (torch.Tensor, np.ndarray)) for v in example_input):
+        items = [torch.as_tensor(v) for v in example_input]
+    else:
+        raise InputError(f"example_input must be a tensor, an array or a tuple of them. Got {type(example_input).__name__} instead.")
+    if any(t.dim() == 0 for t in items):
+        raise InputError("example_input must have a batch dimension (dim 0). Got a scalar instead.")
+    return tuple(t.detach().float() if t.is_floating_point() else t.detach() for t in items)
+
+
+@contextlib.contextmanager
+def _quiet():
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(loggers, levels):
+                lg.setLevel(lv)
+
+
+@contextlib.contextmanager
+def _layer_tracker(model: nn.Module, stack: list[str]):
+    """Keep the names of the modules being run, so a failure can name its layer."""
+    def pre(name):
+        return lambda mod, args: stack.append(name)
+
+    def post(mod, args, out):
+        if stack:
+            stack.pop()
+
+    handles = []
+    for name, m in model.named_modules():
+        if name:
+            handles += [m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, exporter: str, opset: int,
+            in_names: list[str], out_names: list[str]) -> None:
+    with _quiet():
+        if exporter == "torchscript":
+            axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
+            torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=in_names, output_names=out_names,
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+        else:
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(model, inputs, str(path), dynamo=True, input_names=in_names, output_names=out_names,
+                              dynamic_shapes=tuple({0: batch} for _ in inputs), opset_version=opset,
+                              external_data=False, verbose=False)
+
+
+def _cleanup(proto) -> None:
+    """Constant nodes -> initializers (they are not work), and drop unused initializers."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0])
+            graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+        graph.initializer.remove(t)
+
+
+def _torch_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = model(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.detach().cpu().float().numpy() for o in outs]
+
+
+def _verify(model: nn.Module, path: Path, feeds: list[tuple[str, tuple[torch.Tensor, ...]]], rtol: float) -> float:
+    """Compare onnxruntime with torch on each feed; raise ModelError on the first mismatch."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst = 0.0
+    for label, inputs in feeds:
+        ref = _torch_outputs(model, inputs)
+        got = sess.run(None, {n: t.cpu().numpy() for n, t in zip(names, inputs)})
+        for k, (a, b) in enumerate(zip(got, ref)):
+            if a.shape != b.shape:
+                raise ModelError(f"ONNX output {k} has shape {a.shape} on {label} inputs; torch gives {b.shape}.")
+            scale = float(np.abs(b).max()) if b.size else 0.0
+            dev = float(np.abs(a.astype(np.float64) - b).max()) if b.size else 0.0
+            if not np.isfinite(a).all() or dev > rtol * max(scale, 1e-6):
+                raise ModelError(f"ONNX output {k} differs from torch on {label} inputs: max |diff| {dev:.3g} "
+                                 f"> {rtol:g} x max |output| {scale:.3g}.")
+            worst = max(worst, dev / max(scale, 1e-6))
+    return worst
+
+
+def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
+                metadata: Mapping[str, Any] | None = None, opset: int = 18, verify: bool = True,
+                verify_inputs: Any = None, rtol: float = 1e-4, exporter: str = "auto",
+                input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> Path:
+    """Export ``model`` to ONNX at ``path``, checked and verified against torch, written atomically.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Exported in eval mode (its train/eval flags are restored afterwards).
+    example_input : tensor, array or tuple of them
+        Fixes every shape but the batch (dim 0), which is a dynamic axis named ``batch``.
+    path : path
+        Where the ``.onnx`` file goes; written to a temporary file first, renamed when verified.
+    metadata : dict, optional
+        Added to ``metadata_props`` next to ``edgeopt_version`` and ``exporter`` (non-str values as JSON).
+    opset : int
+        ONNX opset, >= 17.
+    verify : bool
+        Run ``onnx.checker`` and compare onnxruntime with torch (max |diff| <= rtol x max |output|)
+        on seeded random inputs at batch 1 and 3, and on ``verify_inputs`` (real data) if given.
+    exporter : {"auto", "torchscript", "dynamo"}
+        "auto": TorchScript (fast), falling back to dynamo if it fails or does not verify.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file. ``last_export_info()`` tells which exporter ran, its time and node count.
+    """
+    import onnx
+
+    if exporter not in _EXPORTERS:
+        raise InputError(f"The 'exporter' parameter of export_onnx must be one of {_EXPORTERS}. Got {exporter!r} instead.")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
+        raise InputError(f"The 'opset' parameter of export_onnx must be an int >= 17. Got {opset!r} instead.")
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module. Got {type(model).__name__} instead.")
+    inputs = _as_inputs(example_input)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    in_names = list(input_names) if input_names else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
+    # batch 2 for tracing: the dynamo exporter specializes a size-1 dim to a constant
+    trace_inputs = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
+
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    feeds = []
+    if verify:
+        for b in (1, 3):
+            feeds.append((f"random batch-{b}", tuple(
+                torch.randn((b, *t.shape[1:]), generator=gen) if t.is_floating_point() else t[:1].expand(b, *t.shape[1:])
+                for t in inputs)))
+        if verify_inputs is not None:
+            feeds.append(("the given real", _as_inputs(verify_inputs)))
+    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    errors: list[str] = []
+    try:
+        for name in order:
+            t0 = time.perf_counter()
+            stack: list[str] = []
+            try:
+                with _layer_tracker(model, stack):
+                    with torch.no_grad():
+                        out_names = list(output_names) if output_names else None
+                        if out_names is None:
+                            n_out = len(_torch_outputs(model, trace_inputs))
+                            out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+                        stack.clear()
+                        _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
+            except Exception as exc:
+                where = f" in layer '{stack[-1]}'" if stack else ""
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+                first = next((ln for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+                errors.append(f"{name} exporter failed{where}: {type(exc).__name__}: {first}")
+                continue
+            export_s = time.perf_counter() - t0
+            proto = onnx.load(str(tmp))
+            _cleanup(proto)
+            props = {"edgeopt_version": __version__, "exporter": name, "opset": str(opset)}
+            for k, v in (metadata or {}).items():
+                props[str(k)] = v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True)
+            del proto.metadata_props[:]
+            for k, v in props.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = k, v
+            proto.producer_name = "edgeopt"
+            proto.producer_version = __version__
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except Exception as exc:
+                errors.append(f"{name} exporter wrote a model onnx.checker rejects: {str(exc).splitlines()[0]}")
+                continue
+            onnx.save(proto, str(tmp))
+            deviation = None
+            if verify:
+                try:
+                    deviation = _verify(model, tmp, feeds, rtol)
+                except ModelError as exc:
+                    errors.append(f"{name} exporter: {exc}")
+                    continue
+            os.replace(tmp, path)
+            _LAST.clear()
+            _LAST.update(exporter=name, export_s=export_s, total_s=time.perf_counter() - t0,
+                         nodes=len(proto.graph.node), max_rel_deviation=deviation, path=str(path))
+            return path
+        raise ModelError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
+    finally:
+        for m, t in modes.items():
+            m.training = t
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,98 @@
+"""Classification metrics, all from scikit-learn, always reported together.
+
+Accuracy alone hides what F1 shows (a model that ignores a rare class), so every evaluation
+returns F1, precision, recall, accuracy and the confusion matrix; ``score`` is the one the
+caller optimizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+__all__ = ["METRICS", "Metrics", "compute_metrics", "metric_name"]
+
+MetricSpec = Union[str, Callable[[np.ndarray, np.ndarray], float]]
+
+# metric name -> averaging used for F1 / precision / recall
+METRICS: dict[str, str] = {
+    "f1_macro": "macro",
+    "f1_micro": "micro",
+    "f1_weighted": "weighted",
+    "f1": "binary",
+    "accuracy": "macro",
+}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One evaluation. ``score`` is the requested metric; ``average`` the F1/precision/recall averaging."""
+
+    score: float
+    f1: float
+    precision: float
+    recall: float
+    accuracy: float
+    confusion: tuple[tuple[int, ...], ...]
+    labels: tuple[int, ...]
+    metric: str = "f1_macro"
+    average: str = "macro"
+    n: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["confusion"] = [list(r) for r in self.confusion]
+        d["labels"] = list(self.labels)
+        return d
+
+
+def metric_name(metric: MetricSpec) -> str:
+    if callable(metric):
+        return getattr(metric, "__name__", "custom")
+    if metric not in METRICS:
+        raise InputError(f"The 'metric' parameter must be one of {sorted(METRICS)} or a callable(y_true, y_pred). "
+                         f"Got {metric!r} instead.")
+    return metric
+
+
+def compute_metrics(y_true: Any, y_pred: Any, metric: MetricSpec = "f1_macro") -> Metrics:
+    """F1, precision, recall (averaged as ``metric`` says), accuracy and confusion matrix.
+
+    ``metric``: "f1_macro" (default), "f1_micro", "f1_weighted", "f1" (binary, positive class 1),
+    "accuracy", or a callable ``(y_true, y_pred) -> float`` (then F1 etc. are macro-averaged).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    name = metric_name(metric)
+    y_true = np.asarray(y_true).reshape(-1)
+    y_pred = np.asarray(y_pred).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise InputError(f"y_true and y_pred must have the same length. Got {y_true.size} and {y_pred.size} instead.")
+    if y_true.size == 0:
+        raise InputError("Cannot compute metrics on an empty set (0 samples).")
+    average = "macro" if callable(metric) else METRICS[name]
+    labels = np.union1d(y_true, y_pred)
+    kwargs: dict[str, Any] = {"average": average, "zero_division": 0}
+    if average == "binary":
+        extra = set(labels.tolist()) - {0, 1}
+        if extra:
+            raise InputError(f"The 'f1' metric is binary (labels 0 and 1). Got labels {sorted(labels.tolist())} "
+                             f"instead; use 'f1_macro'.")
+        kwargs["labels"] = [0, 1]
+        kwargs["pos_label"] = 1
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, **kwargs)
+    acc = float(accuracy_score(y_true, y_pred))
+    if callable(metric):
+        score = float(metric(y_true, y_pred))
+    else:
+        score = acc if name == "accuracy" else float(f)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    return Metrics(score=score, f1=float(f), precision=float(p), recall=float(r), accuracy=acc,
+                   confusion=tuple(tuple(int(v) for v in row) for row in cm),
+                   labels=tuple(int(v) for v in labels), metric=name, average=average, n=int(y_true.size))

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = pytest.mark.compile
+
+pytest.importorskip("torch")
+
+from edgeopt.compiler.formats import (DenseConfig, LowRankConfig, TTConfig, balanced_factors, choose_modes,  # noqa: E402
+                                      parse_config, resolve_ranks, validate_rank_spec)
+from edgeopt.errors import InputError  # noqa: E402
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.0, 0.0, 1.5, True, "8", [2, 4, 1], [1, 0, 1], [1, 4], None])
+def test_rank_spec_rejected_with_one_clear_line(bad):
+    with pytest.raises(InputError, match=r"^The 'ranks' parameter of TTConfig must be .* Got .* instead\.$"):
+        TTConfig(ranks=bad)
+
+
+def test_rank_forms_normalize_in_one_place():
+    assert validate_rank_spec(8, owner="X") == 8
+    assert validate_rank_spec(0.1, owner="X") == 0.1
+    assert validate_rank_spec([1, 4, 1], owner="X") == (1, 4, 1)
+    # an int means every internal bond = min(int, bond max)
+    assert resolve_ranks(16, [8, 64, 8], owner="X") == ((1, 8, 16, 8, 1), True)
+    assert resolve_ranks((1, 99, 2, 1), [8, 64], owner="X") == ((1, 8, 2, 1), True)
+    ranks, exact = resolve_ranks(0.05, [8, 64], owner="X")
+    assert ranks == (1, 8, 64, 1) and not exact
+    # a bond cannot carry more than its neighbours allow
+    assert resolve_ranks(100, [100, 100], owner="X", shape=[2, 50, 2])[0] == (1, 2, 2, 1)
+
+
+def test_plan_entries_parse_from_dicts_aliases_and_names():
+    assert parse_config({"format": "tt", "rank": 4}) == TTConfig(ranks=4)
+    assert parse_config({"format": "tt", "ranks": [1, 4, 1]}).ranks == (1, 4, 1)
+    assert parse_config({"format": "lowrank", "rank": 0.1}) == LowRankConfig(rank=0.1)
+    assert parse_config("dense") == DenseConfig()
+    assert TTConfig(ranks=4, in_modes=[8, 8]).to_dict() == {"format": "tt", "ranks": 4, "in_modes": [8, 8]}
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"format": "svd"}, "Unknown format 'svd'"),
+    ({"rank": 3}, "must name its 'format'"),
+    ({"format": "lowrank", "rank": -3}, r"The 'rank' parameter of LowRankConfig for layer 'fc1' must be .* Got -3"),
+    ({"format": "lowrank", "rank": 3, "alpha": 1}, "The 'alpha' parameter of LowRankConfig for layer 'fc1'"),
+    ({"format": "tt", "rank": 3, "ranks": 3}, "given once"),
+    ({"format": "tt", "rank": 3, "in_modes": [8, 8], "out_modes": [4, 4, 4]}, "as many modes"),
+    ({"format": "tt", "rank": 3, "in_modes": [0, 8]}, "The 'in_modes' parameter"),
+])
+def test_bad_plan_entries(entry, match):
+    with pytest.raises(InputError, match=match):
+        parse_config(entry, layer="fc1")
+
+
+def test_balanced_factors():
+    assert balanced_factors(1024, 2) == (32, 32)
+    assert balanced_factors(4096, 3) == (16, 16, 16)
+    assert balanced_factors(1000, 2) == (25, 40)
+    assert balanced_factors(97, 2) is None
+
+
+@pytest.mark.parametrize("n", [7, 97, 1009, 4099, 10, 2 * 997])
+def test_bad_sizes_get_padded_modes(n):
+    modes, why = choose_modes(n, 2)
+    assert modes is not None, why
+    assert n <= math.prod(modes) <= n * 1.25 + 2
+    assert max(modes) / min(modes) <= 4
+
+
+def test_unfactorable_size_gives_reason():
+    modes, why = choose_modes(2, 2)
+    assert modes is None and "no balanced factorization" in why

@@ -1,0 +1,32 @@
+"""The runtime half never imports torch or onnx (DESIGN.md: it must run on a Pi without them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+SCRIPT = f"""
+import sys
+import edgeopt
+from edgeopt.cli import main
+assert main(["targets", "list"]) == 0
+assert main(["targets", "show", "rpi4"]) == 0
+assert main(["targets", "validate", "{FIXTURES.parent.parent / 'edgeopt/runtime/profiles/rpi4.toml'}"]) in (0, 2)
+model = r"{FIXTURES / 'mlp_small.onnx'}"
+assert main(["bench", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) == 0
+assert main(["gate", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) in (0, 1, 3)
+edgeopt.Target.load("host"); edgeopt.bench; edgeopt.gate; edgeopt.BenchResult; edgeopt.GateResult
+import edgeopt.runtime.calibrate, edgeopt.runtime.predict, edgeopt.runtime.testing, edgeopt.runtime._worker
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "tensorly", "optuna", "sklearn", "matplotlib"))
+print("HEAVY", heavy)
+sys.exit(1 if heavy else 0)
+"""
+
+
+def test_runtime_half_imports_no_torch_or_onnx():
+    p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "HEAVY []" in p.stdout

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
                        "for the rpi4 profile, whose budgets the dense model does not meet.")
     d.add_argument("--out", default="runs/demo", help="output dir (default: runs/demo)")
-    d.add_argument("--trials", type=int, default=24, help="search trials (default: 24)")
+    d.add_argument("--trials", type=int, default=60, help="search trials (default: 60)")
     d.add_argument("--timeout", type=float, default=120.0, help="stop the search after S seconds (default: 120)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--target", default="rpi4")

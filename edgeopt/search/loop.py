@@ -3,7 +3,7 @@
 One trial: sample a plan → cheap screen (size from ``plan_cost``, latency from benchmarking the
 *untrained* decomposed graph, cached by plan) → over budget ends the trial as infeasible with its
 constraint values, no training spent → otherwise distill, reporting validation score per epoch
-to the pruner → constraint values to Optuna's ``constraints_func``; objective = validation score.
+to the pruner → constraint values to Optuna (``Trial.set_constraint``, Optuna 5's successor of ``constraints_func``); objective = validation score.
 The best feasible plan is then fine-tuned longer, exported, verified, benchmarked with the full
 protocol, gated, and scored on the test split (the only place the test split is used).
 """
@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,6 @@ def _constraints(target: Any, *, latency_ms: float | None, peak_memory_mb: float
     return out
 
 
-def _constraints_func(trial: Any) -> list[float]:
-    return list(trial.user_attrs.get("constraints", [0.0] * len(CONSTRAINT_NAMES)))
-
-
 def _feasible(trial: Any) -> bool:
     c = trial.user_attrs.get("constraints")
     return c is not None and all(v <= 0 for v in c) and trial.user_attrs.get("status") == "trained"
@@ -328,6 +325,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
 
@@ -362,13 +360,16 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     except KeyError:
         n_existing = 0
     if sampler == "tpe":
+        # Constraint values reach TPE through Trial.set_constraint (Optuna >= 5), so it learns
+        # where the feasible region is; group=True keeps the conditional rank parameters together.
         samp = optuna.samplers.TPESampler(
-            seed=seed + n_existing, multivariate=True, group=True, constraints_func=_constraints_func,
-            n_startup_trials=max(4, min(10, trials // 3)), warn_independent_sampling=False,
+            seed=seed + n_existing, multivariate=True, group=True, n_startup_trials=max(4, min(10, trials // 3)),
         )
     else:
         samp = optuna.samplers.RandomSampler(seed=seed + n_existing)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    # A low-rank layer initialized by SVD starts far below the teacher and recovers within a few
+    # epochs of distillation: judge a trial only after that warm-up.
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, trial_epochs // 3))
     study = optuna.create_study(study_name=study_name, storage=stor, directions=directions, sampler=samp,
                                 pruner=pruner, load_if_exists=True)
     study.set_user_attr("target", target.name)
@@ -412,8 +413,11 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         cons = _constraints(target, latency_ms=m["latency_ms"], peak_memory_mb=m["peak_memory_mb"],
                             size_bytes=m["size_bytes"], score=None)
         trial.set_user_attr("constraints", cons)
+        for name, value in zip(CONSTRAINT_NAMES[:3], cons[:3]):  # the quality constraint comes after training
+            trial.set_constraint(name, value)
         if any(c > 0 for c in cons):
             # Over budget before any training: infeasible, no epochs spent.
+            trial.set_constraint("min_f1", 0.0)  # unknown: only the measured budgets count against it
             trial.set_user_attr("status", "screened-out")
             trial.set_user_attr("val", {})
             return (0.0, m["latency_ms"]) if objective == "pareto" else 0.0
@@ -424,6 +428,8 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
                 if trial.should_prune():
                     trial.set_user_attr("status", "pruned")
                     trial.set_user_attr("val", {"score": score})
+                    trial.set_constraint("min_f1", _constraints(target, latency_ms=None, peak_memory_mb=None,
+                                                                size_bytes=None, score=score)[3])
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} with {task.metric_name} {score:.4f}")
 
         t0 = time.perf_counter()
@@ -441,6 +447,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         cons = _constraints(target, latency_ms=m["latency_ms"], peak_memory_mb=m["peak_memory_mb"],
                             size_bytes=m["size_bytes"], score=val["score"])
         trial.set_user_attr("constraints", cons)
+        trial.set_constraint("min_f1", cons[3])
         return (val["score"], m["latency_ms"]) if objective == "pareto" else val["score"]
 
     prog = _Progress(trials, task.metric_name, progress)
@@ -496,7 +503,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         "task": task.describe(),
         "space": space.to_dict(),
         "objective": objective,
-        "baseline": report_mod.artifact_entry(baseline, base_cost, baseline_path, out),
+        "baseline": report_mod.artifact_entry(baseline, base_cost, baseline_path, out, target=target),
         "best": report_mod.artifact_entry(best, best_cost, model_path, out, plan=plan, precision=precision,
                                           trial=best_trial.number if best_trial is not None else None,
                                           timings=final_timings, target=target),
@@ -525,7 +532,7 @@ def _layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, b
         rows.append({
             "name": name,
             "format": entry.get("format", "dense"),
-            "ranks": entry.get("rank", entry.get("ranks")),
+            "ranks": list(getattr(best_l, "ranks", None) or []) or entry.get("rank", entry.get("ranks")),
             "params": int(getattr(best_l, "params", 0) or dense_params),
             "dense_params": dense_params,
             "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),

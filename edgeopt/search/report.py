@@ -221,7 +221,9 @@ def layer_breakdown(state: dict[str, Any], teacher_layers: dict[str, Any] | None
     total_macs = sum(layer["macs"] for layer in layers) or 1
     times = []
     for layer in layers:
-        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 2 * max(1, len(layer.get("ranks") or [1, 1]) - 1) + 1)
+        ranks = layer.get("ranks")
+        cores = len(ranks) - 1 if isinstance(ranks, (list, tuple)) else 2
+        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 2 * max(1, cores) + 1)
         t = nodes * overhead_us + max(2 * layer["macs"] / (gflops * 1e3), 4 * layer["params"] / (bw * 1e3))
         times.append(t)
     total_t = sum(times) or 1
@@ -304,10 +306,7 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
                                                    target_name=f"validation {rep['task']['metric']}")
             save(ax.figure, "history.png")
             if len(study.directions) == 2:
-                from edgeopt.search.loop import _constraints_func
-
-                ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"],
-                                           constraints_func=_constraints_func)
+                ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"])
                 save(ax.figure, "pareto_front.png")
 
     # 3. the chosen plan per layer: params dense vs edgeopt, and predicted latency share.

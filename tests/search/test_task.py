@@ -36,7 +36,9 @@ def test_task_accepts_arrays_tensors_and_loaders():
     [
         ({"model": "not a model"}, "must be a torch.nn.Module"),
         ({"metric": "auc"}, "'metric' parameter of Task"),
-        ({"train": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64))}, "cannot run on Task.train"),
+        ({"train": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64)),
+          "val": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64))}, "cannot run on Task.train"),
+        ({"val": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64))}, "different sample shapes"),
         ({"val": (np.zeros((4, 4), np.float32), np.full(4, 7))}, "labels must lie in [0, 2]"),
         ({"val": (np.zeros((4, 4), np.float32), np.zeros((4, 2), np.int64))}, "1-D array"),
         ({"metric": "f1"}, "binary"),
@@ -67,7 +69,7 @@ def test_load_task_errors(tmp_path):
     with pytest.raises(InputError, match="has no function 'other'"):
         load_task(f"{wrong}:other")
     broken = tmp_path / "broken.py"
-    broken.write_text("this is not python\n")
+    broken.write_text("def broken(:\n")
     with pytest.raises(InputError, match="raised while loading: SyntaxError"):
         load_task(f"{broken}:make")
 

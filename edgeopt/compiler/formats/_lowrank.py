@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from collections import OrderedDict
+
 from edgeopt.compiler.formats._base import (FormatConfig, FormatHandler, LayerCost, LayerSpec, make_report,
                                             register_format, rel_error)
 from edgeopt.compiler.formats._ranks import resolve_ranks, svd_rank_for_tolerance, uniform_max_rank, validate_rank_spec
@@ -27,6 +29,32 @@ class LowRankConfig(FormatConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", validate_rank_spec(self.rank, owner="LowRankConfig", param="rank", n_bonds=2))
+
+
+_SVD_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_SVD_CACHE_SIZE = 16
+
+
+def _svd(mat):
+    """Thin SVD, memoized by the matrix's content.
+
+    A search decomposes the same teacher layers in every trial at different ranks; the SVD does
+    not depend on the rank, and a 1024×1024 one costs ~0.3 s, so it is computed once per weight.
+    """
+    import hashlib
+
+    import torch
+
+    key = (tuple(mat.shape), hashlib.sha1(mat.contiguous().numpy().tobytes()).hexdigest())
+    hit = _SVD_CACHE.get(key)
+    if hit is None:
+        hit = torch.linalg.svd(mat, full_matrices=False)
+        _SVD_CACHE[key] = hit
+        while len(_SVD_CACHE) > _SVD_CACHE_SIZE:
+            _SVD_CACHE.popitem(last=False)
+    else:
+        _SVD_CACHE.move_to_end(key)
+    return hit
 
 
 def _full_rank(spec: LayerSpec) -> int:
@@ -67,7 +95,7 @@ class LowRankHandler(FormatHandler):
 
         w = module.weight.detach()
         mat = w.reshape(w.shape[0], -1).double()
-        u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+        u, s, vh = _svd(mat)
         if isinstance(config.rank, float):
             rank = svd_rank_for_tolerance(s.numpy(), config.rank)
         else:

@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime default)")
     ap.add_argument("--min-time", type=float, default=1.0)
     args = ap.parse_args()
-    cal = calibrate(args.threads, budget_s=0.6)
+    cal = calibrate(args.threads)
     host = PerfModel.of(cal)
     print(f"host {host_facts()['cpu']}, threads={args.threads or 'default'}, load avg {os.getloadavg()[0]:.2f}")
     print(f"calibration: gflops={cal['gflops']} mem_bandwidth_gbs={cal['mem_bandwidth_gbs']} "

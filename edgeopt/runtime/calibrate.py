@@ -1,12 +1,17 @@
 """``edgeopt calibrate``: measure this machine's roofline with fixed reference micro-models.
 
-Three micro-models, built in memory (no file, no onnx package), run with the given thread count:
-- dispatch: a chain of tiny Add nodes, 1 and 201 long; the slope is the per-node cost, the
-  intercept the per-run cost of ``session.run``;
-- compute: a 256x1024 @ 1024x1024 fp32 MatMul (537 MFLOP), sustained GFLOP/s;
-- bandwidth: a 1x2048 @ 2048x1024 fp32 matrix-vector product, memory-bound: it streams an 8 MiB
-  weight per run, the working-set size of a typical edge model, so on a host with a large
-  last-level cache this is cache bandwidth, as it is for the models benchmarked here.
+Micro-models, built in memory (no file, no onnx package), run with the given thread count:
+- dispatch: chains of tiny Add nodes, 1 and 201 long (slope: per-node cost, intercept: per-run cost
+  of ``session.run``), and a chain of 101 tiny MatMuls (the dispatch cost of a GEMM-class kernel);
+- compute: a 256x1024 @ 1024x1024 fp32 MatMul (537 MFLOP), sustained GFLOP/s; a 32->32 channel
+  3x3 Conv on 32x32 (19 MFLOP), the convolution rate; a uint8 256x1024 @ int8 1024x1024
+  MatMulInteger, the int8 rate (GOP/s) on this CPU's ISA;
+- bandwidth: 1xK @ KxN fp32 matrix-vector products, memory-bound, with weights of 1, 4, 16, 32 and
+  64 MiB: a curve of streaming bandwidth against working set (L2, last-level cache, DRAM).
+
+Robust to a loaded machine: every micro-model is timed in short blocks, interleaved with the others
+round after round, so a burst of other work hits all of them alike; each block gives its lower
+quartile (the slow tail of a block is other work), and a figure is the median over rounds.
 The host's result is cached (``$EDGEOPT_CACHE_DIR`` or ``~/.cache/edgeopt``) per CPU model,
 onnxruntime version and thread count.
 """
@@ -17,6 +22,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,18 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.runtime.onnx_proto import GraphBuilder
+from edgeopt.runtime.onnx_proto import INT32, UINT8, GraphBuilder
 
 log = logging.getLogger("edgeopt.calibrate")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+#: (working-set MiB, K, N) of the bandwidth curve's matrix-vector products
+BANDWIDTH_POINTS = ((1, 512, 512), (4, 1024, 1024), (16, 2048, 2048), (32, 4096, 2048), (64, 4096, 4096))
 
 
-def _chain(n: int) -> bytes:
+def _chain(n: int, op: str = "Add") -> bytes:
     g = GraphBuilder("dispatch")
     x = g.input("x", [1, 16])
+    rng = np.random.default_rng(3)
     c = g.const(np.full((1, 16), 1e-3, np.float32))
     for i in range(n):
-        x = g.op("Add", x, c, out="y" if i == n - 1 else None)
+        w = c if op == "Add" else g.const((rng.standard_normal((16, 16)) / 4).astype(np.float32))
+        x = g.op(op, x, w, out="y" if i == n - 1 else None)
     g.output("y", [1, 16])
     return g.to_bytes()
 
@@ -49,6 +59,25 @@ def _matmul(m: int, k: int, n: int, seed: int = 0) -> bytes:
     return g.to_bytes()
 
 
+def _matmul_int8(m: int, k: int, n: int) -> bytes:
+    g = GraphBuilder("matmul_int8")
+    x = g.input("x", [m, k], UINT8)
+    w = g.const(np.random.default_rng(4).integers(-127, 128, (k, n), dtype=np.int8))
+    g.op("MatMulInteger", x, w, out="y")
+    g.output("y", [m, n], INT32)
+    return g.to_bytes()
+
+
+def _conv(c_in: int, c_out: int, size: int) -> bytes:
+    g = GraphBuilder("conv")
+    x = g.input("x", [1, c_in, size, size])
+    rng = np.random.default_rng(5)
+    w = g.const((rng.standard_normal((c_out, c_in, 3, 3)) / 10).astype(np.float32))
+    g.op("Conv", x, w, g.const(np.zeros(c_out, np.float32)), out="y", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.output("y", [1, c_out, size, size])
+    return g.to_bytes()
+
+
 def _session(ort: Any, model: bytes, threads: int, spinning: bool) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -59,68 +88,90 @@ def _session(ort: Any, model: bytes, threads: int, spinning: bool) -> Any:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def _time_us(sess: Any, feeds: dict[str, np.ndarray], *, budget_s: float, min_runs: int = 5) -> float:
-    """Latency in microseconds of a bare run loop: the best of three blocks' lower quartiles. A
-    roofline describes what the machine sustains; on a shared machine the slow tail is other work."""
-    names = [o.name for o in sess.get_outputs()]
-    for _ in range(3):
+def _block_us(sess: Any, names: list[str], feeds: dict[str, np.ndarray], seconds: float, min_runs: int) -> float:
+    """Lower quartile of a short block of bare ``session.run`` calls, in microseconds."""
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < min_runs or (time.perf_counter() - start < seconds and len(samples) < 5000):
+        t0 = time.perf_counter_ns()
         sess.run(names, feeds)
-    best = float("inf")
-    for _block in range(3):
-        samples = []
-        start = time.perf_counter()
-        while len(samples) < min_runs or (time.perf_counter() - start < budget_s / 3 and len(samples) < 20000):
-            t0 = time.perf_counter_ns()
-            sess.run(names, feeds)
-            samples.append((time.perf_counter_ns() - t0) / 1e3)
-        samples.sort()
-        best = min(best, samples[len(samples) // 4])
-    return best
+        samples.append((time.perf_counter_ns() - t0) / 1e3)
+    samples.sort()
+    return samples[len(samples) // 4]
 
 
-def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float = 0.3) -> dict[str, Any]:
-    """Measure gflops, mem_bandwidth_gbs, op_overhead_us and run_overhead_us on this machine."""
+def _time_all(jobs: dict[str, tuple[Any, dict[str, np.ndarray]]], *, budget_s: float, rounds: int = 7) -> dict[str, float]:
+    """Median over interleaved rounds of each job's block lower quartile, in microseconds."""
+    names = {k: [o.name for o in s.get_outputs()] for k, (s, _) in jobs.items()}
+    for k, (sess, feeds) in jobs.items():
+        for _ in range(3):
+            sess.run(names[k], feeds)
+    per_block = budget_s / (rounds * len(jobs))
+    got: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(rounds):
+        for k, (sess, feeds) in jobs.items():
+            got[k].append(_block_us(sess, names[k], feeds, per_block, min_runs=3))
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
+def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float = 2.0) -> dict[str, Any]:
+    """Measure this machine's performance model (gflops, conv_gflops, int8_gops, mem_bandwidth_gbs,
+    bandwidth_curve, op_overhead_us, matmul_overhead_us, run_overhead_us) at ``threads``."""
     import onnxruntime as ort
 
     from edgeopt.runtime.targets import host_facts
 
     t_start = time.perf_counter()
     rng = np.random.default_rng(0)
+    sess = lambda model: _session(ort, model, threads, allow_spinning)  # noqa: E731
     tiny = {"x": rng.standard_normal((1, 16)).astype(np.float32)}
-    short, n_long = _time_us(_session(ort, _chain(1), threads, allow_spinning), tiny, budget_s=budget_s), 201
-    long = _time_us(_session(ort, _chain(n_long), threads, allow_spinning), tiny, budget_s=budget_s)
-    op_overhead = max((long - short) / (n_long - 1), 0.05)
-    run_overhead = max(short - op_overhead, 0.0)
-
+    n_long, n_mm = 201, 101
     m, k, n = 256, 1024, 1024
-    x = {"x": rng.standard_normal((m, k)).astype(np.float32)}
-    t = _time_us(_session(ort, _matmul(m, k, n), threads, allow_spinning), x, budget_s=budget_s, min_runs=5)
-    gflops = 2.0 * m * k * n / max(t - run_overhead - op_overhead, 1e-3) / 1e3
+    c_in, c_out, size = 32, 32, 32
+    jobs: dict[str, tuple[Any, dict[str, np.ndarray]]] = {
+        "short": (sess(_chain(1)), tiny),
+        "long": (sess(_chain(n_long)), tiny),
+        "mm_chain": (sess(_chain(n_mm, "MatMul")), tiny),
+        "gemm": (sess(_matmul(m, k, n)), {"x": rng.standard_normal((m, k)).astype(np.float32)}),
+        "int8": (sess(_matmul_int8(m, k, n)), {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}),
+        "conv": (sess(_conv(c_in, c_out, size)), {"x": rng.standard_normal((1, c_in, size, size)).astype(np.float32)}),
+    }
+    for mb, kk, nn in BANDWIDTH_POINTS:
+        jobs[f"bw{mb}"] = (sess(_matmul(1, kk, nn, seed=mb)), {"x": rng.standard_normal((1, kk)).astype(np.float32)})
+    t = _time_all(jobs, budget_s=budget_s)
 
-    k2, n2 = 2048, 1024
-    x = {"x": rng.standard_normal((1, k2)).astype(np.float32)}
-    t = _time_us(_session(ort, _matmul(1, k2, n2, seed=1), threads, allow_spinning), x, budget_s=budget_s)
-    moved = 4.0 * (k2 * n2 + k2 + n2)
-    bandwidth = moved / max(t - run_overhead - op_overhead, 1e-3) / 1e3
-
-    # DRAM: a 64 MiB weight, beyond the last-level cache of any edge device and most hosts
-    k3, n3 = 4096, 4096
-    x = {"x": rng.standard_normal((1, k3)).astype(np.float32)}
-    t = _time_us(_session(ort, _matmul(1, k3, n3, seed=2), threads, allow_spinning), x, budget_s=budget_s, min_runs=6)
-    dram = 4.0 * (k3 * n3 + k3 + n3) / max(t - run_overhead - op_overhead, 1e-3) / 1e3
+    op_overhead = max((t["long"] - t["short"]) / (n_long - 1), 0.05)
+    run_overhead = max(t["short"] - op_overhead, 0.0)
+    # tiny 16x16 MatMuls: dispatch only (their 1 KiB weights are nothing at cache bandwidth)
+    mm_overhead = max((t["mm_chain"] - run_overhead) / n_mm, op_overhead)
+    fixed = run_overhead + mm_overhead
+    gflops = 2.0 * m * k * n / max(t["gemm"] - fixed, 1e-3) / 1e3
+    int8_gops = 2.0 * m * k * n / max(t["int8"] - fixed, 1e-3) / 1e3
+    # the conv may run as ReorderInput + NchwcConv + ReorderOutput: two more small nodes
+    conv_gflops = 2.0 * c_out * size * size * c_in * 9 / max(t["conv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
+    curve = []
+    for mb, kk, nn in BANDWIDTH_POINTS:
+        moved = 4.0 * (kk * nn + kk + nn)
+        curve.append([float(mb), round(moved / max(t[f"bw{mb}"] - fixed, 1e-3) / 1e3, 2)])
+    bw = dict((mb, g) for mb, g in curve)
 
     facts = host_facts()
     return {
         "gflops": round(gflops, 2),
-        "mem_bandwidth_gbs": round(bandwidth, 2),
+        "mem_bandwidth_gbs": bw[4],
         "op_overhead_us": round(op_overhead, 3),
         "run_overhead_us": round(run_overhead, 3),
-        "dram_bandwidth_gbs": round(min(dram, bandwidth), 2),
+        "dram_bandwidth_gbs": min(bw[64], bw[4]),
         "cache_mb": _llc_mb(),
+        "matmul_overhead_us": round(mm_overhead, 3),
+        "conv_gflops": round(conv_gflops, 2),
+        "int8_gops": round(int8_gops, 2),
+        "bandwidth_curve": curve,
         "threads": threads,
         "allow_spinning": allow_spinning,
         "arch": facts["arch"],
         "cpu": facts["cpu"],
+        "isa": list(facts["isa"]),
         "onnxruntime": ort.__version__,
         "when": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "seconds": round(time.perf_counter() - t_start, 2),
@@ -150,6 +201,9 @@ def snippet(cal: dict[str, Any]) -> str:
         f"op_overhead_us = {cal['op_overhead_us']}\n"
         f"run_overhead_us = {cal['run_overhead_us']}\n"
         + (f"dram_bandwidth_gbs = {cal['dram_bandwidth_gbs']}\ncache_mb = {cal['cache_mb']}\n" if cal.get("cache_mb") else "")
+        + "".join(f"{k} = {cal[k]}\n" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops") if cal.get(k))
+        + (f"bandwidth_curve = {json.dumps(cal['bandwidth_curve'])}  # [working set MiB, GB/s]\n"
+           if cal.get("bandwidth_curve") else "")
         + "calibrated = true\n"
         f"perf_source = \"edgeopt calibrate, {cal['when']}\"\n"
     )

@@ -61,6 +61,10 @@ class Device:
     run_overhead_us: float | None = None  # per-run fixed cost of session.run, microseconds
     dram_bandwidth_gbs: float | None = None  # bandwidth for working sets beyond half the cache
     cache_mb: float | None = None  # last-level cache, MiB
+    matmul_overhead_us: float | None = None  # dispatch of a MatMul / Gemm / Conv node (else op_overhead_us)
+    conv_gflops: float | None = None  # sustained fp32 convolution GFLOP/s (else gflops)
+    int8_gops: float | None = None  # sustained int8 GEMM GOP/s (else gflops x the ISA's int8 speed-up)
+    bandwidth_curve: tuple[tuple[float, float], ...] | None = None  # [working set MiB, GB/s] pairs
     calibrated: bool = False  # measured by `edgeopt calibrate` (True) or derived from specs (False)
     perf_source: str = ""  # where gflops / bandwidth / overhead come from
     detect: bool = False  # fields absent from the file are detected from the machine running edgeopt
@@ -227,8 +231,8 @@ def host_facts() -> dict[str, Any]:
             except ValueError:
                 pass
     cpu = cpu or platform.processor() or arch
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-                       "neon", "asimd", "asimddp", "sve", "i8mm", "bf16") if f in flags]
+    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                       "amx_tile", "amx_int8", "neon", "asimd", "asimddp", "sve", "i8mm", "bf16") if f in flags]
     try:
         import psutil
 
@@ -299,6 +303,14 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise fail(full, "an array of strings", value)
             return tuple(value)
+        if kind == "pairs":
+            ok = isinstance(value, list) and value and all(
+                isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)
+                for v in value)
+            if not ok:
+                raise fail(full, "a non-empty array of [number > 0, number > 0] pairs", value)
+            return tuple((float(a), float(b)) for a, b in value)
         if kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise fail(full, "an integer", value)
@@ -350,6 +362,10 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
         run_overhead_us=get(dev, "device", "run_overhead_us", "num", minimum=0, exclusive=False),
         dram_bandwidth_gbs=get(dev, "device", "dram_bandwidth_gbs", "num", minimum=0),
         cache_mb=get(dev, "device", "cache_mb", "num", minimum=0),
+        matmul_overhead_us=get(dev, "device", "matmul_overhead_us", "num", minimum=0),
+        conv_gflops=get(dev, "device", "conv_gflops", "num", minimum=0),
+        int8_gops=get(dev, "device", "int8_gops", "num", minimum=0),
+        bandwidth_curve=get(dev, "device", "bandwidth_curve", "pairs"),
         calibrated=get(dev, "device", "calibrated", "bool", default=False),
         perf_source=get(dev, "device", "perf_source", "str", default=""),
         detect=detect,
@@ -406,6 +422,9 @@ def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
     return dataclasses.replace(device, gflops=cal["gflops"], mem_bandwidth_gbs=cal["mem_bandwidth_gbs"],
                                op_overhead_us=cal["op_overhead_us"], run_overhead_us=cal.get("run_overhead_us"),
                                dram_bandwidth_gbs=cal.get("dram_bandwidth_gbs"), cache_mb=cal.get("cache_mb"),
+                               matmul_overhead_us=cal.get("matmul_overhead_us"), conv_gflops=cal.get("conv_gflops"),
+                               int8_gops=cal.get("int8_gops"),
+                               bandwidth_curve=tuple(map(tuple, cal["bandwidth_curve"])) if cal.get("bandwidth_curve") else None,
                                calibrated=True, perf_source=f"edgeopt calibrate on this host ({cal['when']})")
 
 

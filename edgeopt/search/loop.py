@@ -269,6 +269,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     sampler: str = "tpe",
     final_bench: dict[str, Any] | None = None,
     f1_tolerance: float = 0.005,
+    lr: float = 3e-3,
     progress: bool = True,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
@@ -293,6 +294,9 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     f1_tolerance : float
         Plans whose validation score is within this of the best feasible one count as equally
         good; the fastest of them (target latency) is shipped. 0 ships the single best score.
+    lr : float
+        Adam learning rate of the distillation (SVD/TT-SVD-initialized students recover within a
+        few epochs at 3e-3).
     budget : dict, optional
         Overrides of the target's budget fields (``latency_ms``, ``peak_memory_mb``,
         ``model_size_mb``, ``min_f1``).
@@ -306,10 +310,6 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     import optuna
     import torch
 
-    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
-    from edgeopt.compiler.distill import distill
-    from edgeopt.search import report as report_mod
-    from edgeopt.search.space import SearchSpace
     from edgeopt.search.task import Task
 
     if not isinstance(task, Task):
@@ -328,6 +328,27 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
+    # Students are small: one torch thread trains them as fast as two, and leaves the other core
+    # to the latency measurements instead of fighting them for it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compile(task, target, torch, optuna, out=out, trials=trials, storage=storage, study_name=study_name,
+                        seed=seed, timeout=timeout, objective=objective, int8=int8, trial_epochs=trial_epochs,
+                        final_epochs=final_epochs, sampler=sampler, final_bench=final_bench,
+                        f1_tolerance=f1_tolerance, lr=lr, progress=progress, t_start=t_start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, trials: int, storage: str | None,
+             study_name: str | None, seed: int, timeout: float | None, objective: str, int8: bool,
+             trial_epochs: int, final_epochs: int, sampler: str, final_bench: dict[str, Any] | None,
+             f1_tolerance: float, lr: float, progress: bool, t_start: float) -> CompileResult:
+    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
+    from edgeopt.compiler.distill import distill
+    from edgeopt.search import report as report_mod
+    from edgeopt.search.space import SearchSpace
 
     teacher = task.model.eval()
     layers = decomposable_layers(teacher, task.example_input)
@@ -369,7 +390,8 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         samp = optuna.samplers.RandomSampler(seed=seed + n_existing)
     # A low-rank layer initialized by SVD starts far below the teacher and recovers within a few
     # epochs of distillation: judge a trial only after that warm-up.
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, trial_epochs // 3))
+    # Prune only the clearly hopeless (bottom quarter at the same epoch), after half the epochs.
+    pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=max(1, trial_epochs // 2))
     study = optuna.create_study(study_name=study_name, storage=stor, directions=directions, sampler=samp,
                                 pruner=pruner, load_if_exists=True)
     study.set_user_attr("target", target.name)
@@ -435,7 +457,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         t0 = time.perf_counter()
         try:
             distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
-                    epochs=trial_epochs, seed=seed, metric=task.metric, callback=on_epoch)
+                    epochs=trial_epochs, lr=lr, seed=seed, metric=task.metric, callback=on_epoch)
         finally:
             timings["distill"] = time.perf_counter() - t0
         if precision == "int8":
@@ -472,7 +494,7 @@ def compile(  # noqa: A001 - the verb of the public API (DESIGN.md)
         log.info("fine-tuning the chosen plan for up to %d epochs", final_epochs)
         t0 = time.perf_counter()
         distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
-                epochs=final_epochs, patience=10, seed=seed, metric=task.metric)
+                epochs=final_epochs, lr=lr, patience=10, seed=seed, metric=task.metric)
         final_timings["distill"] = time.perf_counter() - t0
     student.eval()
     model_path = out / "model.onnx"

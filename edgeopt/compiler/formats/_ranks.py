@@ -16,6 +16,7 @@ I. V. Oseledets, "Tensor-Train Decomposition", SIAM J. Sci. Comput. 33(5), 2011.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -128,13 +129,33 @@ def tt_max_ranks(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+_TT_CACHE: "OrderedDict[tuple, list[np.ndarray]]" = OrderedDict()
+_TT_CACHE_SIZE = 32
+
+
 def tt_svd(tensor: np.ndarray, ranks: Sequence[int]) -> list[np.ndarray]:
-    """TT-SVD cores (r_{k-1}, n_k, r_k) of ``tensor`` at the given ranks, by tensorly."""
+    """TT-SVD cores (r_{k-1}, n_k, r_k) of ``tensor`` at the given ranks, by tensorly.
+
+    Memoized by content and ranks: a search decomposes the same teacher weights again and again.
+    Small ranks of large unfoldings use randomized SVD (Halko et al. 2011), which is ~10x faster
+    there and accurate enough for an initialization that distillation then refines.
+    """
+    import hashlib
+
     import tensorly as tl
     from tensorly.decomposition import tensor_train
 
+    key = (tensor.shape, tuple(int(r) for r in ranks), hashlib.sha1(np.ascontiguousarray(tensor).tobytes()).hexdigest())
+    hit = _TT_CACHE.get(key)
+    if hit is not None:
+        _TT_CACHE.move_to_end(key)
+        return [f.copy() for f in hit]
     tl.set_backend("numpy")
-    big = tensor.size > 4_000_000 and max(ranks) * 4 < min(tensor.shape[0], tensor.size // tensor.shape[0])
+    big = tensor.size > 250_000 and max(ranks) * 4 < min(tensor.shape[0], tensor.size // tensor.shape[0])
     tt = tensor_train(tensor, rank=list(ranks), svd="randomized_svd" if big else "truncated_svd",
                       random_state=0 if big else None)
-    return [np.asarray(f) for f in tt.factors]
+    factors = [np.asarray(f) for f in tt.factors]
+    _TT_CACHE[key] = factors
+    while len(_TT_CACHE) > _TT_CACHE_SIZE:
+        _TT_CACHE.popitem(last=False)
+    return [f.copy() for f in factors]

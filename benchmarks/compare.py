@@ -1,0 +1,383 @@
+"""edgeopt against what a user would otherwise ship, side by side, in one run on one machine.
+
+Per bundled example (digits-mlp, digits-cnn, imbalanced), six rows, every one scored with
+onnxruntime on the same test split and measured on THIS host at batch 1, one onnxruntime thread
+(``benchmarks/host-1t.toml``), with the rpi4 p50 edgeopt predicts from that measurement for context:
+
+1. dense fp32 ONNX (the input model, exported as edgeopt exports it),
+2. onnxruntime int8 dynamic quantization of the dense model (``quantize_dynamic``; static QDQ for Conv),
+3. uniform-rank SVD: every decomposable layer low-rank at one rank r, r chosen with ``plan_cost`` so
+   the parameter count is closest to edgeopt's fp32 artifact's, distilled for as many epochs as
+   edgeopt's final fine-tune (layers where r would not save anything stay dense),
+4. uniform-rank TT, likewise,
+5. ``edgeopt.compile`` fp32 only (the demo's target and settings),
+6. ``edgeopt.compile`` with int8 in the search.
+
+Plus a wide model (a 4096-wide hidden layer on a synthetic make_classification task) where the
+factorized formats are compared with dense at matched parameter counts.
+
+    flock /tmp/edgeopt-bench.lock python benchmarks/compare.py [--quick] [--examples digits-mlp,...]
+        [--trials N] [--timeout S] [--out DIR] [--no-wide]
+
+Writes ``DIR/compare.md`` and ``DIR/compare.json`` (default DIR: benchmarks/results). The whole run
+should hold the benchmark lock: compile itself benchmarks (its latency screen), so every timing in
+the run belongs under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+HOST_1T = HERE / "host-1t.toml"
+EXAMPLES = ("digits-mlp", "digits-cnn", "imbalanced")
+# The demo's target for every example. Its budgets are sized for digits-mlp; the other examples get
+# budgets of the same kind sized to them (what a user would write for that model on that device).
+TARGET = "rpi4"
+BUDGETS: dict[str, dict[str, float]] = {
+    "digits-mlp": {},  # rpi4 as shipped: p95 0.5 ms, 1 MiB, 32 MiB, min F1 0.90 (the demo)
+    "digits-cnn": {"latency_ms": 0.6, "model_size_mb": 0.3, "min_f1": 0.95},
+    "imbalanced": {"latency_ms": 0.1, "min_f1": 0.5},  # binary F1 of the rare class; dense is 0.69 on val
+}
+# Search settings: digits-mlp gets exactly the demo's (`edgeopt demo`: 60 trials, 120 s).
+SEARCH = {"digits-mlp": (60, 120.0), "digits-cnn": (40, 60.0), "imbalanced": (40, 45.0)}
+QUICK_SEARCH = (12, 25.0)
+FINAL_EPOCHS = 40  # edgeopt's final fine-tune (loop.FINAL_EPOCHS); the uniform baselines get the same
+PATIENCE = 10  # as edgeopt's final fine-tune
+
+log = logging.getLogger("compare")
+
+
+# --------------------------------------------------------------------------- measuring
+def measure(path: Path, task: Any, *, quick: bool) -> dict[str, Any]:
+    """Host 1-thread latency, predicted rpi4 p50, size, nodes and test metrics of one ONNX file."""
+    from edgeopt.compiler.export import onnx_node_count
+    from edgeopt.runtime.bench import bench
+    from edgeopt.search.evaluate import onnx_metrics
+
+    host = bench(path, str(HOST_1T), min_iters=300 if quick else 2000, min_time_s=0.5 if quick else 2.0,
+                 max_iters=50000)
+    rpi = bench(path, TARGET, min_iters=50 if quick else 200, min_time_s=0.2 if quick else 0.5)
+    test = onnx_metrics(path, task.X_test, task.y_test, task.metric)
+    return {
+        "size_bytes": int(path.stat().st_size),
+        "nodes": int(onnx_node_count(path)),
+        "p50_ms": float(host.latency_ms["p50"]),
+        "p95_ms": float(host.latency_ms["p95"]),
+        "cv": float(host.cv),
+        "iterations": int(host.iterations),
+        "rpi4_p50_ms": float(rpi.latency_ms["p50"]),
+        "rpi4_source": rpi.latency_source,
+        "test_f1": float(test["f1"]),
+        "test_accuracy": float(test["accuracy"]),
+        "test_score": float(test["score"]),
+    }
+
+
+# --------------------------------------------------------------------------- uniform baselines
+def uniform_plan(layers: dict[str, Any], fmt: str, r: int) -> dict[str, Any]:
+    """Every layer that allows ``fmt`` at rank ``r`` (and saves parameters there) in ``fmt``; the rest dense."""
+    plan: dict[str, Any] = {}
+    for name, spec in layers.items():
+        cap = (spec.max_rank or {}).get(fmt, 0)
+        if fmt in spec.formats and r < cap:
+            plan[name] = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
+    return plan
+
+
+def match_rank(model: Any, example: Any, layers: dict[str, Any], fmt: str, params: int) -> tuple[int, dict, int]:
+    """The uniform rank whose plan's parameter count is closest to ``params`` (plan_cost builds nothing)."""
+    from edgeopt.compiler.decompose import plan_cost
+
+    hi = max((spec.max_rank or {}).get(fmt, 0) for spec in layers.values())
+    # plan_cost is monotone in r between the points where a layer drops back to dense, so scan all r
+    # (cheap: shapes only) rather than bisect across those jumps.
+    best = None
+    for r in range(1, max(hi, 1) + 1):
+        plan = uniform_plan(layers, fmt, r)
+        if not plan:
+            continue
+        p = plan_cost(model, plan, example).params
+        if best is None or abs(p - params) < abs(best[2] - params):
+            best = (r, plan, int(p))
+    if best is None:
+        raise RuntimeError(f"no layer accepts {fmt}")
+    return best
+
+
+def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
+    from edgeopt.compiler.decompose import decomposable_layers, decompose
+    from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.export import export_onnx
+
+    t0 = time.perf_counter()
+    layers = decomposable_layers(task.model, task.example_input)
+    r, plan, params = match_rank(task.model, task.example_input, layers, fmt, target_params)
+    student = decompose(task.model, plan)
+    distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
+            patience=PATIENCE, seed=seed, metric=task.metric)
+    student.eval()
+    path = out / f"uniform-{fmt}.onnx"
+    export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
+    return path, {"rank": r, "plan": plan, "params": params, "compile_s": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- one example
+def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+    import edgeopt
+    from edgeopt.compiler.decompose import plan_cost
+    from edgeopt.search.examples import load_example
+    from edgeopt.search.quantize import quantize_onnx
+
+    task = load_example(name, seed=args.seed)
+    out = out_root / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    trials, timeout = QUICK_SEARCH if args.quick else SEARCH[name]
+    trials = args.trials or trials
+    timeout = args.timeout or timeout
+    final_epochs = 10 if args.quick else FINAL_EPOCHS
+    dense_params = int(plan_cost(task.model, {}, task.example_input).params)
+    rows: list[dict[str, Any]] = []
+
+    # 5 and 6: edgeopt. Run first: the uniform baselines are sized to its artifact.
+    compiled: dict[str, Any] = {}
+    for label, int8 in (("edgeopt fp32", False), ("edgeopt +int8", True)):
+        log.info("[%s] %s: %d trials / %.0f s", name, label, trials, timeout)
+        t0 = time.perf_counter()
+        res = edgeopt.compile(task, TARGET, trials=trials, timeout=timeout, out=out / ("edgeopt-int8" if int8 else "edgeopt-fp32"),
+                              seed=args.seed, int8=int8, budget=BUDGETS[name] or None, final_epochs=final_epochs,
+                              progress=False)
+        wall = time.perf_counter() - t0
+        rep = res.report
+        compiled[label] = {
+            "path": res.model_path, "params": int(rep["best"]["params"]), "compile_s": wall,
+            "detail": {"plan": res.best_plan, "precision": rep["best"].get("precision", "fp32"), "passed": res.passed,
+                       "reasons": res.reasons, "search": rep.get("search", {}),
+                       "gate_rpi4": [{k: c.get(k) for k in ("name", "budget", "measured", "passed")}
+                                     for c in rep["best"]["budget"]["checks"]]},
+        }
+    baseline = out / "edgeopt-fp32" / "baseline.onnx"
+
+    # 1: dense fp32
+    rows.append({"method": "dense fp32", "params": dense_params, "compile_s": None,
+                 **measure(baseline, task, quick=args.quick)})
+    # 2: ORT int8 of dense
+    t0 = time.perf_counter()
+    q = quantize_onnx(baseline, out / "dense-int8.onnx", calibration=task.X_train[:256])
+    rows.append({"method": "ORT int8 (dense)", "params": dense_params, "compile_s": time.perf_counter() - t0,
+                 **measure(q, task, quick=args.quick)})
+    # 3, 4: uniform-rank SVD / TT at edgeopt's fp32 parameter count
+    target_params = compiled["edgeopt fp32"]["params"]
+    for fmt, label in (("lowrank", "uniform SVD"), ("tt", "uniform TT")):
+        log.info("[%s] %s at ~%d params", name, label, target_params)
+        try:
+            path, info = uniform_row(task, fmt, target_params, out, epochs=final_epochs, seed=args.seed)
+        except Exception as exc:  # noqa: BLE001 - one failed row must not lose the table
+            rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        rows.append({"method": f"{label} r={info['rank']}", "params": info["params"], "compile_s": info["compile_s"],
+                     "detail": {"plan": info["plan"]}, **measure(path, task, quick=args.quick)})
+    for label in ("edgeopt fp32", "edgeopt +int8"):
+        c = compiled[label]
+        rows.append({"method": label, "params": c["params"], "compile_s": c["compile_s"], "detail": c["detail"],
+                     **measure(c["path"], task, quick=args.quick)})
+    return {"example": name, "metric": task.metric, "target": TARGET, "budget_overrides": BUDGETS[name],
+            "trials": trials, "timeout_s": timeout, "final_epochs": final_epochs, "rows": rows}
+
+
+# --------------------------------------------------------------------------- the wide model
+def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+    """A 4096-wide hidden layer: dense vs SVD vs TT of that layer at matched parameter counts."""
+    import torch
+    from sklearn.datasets import make_classification
+    from sklearn.preprocessing import StandardScaler
+
+    from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost
+    from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.search.examples import _mlp, _split, _train
+    from edgeopt.search.task import Task
+
+    width = 4096
+    out = out_root / "wide"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    X, y = make_classification(n_samples=4000, n_features=128, n_informative=48, n_redundant=16, n_classes=10,
+                               n_clusters_per_class=2, class_sep=1.5, random_state=3)
+    X = StandardScaler().fit_transform(X)
+    train, val, test = _split(X, y)
+    torch.manual_seed(args.seed)
+    model = _mlp([128, width, width, 10])
+    t0 = time.perf_counter()
+    _train(model, train, val, epochs=3 if args.quick else 6, lr=1e-3, seed=args.seed)
+    train_s = time.perf_counter() - t0
+    task = Task(model, train=train, val=val, test=test, metric="f1_macro", name="wide-4096")
+    layers = decomposable_layers(model, task.example_input)
+    spec = layers["fc2"]
+    epochs = 3 if args.quick else 8
+    rows = []
+    dense_path = out / "dense.onnx"
+    export_onnx(model, task.example_input, dense_path, verify=True)
+    rows.append({"method": "dense fp32", "fc2": f"dense {width}x{width}", "params": int(plan_cost(model, {}, task.example_input).params),
+                 "compile_s": None, **measure(dense_path, task, quick=args.quick)})
+    # TT ranks set the budget; SVD gets the rank with the closest parameter count.
+    for tt_rank in ((8,) if args.quick else (8, 32)):
+        tt_plan = {"fc2": {"format": "tt", "ranks": tt_rank}}
+        tt_params = plan_cost(model, tt_plan, task.example_input).params
+        fc2_tt = plan_cost(model, tt_plan, task.example_input).layers["fc2"].params
+        svd_rank = max(1, round(fc2_tt / (spec.in_size + spec.out_size)))
+        for fmt, plan in (("tt", tt_plan), ("lowrank", {"fc2": {"format": "lowrank", "rank": svd_rank}})):
+            t0 = time.perf_counter()
+            student = decompose(model, plan)
+            rel_err = next((r.rel_error for r in layer_reports(student) if r.name == "fc2"), None)
+            distill(student, model, train, val, epochs=epochs, patience=PATIENCE, seed=args.seed, metric="f1_macro")
+            student.eval()
+            path = out / f"{fmt}-{tt_rank}.onnx"
+            export_onnx(student, task.example_input, path, verify=True, verify_inputs=val[0][:32])
+            cost = plan_cost(model, plan, task.example_input)
+            label = (f"TT ranks {tt_rank} (modes {'x'.join(map(str, spec.tt_in_modes))})" if fmt == "tt"
+                     else f"SVD rank {svd_rank}")
+            rows.append({"method": label, "fc2_params": int(cost.layers["fc2"].params), "params": int(cost.params),
+                         "init_rel_error": None if rel_err is None else float(rel_err),
+                         "compile_s": time.perf_counter() - t0, **measure(path, task, quick=args.quick)})
+    del tt_params
+    return {"example": "wide-4096", "description": f"MLP 128-{width}-{width}-10 on make_classification (10 classes)",
+            "teacher_train_s": train_s, "distill_epochs": epochs, "rows": rows}
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [
+        f"Measured {env['date']} on {env['cpu']} ({env['cores']} cores), onnxruntime {env['onnxruntime']}, "
+        f"torch {env['torch']}: batch 1, **1 onnxruntime thread on this host** (p50/p95, `benchmarks/host-1t.toml`); "
+        f"rpi4 p50 is edgeopt's prediction from this host's per-node profile (not measured on a Pi). "
+        f"Test split, onnxruntime predictions. Compile = wall seconds to produce the row's artifact "
+        f"(edgeopt: the whole `compile`, search + fine-tune + release bench).",
+        "",
+    ]
+    if results.get("floor"):
+        f = results["floor"]
+        lines += [f"Per-run floor on this host (one 64×10 Gemm, 1 thread): p50 {f['p50_ms'] * 1e3:.1f} µs.", ""]
+    for ex in results["examples"]:
+        dense = next(r for r in ex["rows"] if r["method"] == "dense fp32")
+        lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
+                  f"`{ex['target']}`{' + ' + json.dumps(ex['budget_overrides']) if ex['budget_overrides'] else ''})", ""]
+        lines += ["| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) | test F1 | accuracy | compile s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in ex["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['method']} | failed: {r['error']} |||||||||")
+                continue
+            lines.append(
+                f"| {r['method']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | "
+                f"{r['p95_ms'] * 1e3:.1f} | {dense['p50_ms'] / r['p50_ms']:.1f}× | {r['rpi4_p50_ms'] * 1e3:.0f} | "
+                f"{r['test_f1']:.4f} | {r['test_accuracy']:.4f} | {_fmt(r['compile_s'], '.1f')} |")
+        for r in ex["rows"]:
+            if r["method"].startswith("edgeopt") and "detail" in r:
+                d = r["detail"]
+                plan = ", ".join(f"{k}: {v['format']}{'' if v['format'] == 'dense' else ' ' + str(v.get('rank', v.get('ranks')))}"
+                                 for k, v in d["plan"].items())
+                lines.append(f"\n{r['method']}: plan {{{plan}}}, precision {d['precision']}, budgets "
+                             f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
+                             f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
+                             f"in {d['search'].get('wall_s', 0):.0f} s.")
+        lines.append("")
+    if results.get("wide"):
+        w = results["wide"]
+        dense = w["rows"][0]
+        lines += [f"### {w['example']}: {w['description']}, {w['distill_epochs']} distillation epochs per student", "",
+                  "| fc2 format | params (model) | fc2 params | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in w["rows"]:
+            lines.append(
+                f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
+                f"{r['size_bytes'] / 1024:.0f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | {r['p95_ms'] * 1e3:.1f} | "
+                f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def dispatch_floor(work: Path, quick: bool) -> dict[str, Any]:
+    """p50 of the smallest real model (one 64->10 Gemm) at 1 thread: the per-run floor no artifact goes below."""
+    import torch
+
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    torch.manual_seed(0)
+    path = work / "floor-gemm.onnx"
+    export_onnx(torch.nn.Linear(64, 10), torch.zeros(1, 64), path, verify=False)
+    r = bench(path, str(HOST_1T), min_iters=300 if quick else 2000, min_time_s=0.5 if quick else 2.0, max_iters=50000)
+    return {"model": "one Gemm 64x10", "p50_ms": float(r.latency_ms["p50"]), "p95_ms": float(r.latency_ms["p95"])}
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    from edgeopt.runtime.targets import host_facts
+
+    h = host_facts()
+    return {"date": time.strftime("%Y-%m-%d"), "cpu": h.get("cpu"), "cores": os.cpu_count(), "arch": h.get("arch"),
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--examples", default=",".join(EXAMPLES), help="comma-separated bundled examples")
+    p.add_argument("--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)")
+    p.add_argument("--timeout", type=float, help="edgeopt search seconds per compile")
+    p.add_argument("--out", default=str(HERE / "results"), help="where compare.md / compare.json go")
+    p.add_argument("--quick", action="store_true", help="few trials, short fine-tunes and benches: numbers in minutes")
+    p.add_argument("--work", default="runs/benchmarks", help="artifacts (ONNX files, studies) go here, not in --out")
+    p.add_argument("--no-wide", action="store_true", help="skip the 4096-wide model")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("edgeopt").setLevel(logging.WARNING)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) / ("compare-quick" if args.quick else "compare")
+    work.mkdir(parents=True, exist_ok=True)
+    stem = "compare-quick" if args.quick else "compare"
+    results: dict[str, Any] = {"schema": "edgeopt.compare/1", "quick": args.quick, "environment": environment(),
+                               "examples": [], "wide": None}
+    results["floor"] = dispatch_floor(work, args.quick)
+    t0 = time.perf_counter()
+    for name in [e.strip() for e in args.examples.split(",") if e.strip()]:
+        results["examples"].append(run_example(name, args, work))
+        _write(out, stem, results)
+    if not args.no_wide:
+        results["wide"] = run_wide(args, work)
+    results["wall_s"] = time.perf_counter() - t0
+    _write(out, stem, results)
+    print(markdown(results))
+    return 0
+
+
+def _write(out: Path, stem: str, results: dict[str, Any]) -> None:
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / f"{stem}.md").write_text(markdown(results) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

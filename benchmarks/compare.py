@@ -47,8 +47,8 @@ EXAMPLES = ("digits-mlp", "digits-cnn", "imbalanced")
 TARGET = "rpi4"
 BUDGETS: dict[str, dict[str, float]] = {
     "digits-mlp": {},  # rpi4 as shipped: p95 0.5 ms, 1 MiB, 32 MiB, min F1 0.90 (the demo)
-    "digits-cnn": {"latency_ms": 0.6, "model_size_mb": 0.3, "min_f1": 0.95},
-    "imbalanced": {"latency_ms": 0.1, "min_f1": 0.5},  # binary F1 of the rare class; dense is 0.69 on val
+    "digits-cnn": {"latency_ms": 0.75, "model_size_mb": 0.3, "min_f1": 0.95},  # dense: 1.3 ms, 1.2 MiB
+    "imbalanced": {"latency_ms": 0.15, "min_f1": 0.5},  # dense: 0.18 ms; binary F1 of the rare class is 0.69 on val  # binary F1 of the rare class; dense is 0.69 on val
 }
 # Search settings: digits-mlp gets exactly the demo's (`edgeopt demo`: 60 trials, 120 s).
 SEARCH = {"digits-mlp": (60, 120.0), "digits-cnn": (40, 60.0), "imbalanced": (40, 45.0)}
@@ -217,44 +217,48 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     X, y = make_classification(n_samples=4000, n_features=128, n_informative=48, n_redundant=16, n_classes=10,
-                               n_clusters_per_class=2, class_sep=1.5, random_state=3)
+                               n_clusters_per_class=2, class_sep=2.5, random_state=3)
     X = StandardScaler().fit_transform(X)
     train, val, test = _split(X, y)
     torch.manual_seed(args.seed)
     model = _mlp([128, width, width, 10])
     t0 = time.perf_counter()
-    _train(model, train, val, epochs=3 if args.quick else 6, lr=1e-3, seed=args.seed)
+    _train(model, train, val, epochs=3 if args.quick else 4, lr=1e-3, seed=args.seed)
     train_s = time.perf_counter() - t0
     task = Task(model, train=train, val=val, test=test, metric="f1_macro", name="wide-4096")
     layers = decomposable_layers(model, task.example_input)
     spec = layers["fc2"]
-    epochs = 3 if args.quick else 8
+    epochs = 2 if args.quick else 4
     rows = []
     dense_path = out / "dense.onnx"
     export_onnx(model, task.example_input, dense_path, verify=True)
     rows.append({"method": "dense fp32", "fc2": f"dense {width}x{width}", "params": int(plan_cost(model, {}, task.example_input).params),
                  "compile_s": None, **measure(dense_path, task, quick=args.quick)})
-    # TT ranks set the budget; SVD gets the rank with the closest parameter count.
-    for tt_rank in ((8,) if args.quick else (8, 32)):
+    # TT-matrix with three cores (4096 = 16x16x16 both ways) sets each parameter budget; SVD gets the
+    # rank with the closest parameter count. The automatic modes (64x64, two cores) are shown too.
+    modes = [16, 16, 16]
+    specs = [(8, None), (8, modes)] if args.quick else [(8, modes), (16, modes)]
+    for tt_rank, tt_modes in specs:
         tt_plan = {"fc2": {"format": "tt", "ranks": tt_rank}}
-        tt_params = plan_cost(model, tt_plan, task.example_input).params
+        if tt_modes:
+            tt_plan["fc2"].update(in_modes=tt_modes, out_modes=tt_modes)
         fc2_tt = plan_cost(model, tt_plan, task.example_input).layers["fc2"].params
-        svd_rank = max(1, round(fc2_tt / (spec.in_size + spec.out_size)))
+        svd_rank = max(1, round((fc2_tt - spec.out_size) / (spec.in_size + spec.out_size)))
         for fmt, plan in (("tt", tt_plan), ("lowrank", {"fc2": {"format": "lowrank", "rank": svd_rank}})):
             t0 = time.perf_counter()
             student = decompose(model, plan)
             rel_err = next((r.rel_error for r in layer_reports(student) if r.name == "fc2"), None)
             distill(student, model, train, val, epochs=epochs, patience=PATIENCE, seed=args.seed, metric="f1_macro")
             student.eval()
-            path = out / f"{fmt}-{tt_rank}.onnx"
+            m = "x".join(map(str, tt_modes or spec.tt_in_modes))
+            path = out / f"{fmt}-{tt_rank}-{m}.onnx"
             export_onnx(student, task.example_input, path, verify=True, verify_inputs=val[0][:32])
             cost = plan_cost(model, plan, task.example_input)
-            label = (f"TT ranks {tt_rank} (modes {'x'.join(map(str, spec.tt_in_modes))})" if fmt == "tt"
-                     else f"SVD rank {svd_rank}")
+            label = f"TT ranks {tt_rank}, modes {m}" if fmt == "tt" else f"SVD rank {svd_rank}"
             rows.append({"method": label, "fc2_params": int(cost.layers["fc2"].params), "params": int(cost.params),
+                         "fc2_macs": int(cost.layers["fc2"].macs or 0),
                          "init_rel_error": None if rel_err is None else float(rel_err),
                          "compile_s": time.perf_counter() - t0, **measure(path, task, quick=args.quick)})
-    del tt_params
     return {"example": "wide-4096", "description": f"MLP 128-{width}-{width}-10 on make_classification (10 classes)",
             "teacher_train_s": train_s, "distill_epochs": epochs, "rows": rows}
 
@@ -305,11 +309,11 @@ def markdown(results: dict[str, Any]) -> str:
         w = results["wide"]
         dense = w["rows"][0]
         lines += [f"### {w['example']}: {w['description']}, {w['distill_epochs']} distillation epochs per student", "",
-                  "| fc2 format | params (model) | fc2 params | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| fc2 format | params (model) | fc2 params | fc2 MACs | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in w["rows"]:
             lines.append(
-                f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
+                f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | {_fmt(r.get('fc2_macs'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
                 f"{r['size_bytes'] / 1024:.0f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | {r['p95_ms'] * 1e3:.1f} | "
                 f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |")
         lines.append("")

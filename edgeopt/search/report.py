@@ -299,11 +299,9 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if len(study.directions) == 1:
-                ax = ovm.plot_optimization_history(study, target_name=f"validation {rep['task']['metric']}")
-            else:
-                ax = ovm.plot_optimization_history(study, target=lambda t: t.values[0],
-                                                   target_name=f"validation {rep['task']['metric']}")
+            ax = ovm.plot_optimization_history(
+                study, target=lambda t: (t.user_attrs.get("val") or {}).get("score", t.values[0]),
+                target_name=f"validation {rep['task']['metric']}")
             save(ax.figure, "history.png")
             if len(study.directions) == 2:
                 ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"])

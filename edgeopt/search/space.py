@@ -52,6 +52,7 @@ class SearchSpace:
         max_tt_rank: int = DEFAULT_MAX_TT_RANK,
         max_lowrank: int = DEFAULT_MAX_LOWRANK,
         precisions: tuple[str, ...] = ("fp32",),
+        rank_caps: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.choices: list[LayerChoice] = []
         for name, spec in layers.items():
@@ -63,6 +64,8 @@ class SearchSpace:
                     continue
                 hi = _max_rank(spec, fmt)
                 hi = min(hi, max_tt_rank if fmt == "tt" else max_lowrank)
+                if rank_caps and (name, fmt) in rank_caps:  # e.g. the rank above which the layer alone busts the size budget
+                    hi = min(hi, rank_caps[(name, fmt)])
                 if hi >= 1:
                     bounds[fmt] = (1, hi)
                     offered.append(fmt)
@@ -85,6 +88,43 @@ class SearchSpace:
             rank = trial.suggest_int(f"{choice.name}.{fmt}_rank", lo, hi, log=True)
             plan[choice.name] = {"format": "lowrank", "rank": rank} if fmt == "lowrank" else {"format": "tt", "ranks": rank}
         return plan
+
+    def uniform_plan(self, fmt: str, rank: int) -> dict[str, Any]:
+        """Every layer that offers ``fmt`` at ``min(rank, its cap)``; the others dense."""
+        plan: dict[str, Any] = {}
+        for c in self.choices:
+            if fmt in c.formats:
+                r = max(1, min(rank, c.rank_bounds[fmt][1]))
+                plan[c.name] = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
+            else:
+                plan[c.name] = {"format": "dense"}
+        return plan
+
+    def largest_uniform_plan(self, fmt: str, fits: Any) -> dict[str, Any] | None:
+        """The uniform-rank plan of ``fmt`` with the largest rank for which ``fits(plan)`` holds."""
+        his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.formats]
+        if not his:
+            return None
+        lo, hi = 1, max(his)
+        if not fits(self.uniform_plan(fmt, lo)):
+            return None
+        while lo < hi:  # fits() is monotone in the rank: more rank, more parameters
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(self.uniform_plan(fmt, mid)) else (lo, mid - 1)
+        return self.uniform_plan(fmt, lo)
+
+    def trial_params(self, plan: dict[str, Any], precision: str = "fp32") -> dict[str, Any]:
+        """The Optuna parameters that make ``sample`` return ``plan`` (for ``study.enqueue_trial``)."""
+        params: dict[str, Any] = {}
+        for c in self.choices:
+            entry = plan.get(c.name, {"format": "dense"})
+            fmt = entry["format"]
+            params[f"{c.name}.format"] = fmt
+            if fmt != "dense":
+                params[f"{c.name}.{fmt}_rank"] = int(entry.get("rank", entry.get("ranks")))
+        if len(self.precisions) > 1:
+            params["precision"] = precision
+        return params
 
     def sample_precision(self, trial: Any) -> str:
         if len(self.precisions) == 1:

@@ -16,7 +16,8 @@ __all__ = ["distill"]
 def distill(student: nn.Module, teacher: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3,
             batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.5, patience: int = 5, seed: int = 0,
             metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-            callback: Callable[[int, float], Any] | None = None) -> float:
+            callback: Callable[[int, float], Any] | None = None, schedule: str = "constant",
+            restore_best: bool = True) -> float:
     """Fine-tune ``student`` to match ``teacher`` and the labels; return the best validation score.
 
     Loss = alpha * cross-entropy(labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
@@ -27,10 +28,15 @@ def distill(student: nn.Module, teacher: nn.Module, train: Any, val: Any, *, epo
     Parameters
     ----------
     train, val : (X, y) arrays or tensors, a Dataset or a DataLoader
+    schedule : {"constant", "cosine"}
+        Learning-rate schedule; cosine anneals to zero over ``epochs``.
+    restore_best : bool
+        End with the best-validation weights (default) or, if False, the last ones (no early stop).
     callback : callable(epoch, score), optional
         Called after each epoch with the validation score; its exceptions propagate (the search
         raises ``optuna.TrialPruned`` there), after the best weights are restored.
     """
     return fit(student, train, val, teacher=teacher, epochs=epochs, lr=lr, batch_size=batch_size,
                temperature=temperature, alpha=alpha, patience=patience, seed=seed, metric=metric,
-               weight_decay=weight_decay, callback=callback, owner="distill")[0]
+               weight_decay=weight_decay, callback=callback, owner="distill", schedule=schedule,
+               restore_best=restore_best)[0]

@@ -56,14 +56,20 @@ def _check_positive(name: str, value: Any, kind: type = int, *, owner: str) -> N
 def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None = None, epochs: int = 20,
         lr: float = 1e-3, batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.5, patience: int = 5,
         seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-        callback: Callable[[int, float], Any] | None = None, owner: str = "fit") -> tuple[float, list[float]]:
+        callback: Callable[[int, float], Any] | None = None, owner: str = "fit", schedule: str = "constant",
+        restore_best: bool = True) -> tuple[float, list[float]]:
     """The loop: Adam, early stopping on the validation score, best weights restored at the end
     (also when ``callback`` raises, e.g. ``optuna.TrialPruned``; its exception propagates).
 
     Loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T) with a teacher,
     plain CE without one (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015).
-    Returns (best score, per-epoch scores).
+    ``schedule="cosine"`` anneals the learning rate to zero over ``epochs``; with
+    ``restore_best=False`` the student keeps its last weights instead of the best-validation ones
+    (a final fine-tune whose plan was already chosen on validation should not be selected on it
+    again) and early stopping is off. Returns (best score, per-epoch scores).
     """
+    if schedule not in ("constant", "cosine"):
+        raise InputError(f"The 'schedule' parameter of {owner} must be 'constant' or 'cosine'. Got {schedule!r} instead.")
     for name, v, kind in (("epochs", epochs, int), ("batch_size", batch_size, int), ("patience", patience, int),
                           ("lr", lr, float), ("temperature", temperature, float)):
         _check_positive(name, v, kind, owner=owner)
@@ -78,6 +84,7 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
         extra.append(predict_logits(teacher, Xtr).float().numpy())  # the teacher is fixed: its logits once
     loader = make_loader(Xtr, ytr, *extra, batch_size=batch_size, shuffle=True, seed=seed)
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
     best, best_state, history, stale = -np.inf, None, [], 0
     try:
         for epoch in range(epochs):
@@ -94,6 +101,8 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
             score = compute_metrics(yva, predict_labels(student, Xva), metric).score
             history.append(score)
             if score > best:
@@ -103,10 +112,10 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
                 stale += 1
             if callback is not None:
                 callback(epoch, score)
-            if stale >= patience:
+            if stale >= patience and restore_best:
                 break
     finally:
-        if best_state is not None:
+        if best_state is not None and restore_best:
             student.load_state_dict(best_state)
         student.eval()
     return float(best), history

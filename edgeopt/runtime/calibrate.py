@@ -5,7 +5,7 @@ Micro-models, built in memory (no file, no onnx package), run with the given thr
   of ``session.run``), and a chain of 101 tiny MatMuls (the dispatch cost of a GEMM-class kernel);
 - compute: a 64x1024 @ 1024x1024 fp32 MatMul (134 MFLOP), sustained GFLOP/s; a 32->32 channel
   3x3 Conv on 32x32 (19 MFLOP), the convolution rate; a uint8 64x1024 @ int8 1024x1024
-  MatMulInteger, the int8 rate (GOP/s) on this CPU's ISA;
+  MatMulInteger and a 32->32 QLinearConv, the int8 GEMM and conv rates (GOP/s) on this CPU's ISA;
 - bandwidth: 1xK @ KxN fp32 matrix-vector products, memory-bound, with weights of 1, 4, 16, 32 and
   64 MiB: a curve of streaming bandwidth against working set (L2, last-level cache, DRAM).
 
@@ -78,6 +78,20 @@ def _conv(c_in: int, c_out: int, size: int) -> bytes:
     return g.to_bytes()
 
 
+def _qconv(c_in: int, c_out: int, size: int) -> bytes:
+    """QLinearConv, what a static QDQ int8 conv becomes after onnxruntime's graph optimizations."""
+    g = GraphBuilder("qconv")
+    x = g.input("x", [1, c_in, size, size], UINT8)
+    rng = np.random.default_rng(6)
+    f, u8, i8 = np.float32, np.uint8, np.int8
+    w = g.const(rng.integers(-127, 128, (c_out, c_in, 3, 3), dtype=i8))
+    g.op("QLinearConv", x, g.const(np.array(0.02, f)), g.const(np.array(128, u8)), w, g.const(np.array(0.01, f)),
+         g.const(np.array(0, i8)), g.const(np.array(0.05, f)), g.const(np.array(128, u8)),
+         g.const(np.zeros(c_out, np.int32)), out="y", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.output("y", [1, c_out, size, size], UINT8)
+    return g.to_bytes()
+
+
 def _session(ort: Any, model: bytes, threads: int, spinning: bool) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -136,6 +150,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
         "gemm": (sess(_matmul(m, k, n)), {"x": rng.standard_normal((m, k)).astype(np.float32)}),
         "int8": (sess(_matmul_int8(m, k, n)), {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}),
         "conv": (sess(_conv(c_in, c_out, size)), {"x": rng.standard_normal((1, c_in, size, size)).astype(np.float32)}),
+        "qconv": (sess(_qconv(c_in, c_out, size)), {"x": rng.integers(0, 256, (1, c_in, size, size), dtype=np.uint8)}),
     }
     for mb, kk, nn in BANDWIDTH_POINTS:
         jobs[f"bw{mb}"] = (sess(_matmul(1, kk, nn, seed=mb)), {"x": rng.standard_normal((1, kk)).astype(np.float32)})
@@ -150,6 +165,8 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     int8_gops = 2.0 * m * k * n / max(t["int8"] - fixed, 1e-3) / 1e3
     # the conv may run as ReorderInput + NchwcConv + ReorderOutput: two more small nodes
     conv_gflops = 2.0 * c_out * size * size * c_in * 9 / max(t["conv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
+    # QLinearConv may run as Transpose + NHWC QLinearConv + Transpose
+    int8_conv_gops = 2.0 * c_out * size * size * c_in * 9 / max(t["qconv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
     curve = []
     for mb, kk, nn in BANDWIDTH_POINTS:
         moved = 4.0 * (kk * nn + kk + nn)
@@ -167,6 +184,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
         "matmul_overhead_us": round(mm_overhead, 3),
         "conv_gflops": round(conv_gflops, 2),
         "int8_gops": round(int8_gops, 2),
+        "int8_conv_gops": round(int8_conv_gops, 2),
         "bandwidth_curve": curve,
         "threads": threads,
         "allow_spinning": allow_spinning,
@@ -202,7 +220,7 @@ def snippet(cal: dict[str, Any]) -> str:
         f"op_overhead_us = {cal['op_overhead_us']}\n"
         f"run_overhead_us = {cal['run_overhead_us']}\n"
         + (f"dram_bandwidth_gbs = {cal['dram_bandwidth_gbs']}\ncache_mb = {cal['cache_mb']}\n" if cal.get("cache_mb") else "")
-        + "".join(f"{k} = {cal[k]}\n" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops") if cal.get(k))
+        + "".join(f"{k} = {cal[k]}\n" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops", "int8_conv_gops") if cal.get(k))
         + (f"bandwidth_curve = {json.dumps(cal['bandwidth_curve'])}  # [working set MiB, GB/s]\n"
            if cal.get("bandwidth_curve") else "")
         + "calibrated = true\n"

@@ -64,6 +64,7 @@ class Device:
     matmul_overhead_us: float | None = None  # dispatch of a MatMul / Gemm / Conv node (else op_overhead_us)
     conv_gflops: float | None = None  # sustained fp32 convolution GFLOP/s (else gflops)
     int8_gops: float | None = None  # sustained int8 GEMM GOP/s (else gflops x the ISA's int8 speed-up)
+    int8_conv_gops: float | None = None  # sustained int8 conv GOP/s (else derived, see predict.INT8_SPEEDUP)
     bandwidth_curve: tuple[tuple[float, float], ...] | None = None  # [working set MiB, GB/s] pairs
     calibrated: bool = False  # measured by `edgeopt calibrate` (True) or derived from specs (False)
     perf_source: str = ""  # where gflops / bandwidth / overhead come from
@@ -365,6 +366,7 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
         matmul_overhead_us=get(dev, "device", "matmul_overhead_us", "num", minimum=0),
         conv_gflops=get(dev, "device", "conv_gflops", "num", minimum=0),
         int8_gops=get(dev, "device", "int8_gops", "num", minimum=0),
+        int8_conv_gops=get(dev, "device", "int8_conv_gops", "num", minimum=0),
         bandwidth_curve=get(dev, "device", "bandwidth_curve", "pairs"),
         calibrated=get(dev, "device", "calibrated", "bool", default=False),
         perf_source=get(dev, "device", "perf_source", "str", default=""),
@@ -423,7 +425,7 @@ def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
                                op_overhead_us=cal["op_overhead_us"], run_overhead_us=cal.get("run_overhead_us"),
                                dram_bandwidth_gbs=cal.get("dram_bandwidth_gbs"), cache_mb=cal.get("cache_mb"),
                                matmul_overhead_us=cal.get("matmul_overhead_us"), conv_gflops=cal.get("conv_gflops"),
-                               int8_gops=cal.get("int8_gops"),
+                               int8_gops=cal.get("int8_gops"), int8_conv_gops=cal.get("int8_conv_gops"),
                                bandwidth_curve=tuple(map(tuple, cal["bandwidth_curve"])) if cal.get("bandwidth_curve") else None,
                                calibrated=True, perf_source=f"edgeopt calibrate on this host ({cal['when']})")
 

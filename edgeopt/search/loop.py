@@ -416,8 +416,11 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
     if sampler == "tpe" and n_existing == 0 and space:
         # Warm start: the best uniform-rank plans that fit the size budget (what a user would try by
         # hand, and the baselines edgeopt must beat); TPE then improves layer by layer from there.
+        # The file is more than its weights: graph, names, provenance. Measure that from the baseline.
+        overhead = max(0, baseline_path.stat().st_size - base_cost.size_bytes) + PROVENANCE_BYTES
+
         def fits(plan: dict[str, Any]) -> bool:
-            size = plan_cost(teacher, plan, task.example_input).size_bytes
+            size = plan_cost(teacher, plan, task.example_input).size_bytes + overhead
             limit = target.budget.model_size_mb * MIB if target.budget.model_size_mb else base_cost.size_bytes / 8
             return size <= limit
 

@@ -104,3 +104,27 @@ def test_distill_validates_options(task):
         distill(teacher, teacher, tr, va, alpha=2)
     with pytest.raises(InputError, match="'epochs' parameter of distill"):
         distill(teacher, teacher, tr, va, epochs=0)
+
+
+def test_cosine_schedule_keeps_last_weights_when_asked():
+    """restore_best=False ends on the last epoch's weights (no early stop, no re-selection on val)."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from edgeopt.compiler.distill import distill
+    from edgeopt.errors import InputError
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    teacher = torch.nn.Sequential(torch.nn.Linear(6, 2))
+    seen = []
+    student = copy.deepcopy(teacher)
+    distill(student, teacher, (X, y), (X, y), epochs=5, patience=1, schedule="cosine", restore_best=False,
+            callback=lambda e, s: seen.append(e))
+    assert seen == [0, 1, 2, 3, 4]  # patience does not stop it
+    with pytest.raises(InputError, match="'schedule' parameter"):
+        distill(copy.deepcopy(teacher), teacher, (X, y), (X, y), epochs=1, schedule="step")

@@ -219,3 +219,40 @@ def test_cli_compile_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["compile", "--target", "host", "--out", str(tmp_path / "o")]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "not an edgeopt output dir" in capsys.readouterr().err
+
+
+def test_warm_start_and_rank_caps_shape_the_search(small_mlp_task, make_target, tmp_path):
+    target = make_target(model_size_mb=0.05)
+    out = tmp_path / "run"
+    edgeopt.compile(small_mlp_task, target, trials=4, out=out, progress=False, **FAST)
+    study = _study(out, "small-mlp-testhost")
+    warm = [t.user_attrs.get("warm_start") for t in study.trials[:2]]
+    assert warm == ["uniform lowrank", "uniform tt"]
+    for t in study.trials[:2]:  # the warm-start plans fit the size budget, so they are trained
+        assert t.user_attrs["status"] in ("trained", "pruned"), t.user_attrs
+    # A random-sampler study is a plain baseline: no warm start.
+    out_r = tmp_path / "random"
+    edgeopt.compile(small_mlp_task, target, trials=2, out=out_r, sampler="random", progress=False, **FAST)
+    assert all("warm_start" not in t.user_attrs for t in _study(out_r, "small-mlp-testhost").trials)
+
+
+def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tmp_path):
+    target = make_target(model_size_mb=0.2)
+    out = tmp_path / "pareto"
+    res = edgeopt.compile(small_mlp_task, target, trials=5, out=out, objective="pareto", int8=True, seed=1,
+                          progress=False, **FAST)
+    study = _study(out, "small-mlp-testhost")
+    assert len(study.directions) == 2
+    assert (out / "plots" / "pareto_front.png").exists()
+    precisions = {t.user_attrs.get("precision") for t in study.trials}
+    assert precisions <= {"fp32", "int8"}
+    assert any(t.params.get("precision") for t in study.trials)
+    rep = res.report
+    if rep["best"]["precision"] == "int8":  # the shipped file is the quantized one, scored by onnxruntime
+        ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+        assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul"}
+    with pytest.raises(edgeopt.InputError, match="'objective' parameter"):
+        edgeopt.compile(small_mlp_task, target, trials=1, out=tmp_path / "x", objective="speed")
+    # The same study cannot switch objectives.
+    with pytest.raises(edgeopt.InputError, match="same --objective"):
+        edgeopt.compile(small_mlp_task, target, trials=1, out=out, objective="f1", progress=False, **FAST)

@@ -1,0 +1,86 @@
+"""The search space: rank bounds from the layers and the size budget, warm-start plans, Optuna round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+optuna = pytest.importorskip("optuna")
+
+from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402
+from edgeopt.runtime.targets import Target  # noqa: E402
+from edgeopt.search.loop import MIB, _rank_caps  # noqa: E402
+from edgeopt.search.space import SearchSpace  # noqa: E402
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 10))
+
+
+class _Task:
+    example_input = torch.zeros(1, 64)
+
+
+def test_rank_caps_keep_every_layer_alone_within_the_size_budget():
+    model = _model()
+    layers = decomposable_layers(model, _Task.example_input)
+    base = plan_cost(model, {}, _Task.example_input)
+    target = Target.load("host").with_budget(model_size_mb=0.03)
+    caps = _rank_caps(model, _Task, layers, target, base, int8=False)
+    assert caps, "a size budget must bound the ranks"
+    limit = 0.03 * MIB / 4
+    for (name, fmt), cap in caps.items():
+        if cap == 0:
+            continue
+        entry = {"format": "lowrank", "rank": cap} if fmt == "lowrank" else {"format": "tt", "ranks": cap}
+        assert plan_cost(model, {name: entry}).layers[name].params <= limit
+        if cap < layers[name].max_rank[fmt]:  # the cap is the largest such rank
+            bigger = dict(entry, **({"rank": cap + 1} if fmt == "lowrank" else {"ranks": cap + 1}))
+            assert plan_cost(model, {name: bigger}).layers[name].params > limit
+    space = SearchSpace(layers, rank_caps=caps)
+    for choice in space.choices:
+        for fmt, (lo, hi) in choice.rank_bounds.items():
+            assert 1 <= lo <= hi <= max(1, caps.get((choice.name, fmt), hi))
+
+
+def test_largest_uniform_plan_is_the_largest_that_fits_and_round_trips_through_optuna():
+    model = _model()
+    layers = decomposable_layers(model, _Task.example_input)
+    space = SearchSpace(layers)
+    limit = 40_000
+
+    def fits(plan):
+        return plan_cost(model, plan).params <= limit
+
+    plan = space.largest_uniform_plan("lowrank", fits)
+    assert plan is not None and fits(plan)
+    ranks = {e["rank"] for e in plan.values() if e["format"] == "lowrank"}
+    r = max(ranks)
+    assert not fits(space.uniform_plan("lowrank", r + 1))
+    assert space.largest_uniform_plan("lowrank", lambda p: False) is None
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(space.trial_params(plan))
+    trial = study.ask()
+    assert space.sample(trial) == plan
+
+
+def test_sampled_ranks_are_logarithmic_ints_within_bounds():
+    model = _model()
+    space = SearchSpace(decomposable_layers(model, _Task.example_input))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        plan = space.sample(trial)
+        study.tell(trial, 0.0)
+        for name, entry in plan.items():
+            choice = next(c for c in space.choices if c.name == name)
+            if entry["format"] != "dense":
+                r = entry.get("rank", entry.get("ranks"))
+                lo, hi = choice.rank_bounds[entry["format"]]
+                assert isinstance(r, int) and lo <= r <= hi
+    dist = study.trials[0].distributions
+    assert any(getattr(d, "log", False) for d in dist.values())

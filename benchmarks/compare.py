@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 HOST_1T = HERE / "host-1t.toml"
 EXAMPLES = ("digits-mlp", "digits-cnn", "imbalanced")

@@ -3,6 +3,10 @@
 Linear 256x256, 1024x1024, 4096x4096 and Conv2d 64->64 3x3 on 32x32; 1 thread; batch 1 and 32;
 median of many runs. Weights are random (latency does not depend on them), so no SVD is run.
 
+Each row also gets a floor: what the nodes onnxruntime actually runs (from its profiler) cost at this
+host's calibrated rates -- per-run and per-node dispatch plus max(FLOPs / GFLOP/s, bytes / GB/s)
+(edgeopt.runtime.predict, 1-thread calibration) -- and "x floor" = achieved / floor.
+
     flock /tmp/edgeopt-bench.lock python benchmarks/layers.py [--json out.json] [--quick]
 """
 
@@ -24,6 +28,9 @@ from edgeopt.compiler.decompose import decomposable_layers
 from edgeopt.compiler.export import export_onnx, onnx_node_count
 from edgeopt.compiler.formats import LowRankConfig, TTConfig, get_handler
 from edgeopt.compiler.layers import LowRankConv, LowRankLinear, TTConv, TTLinear
+from edgeopt.runtime.bench import run_child
+from edgeopt.runtime.calibrate import calibrate
+from edgeopt.runtime.predict import PerfModel, run_cost_us
 
 CASES = [
     ("Linear 256x256", lambda: nn.Linear(256, 256), (256,), [4, 16, 64], [4, 8, 16, 32]),
@@ -67,6 +74,13 @@ def time_us(path: Path, x: np.ndarray, budget_s: float = 0.4) -> float:
     return statistics.median(times) * 1e6
 
 
+def floor_us(path: Path, batch: int, host: PerfModel) -> float:
+    """Dispatch + FLOPs + bytes of the graph onnxruntime runs, at the host's calibrated rates."""
+    out = run_child({"model": str(path), "intra_op_threads": 1, "batch": batch, "min_iters": 1, "min_time_s": 0.0,
+                     "warmup": 1, "profile": True}, timeout_s=300)
+    return run_cost_us(out["nodes"] or [], host)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
@@ -74,6 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     budget = 0.05 if args.quick else 0.4
     torch.manual_seed(0)
+    host = PerfModel.of(calibrate(1))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for title, make, shape, lr_ranks, tt_ranks in CASES:
@@ -90,21 +105,31 @@ def main() -> None:
                                                   TTConfig(ranks=rank) if fmt == "tt" else None)
                     b1 = time_us(path, x1.numpy(), budget)
                     b32 = time_us(path, torch.randn(32, *shape).numpy(), budget)
+                    f1, f32 = floor_us(path, 1, host), floor_us(path, 32, host)
                     dense_b1 = dense_b1 or b1
                     row = {"layer": title, "format": fmt, "rank": rank, "ranks": list(actual), "params": cost.params,
                            "macs": cost.macs, "nodes": onnx_node_count(path), "p50_us_b1": round(b1, 1),
-                           "p50_us_b32": round(b32, 1), "speedup_b1": round(dense_b1 / b1, 2)}
+                           "p50_us_b32": round(b32, 1), "speedup_b1": round(dense_b1 / b1, 2),
+                           "floor_us_b1": round(f1, 1), "floor_us_b32": round(f32, 1),
+                           "x_floor_b1": round(b1 / f1, 2), "x_floor_b32": round(b32 / f32, 2)}
                     if fmt == "tt" and spec.kind == "linear":
                         row["modes"] = [list(spec.tt_in_modes), list(spec.tt_out_modes)]
                     rows.append(row)
                     print(f"{title:26s} {fmt:8s} {str(rank or ''):>4s} params {cost.params:>9d} macs {cost.macs:>11d} "
-                          f"nodes {row['nodes']:>2d}  b1 {b1:9.1f} us  b32 {b32:9.1f} us  x{row['speedup_b1']:.2f}",
+                          f"nodes {row['nodes']:>2d}  b1 {b1:9.1f} us  b32 {b32:9.1f} us  x{row['speedup_b1']:.2f}  "
+                          f"floor b1 {f1:8.1f} us (x{b1 / f1:.2f})  b32 {f32:8.1f} us (x{b32 / f32:.2f})",
                           flush=True)
-    print("\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['layer']} | {r['format']} | {r['rank'] or ''} | {r['params']:,} | {r['macs']:,} | {r['nodes']} | "
-              f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× |")
+              f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× | {r['floor_us_b1']:.1f} | "
+              f"{r['x_floor_b1']:.2f}× | {r['floor_us_b32']:.1f} | {r['x_floor_b32']:.2f}× |")
+    print("\nHow far each format is from its floor (achieved / floor, median over rows [min-max]):")
+    for fmt in ("dense", "lowrank", "tt"):
+        for key in ("x_floor_b1", "x_floor_b32"):
+            xs = sorted(r[key] for r in rows if r["format"] == fmt)
+            print(f"  {fmt:8s} {key[-3:]}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows")
     tt4 = next(r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4)
     print(f"\nTT rank 4 on 4096x4096, batch 1: {tt4['speedup_b1']:.1f}x faster than dense (goal >= 20x)")
     if args.json:

@@ -73,7 +73,7 @@ def main() -> None:
     cal = calibrate(args.threads)
     host = PerfModel.of(cal)
     print(f"host {host_facts()['cpu']}, threads={args.threads or 'default'}, load avg {os.getloadavg()[0]:.2f}")
-    print(f"calibration: gflops={cal['gflops']} conv_gflops={cal['conv_gflops']} int8_gops={cal['int8_gops']} "
+    print(f"calibration: gflops={cal['gflops']} conv_gflops={cal['conv_gflops']} int8_gops={cal['int8_gops']} int8_conv_gops={cal['int8_conv_gops']} "
           f"op_overhead_us={cal['op_overhead_us']} matmul_overhead_us={cal['matmul_overhead_us']} "
           f"run_overhead_us={cal['run_overhead_us']}\n  bandwidth curve [MiB, GB/s]: {cal['bandwidth_curve']}")
     devices = ["rpi4", "rpi5", "rpi-zero-2w", "jetson-orin-nano-cpu"]

@@ -5,7 +5,7 @@ Micro-models, built in memory (no file, no onnx package), run with the given thr
   of ``session.run``), and a chain of 101 tiny MatMuls (the dispatch cost of a GEMM-class kernel);
 - compute: a 64x1024 @ 1024x1024 fp32 MatMul (134 MFLOP), sustained GFLOP/s; a 32->32 channel
   3x3 Conv on 32x32 (19 MFLOP), the convolution rate; a uint8 64x1024 @ int8 1024x1024
-  MatMulInteger and a 32->32 QLinearConv, the int8 GEMM and conv rates (GOP/s) on this CPU's ISA;
+  MatMulInteger and a 16->32 QLinearConv, the int8 GEMM and conv rates (GOP/s) on this CPU's ISA;
 - bandwidth: 1xK @ KxN fp32 matrix-vector products, memory-bound, with weights of 1, 4, 16, 32 and
   64 MiB: a curve of streaming bandwidth against working set (L2, last-level cache, DRAM).
 
@@ -143,6 +143,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     n_long, n_mm = 201, 101
     m, k, n = 64, 1024, 1024  # short runs (~1 ms): a time slice lost to other work spoils few of them
     c_in, c_out, size = 32, 32, 32
+    q_in = 16  # reduction 16x3x3 = predict.INT8_CONV_REF_K
     jobs: dict[str, tuple[Any, dict[str, np.ndarray]]] = {
         "short": (sess(_chain(1)), tiny),
         "long": (sess(_chain(n_long)), tiny),
@@ -150,7 +151,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
         "gemm": (sess(_matmul(m, k, n)), {"x": rng.standard_normal((m, k)).astype(np.float32)}),
         "int8": (sess(_matmul_int8(m, k, n)), {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}),
         "conv": (sess(_conv(c_in, c_out, size)), {"x": rng.standard_normal((1, c_in, size, size)).astype(np.float32)}),
-        "qconv": (sess(_qconv(c_in, c_out, size)), {"x": rng.integers(0, 256, (1, c_in, size, size), dtype=np.uint8)}),
+        "qconv": (sess(_qconv(q_in, c_out, size)), {"x": rng.integers(0, 256, (1, q_in, size, size), dtype=np.uint8)}),
     }
     for mb, kk, nn in BANDWIDTH_POINTS:
         jobs[f"bw{mb}"] = (sess(_matmul(1, kk, nn, seed=mb)), {"x": rng.standard_normal((1, kk)).astype(np.float32)})
@@ -166,7 +167,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     # the conv may run as ReorderInput + NchwcConv + ReorderOutput: two more small nodes
     conv_gflops = 2.0 * c_out * size * size * c_in * 9 / max(t["conv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
     # QLinearConv may run as Transpose + NHWC QLinearConv + Transpose
-    int8_conv_gops = 2.0 * c_out * size * size * c_in * 9 / max(t["qconv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
+    int8_conv_gops = 2.0 * c_out * size * size * q_in * 9 / max(t["qconv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
     curve = []
     for mb, kk, nn in BANDWIDTH_POINTS:
         moved = 4.0 * (kk * nn + kk + nn)

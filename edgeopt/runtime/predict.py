@@ -66,6 +66,10 @@ INT8_SPEEDUP: tuple[tuple[tuple[str, ...], float], ...] = (
 #: conv rate x max(INT8_CONV_MIN, int8_speedup x INT8_CONV_EFFICIENCY): no gain without dot products.
 INT8_CONV_EFFICIENCY = 0.3
 INT8_CONV_MIN = 1.0
+#: ... and below a reduction length (input channels x kernel area) of 16x3x3 -- the calibration
+#: conv's -- int8 conv speed falls in proportion (a 1-channel 3x3 QLinearConv ran at 1/16 the rate here;
+#: fp32 NCHWc convs show no such cliff).
+INT8_CONV_REF_K = 144
 
 
 def int8_speedup(isa: Sequence[str]) -> float:
@@ -191,9 +195,22 @@ def working_set_bytes(nodes: Sequence[Mapping[str, Any]]) -> float:
     return float(sum(n.get("parameter_bytes", 0) + n.get("output_bytes", 0) for n in nodes))
 
 
+def _int8_conv_efficiency(node: Mapping[str, Any]) -> float:
+    ins = node.get("inputs") or []
+    w = ins[3] if node.get("op") == "QLinearConv" and len(ins) > 3 else ins[1] if len(ins) > 1 else []
+    return min(1.0, _numel(w[1:]) / INT8_CONV_REF_K) if len(w) > 1 else 1.0
+
+
+def node_rate(node: Mapping[str, Any], model: PerfModel) -> float:
+    """GFLOP/s (GOP/s) at which this node's arithmetic runs on ``model``."""
+    op = node.get("op", "")
+    rate = model.rate_for(op)
+    return rate * _int8_conv_efficiency(node) if op in INT8_OPS and op in _CONV else rate
+
+
 def node_cost_us(node: Mapping[str, Any], model: PerfModel, bandwidth_gbs: float | None = None) -> float:
     op = node.get("op", "")
-    compute_us = node_flops(node) / (model.rate_for(op) * 1e3) if op in _HEAVY else 0.0
+    compute_us = node_flops(node) / (node_rate(node, model) * 1e3) if op in _HEAVY else 0.0
     memory_us = node_bytes(node) / ((bandwidth_gbs or model.mem_bandwidth_gbs) * 1e3)
     return model.overhead_for(op) + max(compute_us, memory_us)
 
@@ -218,7 +235,7 @@ def breakdown(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> dict[str,
     for n in nodes:
         op = n.get("op", "")
         f, b = node_flops(n), node_bytes(n)
-        c = f / (model.rate_for(op) * 1e3) if op in _HEAVY else 0.0
+        c = f / (node_rate(n, model) * 1e3) if op in _HEAVY else 0.0
         m = b / (bw * 1e3)
         out["dispatch_us"] += model.overhead_for(op)
         out["compute_bound_us" if c >= m else "memory_bound_us"] += max(c, m)

@@ -534,6 +534,10 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
 
     # --- the best plan: fine-tuned longer, exported, verified, measured, gated -------------------
     best_trial, reasons_search = _choose_best(study, f1_tolerance)
+    if _baseline_wins(baseline, best_trial, target, f1_tolerance):
+        reasons_search = ["the dense input model meets every budget and no feasible plan beat it on F1 or "
+                          "latency: it is shipped as it is"]
+        best_trial = None
     plan = dict(best_trial.user_attrs["plan"]) if best_trial is not None else {}
     precision = best_trial.user_attrs.get("precision", "fp32") if best_trial is not None else "fp32"
     final_timings: dict[str, float] = {}
@@ -590,6 +594,21 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
                for c in rep["best"]["budget"]["checks"] if not c["passed"]]
     return CompileResult(out=out, passed=passed, best_plan=plan, report=rep, model_path=model_path,
                          reasons=reasons + reasons_search)
+
+
+def _baseline_wins(baseline: dict[str, Any], best: Any, target: Any, f1_tolerance: float) -> bool:
+    """Whether the dense input model, already within every budget, is at least as good as ``best``."""
+    if baseline["gate"].verdict != "pass":
+        return False
+    score = baseline["metrics"]["val"]["score"]
+    if target.budget.min_f1 is not None and score < target.budget.min_f1:
+        return False
+    if best is None or not _feasible(best):
+        return True
+    best_score = best.user_attrs["val"]["score"]
+    best_p50 = (best.user_attrs.get("screen") or {}).get("latency_p50_ms", math.inf)
+    base_p50 = float(baseline["bench"].latency_ms["p50"])
+    return best_score < score - f1_tolerance or (best_score <= score + f1_tolerance and base_p50 <= best_p50)
 
 
 def _rank_caps(teacher: Any, task: Any, layers: dict[str, Any], target: Any, base_cost: Any, *,

@@ -35,7 +35,8 @@ def test_roofline_regimes():
 def test_calibrate_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(tmp_path))
     c = cal_mod.calibrate(1, budget_s=0.1)
-    assert c["gflops"] > 0.5 and c["mem_bandwidth_gbs"] > 0.1 and c["op_overhead_us"] > 0 and c["run_overhead_us"] >= 0
+    assert c["gflops"] > 0.5 and c["int8_gops"] > 0.5 and c["conv_gflops"] > 0.5 and len(c["bandwidth_curve"]) == 5
+    assert c["mem_bandwidth_gbs"] > 0.1 and c["op_overhead_us"] > 0 and c["run_overhead_us"] >= 0
     assert cal_mod.cached_calibration(1) is None
     cal_mod.save_calibration(c)
     assert cal_mod.cached_calibration(1) == c

@@ -256,3 +256,24 @@ def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tm
     # The same study cannot switch objectives.
     with pytest.raises(edgeopt.InputError, match="same --objective"):
         edgeopt.compile(small_mlp_task, target, trials=1, out=out, objective="f1", progress=False, **FAST)
+
+
+def test_dense_model_within_budget_is_shipped_when_nothing_beats_it():
+    from types import SimpleNamespace as NS
+
+    from edgeopt.search.loop import _baseline_wins
+
+    target = NS(budget=NS(min_f1=0.9))
+    base = {"gate": NS(verdict="pass"), "metrics": {"val": {"score": 0.95}}, "bench": NS(latency_ms={"p50": 0.10})}
+
+    def trial(score, p50):
+        return NS(user_attrs={"val": {"score": score}, "screen": {"latency_p50_ms": p50}, "status": "trained",
+                              "constraints": [0, 0, 0, 0]})
+
+    assert _baseline_wins(base, None, target, 0.002)                       # nothing feasible found
+    assert _baseline_wins(base, trial(0.90, 0.01), target, 0.002)          # faster but clearly worse F1
+    assert _baseline_wins(base, trial(0.95, 0.20), target, 0.002)          # same F1, slower
+    assert not _baseline_wins(base, trial(0.95, 0.05), target, 0.002)      # same F1, faster: ship the plan
+    assert not _baseline_wins(base, trial(0.97, 0.20), target, 0.002)      # better F1
+    failing = dict(base, gate=NS(verdict="fail"))
+    assert not _baseline_wins(failing, None, target, 0.002)                # over budget: never shipped as best

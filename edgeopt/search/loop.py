@@ -92,9 +92,11 @@ def make_storage(url: str):
         # Several processes on one SQLite file wait for the write lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
+            )
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
         raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 

@@ -284,7 +284,9 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
     ax.set_xscale("log")
     ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms, {src})")
     ax.set_ylabel(f"validation {rep['task']['metric']}")
-    ax.set_title("Target latency vs F1, every trial")
+    n_size = sum(1 for t in rep["trials"] if t["status"] == "screened-out" and t["latency_ms"] is None)
+    ax.set_title("Target latency vs F1, every trial" + (f" ({n_size} more over the size budget, never built)" if n_size else ""),
+                 fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     save(fig, "pareto.png")
@@ -309,6 +311,7 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
 
     # 3. the chosen plan per layer: params dense vs edgeopt, and predicted latency share.
     layers = rep.get("layers", [])
+    plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
     if layers:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(layers) + 1.5))
         names = [f"{x['name']} ({x['format']}{'' if x['format'] == 'dense' else ' ' + str(x.get('ranks'))})" for x in layers]
@@ -373,6 +376,11 @@ def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
         for k, v in (t["time_s"] or {}).items():
             time_totals[k] = round(time_totals.get(k, 0.0) + float(v), 3)
     counts["time_s"] = time_totals
+    if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
+        try:
+            counts["pareto_front"] = sorted(t.number for t in study.best_trials)
+        except Exception:  # noqa: BLE001 - no completed trial yet
+            counts["pareto_front"] = []
     rep = {
         "schema": SCHEMA,
         "edgeopt_version": __version__,
@@ -462,6 +470,13 @@ def render_markdown(rep: dict[str, Any]) -> str:
     ]
     for note in s.get("notes") or []:
         lines += [f"- {note}"]
+    if s.get("pareto_front") is not None:
+        front = [t for t in rep["trials"] if t["number"] in set(s["pareto_front"])]
+        rows = [["#", "plan", "params", "latency ms", "val F1"]] + [
+            [str(t["number"]), _plan_short(t["plan"], t["precision"]), _fmt(t["params"], ","),
+             _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f")]
+            for t in sorted(front, key=lambda t: t["latency_ms"] or 0)]
+        lines += ["", "Pareto front (validation F1 vs target latency, feasible trials):", "", render_markdown_table(rows)]
     lines += ["", render_markdown_table(trial_rows(rep)), ""]
     for name, rel in (rep.get("plots") or {}).items():
         lines += [f"![{name}]({rel})", ""]

@@ -51,8 +51,8 @@ BUDGETS: dict[str, dict[str, float]] = {
 # Search settings: digits-mlp gets exactly the demo's (`edgeopt demo`: 60 trials, 120 s).
 SEARCH = {"digits-mlp": (60, 120.0), "digits-cnn": (40, 60.0), "imbalanced": (40, 45.0)}
 QUICK_SEARCH = (12, 25.0)
-FINAL_EPOCHS = 40  # edgeopt's final fine-tune (loop.FINAL_EPOCHS); the uniform baselines get the same
-PATIENCE = 10  # as edgeopt's final fine-tune
+FINAL_LR = 3e-3  # compile()'s default distillation rate
+PATIENCE = 10  # the wide model's students (early stopping on validation)
 
 log = logging.getLogger("compare")
 
@@ -123,8 +123,10 @@ def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: i
     layers = decomposable_layers(task.model, task.example_input)
     r, plan, params = match_rank(task.model, task.example_input, layers, fmt, target_params)
     student = decompose(task.model, plan)
+    # The same recipe as edgeopt's final fine-tune of its chosen plan (search/loop.py): same epochs,
+    # rate, cosine schedule, last-epoch weights.
     distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
-            patience=PATIENCE, seed=seed, metric=task.metric)
+            lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
     student.eval()
     path = out / f"uniform-{fmt}.onnx"
     export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
@@ -146,6 +148,8 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
     trials, timeout = QUICK_SEARCH if args.quick else SEARCH[name]
     trials = args.trials or trials
     timeout = args.timeout or timeout
+    from edgeopt.search.loop import FINAL_EPOCHS
+
     final_epochs = 10 if args.quick else FINAL_EPOCHS
     dense_params = int(plan_cost(task.model, {}, task.example_input).params)
     rows: list[dict[str, Any]] = []
@@ -363,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     stem = "compare-quick" if args.quick else "compare"
     results: dict[str, Any] = {"schema": "edgeopt.compare/1", "quick": args.quick, "environment": environment(),
                                "examples": [], "wide": None}
+    try:
+        prev_wide = json.loads((out / f"{stem}.json").read_text()).get("wide")
+    except (OSError, ValueError):
+        prev_wide = None
     results["floor"] = dispatch_floor(work, args.quick)
     t0 = time.perf_counter()
     for name in [e.strip() for e in args.examples.split(",") if e.strip()]:
@@ -370,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(out, stem, results)
     if not args.no_wide:
         results["wide"] = run_wide(args, work)
+    else:  # keep the wide model's rows from the last run (they do not depend on the search)
+        results["wide"] = prev_wide
     results["wall_s"] = time.perf_counter() - t0
     _write(out, stem, results)
     print(markdown(results))

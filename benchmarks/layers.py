@@ -129,7 +129,7 @@ def main() -> None:
     for fmt in ("dense", "lowrank", "tt"):
         for key in ("x_floor_b1", "x_floor_b32"):
             xs = sorted(r[key] for r in rows if r["format"] == fmt)
-            print(f"  {fmt:8s} {key[-3:]}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows")
+            print(f"  {fmt:8s} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows")
     tt4 = next(r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4)
     print(f"\nTT rank 4 on 4096x4096, batch 1: {tt4['speedup_b1']:.1f}x faster than dense (goal >= 20x)")
     if args.json:

@@ -10,7 +10,7 @@ of the best feasible score either sampler found in that seed. Ratio = edgeopt ti
 (below 1: edgeopt is faster; the goal is at most 0.5). A sampler that never gets there is given
 the full timeout and marked as censored (its ratio is then an upper bound for edgeopt).
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/search_efficiency.py [--seeds 0,1,2] [--timeout 100]
+    flock /tmp/edgeopt-bench.lock python benchmarks/search_efficiency.py [--seeds 0,1,2] [--timeout 60]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--timeout", type=float, default=100.0, help="search seconds per sampler per seed (equal for both)")
+    p.add_argument("--timeout", type=float, default=60.0, help="search seconds per sampler per seed (equal for both)")
     p.add_argument("--tolerance", type=float, default=0.005, help="within this of the best feasible score (0.005 = 0.5 pt)")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--work", default="runs/benchmarks/search-efficiency")

@@ -404,8 +404,9 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
     if sampler == "tpe":
         # Constraint values reach TPE through Trial.set_constraint (Optuna >= 5), so it learns
         # where the feasible region is; group=True keeps the conditional rank parameters together.
+        # The warm start (below) stands in for most of TPE's random start-up trials.
         samp = optuna.samplers.TPESampler(
-            seed=seed + n_existing, multivariate=True, group=True, n_startup_trials=max(4, min(10, trials // 3)),
+            seed=seed + n_existing, multivariate=True, group=True, n_startup_trials=4,
         )
     else:
         samp = optuna.samplers.RandomSampler(seed=seed + n_existing)
@@ -426,10 +427,17 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
             limit = target.budget.model_size_mb * MIB if target.budget.model_size_mb else base_cost.size_bytes / 8
             return size <= limit
 
-        for fmt in ("lowrank", "tt"):
-            plan = space.largest_uniform_plan(fmt, fits)
-            if plan is not None:
-                study.enqueue_trial(space.trial_params(plan), user_attrs={"warm_start": f"uniform {fmt}"})
+        # Also the uniform plan over the big layers only: squeezing a small layer (a 10-class head)
+        # saves little and can cost F1 (rank below the class count).
+        total = sum(int(getattr(spec, "params", 0)) for spec in layers.values()) or 1
+        big = {name for name, spec in layers.items() if int(getattr(spec, "params", 0)) >= 0.1 * total}
+        seen: list[dict[str, Any]] = []
+        for fmt, only, label in (("lowrank", None, "uniform lowrank"), ("tt", None, "uniform tt"),
+                                 ("lowrank", big, "uniform lowrank, big layers")):
+            plan = space.largest_uniform_plan(fmt, fits, only)
+            if plan is not None and plan not in seen:
+                seen.append(plan)
+                study.enqueue_trial(space.trial_params(plan), user_attrs={"warm_start": label})
     study.set_user_attr("target", target.name)
     study.set_user_attr("task", task.name)
     study.set_user_attr("objective", objective)

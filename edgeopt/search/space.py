@@ -89,29 +89,30 @@ class SearchSpace:
             plan[choice.name] = {"format": "lowrank", "rank": rank} if fmt == "lowrank" else {"format": "tt", "ranks": rank}
         return plan
 
-    def uniform_plan(self, fmt: str, rank: int) -> dict[str, Any]:
-        """Every layer that offers ``fmt`` at ``min(rank, its cap)``; the others dense."""
+    def uniform_plan(self, fmt: str, rank: int, only: set[str] | None = None) -> dict[str, Any]:
+        """Every layer (of ``only``, if given) that offers ``fmt`` at ``min(rank, its cap)``; the others dense."""
         plan: dict[str, Any] = {}
         for c in self.choices:
-            if fmt in c.formats:
+            if fmt in c.formats and (only is None or c.name in only):
                 r = max(1, min(rank, c.rank_bounds[fmt][1]))
                 plan[c.name] = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
             else:
                 plan[c.name] = {"format": "dense"}
         return plan
 
-    def largest_uniform_plan(self, fmt: str, fits: Any) -> dict[str, Any] | None:
-        """The uniform-rank plan of ``fmt`` with the largest rank for which ``fits(plan)`` holds."""
-        his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.formats]
+    def largest_uniform_plan(self, fmt: str, fits: Any, only: set[str] | None = None) -> dict[str, Any] | None:
+        """The uniform-rank plan of ``fmt`` (over ``only``, if given) with the largest rank for which
+        ``fits(plan)`` holds."""
+        his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.formats and (only is None or c.name in only)]
         if not his:
             return None
         lo, hi = 1, max(his)
-        if not fits(self.uniform_plan(fmt, lo)):
+        if not fits(self.uniform_plan(fmt, lo, only)):
             return None
         while lo < hi:  # fits() is monotone in the rank: more rank, more parameters
             mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if fits(self.uniform_plan(fmt, mid)) else (lo, mid - 1)
-        return self.uniform_plan(fmt, lo)
+            lo, hi = (mid, hi) if fits(self.uniform_plan(fmt, mid, only)) else (lo, mid - 1)
+        return self.uniform_plan(fmt, lo, only)
 
     def trial_params(self, plan: dict[str, Any], precision: str = "fp32") -> dict[str, Any]:
         """The Optuna parameters that make ``sample`` return ``plan`` (for ``study.enqueue_trial``)."""

@@ -376,6 +376,8 @@ def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
         for k, v in (t["time_s"] or {}).items():
             time_totals[k] = round(time_totals.get(k, 0.0) + float(v), 3)
     counts["time_s"] = time_totals
+    counts["finalists"] = state.get("finalists", [])
+    counts["repeats"] = sum(1 for t in study.get_trials(deepcopy=False) if "repeat_of" in t.user_attrs)
     if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
         try:
             counts["pareto_front"] = sorted(t.number for t in study.best_trials)
@@ -470,6 +472,14 @@ def render_markdown(rep: dict[str, Any]) -> str:
     ]
     for note in s.get("notes") or []:
         lines += [f"- {note}"]
+    if s.get("finalists"):
+        rows = [["trial", "plan", "val F1", "screen p50 ms", "re-measured p50 ms", "nodes", "shipped"]]
+        for f in s["finalists"]:
+            screen = next((t["latency_ms"] for t in rep["trials"] if t["number"] == f["trial"]), None)
+            rows.append([str(f["trial"]), _plan_short(f["plan"], f.get("precision", "fp32")), _fmt(f["val_score"], ".4f"),
+                         _fmt(screen, ".4f"), _fmt(f["latency_p50_ms"], ".4f"), str(f["nodes"]), "✓" if f["shipped"] else ""])
+        lines += ["", "Finalists (validation F1 within the tolerance of the best), measured again for longer; the "
+                  "fastest (within 3%) with the fewest nodes ships:", "", render_markdown_table(rows)]
     if s.get("pareto_front") is not None:
         front = [t for t in rep["trials"] if t["number"] in set(s["pareto_front"])]
         rows = [["#", "plan", "params", "latency ms", "val F1"]] + [

@@ -94,14 +94,21 @@ def make_storage(url: str):
     if url.startswith("sqlite"):
         # Several processes on one SQLite file wait for the write lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
-            )
-    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
-        raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
+                )
+        except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
+            # Workers started together on a new database race to create its tables; the loser
+            # finds them there on the next try.
+            if "already exists" in str(exc) and attempt < 5:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Screen:

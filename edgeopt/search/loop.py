@@ -10,6 +10,7 @@ protocol, gated, and scored on the test split (the only place the test split is 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -94,21 +95,52 @@ def make_storage(url: str):
     if url.startswith("sqlite"):
         # Several processes on one SQLite file wait for the write lock instead of failing at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    for attempt in range(6):
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
-                )
-        except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
-            # Workers started together on a new database race to create its tables; the loser
-            # finds them there on the next try.
-            if "already exists" in str(exc) and attempt < 5:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    # Workers started together on a new database race to create its tables (seen here: "table
+    # studies already exists", "UNIQUE constraint failed: alembic_version"). For a SQLite file a lock
+    # file beside it serializes the creation; for a server database the loser retries and then
+    # finds the tables there.
+    races = ("already exists", "UNIQUE constraint", "duplicate key", "database is locked")
+    with _sqlite_creation_lock(url):
+        for attempt in range(8):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
+                    )
+            except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
+                if any(r in str(exc) for r in races) and attempt < 7:
+                    time.sleep(0.25 * (attempt + 1))
+                    continue
+                raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _sqlite_creation_lock(url: str):
+    """An exclusive lock on ``<db>.lock`` while a SQLite study database is opened (POSIX only)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: fall back to the retries
+        yield
+        return
+    lock_path = Path(url[len(prefix):] + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 class _Screen:

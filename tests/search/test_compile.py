@@ -277,3 +277,14 @@ def test_dense_model_within_budget_is_shipped_when_nothing_beats_it():
     assert not _baseline_wins(base, trial(0.97, 0.20), target, 0.002)      # better F1
     failing = dict(base, gate=NS(verdict="fail"))
     assert not _baseline_wins(failing, None, target, 0.002)                # over budget: never shipped as best
+
+
+def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
+    """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    code = ("import sys, optuna; from edgeopt.search.loop import make_storage; "
+            "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
+    assert len(optuna.get_all_study_summaries(storage=url)) == 1

@@ -606,7 +606,8 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
                               bench_kwargs=FINALIST_BENCH, cache=False)
 
     t0 = time.perf_counter()
-    best_trial, reasons_search, finalists = _choose_best(study, f1_tolerance, remeasure if space else None)
+    best_trial, reasons_search, finalists = _choose_best(study, f1_tolerance, remeasure if space else None,
+                                                         target.budget.latency_ms)
     finalists_s = time.perf_counter() - t0
     if _baseline_wins(baseline, best_trial, target, f1_tolerance):
         reasons_search = ["the dense input model meets every budget and no feasible plan beat it on F1 or "
@@ -778,7 +779,8 @@ def _int8_val_metrics(student: Any, task: Any, timings: dict[str, float]) -> dic
         return onnx_metrics(q, task.X_val, task.y_val, task.metric)
 
 
-def _choose_best(study: Any, f1_tolerance: float = 0.0, remeasure: Any = None) -> tuple[Any, list[str], list[dict]]:
+def _choose_best(study: Any, f1_tolerance: float = 0.0, remeasure: Any = None,
+                 latency_budget: float | None = None) -> tuple[Any, list[str], list[dict]]:
     """Feasible trials within ``f1_tolerance`` of the best validation score, then the fastest (re-measured
     with ``remeasure(trial)`` when given; within 3%), then the fewest nodes; with no feasible trial,
     the least-violating one. Returns (trial, notes, finalists)."""
@@ -792,24 +794,42 @@ def _choose_best(study: Any, f1_tolerance: float = 0.0, remeasure: Any = None) -
         # that small are validation noise: one sample of 360 moves F1 by ~0.3 pt), ship the fastest.
         # Then among those, plans within 10% of the lowest p50 are as fast as each other (screen
         # noise): ship the best-scoring of them, then the smallest.
+        p50 = lambda t: (t.user_attrs.get("screen") or {}).get("latency_p50_ms", t.user_attrs.get("latency_ms", math.inf))  # noqa: E731
+        if remeasure is not None:
+            # The screen's 0.1 s measurements are too noisy to rank near-equal plans or to settle a
+            # plan at the edge of the latency budget: measure the fastest few distinct finalists
+            # again, longer; drop those over the budget (then try the next tier of F1); rank the rest.
+            unique: dict[str, Any] = {}
+            for t in sorted(feasible, key=lambda t: (-t.user_attrs["val"]["score"], p50(t))):
+                unique.setdefault(json.dumps([t.user_attrs["plan"], t.user_attrs.get("precision")], sort_keys=True), t)
+            remaining = list(unique.values())
+            report: list[dict[str, Any]] = []
+            for _tier in range(3):
+                if not remaining:
+                    break
+                top = remaining[0].user_attrs["val"]["score"]
+                tier = [t for t in remaining if t.user_attrs["val"]["score"] >= top - f1_tolerance]
+                finalists = sorted(tier, key=p50)[:FINALISTS]
+                measured = {t.number: remeasure(t) for t in finalists}
+                within = [t for t in finalists if latency_budget is None or measured[t.number]["latency_ms"] <= latency_budget]
+                best = None
+                if within:
+                    fastest = min(measured[t.number]["latency_p50_ms"] for t in within)
+                    quick = [t for t in within if measured[t.number]["latency_p50_ms"] <= 1.03 * fastest]
+                    best = min(quick, key=lambda t: (measured[t.number]["nodes"], -t.user_attrs["val"]["score"],
+                                                     t.user_attrs.get("params", math.inf)))
+                report += [dict(measured[t.number], trial=t.number, plan=t.user_attrs["plan"],
+                                precision=t.user_attrs.get("precision", "fp32"), val_score=t.user_attrs["val"]["score"],
+                                within_budget=t in within, shipped=t is best) for t in finalists]
+                if best is not None:
+                    return best, [], report
+                remaining = [t for t in remaining if t not in tier]
+            # Nothing held up under the longer measurement: ship the screen's best, say so.
+            best = max(feasible, key=lambda t: (t.user_attrs["val"]["score"], -p50(t)))
+            return best, ["no finalist met the latency budget when measured again for longer; shipping the "
+                          "best plan by the screen"], report
         top = max(t.user_attrs["val"]["score"] for t in feasible)
         close = [t for t in feasible if t.user_attrs["val"]["score"] >= top - f1_tolerance]
-        p50 = lambda t: (t.user_attrs.get("screen") or {}).get("latency_p50_ms", t.user_attrs.get("latency_ms", math.inf))  # noqa: E731
-        if remeasure is not None and len(close) > 1:
-            # The screen's 0.1 s measurements are too noisy to rank near-equal plans: measure the
-            # fastest few distinct finalists again, longer, and rank on that.
-            unique: dict[str, Any] = {}
-            for t in sorted(close, key=lambda t: (p50(t), -t.user_attrs["val"]["score"])):
-                unique.setdefault(json.dumps([t.user_attrs["plan"], t.user_attrs.get("precision")], sort_keys=True), t)
-            finalists = list(unique.values())[:FINALISTS]
-            measured = {t.number: remeasure(t) for t in finalists}
-            fastest = min(m["latency_p50_ms"] for m in measured.values())
-            quick = [t for t in finalists if measured[t.number]["latency_p50_ms"] <= 1.03 * fastest]
-            best = min(quick, key=lambda t: (measured[t.number]["nodes"], -t.user_attrs["val"]["score"],
-                                             t.user_attrs.get("params", math.inf)))
-            return best, [], [dict(measured[t.number], trial=t.number, plan=t.user_attrs["plan"],
-                                   precision=t.user_attrs.get("precision", "fp32"),
-                                   val_score=t.user_attrs["val"]["score"], shipped=t is best) for t in finalists]
         fastest = min(p50(t) for t in close)
         quick = [t for t in close if p50(t) <= 1.1 * fastest]
         best = min(quick, key=lambda t: (-t.user_attrs["val"]["score"], t.user_attrs.get("params", math.inf), p50(t)))

@@ -288,3 +288,29 @@ def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
     assert len(optuna.get_all_study_summaries(storage=url)) == 1
+
+
+def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
+    from types import SimpleNamespace as NS
+
+    import optuna as _optuna
+
+    from edgeopt.search.loop import _choose_best
+
+    def trial(n, score, p50):
+        return NS(number=n, state=_optuna.trial.TrialState.COMPLETE, user_attrs={
+            "plan": {"fc": {"format": "lowrank", "rank": n}}, "precision": "fp32", "status": "trained",
+            "val": {"score": score}, "constraints": [0, 0, 0, 0], "screen": {"latency_p50_ms": p50}, "params": 100 + n})
+
+    trials = [trial(1, 0.99, 0.10), trial(2, 0.99, 0.20), trial(3, 0.95, 0.30)]
+    study = NS(get_trials=lambda deepcopy=False: trials)
+    # Re-measured: trial 1 is really over the 0.25 ms budget; trial 2 is within it.
+    truth = {1: 0.30, 2: 0.22, 3: 0.20}
+    remeasure = lambda t: {"latency_p50_ms": truth[t.number] * 0.8, "latency_ms": truth[t.number], "nodes": 4}  # noqa: E731
+    best, notes, finalists = _choose_best(study, 0.005, remeasure, latency_budget=0.25)
+    assert best.number == 2 and not notes
+    assert {f["trial"]: f["within_budget"] for f in finalists} == {1: False, 2: True}
+    # When the whole top tier fails, the next tier of F1 is tried.
+    truth[2] = 0.40
+    best, notes, _ = _choose_best(study, 0.005, remeasure, latency_budget=0.25)
+    assert best.number == 3

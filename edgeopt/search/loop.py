@@ -162,7 +162,7 @@ class _Screen:
 
     def measure(self, student: Any, plan: dict[str, Any], precision: str, timings: dict[str, float], *,
                 bench_kwargs: dict[str, Any] | None = None, cache: bool = True) -> dict[str, Any]:
-        from edgeopt.compiler.export import export_onnx
+        from edgeopt.compiler.export import export_onnx, onnx_node_count
         from edgeopt.runtime.bench import bench
 
         key = self.key(plan, precision)
@@ -187,7 +187,7 @@ class _Screen:
                 "latency_source": result.latency_source,
                 "peak_memory_mb": float(result.peak_memory_mb),
                 "size_bytes": int(result.model_size_bytes),
-                "nodes": _node_count(path),
+                "nodes": onnx_node_count(path),
             }
         if cache:
             self.cache[key] = entry
@@ -199,12 +199,6 @@ class _Screen:
             _atomic_write_text(self.cache_path, json.dumps(self.cache, sort_keys=True))
         except OSError:  # the cache is an optimization; a read-only dir must not fail the trial
             pass
-
-
-def _node_count(path: Path) -> int:
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
 # Validation scores of different plans often tie (students distilled from one teacher reproduce its
@@ -293,11 +287,7 @@ def _export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str]
     from edgeopt.compiler.export import export_onnx
 
     t0 = time.perf_counter()
-    real = task.X_val[:32]
-    try:
-        export_onnx(model, task.example_input, path, metadata=metadata, verify=True, verify_inputs=real)
-    except TypeError:  # an exporter without verify_inputs still verifies on random inputs
-        export_onnx(model, task.example_input, path, metadata=metadata, verify=True)
+    export_onnx(model, task.example_input, path, metadata=metadata, verify=True, verify_inputs=task.X_val[:32])
     return {"export": time.perf_counter() - t0}
 
 
@@ -411,7 +401,9 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
              f1_tolerance: float, lr: float, progress: bool, t_start: float) -> CompileResult:
     from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
     from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.train import evaluate
     from edgeopt.search import report as report_mod
+    from edgeopt.search.evaluate import _metrics_dict
     from edgeopt.search.space import SearchSpace
 
     teacher = task.model.eval()
@@ -578,7 +570,7 @@ def _compile(task: Any, target: Any, torch: Any, optuna: Any, *, out: Path, tria
         if precision == "int8":
             val = _int8_val_metrics(student, task, timings)
         else:
-            val = _torch_metrics(student, task.X_val, task.y_val, task.metric)
+            val = _metrics_dict(evaluate(student, (task.X_val, task.y_val), task.metric))
         trial.set_user_attr("val", val)
         trial.set_user_attr("status", "trained")
         cons = _constraints(target, latency_ms=m["latency_ms"], peak_memory_mb=m["peak_memory_mb"],
@@ -741,6 +733,7 @@ def _layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, b
         dense_params = int(getattr(base_l, "params", 0) or getattr(spec, "params", 0))
         rows.append({
             "name": name,
+            "kind": getattr(spec, "kind", "linear"),
             "format": entry.get("format", "dense"),
             "ranks": list(getattr(best_l, "ranks", None) or []) or entry.get("rank", entry.get("ranks")),
             "params": int(getattr(best_l, "params", 0) or dense_params),
@@ -748,20 +741,6 @@ def _layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, b
             "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),
         })
     return rows
-
-
-def _torch_metrics(model: Any, X: Any, y: Any, metric: Any) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from edgeopt.compiler.metrics import compute_metrics
-    from edgeopt.search.evaluate import _metrics_dict
-
-    model.eval()
-    with torch.no_grad():
-        preds = [model(torch.from_numpy(np.ascontiguousarray(X[i : i + 512]))).argmax(1).numpy()
-                 for i in range(0, len(X), 512)]
-    return _metrics_dict(compute_metrics(y, np.concatenate(preds), metric=metric))
 
 
 def _int8_val_metrics(student: Any, task: Any, timings: dict[str, float]) -> dict[str, Any]:
@@ -781,59 +760,56 @@ def _int8_val_metrics(student: Any, task: Any, timings: dict[str, float]) -> dic
 
 def _choose_best(study: Any, f1_tolerance: float = 0.0, remeasure: Any = None,
                  latency_budget: float | None = None) -> tuple[Any, list[str], list[dict]]:
-    """Feasible trials within ``f1_tolerance`` of the best validation score, then the fastest (re-measured
-    with ``remeasure(trial)`` when given; within 3%), then the fewest nodes; with no feasible trial,
-    the least-violating one. Returns (trial, notes, finalists)."""
+    """The plan to ship: among feasible trials within ``f1_tolerance`` of the best validation score,
+    the fastest within the latency budget (measured by ``remeasure(trial)``), then the fewest nodes;
+    with no feasible trial, the least-violating one. Returns (trial, notes, finalists)."""
     import optuna
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
               and "plan" in t.user_attrs]
     feasible = [t for t in trials if _feasible(t)]
     if feasible:
-        # Among plans whose validation score is within the tolerance of the best one (differences
-        # that small are validation noise: one sample of 360 moves F1 by ~0.3 pt), ship the fastest.
-        # Then among those, plans within 10% of the lowest p50 are as fast as each other (screen
-        # noise): ship the best-scoring of them, then the smallest.
-        p50 = lambda t: (t.user_attrs.get("screen") or {}).get("latency_p50_ms", t.user_attrs.get("latency_ms", math.inf))  # noqa: E731
-        if remeasure is not None:
-            # The screen's 0.1 s measurements are too noisy to rank near-equal plans or to settle a
-            # plan at the edge of the latency budget: measure the fastest few distinct finalists
-            # again, longer; drop those over the budget (then try the next tier of F1); rank the rest.
-            unique: dict[str, Any] = {}
-            for t in sorted(feasible, key=lambda t: (-t.user_attrs["val"]["score"], p50(t))):
-                unique.setdefault(json.dumps([t.user_attrs["plan"], t.user_attrs.get("precision")], sort_keys=True), t)
-            remaining = list(unique.values())
-            report: list[dict[str, Any]] = []
-            for _tier in range(3):
-                if not remaining:
-                    break
-                top = remaining[0].user_attrs["val"]["score"]
-                tier = [t for t in remaining if t.user_attrs["val"]["score"] >= top - f1_tolerance]
-                finalists = sorted(tier, key=p50)[:FINALISTS]
-                measured = {t.number: remeasure(t) for t in finalists}
-                within = [t for t in finalists if latency_budget is None or measured[t.number]["latency_ms"] <= latency_budget]
-                best = None
-                if within:
-                    fastest = min(measured[t.number]["latency_p50_ms"] for t in within)
-                    quick = [t for t in within if measured[t.number]["latency_p50_ms"] <= 1.03 * fastest]
-                    best = min(quick, key=lambda t: (measured[t.number]["nodes"], -t.user_attrs["val"]["score"],
-                                                     t.user_attrs.get("params", math.inf)))
-                report += [dict(measured[t.number], trial=t.number, plan=t.user_attrs["plan"],
-                                precision=t.user_attrs.get("precision", "fp32"), val_score=t.user_attrs["val"]["score"],
-                                within_budget=t in within, shipped=t is best) for t in finalists]
-                if best is not None:
-                    return best, [], report
-                remaining = [t for t in remaining if t not in tier]
-            # Nothing held up under the longer measurement: ship the screen's best, say so.
-            best = max(feasible, key=lambda t: (t.user_attrs["val"]["score"], -p50(t)))
-            return best, ["no finalist met the latency budget when measured again for longer; shipping the "
-                          "best plan by the screen"], report
-        top = max(t.user_attrs["val"]["score"] for t in feasible)
-        close = [t for t in feasible if t.user_attrs["val"]["score"] >= top - f1_tolerance]
-        fastest = min(p50(t) for t in close)
-        quick = [t for t in close if p50(t) <= 1.1 * fastest]
-        best = min(quick, key=lambda t: (-t.user_attrs["val"]["score"], t.user_attrs.get("params", math.inf), p50(t)))
-        return best, [], []
+        # Plans within the F1 tolerance of the best are tied (validation noise). The screen's 0.1 s
+        # measurements are too noisy to rank them or to settle a plan at the edge of the latency
+        # budget, so the fastest few distinct finalists are measured again, longer (``remeasure``;
+        # without one, the screen's own figures are used); those over the budget are dropped (then
+        # the next tier of F1 is tried); of the rest the fastest (within 3%), then fewest nodes, ships.
+        def screened(t: Any) -> dict[str, Any]:
+            m = t.user_attrs.get("screen") or {}
+            return {"latency_p50_ms": m.get("latency_p50_ms", math.inf),
+                    "latency_ms": m.get("latency_ms", t.user_attrs.get("latency_ms", math.inf)), "nodes": m.get("nodes", 0)}
+
+        measure = remeasure or screened
+        p50 = lambda t: screened(t)["latency_p50_ms"]  # noqa: E731
+        unique: dict[str, Any] = {}
+        for t in sorted(feasible, key=lambda t: (-t.user_attrs["val"]["score"], p50(t))):
+            unique.setdefault(json.dumps([t.user_attrs["plan"], t.user_attrs.get("precision")], sort_keys=True), t)
+        remaining = list(unique.values())
+        report: list[dict[str, Any]] = []
+        for _tier in range(3):
+            if not remaining:
+                break
+            top = remaining[0].user_attrs["val"]["score"]
+            tier = [t for t in remaining if t.user_attrs["val"]["score"] >= top - f1_tolerance]
+            finalists = sorted(tier, key=p50)[:FINALISTS]
+            measured = {t.number: measure(t) for t in finalists}
+            within = [t for t in finalists if latency_budget is None or measured[t.number]["latency_ms"] <= latency_budget]
+            best = None
+            if within:
+                fastest = min(measured[t.number]["latency_p50_ms"] for t in within)
+                quick = [t for t in within if measured[t.number]["latency_p50_ms"] <= 1.03 * fastest]
+                best = min(quick, key=lambda t: (measured[t.number]["nodes"], -t.user_attrs["val"]["score"],
+                                                 t.user_attrs.get("params", math.inf)))
+            report += [dict(measured[t.number], trial=t.number, plan=t.user_attrs["plan"],
+                            precision=t.user_attrs.get("precision", "fp32"), val_score=t.user_attrs["val"]["score"],
+                            within_budget=t in within, shipped=t is best) for t in finalists]
+            if best is not None:
+                return best, [], report
+            remaining = [t for t in remaining if t not in tier]
+        # Nothing held up under the longer measurement: ship the screen's best, and say so.
+        best = max(feasible, key=lambda t: (t.user_attrs["val"]["score"], -p50(t)))
+        return best, ["no finalist met the latency budget when measured again for longer; shipping the "
+                      "best plan by the screen"], report
     if not trials:
         return None, ["no trial completed: the input model is shipped as it is"], []
     # Best effort: the plan closest to the budgets (sum of relative violations), then the best score.

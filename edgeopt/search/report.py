@@ -151,11 +151,12 @@ def _round(v: Any) -> Any:
 
 
 def plan_rows(rep: dict[str, Any]) -> list[list[str]]:
-    rows = [["layer", "format", "rank(s)", "params (dense → edgeopt)", "MACs share", "predicted latency share"]]
+    rows = [["layer", "format", "rank(s)", "params (dense → edgeopt)", "MACs share", "est. latency share on target"]]
     for layer in rep.get("layers", []):
         rows.append([layer["name"], layer["format"], _fmt(layer.get("ranks")),
                      f"{layer['dense_params']:,} → {layer['params']:,}",
-                     f"{layer['macs_share'] * 100:.1f}%", f"{layer['latency_share'] * 100:.1f}%"])
+                     f"{layer['macs_share'] * 100:.1f}%",
+                     "–" if layer["latency_share"] is None else f"{layer['latency_share'] * 100:.1f}%"])
     return rows
 
 
@@ -209,25 +210,39 @@ def _html_table(rows: list[list[str]]) -> str:
 
 
 # ----------------------------------------------------------------------------- layers
-def layer_breakdown(state: dict[str, Any], teacher_layers: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Per layer: format, ranks, params, MACs share and a roofline-predicted latency share on the target."""
+def layer_breakdown(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer: format, ranks, params, MACs share, and an *estimated* latency share on the target.
+
+    The estimate applies the target's performance model (``runtime.predict.PerfModel``: dispatch
+    cost per node, compute rate, bandwidth) to each layer's MACs, weight bytes and node count (the
+    exported layouts: dense 1 node, lowrank 2, TT-matrix 2 per core + 2, TT conv 3). The benchmark
+    measures and predicts the whole graph only; this share is not a per-layer measurement.
+    """
     layers = state.get("layers") or []
     if not layers:
         return []
-    dev = state["target"].get("device", {})
-    gflops = float(dev.get("gflops") or 10.0)
-    bw = float(dev.get("mem_bandwidth_gbs") or 5.0)
-    overhead_us = float(dev.get("op_overhead_us") or 5.0)
+    from edgeopt.runtime.predict import PerfModel
+
+    try:
+        model = PerfModel.of(state["target"].get("device", {}))
+        bandwidth = model.bandwidth_for(4 * sum(layer["params"] for layer in layers))
+    except (KeyError, TypeError, ValueError):  # no performance model (an uncalibrated host profile)
+        model = None
     total_macs = sum(layer["macs"] for layer in layers) or 1
     times = []
     for layer in layers:
+        if model is None:
+            times.append(None)
+            continue
+        op = "Conv" if layer.get("kind", "linear").startswith("conv") else "MatMul"
         ranks = layer.get("ranks")
-        cores = len(ranks) - 1 if isinstance(ranks, (list, tuple)) else 2
-        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 2 * max(1, cores) + 1)
-        t = nodes * overhead_us + max(2 * layer["macs"] / (gflops * 1e3), 4 * layer["params"] / (bw * 1e3))
-        times.append(t)
-    total_t = sum(times) or 1
-    return [dict(layer, macs_share=layer["macs"] / total_macs, latency_share=t / total_t)
+        cores = len(ranks) - 1 if isinstance(ranks, (list, tuple)) and len(ranks) > 1 else 2
+        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 3 if op == "Conv" else 2 * cores + 2)
+        times.append(nodes * model.overhead_for(op) + max(2 * layer["macs"] / (model.rate_for(op) * 1e3),
+                                                           4 * layer["params"] / (bandwidth * 1e3)))
+    total_t = sum(t for t in times if t) or None
+    return [dict(layer, macs_share=layer["macs"] / total_macs,
+                 latency_share=(t / total_t) if (t is not None and total_t) else None)
             for layer, t in zip(layers, times)]
 
 
@@ -309,7 +324,7 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
                 ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"])
                 save(ax.figure, "pareto_front.png")
 
-    # 3. the chosen plan per layer: params dense vs edgeopt, and predicted latency share.
+    # 3. the chosen plan per layer: params dense vs edgeopt, and its estimated latency share.
     layers = rep.get("layers", [])
     plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
     if layers:
@@ -323,9 +338,9 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
         a1.set_xlabel("parameters")
         a1.legend(fontsize=8)
         a1.invert_yaxis()
-        a2.barh(list(y), [x["latency_share"] * 100 for x in layers], color="tab:blue")
+        a2.barh(list(y), [(x["latency_share"] or 0) * 100 for x in layers], color="tab:blue")
         a2.set_yticks(list(y), [""] * len(layers))
-        a2.set_xlabel("predicted latency share on target (%)")
+        a2.set_xlabel("estimated latency share on target (%, from its performance model)")
         a2.invert_yaxis()
         fig.suptitle("Chosen plan per layer")
         save(fig, "plan.png")

@@ -84,3 +84,22 @@ def test_sampled_ranks_are_logarithmic_ints_within_bounds():
                 assert isinstance(r, int) and lo <= r <= hi
     dist = study.trials[0].distributions
     assert any(getattr(d, "log", False) for d in dist.values())
+
+
+def test_layer_latency_estimate_uses_the_targets_performance_model():
+    from edgeopt.search.report import layer_breakdown
+
+    device = Target.load("rpi4").to_dict()["device"]
+    layers = [
+        {"name": "big", "kind": "linear", "format": "dense", "ranks": None, "params": 1_049_600, "dense_params": 1_049_600, "macs": 1_048_576},
+        {"name": "lr", "kind": "linear", "format": "lowrank", "ranks": [1, 8, 1], "params": 17_408, "dense_params": 1_049_600, "macs": 16_384},
+        {"name": "tt", "kind": "linear", "format": "tt", "ranks": [1, 4, 1], "params": 2_048, "dense_params": 65_600, "macs": 20_000},
+    ]
+    rows = layer_breakdown({"target": {"device": device}, "layers": layers})
+    shares = {r["name"]: r["latency_share"] for r in rows}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["big"] > shares["lr"]  # 4 MB of weights at 4 GB/s dominate
+    assert shares["tt"] > 0  # six nodes of dispatch cost even with few bytes
+    # No performance model (an uncalibrated profile): no share is invented.
+    rows = layer_breakdown({"target": {"device": {"arch": "x86_64"}}, "layers": layers})
+    assert all(r["latency_share"] is None for r in rows)

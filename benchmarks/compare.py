@@ -188,7 +188,7 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
         log.info("[%s] %s at ~%d params", name, label, target_params)
         try:
             path, info = uniform_row(task, fmt, target_params, out, epochs=final_epochs, seed=args.seed)
-        except Exception as exc:  # noqa: BLE001 - one failed row must not lose the table
+        except Exception as exc:
             rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"})
             continue
         rows.append({"method": f"{label} r={info['rank']}", "params": info["params"], "compile_s": info["compile_s"],

@@ -42,7 +42,13 @@ INT8_MODELS = {
 def quantize(src: Path, dst: Path, mode: str) -> Path:
     import logging
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice
     if mode == "dynamic":

@@ -16,8 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeopt.compiler.formats import (FormatConfig, LayerCost, LayerReport, LayerSpec, get_handler, parse_config,
-                                      registered_formats)
+from edgeopt.compiler.formats import (
+    FormatConfig,
+    LayerCost,
+    LayerReport,
+    LayerSpec,
+    get_handler,
+    parse_config,
+    registered_formats,
+)
 from edgeopt.compiler.formats._base import BYTES_PER_PARAM
 from edgeopt.errors import InputError, ModelError
 

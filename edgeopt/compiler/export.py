@@ -11,10 +11,10 @@ mis-export some ops silently, which is why every export is verified).
 from __future__ import annotations
 
 import contextlib
-import re
 import json
 import logging
 import os
+import re
 import time
 import warnings
 from collections import Counter
@@ -242,14 +242,13 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
             t0 = time.perf_counter()
             stack: list[str] = []
             try:
-                with _layer_tracker(model, stack):
-                    with torch.no_grad():
-                        out_names = list(output_names) if output_names else None
-                        if out_names is None:
-                            n_out = len(_torch_outputs(model, trace_inputs))
-                            out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-                        stack.clear()
-                        _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
+                with _layer_tracker(model, stack), torch.no_grad():
+                    out_names = list(output_names) if output_names else None
+                    if out_names is None:
+                        n_out = len(_torch_outputs(model, trace_inputs))
+                        out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+                    stack.clear()
+                    _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
             except Exception as exc:
                 where = f" in layer '{stack[-1]}'" if stack else ""
                 text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))

@@ -5,7 +5,8 @@ Kept free of edgeopt imports beyond the error types: the measurement child proce
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

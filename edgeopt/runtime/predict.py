@@ -29,8 +29,9 @@ the absolute model largely cancel, while the host's run-to-run jitter is carried
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 _MATMUL = {"MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat",
            "DynamicQuantizeMatMul", "MatMulNBits"}
@@ -148,7 +149,7 @@ class PerfModel:
         return self.op_overhead_us
 
     @classmethod
-    def of(cls, device: Any) -> "PerfModel":
+    def of(cls, device: Any) -> PerfModel:
         """From a targets.Device or a calibration dict; a missing run overhead is 3 node dispatches."""
         if isinstance(device, Mapping):
             get = device.get

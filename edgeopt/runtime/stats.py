@@ -9,7 +9,7 @@ about the shape of the latency distribution.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,11 +15,12 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgeopt.errors import TargetError
 
@@ -116,7 +117,7 @@ class Target:
         return sorted(p.name[:-5] for p in _profiles_dir().iterdir() if p.name.endswith(".toml"))
 
     @classmethod
-    def load(cls, spec: "Target | str | os.PathLike[str]") -> "Target":
+    def load(cls, spec: Target | str | os.PathLike[str]) -> Target:
         """A built-in name (``rpi4``), a path to a TOML file, or a Target (returned as is)."""
         if isinstance(spec, Target):
             return spec
@@ -134,7 +135,7 @@ class Target:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> "Target":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Target:
         return _parse(data, source)
 
     # -- derived
@@ -145,7 +146,7 @@ class Target:
         model_size_mb: float | None = None,
         min_f1: float | None = None,
         latency_percentile: float | None = None,
-    ) -> "Target":
+    ) -> Target:
         """A copy with the given budget fields replaced (CLI overrides); None leaves a field as is."""
         changes: dict[str, Any] = {}
         for key, value in (("latency_ms", latency_ms), ("peak_memory_mb", peak_memory_mb),

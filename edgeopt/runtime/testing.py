@@ -6,8 +6,8 @@ Shipped with the runtime half so its tests run on a runtime-only install (as opt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

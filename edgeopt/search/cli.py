@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
 log = logging.getLogger("edgeopt")
 
@@ -95,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(task, args: argparse.Namespace) -> int:
     import edgeopt
-    from edgeopt.search.report import budget_rows, comparison_rows, render_text_table, _headline
+    from edgeopt.search.report import _headline, budget_rows, comparison_rows, render_text_table
 
     kwargs = {}
     if getattr(args, "epochs", None):
@@ -117,8 +116,9 @@ def _run(task, args: argparse.Namespace) -> int:
         print(f"  - {reason}")
     print(f"artifact: {result.model_path}   report: {result.out / 'report.html'}")
     if args.json:
-        from edgeopt.search.report import _write
         from pathlib import Path
+
+        from edgeopt.search.report import _write
 
         _write(Path(args.json), json.dumps(rep, indent=2, default=str))
     return result.exit_code

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -72,10 +72,10 @@ def _mlp(sizes: list[int]):
     return _Named(layers, [f"fc{i + 1}" for i in range(len(sizes) - 1)])
 
 
-def _Named(layers, names):  # noqa: N802 - a Sequential whose Linear layers read fc1, fc2, ...
-    import torch.nn as nn
-
+def _Named(layers, names):
     from collections import OrderedDict
+
+    import torch.nn as nn
 
     od: OrderedDict[str, nn.Module] = OrderedDict()
     k = 0
@@ -89,9 +89,9 @@ def _Named(layers, names):  # noqa: N802 - a Sequential whose Linear layers read
 
 
 def _digits_cnn():
-    import torch.nn as nn
-
     from collections import OrderedDict
+
+    import torch.nn as nn
 
     return nn.Sequential(
         OrderedDict(
@@ -193,7 +193,7 @@ def load_example(name: str, *, seed: int = 0):
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             model.eval()
-        except Exception:  # noqa: BLE001 - a corrupt cache entry is retrained
+        except Exception:
             path.unlink(missing_ok=True)
     if not path.exists():
         log.info("training example %s (once; cached in %s)", name, path.parent)

@@ -108,7 +108,7 @@ def make_storage(url: str):
                     return optuna.storages.RDBStorage(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
                     )
-            except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
+            except Exception as exc:
                 if any(r in str(exc) for r in races) and attempt < 7:
                     time.sleep(0.25 * (attempt + 1))
                     continue

@@ -396,7 +396,7 @@ def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
     if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
         try:
             counts["pareto_front"] = sorted(t.number for t in study.best_trials)
-        except Exception:  # noqa: BLE001 - no completed trial yet
+        except Exception:
             counts["pareto_front"] = []
     rep = {
         "schema": SCHEMA,
@@ -551,9 +551,9 @@ def render_html(rep: dict[str, Any], out: Path) -> str:
 
 def rebuild(out: str | os.PathLike) -> dict[str, Any]:
     """``edgeopt report DIR``: rebuild every report file from ``compile.json`` and the study."""
-    from edgeopt.search.loop import make_storage
-
     import optuna
+
+    from edgeopt.search.loop import make_storage
 
     out = Path(out)
     state_path = out / "compile.json"

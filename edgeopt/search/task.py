@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class Task:
         try:
             with torch.no_grad():
                 out = self.model(torch.from_numpy(self.X_train[:2]))
-        except Exception as exc:  # noqa: BLE001 - any failure here is a misfit between model and data
+        except Exception as exc:
             raise InputError(
                 f"Task.model cannot run on Task.train samples of shape {list(self.X_train.shape[1:])}: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -165,7 +166,7 @@ def load_task(spec: str) -> Task:
     sys.modules[mod_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's file raised while importing
+    except Exception as exc:
         raise InputError(f"task file {path!r} raised while loading: {type(exc).__name__}: {exc}") from None
     func = getattr(module, func_name, None)
     if not callable(func):
@@ -174,7 +175,7 @@ def load_task(spec: str) -> Task:
         task = func()
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"{spec} raised: {type(exc).__name__}: {exc}") from None
     if not isinstance(task, Task):
         raise InputError(f"{spec} must return an edgeopt.Task, returned {type(task).__name__} instead.")

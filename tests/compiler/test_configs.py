@@ -8,8 +8,16 @@ pytestmark = pytest.mark.compile
 
 pytest.importorskip("torch")
 
-from edgeopt.compiler.formats import (DenseConfig, LowRankConfig, TTConfig, balanced_factors, choose_modes,  # noqa: E402
-                                      parse_config, resolve_ranks, validate_rank_spec)
+from edgeopt.compiler.formats import (  # noqa: E402
+    DenseConfig,
+    LowRankConfig,
+    TTConfig,
+    balanced_factors,
+    choose_modes,
+    parse_config,
+    resolve_ranks,
+    validate_rank_spec,
+)
 from edgeopt.errors import InputError  # noqa: E402
 
 

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edgeopt.compiler.decompose import decompose, decomposable_layers, layer_reports, plan_cost  # noqa: E402
+from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost  # noqa: E402
 from edgeopt.compiler.export import export_onnx, onnx_op_counts  # noqa: E402
 from edgeopt.compiler.layers import TTLinear  # noqa: E402
 from edgeopt.errors import InputError, ModelError  # noqa: E402

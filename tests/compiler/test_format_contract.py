@@ -12,7 +12,7 @@ pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from edgeopt.compiler.decompose import decompose, decomposable_layers, layer_reports, plan_cost  # noqa: E402
+from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost  # noqa: E402
 from edgeopt.compiler.export import export_onnx, onnx_op_counts  # noqa: E402
 from edgeopt.compiler.formats import get_handler, registered_formats  # noqa: E402
 

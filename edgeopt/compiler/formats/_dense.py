@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeopt.compiler.formats._base import (FormatConfig, FormatHandler, LayerCost, LayerSpec, make_report,
-                                            register_format)
+from edgeopt.compiler.formats._base import (
+    FormatConfig,
+    FormatHandler,
+    LayerCost,
+    LayerSpec,
+    make_report,
+    register_format,
+)
 
 
 @dataclass(frozen=True)

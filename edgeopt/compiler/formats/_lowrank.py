@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
-
 from collections import OrderedDict
+from dataclasses import dataclass
 
-from edgeopt.compiler.formats._base import (FormatConfig, FormatHandler, LayerCost, LayerSpec, make_report,
-                                            register_format, rel_error)
+from edgeopt.compiler.formats._base import (
+    FormatConfig,
+    FormatHandler,
+    LayerCost,
+    LayerSpec,
+    make_report,
+    register_format,
+    rel_error,
+)
 from edgeopt.compiler.formats._ranks import resolve_ranks, svd_rank_for_tolerance, uniform_max_rank, validate_rank_spec
 
 
@@ -25,13 +30,13 @@ class LowRankConfig(FormatConfig):
 
     format = "lowrank"
     aliases = {"ranks": "rank"}
-    rank: Union[int, float, tuple[int, ...]] = 0
+    rank: int | float | tuple[int, ...] = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", validate_rank_spec(self.rank, owner="LowRankConfig", param="rank", n_bonds=2))
 
 
-_SVD_CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
+_SVD_CACHE: OrderedDict[tuple, tuple] = OrderedDict()
 _SVD_CACHE_SIZE = 16
 
 

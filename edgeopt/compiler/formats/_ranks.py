@@ -129,7 +129,7 @@ def tt_max_ranks(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-_TT_CACHE: "OrderedDict[tuple, list[np.ndarray]]" = OrderedDict()
+_TT_CACHE: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 _TT_CACHE_SIZE = 32
 
 

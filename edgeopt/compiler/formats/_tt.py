@@ -11,22 +11,36 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Union
 
 import numpy as np
 
-from edgeopt.compiler.formats._base import (FormatConfig, FormatHandler, LayerCost, LayerSpec, layer_error,
-                                            make_report, param_error, register_format, rel_error)
+from edgeopt.compiler.formats._base import (
+    FormatConfig,
+    FormatHandler,
+    LayerCost,
+    LayerSpec,
+    layer_error,
+    make_report,
+    param_error,
+    register_format,
+    rel_error,
+)
+from edgeopt.compiler.formats._ranks import (
+    resolve_ranks,
+    tt_max_ranks,
+    tt_ranks_for_tolerance,
+    tt_svd,
+    uniform_max_rank,
+    validate_rank_spec,
+)
 from edgeopt.errors import ModelError
-from edgeopt.compiler.formats._ranks import (resolve_ranks, tt_max_ranks, tt_ranks_for_tolerance, tt_svd,
-                                             uniform_max_rank, validate_rank_spec)
 
 MAX_PAD_FRACTION = 0.25  # pad a badly factoring size by at most this much
 MAX_MODE_RATIO = 4.0  # "balanced": largest mode at most this times the smallest
 
 
 @lru_cache(maxsize=4096)
-def balanced_factors(n: int, d: int) -> Optional[tuple[int, ...]]:
+def balanced_factors(n: int, d: int) -> tuple[int, ...] | None:
     """The factorization of n into d factors >= 2 with the smallest max/min ratio (ascending), or None."""
     best: list = [None, math.inf]
 
@@ -84,10 +98,10 @@ class TTConfig(FormatConfig):
 
     format = "tt"
     aliases = {"rank": "ranks"}
-    ranks: Union[int, float, tuple[int, ...]] = 0
-    in_modes: Optional[tuple[int, ...]] = None
-    out_modes: Optional[tuple[int, ...]] = None
-    num_cores: Optional[int] = None
+    ranks: int | float | tuple[int, ...] = 0
+    in_modes: tuple[int, ...] | None = None
+    out_modes: tuple[int, ...] | None = None
+    num_cores: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", validate_rank_spec(self.ranks, owner="TTConfig", param="ranks"))

@@ -256,17 +256,64 @@ def _profiles_dir() -> Path:
 
 
 def _load_path(path: Path, *, display: str) -> Target:
+    return _parse(_resolved_data(path, display, ()), display, source=str(path))
+
+
+def _read_toml(path: Path, display: str) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise TargetError(f"{display}: cannot read target file: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise TargetError(f"{display}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{display}: invalid TOML: {exc}") from None
-    return _parse(data, display, source=str(path))
+
+
+def _resolved_data(path: Path, display: str, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's tables with its ``extends`` chain merged in (parent first, the child's keys win)."""
+    data = _read_toml(path, display)
+    if "extends" not in data:
+        return data
+    parent_path, parent_display = _parent(data.pop("extends"), path, display)
+    real = path.resolve()
+    if parent_path.resolve() in (*chain, real):
+        names = [p.name for p in (*chain, real, parent_path.resolve())]
+        raise TargetError(f"{display}: extends: expected a profile that does not extend itself, found a cycle "
+                          f"{' -> '.join(names)}")
+    return _merge(_resolved_data(parent_path, parent_display, (*chain, real)), data)
+
+
+def _parent(spec: Any, child: Path, display: str) -> tuple[Path, str]:
+    """Where ``extends = spec`` points: a built-in name, or a path relative to the child file."""
+    expected = (f"a built-in target name ({', '.join(Target.builtin_names())}) or a path to a .toml file "
+                f"relative to {child.name}")
+    if not isinstance(spec, str) or not spec.strip():
+        raise TargetError(f"{display}: extends: expected {expected}, found {_shown(spec)}")
+    if spec in Target.builtin_names() and not ("/" in spec or os.sep in spec or spec.endswith(".toml")):
+        path = _profiles_dir() / f"{spec}.toml"
+        return path, f"{spec} (built-in, {path})"
+    path = (child.parent / spec)
+    if not path.is_file():
+        raise TargetError(f"{display}: extends: expected {expected}, found {_shown(spec)} (no such profile)")
+    return path, str(path)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base``: tables merge key by key, every other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _shown(value: Any) -> str:
+    return f"{_type_name(value)} {value!r}" if not isinstance(value, dict) else "a table"
 
 
 _Check = Callable[[Any, str], Any]

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== lint (ruff, configured in pyproject.toml) =="
+.venv/bin/ruff check .
 echo "== full suite (compiler + runtime) =="
 .venv/bin/python -m pytest "$@"
 

@@ -4,10 +4,14 @@ and writes one JSON result on stdout.
 A fresh process per measurement keeps one model's allocator state, thread pools and caches from
 leaking into the next, and makes the memory figure the model's own. The timed loop is a bare
 ``session.run`` between two ``perf_counter_ns`` calls, nothing else.
+
+The job is flat JSON: the model path, the ``[runtime]`` keys (``session.Runtime``), the
+``settings.BenchSettings`` keys, ``shapes`` and ``profile``; absent keys take those classes' defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -16,8 +20,8 @@ import tempfile
 import time
 from typing import Any
 
-_GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+from edgeopt.runtime.session import Runtime, available_providers, session_options
+from edgeopt.runtime.settings import BenchSettings
 
 
 class _Fail(Exception):
@@ -59,20 +63,6 @@ def _peak_bytes(reset_ok: bool) -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _options(ort: Any, job: dict[str, Any]) -> Any:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(job.get("intra_op_threads", 0))
-    so.inter_op_num_threads = int(job.get("inter_op_threads", 1))
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[job.get("graph_optimization", "all")])
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if int(job.get("inter_op_threads", 1)) <= 1 \
-        else ort.ExecutionMode.ORT_PARALLEL
-    spin = "1" if job.get("allow_spinning", True) else "0"
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    so.log_severity_level = 3
-    return so
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     for line in text.splitlines():
@@ -82,18 +72,15 @@ def _first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _profile(ort: Any, job: dict[str, Any], providers: list[str], feeds: dict[str, Any]) -> list[dict[str, Any]]:
+def _profile(ort: Any, model: str, runtime: Runtime, providers: list[str], feeds: dict[str, Any]) -> list[dict[str, Any]]:
     """Per-node shapes and sizes of the optimized graph that actually runs, from onnxruntime's profiler.
 
     Weight prepacking is disabled for this session only: prepacked weights drop out of the
     profiler's input shapes and parameter sizes, and the roofline needs them.
     """
-    so = _options(ort, job)
-    so.enable_profiling = True
     tmp = tempfile.mkdtemp(prefix="edgeopt-prof-")
-    so.profile_file_prefix = os.path.join(tmp, "p")
-    so.add_session_config_entry("session.disable_prepacking", "1")
-    sess = ort.InferenceSession(job["model"], so, providers=providers)
+    so = session_options(runtime, profile_prefix=os.path.join(tmp, "p"), prepacking=False)
+    sess = ort.InferenceSession(model, so, providers=providers)
     runs = 2
     for _ in range(runs):
         sess.run(None, feeds)
@@ -102,11 +89,9 @@ def _profile(ort: Any, job: dict[str, Any], providers: list[str], feeds: dict[st
         with open(path) as fh:
             events = json.load(fh)
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(path)
             os.rmdir(tmp)
-        except OSError:
-            pass
     nodes = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
     per_run = len(nodes) // runs if nodes else 0
     out = []
@@ -127,62 +112,23 @@ def _profile(ort: Any, job: dict[str, Any], providers: list[str], feeds: dict[st
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
+    """Measure the job's model: session creation, first inference, the timed loop, peak memory;
+    then, with ``profile``, the per-node profile of the optimized graph."""
     t_start = time.perf_counter()
     import numpy as np  # noqa: F401  (imported before the memory baseline, as an app would)
     import onnxruntime as ort
 
-    from edgeopt.errors import InputError
-    from edgeopt.runtime.inputs import make_feeds
-
-    warnings: list[str] = []
-    available = ort.get_available_providers()
-    providers = [p for p in job.get("providers", ["CPUExecutionProvider"]) if p in available]
-    missing = [p for p in job.get("providers", []) if p not in available]
-    if missing:
-        warnings.append(f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
-                        f"build ({', '.join(available)}); falling back to "
-                        f"{', '.join(providers) if providers else 'CPUExecutionProvider'}")
-    if not providers:
-        providers = ["CPUExecutionProvider"]
+    runtime, settings = Runtime.from_mapping(job), BenchSettings.from_mapping(job)
+    providers, warning = available_providers(runtime.providers)
     import_s = time.perf_counter() - t_start
 
     rss_before = _rss_bytes()
     reset_ok = _reset_peak()
-    t0 = time.perf_counter_ns()
-    try:
-        sess = ort.InferenceSession(job["model"], _options(ort, job), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types for bad models
-        raise _Fail("model", f"onnxruntime cannot load the model: {_first_line(exc)}") from None
-    session_create_ms = (time.perf_counter_ns() - t0) / 1e6
-    try:
-        feeds = make_feeds(sess.get_inputs(), batch=int(job.get("batch", 1)), shapes=job.get("shapes") or {},
-                           seed=int(job.get("seed", 0)))
-    except InputError as exc:
-        raise _Fail("input", str(exc)) from None
+    sess, session_create_ms = _create_session(ort, job["model"], runtime, providers)
+    feeds = _feeds(sess, settings, job.get("shapes") or {})
     out_names = [o.name for o in sess.get_outputs()]
-    run = sess.run
-    t0 = time.perf_counter_ns()
-    try:
-        run(out_names, feeds)
-    except Exception as exc:
-        raise _Fail("model", f"onnxruntime cannot run the model on generated inputs: {_first_line(exc)}") from None
-    first_ms = (time.perf_counter_ns() - t0) / 1e6
-
-    for _ in range(int(job.get("warmup", 10))):
-        run(out_names, feeds)
-    min_iters, max_iters = int(job.get("min_iters", 100)), int(job.get("max_iters", 10000))
-    min_time_ns = float(job.get("min_time_s", 1.0)) * 1e9
-    samples = []
-    append, clock = samples.append, time.perf_counter_ns
-    loop_start = clock()
-    while len(samples) < max_iters:
-        t0 = clock()
-        run(out_names, feeds)
-        t1 = clock()
-        append(t1 - t0)
-        if len(samples) >= min_iters and t1 - loop_start >= min_time_ns:
-            break
-    loop_s = (clock() - loop_start) / 1e9
+    first_ms = _first_run_ms(sess, out_names, feeds)
+    samples, loop_s = _timed_loop(sess, out_names, feeds, settings)
     peak = _peak_bytes(reset_ok)
     process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     result: dict[str, Any] = {
@@ -198,16 +144,69 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "onnxruntime": ort.__version__,
         "import_s": import_s,
-        "warnings": warnings,
+        "warnings": [warning] if warning else [],
     }
     del sess
     if job.get("profile"):
-        try:
-            result["nodes"] = _profile(ort, job, providers, feeds)
-        except Exception as exc:  # a profiler failure costs the prediction, not the measurement
-            result["warnings"].append(f"profiling failed, no per-node data: {_first_line(exc)}")
-            result["nodes"] = None
+        _add_profile(result, ort, job["model"], runtime, providers, feeds)
     return result
+
+
+def _create_session(ort: Any, model: str, runtime: Runtime, providers: list[str]) -> tuple[Any, float]:
+    """The session and how long creating it took (ms)."""
+    t0 = time.perf_counter_ns()
+    try:
+        sess = ort.InferenceSession(model, session_options(runtime), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad models
+        raise _Fail("model", f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+    return sess, (time.perf_counter_ns() - t0) / 1e6
+
+
+def _feeds(sess: Any, settings: BenchSettings, shapes: dict[str, Any]) -> dict[str, Any]:
+    from edgeopt.errors import InputError
+    from edgeopt.runtime.inputs import make_feeds
+
+    try:
+        return make_feeds(sess.get_inputs(), batch=settings.batch or 1, shapes=shapes, seed=settings.seed)
+    except InputError as exc:
+        raise _Fail("input", str(exc)) from None
+
+
+def _first_run_ms(sess: Any, out_names: list[str], feeds: dict[str, Any]) -> float:
+    t0 = time.perf_counter_ns()
+    try:
+        sess.run(out_names, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise _Fail("model", f"onnxruntime cannot run the model on generated inputs: {_first_line(exc)}") from None
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def _timed_loop(sess: Any, out_names: list[str], feeds: dict[str, Any], s: BenchSettings) -> tuple[list[int], float]:
+    """Warm-up, then bare timed runs until both minimums are met (at most max_iters): samples (ns), seconds."""
+    run = sess.run
+    for _ in range(s.warmup):
+        run(out_names, feeds)
+    min_time_ns = float(s.min_time_s) * 1e9
+    samples: list[int] = []
+    append, clock = samples.append, time.perf_counter_ns
+    loop_start = clock()
+    while len(samples) < s.max_iters:
+        t0 = clock()
+        run(out_names, feeds)
+        t1 = clock()
+        append(t1 - t0)
+        if len(samples) >= s.min_iters and t1 - loop_start >= min_time_ns:
+            break
+    return samples, (clock() - loop_start) / 1e9
+
+
+def _add_profile(result: dict[str, Any], ort: Any, model: str, runtime: Runtime, providers: list[str],
+                 feeds: dict[str, Any]) -> None:
+    try:
+        result["nodes"] = _profile(ort, model, runtime, providers, feeds)
+    except Exception as exc:  # a profiler failure costs the prediction, not the measurement
+        result["warnings"].append(f"profiling failed, no per-node data: {_first_line(exc)}")
+        result["nodes"] = None
 
 
 def main() -> int:

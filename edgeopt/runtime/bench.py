@@ -1,5 +1,5 @@
 """``bench``: latency, memory and size of an ONNX model on a target, each measurement in a fresh
-child process with the target's session options (see DESIGN.md, "Measurement").
+child process with the target's session options (docs/architecture.md, "Measurement").
 
 On the target itself the measurement is the number. Anywhere else the host is measured and the
 target's latency is predicted from it (``edgeopt.runtime.predict``), labelled as such.
@@ -7,6 +7,7 @@ target's latency is predicted from it (``edgeopt.runtime.predict``), labelled as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,19 +23,18 @@ import numpy as np
 
 from edgeopt.errors import InputError, ModelError, TargetError
 from edgeopt.runtime import stats
+from edgeopt.runtime.calibrate import host_calibration
+from edgeopt.runtime.host import MB, host_facts
 from edgeopt.runtime.inputs import parse_shapes
 from edgeopt.runtime.onnx_proto import ProtoError, summarize
-from edgeopt.runtime.targets import MB, Target, host_facts
+from edgeopt.runtime.perf import PerfModel
+from edgeopt.runtime.predict import breakdown, run_cost_us
+from edgeopt.runtime.settings import BenchSettings
+from edgeopt.runtime.targets import Target
 
 log = logging.getLogger("edgeopt.bench")
 SCHEMA = "edgeopt.bench/1"
 NOISY_CV = 0.10  # coefficient of variation above which a run is flagged as noisy
-
-# Defaults fit a quick check on a laptop; raise them for release-grade runs.
-DEFAULT_WARMUP = 10
-DEFAULT_MIN_ITERS = 100
-DEFAULT_MIN_TIME_S = 1.0
-DEFAULT_MAX_ITERS = 10000
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class BenchResult:
             lines.append(f"{'this host':<14}" + "".join(f"{self.host_latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS))
         lines += [
             "",
-            f"cv                 {self.cv:.3f}{'  (noisy: > %.2f)' % NOISY_CV if self.cv > NOISY_CV else ''}",
+            f"cv                 {self.cv:.3f}{f'  (noisy: > {NOISY_CV:.2f})' if self.cv > NOISY_CV else ''}",
             f"throughput         {self.throughput_per_s:,.1f} inferences/s ({self.latency_source})",
             f"session create     {self.session_create_ms:.2f} ms (this host)",
             f"first inference    {self.first_inference_ms:.3f} ms (this host)",
@@ -187,13 +187,14 @@ def bench(
     target: Target | str = "host",
     *,
     batch: int | None = None,
-    min_iters: int = DEFAULT_MIN_ITERS,
-    min_time_s: float = DEFAULT_MIN_TIME_S,
-    max_iters: int = DEFAULT_MAX_ITERS,
-    warmup: int = DEFAULT_WARMUP,
+    min_iters: int | None = None,
+    min_time_s: float | None = None,
+    max_iters: int | None = None,
+    warmup: int | None = None,
     shapes: Sequence[str] | Mapping[str, Sequence[int]] | None = None,
     on_device: bool | None = None,
-    seed: int = 0,
+    seed: int | None = None,
+    settings: BenchSettings | None = None,
 ) -> BenchResult:
     """Benchmark an ONNX model for a target.
 
@@ -201,9 +202,11 @@ def bench(
     ----------
     path : the .onnx file (any ONNX model onnxruntime can load, not only ones edgeopt made).
     target : a Target, a built-in name or a profile path.
-    batch : the size given to a symbolic leading dimension (default: the target's batch_size).
-    min_iters, min_time_s, max_iters : run until both minimums are met, at most max_iters runs.
-    warmup : untimed runs before the timed loop.
+    settings : a BenchSettings (default ``BenchSettings()``: warm-up 10, at least 100 runs and 1 s,
+        at most 10000 runs, the target's batch size, seed 0).
+    batch, min_iters, min_time_s, max_iters, warmup, seed : override those fields of ``settings``
+        (None leaves them): run until both minimums are met, at most max_iters runs; ``batch`` is
+        the size given to a symbolic leading dimension.
     shapes : concrete shapes for inputs with other symbolic dims (``["x=1,3,224,224"]`` or a dict).
     on_device : force "this machine is the target" (True) or "predict" (False); default: detect.
 
@@ -211,22 +214,11 @@ def bench(
     whether it was measured or predicted. Raises ModelError / InputError / TargetError.
     """
     target = Target.load(target)
-    for name, value in (("min_iters", min_iters), ("max_iters", max_iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name}: expected an integer >= 1, found {value!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise InputError(f"warmup: expected an integer >= 0, found {warmup!r}")
-    if not isinstance(min_time_s, (int, float)) or min_time_s < 0:
-        raise InputError(f"min_time_s: expected a number >= 0, found {min_time_s!r}")
-    if max_iters < min_iters:
-        raise InputError(f"max_iters: expected >= min_iters ({min_iters}), found {max_iters}")
-    batch = target.runtime.batch_size if batch is None else batch
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InputError(f"batch: expected an integer >= 1, found {batch!r}")
+    s = (settings or BenchSettings()).updated(batch=batch, min_iters=min_iters, min_time_s=min_time_s,
+                                              max_iters=max_iters, warmup=warmup, seed=seed)
+    s = s.updated(batch=target.runtime.batch_size) if s.batch is None else s
     shape_map = parse_shapes(shapes)
     info = model_info(path)
-    model_path = str(Path(path).resolve())
-
     measured_here = target.is_host() if on_device is None else bool(on_device)
     if not measured_here and not target.device.has_perf_model:
         raise TargetError(
@@ -235,89 +227,78 @@ def bench(
             f"`edgeopt calibrate` on the device and paste its snippet, or pass --on-device"
         )
     threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
-    job = {
-        "model": model_path, "providers": list(target.runtime.providers), "intra_op_threads": threads,
-        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
-        "allow_spinning": target.runtime.allow_spinning, "batch": batch, "shapes": {k: list(v) for k, v in shape_map.items()},
-        "warmup": warmup, "min_iters": min_iters, "min_time_s": float(min_time_s), "max_iters": max_iters,
-        "profile": not measured_here, "seed": seed,
-    }
-    est_s = 30.0 + 20.0 * float(min_time_s) + max_iters * 0.0  # generous: a slow first run is not a hang
-    out = run_child(job, timeout_s=max(120.0, est_s))
+    job = measurement_job(Path(path).resolve(), target, s, threads=threads, shapes=shape_map, profile=not measured_here)
+    out = run_child(job, timeout_s=s.timeout_s)
     warnings = list(out.get("warnings", []))
     for w in warnings:
         log.warning("warning: %s", w)
-
     host_samples = np.asarray(out["samples_ns"], dtype=float) / 1e6
-    host_summary = stats.summarize(host_samples)
-    prediction = None
     if measured_here:
-        samples, source = host_samples, "measured"
+        samples, prediction = host_samples, None
     else:
-        from edgeopt.runtime.calibrate import host_calibration
-        from edgeopt.runtime.predict import PerfModel, breakdown, run_cost_us
+        prediction = _predict(out.get("nodes"), target, threads, job["model"], warnings)
+        samples = host_samples * prediction["factor"]
+    return _result(str(path), target, s, info, out, samples, host_samples, prediction, warnings, threads)
 
-        nodes = out.get("nodes")
-        if not nodes:
-            raise ModelError(f"{model_path}: no per-node profile to predict {target.name} latency from "
-                             f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement")
-        cal = host_calibration(threads, target.runtime.allow_spinning)
-        host_model, target_model = PerfModel.of(cal), PerfModel.of(target.device)
-        host_us, target_us = run_cost_us(nodes, host_model), run_cost_us(nodes, target_model)
-        factor = target_us / host_us
-        samples, source = host_samples * factor, "predicted"
-        prediction = {
-            "method": "per-node roofline transfer: host samples x cost(target) / cost(host)",
-            "factor": factor,
-            "host_model_us": host_us,
-            "target_model_us": target_us,
-            "host_perf": {"gflops": host_model.gflops, "mem_bandwidth_gbs": host_model.mem_bandwidth_gbs,
-                          "op_overhead_us": host_model.op_overhead_us, "run_overhead_us": host_model.run_overhead_us,
-                          "calibrated": cal.get("when")},
-            "target_perf": {"gflops": target_model.gflops, "mem_bandwidth_gbs": target_model.mem_bandwidth_gbs,
-                            "op_overhead_us": target_model.op_overhead_us,
-                            "run_overhead_us": target_model.run_overhead_us,
-                            "calibrated": target.device.calibrated, "source": target.device.perf_source},
-            "nodes": len(nodes),
-            "target_breakdown_us": breakdown(nodes, target_model),
-        }
-    summary = stats.summarize(samples)
+
+def measurement_job(model: Path, target: Target, settings: BenchSettings, *, threads: int,
+                    shapes: Mapping[str, Sequence[int]], profile: bool) -> dict[str, Any]:
+    """The JSON job the measurement child runs: the target's runtime (at ``threads``), the settings,
+    the input shapes, and whether to profile per node (for a prediction)."""
+    runtime = dataclasses.asdict(target.runtime.with_threads(threads))
+    runtime["providers"] = list(runtime["providers"])
+    return {"model": str(model), **runtime, **settings.to_dict(), "min_time_s": float(settings.min_time_s),
+            "shapes": {k: list(v) for k, v in shapes.items()}, "profile": profile}
+
+
+def _predict(nodes: list[dict[str, Any]] | None, target: Target, threads: int, model: str,
+             warnings: list[str]) -> dict[str, Any]:
+    """The per-node roofline transfer from this host to the target (the ``prediction`` document)."""
+    if not nodes:
+        raise ModelError(f"{model}: no per-node profile to predict {target.name} latency from "
+                         f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement")
+    cal = host_calibration(threads, target.runtime.allow_spinning)
+    host_model, target_model = cal.perf, PerfModel.of(target.device)
+    host_us, target_us = run_cost_us(nodes, host_model), run_cost_us(nodes, target_model)
+    return {
+        "method": "per-node roofline transfer: host samples x cost(target) / cost(host)",
+        "factor": target_us / host_us,
+        "host_model_us": host_us,
+        "target_model_us": target_us,
+        "host_perf": {"gflops": host_model.gflops, "mem_bandwidth_gbs": host_model.mem_bandwidth_gbs,
+                      "op_overhead_us": host_model.op_overhead_us, "run_overhead_us": host_model.run_overhead_us,
+                      "calibrated": cal.when},
+        "target_perf": {"gflops": target_model.gflops, "mem_bandwidth_gbs": target_model.mem_bandwidth_gbs,
+                        "op_overhead_us": target_model.op_overhead_us,
+                        "run_overhead_us": target_model.run_overhead_us,
+                        "calibrated": target.device.calibrated, "source": target.device.perf_source},
+        "nodes": len(nodes),
+        "target_breakdown_us": breakdown(nodes, target_model),
+    }
+
+
+def _result(model: str, target: Target, s: BenchSettings, info: dict[str, Any], out: dict[str, Any],
+            samples: np.ndarray, host_samples: np.ndarray, prediction: dict[str, Any] | None,
+            warnings: list[str], threads: int) -> BenchResult:
+    host_summary = stats.summarize(host_samples)
     cv = host_summary["std"] / host_summary["mean"] if host_summary["mean"] > 0 else 0.0
     if cv > NOISY_CV:
         msg = (f"noisy measurement: coefficient of variation {cv:.2f} > {NOISY_CV:.2f}; close other work "
                f"or raise --min-time")
         warnings.append(msg)
         log.warning("warning: %s", msg)
-
-    facts = host_facts()
-    import onnxruntime as ort  # already loaded by the child; here only for its version string
-
-    environment = {
-        "measured_on": f"this host ({facts['cpu']}, {facts['arch']})",
-        "is_target": measured_here,
-        "cpu": facts["cpu"], "arch": facts["arch"], "cores": facts["cores"], "logical_cores": facts["logical_cores"],
-        "memory_mb": facts["memory_mb"], "isa": facts["isa"], "governor": _governor(),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "os": platform.platform(), "python": platform.python_version(),
-        "onnxruntime": out.get("onnxruntime", ort.__version__), "providers": out.get("providers"),
-        "intra_op_threads_requested": target.runtime.intra_op_threads, "intra_op_threads_used": threads,
-        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
-        "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
-        "peak_memory_exact": out.get("peak_exact"),
-        "model_nodes": info["nodes"], "opsets": info["opsets"],
-    }
     mean_s = float(np.mean(samples)) / 1e3
     return BenchResult(
-        model=str(path),
+        model=model,
         target=target.to_dict(),
-        latency_ms=summary,
+        latency_ms=stats.summarize(samples),
         host_latency_ms=host_summary,
-        latency_source=source,
+        latency_source="measured" if prediction is None else "predicted",
         samples_ms=tuple(float(x) for x in samples),
         host_samples_ms=tuple(float(x) for x in host_samples),
         iterations=len(host_samples),
-        throughput_per_s=batch / mean_s if mean_s > 0 else float("inf"),
-        batch_size=batch,
+        throughput_per_s=s.batch / mean_s if mean_s > 0 else float("inf"),
+        batch_size=s.batch,
         peak_memory_mb=max(0, out["peak_rss_bytes"] - out["rss_before_bytes"]) / MB,
         process_peak_memory_mb=out["process_peak_rss_bytes"] / MB,
         model_size_bytes=info["size_bytes"],
@@ -325,7 +306,30 @@ def bench(
         session_create_ms=out["session_create_ms"],
         first_inference_ms=out["first_inference_ms"],
         cv=cv,
-        environment=environment,
+        environment=_environment(target, out, info, threads, measured_here=prediction is None),
         prediction=prediction,
         warnings=tuple(warnings),
     )
+
+
+def _environment(target: Target, out: dict[str, Any], info: dict[str, Any], threads: int, *,
+                 measured_here: bool) -> dict[str, Any]:
+    """Where and how the measurement ran (the ``environment`` document)."""
+    facts = host_facts()
+    return {
+        "measured_on": f"this host ({facts['cpu']}, {facts['arch']})",
+        "is_target": measured_here,
+        "cpu": facts["cpu"], "arch": facts["arch"], "cores": facts["cores"], "logical_cores": facts["logical_cores"],
+        "memory_mb": facts["memory_mb"], "isa": facts["isa"], "governor": _governor(),
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "os": platform.platform(), "python": platform.python_version(),
+        "onnxruntime": out.get("onnxruntime"), "providers": out.get("providers"),
+        "intra_op_threads_requested": target.runtime.intra_op_threads, "intra_op_threads_used": threads,
+        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
+        "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
+        "peak_memory_exact": out.get("peak_exact"),
+        "model_nodes": info["nodes"], "opsets": info["opsets"],
+    }
+
+
+__all__ = ["bench", "BenchResult", "BenchSettings", "model_info", "run_child", "measurement_job", "SCHEMA"]

@@ -12,8 +12,13 @@ Micro-models, built in memory (no file, no onnx package), run with the given thr
 Robust to a loaded machine: every micro-model is timed in short blocks, interleaved with the others
 round after round, so a burst of other work hits all of them alike; each block gives its median
 (the p50 is what the predictor is checked against), and a figure is the median over rounds.
-The host's result is cached (``$EDGEOPT_CACHE_DIR`` or ``~/.cache/edgeopt``) per CPU model,
-onnxruntime version and thread count.
+The host's result is cached (``edgeopt._io.cache_dir()``: ``$EDGEOPT_CACHE_DIR`` or
+``~/.cache/edgeopt``) per CPU model, onnxruntime version and thread count.
+
+``calibrate()`` returns a :class:`Calibration`: the :class:`~edgeopt.runtime.perf.PerfModel` it
+measured and where and how (CPU, threads, onnxruntime version, date). Its JSON (``to_dict``, the
+cache and ``edgeopt calibrate --json``) keeps the performance model's keys flat, as a profile's
+``[device]`` table does.
 """
 
 from __future__ import annotations
@@ -21,21 +26,56 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import statistics
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeopt._io import atomic_write_text, cache_dir
+from edgeopt.runtime.host import host_facts
 from edgeopt.runtime.onnx_proto import INT32, UINT8, GraphBuilder
+from edgeopt.runtime.perf import PerfModel
+from edgeopt.runtime.session import Runtime, open_session
 
 log = logging.getLogger("edgeopt.calibrate")
 CACHE_VERSION = 3
 #: (working-set MiB, K, N) of the bandwidth curve's matrix-vector products
 BANDWIDTH_POINTS = ((1, 512, 512), (4, 1024, 1024), (16, 2048, 2048), (32, 4096, 2048), (64, 4096, 4096))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``edgeopt calibrate`` measured (``perf``) and under which conditions."""
+
+    perf: PerfModel
+    threads: int
+    allow_spinning: bool
+    arch: str
+    cpu: str
+    isa: tuple[str, ...]
+    onnxruntime: str
+    when: str
+    seconds: float
+
+    @property
+    def source(self) -> str:
+        """A profile's ``perf_source`` for this measurement."""
+        return f"edgeopt calibrate on this host ({self.when})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: the performance model's flat keys, then the conditions."""
+        return {**self.perf.to_dict(), "threads": self.threads, "allow_spinning": self.allow_spinning,
+                "arch": self.arch, "cpu": self.cpu, "isa": list(self.isa), "onnxruntime": self.onnxruntime,
+                "when": self.when, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(PerfModel.from_mapping(data), int(data["threads"]), bool(data.get("allow_spinning", True)),
+                   str(data["arch"]), str(data["cpu"]), tuple(data.get("isa") or ()), str(data["onnxruntime"]),
+                   str(data["when"]), float(data.get("seconds", 0.0)))
 
 
 def _chain(n: int, op: str = "Add") -> bytes:
@@ -92,16 +132,6 @@ def _qconv(c_in: int, c_out: int, size: int) -> bytes:
     return g.to_bytes()
 
 
-def _session(ort: Any, model: bytes, threads: int, spinning: bool) -> Any:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-
-
 def _block_us(sess: Any, names: list[str], feeds: dict[str, np.ndarray], seconds: float, min_runs: int) -> float:
     """Median of a short block of bare ``session.run`` calls, in microseconds (the p50 is what
     the predictor is checked against)."""
@@ -129,73 +159,78 @@ def _time_all(jobs: dict[str, tuple[Any, dict[str, np.ndarray]]], *, budget_s: f
     return {k: statistics.median(v) for k, v in got.items()}
 
 
-def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float = 2.0) -> dict[str, Any]:
+#: the micro-models' sizes: a 64x1024 @ 1024x1024 GEMM (short runs, ~1 ms: a time slice lost to other
+#: work spoils few of them), chains of 201 Adds and 101 MatMuls, a 32->32 3x3 conv on 32x32, and a
+#: 16->32 QLinearConv (reduction 16x3x3 = perf.INT8_CONV_REF_K)
+_M, _K, _N = 64, 1024, 1024
+_N_LONG, _N_MM = 201, 101
+_C_IN, _C_OUT, _SIZE, _Q_IN = 32, 32, 32, 16
+
+
+def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float = 2.0) -> Calibration:
     """Measure this machine's performance model (gflops, conv_gflops, int8_gops, mem_bandwidth_gbs,
     bandwidth_curve, op_overhead_us, matmul_overhead_us, run_overhead_us) at ``threads``."""
     import onnxruntime as ort
 
-    from edgeopt.runtime.targets import host_facts
-
     t_start = time.perf_counter()
+    runtime = Runtime(intra_op_threads=threads, inter_op_threads=1, graph_optimization="all",
+                      allow_spinning=allow_spinning)
+    timings = _time_all(_jobs(runtime), budget_s=budget_s)
+    facts = host_facts()
+    return Calibration(_perf_model(timings, tuple(facts["isa"])), threads, allow_spinning, facts["arch"],
+                       facts["cpu"], tuple(facts["isa"]), ort.__version__,
+                       _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), round(time.perf_counter() - t_start, 2))
+
+
+def _jobs(runtime: Runtime) -> dict[str, tuple[Any, dict[str, np.ndarray]]]:
+    """Every micro-model's session and its inputs, by name."""
     rng = np.random.default_rng(0)
-    sess = lambda model: _session(ort, model, threads, allow_spinning)  # noqa: E731
+
+    def sess(model: bytes) -> Any:
+        return open_session(model, runtime)
+
     tiny = {"x": rng.standard_normal((1, 16)).astype(np.float32)}
-    n_long, n_mm = 201, 101
-    m, k, n = 64, 1024, 1024  # short runs (~1 ms): a time slice lost to other work spoils few of them
-    c_in, c_out, size = 32, 32, 32
-    q_in = 16  # reduction 16x3x3 = predict.INT8_CONV_REF_K
     jobs: dict[str, tuple[Any, dict[str, np.ndarray]]] = {
         "short": (sess(_chain(1)), tiny),
-        "long": (sess(_chain(n_long)), tiny),
-        "mm_chain": (sess(_chain(n_mm, "MatMul")), tiny),
-        "gemm": (sess(_matmul(m, k, n)), {"x": rng.standard_normal((m, k)).astype(np.float32)}),
-        "int8": (sess(_matmul_int8(m, k, n)), {"x": rng.integers(0, 256, (m, k), dtype=np.uint8)}),
-        "conv": (sess(_conv(c_in, c_out, size)), {"x": rng.standard_normal((1, c_in, size, size)).astype(np.float32)}),
-        "qconv": (sess(_qconv(q_in, c_out, size)), {"x": rng.integers(0, 256, (1, q_in, size, size), dtype=np.uint8)}),
+        "long": (sess(_chain(_N_LONG)), tiny),
+        "mm_chain": (sess(_chain(_N_MM, "MatMul")), tiny),
+        "gemm": (sess(_matmul(_M, _K, _N)), {"x": rng.standard_normal((_M, _K)).astype(np.float32)}),
+        "int8": (sess(_matmul_int8(_M, _K, _N)), {"x": rng.integers(0, 256, (_M, _K), dtype=np.uint8)}),
+        "conv": (sess(_conv(_C_IN, _C_OUT, _SIZE)),
+                 {"x": rng.standard_normal((1, _C_IN, _SIZE, _SIZE)).astype(np.float32)}),
+        "qconv": (sess(_qconv(_Q_IN, _C_OUT, _SIZE)),
+                  {"x": rng.integers(0, 256, (1, _Q_IN, _SIZE, _SIZE), dtype=np.uint8)}),
     }
     for mb, kk, nn in BANDWIDTH_POINTS:
         jobs[f"bw{mb}"] = (sess(_matmul(1, kk, nn, seed=mb)), {"x": rng.standard_normal((1, kk)).astype(np.float32)})
-    t = _time_all(jobs, budget_s=budget_s)
+    return jobs
 
-    op_overhead = max((t["long"] - t["short"]) / (n_long - 1), 0.05)
+
+def _perf_model(t: dict[str, float], isa: tuple[str, ...]) -> PerfModel:
+    """The performance model from the micro-models' median times (us)."""
+    op_overhead = max((t["long"] - t["short"]) / (_N_LONG - 1), 0.05)
     run_overhead = max(t["short"] - op_overhead, 0.0)
     # tiny 16x16 MatMuls: dispatch only (their 1 KiB weights are nothing at cache bandwidth)
-    mm_overhead = max((t["mm_chain"] - run_overhead) / n_mm, op_overhead)
+    mm_overhead = max((t["mm_chain"] - run_overhead) / _N_MM, op_overhead)
     fixed = run_overhead + mm_overhead
-    gflops = 2.0 * m * k * n / max(t["gemm"] - fixed, 1e-3) / 1e3
-    int8_gops = 2.0 * m * k * n / max(t["int8"] - fixed, 1e-3) / 1e3
+    gemm_ops = 2.0 * _M * _K * _N
+    gflops = gemm_ops / max(t["gemm"] - fixed, 1e-3) / 1e3
+    int8_gops = gemm_ops / max(t["int8"] - fixed, 1e-3) / 1e3
     # the conv may run as ReorderInput + NchwcConv + ReorderOutput: two more small nodes
-    conv_gflops = 2.0 * c_out * size * size * c_in * 9 / max(t["conv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
+    conv_gflops = 2.0 * _C_OUT * _SIZE * _SIZE * _C_IN * 9 / max(t["conv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
     # QLinearConv may run as Transpose + NHWC QLinearConv + Transpose
-    int8_conv_gops = 2.0 * c_out * size * size * q_in * 9 / max(t["qconv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
+    int8_conv_gops = 2.0 * _C_OUT * _SIZE * _SIZE * _Q_IN * 9 / max(t["qconv"] - fixed - 2 * op_overhead, 1e-3) / 1e3
     curve = []
     for mb, kk, nn in BANDWIDTH_POINTS:
         moved = 4.0 * (kk * nn + kk + nn)
-        curve.append([float(mb), round(moved / max(t[f"bw{mb}"] - fixed, 1e-3) / 1e3, 2)])
-    bw = dict((mb, g) for mb, g in curve)
-
-    facts = host_facts()
-    return {
-        "gflops": round(gflops, 2),
-        "mem_bandwidth_gbs": bw[4],
-        "op_overhead_us": round(op_overhead, 3),
-        "run_overhead_us": round(run_overhead, 3),
-        "dram_bandwidth_gbs": min(bw[64], bw[4]),
-        "cache_mb": _llc_mb(),
-        "matmul_overhead_us": round(mm_overhead, 3),
-        "conv_gflops": round(conv_gflops, 2),
-        "int8_gops": round(int8_gops, 2),
-        "int8_conv_gops": round(int8_conv_gops, 2),
-        "bandwidth_curve": curve,
-        "threads": threads,
-        "allow_spinning": allow_spinning,
-        "arch": facts["arch"],
-        "cpu": facts["cpu"],
-        "isa": list(facts["isa"]),
-        "onnxruntime": ort.__version__,
-        "when": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
+        curve.append((float(mb), round(moved / max(t[f"bw{mb}"] - fixed, 1e-3) / 1e3, 2)))
+    bw = dict(curve)
+    return PerfModel(
+        gflops=round(gflops, 2), mem_bandwidth_gbs=bw[4], op_overhead_us=round(op_overhead, 3),
+        run_overhead_us=round(run_overhead, 3), cache_mb=_llc_mb(), dram_bandwidth_gbs=min(bw[64], bw[4]),
+        matmul_overhead_us=round(mm_overhead, 3), conv_gflops=round(conv_gflops, 2), int8_gops=round(int8_gops, 2),
+        int8_conv_gops=round(int8_conv_gops, 2), bandwidth_curve=tuple(curve), isa=isa,
+    )
 
 
 def _llc_mb() -> float | None:
@@ -210,38 +245,26 @@ def _llc_mb() -> float | None:
     return best or None
 
 
-def snippet(cal: dict[str, Any]) -> str:
+def snippet(cal: Calibration) -> str:
     """The ``[device]`` lines to paste into a target profile."""
-    threads = cal["threads"] or "onnxruntime default"
-    return (
-        f"# measured by `edgeopt calibrate` on {cal['cpu']} ({cal['arch']}), onnxruntime {cal['onnxruntime']}, "
-        f"{threads} intra-op threads, {cal['when']}\n"
-        f"gflops = {cal['gflops']}\n"
-        f"mem_bandwidth_gbs = {cal['mem_bandwidth_gbs']}\n"
-        f"op_overhead_us = {cal['op_overhead_us']}\n"
-        f"run_overhead_us = {cal['run_overhead_us']}\n"
-        + (f"dram_bandwidth_gbs = {cal['dram_bandwidth_gbs']}\ncache_mb = {cal['cache_mb']}\n" if cal.get("cache_mb") else "")
-        + "".join(f"{k} = {cal[k]}\n" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops", "int8_conv_gops") if cal.get(k))
-        + (f"bandwidth_curve = {json.dumps(cal['bandwidth_curve'])}  # [working set MiB, GB/s]\n"
-           if cal.get("bandwidth_curve") else "")
-        + "calibrated = true\n"
-        f"perf_source = \"edgeopt calibrate, {cal['when']}\"\n"
-    )
+    perf = cal.perf
+    threads = cal.threads or "onnxruntime default"
+    lines = [f"# measured by `edgeopt calibrate` on {cal.cpu} ({cal.arch}), onnxruntime {cal.onnxruntime}, "
+             f"{threads} intra-op threads, {cal.when}"]
+    lines += [f"{k} = {getattr(perf, k)}" for k in ("gflops", "mem_bandwidth_gbs", "op_overhead_us", "run_overhead_us")]
+    if perf.cache_mb:
+        lines += [f"dram_bandwidth_gbs = {perf.dram_bandwidth_gbs}", f"cache_mb = {perf.cache_mb}"]
+    lines += [f"{k} = {getattr(perf, k)}" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops", "int8_conv_gops")
+              if getattr(perf, k)]
+    if perf.bandwidth_curve:
+        lines.append(f"bandwidth_curve = {json.dumps([list(p) for p in perf.bandwidth_curve])}  # [working set MiB, GB/s]")
+    lines += ["calibrated = true", f'perf_source = "edgeopt calibrate, {cal.when}"']
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- cache
-def cache_dir() -> Path:
-    env = os.environ.get("EDGEOPT_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edgeopt"
-
-
 def _cache_key(threads: int, allow_spinning: bool = True) -> str:
     import onnxruntime as ort
-
-    from edgeopt.runtime.targets import host_facts
 
     f = host_facts()
     return f"v{CACHE_VERSION}|{f['arch']}|{f['cpu']}|ort{ort.__version__}|threads{threads}|spin{int(allow_spinning)}"
@@ -259,27 +282,29 @@ def _read_cache() -> dict[str, Any]:
         return {}
 
 
-def cached_calibration(threads: int, allow_spinning: bool = True) -> dict[str, Any] | None:
-    return _read_cache().get(_cache_key(threads, allow_spinning))
+def cached_calibration(threads: int, allow_spinning: bool = True) -> Calibration | None:
+    """This host's cached calibration at ``threads``, or None (absent, or unreadable)."""
+    entry = _read_cache().get(_cache_key(threads, allow_spinning))
+    try:
+        return Calibration.from_dict(entry) if isinstance(entry, dict) else None
+    except (KeyError, TypeError, ValueError):  # an entry from a hand-edited or older file: calibrate again
+        return None
 
 
-def save_calibration(cal: dict[str, Any]) -> Path | None:
+def save_calibration(cal: Calibration) -> Path | None:
+    """Add ``cal`` to the cache file (atomically); None when it cannot be written."""
     data = _read_cache()
-    data[_cache_key(cal["threads"], cal.get("allow_spinning", True))] = cal
+    data[_cache_key(cal.threads, cal.allow_spinning)] = cal.to_dict()
     path = _cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".calibration-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(data, indent=1))
     except OSError as exc:  # a read-only home costs a re-calibration next time, nothing more
         log.warning("warning: cannot write the calibration cache %s: %s", path, exc)
         return None
 
 
-def host_calibration(threads: int, allow_spinning: bool = True) -> dict[str, Any]:
+def host_calibration(threads: int, allow_spinning: bool = True) -> Calibration:
     """This host's calibration at ``threads``: from the cache, or measured now (about a second) and cached."""
     cal = cached_calibration(threads, allow_spinning)
     if cal is None:
@@ -287,3 +312,7 @@ def host_calibration(threads: int, allow_spinning: bool = True) -> dict[str, Any
         cal = calibrate(threads, allow_spinning=allow_spinning)
         save_calibration(cal)
     return cal
+
+
+__all__ = ["Calibration", "calibrate", "snippet", "cached_calibration", "save_calibration", "host_calibration",
+           "BANDWIDTH_POINTS"]

@@ -11,22 +11,33 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from edgeopt import _validate
+from edgeopt._io import atomic_write_text
 from edgeopt.errors import InputError
+from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 
 log = logging.getLogger("edgeopt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    # targets
+    """Add the runtime half's commands: targets, calibrate, bench, gate."""
+    _register_targets(sub)
+    _register_calibrate(sub)
+    _register_bench(sub)
+    _register_gate(sub)
+
+
+def _register_targets(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("targets", help="list, show and validate target profiles",
                        description="Built-in target profiles and user profiles (TOML).")
     tsub = p.add_subparsers(dest="targets_command", metavar="{list,show,validate}")
     q = tsub.add_parser("list", help="list the built-in targets")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q.set_defaults(func=_targets_list)
-    q = tsub.add_parser("show", help="print a target profile (built-in name or path)")
+    q = tsub.add_parser("show", help="print a target profile, extends resolved (built-in name or path)")
     q.add_argument("target")
     q.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     q.set_defaults(func=_targets_show)
@@ -35,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_targets_validate)
     p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
 
-    # calibrate
+
+def _register_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="measure this machine's roofline for latency prediction",
                        description="Run fixed reference micro-models (dispatch cost, fp32 matmul GFLOP/s, "
                                    "matrix-vector bandwidth) and print a [device] snippet for a target profile.")
@@ -45,33 +57,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
     p.set_defaults(func=_calibrate)
 
-    # bench and gate share their measurement flags
-    def measurement_flags(q: argparse.ArgumentParser, *, min_iters: int, min_time: float) -> None:
-        q.add_argument("model", metavar="MODEL.onnx")
-        q.add_argument("--target", "-t", default="host", help="built-in target name or profile path (default: host)")
-        q.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON ('-' for stdout)")
-        q.add_argument("--batch", type=int, help="size of a symbolic batch dimension (default: the target's batch_size)")
-        q.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
-                       help="concrete shape for an input with symbolic dimensions (repeatable)")
-        q.add_argument("--min-iters", type=int, default=min_iters, help=f"minimum timed runs (default {min_iters})")
-        q.add_argument("--min-time", type=float, default=min_time, help=f"minimum timed seconds (default {min_time:g})")
-        q.add_argument("--max-iters", type=int, default=10000, help="maximum timed runs (default 10000)")
-        q.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-        q.add_argument("--on-device", action="store_true", default=None,
-                       help="this machine is the target: report the measurement, do not predict")
 
+def _register_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark an ONNX model for a target",
                        description="Latency (p50..p99), throughput, memory, size of an ONNX model; each measurement "
                                    "in a fresh process with the target's session options. Off the target, the "
                                    "target's latency is predicted from this host's measurement and labelled so.")
-    measurement_flags(p, min_iters=100, min_time=1.0)
+    _measurement_flags(p, BenchSettings())
     p.set_defaults(func=_bench)
 
+
+def _register_gate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gate", help="check an ONNX model against a target's budgets (exit 0/1/2/3)",
                        description="Benchmark, then check the target's budgets with a one-sided distribution-free "
                                    "confidence bound. Exit 0 pass, 1 over budget, 2 bad input, 3 inconclusive "
                                    "(1 with --strict). Appends a Markdown table to $GITHUB_STEP_SUMMARY when set.")
-    measurement_flags(p, min_iters=200, min_time=2.0)
+    _measurement_flags(p, GATE_SETTINGS)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
     p.add_argument("--summary", metavar="FILE", help="write the Markdown table to FILE")
     p.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the bounds (default 0.95)")
@@ -81,6 +82,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=float, help="override the peak memory budget")
     p.add_argument("--size-mb", type=float, help="override the model size budget")
     p.set_defaults(func=_gate)
+
+
+def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> None:
+    """bench and gate share their measurement flags; defaults and checks come from BenchSettings."""
+    q.add_argument("model", metavar="MODEL.onnx")
+    q.add_argument("--target", "-t", default="host", help="built-in target name or profile path (default: host)")
+    q.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+    q.add_argument("--batch", type=int, help="size of a symbolic batch dimension (default: the target's batch_size)")
+    q.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                   help="concrete shape for an input with symbolic dimensions (repeatable)")
+    q.add_argument("--min-iters", type=int, default=defaults.min_iters, help=f"minimum timed runs (default {defaults.min_iters})")
+    q.add_argument("--min-time", type=float, default=defaults.min_time_s,
+                   help=f"minimum timed seconds (default {defaults.min_time_s:g})")
+    q.add_argument("--max-iters", type=int, default=defaults.max_iters, help=f"maximum timed runs (default {defaults.max_iters})")
+    q.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
+    q.add_argument("--on-device", action="store_true", default=None,
+                   help="this machine is the target: report the measurement, do not predict")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,10 +113,14 @@ def _emit_json(dest: str | None, payload: dict[str, Any]) -> None:
 
 
 def _write(dest: str, text: str, *, append: bool = False) -> None:
-    from edgeopt.runtime.gate import write_atomic
-
+    """Write ``dest`` atomically (readers never see half of it), or append to it."""
     try:
-        write_atomic(dest, text, append=append)
+        if append:
+            with open(dest, "a", encoding="utf-8") as fh:
+                fh.write(text)
+            return
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dest, text)
     except OSError as exc:
         raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
@@ -168,8 +190,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     t = Target.load(args.target)
     threads = t.runtime.intra_op_threads if args.threads is None else args.threads
-    if threads < 0:
-        raise InputError(f"--threads: expected an integer >= 0, found {threads}")
+    threads = _validate.number(threads, "calibrate", "--threads", minimum=0, integer=True)
     _check_outputs(args.json_out)
     log.info("calibrating with %s intra-op threads (about a second)...", threads or "default")
     cal = calibrate(threads, allow_spinning=t.runtime.allow_spinning)
@@ -178,18 +199,19 @@ def _calibrate(args: argparse.Namespace) -> int:
         if path:
             log.info("cached in %s", path)
     if args.json_out == "-":
-        _emit_json("-", cal)
+        _emit_json("-", cal.to_dict())
         return 0
     print("[device]")
     print(snippet(cal), end="")
-    _emit_json(args.json_out, cal)
+    _emit_json(args.json_out, cal.to_dict())
     return 0
 
 
 # --------------------------------------------------------------------------- bench / gate
 def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(batch=args.batch, shapes=args.shape, min_iters=args.min_iters, min_time_s=args.min_time,
-                max_iters=args.max_iters, warmup=args.warmup, on_device=args.on_device)
+    settings = BenchSettings().updated(batch=args.batch, min_iters=args.min_iters, min_time_s=args.min_time,
+                                       max_iters=args.max_iters, warmup=args.warmup)
+    return {"settings": settings, "shapes": args.shape, "on_device": args.on_device}
 
 
 def _bench(args: argparse.Namespace) -> int:

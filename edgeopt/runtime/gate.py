@@ -9,13 +9,12 @@ measurements and are compared directly.
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import InputError
+from edgeopt import _validate
 from edgeopt.runtime import stats
 from edgeopt.runtime.bench import BenchResult, bench
 from edgeopt.runtime.targets import Target
@@ -162,8 +161,8 @@ def gate(
     **bench_kwargs: Any,
 ) -> GateResult:
     """Benchmark ``path`` on ``target`` (or reuse ``bench_result``) and check the target's budgets."""
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise InputError(f"confidence: expected a number in (0, 1), found {confidence!r}")
+    confidence = _validate.number(confidence, "gate()", "confidence", minimum=0, maximum=1, min_exclusive=True,
+                                  max_exclusive=True)
     target = Target.load(target)
     r = bench_result if bench_result is not None else bench(path, target, **bench_kwargs)
     b = target.budget
@@ -181,24 +180,3 @@ def gate(
     else:
         verdict = PASS
     return GateResult(verdict, tuple(checks), r, float(confidence), bool(strict), target.name)
-
-
-def write_atomic(path: str | os.PathLike[str], text: str, *, append: bool = False) -> None:
-    """Write (or append to) a file so that readers never see half of it."""
-    p = Path(path)
-    if append:
-        with open(p, "a", encoding="utf-8") as fh:
-            fh.write(text)
-        return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -1,7 +1,13 @@
 """Target profiles: what a device is, how onnxruntime runs there, and the budgets an artifact must meet.
 
-Profiles are TOML files (schema in DESIGN.md) read with the stdlib's tomllib. Built-ins ship in
-``edgeopt/runtime/profiles`` and are found by name; any path works too. Every problem is a
+Profiles are TOML files (schema in docs/architecture.md) read with the stdlib's tomllib. Built-ins
+ship in ``edgeopt/runtime/profiles`` and are found by name; any path works too. A profile may
+``extends = "NAME or path"`` another: the parent is loaded first (a built-in name, or a path
+relative to the child file) and the child's tables and keys are merged over it.
+
+Each field's type and bounds are declared once, on its dataclass (``_validate.spec``): ``Device``
+here, ``PerfModel`` in ``perf``, ``Runtime`` in ``session``, ``Budget`` here; the file, overrides
+(``with_budget``) and the CLI flags are checked against those declarations. Every problem is a
 ``TargetError`` whose message names the file, the key, what was expected and what was found.
 """
 
@@ -10,19 +16,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import math
 import os
-import platform
-import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeopt import _validate
+from edgeopt._validate import Spec, read_table, spec, specs
 from edgeopt.errors import TargetError
+from edgeopt.runtime.calibrate import cached_calibration
+from edgeopt.runtime.host import MB, cpu_matches, host_facts
+from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
+from edgeopt.runtime.session import GRAPH_OPTIMIZATIONS, Runtime
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +39,6 @@ else:  # pragma: no cover
 log = logging.getLogger("edgeopt.targets")
 
 ARCHES = ("x86_64", "aarch64", "armv7l")
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 # Execution providers onnxruntime knows by name (whether or not this build has them).
 KNOWN_PROVIDERS = (
     "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
@@ -43,60 +49,59 @@ KNOWN_PROVIDERS = (
     "VitisAIExecutionProvider", "AzureExecutionProvider", "RknpuExecutionProvider",
     "CANNExecutionProvider", "SNPEExecutionProvider", "TvmExecutionProvider",
 )
-MB = 1024 * 1024  # budgets in "MB" are MiB throughout edgeopt
+_PERF_KEYS = frozenset(specs(PerfModel))
+_TOP = {"name": Spec("str", nonempty=True), "description": Spec("str")}
 
 
 # --------------------------------------------------------------------------- values
 @dataclass(frozen=True)
 class Device:
-    """What the hardware is, and its performance model (for latency prediction)."""
+    """What the hardware is, and its performance model (``perf``, for latency prediction; None
+    when the profile has none). In the file the performance model's keys sit flat in ``[device]``."""
 
-    arch: str
-    cpu: str
-    cores: int
-    memory_mb: int
-    isa: tuple[str, ...] = ()
-    gflops: float | None = None  # sustained fp32 matmul GFLOP/s at the runtime's thread count
-    mem_bandwidth_gbs: float | None = None  # matrix-vector streaming bandwidth, GB/s
-    op_overhead_us: float | None = None  # per-node dispatch cost, microseconds
-    run_overhead_us: float | None = None  # per-run fixed cost of session.run, microseconds
-    dram_bandwidth_gbs: float | None = None  # bandwidth for working sets beyond half the cache
-    cache_mb: float | None = None  # last-level cache, MiB
-    matmul_overhead_us: float | None = None  # dispatch of a MatMul / Gemm / Conv node (else op_overhead_us)
-    conv_gflops: float | None = None  # sustained fp32 convolution GFLOP/s (else gflops)
-    int8_gops: float | None = None  # sustained int8 GEMM GOP/s (else gflops x the ISA's int8 speed-up)
-    int8_conv_gops: float | None = None  # sustained int8 conv GOP/s (else derived, see predict.INT8_SPEEDUP)
-    bandwidth_curve: tuple[tuple[float, float], ...] | None = None  # [working set MiB, GB/s] pairs
-    calibrated: bool = False  # measured by `edgeopt calibrate` (True) or derived from specs (False)
-    perf_source: str = ""  # where gflops / bandwidth / overhead come from
-    detect: bool = False  # fields absent from the file are detected from the machine running edgeopt
+    arch: str = spec("str", choices=ARCHES)
+    cpu: str = spec("str", nonempty=True)
+    cores: int = spec("int", minimum=0, min_exclusive=True)
+    memory_mb: int = spec("int", minimum=0, min_exclusive=True)
+    isa: tuple[str, ...] = spec("strs", default=())
+    perf: PerfModel | None = None
+    #: measured by `edgeopt calibrate` (True) or derived from specs (False)
+    calibrated: bool = spec("bool", default=False)
+    perf_source: str = spec("str", default="", doc="where gflops / bandwidth / overhead come from")
+    #: fields absent from the file are detected from the machine running edgeopt
+    detect: bool = spec("bool", default=False)
 
     @property
     def has_perf_model(self) -> bool:
-        return None not in (self.gflops, self.mem_bandwidth_gbs, self.op_overhead_us)
+        return self.perf is not None
+
+    def __getattr__(self, name: str) -> Any:
+        """``device.gflops`` and the other performance-model keys read through ``perf`` (None without one)."""
+        if name in _PERF_KEYS:
+            perf = self.__dict__.get("perf")
+            return getattr(perf, name) if perf is not None else None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat ``[device]`` table: facts, the performance model's keys (None without one), provenance."""
+        perf = self.perf.to_dict() if self.perf is not None else dict.fromkeys(_PERF_KEYS_ORDERED)
+        return {"arch": self.arch, "cpu": self.cpu, "cores": self.cores, "memory_mb": self.memory_mb,
+                "isa": list(self.isa), **perf, "calibrated": self.calibrated, "perf_source": self.perf_source,
+                "detect": self.detect}
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """How onnxruntime runs on the device."""
-
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0  # 0: onnxruntime's default (one per physical core)
-    inter_op_threads: int = 1
-    graph_optimization: str = "all"
-    allow_spinning: bool = True
-    batch_size: int = 1
+_PERF_KEYS_ORDERED = tuple(specs(PerfModel))
 
 
 @dataclass(frozen=True)
 class Budget:
-    """What a deployable artifact must meet; None where the profile sets no budget."""
+    """What a deployable artifact must meet; None where the profile sets no budget. Sizes in MiB."""
 
-    latency_ms: float | None = None
-    latency_percentile: float = 95.0
-    peak_memory_mb: float | None = None
-    model_size_mb: float | None = None
-    min_f1: float | None = None
+    latency_ms: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
+    latency_percentile: float = spec("num", default=95.0, minimum=0, maximum=100, min_exclusive=True)
+    peak_memory_mb: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
+    model_size_mb: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
+    min_f1: float | None = spec("num", default=None, minimum=0, maximum=1, min_exclusive=True, optional=True)
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,11 @@ class Target:
             return spec
         text = os.fspath(spec)
         path = Path(text)
-        if text in cls.builtin_names() and not (os.sep in text or text.endswith(".toml")):
-            path = _profiles_dir() / f"{text}.toml"
-            return _load_path(path, display=f"{text} (built-in, {path})")
+        builtin = _builtin(text)
+        if builtin is not None:
+            return _load_path(*builtin)
         if path.is_file():
-            return _load_path(path, display=str(path))
+            return _load_path(path, str(path))
         if path.suffix == ".toml" or os.sep in text:
             raise TargetError(f"target file not found: {text}")
         raise TargetError(
@@ -136,7 +141,8 @@ class Target:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "<dict>") -> Target:
-        return _parse(data, source)
+        """From the tables of a profile; ``extends`` paths are relative to the working directory."""
+        return _parse(_resolve(dict(data), Path.cwd() / source, source, ()), source)
 
     # -- derived
     def with_budget(
@@ -147,16 +153,13 @@ class Target:
         min_f1: float | None = None,
         latency_percentile: float | None = None,
     ) -> Target:
-        """A copy with the given budget fields replaced (CLI overrides); None leaves a field as is."""
-        changes: dict[str, Any] = {}
-        for key, value in (("latency_ms", latency_ms), ("peak_memory_mb", peak_memory_mb),
-                           ("model_size_mb", model_size_mb)):
-            if value is not None:
-                changes[key] = _positive(value, f"{key} override", "a number > 0")
-        if min_f1 is not None:
-            changes["min_f1"] = _check_f1(min_f1, "min_f1 override")
-        if latency_percentile is not None:
-            changes["latency_percentile"] = _check_percentile(latency_percentile, "latency_percentile override")
+        """A copy with the given budget fields replaced (CLI overrides); None leaves a field as is.
+        Checked against ``Budget``'s declarations (``latency_ms override: expected a number > 0, ...``)."""
+        given = {"latency_ms": latency_ms, "peak_memory_mb": peak_memory_mb, "model_size_mb": model_size_mb,
+                 "min_f1": min_f1, "latency_percentile": latency_percentile}
+        declared = specs(Budget)
+        changes = {k: declared[k][0].check(v, "", f"{k} override", error=TargetError)
+                   for k, v in given.items() if v is not None}
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
 
     def is_host(self) -> bool:
@@ -164,10 +167,7 @@ class Target:
         if self.device.detect:
             return True
         host = host_facts()
-        if self.device.arch != host["arch"]:
-            return False
-        want, have = _norm(self.device.cpu), _norm(host["cpu"])
-        return bool(want) and want in have
+        return self.device.arch == host["arch"] and cpu_matches(self.device.cpu, host["cpu"])
 
     def host_threads(self) -> int:
         """Intra-op threads to use when measuring on this host: the target's, capped at the host's cores."""
@@ -179,16 +179,12 @@ class Target:
         return min(self.runtime.intra_op_threads, cores)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("warnings")
-        for section in ("device", "runtime"):
-            for k, v in list(d[section].items()):
-                if isinstance(v, tuple):
-                    d[section][k] = list(v)
-        return d
+        runtime = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.runtime).items()}
+        return {"name": self.name, "description": self.description, "device": self.device.to_dict(),
+                "runtime": runtime, "budget": dataclasses.asdict(self.budget), "source": self.source}
 
     def to_toml(self) -> str:
-        """The profile as TOML (what `edgeopt targets show` prints)."""
+        """The resolved profile as TOML (what `edgeopt targets show` prints; ``extends`` merged in)."""
         d = self.to_dict()
         lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
         for section in ("device", "runtime", "budget"):
@@ -200,63 +196,21 @@ class Target:
         return "\n".join(lines) + "\n"
 
 
-# --------------------------------------------------------------------------- host facts
-_ARM_PARTS = {
-    0xD03: "cortex-a53", 0xD04: "cortex-a35", 0xD05: "cortex-a55", 0xD07: "cortex-a57",
-    0xD08: "cortex-a72", 0xD09: "cortex-a73", 0xD0A: "cortex-a75", 0xD0B: "cortex-a76",
-    0xD0C: "neoverse-n1", 0xD0D: "cortex-a77", 0xD40: "neoverse-v1", 0xD41: "cortex-a78",
-    0xD42: "cortex-a78ae", 0xD44: "cortex-x1", 0xD46: "cortex-a510", 0xD47: "cortex-a710",
-    0xD49: "neoverse-n2", 0xD4B: "cortex-a78c",
-}
-
-
-@lru_cache(maxsize=1)
-def host_facts() -> dict[str, Any]:
-    """Architecture, CPU model, cores, memory and ISA extensions of the machine running edgeopt."""
-    arch = platform.machine().lower()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
-    cpu, flags = "", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "model name" and not cpu:
-            cpu = value
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-        elif key == "cpu part" and not cpu:
-            try:
-                cpu = _ARM_PARTS.get(int(value, 16), f"arm-part-{value}")
-            except ValueError:
-                pass
-    cpu = cpu or platform.processor() or arch
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                       "amx_tile", "amx_int8", "neon", "asimd", "asimddp", "sve", "i8mm", "bf16") if f in flags]
-    try:
-        import psutil
-
-        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        memory_mb = int(psutil.virtual_memory().total // MB)
-    except Exception:  # pragma: no cover - psutil is a dependency; be robust anyway
-        cores, memory_mb = os.cpu_count() or 1, 0
-    return {"arch": arch, "cpu": cpu, "cores": int(cores), "logical_cores": os.cpu_count() or 1,
-            "memory_mb": memory_mb, "isa": isa}
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
-
-
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- files and extends
 def _profiles_dir() -> Path:
     return Path(str(resources.files("edgeopt.runtime") / "profiles"))
 
 
-def _load_path(path: Path, *, display: str) -> Target:
-    return _parse(_resolved_data(path, display, ()), display, source=str(path))
+def _builtin(text: str) -> tuple[Path, str] | None:
+    """(path, display) of a built-in profile named ``text``; None when it names no built-in."""
+    if text in Target.builtin_names() and not ("/" in text or os.sep in text or text.endswith(".toml")):
+        path = _profiles_dir() / f"{text}.toml"
+        return path, f"{text} (built-in, {path})"
+    return None
+
+
+def _load_path(path: Path, display: str) -> Target:
+    return _parse(_resolve(_read_toml(path, display), path, display, ()), display, source=str(path))
 
 
 def _read_toml(path: Path, display: str) -> dict[str, Any]:
@@ -272,18 +226,19 @@ def _read_toml(path: Path, display: str) -> dict[str, Any]:
         raise TargetError(f"{display}: invalid TOML: {exc}") from None
 
 
-def _resolved_data(path: Path, display: str, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _resolve(data: dict[str, Any], path: Path, display: str, chain: tuple[Path, ...]) -> dict[str, Any]:
     """The file's tables with its ``extends`` chain merged in (parent first, the child's keys win)."""
-    data = _read_toml(path, display)
     if "extends" not in data:
         return data
+    data = dict(data)
     parent_path, parent_display = _parent(data.pop("extends"), path, display)
-    real = path.resolve()
-    if parent_path.resolve() in (*chain, real):
-        names = [p.name for p in (*chain, real, parent_path.resolve())]
-        raise TargetError(f"{display}: extends: expected a profile that does not extend itself, found a cycle "
-                          f"{' -> '.join(names)}")
-    return _merge(_resolved_data(parent_path, parent_display, (*chain, real)), data)
+    here = path.resolve()
+    seen = (*chain, here)
+    if parent_path.resolve() in seen:
+        names = " -> ".join(p.name for p in (*seen, parent_path.resolve()))
+        raise TargetError(f"{display}: extends: expected a profile that does not extend itself, found a cycle {names}")
+    parent = _resolve(_read_toml(parent_path, parent_display), parent_path, parent_display, seen)
+    return _merge(parent, data)
 
 
 def _parent(spec: Any, child: Path, display: str) -> tuple[Path, str]:
@@ -291,13 +246,13 @@ def _parent(spec: Any, child: Path, display: str) -> tuple[Path, str]:
     expected = (f"a built-in target name ({', '.join(Target.builtin_names())}) or a path to a .toml file "
                 f"relative to {child.name}")
     if not isinstance(spec, str) or not spec.strip():
-        raise TargetError(f"{display}: extends: expected {expected}, found {_shown(spec)}")
-    if spec in Target.builtin_names() and not ("/" in spec or os.sep in spec or spec.endswith(".toml")):
-        path = _profiles_dir() / f"{spec}.toml"
-        return path, f"{spec} (built-in, {path})"
-    path = (child.parent / spec)
+        raise _validate.fail(display, "extends", expected, spec, error=TargetError)
+    builtin = _builtin(spec)
+    if builtin is not None:
+        return builtin
+    path = child.parent / spec
     if not path.is_file():
-        raise TargetError(f"{display}: extends: expected {expected}, found {_shown(spec)} (no such profile)")
+        raise _validate.fail(display, "extends", f"{expected} (no such file: {path})", spec, error=TargetError)
     return path, str(path)
 
 
@@ -312,190 +267,84 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _shown(value: Any) -> str:
-    return f"{_type_name(value)} {value!r}" if not isinstance(value, dict) else "a table"
-
-
-_Check = Callable[[Any, str], Any]
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
+# --------------------------------------------------------------------------- parsing
 def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> Target:
-    def fail(key: str, expected: str, value: Any) -> TargetError:
-        shown = f"{_type_name(value)} {value!r}" if not isinstance(value, dict) else "a table"
-        return TargetError(f"{display}: {key}: expected {expected}, found {shown}")
-
-    def get(table: dict[str, Any], section: str, key: str, kind: str, *, required: bool = False,
-            default: Any = None, choices: tuple[str, ...] = (), minimum: float | None = None,
-            exclusive: bool = True, maximum: float | None = None) -> Any:
-        full = f"[{section}] {key}" if section else key
-        if key not in table:
-            if required:
-                raise TargetError(f"{display}: {full}: required key is missing")
-            return default
-        value = orig = table[key]
-        if kind == "str":
-            if not isinstance(value, str) or (required and not value.strip()):
-                raise fail(full, "a non-empty string" if required else "a string", value)
-            if choices and value not in choices:
-                raise fail(full, "one of " + ", ".join(choices), value)
-            return value
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise fail(full, "true or false", value)
-            return value
-        if kind == "strs":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise fail(full, "an array of strings", value)
-            return tuple(value)
-        if kind == "pairs":
-            ok = isinstance(value, list) and value and all(
-                isinstance(v, list) and len(v) == 2 and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)
-                for v in value)
-            if not ok:
-                raise fail(full, "a non-empty array of [number > 0, number > 0] pairs", value)
-            return tuple((float(a), float(b)) for a, b in value)
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise fail(full, "an integer", value)
-        elif kind == "num":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise fail(full, "a number", value)
-            value = float(value)
-        if minimum is not None and (value <= minimum if exclusive else value < minimum):
-            raise fail(full, f"{'an integer' if kind == 'int' else 'a number'} {'>' if exclusive else '>='} {minimum:g}", orig)
-        if maximum is not None and value > maximum:
-            raise fail(full, f"a number <= {maximum:g}", orig)
-        return value
-
-    def table(key: str, allowed: set[str]) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            raise fail(key, "a table", value)
-        unknown = sorted(set(value) - allowed)
-        if unknown:
-            raise TargetError(
-                f"{display}: [{key}] {unknown[0]}: unknown key; expected one of {', '.join(sorted(allowed))}"
-            )
-        return value
-
-    top_allowed = {"name", "description", "device", "runtime", "budget"}
-    unknown = sorted(set(data) - top_allowed)
+    """Check a resolved profile against the declarations and build the Target."""
+    unknown = sorted(set(data) - {*_TOP, "device", "runtime", "budget"})
     if unknown:
-        raise TargetError(f"{display}: {unknown[0]}: unknown key; expected one of {', '.join(sorted(top_allowed))}")
-    device_fields = {f.name for f in dataclasses.fields(Device)}
-    runtime_fields = {f.name for f in dataclasses.fields(Runtime)}
-    budget_fields = {f.name for f in dataclasses.fields(Budget)}
-    dev, rt, bud = table("device", device_fields), table("runtime", runtime_fields), table("budget", budget_fields)
-    warnings: list[str] = []
+        raise _validate.unknown_key(display, unknown[0], {*_TOP, "device", "runtime", "budget"}, error=TargetError)
+    top = {k: sp.check(data[k], display, k, error=TargetError) for k, sp in _TOP.items() if k in data}
+    if "name" not in top:
+        raise _validate.missing(display, "name", error=TargetError)
+    device = _parse_device(_section(data, "device", {*specs(Device), *_PERF_KEYS}, display), display)
+    runtime = _parse_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
+    budget = Budget(**read_table(Budget, _section(data, "budget", set(specs(Budget)), display), display, "budget",
+                                 error=TargetError))
+    warnings = []
+    if device.cores and runtime.intra_op_threads > device.cores:
+        warnings.append(f"{display}: [runtime] intra_op_threads = {runtime.intra_op_threads} is more than "
+                        f"[device] cores = {device.cores}: threads will contend for cores")
+    if device.detect and not device.has_perf_model:
+        device = _with_host_calibration(device, runtime)
+    for w in warnings:
+        log.warning("warning: %s", w)
+    return Target(top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings))
 
-    name = get(data, "", "name", "str", required=True)
-    description = get(data, "", "description", "str", default="")
-    detect = get(dev, "device", "detect", "bool", default=False)
+
+def _section(data: dict[str, Any], key: str, allowed: set[str], display: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise _validate.fail(display, key, "a table", value, error=TargetError)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise _validate.unknown_key(display, f"[{key}] {unknown[0]}", allowed, error=TargetError)
+    return value
+
+
+def _parse_device(table: dict[str, Any], display: str) -> Device:
+    """``[device]``: the facts (detected where ``detect = true`` and absent) and the performance model."""
+    detect = _validate.boolean(table.get("detect", False), display, "[device] detect", error=TargetError)
     facts = host_facts() if detect else {}
-    need = not detect
-    device = Device(
-        arch=get(dev, "device", "arch", "str", required=need, choices=ARCHES if need else (), default=facts.get("arch")),
-        cpu=get(dev, "device", "cpu", "str", required=need, default=facts.get("cpu")),
-        cores=get(dev, "device", "cores", "int", required=need, minimum=0, default=facts.get("cores")),
-        memory_mb=get(dev, "device", "memory_mb", "int", required=need, minimum=0, default=facts.get("memory_mb")),
-        isa=get(dev, "device", "isa", "strs", default=tuple(facts.get("isa", ()))),
-        gflops=get(dev, "device", "gflops", "num", minimum=0),
-        mem_bandwidth_gbs=get(dev, "device", "mem_bandwidth_gbs", "num", minimum=0),
-        op_overhead_us=get(dev, "device", "op_overhead_us", "num", minimum=0),
-        run_overhead_us=get(dev, "device", "run_overhead_us", "num", minimum=0, exclusive=False),
-        dram_bandwidth_gbs=get(dev, "device", "dram_bandwidth_gbs", "num", minimum=0),
-        cache_mb=get(dev, "device", "cache_mb", "num", minimum=0),
-        matmul_overhead_us=get(dev, "device", "matmul_overhead_us", "num", minimum=0),
-        conv_gflops=get(dev, "device", "conv_gflops", "num", minimum=0),
-        int8_gops=get(dev, "device", "int8_gops", "num", minimum=0),
-        int8_conv_gops=get(dev, "device", "int8_conv_gops", "num", minimum=0),
-        bandwidth_curve=get(dev, "device", "bandwidth_curve", "pairs"),
-        calibrated=get(dev, "device", "calibrated", "bool", default=False),
-        perf_source=get(dev, "device", "perf_source", "str", default=""),
-        detect=detect,
-    )
-    perf = [k for k in ("gflops", "mem_bandwidth_gbs", "op_overhead_us") if k in dev]
-    if perf and len(perf) < 3:
-        missing = sorted({"gflops", "mem_bandwidth_gbs", "op_overhead_us"} - set(perf))
-        raise TargetError(f"{display}: [device] {missing[0]}: required when any of gflops, mem_bandwidth_gbs, "
-                          f"op_overhead_us is set (all three describe the device for latency prediction)")
+    detected = {k: (tuple(facts[k]) if k == "isa" else facts[k]) for k in ("arch", "cpu", "cores", "memory_mb", "isa")
+                if detect}
+    values = read_table(Device, table, display, "device", defaults=detected, error=TargetError)
+    return Device(**values, perf=_parse_perf(table, display, values["isa"]))
 
-    providers = get(rt, "runtime", "providers", "strs", default=("CPUExecutionProvider",))
+
+def _parse_perf(table: dict[str, Any], display: str, isa: tuple[str, ...]) -> PerfModel | None:
+    """The performance model in ``[device]``: none, or all of gflops, mem_bandwidth_gbs, op_overhead_us."""
+    present = [k for k in REQUIRED_KEYS if k in table]
+    if not present:
+        return None
+    if len(present) < len(REQUIRED_KEYS):
+        missing = sorted(set(REQUIRED_KEYS) - set(present))
+        raise TargetError(f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
+                          f"is set (all three describe the device for latency prediction)")
+    return PerfModel(**read_table(PerfModel, table, display, "device", error=TargetError), isa=isa)
+
+
+def _parse_runtime(table: dict[str, Any], display: str) -> Runtime:
+    values = read_table(Runtime, table, display, "runtime", error=TargetError)
+    providers = values["providers"]
     if not providers:
-        raise fail("[runtime] providers", "a non-empty array of execution provider names", [])
+        raise _validate.fail(display, "[runtime] providers", "a non-empty array of execution provider names", [],
+                             error=TargetError)
     for p in providers:
         if p not in KNOWN_PROVIDERS:
             close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise TargetError(f"{display}: [runtime] providers: expected known execution provider names such as "
                               f"CPUExecutionProvider, found unknown provider {p!r}{hint}")
-    runtime = Runtime(
-        providers=providers,
-        intra_op_threads=get(rt, "runtime", "intra_op_threads", "int", default=0, minimum=0, exclusive=False),
-        inter_op_threads=get(rt, "runtime", "inter_op_threads", "int", default=1, minimum=0, exclusive=False),
-        graph_optimization=get(rt, "runtime", "graph_optimization", "str", default="all", choices=GRAPH_OPTIMIZATIONS),
-        allow_spinning=get(rt, "runtime", "allow_spinning", "bool", default=True),
-        batch_size=get(rt, "runtime", "batch_size", "int", default=1, minimum=0),
-    )
-    if device.cores and runtime.intra_op_threads > device.cores:
-        warnings.append(f"{display}: [runtime] intra_op_threads = {runtime.intra_op_threads} is more than "
-                        f"[device] cores = {device.cores}: threads will contend for cores")
-
-    budget = Budget(
-        latency_ms=get(bud, "budget", "latency_ms", "num", minimum=0),
-        latency_percentile=get(bud, "budget", "latency_percentile", "num", default=95.0, minimum=0, maximum=100),
-        peak_memory_mb=get(bud, "budget", "peak_memory_mb", "num", minimum=0),
-        model_size_mb=get(bud, "budget", "model_size_mb", "num", minimum=0),
-        min_f1=get(bud, "budget", "min_f1", "num", minimum=0, maximum=1),
-    )
-    if device.detect and not device.has_perf_model:
-        device = _with_host_calibration(device, runtime)
-    target = Target(name, description, device, runtime, budget, source or display, tuple(warnings))
-    for w in warnings:
-        log.warning("warning: %s", w)
-    return target
+    return Runtime(**values)
 
 
 def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
     """Fill a detected device's performance model from the calibration cache, if there is one."""
-    from edgeopt.runtime.calibrate import cached_calibration
-
     cal = cached_calibration(runtime.intra_op_threads)
     if cal is None:
         return device
-    return dataclasses.replace(device, gflops=cal["gflops"], mem_bandwidth_gbs=cal["mem_bandwidth_gbs"],
-                               op_overhead_us=cal["op_overhead_us"], run_overhead_us=cal.get("run_overhead_us"),
-                               dram_bandwidth_gbs=cal.get("dram_bandwidth_gbs"), cache_mb=cal.get("cache_mb"),
-                               matmul_overhead_us=cal.get("matmul_overhead_us"), conv_gflops=cal.get("conv_gflops"),
-                               int8_gops=cal.get("int8_gops"), int8_conv_gops=cal.get("int8_conv_gops"),
-                               bandwidth_curve=tuple(map(tuple, cal["bandwidth_curve"])) if cal.get("bandwidth_curve") else None,
-                               calibrated=True, perf_source=f"edgeopt calibrate on this host ({cal['when']})")
-
-
-def _positive(value: Any, key: str, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise TargetError(f"{key}: expected {expected}, found {value!r}")
-    return float(value)
-
-
-def _check_f1(value: Any, key: str) -> float:
-    value = _positive(value, key, "a number in (0, 1]")
-    if value > 1:
-        raise TargetError(f"{key}: expected a number in (0, 1], found {value!r}")
-    return value
-
-
-def _check_percentile(value: Any, key: str) -> float:
-    value = _positive(value, key, "a number in (0, 100]")
-    if value > 100:
-        raise TargetError(f"{key}: expected a number in (0, 100], found {value!r}")
-    return value
+    return dataclasses.replace(device, perf=dataclasses.replace(cal.perf, isa=device.isa), calibrated=True,
+                               perf_source=cal.source)
 
 
 def _toml_value(v: Any) -> str:
@@ -508,4 +357,5 @@ def _toml_value(v: Any) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-__all__ = ["Target", "Device", "Runtime", "Budget", "host_facts", "KNOWN_PROVIDERS", "MB"]
+__all__ = ["Target", "Device", "Runtime", "Budget", "PerfModel", "host_facts", "KNOWN_PROVIDERS", "MB", "ARCHES",
+           "GRAPH_OPTIMIZATIONS"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-QUICK = dict(min_iters=20, min_time_s=0.05, warmup=3)  # the compile loop's screening path
+QUICK = {"min_iters": 20, "min_time_s": 0.05, "warmup": 3}  # the compile loop's screening path
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -54,9 +54,9 @@ def test_quick_screen_is_fast(fixtures):
 
 
 def test_demo_budgets_dense_fails_lowrank_passes(fixtures, dense_mlp):
-    """rpi4's budgets are sized for the demo: the dense teacher is over; the size budget asks for ~30x
+    """rpi4-demo's budgets are sized for the demo: the dense teacher is over; the size budget asks for ~30x
     fewer parameters; a rank-16 student's predicted latency is well under."""
-    t = Target.load("rpi4")
+    t = Target.load("rpi4-demo")
     dense = bench(dense_mlp, t, min_iters=50, min_time_s=0.2)
     low = bench(fixtures / "mlp_lowrank16.onnx", t, min_iters=50, min_time_s=0.2)
     assert dense.model_size_mb > 30 * t.budget.model_size_mb

@@ -1,4 +1,5 @@
-"""The runtime half never imports torch or onnx (DESIGN.md: it must run on a Pi without them)."""
+"""The runtime half never imports torch or onnx: it must run on a Raspberry Pi with only onnxruntime, numpy
+and psutil (docs/architecture.md, "The runtime half")."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import edgeopt
 from edgeopt.cli import main
 assert main(["targets", "list"]) == 0
 assert main(["targets", "show", "rpi4"]) == 0
-assert main(["targets", "validate", "{FIXTURES.parent.parent / 'edgeopt/runtime/profiles/rpi4.toml'}"]) in (0, 2)
+assert main(["targets", "validate", "{FIXTURES.parent.parent / 'edgeopt/runtime/profiles/rpi4.toml'}"]) == 0
 model = r"{FIXTURES / 'mlp_small.onnx'}"
 assert main(["bench", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) == 0
-assert main(["gate", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) in (0, 1, 3)
+# 5 runs cannot bound a p95 (59 are needed): inconclusive, exit 3; memory and size pass
+assert main(["gate", model, "-t", "rpi4", "--min-iters", "5", "--max-iters", "5", "--min-time", "0", "--warmup", "1"]) == 3
 edgeopt.Target.load("host"); edgeopt.bench; edgeopt.gate; edgeopt.BenchResult; edgeopt.GateResult
 import edgeopt.runtime.calibrate, edgeopt.runtime.predict, edgeopt.runtime.testing, edgeopt.runtime._worker
+import edgeopt.runtime.session, edgeopt.runtime.settings, edgeopt.runtime.perf, edgeopt.runtime.host
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "tensorly", "optuna", "sklearn", "matplotlib"))
 print("HEAVY", heavy)
 sys.exit(1 if heavy else 0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,20 +36,28 @@ def test_roofline_regimes():
 def test_calibrate_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEOPT_CACHE_DIR", str(tmp_path))
     c = cal_mod.calibrate(1, budget_s=0.1)
-    assert c["gflops"] > 0.5 and c["int8_gops"] > 0.5 and c["conv_gflops"] > 0.5 and len(c["bandwidth_curve"]) == 5
-    assert c["mem_bandwidth_gbs"] > 0.1 and c["op_overhead_us"] > 0 and c["run_overhead_us"] >= 0
+    perf = c.perf
+    assert isinstance(perf, PerfModel) and PerfModel.of(c) is perf  # what benchmarks/layers.py relies on
+    assert perf.gflops > 0.5 and perf.int8_gops > 0.5 and perf.conv_gflops > 0.5 and len(perf.bandwidth_curve) == 5
+    assert perf.mem_bandwidth_gbs > 0.1 and perf.op_overhead_us > 0 and perf.run_overhead_us >= 0
+    assert c.threads == 1 and c.cpu and c.onnxruntime == ort.__version__
     assert cal_mod.cached_calibration(1) is None
     cal_mod.save_calibration(c)
     assert cal_mod.cached_calibration(1) == c
-    assert json.loads((tmp_path / "calibration.json").read_text())
+    doc = json.loads((tmp_path / "calibration.json").read_text())
+    (entry,) = doc.values()
+    # the JSON keeps the performance model's keys flat, as a profile's [device] table does
+    assert entry["gflops"] == perf.gflops and entry["bandwidth_curve"] == [list(p) for p in perf.bandwidth_curve]
+    assert entry["threads"] == 1 and cal_mod.Calibration.from_dict(entry) == c
     # the snippet pastes into a profile that validates
     toml = Target.load("rpi4").to_toml()
     start, end = toml.index("gflops"), toml.index("perf_source")
-    toml = toml[:start] + "\n".join(l for l in cal_mod.snippet(c).splitlines() if not l.startswith("#")) + "\n" + toml[toml.index("\n", end) + 1:]
+    toml = toml[:start] + "\n".join(line for line in cal_mod.snippet(c).splitlines() if not line.startswith("#")) + "\n" + toml[toml.index("\n", end) + 1:]
     p = tmp_path / "mine.toml"
     p.write_text(toml)
     t = Target.load(p)
-    assert t.device.calibrated and t.device.gflops == c["gflops"]
+    assert t.device.calibrated and t.device.perf == dataclasses.replace(c.perf, isa=t.device.isa)
+    assert t.device.gflops == perf.gflops  # the flat names still read through
 
 
 def test_host_profile_uses_cached_calibration(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_int8_compute_rate_from_isa_and_calibration():
     fp32 = _mm("MatMul", 1024, 1024, 4 * 1024 * 1024)
     q = _mm("DynamicQuantizeMatMul", 1024, 1024, 1024 * 1024)
     assert "DynamicQuantizeMatMul" in INT8_OPS and node_flops(q) == node_flops(fp32)
-    base = dict(gflops=10.0, mem_bandwidth_gbs=100.0, op_overhead_us=1.0, run_overhead_us=0.0)
+    base = {"gflops": 10.0, "mem_bandwidth_gbs": 100.0, "op_overhead_us": 1.0, "run_overhead_us": 0.0}
     a72, a76 = PerfModel(**base, isa=("neon", "asimd")), PerfModel(**base, isa=("neon", "asimd", "asimddp"))
     # compute-bound at batch 64: no gain without dot products, ~3x with them
     assert run_cost_us([q], a72) == pytest.approx(run_cost_us([fp32], a72), rel=0.01)

@@ -25,8 +25,9 @@ def test_targets_list_show_validate(capsys, tmp_path):
     code, out, _ = run(capsys, "targets", "show", "rpi5")
     assert code == 0 and 'cpu = "cortex-a76"' in out
     code, out, _ = run(capsys, "targets", "show", "rpi4", "--json")
-    assert json.loads(out)["budget"]["latency_ms"] == 0.5
-    builtins = sorted((p for p in (tmp_path.parent,)), key=str)  # noqa: F841
+    assert code == 0 and json.loads(out)["budget"]["latency_ms"] == 50.0
+    code, out, _ = run(capsys, "targets", "show", "rpi4-demo")  # resolved: rpi4's device, the demo's budgets
+    assert code == 0 and 'cpu = "cortex-a72"' in out and "model_size_mb = 0.14" in out and "extends" not in out
     from edgeopt.runtime.targets import _profiles_dir
 
     files = sorted(_profiles_dir().glob("*.toml"))
@@ -67,7 +68,9 @@ def test_gate_writes_json_junit_summary_and_step_summary(capsys, tmp_path, fixtu
             "--junit", tmp_path / "g.xml", "--summary", tmp_path / "g.md", *FAST, "--max-iters", "20000"]
     code, out, _ = run(capsys, *args)
     d = json.loads((tmp_path / "g.json").read_text())
-    assert code == {"pass": 0, "fail": 1, "inconclusive": 3}[d["verdict"]]
+    # a 74 KiB rank-16 MLP is far inside rpi4's device budgets (p95 50 ms, 512 MiB, 64 MiB); at
+    # microseconds a run, 0.05 s gives hundreds of runs, enough for a p95 upper bound
+    assert code == 0 and d["verdict"] == "pass" and all(c["status"] == "pass" for c in d["checks"])
     assert d["schema"] == "edgeopt.gate/1" and len(d["checks"]) == 3
     assert ET.parse(tmp_path / "g.xml").getroot().tag == "testsuites"
     assert "| latency_p95 |" in (tmp_path / "g.md").read_text()

@@ -62,9 +62,23 @@ def test_host_is_host_and_devices_are_not():
     assert not Target.load("jetson-orin-nano-cpu").is_host()
 
 
-def test_rpi4_budgets_for_demo():
-    b = Target.load("rpi4").budget
+def test_rpi4_demo_carries_the_demo_budgets_and_rpi4_the_device_defaults():
+    demo, rpi4 = Target.load("rpi4-demo"), Target.load("rpi4")
+    b = demo.budget
     assert (b.latency_ms, b.latency_percentile, b.model_size_mb, b.peak_memory_mb, b.min_f1) == (0.5, 95, 0.14, 32, 0.9)
+    assert demo.device == rpi4.device and demo.runtime == rpi4.runtime and "demo" in demo.description
+    b = rpi4.budget
+    assert (b.latency_ms, b.latency_percentile, b.model_size_mb, b.peak_memory_mb, b.min_f1) == (50, 95, 64, 512, None)
+
+
+def test_device_budgets_fit_the_device():
+    """A built-in device's defaults are for a real deployment: the model may use at most a quarter of
+    the RAM, and no quality floor is invented for it."""
+    for name in BUILTINS - {"host"}:
+        t = Target.load(name)
+        b = t.budget
+        assert b.latency_ms >= 5 and b.model_size_mb >= 10 and b.min_f1 is None, name
+        assert 0 < b.peak_memory_mb <= t.device.memory_mb / 4, name
 
 
 def test_good_file_and_fields(tmp_path):
@@ -84,10 +98,17 @@ def test_toml_round_trip(tmp_path):
 
 
 def test_with_budget_overrides():
-    t = Target.load("rpi4").with_budget(latency_ms=2.0, model_size_mb=3)
+    t = Target.load("rpi4-demo").with_budget(latency_ms=2.0, model_size_mb=3)
     assert t.budget.latency_ms == 2.0 and t.budget.model_size_mb == 3.0 and t.budget.peak_memory_mb == 32
-    with pytest.raises(TargetError, match="latency_ms override: expected a number > 0, found 0"):
+    with pytest.raises(TargetError, match="latency_ms override: expected a number > 0, found an integer 0"):
         t.with_budget(latency_ms=0)
+    # the same declaration as the file's [budget] min_f1 and latency_percentile
+    with pytest.raises(TargetError, match=r"min_f1 override: expected a number in \(0, 1\], found a float 1.5"):
+        t.with_budget(min_f1=1.5)
+    with pytest.raises(TargetError, match=r"latency_percentile override: expected a number in \(0, 100\]"):
+        t.with_budget(latency_percentile=101)
+    with pytest.raises(TargetError, match=r"peak_memory_mb override: expected a number > 0, found a string '1'"):
+        t.with_budget(peak_memory_mb="1")
 
 
 @pytest.mark.parametrize(
@@ -95,18 +116,18 @@ def test_with_budget_overrides():
     [
         (("latency_ms = 20.0", "latency_ms = 0"), r"\[budget\] latency_ms: expected a number > 0, found an integer 0"),
         (("model_size_mb = 4.0", "model_size_mb = -1.0"), r"\[budget\] model_size_mb: expected a number > 0, found a float -1.0"),
-        (("cores = 4", 'cores = "four"'), r"\[device\] cores: expected an integer, found a string 'four'"),
+        (("cores = 4", 'cores = "four"'), r"\[device\] cores: expected an integer > 0, found a string 'four'"),
         (("cores = 4", "cores = 0"), r"\[device\] cores: expected an integer > 0, found an integer 0"),
         (("batch_size = 1", "batch_size = 0"), r"\[runtime\] batch_size: expected an integer > 0"),
-        (("arch = \"aarch64\"", "arch = \"riscv\""), r"\[device\] arch: expected one of x86_64, aarch64, armv7l, found a string 'riscv'"),
+        (("arch = \"aarch64\"", "arch = \"riscv\""), r"\[device\] arch: expected one of 'x86_64', 'aarch64', 'armv7l', found a string 'riscv'"),
         (("allow_spinning = true", "allow_spinning = 1"), r"\[runtime\] allow_spinning: expected true or false, found an integer 1"),
-        (("graph_optimization = \"all\"", "graph_optimization = \"max\""), r"graph_optimization: expected one of disable, basic, extended, all"),
+        (("graph_optimization = \"all\"", "graph_optimization = \"max\""), r"graph_optimization: expected one of 'disable', 'basic', 'extended', 'all'"),
         (("[runtime]", "[runtime]\nthreads = 4"), r"\[runtime\] threads: unknown key; expected one of"),
         (("name = \"mine\"", "name = \"mine\"\nversion = 2"), r"version: unknown key"),
         (("CPUExecutionProvider", "CPUProvider"), r"providers: expected known execution provider names .*found unknown provider 'CPUProvider' \(did you mean CPUExecutionProvider\?\)"),
         (("name = \"mine\"\n", ""), r"name: required key is missing"),
         (("gflops = 10.0\n", ""), r"\[device\] gflops: required when any of"),
-        (("min_f1 = 0.90", "min_f1 = 1.5"), r"\[budget\] min_f1: expected a number <= 1"),
+        (("min_f1 = 0.90", "min_f1 = 1.5"), r"\[budget\] min_f1: expected a number in \(0, 1\], found a float 1.5"),
         (("isa = [\"neon\"]", "isa = \"neon\""), r"\[device\] isa: expected an array of strings, found a string 'neon'"),
     ],
 )
@@ -144,3 +165,77 @@ def test_host_profile_detects_this_machine():
     assert t.device.detect and t.device.cores >= 1 and t.device.arch
     assert t.host_threads() == 0
     assert Target.load("rpi4").host_threads() <= (os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------- extends
+def test_extends_builtin_merges_tables_and_overrides_keys(tmp_path):
+    p = tmp_path / "pi-kiosk.toml"
+    p.write_text('extends = "rpi4"\nname = "pi-kiosk"\n[runtime]\nintra_op_threads = 2\n[budget]\nlatency_ms = 30.0\n')
+    t, rpi4 = Target.load(p), Target.load("rpi4")
+    assert t.name == "pi-kiosk" and t.description == rpi4.description  # inherited
+    assert t.device == rpi4.device  # a whole table inherited
+    assert t.runtime == dataclasses.replace(rpi4.runtime, intra_op_threads=2)  # one key overridden, the rest merged
+    assert t.budget == dataclasses.replace(rpi4.budget, latency_ms=30.0)
+    shown = t.to_toml()  # `targets show` prints the resolved profile
+    assert "extends" not in shown and 'cpu = "cortex-a72"' in shown and "intra_op_threads = 2" in shown
+    assert dataclasses.replace(Target.load(write(tmp_path, shown)), source=t.source) == t
+
+
+def test_extends_path_relative_to_the_child_and_chains(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "dev.toml").write_text(GOOD)
+    (tmp_path / "mid.toml").write_text('extends = "base/dev.toml"\nname = "mid"\n[budget]\nmodel_size_mb = 8.0\n')
+    (tmp_path / "sub").mkdir()
+    leaf = tmp_path / "sub" / "leaf.toml"
+    leaf.write_text('extends = "../mid.toml"\nname = "leaf"\n[device]\ncores = 2\n[runtime]\nintra_op_threads = 2\n')
+    t = Target.load(leaf)
+    assert (t.name, t.device.cores, t.device.cpu, t.budget.model_size_mb, t.budget.latency_ms) == ("leaf", 2, "cortex-a72", 8.0, 20.0)
+
+
+def test_extends_cycle_is_refused_naming_the_chain(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\nname = "b"\n')
+    with pytest.raises(TargetError, match=r"b\.toml: extends: .*found a cycle a\.toml -> b\.toml -> a\.toml") as info:
+        Target.load(tmp_path / "a.toml")
+    assert "\n" not in str(info.value)
+    (tmp_path / "self.toml").write_text('extends = "self.toml"\nname = "s"\n')
+    with pytest.raises(TargetError, match=r"cycle self\.toml -> self\.toml"):
+        Target.load(tmp_path / "self.toml")
+
+
+@pytest.mark.parametrize("value, needle", [
+    ('"rpi9"', r"extends: expected a built-in target name \(.*rpi4.*\) or a path to a \.toml file relative to t\.toml .*found a string 'rpi9'"),
+    ('"nope/parent.toml"', r"extends: expected .*no such file.*found a string 'nope/parent\.toml'"),
+    ("3", r"extends: expected a built-in target name .*found an integer 3"),
+])
+def test_extends_unknown_parent_is_one_line_naming_file_and_key(tmp_path, value, needle):
+    p = write(tmp_path, f'extends = {value}\nname = "x"\n')
+    with pytest.raises(TargetError, match=needle) as info:
+        Target.load(p)
+    assert str(info.value).startswith(f"{p}: extends: ") and "\n" not in str(info.value)
+
+
+def test_merged_profile_is_validated_like_the_rest(tmp_path):
+    p = write(tmp_path, 'extends = "rpi4"\nname = "x"\n[budget]\nlatency_ms = -2\n')
+    with pytest.raises(TargetError, match=r"t\.toml: \[budget\] latency_ms: expected a number > 0, found an integer -2"):
+        Target.load(p)
+    p = write(tmp_path, 'extends = "rpi4"\nname = "x"\n[device]\ngflops = "fast"\n')
+    with pytest.raises(TargetError, match=r"\[device\] gflops: expected a number > 0, found a string 'fast'"):
+        Target.load(p)
+    p = write(tmp_path, 'extends = "rpi4"\nname = "x"\n[runtime]\nthreads = 2\n')
+    with pytest.raises(TargetError, match=r"\[runtime\] threads: unknown key"):
+        Target.load(p)
+    # a parent's error names the parent
+    (tmp_path / "bad.toml").write_text(GOOD.replace("cores = 4", "cores = 0"))
+    p = write(tmp_path, 'extends = "bad.toml"\nname = "x"\n')
+    with pytest.raises(TargetError, match=r"\[device\] cores: expected an integer > 0"):
+        Target.load(p)
+
+
+def test_device_perf_model_is_one_dataclass():
+    from edgeopt.runtime.perf import PerfModel
+
+    d = Target.load("rpi4").device
+    assert isinstance(d.perf, PerfModel) and d.perf.isa == d.isa and PerfModel.of(d) is d.perf
+    assert d.gflops == d.perf.gflops == 12.0 and d.to_dict()["gflops"] == 12.0  # flat keys, as in the file
+    assert Target.load("host").device.to_dict()["gflops"] in (None, Target.load("host").device.gflops)

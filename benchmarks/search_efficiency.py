@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-TARGET = "rpi4"
+TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets
 EXAMPLE = "digits-mlp"
 
 
@@ -34,20 +34,21 @@ def trial_curve(out: Path, study_name: str) -> list[dict[str, Any]]:
     """Per finished trial: seconds since the study's first trial started, status, feasibility, val score."""
     import optuna
 
-    from edgeopt.search.loop import _feasible, make_storage
+    from edgeopt.search.record import TrialRecord
+    from edgeopt.search.storage import make_storage, storage_url
 
-    study = optuna.load_study(study_name=study_name, storage=make_storage(f"sqlite:///{(out / 'study.db').resolve()}"))
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url(None, out)))
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     if not trials:
         return []
     t0 = min(t.datetime_start for t in trials if t.datetime_start is not None)
     rows = []
     for t in sorted(trials, key=lambda t: t.datetime_complete):
+        rec = TrialRecord.from_trial(t)
         rows.append({
             "number": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "state": t.state.name,
-            "status": t.user_attrs.get("status"), "feasible": bool(t.state.name == "COMPLETE" and _feasible(t)),
-            "score": (t.user_attrs.get("val") or {}).get("score"), "latency_ms": t.user_attrs.get("latency_ms"),
-            "plan": t.user_attrs.get("plan"),
+            "status": rec.status.value, "feasible": bool(t.state.name == "COMPLETE" and rec.feasible),
+            "score": rec.score, "latency_ms": rec.latency_ms, "plan": rec.plan,
         })
     return rows
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"digits-mlp for rpi4, {r['timeout_s']:.0f} s of search per sampler per seed; time (s since the first "
+    lines = [f"digits-mlp for {TARGET}, {r['timeout_s']:.0f} s of search per sampler per seed; time (s since the first "
              f"trial started) until the best feasible validation macro-F1 is within {r['tolerance'] * 100:.1f} pt of the "
              f"best feasible either sampler found in that seed. `>` = never got there (censored at the end of its search).",
              "",
@@ -140,9 +141,16 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {e['seed']} | no feasible trial | | | | | |")
             continue
         b = e["best_feasible"]
-        t = lambda s: ("> " if e["censored"][s] else "") + f"{e['time_to_s'][s]:.1f}"  # noqa: E731
-        c = lambda s: f"{e['trials'][s]} ({e['feasible_trials'][s]} / {e['screened_out'][s]} / {e['pruned'][s]})"  # noqa: E731
-        fb = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+
+        def t(s: str, e: dict[str, Any] = e) -> str:
+            return ("> " if e["censored"][s] else "") + f"{e['time_to_s'][s]:.1f}"
+
+        def c(s: str, e: dict[str, Any] = e) -> str:
+            return f"{e['trials'][s]} ({e['feasible_trials'][s]} / {e['screened_out'][s]} / {e['pruned'][s]})"
+
+        def fb(v: float | None) -> str:
+            return "—" if v is None else f"{v:.4f}"
+
         lines.append(f"| {e['seed']} | {fb(b['tpe'])} / {fb(b['random'])} | {t('tpe')} | {t('random')} | {e['ratio']:.2f} | "
                      f"{c('tpe')} | {c('random')} |")
     mr = r["median_ratio"]

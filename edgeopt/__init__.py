@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt._version import __version__
 from edgeopt.errors import (
-    BudgetError,
     EdgeoptError,
     InputError,
     MissingDependencyError,
@@ -37,11 +36,11 @@ _LAZY = {
     "Task": ("edgeopt.search.task", "Task"),
     "compile": ("edgeopt.search.loop", "compile"),
     "CompileResult": ("edgeopt.search.loop", "CompileResult"),
+    "CompileConfig": ("edgeopt.search.config", "CompileConfig"),
 }
 
 __all__ = [
     "__version__",
-    "BudgetError",
     "EdgeoptError",
     "InputError",
     "MissingDependencyError",
@@ -74,5 +73,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeopt.runtime.bench import BenchResult, bench
     from edgeopt.runtime.gate import GateResult, gate
     from edgeopt.runtime.targets import Target
-    from edgeopt.search.loop import CompileResult, compile
+    from edgeopt.search.config import CompileConfig
+    from edgeopt.search.loop import CompileResult, compile  # noqa: A004 - edgeopt.compile is the public verb
     from edgeopt.search.task import Task

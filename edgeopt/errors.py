@@ -25,17 +25,10 @@ class MissingDependencyError(EdgeoptError, ImportError):
     """An optional dependency (the compiler half) is not installed."""
 
 
-class BudgetError(EdgeoptError):
-    """Nothing met the target's budgets (exit code 1, best effort still written)."""
-
-    exit_code = 1
-
-
 __all__ = [
     "EdgeoptError",
     "InputError",
     "TargetError",
     "ModelError",
     "MissingDependencyError",
-    "BudgetError",
 ]

@@ -10,7 +10,10 @@ import argparse
 import json
 import logging
 
+from edgeopt.search.config import FINAL_EPOCHS, TRIAL_EPOCHS
+
 log = logging.getLogger("edgeopt")
+DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP must shrink 30x)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p, default_out=None)
     p.set_defaults(func=cmd_compile)
 
-    d = sub.add_parser("demo", help="compile the bundled digits-mlp example for rpi4 (minutes)",
+    d = sub.add_parser("demo", help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (minutes)",
                        description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
-                       "for the rpi4 profile, whose budgets the dense model does not meet.")
+                       f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.")
     d.add_argument("--out", default="runs/demo", help="output dir (default: runs/demo)")
     d.add_argument("--trials", type=int, default=60, help="search trials (default: 60)")
     d.add_argument("--timeout", type=float, default=120.0, help="stop the search after S seconds (default: 120)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--target", default="rpi4")
+    d.add_argument("--target", default=DEMO_TARGET, help=f"target profile (default: {DEMO_TARGET})")
     d.add_argument("--json", help="also write the report JSON to this file")
     d.set_defaults(func=cmd_demo)
 
@@ -51,12 +54,12 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
                    help="f1: best F1 under the budgets; pareto: F1 vs target latency as two objectives")
     p.add_argument("--int8", action="store_true", help="add onnxruntime int8 quantization to the search")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help=argparse.SUPPRESS)
-    p.add_argument("--epochs", type=int, help="distillation epochs per trial (default: 12)")
-    p.add_argument("--final-epochs", type=int, help="fine-tuning epochs for the chosen plan (default: 40)")
+    p.add_argument("--epochs", type=int, help=f"distillation epochs per trial (default: {TRIAL_EPOCHS})")
+    p.add_argument("--final-epochs", type=int, help=f"fine-tuning epochs for the chosen plan (default: {FINAL_EPOCHS})")
     p.add_argument("--latency-ms", type=float, help="override the target's latency budget")
     p.add_argument("--memory-mb", type=float, help="override the target's peak-memory budget")
     p.add_argument("--size-mb", type=float, help="override the target's model-size budget")
-    p.add_argument("--min-f1", type=float, help="override the target's quality floor")
+    p.add_argument("--min-f1", type=float, help="override the target's quality floor (compared with the task's metric)")
     p.add_argument("--json", help="also write the report JSON to this file")
 
 
@@ -94,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(task, args: argparse.Namespace) -> int:
     import edgeopt
-    from edgeopt.search.report import _headline, budget_rows, comparison_rows, render_text_table
+    from edgeopt.search.report import budget_rows, comparison_rows, headline, render_text_table
 
     kwargs = {}
     if getattr(args, "epochs", None):
@@ -111,16 +114,14 @@ def _run(task, args: argparse.Namespace) -> int:
     print()
     print(render_text_table(budget_rows(rep)))
     print()
-    print(_headline(rep))
+    print(headline(rep))
     for reason in result.reasons:
         print(f"  - {reason}")
     print(f"artifact: {result.model_path}   report: {result.out / 'report.html'}")
     if args.json:
-        from pathlib import Path
+        from edgeopt._io import atomic_write_text
 
-        from edgeopt.search.report import _write
-
-        _write(Path(args.json), json.dumps(rep, indent=2, default=str))
+        atomic_write_text(args.json, json.dumps(rep, indent=2, default=str))
     return result.exit_code
 
 

@@ -55,3 +55,18 @@ def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     onnx.save(model, str(tmp))
     os.replace(tmp, path)
+
+
+def int8_metrics(student: Any, example_input: Any, X_calib: np.ndarray, X: np.ndarray, y: np.ndarray,
+                 metric: Any) -> dict[str, Any]:
+    """Score the int8 model itself: export ``student``, quantize with onnxruntime, predict with onnxruntime."""
+    import tempfile
+
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.search.quantize import quantize_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-int8-") as tmp:
+        fp32 = Path(tmp) / "m.onnx"
+        export_onnx(student, example_input, fp32, verify=False)
+        q = quantize_onnx(fp32, Path(tmp) / "m.int8.onnx", calibration=X_calib[:64])
+        return onnx_metrics(q, X, y, metric)

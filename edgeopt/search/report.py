@@ -17,11 +17,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgeopt._io import atomic_path, atomic_write_text
 from edgeopt._version import __version__
 from edgeopt.errors import InputError
+from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
+from edgeopt.search.storage import load_study
 
 SCHEMA = "edgeopt.report/1"
-CONSTRAINT_NAMES = ("latency", "peak_memory", "model_size", "min_f1")
 
 
 # ----------------------------------------------------------------------------- entries
@@ -31,21 +33,31 @@ def _lat(d: dict[str, Any] | None) -> dict[str, float] | None:
     return {k: float(d[k]) for k in ("p50", "p90", "p95", "p99", "mean") if k in d and d[k] is not None}
 
 
-def artifact_entry(measured: dict[str, Any], cost: Any, path: Path, out: Path, *, plan: dict | None = None,
-                   precision: str = "fp32", trial: int | None = None, timings: dict | None = None,
-                   target: Any = None) -> dict[str, Any]:
-    """One side of the baseline-vs-best comparison, as it goes into report.json."""
-    g = measured["gate"]
-    b = measured["bench"] if measured.get("bench") is not None else getattr(g, "bench", None)
-    metrics = measured["metrics"]
+def quality_check(metrics: dict[str, Any], budget: Any, metric: str) -> dict[str, Any] | None:
+    """The quality floor as a budget check: the task's metric (``score``) on test (else val) against
+    the profile's ``min_f1``, named after the metric (``quality floor (accuracy, test)``)."""
+    floor = getattr(budget, QUALITY.budget_field, None)
+    if floor is None:
+        return None
+    split = "test" if metrics.get("test") else "val"
+    scored = metrics.get(split)
+    value = scored.get("score") if scored else None
+    return {"name": quality_floor_label(metric, split), "budget": floor, "measured": value,
+            "upper_bound": None, "lower_bound": None, "passed": value is not None and value >= floor}
+
+
+def artifact_entry(measured: Any, cost: Any, path: Path, out: Path, *, plan: dict | None = None,
+                   dtype: str = "fp32", trial: int | None = None, timings: dict | None = None,
+                   target: Any = None, metric: str = "score") -> dict[str, Any]:
+    """One side of the baseline-vs-best comparison (``measured``: gate, bench, metrics), as it goes
+    into report.json."""
+    g = measured.gate
+    b = measured.bench if measured.bench is not None else getattr(g, "bench", None)
+    metrics = measured.metrics
     checks = [_check_dict(c) for c in getattr(g, "checks", [])]
-    min_f1 = getattr(getattr(target, "budget", None), "min_f1", None) if target is not None else None
-    if min_f1 is not None:
-        scored = metrics.get("test") or metrics.get("val")
-        split = "test" if metrics.get("test") else "val"
-        f1 = scored["f1"] if scored else None
-        checks.append({"name": f"min_f1 ({split})", "budget": min_f1, "measured": f1,
-                       "upper_bound": None, "lower_bound": None, "passed": f1 is not None and f1 >= min_f1})
+    quality = quality_check(metrics, getattr(target, "budget", None), metric)
+    if quality is not None:
+        checks.append(quality)
     verdict = getattr(g, "verdict", "unknown")
     entry: dict[str, Any] = {
         "onnx": os.path.relpath(path, out),
@@ -62,7 +74,7 @@ def artifact_entry(measured: dict[str, Any], cost: Any, path: Path, out: Path, *
                    "checks": checks},
     }
     if plan is not None:
-        entry.update({"plan": plan, "precision": precision, "trial": trial, "time_s": timings or {}})
+        entry.update({"plan": plan, "dtype": dtype, "trial": trial, "time_s": timings or {}})
     return entry
 
 
@@ -71,26 +83,31 @@ def _check_dict(c: Any) -> dict[str, Any]:
     return {k: d.get(k) for k in ("name", "budget", "measured", "upper_bound", "lower_bound", "passed")}
 
 
-def trial_entry(t: Any) -> dict[str, Any]:
-    ua = t.user_attrs
-    cons = ua.get("constraints")
+def trial_entry(rec: TrialRecord) -> dict[str, Any]:
+    """One trial as it goes into report.json."""
     return {
-        "number": t.number,
-        "state": t.state.name.lower(),
-        "status": ua.get("status", t.state.name.lower()),
-        "plan": ua.get("plan"),
-        "precision": ua.get("precision", "fp32"),
-        "params": ua.get("params"),
-        "size_bytes": ua.get("size_bytes"),
-        "latency_ms": ua.get("latency_ms"),
-        "latency_source": ua.get("latency_source"),
-        "val": ua.get("val") or {},
-        "constraints": dict(zip(CONSTRAINT_NAMES, cons)) if cons else None,
-        "feasible": bool(cons) and all(v <= 0 for v in cons) and ua.get("status") == "trained",
-        "time_s": ua.get("time_s", {}),
-        "duration_s": t.duration.total_seconds() if t.duration else None,
-        "error": ua.get("error") or t.system_attrs.get("fail_reason"),
+        "number": rec.number,
+        "state": rec.state,
+        "status": rec.status.value,
+        "plan": rec.plan,
+        "dtype": rec.dtype.value,
+        "params": rec.params,
+        "size_bytes": rec.size_bytes,
+        "latency_ms": rec.latency_ms,
+        "latency_source": rec.screen.latency_source if rec.screen else None,
+        "val": rec.val,
+        "constraints": rec.constraints.to_dict() if rec.constraints else None,
+        "feasible": rec.feasible,
+        "time_s": rec.timings,
+        "duration_s": rec.duration_s,
+        "error": rec.error,
+        "repeat_of": rec.repeat_of,
     }
+
+
+def _dtype(entry: dict[str, Any]) -> str:
+    """An entry's dtype (``precision`` in reports written before 0.x renamed it)."""
+    return entry.get("dtype") or entry.get("precision") or "fp32"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -164,15 +181,15 @@ def trial_rows(rep: dict[str, Any], limit: int = 15) -> list[list[str]]:
     rows = [["#", "status", "plan", "params", "latency ms", "val F1", "time s"]]
     trials = sorted(rep["trials"], key=lambda t: (not t["feasible"], -(t["val"].get("score") or 0), t["number"]))
     for t in trials[:limit]:
-        rows.append([str(t["number"]), t["status"] + (" ✓" if t["feasible"] else ""), _plan_short(t["plan"], t["precision"]),
+        rows.append([str(t["number"]), t["status"] + (" ✓" if t["feasible"] else ""), _plan_short(t["plan"], _dtype(t)),
                      _fmt(t["params"], ","), _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f"),
                      _fmt(t["duration_s"], ".1f")])
     return rows
 
 
-def _plan_short(plan: dict | None, precision: str = "fp32") -> str:
+def _plan_short(plan: dict | None, dtype: str = "fp32") -> str:
     if not plan:
-        return "dense" + (" int8" if precision == "int8" else "")
+        return "dense" + (" int8" if dtype == "int8" else "")
     parts = []
     for name, spec in plan.items():
         fmt = spec.get("format")
@@ -182,7 +199,7 @@ def _plan_short(plan: dict | None, precision: str = "fp32") -> str:
             parts.append(f"{name}:lr{spec.get('rank')}")
         else:
             parts.append(f"{name}:tt{spec.get('ranks')}")
-    return " ".join(parts) + (" int8" if precision == "int8" else "")
+    return " ".join(parts) + (" int8" if dtype == "int8" else "")
 
 
 def render_markdown_table(rows: list[list[str]]) -> str:
@@ -248,6 +265,7 @@ def layer_breakdown(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- plots
 def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
+    """Draw every plot into ``out/plots``; returns {name: relative path}."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,17 +276,26 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
     made: dict[str, str] = {}
 
     def save(fig: Any, name: str) -> None:
-        path = plots_dir / name
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        with atomic_path(plots_dir / name) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         plt.close(fig)
-        os.replace(tmp, path)
         made[name.rsplit(".", 1)[0]] = f"plots/{name}"
 
+    save(_latency_vs_score(plt, rep), "pareto.png")
+    for name, fig in _optuna_plots(study, rep):
+        save(fig, name)
+    plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
+    if rep.get("layers"):
+        save(_plan_plot(plt, rep["layers"]), "plan.png")
+    return made
+
+
+def _latency_vs_score(plt: Any, rep: dict[str, Any]) -> Any:
+    """Target latency vs validation score: every trial, feasible or not, budget lines, baseline and artifact."""
     budget = rep["target"].get("budget", {})
     src = rep["best"].get("latency_source", "measured")
     pct = _pct_key(budget.get("latency_percentile") or 95)
-    # 1. target latency vs F1: every trial, feasible or not, budget lines, baseline and the artifact.
+    metric = rep["task"]["metric"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     trials = [t for t in rep["trials"] if t["latency_ms"] is not None]
     trained = [t for t in trials if t["status"] == "trained"]
@@ -286,65 +313,69 @@ def _plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
         ymin = min([t["val"].get("score") or 1 for t in trained] + [rep["baseline"]["metrics"]["val"]["score"]]) - 0.02
         ax.scatter([t["latency_ms"] for t in screened], [ymin] * len(screened), c="lightgray", marker="|", s=120,
                    label="screened out (over budget, untrained)")
-    bl = rep["baseline"]
-    ax.scatter([(bl["latency_ms"] or {}).get(f"p{pct}")], [bl["metrics"]["val"]["score"]], marker="*", s=200,
-               c="black", label="baseline (dense)", zorder=4)
-    bs = rep["best"]
-    ax.scatter([(bs["latency_ms"] or {}).get(f"p{pct}")], [bs["metrics"]["val"]["score"]], marker="*", s=200,
-               c="tab:green", label="shipped artifact", zorder=4)
+    for side, color, label in (("baseline", "black", "baseline (dense)"), ("best", "tab:green", "shipped artifact")):
+        entry = rep[side]
+        ax.scatter([(entry["latency_ms"] or {}).get(f"p{pct}")], [entry["metrics"]["val"]["score"]], marker="*",
+                   s=200, c=color, label=label, zorder=4)
     if budget.get("latency_ms"):
         ax.axvline(budget["latency_ms"], c="red", ls="--", lw=1, label=f"latency budget ({budget['latency_ms']} ms)")
-    if budget.get("min_f1"):
-        ax.axhline(budget["min_f1"], c="red", ls=":", lw=1, label=f"min F1 ({budget['min_f1']})")
+    if budget.get(QUALITY.budget_field):
+        floor = budget[QUALITY.budget_field]
+        ax.axhline(floor, c="red", ls=":", lw=1, label=f"{quality_floor_label(metric)} ≥ {floor}")
     ax.set_xscale("log")
     ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms, {src})")
-    ax.set_ylabel(f"validation {rep['task']['metric']}")
+    ax.set_ylabel(f"validation {metric}")
     n_size = sum(1 for t in rep["trials"] if t["status"] == "screened-out" and t["latency_ms"] is None)
-    ax.set_title("Target latency vs F1, every trial" + (f" ({n_size} more over the size budget, never built)" if n_size else ""),
-                 fontsize=10)
+    ax.set_title(f"Target latency vs {metric}, every trial"
+                 + (f" ({n_size} more over the size budget, never built)" if n_size else ""), fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    save(fig, "pareto.png")
+    return fig
 
-    # 2. optimization history (Optuna's visualization).
+
+def _optuna_plots(study: Any, rep: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Optuna's optimization history (and Pareto front of a two-objective study)."""
+    import warnings
+
     import optuna
     from optuna.visualization import matplotlib as ovm
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if complete:
-        import warnings
+    if not complete:
+        return []
+    metric = rep["task"]["metric"]
+    src = rep["best"].get("latency_source", "measured")
+    figs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ax = ovm.plot_optimization_history(
+            study, target=lambda t: TrialRecord.from_trial(t).val.get("score", t.values[0]),
+            target_name=f"validation {metric}")
+        figs.append(("history.png", ax.figure))
+        if len(study.directions) == 2:
+            ax = ovm.plot_pareto_front(study, target_names=[f"val {metric}", f"latency ms ({src})"])
+            figs.append(("pareto_front.png", ax.figure))
+    return figs
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ax = ovm.plot_optimization_history(
-                study, target=lambda t: (t.user_attrs.get("val") or {}).get("score", t.values[0]),
-                target_name=f"validation {rep['task']['metric']}")
-            save(ax.figure, "history.png")
-            if len(study.directions) == 2:
-                ax = ovm.plot_pareto_front(study, target_names=[f"val {rep['task']['metric']}", f"latency ms ({src})"])
-                save(ax.figure, "pareto_front.png")
 
-    # 3. the chosen plan per layer: params dense vs edgeopt, and its estimated latency share.
-    layers = rep.get("layers", [])
-    plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
-    if layers:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(layers) + 1.5))
-        names = [f"{x['name']} ({x['format']}{'' if x['format'] == 'dense' else ' ' + str(x.get('ranks'))})" for x in layers]
-        y = range(len(layers))
-        a1.barh([i + 0.2 for i in y], [x["dense_params"] for x in layers], height=0.4, label="dense", color="lightgray")
-        a1.barh([i - 0.2 for i in y], [x["params"] for x in layers], height=0.4, label="edgeopt", color="tab:green")
-        a1.set_yticks(list(y), names, fontsize=8)
-        a1.set_xscale("log")
-        a1.set_xlabel("parameters")
-        a1.legend(fontsize=8)
-        a1.invert_yaxis()
-        a2.barh(list(y), [(x["latency_share"] or 0) * 100 for x in layers], color="tab:blue")
-        a2.set_yticks(list(y), [""] * len(layers))
-        a2.set_xlabel("estimated latency share on target (%, from its performance model)")
-        a2.invert_yaxis()
-        fig.suptitle("Chosen plan per layer")
-        save(fig, "plan.png")
-    return made
+def _plan_plot(plt: Any, layers: list[dict[str, Any]]) -> Any:
+    """The chosen plan per layer: params dense vs edgeopt, and its estimated latency share."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(layers) + 1.5))
+    names = [f"{x['name']} ({x['format']}{'' if x['format'] == 'dense' else ' ' + str(x.get('ranks'))})" for x in layers]
+    y = range(len(layers))
+    a1.barh([i + 0.2 for i in y], [x["dense_params"] for x in layers], height=0.4, label="dense", color="lightgray")
+    a1.barh([i - 0.2 for i in y], [x["params"] for x in layers], height=0.4, label="edgeopt", color="tab:green")
+    a1.set_yticks(list(y), names, fontsize=8)
+    a1.set_xscale("log")
+    a1.set_xlabel("parameters")
+    a1.legend(fontsize=8)
+    a1.invert_yaxis()
+    a2.barh(list(y), [(x["latency_share"] or 0) * 100 for x in layers], color="tab:blue")
+    a2.set_yticks(list(y), [""] * len(layers))
+    a2.set_xlabel("estimated latency share on target (%, from its performance model)")
+    a2.invert_yaxis()
+    fig.suptitle("Chosen plan per layer")
+    return fig
 
 
 def _pct_key(p: float) -> str:
@@ -365,10 +396,29 @@ def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 # ----------------------------------------------------------------------------- the report
-def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
+def build(study: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """report.json's content from the study and ``compile.json``'s state."""
+    trials = [trial_entry(r) for r in records(study)]
+    rep = {
+        "schema": SCHEMA,
+        "edgeopt_version": __version__,
+        "target": state["target"],
+        "task": state["task"],
+        "baseline": state["baseline"],
+        "best": state["best"],
+        "search": _search_summary(study, state, trials),
+        "space": state.get("space"),
+        "trials": trials,
+        "layers": layer_breakdown(state),
+        "wall_s": round(state.get("wall_s", 0.0), 2),
+    }
+    return rep
+
+
+def _search_summary(study: Any, state: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, timings, notes and finalists of the search."""
     import optuna
 
-    trials = [trial_entry(t) for t in study.get_trials(deepcopy=False)]
     states = [t["state"] for t in trials]
     counts = {
         "trials": len(trials),
@@ -392,45 +442,26 @@ def build(out: Path, study: Any, state: dict[str, Any]) -> dict[str, Any]:
             time_totals[k] = round(time_totals.get(k, 0.0) + float(v), 3)
     counts["time_s"] = time_totals
     counts["finalists"] = state.get("finalists", [])
-    counts["repeats"] = sum(1 for t in study.get_trials(deepcopy=False) if "repeat_of" in t.user_attrs)
+    counts["repeats"] = sum(1 for t in trials if t["repeat_of"] is not None)
     if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
         try:
             counts["pareto_front"] = sorted(t.number for t in study.best_trials)
-        except Exception:
+        except Exception:  # Optuna raises when no trial is feasible; then there is no front
             counts["pareto_front"] = []
-    rep = {
-        "schema": SCHEMA,
-        "edgeopt_version": __version__,
-        "target": state["target"],
-        "task": state["task"],
-        "baseline": state["baseline"],
-        "best": state["best"],
-        "search": counts,
-        "space": state.get("space"),
-        "trials": trials,
-        "layers": layer_breakdown(state),
-        "wall_s": round(state.get("wall_s", 0.0), 2),
-    }
-    return rep
+    return counts
 
 
 def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, Any]:
     """Write report.json, report.md, report.html and plots/ into ``out``; return the report dict."""
-    rep = build(out, study, state)
+    rep = build(study, state)
     rep["plots"] = _plots(out, study, rep)
-    _write(out / "report.json", json.dumps(rep, indent=2, default=str))
-    _write(out / "report.md", render_markdown(rep))
-    _write(out / "report.html", render_html(rep, out))
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=2, default=str))
+    atomic_write_text(out / "report.md", render_markdown(rep))
+    atomic_write_text(out / "report.html", render_html(rep, out))
     return rep
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _headline(rep: dict[str, Any]) -> str:
+def headline(rep: dict[str, Any]) -> str:
     best, base = rep["best"], rep["baseline"]
     verdict = "meets every budget" if best["budget"]["passed"] else "does NOT meet every budget"
     split = "test" if (best["metrics"] or {}).get("test") else "val"
@@ -449,34 +480,41 @@ def _headline(rep: dict[str, Any]) -> str:
 
 
 def render_markdown(rep: dict[str, Any]) -> str:
+    """report.md: headline, comparison, budgets, plan, search, trials, plots."""
+    lines = [f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}", "", headline(rep), "",
+             *_md_context(rep), "", "## Baseline vs edgeopt", "", render_markdown_table(comparison_rows(rep)), "",
+             "## Budgets", "", render_markdown_table(budget_rows(rep)), "", "## Chosen plan", ""]
+    if rep.get("layers"):
+        lines += [render_markdown_table(plan_rows(rep)), ""]
+    else:
+        lines += ["The model has no layer edgeopt can decompose; it is shipped dense.", ""]
+    lines += _md_search(rep)
+    lines += ["", render_markdown_table(trial_rows(rep)), ""]
+    for name, rel in (rep.get("plots") or {}).items():
+        lines += [f"![{name}]({rel})", ""]
+    s = rep["search"]
+    lines += [f"_edgeopt {rep['edgeopt_version']}; study `{s.get('study')}` in `{s.get('storage')}`._", ""]
+    return "\n".join(lines)
+
+
+def _md_context(rep: dict[str, Any]) -> list[str]:
+    """The task and the target, and where the latency comes from."""
+    task = rep["task"]
+    source = rep["best"].get("latency_source", "measured")
+    return [
+        f"Task: {task.get('description') or task['name']} — metric `{task['metric']}`, "
+        f"{task['samples']['train']}/{task['samples']['val']}/{task['samples']['test']} "
+        "train/val/test samples. The test split is scored only on the two shipped files.",
+        f"Target: {rep['target'].get('description', rep['target']['name'])}. Latency is **{source}** "
+        + ("(this host's measurement transferred to the target by its calibration)."
+           if source == "predicted" else "(measured on the target)."),
+    ]
+
+
+def _md_search(rep: dict[str, Any]) -> list[str]:
+    """The search section: counts and time per stage, notes, finalists, Pareto front."""
     s = rep["search"]
     lines = [
-        f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}",
-        "",
-        _headline(rep),
-        "",
-        f"Task: {rep['task'].get('description') or rep['task']['name']} — metric `{rep['task']['metric']}`, "
-        f"{rep['task']['samples']['train']}/{rep['task']['samples']['val']}/{rep['task']['samples']['test']} "
-        "train/val/test samples. The test split is scored only on the two shipped files.",
-        f"Target: {rep['target'].get('description', rep['target']['name'])}. Latency is "
-        f"**{rep['best'].get('latency_source', 'measured')}** "
-        + ("(this host's measurement transferred to the target by its calibration)."
-           if rep["best"].get("latency_source") == "predicted" else "(measured on the target)."),
-        "",
-        "## Baseline vs edgeopt",
-        "",
-        render_markdown_table(comparison_rows(rep)),
-        "",
-        "## Budgets",
-        "",
-        render_markdown_table(budget_rows(rep)),
-        "",
-    ]
-    if rep.get("layers"):
-        lines += ["## Chosen plan", "", render_markdown_table(plan_rows(rep)), ""]
-    else:
-        lines += ["## Chosen plan", "", "The model has no layer edgeopt can decompose; it is shipped dense.", ""]
-    lines += [
         "## Search",
         "",
         f"{s['trials']} trials ({s['sampler']}, objective `{s['objective']}`): {s['feasible']} feasible, "
@@ -485,13 +523,12 @@ def render_markdown(rep: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items())) + ".",
         "",
     ]
-    for note in s.get("notes") or []:
-        lines += [f"- {note}"]
+    lines += [f"- {note}" for note in s.get("notes") or []]
     if s.get("finalists"):
         rows = [["trial", "plan", "val F1", "re-measured p50 ms", "re-measured budgeted pct ms", "within budget",
                  "nodes", "shipped"]]
         for f in s["finalists"]:
-            rows.append([str(f["trial"]), _plan_short(f["plan"], f.get("precision", "fp32")), _fmt(f["val_score"], ".4f"),
+            rows.append([str(f["trial"]), _plan_short(f["plan"], _dtype(f)), _fmt(f["val_score"], ".4f"),
                          _fmt(f["latency_p50_ms"], ".4f"), _fmt(f["latency_ms"], ".4f"),
                          "yes" if f.get("within_budget", True) else "no", str(f["nodes"]), "✓" if f["shipped"] else ""])
         lines += ["", "Finalists (validation F1 within the tolerance of the best), measured again for longer; of "
@@ -500,15 +537,11 @@ def render_markdown(rep: dict[str, Any]) -> str:
     if s.get("pareto_front") is not None:
         front = [t for t in rep["trials"] if t["number"] in set(s["pareto_front"])]
         rows = [["#", "plan", "params", "latency ms", "val F1"]] + [
-            [str(t["number"]), _plan_short(t["plan"], t["precision"]), _fmt(t["params"], ","),
+            [str(t["number"]), _plan_short(t["plan"], _dtype(t)), _fmt(t["params"], ","),
              _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f")]
             for t in sorted(front, key=lambda t: t["latency_ms"] or 0)]
         lines += ["", "Pareto front (validation F1 vs target latency, feasible trials):", "", render_markdown_table(rows)]
-    lines += ["", render_markdown_table(trial_rows(rep)), ""]
-    for name, rel in (rep.get("plots") or {}).items():
-        lines += [f"![{name}]({rel})", ""]
-    lines += [f"_edgeopt {rep['edgeopt_version']}; study `{s.get('study')}` in `{s.get('storage')}`._", ""]
-    return "\n".join(lines)
+    return lines
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
@@ -526,7 +559,7 @@ def render_html(rep: dict[str, Any], out: Path) -> str:
         f"<title>edgeopt — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>edgeopt report — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</h1>",
-        f"<p class='{'pass' if passed else 'fail'}'><b>{html.escape(_headline(rep))}</b></p>",
+        f"<p class='{'pass' if passed else 'fail'}'><b>{html.escape(headline(rep))}</b></p>",
         f"<p>Target: {html.escape(rep['target'].get('description', ''))}. Latency is "
         f"<b>{html.escape(str(rep['best'].get('latency_source')))}</b>.</p>",
         "<h2>Baseline vs edgeopt</h2>", _html_table(comparison_rows(rep)),
@@ -551,10 +584,6 @@ def render_html(rep: dict[str, Any], out: Path) -> str:
 
 def rebuild(out: str | os.PathLike) -> dict[str, Any]:
     """``edgeopt report DIR``: rebuild every report file from ``compile.json`` and the study."""
-    import optuna
-
-    from edgeopt.search.loop import make_storage
-
     out = Path(out)
     state_path = out / "compile.json"
     if not state_path.exists():
@@ -563,9 +592,5 @@ def rebuild(out: str | os.PathLike) -> dict[str, Any]:
         state = json.loads(state_path.read_text())
     except ValueError as exc:
         raise InputError(f"{state_path}: not valid JSON ({exc}).") from None
-    url = state["storage"]
-    if url == "study.db":
-        url = f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=state["study"], storage=make_storage(url))
+    study = load_study(state["storage"], state["study"], out)
     return write_report(out, study=study, state=state)

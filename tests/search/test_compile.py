@@ -164,8 +164,8 @@ def test_two_processes_share_one_study(tmp_path, make_target):
               "--final-epochs", "2"]
     procs = [_cli("compile", f"{task}:make", "--out", str(tmp_path / f"w{i}"), "--seed", str(i), *common) for i in (0, 1)]
     outs = [p.communicate(timeout=400) for p in procs]
-    for p, (so, se) in zip(procs, outs):
-        assert p.returncode in (0, 1), se
+    for p, (_so, se) in zip(procs, outs):
+        assert p.returncode == 0, se  # the dense 9.7k-parameter model fits 0.04 MiB: at worst it ships
     study = optuna.load_study(study_name="shared", storage=url)
     assert len(study.trials) == 6
     assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
@@ -201,8 +201,8 @@ def test_killing_compile_loses_at_most_the_trial_in_flight(tmp_path, make_target
     # Resuming runs more trials in the same study and ships an artifact.
     q = _cli("compile", f"{task}:make", "--target", target, "--out", str(out), "--trials", "2", "--epochs", "2",
              "--final-epochs", "2")
-    so, se = q.communicate(timeout=400)
-    assert q.returncode in (0, 1), se
+    _so, se = q.communicate(timeout=400)
+    assert q.returncode == 0, se  # the dense 9.7k-parameter model fits 0.04 MiB: at worst it ships
     study = optuna.load_study(study_name="cli-task-testhost", storage=f"sqlite:///{db}")
     assert len([t for t in study.trials if t.state.is_finished()]) >= len(finished) + 2
     assert (out / "model.onnx").exists()
@@ -218,6 +218,32 @@ def test_cli_compile_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["compile", "--target", "host", "--out", str(tmp_path / "o")]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "not an edgeopt output dir" in capsys.readouterr().err
+
+
+def test_cli_compile_out_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    task = _write_task_file(tmp_path)
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory")
+    assert main(["compile", f"{task}:make", "--target", "host", "--out", str(taken), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out: expected a directory" in err[0], err
+    assert taken.read_text() == "not a directory"
+
+
+def test_quality_floor_is_the_tasks_metric_everywhere(digits_splits, small_mlp_task, make_target, tmp_path):
+    """With metric="accuracy", the floor is checked against accuracy in the search and in the report."""
+    train, val, test = digits_splits
+    task = edgeopt.Task(small_mlp_task.model, train=train, val=val, test=test, metric="accuracy", name="acc")
+    res = edgeopt.compile(task, make_target(model_size_mb=0.2, min_f1=0.5), trials=2, out=tmp_path / "run",
+                          progress=False, **FAST)
+    rep = res.report
+    check = next(c for c in rep["best"]["budget"]["checks"] if c["name"].startswith("quality floor"))
+    assert check["name"] == "quality floor (accuracy, test)"
+    assert check["measured"] == pytest.approx(rep["best"]["metrics"]["test"]["accuracy"])
+    for t in rep["trials"]:
+        if t["status"] == "trained":
+            assert t["val"]["score"] == pytest.approx(t["val"]["accuracy"])
+    assert "quality floor (accuracy, test)" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_warm_start_and_rank_caps_shape_the_search(small_mlp_task, make_target, tmp_path):
@@ -243,73 +269,15 @@ def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tm
     study = _study(out, "small-mlp-testhost")
     assert len(study.directions) == 2
     assert (out / "plots" / "pareto_front.png").exists()
-    precisions = {t.user_attrs.get("precision") for t in study.trials}
-    assert precisions <= {"fp32", "int8"}
+    dtypes = {t.user_attrs.get("dtype") for t in study.trials}
+    assert dtypes <= {"fp32", "int8"}
     assert any(t.params.get("precision") for t in study.trials)
     rep = res.report
-    if rep["best"]["precision"] == "int8":  # the shipped file is the quantized one, scored by onnxruntime
+    if rep["best"]["dtype"] == "int8":  # the shipped file is the quantized one, scored by onnxruntime
         ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
         assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul"}
-    with pytest.raises(edgeopt.InputError, match="'objective' parameter"):
+    with pytest.raises(edgeopt.InputError, match="compile\\(\\): objective: expected one of 'f1', 'pareto', found a string 'speed'"):
         edgeopt.compile(small_mlp_task, target, trials=1, out=tmp_path / "x", objective="speed")
     # The same study cannot switch objectives.
     with pytest.raises(edgeopt.InputError, match="same --objective"):
         edgeopt.compile(small_mlp_task, target, trials=1, out=out, objective="f1", progress=False, **FAST)
-
-
-def test_dense_model_within_budget_is_shipped_when_nothing_beats_it():
-    from types import SimpleNamespace as NS
-
-    from edgeopt.search.loop import _baseline_wins
-
-    target = NS(budget=NS(min_f1=0.9))
-    base = {"gate": NS(verdict="pass"), "metrics": {"val": {"score": 0.95}}, "bench": NS(latency_ms={"p50": 0.10})}
-
-    def trial(score, p50):
-        return NS(user_attrs={"val": {"score": score}, "screen": {"latency_p50_ms": p50}, "status": "trained",
-                              "constraints": [0, 0, 0, 0]})
-
-    assert _baseline_wins(base, None, target, 0.002)                       # nothing feasible found
-    assert _baseline_wins(base, trial(0.90, 0.01), target, 0.002)          # faster but clearly worse F1
-    assert _baseline_wins(base, trial(0.95, 0.20), target, 0.002)          # same F1, slower
-    assert not _baseline_wins(base, trial(0.95, 0.05), target, 0.002)      # same F1, faster: ship the plan
-    assert not _baseline_wins(base, trial(0.97, 0.20), target, 0.002)      # better F1
-    failing = dict(base, gate=NS(verdict="fail"))
-    assert not _baseline_wins(failing, None, target, 0.002)                # over budget: never shipped as best
-
-
-def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
-    """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
-    url = f"sqlite:///{tmp_path / 'race.db'}"
-    code = ("import sys, optuna; from edgeopt.search.loop import make_storage; "
-            "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
-    assert len(optuna.get_all_study_summaries(storage=url)) == 1
-
-
-def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
-    from types import SimpleNamespace as NS
-
-    import optuna as _optuna
-
-    from edgeopt.search.loop import _choose_best
-
-    def trial(n, score, p50):
-        return NS(number=n, state=_optuna.trial.TrialState.COMPLETE, user_attrs={
-            "plan": {"fc": {"format": "lowrank", "rank": n}}, "precision": "fp32", "status": "trained",
-            "val": {"score": score}, "constraints": [0, 0, 0, 0], "screen": {"latency_p50_ms": p50}, "params": 100 + n})
-
-    trials = [trial(1, 0.99, 0.10), trial(2, 0.99, 0.20), trial(3, 0.95, 0.30)]
-    study = NS(get_trials=lambda deepcopy=False: trials)
-    # Re-measured: trial 1 is really over the 0.25 ms budget; trial 2 is within it.
-    truth = {1: 0.30, 2: 0.22, 3: 0.20}
-    remeasure = lambda t: {"latency_p50_ms": truth[t.number] * 0.8, "latency_ms": truth[t.number], "nodes": 4}  # noqa: E731
-    best, notes, finalists = _choose_best(study, 0.005, remeasure, latency_budget=0.25)
-    assert best.number == 2 and not notes
-    assert {f["trial"]: f["within_budget"] for f in finalists} == {1: False, 2: True}
-    # When the whole top tier fails, the next tier of F1 is tried.
-    truth[2] = 0.40
-    best, notes, _ = _choose_best(study, 0.005, remeasure, latency_budget=0.25)
-    assert best.number == 3

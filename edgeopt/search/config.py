@@ -1,0 +1,129 @@
+"""How a compile runs: :class:`CompileConfig`, frozen and validated, and the loop's fixed settings.
+
+Everything ``compile()`` takes besides the task and the target is one field here; ``compile()``
+builds one from its keywords (or takes ``config=``). Bad values fail at construction with the one
+message template of :mod:`edgeopt._validate` (``compile(): trials: expected an integer >= 0, found ...``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from edgeopt import _validate
+
+# Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
+TRIAL_EPOCHS = 12
+FINAL_EPOCHS = 80
+# The latency screen: quick, since only the plan's structure matters (not its weights).
+SCREEN_BENCH = MappingProxyType({"min_iters": 40, "min_time_s": 0.1, "max_iters": 2000})
+# Near-tied finalists are measured again, longer, before one is chosen.
+FINALIST_BENCH = MappingProxyType({"min_iters": 200, "min_time_s": 0.6, "max_iters": 20000})
+FINALISTS = 5
+# The artifact's release-grade measurement.
+FINAL_BENCH = MappingProxyType({"min_iters": 300, "min_time_s": 2.0, "max_iters": 20000})
+# The shipped file carries its plan and metrics in metadata_props; the screened export does not yet.
+PROVENANCE_BYTES = 1024
+
+OBJECTIVES = ("f1", "pareto")
+SAMPLERS = ("tpe", "random")
+BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
+BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
+_WHERE = "compile()"
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """Settings of one ``compile()`` call.
+
+    trials: trials to run in this call (re-running with the same ``out`` resumes the study).
+    out: output dir (``model.onnx``, ``baseline.onnx``, ``report.*``, ``plots/``, ``study.db``).
+    storage: any Optuna storage URL (default: SQLite ``study.db`` in ``out``), for many workers.
+    study_name: default ``<task>-<target>``.
+    objective: ``"f1"`` maximizes the task's metric under the budgets; ``"pareto"`` searches it
+        against target latency as two objectives.
+    int8: add int8 quantization (onnxruntime) to the search, next to the per-layer formats.
+    budget: overrides of the target's budget fields (``latency_ms``, ``peak_memory_mb``,
+        ``model_size_mb``, ``min_f1``); None values are ignored.
+    f1_tolerance: plans whose validation score is within this of the best feasible one count as
+        equally good; the fastest of them on the target (re-measured; within 3%) ships, then the one
+        with fewest nodes.
+    lr: Adam learning rate of the distillation (SVD/TT-SVD-initialized students recover within a
+        few epochs at 3e-3).
+    final_bench: the artifact's bench settings (default :data:`FINAL_BENCH`).
+    """
+
+    trials: int = 30
+    out: Path = Path("runs/x")
+    storage: str | None = None
+    study_name: str | None = None
+    seed: int = 0
+    timeout: float | None = None
+    objective: str = "f1"
+    int8: bool = False
+    budget: Mapping[str, Any] = field(default_factory=dict)
+    trial_epochs: int = TRIAL_EPOCHS
+    final_epochs: int = FINAL_EPOCHS
+    sampler: str = "tpe"
+    final_bench: Mapping[str, Any] | None = None
+    f1_tolerance: float = 0.005
+    lr: float = 3e-3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        v = _validate
+        v.number(self.trials, _WHERE, "trials", minimum=0, integer=True)
+        if not isinstance(self.out, (str, os.PathLike)):
+            raise v.fail(_WHERE, "out", "a path", self.out)
+        object.__setattr__(self, "out", Path(self.out))
+        for key in ("storage", "study_name"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise v.fail(_WHERE, key, "a non-empty string or None", value)
+        v.number(self.seed, _WHERE, "seed", integer=True)
+        if self.timeout is not None:
+            v.number(self.timeout, _WHERE, "timeout", minimum=0, min_exclusive=True)
+        v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
+        v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
+        for key in ("int8", "progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise v.fail(_WHERE, key, "a boolean", getattr(self, key))
+        v.number(self.trial_epochs, _WHERE, "trial_epochs", minimum=1, integer=True)
+        v.number(self.final_epochs, _WHERE, "final_epochs", minimum=0, integer=True)
+        v.number(self.f1_tolerance, _WHERE, "f1_tolerance", minimum=0, maximum=1)
+        v.number(self.lr, _WHERE, "lr", minimum=0, min_exclusive=True)
+        object.__setattr__(self, "budget", _mapping(self.budget, "budget", BUDGET_KEYS, drop_none=True))
+        if self.final_bench is not None:
+            object.__setattr__(self, "final_bench", _mapping(self.final_bench, "final_bench", BENCH_KEYS))
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's study directions for the objective."""
+        return ["maximize"] if self.objective == "f1" else ["maximize", "minimize"]
+
+    def artifact_bench(self) -> dict[str, Any]:
+        """Bench settings of the baseline and the shipped artifact."""
+        return dict(self.final_bench or FINAL_BENCH)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: getattr(cls(), f.name) for f in fields(cls)}
+
+
+def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool = False) -> Mapping[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise _validate.fail(_WHERE, key, "a dict", value)
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise _validate.fail(_WHERE, f"{key}[{unknown[0]!r}]", "one of the keys " + ", ".join(allowed), unknown[0])
+    return MappingProxyType({k: v for k, v in value.items() if not (drop_none and v is None)})
+
+
+__all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "PROVENANCE_BYTES", "SCREEN_BENCH",
+           "TRIAL_EPOCHS", "CompileConfig"]

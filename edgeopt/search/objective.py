@@ -1,0 +1,162 @@
+"""One trial of the search: plan → screen → distill → record.
+
+:class:`Objective` is what ``study.optimize`` calls. It samples a plan (and dtype), reuses the result
+of a finished trial of the same plan, screens the plan before any training (size from ``plan_cost``,
+latency and memory from the untrained graph on the target) and ends it as infeasible when it is over
+a budget; otherwise it distills the student from the teacher, reporting the validation score per
+epoch to the pruner. Constraint values go to Optuna (``Trial.set_constraint``) and the trial's
+:class:`~edgeopt.search.record.TrialRecord` into its user attributes. The objective value is the
+validation score less a tie-break worth at most :data:`TIE_BREAK` toward faster and smaller plans
+(``"f1"``), or (score, target latency) (``"pareto"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
+from edgeopt.search.prepare import SearchInputs
+from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
+from edgeopt.search.screen import Screen
+
+log = logging.getLogger("edgeopt.compile")
+
+# Validation scores of different plans often tie (students distilled from one teacher reproduce its
+# predictions). The objective Optuna sees subtracts at most this much, in proportion to the plan's
+# target p50 and size over their budgets, so that among plans of equal F1 the sampler moves toward
+# faster and smaller ones; it is far below a single validation sample's weight, so F1 comes first.
+TIE_BREAK = 0.002
+INT8_SIZE = 0.25  # int8 weights take a quarter of the fp32 bytes
+
+
+def tie_break(latency_p50_ms: float, scale_ms: float, size_bytes: float, scale_bytes: float) -> float:
+    """Half for latency, half for size, each relative to its budget (or the baseline's), capped."""
+    lat = min(1.0, max(0.0, latency_p50_ms / scale_ms))
+    size = min(1.0, max(0.0, size_bytes / scale_bytes))
+    return TIE_BREAK * 0.5 * (lat + size)
+
+
+def find_repeat(study: Any, plan: dict[str, Any], dtype: DType) -> tuple[Any, TrialRecord] | None:
+    """A finished trial (complete or pruned) of this study with the same plan and dtype, if any."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = (Status.TRAINED, Status.PRUNED, Status.SCREENED_OUT)
+    for t in study.get_trials(deepcopy=False, states=states):
+        rec = TrialRecord.from_trial(t)
+        if rec.plan == plan and rec.dtype == dtype and rec.repeat_of is None and rec.status in done:
+            return t, rec
+    return None
+
+
+class Objective:
+    """``study.optimize``'s callable: one trial, plan → screen → distill → record."""
+
+    def __init__(self, inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen) -> None:
+        self.inputs, self.config, self.study, self.screen = inputs, config, study, screen
+        self.budget = inputs.target.budget
+
+    def __call__(self, trial: Any) -> float | tuple[float, float]:
+        import optuna
+
+        record = TrialRecord(number=trial.number, plan=self.inputs.space.sample(trial),
+                             dtype=DType(self.inputs.space.sample_precision(trial)))
+        try:
+            repeat = find_repeat(self.study, record.plan, record.dtype)
+            if repeat is not None:
+                return self._repeat(trial, record, *repeat)
+            return self._run(trial, record)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # a failure inside one trial fails that trial; the search goes on
+            record.status = Status.FAILED
+            record.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("trial %d failed: %s", trial.number, record.error)
+            raise
+        finally:
+            record.save(trial)
+
+    def _repeat(self, trial: Any, record: TrialRecord, frozen: Any, other: TrialRecord) -> float | tuple[float, ...]:
+        """The same plan was already trained: take its result instead of training it again."""
+        import optuna
+
+        record.copy_result_of(other)
+        (other.constraints or Constraints()).tell(trial)
+        if frozen.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(f"same plan as trial {other.number}, which was pruned")
+        return frozen.values[0] if self.config.objective == "f1" else tuple(frozen.values)
+
+    def _run(self, trial: Any, record: TrialRecord) -> float | tuple[float, float]:
+        from edgeopt.compiler.decompose import decompose, plan_cost
+
+        inputs = self.inputs
+        cost = plan_cost(inputs.teacher, record.plan, inputs.task.example_input)
+        record.params, record.macs = int(cost.params), int(cost.macs)
+        paper_size = cost.size_bytes * (INT8_SIZE if record.dtype is DType.INT8 else 1.0)
+        on_paper = Constraints.measure(self.budget, size_bytes=paper_size)
+        if on_paper.model_size > 0:
+            # Over the size budget on paper: infeasible before anything is built, measured or trained.
+            record.constraints, record.size_bytes = on_paper, int(cost.size_bytes)
+            on_paper.tell(trial)
+            return self._screened_out(record, 10 * inputs.latency_scale)
+        t0 = time.perf_counter()
+        student = decompose(inputs.teacher, record.plan)
+        record.timings["decompose"] = time.perf_counter() - t0
+        m = record.screen = self.screen.measure(student, record.plan, record.dtype.value, record.timings)
+        record.size_bytes = m.size_bytes
+        record.constraints = Constraints.measure(self.budget, latency_ms=m.latency_ms, peak_memory_mb=m.peak_memory_mb,
+                                                 size_bytes=m.size_bytes + PROVENANCE_BYTES)
+        record.constraints.tell(trial, CONSTRAINT_NAMES[:3])  # the quality constraint comes after training
+        if not record.constraints.feasible:
+            # Over budget before any training: infeasible, no epochs spent. The quality is unknown:
+            # only the measured budgets count against the plan.
+            trial.set_constraint("min_f1", 0.0)
+            return self._screened_out(record, m.latency_ms)
+        record.val = self._distill(trial, record, student)
+        record.status = Status.TRAINED
+        record.constraints = Constraints.measure(self.budget, latency_ms=m.latency_ms, peak_memory_mb=m.peak_memory_mb,
+                                                 size_bytes=m.size_bytes + PROVENANCE_BYTES, score=record.score)
+        trial.set_constraint("min_f1", record.constraints.min_f1)
+        if self.config.objective == "pareto":
+            return record.score, m.latency_ms
+        return record.score - tie_break(m.latency_p50_ms, inputs.latency_scale, m.size_bytes, inputs.size_scale)
+
+    def _screened_out(self, record: TrialRecord, pareto_latency: float) -> float | tuple[float, float]:
+        record.status, record.val = Status.SCREENED_OUT, {}
+        return (0.0, pareto_latency) if self.config.objective == "pareto" else 0.0
+
+    def _distill(self, trial: Any, record: TrialRecord, student: Any) -> dict[str, Any]:
+        """Distill ``student`` for ``trial_epochs`` (pruned on validation score); its validation metrics."""
+        import optuna
+
+        from edgeopt.compiler.distill import distill
+        from edgeopt.compiler.train import evaluate
+        from edgeopt.search.evaluate import _metrics_dict, int8_metrics
+
+        task, config = self.inputs.task, self.config
+
+        def on_epoch(epoch: int, score: float) -> None:
+            if config.objective == "f1":  # Optuna's pruners are single-objective
+                trial.report(score, epoch)
+                if trial.should_prune():
+                    record.status, record.val = Status.PRUNED, {"score": score}
+                    trial.set_constraint("min_f1", Constraints.measure(self.budget, score=score).min_f1)
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch} with {task.metric_name} {score:.4f}")
+
+        t0 = time.perf_counter()
+        try:
+            distill(student, self.inputs.teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
+                    epochs=config.trial_epochs, lr=config.lr, seed=config.seed, metric=task.metric, callback=on_epoch)
+        finally:
+            record.timings["distill"] = time.perf_counter() - t0
+        if record.dtype is DType.INT8:
+            t0 = time.perf_counter()
+            val = int8_metrics(student, task.example_input, task.X_train, task.X_val, task.y_val, task.metric)
+            record.timings["export"] = record.timings.get("export", 0.0) + time.perf_counter() - t0
+            return val
+        return _metrics_dict(evaluate(student, (task.X_val, task.y_val), task.metric))
+
+
+__all__ = ["TIE_BREAK", "Objective", "find_repeat", "tie_break"]

@@ -1,0 +1,88 @@
+"""The pre-training screen: a plan's untrained graph exported and benchmarked on the target.
+
+Only the plan's structure matters for latency and memory, not its weights, so a trial is measured
+before any training and ends there when it is over a budget. Results are cached by
+(target, dtype, plan) in ``OUT/latency_cache.json``; finalists are measured again without the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeopt._io import atomic_write_text
+from edgeopt.search.config import SCREEN_BENCH
+from edgeopt.search.record import ScreenResult
+from edgeopt.search.space import plan_key
+
+
+class Screen:
+    """Latency and memory of a plan's untrained graph on the target, cached by plan (file in the out dir)."""
+
+    def __init__(self, task: Any, target: Any, cache_path: Path) -> None:
+        self.task, self.target, self.cache_path = task, target, cache_path
+        self.cache: dict[str, Any] = {}
+        if cache_path.exists():
+            try:
+                self.cache = json.loads(cache_path.read_text())
+            except (OSError, ValueError):
+                self.cache = {}
+
+    def key(self, plan: dict[str, Any], dtype: str) -> str:
+        return hashlib.sha256(f"{self.target.name}|{dtype}|{plan_key(plan)}".encode()).hexdigest()[:20]
+
+    def measure(self, student: Any, plan: dict[str, Any], dtype: str, timings: dict[str, float], *,
+                bench_kwargs: Mapping[str, Any] | None = None, cache: bool = True) -> ScreenResult:
+        """Export ``student`` (quantized when ``dtype`` is int8), bench it on the target; add the time
+        spent to ``timings`` (``export``, ``bench``)."""
+        key = self.key(plan, str(dtype))
+        if cache and key in self.cache:
+            return ScreenResult.from_dict(self.cache[key])
+        with tempfile.TemporaryDirectory(prefix="edgeopt-screen-") as tmp:
+            t0 = time.perf_counter()
+            path = self._export(student, str(dtype), Path(tmp))
+            timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result = self._bench(path, bench_kwargs)
+            timings["bench"] = timings.get("bench", 0.0) + time.perf_counter() - t0
+        if cache:
+            self.cache[key] = result.to_dict()
+            self._save()
+        return result
+
+    def _export(self, student: Any, dtype: str, tmp: Path) -> Path:
+        from edgeopt.compiler.export import export_onnx
+
+        path = tmp / "screen.onnx"
+        export_onnx(student, self.task.example_input, path, verify=False)
+        if dtype == "int8":
+            from edgeopt.search.quantize import quantize_onnx
+
+            path = quantize_onnx(path, tmp / "screen.int8.onnx", calibration=self.task.X_train[:64])
+        return path
+
+    def _bench(self, path: Path, bench_kwargs: Mapping[str, Any] | None) -> ScreenResult:
+        from edgeopt.compiler.export import onnx_node_count
+        from edgeopt.runtime.bench import bench
+
+        result = bench(path, self.target, **dict(bench_kwargs or SCREEN_BENCH))
+        pct = self.target.budget.latency_percentile or 95
+        return ScreenResult(
+            latency_ms=float(result.latency_at(pct)), latency_p50_ms=float(result.latency_ms["p50"]),
+            latency_source=result.latency_source, peak_memory_mb=float(result.peak_memory_mb),
+            size_bytes=int(result.model_size_bytes), nodes=onnx_node_count(path),
+        )
+
+    def _save(self) -> None:
+        # The cache is an optimization; a read-only dir must not fail the trial.
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.cache_path, json.dumps(self.cache, sort_keys=True))
+
+
+__all__ = ["Screen"]

@@ -1,0 +1,187 @@
+"""Where a study lives and how it is opened: the one module that knows.
+
+The storage URL is ``--storage`` when given, else SQLite ``OUT/study.db``; the study name defaults to
+``<task>-<target>``. :func:`make_storage` opens any Optuna RDB storage with heartbeats (a killed
+worker's trial is marked failed) and survives workers that create a new database together.
+:func:`open_study` creates or resumes the study with its sampler and pruner, and warm-starts a
+fresh one with the largest uniform-rank plans that fit the size budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import InputError
+from edgeopt.search.config import CompileConfig
+
+DEFAULT_DB = "study.db"
+
+
+def storage_url(storage: str | None, out: str | Path) -> str:
+    """``storage`` when given, else the SQLite file ``study.db`` in ``out``."""
+    if storage:
+        return storage
+    return f"sqlite:///{(Path(out) / DEFAULT_DB).resolve()}"
+
+
+def stored_url(recorded: str, out: str | Path) -> str:
+    """The URL from what ``compile.json`` recorded (``study.db`` stands for the file in ``out``)."""
+    return storage_url(None if recorded == DEFAULT_DB else recorded, out)
+
+
+def default_study_name(task_name: str, target_name: str) -> str:
+    return f"{task_name}-{target_name}"
+
+
+def make_storage(url: str) -> Any:
+    """An Optuna RDB storage with heartbeats, so a killed worker's trial is marked failed, not left running."""
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Several processes on one SQLite file wait for the write lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    # Workers started together on a new database race to create its tables (seen here: "table
+    # studies already exists", "UNIQUE constraint failed: alembic_version"). For a SQLite file a lock
+    # file beside it serializes the creation; for a server database the loser retries and then
+    # finds the tables there.
+    races = ("already exists", "UNIQUE constraint", "duplicate key", "database is locked")
+    with _sqlite_creation_lock(url):
+        for attempt in range(8):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5 but long-standing
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=15, grace_period=45
+                    )
+            except Exception as exc:
+                if any(r in str(exc) for r in races) and attempt < 7:
+                    time.sleep(0.25 * (attempt + 1))
+                    continue
+                raise InputError(f"cannot open storage {url!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _sqlite_creation_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` while a SQLite study database is opened (POSIX only)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: fall back to the retries
+        yield
+        return
+    lock_path = Path(url[len(prefix):] + ".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # noqa: SIM115 - held across the yield, closed in the finally below
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:
+    """The study an output dir's ``compile.json`` points at."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=study_name, storage=make_storage(stored_url(recorded_storage, out)))
+
+
+# --------------------------------------------------------------------------- creating the study
+def _existing_trials(optuna: Any, stor: Any, study_name: str, url: str, directions: list[str]) -> int:
+    """Trials already in the study (0 for a new one); refuses a study made with the other objective."""
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=stor)
+    except KeyError:
+        return 0
+    if [d.name.lower() for d in existing.directions] != directions:
+        raise InputError(
+            f"study {study_name!r} in {url} was created with objective "
+            f"{'pareto' if len(existing.directions) == 2 else 'f1'}; rerun with the same --objective or another --study."
+        )
+    return len(existing.trials)
+
+
+def make_sampler(config: CompileConfig, n_existing: int) -> Any:
+    """TPE (multivariate, grouped) or Optuna's RandomSampler, seeded by the config's seed and the trials so far."""
+    import optuna
+
+    if config.sampler == "tpe":
+        # Constraint values reach TPE through Trial.set_constraint (Optuna >= 5), so it learns
+        # where the feasible region is; group=True keeps the conditional rank parameters together.
+        # The warm start stands in for most of TPE's random start-up trials.
+        return optuna.samplers.TPESampler(seed=config.seed + n_existing, multivariate=True, group=True,
+                                          n_startup_trials=4)
+    return optuna.samplers.RandomSampler(seed=config.seed + n_existing)
+
+
+def make_pruner(config: CompileConfig) -> Any:
+    """Prune only the clearly hopeless: below the best 75% at the same epoch, after half the epochs.
+
+    A low-rank layer initialized by SVD starts far below the teacher and recovers within a few epochs
+    of distillation: a trial is judged only after that warm-up."""
+    import optuna
+
+    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=max(1, config.trial_epochs // 2))
+
+
+def open_study(config: CompileConfig, *, task_name: str, target_name: str,
+               warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None) -> Any:
+    """Create or resume the study; a fresh TPE study gets the ``warm_start()`` params enqueued first.
+
+    ``warm_start`` returns ``(label, Optuna params)`` pairs; it is called only for a new TPE study."""
+    import optuna
+
+    url = storage_url(config.storage, config.out)
+    study_name = config.study_name or default_study_name(task_name, target_name)
+    stor = make_storage(url)
+    n_existing = _existing_trials(optuna, stor, study_name, url, config.directions)
+    sampler = make_sampler(config, n_existing)
+    study = optuna.create_study(study_name=study_name, storage=stor, directions=config.directions, sampler=sampler,
+                                pruner=make_pruner(config), load_if_exists=True)
+    if config.sampler == "tpe" and n_existing == 0 and warm_start is not None:
+        for label, params in warm_start():
+            study.enqueue_trial(params, user_attrs={"warm_start": label})
+    for key, value in (("target", target_name), ("task", task_name), ("objective", config.objective),
+                       ("sampler", type(sampler).__name__)):
+        study.set_user_attr(key, value)
+    return study
+
+
+def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
+                       ) -> list[tuple[str, dict[str, Any]]]:
+    """The largest uniform-rank plans that ``fits`` accepts, as ``(label, Optuna params)``.
+
+    What a user would try by hand, and the baselines edgeopt must beat; TPE then improves layer by
+    layer from there. Also the uniform plan over the big layers only: squeezing a small layer (a
+    10-class head) saves little and can cost F1 (rank below the class count)."""
+    total = sum(int(getattr(spec, "params", 0)) for spec in layers.values()) or 1
+    big = {name for name, spec in layers.items() if int(getattr(spec, "params", 0)) >= 0.1 * total}
+    seen: list[dict[str, Any]] = []
+    out: list[tuple[str, dict[str, Any]]] = []
+    for fmt, only, label in (("lowrank", None, "uniform lowrank"), ("tt", None, "uniform tt"),
+                             ("lowrank", big, "uniform lowrank, big layers")):
+        plan = space.largest_uniform_plan(fmt, fits, only)
+        if plan is not None and plan not in seen:
+            seen.append(plan)
+            out.append((label, space.trial_params(plan)))
+    return out
+
+
+__all__ = ["DEFAULT_DB", "default_study_name", "load_study", "make_pruner", "make_sampler", "make_storage",
+           "open_study", "storage_url", "stored_url", "uniform_warm_start"]

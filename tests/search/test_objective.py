@@ -1,0 +1,57 @@
+"""One trial through :class:`Objective`: plan → screen → distill → record, with a real study in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+optuna = pytest.importorskip("optuna")
+
+from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
+from edgeopt.search.config import CompileConfig  # noqa: E402
+from edgeopt.search.objective import TIE_BREAK, Objective, tie_break  # noqa: E402
+from edgeopt.search.prepare import prepare  # noqa: E402
+from edgeopt.search.record import Status, TrialRecord  # noqa: E402
+from edgeopt.search.screen import Screen  # noqa: E402
+
+QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
+
+
+def _objective(task, tmp_path, **budget):
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, trial_epochs=2)
+    target = Target.load("host").with_budget(**budget)
+    inputs = prepare(task, target, config)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    return Objective(inputs, config, study, Screen(task, target, tmp_path / "cache.json")), study, inputs
+
+
+def test_plans_over_the_size_budget_on_paper_end_before_anything_is_built(small_mlp_task, tmp_path):
+    objective, study, _ = _objective(small_mlp_task, tmp_path, model_size_mb=0.0001)
+    study.optimize(objective, n_trials=2)
+    for t in study.trials:
+        rec = TrialRecord.from_trial(t)
+        assert rec.status is Status.SCREENED_OUT and t.value == 0.0
+        assert rec.constraints.model_size > 0 and rec.screen is None and "distill" not in rec.timings
+        assert t.system_attrs["constraints:model_size"] == rec.constraints.model_size
+
+
+def test_a_trained_trial_records_everything_and_a_repeat_is_not_trained_again(small_mlp_task, tmp_path):
+    objective, study, inputs = _objective(small_mlp_task, tmp_path, model_size_mb=0.3)
+    plan = inputs.space.uniform_plan("lowrank", 8)
+    study.enqueue_trial(inputs.space.trial_params(plan))
+    study.enqueue_trial(inputs.space.trial_params(plan))
+    study.optimize(objective, n_trials=2)
+    first, second = (TrialRecord.from_trial(t) for t in study.trials)
+    assert first.status is Status.TRAINED and first.feasible and first.plan == plan
+    assert {"decompose", "export", "bench", "distill"} <= set(first.timings)
+    assert first.screen is not None and first.screen.nodes > 0
+    assert 0 < first.score - study.trials[0].value <= TIE_BREAK  # the tie-break, and no more
+    assert second.repeat_of == first.number and second.val == first.val and "distill" not in second.timings
+    assert study.trials[1].value == study.trials[0].value
+
+
+def test_tie_break_is_capped_and_favours_fast_small_plans():
+    assert tie_break(0.0, 1.0, 0.0, 1.0) == 0.0
+    assert tie_break(5.0, 1.0, 5.0, 1.0) == TIE_BREAK
+    assert tie_break(0.5, 1.0, 0.5, 1.0) < tie_break(0.9, 1.0, 0.5, 1.0)

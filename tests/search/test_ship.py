@@ -1,0 +1,55 @@
+"""Shipping: fine-tune, export, measure, gate; the artifact appears whole, with its provenance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
+from edgeopt.search.config import CompileConfig  # noqa: E402
+from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402
+from edgeopt.search.ship import fine_tune, layer_table, ship, write_state  # noqa: E402
+
+QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
+
+
+def test_ship_without_a_plan_ships_the_input_model_measured_and_gated(small_mlp_task, tmp_path):
+    config = CompileConfig(out=tmp_path, final_bench=QUICK)
+    target = Target.load("host").with_budget(model_size_mb=1.0)
+    shipped = ship(small_mlp_task.model, None, small_mlp_task, target, config)
+    assert shipped.path == tmp_path / "model.onnx" and shipped.path.exists()
+    assert shipped.plan == {} and shipped.dtype is DType.FP32 and shipped.trial is None
+    assert shipped.measured.gate.verdict == "pass"
+    assert set(shipped.measured.metrics) == {"val", "test"}
+    meta = {p.key: p.value for p in onnx.load(str(shipped.path)).metadata_props}
+    assert meta["edgeopt.role"] == "artifact" and meta["edgeopt.dtype"] == "fp32" and "edgeopt.metrics" in meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no staging dir or temp file left
+
+
+def test_ship_fine_tunes_the_chosen_plan(small_mlp_task, tmp_path):
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=2)
+    plan = {"0": {"format": "lowrank", "rank": 4}}
+    chosen = TrialRecord(number=7, status=Status.TRAINED, plan=plan)
+    shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
+    assert shipped.trial == 7 and shipped.plan == plan and "distill" in shipped.timings
+    assert shipped.cost.params < sum(p.numel() for p in small_mlp_task.model.parameters())
+    rows = layer_table({"0": type("S", (), {"params": 16640, "kind": "linear", "macs": 16384})()}, plan,
+                       None, shipped.cost)
+    assert rows[0]["format"] == "lowrank" and rows[0]["params"] < rows[0]["dense_params"]
+
+
+def test_fine_tune_leaves_the_teacher_alone(small_mlp_task):
+    before = [p.detach().clone() for p in small_mlp_task.model.parameters()]
+    student, timings = fine_tune(small_mlp_task.model, {}, small_mlp_task, CompileConfig())
+    assert student is not small_mlp_task.model and "distill" not in timings
+    assert all(torch.equal(a, b) for a, b in zip(before, small_mlp_task.model.parameters()))
+
+
+def test_write_state_is_json(tmp_path):
+    path = write_state(tmp_path, {"schema": "edgeopt.compile-state/1", "out": tmp_path, "t": (1, 2)})
+    assert json.loads(path.read_text()) == {"schema": "edgeopt.compile-state/1", "out": str(tmp_path), "t": [1, 2]}

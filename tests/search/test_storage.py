@@ -1,0 +1,51 @@
+"""Where a study lives and how it is opened: URL, name, storage races, sampler, pruner, warm start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from edgeopt.errors import InputError  # noqa: E402 - after the importorskip that guards optuna
+from edgeopt.search.config import CompileConfig  # noqa: E402
+from edgeopt.search.storage import open_study, storage_url, stored_url  # noqa: E402
+
+
+def test_the_study_lives_in_out_unless_a_storage_is_given(tmp_path):
+    assert storage_url(None, tmp_path) == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    assert storage_url("postgresql://h/db", tmp_path) == "postgresql://h/db"
+    assert stored_url("study.db", tmp_path) == storage_url(None, tmp_path)
+    assert stored_url("sqlite:////x/y.db", tmp_path) == "sqlite:////x/y.db"
+
+
+def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
+    config = CompileConfig(out=tmp_path, trials=1)
+    warm = [("uniform lowrank", {"fc.format": "lowrank", "fc.lowrank_rank": 4})]
+    study = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
+    assert study.study_name == "t-host" and study.user_attrs["sampler"] == "TPESampler"
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [(t.system_attrs["fixed_params"], t.user_attrs["warm_start"]) for t in waiting] == [(warm[0][1], "uniform lowrank")]
+    # Resumed: not warm-started again.
+    again = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
+    assert len(again.trials) == 1
+    with pytest.raises(InputError, match="same --objective"):
+        open_study(CompileConfig(out=tmp_path, objective="pareto"), task_name="t", target_name="host")
+    random = open_study(CompileConfig(out=tmp_path, sampler="random", study_name="r"), task_name="t",
+                        target_name="host", warm_start=lambda: warm)
+    assert random.trials == [] and random.user_attrs["sampler"] == "RandomSampler"
+
+
+def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
+    """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    code = ("import sys, optuna; from edgeopt.search.storage import make_storage; "
+            "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
+    assert len(optuna.get_all_study_summaries(storage=url)) == 1
+
+

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._io import atomic_path
+
 
 def onnx_predict(path: str | os.PathLike, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """Class predictions of an ONNX classifier (its first input, first output) for ``X``."""
-    import onnxruntime as ort
+    from edgeopt.runtime.session import open_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = open_session(path)  # onnxruntime's defaults (the runtime's one place for session options)
     inp = sess.get_inputs()[0]
     preds = []
     for i in range(0, len(X), batch_size):
@@ -52,9 +52,8 @@ def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
         else:
             entry = model.metadata_props.add()
             entry.key, entry.value = key, text
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def int8_metrics(student: Any, example_input: Any, X_calib: np.ndarray, X: np.ndarray, y: np.ndarray,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt._io import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,6 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, calibration
             cur = nxt
         model = onnx.load(str(cur))
         onnx.checker.check_model(model)
-        tmp_dst = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-        onnx.save(model, str(tmp_dst))
-        os.replace(tmp_dst, dst)
+        with atomic_path(dst) as tmp_dst:
+            onnx.save(model, str(tmp_dst))
     return dst

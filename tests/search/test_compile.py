@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 optuna = pytest.importorskip("optuna")
 
-import edgeopt  # noqa: E402
-from edgeopt.cli import main  # noqa: E402
+import edgeopt  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.cli import main  # noqa: E402 - after the pytest.importorskip guards
 
-from .conftest import FAST  # noqa: E402
+from .conftest import FAST  # noqa: E402 - after the pytest.importorskip guards
 
 REPO = Path(__file__).resolve().parents[2]
 

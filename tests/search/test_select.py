@@ -7,7 +7,6 @@ from types import SimpleNamespace as NS
 from edgeopt.search.record import Constraints, DType, ScreenResult, Status, TrialRecord
 from edgeopt.search.select import BASELINE_NOTE, baseline_wins, choose_finalist, select
 
-
 MET = Constraints()
 
 

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
-from edgeopt.search.config import CompileConfig  # noqa: E402
-from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402
-from edgeopt.search.ship import fine_tune, layer_table, ship, write_state  # noqa: E402
+from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.ship import fine_tune, layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 

@@ -10,8 +10,8 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from edgeopt.errors import InputError  # noqa: E402 - after the importorskip that guards optuna
-from edgeopt.search.config import CompileConfig  # noqa: E402
-from edgeopt.search.storage import open_study, storage_url, stored_url  # noqa: E402
+from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.storage import open_study, storage_url, stored_url  # noqa: E402 - after the pytest.importorskip guards
 
 
 def test_the_study_lives_in_out_unless_a_storage_is_given(tmp_path):

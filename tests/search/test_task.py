@@ -8,9 +8,9 @@ import pytest
 pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 
-import edgeopt  # noqa: E402
-from edgeopt.errors import InputError  # noqa: E402
-from edgeopt.search.task import load_task  # noqa: E402
+import edgeopt  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.errors import InputError  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.task import load_task  # noqa: E402 - after the pytest.importorskip guards
 
 
 def _model():

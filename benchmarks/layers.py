@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from edgeopt.compiler.decompose import decomposable_layers
 from edgeopt.compiler.export import export_onnx, onnx_node_count
-from edgeopt.compiler.formats import LowRankConfig, TTConfig, get_handler
+from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, parse_config
 from edgeopt.compiler.layers import LowRankConv, LowRankLinear, TTConv, TTLinear
 from edgeopt.runtime.bench import run_child
 from edgeopt.runtime.calibrate import calibrate
 from edgeopt.runtime.predict import PerfModel, run_cost_us
+from edgeopt.runtime.session import Runtime, open_session
 
 CASES = [
     ("Linear 256x256", lambda: nn.Linear(256, 256), (256,), [4, 16, 64], [4, 8, 16, 32]),
@@ -41,11 +41,13 @@ CASES = [
 
 
 def build(layer: nn.Module, spec, fmt: str, rank: int) -> tuple[nn.Module, tuple[int, ...]]:
-    """The module decompose() would build, with random weights (same shapes, same sweep order)."""
-    if fmt == "dense":
+    """The module decompose() would build, with random weights (same shapes, same sweep order).
+
+    Built directly from the format's layer classes: an SVD / TT-SVD of a 4096x4096 weight would
+    only slow the sweep down, and latency does not depend on the weights."""
+    if fmt == DEFAULT_FORMAT:
         return layer, ()
-    config = LowRankConfig(rank=rank) if fmt == "lowrank" else TTConfig(ranks=rank)
-    ranks = get_handler(fmt).cost(spec, config).ranks
+    ranks = get_handler(fmt).cost(spec, parse_config(get_handler(fmt).plan_entry(rank))).ranks
     if fmt == "lowrank":
         mod = LowRankLinear(spec.in_size, spec.out_size, ranks[1]) if spec.kind == "linear" else LowRankConv(layer, ranks[1])
     elif spec.kind == "linear":
@@ -56,9 +58,7 @@ def build(layer: nn.Module, spec, fmt: str, rank: int) -> tuple[nn.Module, tuple
 
 
 def time_us(path: Path, x: np.ndarray, budget_s: float = 0.4) -> float:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = open_session(path, Runtime(intra_op_threads=1, inter_op_threads=1))
     feed = {sess.get_inputs()[0].name: x}
     for _ in range(5):
         sess.run(None, feed)
@@ -101,8 +101,8 @@ def main() -> None:
                     mod = nn.Sequential(mod).eval()
                     x1 = torch.randn(1, *shape)
                     path = export_onnx(mod, x1, Path(d) / "m.onnx")
-                    cost = get_handler(fmt).cost(spec, LowRankConfig(rank=rank) if fmt == "lowrank" else
-                                                  TTConfig(ranks=rank) if fmt == "tt" else None)
+                    handler = get_handler(fmt)
+                    cost = handler.cost(spec, parse_config(handler.plan_entry(rank)))
                     b1 = time_us(path, x1.numpy(), budget)
                     b32 = time_us(path, torch.randn(32, *shape).numpy(), budget)
                     f1, f32 = floor_us(path, 1, host), floor_us(path, 32, host)

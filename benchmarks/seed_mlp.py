@@ -24,7 +24,7 @@ from torch import nn
 
 from edgeopt.compiler.decompose import decompose, layer_reports
 from edgeopt.compiler.distill import distill
-from edgeopt.compiler.export import export_onnx, last_export_info, onnx_op_counts
+from edgeopt.compiler.export import export_onnx_info, onnx_op_counts
 from edgeopt.compiler.train import evaluate, train
 
 
@@ -48,11 +48,9 @@ def digits_splits(seed: int = 0):
 
 
 def ort_median_us(path: Path, x: np.ndarray, iters: int = 2000) -> float:
-    import onnxruntime as ort
+    from edgeopt.runtime.session import Runtime, open_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = open_session(path, Runtime(intra_op_threads=1, inter_op_threads=1))
     name = sess.get_inputs()[0].name
     for _ in range(200):
         sess.run(None, {name: x})
@@ -93,11 +91,11 @@ def main() -> None:
     x1 = te[0][:1]
     with tempfile.TemporaryDirectory() as d:
         for key, model in (("teacher", teacher), ("student", student)):
-            p = export_onnx(model, torch.from_numpy(x1), Path(d) / f"{key}.onnx", metadata={"plan": plan},
-                            verify_inputs=torch.from_numpy(te[0][:64]))
-            info = last_export_info()
-            out[key].update(onnx_nodes=info["nodes"], onnx_ops=dict(onnx_op_counts(p)), export_s=info["export_s"],
-                            exporter=info["exporter"], ort_p50_us_batch1=ort_median_us(p, x1))
+            info = export_onnx_info(model, torch.from_numpy(x1), Path(d) / f"{key}.onnx", metadata={"plan": plan},
+                                    verify_inputs=torch.from_numpy(te[0][:64]))
+            p = info.path
+            out[key].update(onnx_nodes=info.nodes, onnx_ops=dict(onnx_op_counts(p)), export_s=info.export_s,
+                            exporter=info.exporter, ort_p50_us_batch1=ort_median_us(p, x1))
     for key in ("test",):
         del out["teacher"][key]["confusion"], out["student"][key]["confusion"], out["student_init"][key]["confusion"]
     print(json.dumps(out, indent=1, default=str))

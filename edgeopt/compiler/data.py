@@ -1,4 +1,4 @@
-"""Data in any of the forms DESIGN.md accepts -> arrays and seeded loaders."""
+"""Data in any accepted form ((X, y) arrays or tensors, a Dataset, a DataLoader) -> arrays and seeded loaders."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def to_arrays(data: Any, *, name: str = "data") -> tuple[np.ndarray, np.ndarray]
         raise InputError(f"{name} is missing: expected (X, y) arrays/tensors, a Dataset or a DataLoader.")
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
         X, y = _np(data[0]), _np(data[1])
-    elif isinstance(data, DataLoader) or isinstance(data, Dataset) or hasattr(data, "__iter__"):
+    elif isinstance(data, (DataLoader, Dataset)) or hasattr(data, "__iter__"):
         xs, ys = [], []
         items = data if isinstance(data, DataLoader) else (data[i] for i in range(len(data))) \
             if isinstance(data, Dataset) and hasattr(data, "__len__") else data

@@ -307,8 +307,9 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
         The trained teacher; it is left untouched.
     plan : dict
         Layer name (as in ``model.named_modules()``) -> ``{"format": "lowrank", "rank": 32}``,
-        ``{"format": "tt", "ranks": [1, 8, 1]}`` (or ``"rank": 8``, or ``"ranks": 0.05`` for a
-        relative error), ``{"format": "dense"}``, a ``FormatConfig`` or a format name.
+        ``{"format": "tt", "rank": [1, 8, 1]}`` (or ``"rank": 8``, or ``"rank": 0.05`` for a
+        relative error; ``"ranks"`` is read as a deprecated alias), ``{"format": "dense"}``, a
+        ``FormatConfig`` or a format name.
     example_input : tensor or shape, optional
         Only used to report conv layers' MACs.
 
@@ -324,7 +325,7 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     analysis = _analyze(student, example_input)
     resolved = _resolve(analysis, configs)
     modules = dict(student.named_modules())
-    for canonical, (config, names) in resolved.items():
+    for canonical, (config, _names) in resolved.items():
         old = modules[canonical]
         spec = analysis.specs[canonical]
         try:

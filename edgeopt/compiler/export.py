@@ -1,5 +1,8 @@
 """Verified ONNX export: ``export_onnx(model, example_input, path) -> Path``.
 
+``export_onnx_info`` does the same and also says what happened (:class:`ExportInfo`: exporter,
+seconds, node count, deviation from torch).
+
 Exporter choice, measured on the seed-size MLP (torch 2.13): the TorchScript exporter
 (``dynamo=False``) takes ~10 ms per model, the dynamo exporter ~0.8 s; both give the same graph
 once the TorchScript exporter's ``Constant`` nodes are turned into initializers. The search
@@ -19,6 +22,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +30,27 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeopt._validate import choice, fail, number
 from edgeopt._version import __version__
-from edgeopt.errors import InputError, ModelError
+from edgeopt.errors import ModelError
+from edgeopt.runtime.session import Runtime, open_session
 
-__all__ = ["ExportInfo", "export_onnx", "onnx_node_count", "onnx_op_counts", "last_export_info"]
+__all__ = ["ExportInfo", "export_onnx", "export_onnx_info", "onnx_node_count", "onnx_op_counts"]
 
 _EXPORTERS = ("auto", "torchscript", "dynamo")
+_VERIFY_RUNTIME = Runtime(intra_op_threads=1, inter_op_threads=1)  # one thread: the check is not a benchmark
 
 
-class ExportInfo(dict):
-    """What the last ``export_onnx`` call did: exporter, seconds, node count, max deviation."""
+@dataclass(frozen=True)
+class ExportInfo:
+    """What one ``export_onnx_info`` call did."""
 
-
-_LAST: ExportInfo = ExportInfo()
-
-
-def last_export_info() -> ExportInfo:
-    return ExportInfo(_LAST)
+    path: Path
+    exporter: str  # "torchscript" or "dynamo": the one whose graph was written
+    export_s: float  # that exporter's own time
+    total_s: float  # export, clean-up, checks and verification
+    nodes: int  # nodes of the written graph
+    max_rel_deviation: float | None  # worst |onnxruntime - torch| / max |torch output|; None unverified
 
 
 def _load(model_or_path: Any):
@@ -60,7 +68,7 @@ def onnx_node_count(model_or_path: Any) -> int:
     return len(_load(model_or_path).graph.node)
 
 
-def _as_inputs(example_input: Any) -> tuple[torch.Tensor, ...]:
+def _as_inputs(example_input: Any, key: str = "example_input") -> tuple[torch.Tensor, ...]:
     if isinstance(example_input, torch.Tensor):
         items: Sequence = (example_input,)
     elif isinstance(example_input, np.ndarray):
@@ -69,9 +77,9 @@ def _as_inputs(example_input: Any) -> tuple[torch.Tensor, ...]:
             isinstance(v, (torch.Tensor, np.ndarray)) for v in example_input):
         items = [torch.as_tensor(v) for v in example_input]
     else:
-        raise InputError(f"example_input must be a tensor, an array or a tuple of them. Got {type(example_input).__name__} instead.")
+        raise fail("export_onnx()", key, "a tensor, an array or a tuple of them", example_input)
     if any(t.dim() == 0 for t in items):
-        raise InputError("example_input must have a batch dimension (dim 0). Got a scalar instead.")
+        raise fail("export_onnx()", key, "a batch dimension (dim 0)", "a scalar")
     return tuple(t.detach().float() if t.is_floating_point() else t.detach() for t in items)
 
 
@@ -155,13 +163,7 @@ def _torch_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[np.
 
 def _verify(model: nn.Module, path: Path, feeds: list[tuple[str, tuple[torch.Tensor, ...]]], rtol: float) -> float:
     """Compare onnxruntime with torch on each feed; raise ModelError on the first mismatch."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = open_session(path, _VERIFY_RUNTIME)
     names = [i.name for i in sess.get_inputs()]
     worst = 0.0
     for label, inputs in feeds:
@@ -179,11 +181,21 @@ def _verify(model: nn.Module, path: Path, feeds: list[tuple[str, tuple[torch.Ten
     return worst
 
 
-def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
-                metadata: Mapping[str, Any] | None = None, opset: int = 18, verify: bool = True,
-                verify_inputs: Any = None, rtol: float = 1e-4, exporter: str = "auto",
-                input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> Path:
+def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, **options: Any) -> Path:
     """Export ``model`` to ONNX at ``path``, checked and verified against torch, written atomically.
+
+    Returns the written path; the options are :func:`export_onnx_info`'s, which also says which
+    exporter ran, its time, the node count and the deviation from torch.
+    """
+    return export_onnx_info(model, example_input, path, **options).path
+
+
+def export_onnx_info(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
+                     metadata: Mapping[str, Any] | None = None, opset: int = 18, verify: bool = True,
+                     verify_inputs: Any = None, rtol: float = 1e-4, exporter: str = "auto",
+                     input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> ExportInfo:
+    """Export ``model`` to ONNX at ``path``, checked and verified against torch, written atomically;
+    returns the written path, the exporter that wrote it, its time, the node count, the deviation.
 
     Parameters
     ----------
@@ -202,92 +214,115 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
         on seeded random inputs at batch 1 and 3, and on ``verify_inputs`` (real data) if given.
     exporter : {"auto", "torchscript", "dynamo"}
         "auto": TorchScript (fast), falling back to dynamo if it fails or does not verify.
-
-    Returns
-    -------
-    pathlib.Path
-        The written file. ``last_export_info()`` tells which exporter ran, its time and node count.
     """
-    import onnx
-
-    if exporter not in _EXPORTERS:
-        raise InputError(f"The 'exporter' parameter of export_onnx must be one of {_EXPORTERS}. Got {exporter!r} instead.")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
-        raise InputError(f"The 'opset' parameter of export_onnx must be an int >= 17. Got {opset!r} instead.")
+    choice(exporter, "export_onnx()", "exporter", _EXPORTERS)
+    number(opset, "export_onnx()", "opset", minimum=17, integer=True)
     if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module. Got {type(model).__name__} instead.")
+        raise fail("export_onnx()", "model", "a torch.nn.Module", type(model).__name__)
     inputs = _as_inputs(example_input)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    in_names = list(input_names) if input_names else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
-    # batch 2 for tracing: the dynamo exporter specializes a size-1 dim to a constant
-    trace_inputs = tuple(t[:1].expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
-
+    in_names, trace_inputs = _trace_inputs(inputs, input_names)
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    gen = torch.Generator().manual_seed(0)
-    feeds = []
-    if verify:
-        for b in (1, 3):
-            feeds.append((f"random batch-{b}", tuple(
-                torch.randn((b, *t.shape[1:]), generator=gen) if t.is_floating_point() else t[:1].expand(b, *t.shape[1:])
-                for t in inputs)))
-        if verify_inputs is not None:
-            feeds.append(("the given real", _as_inputs(verify_inputs)))
-    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    feeds = _verify_feeds(inputs, verify_inputs) if verify else []
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     errors: list[str] = []
     try:
-        for name in order:
+        for name in (["torchscript", "dynamo"] if exporter == "auto" else [exporter]):
             t0 = time.perf_counter()
-            stack: list[str] = []
-            try:
-                with _layer_tracker(model, stack), torch.no_grad():
-                    out_names = list(output_names) if output_names else None
-                    if out_names is None:
-                        n_out = len(_torch_outputs(model, trace_inputs))
-                        out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-                    stack.clear()
-                    _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
-            except Exception as exc:
-                where = f" in layer '{stack[-1]}'" if stack else ""
-                text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-                first = next((ln for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-                errors.append(f"{name} exporter failed{where}: {type(exc).__name__}: {first}")
+            export_s = _run_exporter(model, trace_inputs, tmp, name, opset, in_names, output_names, errors)
+            if export_s is None:
                 continue
-            export_s = time.perf_counter() - t0
-            proto = onnx.load(str(tmp))
-            _cleanup(proto)
-            props = {"edgeopt_version": __version__, "exporter": name, "opset": str(opset)}
-            for k, v in (metadata or {}).items():
-                props[str(k)] = v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True)
-            del proto.metadata_props[:]
-            for k, v in props.items():
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = k, v
-            proto.producer_name = "edgeopt"
-            proto.producer_version = __version__
-            try:
-                onnx.checker.check_model(proto, full_check=True)
-            except Exception as exc:
-                errors.append(f"{name} exporter wrote a model onnx.checker rejects: {str(exc).splitlines()[0]}")
+            written = _finish_graph(tmp, name, opset, metadata, errors)
+            if written is None:
                 continue
-            onnx.save(proto, str(tmp))
-            deviation = None
-            if verify:
-                try:
-                    deviation = _verify(model, tmp, feeds, rtol)
-                except ModelError as exc:
-                    errors.append(f"{name} exporter: {exc}")
-                    continue
+            deviation = _verify_or_note(model, tmp, feeds, rtol, name, errors) if verify else None
+            if verify and deviation is None:
+                continue
             os.replace(tmp, path)
-            _LAST.clear()
-            _LAST.update(exporter=name, export_s=export_s, total_s=time.perf_counter() - t0,
-                         nodes=len(proto.graph.node), max_rel_deviation=deviation, path=str(path))
-            return path
+            return ExportInfo(path, name, export_s, time.perf_counter() - t0, written, deviation)
         raise ModelError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
     finally:
         for m, t in modes.items():
             m.training = t
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _trace_inputs(inputs: tuple[torch.Tensor, ...], input_names: Sequence[str] | None
+                  ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """The graph's input names, and the inputs to trace with: batch 2, since the dynamo exporter
+    specializes a size-1 dim to a constant."""
+    in_names = list(input_names) if input_names else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
+    return in_names, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
+
+
+def _verify_feeds(inputs: tuple[torch.Tensor, ...], verify_inputs: Any) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
+    """Seeded random inputs at batch 1 and 3 (integer inputs repeat the example), and the real ones if given."""
+    gen = torch.Generator().manual_seed(0)
+    feeds = []
+    for b in (1, 3):
+        feeds.append((f"random batch-{b}", tuple(
+            torch.randn((b, *t.shape[1:]), generator=gen) if t.is_floating_point() else t[:1].expand(b, *t.shape[1:])
+            for t in inputs)))
+    if verify_inputs is not None:
+        feeds.append(("the given real", _as_inputs(verify_inputs, "verify_inputs")))
+    return feeds
+
+
+def _run_exporter(model: nn.Module, trace_inputs: tuple[torch.Tensor, ...], tmp: Path, name: str, opset: int,
+                  in_names: list[str], output_names: Sequence[str] | None, errors: list[str]) -> float | None:
+    """Run one exporter into ``tmp``; its seconds, or None (the reason, naming the layer, added to ``errors``)."""
+    t0 = time.perf_counter()
+    stack: list[str] = []
+    try:
+        with _layer_tracker(model, stack), torch.no_grad():
+            out_names = list(output_names) if output_names else None
+            if out_names is None:
+                n_out = len(_torch_outputs(model, trace_inputs))
+                out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+            stack.clear()
+            _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
+    except Exception as exc:
+        where = f" in layer '{stack[-1]}'" if stack else ""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        first = next((ln for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+        errors.append(f"{name} exporter failed{where}: {type(exc).__name__}: {first}")
+        return None
+    return time.perf_counter() - t0
+
+
+def _finish_graph(tmp: Path, exporter: str, opset: int, metadata: Mapping[str, Any] | None,
+                  errors: list[str]) -> int | None:
+    """Clean up the exported graph, stamp its metadata, check it and save it back; its node count, or None."""
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    _cleanup(proto)
+    props = {"edgeopt_version": __version__, "exporter": exporter, "opset": str(opset)}
+    for k, v in (metadata or {}).items():
+        props[str(k)] = v if isinstance(v, str) else json.dumps(v, default=str, sort_keys=True)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "edgeopt"
+    proto.producer_version = __version__
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        errors.append(f"{exporter} exporter wrote a model onnx.checker rejects: {str(exc).splitlines()[0]}")
+        return None
+    onnx.save(proto, str(tmp))
+    return len(proto.graph.node)
+
+
+def _verify_or_note(model: nn.Module, tmp: Path, feeds: list, rtol: float, exporter: str,
+                    errors: list[str]) -> float | None:
+    """The worst relative deviation from torch, or None when the graph does not verify (reason added to ``errors``)."""
+    try:
+        return _verify(model, tmp, feeds, rtol)
+    except ModelError as exc:
+        errors.append(f"{exporter} exporter: {exc}")
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from edgeopt.errors import InputError
 
 __all__ = ["METRICS", "Metrics", "compute_metrics", "metric_name"]
 
-MetricSpec = Union[str, Callable[[np.ndarray, np.ndarray], float]]
+MetricSpec = str | Callable[[np.ndarray, np.ndarray], float]
 
 # metric name -> averaging used for F1 / precision / recall
 METRICS: dict[str, str] = {

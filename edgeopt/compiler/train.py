@@ -1,9 +1,11 @@
-"""Prediction, evaluation and the training loop shared by ``train`` and ``distill``."""
+"""Prediction, evaluation and edgeopt's one training loop (``fit``), used by ``train`` (plain
+cross-entropy: the bundled examples' teachers, the tests' models) and ``distill``."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeopt._validate import choice, number
 from edgeopt.compiler.data import make_loader, to_arrays
 from edgeopt.compiler.metrics import Metrics, MetricSpec, compute_metrics, metric_name
-from edgeopt.errors import InputError
 
 __all__ = ["evaluate", "fit", "predict_labels", "predict_logits", "train"]
+
+_SCHEDULES = ("constant", "cosine")
 
 
 def predict_logits(model: nn.Module, X: Any, *, batch_size: int = 1024) -> torch.Tensor:
@@ -46,11 +50,59 @@ def evaluate(model: nn.Module, data: Any, metric: MetricSpec = "f1_macro") -> Me
     return compute_metrics(y, predict_labels(model, X), metric)
 
 
-def _check_positive(name: str, value: Any, kind: type = int, *, owner: str) -> None:
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool) and value > 0
-    if not ok:
-        what = "a number > 0" if kind is float else "an int >= 1"
-        raise InputError(f"The '{name}' parameter of {owner} must be {what}. Got {value!r} instead.")
+@dataclass(frozen=True)
+class _Loss:
+    """Cross-entropy on the labels, mixed with the teacher's softened outputs when a batch carries them."""
+
+    alpha: float
+    temperature: float
+
+    def __call__(self, out: torch.Tensor, batch: list[torch.Tensor]) -> torch.Tensor:
+        loss = F.cross_entropy(out, batch[1])
+        if len(batch) > 2:  # the teacher's logits
+            t = self.temperature
+            kd = F.kl_div(F.log_softmax(out / t, -1), F.log_softmax(batch[2] / t, -1), log_target=True,
+                          reduction="batchmean") * (t * t)
+            loss = self.alpha * loss + (1 - self.alpha) * kd
+        return loss
+
+
+def _check_fit_args(owner: str, *, epochs: Any, batch_size: Any, patience: Any, lr: Any, temperature: Any,
+                    alpha: Any, schedule: Any, metric: MetricSpec) -> None:
+    where = f"{owner}()"
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        number(value, where, key, minimum=1, integer=True)
+    for key, value in (("lr", lr), ("temperature", temperature)):
+        number(value, where, key, minimum=0, min_exclusive=True)
+    number(alpha, where, "alpha", minimum=0, maximum=1)
+    choice(schedule, where, "schedule", _SCHEDULES)
+    metric_name(metric)
+
+
+def _run_epoch(student: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: _Loss) -> None:
+    """One pass over the loader: forward, loss, backward, step (and the schedule's step per batch)."""
+    student.train()
+    for batch in loader:
+        loss = loss_fn(student(batch[0]), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+class _Best:
+    """The best validation score so far, its weights, and the epochs since it improved."""
+
+    def __init__(self) -> None:
+        self.score, self.state, self.stale, self.history = -np.inf, None, 0, []
+
+    def update(self, student: nn.Module, score: float) -> None:
+        self.history.append(score)
+        if score > self.score:
+            self.score, self.stale, self.state = score, 0, copy.deepcopy(student.state_dict())
+        else:
+            self.stale += 1
 
 
 def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None = None, epochs: int = 20,
@@ -58,7 +110,8 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
         seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
         callback: Callable[[int, float], Any] | None = None, owner: str = "fit", schedule: str = "constant",
         restore_best: bool = True) -> tuple[float, list[float]]:
-    """The loop: Adam, early stopping on the validation score, best weights restored at the end
+    """edgeopt's one training loop: Adam over seeded shuffled batches, validation score per epoch,
+    early stopping after ``patience`` epochs without improvement, best weights restored at the end
     (also when ``callback`` raises, e.g. ``optuna.TrialPruned``; its exception propagates).
 
     Loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T) with a teacher,
@@ -68,14 +121,8 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     (a final fine-tune whose plan was already chosen on validation should not be selected on it
     again) and early stopping is off. Returns (best score, per-epoch scores).
     """
-    if schedule not in ("constant", "cosine"):
-        raise InputError(f"The 'schedule' parameter of {owner} must be 'constant' or 'cosine'. Got {schedule!r} instead.")
-    for name, v, kind in (("epochs", epochs, int), ("batch_size", batch_size, int), ("patience", patience, int),
-                          ("lr", lr, float), ("temperature", temperature, float)):
-        _check_positive(name, v, kind, owner=owner)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InputError(f"The 'alpha' parameter of {owner} must be a float in [0, 1]. Got {alpha!r} instead.")
-    metric_name(metric)
+    _check_fit_args(owner, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr, temperature=temperature,
+                    alpha=alpha, schedule=schedule, metric=metric)
     Xtr, ytr = to_arrays(train, name="train")
     Xva, yva = to_arrays(val, name="val")
     torch.manual_seed(seed)
@@ -85,45 +132,30 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     loader = make_loader(Xtr, ytr, *extra, batch_size=batch_size, shuffle=True, seed=seed)
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
-    best, best_state, history, stale = -np.inf, None, [], 0
+    loss_fn, best = _Loss(float(alpha), float(temperature)), _Best()
     try:
         for epoch in range(epochs):
-            student.train()
-            for batch in loader:
-                xb, yb = batch[0], batch[1]
-                out = student(xb)
-                loss = F.cross_entropy(out, yb)
-                if extra:
-                    t = temperature
-                    kd = F.kl_div(F.log_softmax(out / t, -1), F.log_softmax(batch[2] / t, -1), log_target=True,
-                                  reduction="batchmean") * (t * t)
-                    loss = alpha * loss + (1 - alpha) * kd
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
+            _run_epoch(student, loader, opt, sched, loss_fn)
             score = compute_metrics(yva, predict_labels(student, Xva), metric).score
-            history.append(score)
-            if score > best:
-                best, stale = score, 0
-                best_state = copy.deepcopy(student.state_dict())
-            else:
-                stale += 1
+            best.update(student, score)
             if callback is not None:
                 callback(epoch, score)
-            if stale >= patience and restore_best:
+            if best.stale >= patience and restore_best:
                 break
     finally:
-        if best_state is not None and restore_best:
-            student.load_state_dict(best_state)
+        if best.state is not None and restore_best:
+            student.load_state_dict(best.state)
         student.eval()
-    return float(best), history
+    return float(best.score), best.history
 
 
 def train(model: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 64,
-          patience: int = 5, seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-          callback: Callable[[int, float], Any] | None = None) -> float:
-    """Plain supervised training (cross-entropy) with the same loop; returns the best val score."""
-    return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, alpha=1.0, patience=patience,
-               seed=seed, metric=metric, weight_decay=weight_decay, callback=callback, owner="train")[0]
+          patience: int | None = 5, seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
+          callback: Callable[[int, float], Any] | None = None, restore_best: bool = True) -> float:
+    """Plain supervised training (cross-entropy) with the same loop; returns the best val score.
+
+    ``patience=None`` runs every epoch (no early stop); ``restore_best=False`` keeps the last weights.
+    Used by the bundled examples and the tests to train their teachers."""
+    return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, alpha=1.0,
+               patience=epochs if patience is None else patience, seed=seed, metric=metric,
+               weight_decay=weight_decay, callback=callback, owner="train", restore_best=restore_best)[0]

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from edgeopt._io import atomic_path, cache_dir
 from edgeopt.errors import InputError
 
 log = logging.getLogger(__name__)
 
-
-def cache_dir() -> Path:
-    """Where trained examples (and other reusable results) are kept: $EDGEOPT_CACHE_DIR or ~/.cache/edgeopt."""
-    root = os.environ.get("EDGEOPT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgeopt"
-    )
-    return Path(root)
+# Part of the cache key: bump it when the way teachers are trained changes, so a cached teacher is
+# never one the current code would not train. "fit-1": compiler.train.train (the one loop).
+TEACHER_RECIPE = "fit-1"
 
 
 def _split(X: np.ndarray, y: np.ndarray, seed: int = 0):
@@ -34,8 +29,12 @@ def _split(X: np.ndarray, y: np.ndarray, seed: int = 0):
 
     X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)
     X_val, X_te, y_val, y_te = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed)
-    f = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    i = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    def f(a):
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def i(a):
+        return np.ascontiguousarray(a, dtype=np.int64)
+
     return (f(X_tr), i(y_tr)), (f(X_val), i(y_val)), (f(X_te), i(y_te))
 
 
@@ -115,7 +114,6 @@ class Example:
     model: Callable[[], object]
     epochs: int
     lr: float = 1e-3
-    class_weight: bool = False
 
 
 EXAMPLES: dict[str, Example] = {
@@ -142,35 +140,12 @@ def example_names() -> list[str]:
 
 
 def _train(model, train, val, *, epochs: int, lr: float, seed: int):
-    """Plain supervised training, deterministic on CPU; keeps the best validation macro-F1 weights."""
-    import copy
+    """Train a teacher with the one loop: cross-entropy, every epoch run, the best-validation macro-F1
+    weights kept; deterministic on CPU. (Kept for ``benchmarks/compare.py``; call
+    ``edgeopt.compiler.train.train(..., patience=None)`` directly.)"""
+    from edgeopt.compiler.train import train as train_model
 
-    import torch
-    from sklearn.metrics import f1_score
-
-    torch.manual_seed(seed)
-    X, y = (torch.from_numpy(a) for a in train)
-    Xv, yv = val
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    best, best_state = -1.0, None
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            pred = model(torch.from_numpy(Xv)).argmax(1).numpy()
-        score = f1_score(yv, pred, average="macro")
-        if score > best:
-            best, best_state = score, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    model.eval()
+    train_model(model, train, val, epochs=epochs, lr=lr, seed=seed, patience=None, metric="f1_macro")
     return model
 
 
@@ -178,6 +153,7 @@ def load_example(name: str, *, seed: int = 0):
     """Build the named example Task; the teacher is trained once and cached by content hash."""
     import torch
 
+    from edgeopt.compiler.train import train as train_model
     from edgeopt.search.task import Task
 
     if name not in EXAMPLES:
@@ -186,7 +162,7 @@ def load_example(name: str, *, seed: int = 0):
     train, val, test = ex.data()
     model = ex.model()
     key = hashlib.sha256(
-        f"{ex.name}|{ex.epochs}|{ex.lr}|{seed}|{torch.__version__}|{train[0].shape}|{float(train[0].sum()):.6f}|{model}".encode()
+        f"{ex.name}|{TEACHER_RECIPE}|{ex.epochs}|{ex.lr}|{seed}|{torch.__version__}|{train[0].shape}|{float(train[0].sum()):.6f}|{model}".encode()
     ).hexdigest()[:16]
     path = cache_dir() / "examples" / f"{name}-{key}.pt"
     if path.exists():
@@ -199,9 +175,8 @@ def load_example(name: str, *, seed: int = 0):
         log.info("training example %s (once; cached in %s)", name, path.parent)
         torch.manual_seed(seed)
         model = ex.model()
-        _train(model, train, val, epochs=ex.epochs, lr=ex.lr, seed=seed)
+        train_model(model, train, val, epochs=ex.epochs, lr=ex.lr, seed=seed, patience=None, metric="f1_macro")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
     return Task(model, train=train, val=val, test=test, metric=ex.metric, name=name, description=ex.description)

@@ -1,34 +1,26 @@
 """The per-layer search space: a format per decomposable layer and its rank, declared side by side.
 
-Ranks are ordered, so they are sampled with ``suggest_int(..., log=True)`` (never categorical
-indices), bounded by the rank above which the format stops saving anything for that layer.
+The formats come from the registry (``edgeopt.compiler.formats``): a layer is offered every
+registered format it allows, in registration order; each handler says whether its format has a
+rank, the largest rank worth searching on the layer (``max_search_rank``) and the plan entry of
+a rank (``plan_entry``). Nothing here names a format but the default one, ``DEFAULT_FORMAT``
+(dense), which every layer may keep. Ranks are ordered, so they are sampled with
+``suggest_int(..., log=True)`` (never categorical indices).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# A TT layer with bonds above this loses to dense on CPUs (every core adds nodes and the
-# contraction becomes compute-bound), so the search does not spend trials there.
-DEFAULT_MAX_TT_RANK = 32
-DEFAULT_MAX_LOWRANK = 256
+from edgeopt.compiler.formats import DEFAULT_FORMAT, FormatHandler, get_handler, registered_handlers
 
 
 def plan_key(plan: dict[str, Any]) -> str:
     """A canonical string for a plan, used to cache measurements by plan."""
     return json.dumps(plan, sort_keys=True, separators=(",", ":"))
-
-
-def _max_rank(spec: Any, fmt: str) -> int:
-    """The largest rank worth trying for ``fmt`` on the layer ``spec`` describes (0: not offered)."""
-    caps = getattr(spec, "max_rank", None) or getattr(spec, "max_ranks", None) or {}
-    if isinstance(caps, dict):
-        value = caps.get(fmt, 0)
-    else:  # a single number for every format
-        value = caps
-    return int(value or 0)
 
 
 @dataclass
@@ -41,34 +33,51 @@ class LayerChoice:
         return {"name": self.name, "formats": list(self.formats), "ranks": {k: list(v) for k, v in self.rank_bounds.items()}}
 
 
+def _rank_limit(handler: FormatHandler, name: str, spec: Any, rank_limits: dict[str, int] | None,
+                rank_caps: dict[tuple[str, str], int] | None) -> int:
+    """The largest rank searched for ``handler``'s format on layer ``name`` (0: not offered)."""
+    hi = handler.max_search_rank(spec)
+    if rank_limits and handler.name in rank_limits:
+        hi = min(hi, rank_limits[handler.name])
+    if rank_caps and (name, handler.name) in rank_caps:  # e.g. the rank above which the layer alone busts the size budget
+        hi = min(hi, rank_caps[(name, handler.name)])
+    return hi
+
+
 class SearchSpace:
-    """Formats and rank ranges per layer, built from ``decomposable_layers(model)``."""
+    """Formats and rank ranges per layer, built from ``decomposable_layers(model)``.
+
+    ``formats`` restricts the registered formats offered (all by default; the default format is
+    always offered); ``rank_limits`` lowers a format's ``search_rank_limit``; ``rank_caps`` bounds
+    the rank per ``(layer, format)``.
+    """
 
     def __init__(
         self,
         layers: dict[str, Any],
         *,
-        formats: tuple[str, ...] = ("dense", "lowrank", "tt"),
-        max_tt_rank: int = DEFAULT_MAX_TT_RANK,
-        max_lowrank: int = DEFAULT_MAX_LOWRANK,
+        formats: Iterable[str] | None = None,
+        rank_limits: dict[str, int] | None = None,
         precisions: tuple[str, ...] = ("fp32",),
         rank_caps: dict[tuple[str, str], int] | None = None,
     ) -> None:
+        wanted = None if formats is None else set(formats)
         self.choices: list[LayerChoice] = []
         for name, spec in layers.items():
-            allowed = tuple(getattr(spec, "formats", ("dense", "lowrank", "tt")))
+            allowed = getattr(spec, "formats", None)
             bounds: dict[str, tuple[int, int]] = {}
-            offered = ["dense"]
-            for fmt in ("lowrank", "tt"):
-                if fmt not in formats or fmt not in allowed:
+            offered = [DEFAULT_FORMAT]
+            for handler in registered_handlers():
+                fmt = handler.name
+                if fmt == DEFAULT_FORMAT or (wanted is not None and fmt not in wanted) or \
+                        (allowed is not None and fmt not in allowed):
                     continue
-                hi = _max_rank(spec, fmt)
-                hi = min(hi, max_tt_rank if fmt == "tt" else max_lowrank)
-                if rank_caps and (name, fmt) in rank_caps:  # e.g. the rank above which the layer alone busts the size budget
-                    hi = min(hi, rank_caps[(name, fmt)])
-                if hi >= 1:
+                if handler.has_rank:
+                    hi = _rank_limit(handler, name, spec, rank_limits, rank_caps)
+                    if hi < 1:
+                        continue
                     bounds[fmt] = (1, hi)
-                    offered.append(fmt)
+                offered.append(fmt)
             if len(offered) > 1:
                 self.choices.append(LayerChoice(name, tuple(offered), bounds))
         self.precisions = tuple(precisions)
@@ -81,29 +90,30 @@ class SearchSpace:
         plan: dict[str, Any] = {}
         for choice in self.choices:
             fmt = trial.suggest_categorical(f"{choice.name}.format", list(choice.formats))
-            if fmt == "dense":
-                plan[choice.name] = {"format": "dense"}
+            if fmt not in choice.rank_bounds:
+                plan[choice.name] = get_handler(fmt).plan_entry()
                 continue
             lo, hi = choice.rank_bounds[fmt]
             rank = trial.suggest_int(f"{choice.name}.{fmt}_rank", lo, hi, log=True)
-            plan[choice.name] = {"format": "lowrank", "rank": rank} if fmt == "lowrank" else {"format": "tt", "ranks": rank}
+            plan[choice.name] = get_handler(fmt).plan_entry(rank)
         return plan
 
     def uniform_plan(self, fmt: str, rank: int, only: set[str] | None = None) -> dict[str, Any]:
         """Every layer (of ``only``, if given) that offers ``fmt`` at ``min(rank, its cap)``; the others dense."""
+        handler, default = get_handler(fmt), get_handler(DEFAULT_FORMAT).plan_entry()
         plan: dict[str, Any] = {}
         for c in self.choices:
-            if fmt in c.formats and (only is None or c.name in only):
-                r = max(1, min(rank, c.rank_bounds[fmt][1]))
-                plan[c.name] = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
+            if fmt in c.rank_bounds and (only is None or c.name in only):
+                plan[c.name] = handler.plan_entry(max(1, min(rank, c.rank_bounds[fmt][1])))
             else:
-                plan[c.name] = {"format": "dense"}
+                plan[c.name] = dict(default)
         return plan
 
-    def largest_uniform_plan(self, fmt: str, fits: Any, only: set[str] | None = None) -> dict[str, Any] | None:
+    def largest_uniform_plan(self, fmt: str, fits: Callable[[dict[str, Any]], bool],
+                             only: set[str] | None = None) -> dict[str, Any] | None:
         """The uniform-rank plan of ``fmt`` (over ``only``, if given) with the largest rank for which
         ``fits(plan)`` holds."""
-        his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.formats and (only is None or c.name in only)]
+        his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.rank_bounds and (only is None or c.name in only)]
         if not his:
             return None
         lo, hi = 1, max(his)
@@ -118,11 +128,11 @@ class SearchSpace:
         """The Optuna parameters that make ``sample`` return ``plan`` (for ``study.enqueue_trial``)."""
         params: dict[str, Any] = {}
         for c in self.choices:
-            entry = plan.get(c.name, {"format": "dense"})
+            entry = plan.get(c.name, {"format": DEFAULT_FORMAT})
             fmt = entry["format"]
             params[f"{c.name}.format"] = fmt
-            if fmt != "dense":
-                params[f"{c.name}.{fmt}_rank"] = int(entry.get("rank", entry.get("ranks")))
+            if fmt in c.rank_bounds:
+                params[f"{c.name}.{fmt}_rank"] = int(get_handler(fmt).rank_of(entry))
         if len(self.precisions) > 1:
             params["precision"] = precision
         return params

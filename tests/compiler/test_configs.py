@@ -8,7 +8,7 @@ pytestmark = pytest.mark.compile
 
 pytest.importorskip("torch")
 
-from edgeopt.compiler.formats import (  # noqa: E402
+from edgeopt.compiler.formats import (  # noqa: E402  (imported after the importorskip guards)
     DenseConfig,
     LowRankConfig,
     TTConfig,
@@ -18,13 +18,20 @@ from edgeopt.compiler.formats import (  # noqa: E402
     resolve_ranks,
     validate_rank_spec,
 )
-from edgeopt.errors import InputError  # noqa: E402
+from edgeopt.errors import InputError  # noqa: E402  (imported after the importorskip guards)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.0, 0.0, 1.5, True, "8", [2, 4, 1], [1, 0, 1], [1, 4], None])
 def test_rank_spec_rejected_with_one_clear_line(bad):
-    with pytest.raises(InputError, match=r"^The 'ranks' parameter of TTConfig must be .* Got .* instead\.$"):
-        TTConfig(ranks=bad)
+    with pytest.raises(InputError, match=r"^TTConfig: rank: expected an int >= 1, .*, found .*$"):
+        TTConfig(rank=bad)
+
+
+def test_the_one_message_template():
+    with pytest.raises(InputError) as err:
+        TTConfig(rank=-3)
+    assert str(err.value) == ("TTConfig: rank: expected an int >= 1, a float in (0, 1) (relative error), or a list "
+                              "of ints >= 1 that starts and ends with 1, found an integer -3")
 
 
 def test_rank_forms_normalize_in_one_place():
@@ -41,21 +48,28 @@ def test_rank_forms_normalize_in_one_place():
 
 
 def test_plan_entries_parse_from_dicts_aliases_and_names():
-    assert parse_config({"format": "tt", "rank": 4}) == TTConfig(ranks=4)
-    assert parse_config({"format": "tt", "ranks": [1, 4, 1]}).ranks == (1, 4, 1)
+    assert parse_config({"format": "tt", "rank": 4}) == TTConfig(rank=4)
     assert parse_config({"format": "lowrank", "rank": 0.1}) == LowRankConfig(rank=0.1)
     assert parse_config("dense") == DenseConfig()
-    assert TTConfig(ranks=4, in_modes=[8, 8]).to_dict() == {"format": "tt", "ranks": 4, "in_modes": [8, 8]}
+    assert TTConfig(rank=4, in_modes=[8, 8]).to_dict() == {"format": "tt", "rank": 4, "in_modes": [8, 8]}
+
+
+@pytest.mark.parametrize("fmt", ["lowrank", "tt"])
+def test_ranks_is_a_deprecated_alias_of_the_one_rank_key(fmt):
+    with pytest.warns(DeprecationWarning, match="'ranks' is deprecated: write 'rank'"):
+        config = parse_config({"format": fmt, "ranks": [1, 4, 1]})
+    assert config.rank == (1, 4, 1)
+    assert config.to_dict() == {"format": fmt, "rank": [1, 4, 1]}  # always written under the one key
 
 
 @pytest.mark.parametrize("entry,match", [
-    ({"format": "svd"}, "Unknown format 'svd'"),
-    ({"rank": 3}, "must name its 'format'"),
-    ({"format": "lowrank", "rank": -3}, r"The 'rank' parameter of LowRankConfig for layer 'fc1' must be .* Got -3"),
-    ({"format": "lowrank", "rank": 3, "alpha": 1}, "The 'alpha' parameter of LowRankConfig for layer 'fc1'"),
+    ({"format": "svd"}, r"^plan\['fc1'\]: format: expected one of 'dense', 'lowrank', 'tt', found a string 'svd'$"),
+    ({"rank": 3}, r"^plan\['fc1'\]: format: expected one of .*, found nothing$"),
+    ({"format": "lowrank", "rank": -3}, r"^LowRankConfig, layer 'fc1': rank: expected an int >= 1, .*, found an integer -3$"),
+    ({"format": "lowrank", "rank": 3, "alpha": 1}, r"^LowRankConfig, layer 'fc1': alpha: expected one of \['rank'\]"),
     ({"format": "tt", "rank": 3, "ranks": 3}, "given once"),
     ({"format": "tt", "rank": 3, "in_modes": [8, 8], "out_modes": [4, 4, 4]}, "as many modes"),
-    ({"format": "tt", "rank": 3, "in_modes": [0, 8]}, "The 'in_modes' parameter"),
+    ({"format": "tt", "rank": 3, "in_modes": [0, 8]}, r"^TTConfig, layer 'fc1': in_modes: expected a list"),
 ])
 def test_bad_plan_entries(entry, match):
     with pytest.raises(InputError, match=match):

@@ -9,13 +9,13 @@ import pytest
 pytestmark = pytest.mark.compile
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402  (imported after the importorskip guards)
+from torch import nn  # noqa: E402  (imported after the importorskip guards)
 
-from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost  # noqa: E402
-from edgeopt.compiler.export import export_onnx, onnx_op_counts  # noqa: E402
-from edgeopt.compiler.layers import TTLinear  # noqa: E402
-from edgeopt.errors import InputError, ModelError  # noqa: E402
+from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.compiler.export import export_onnx, onnx_op_counts  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.compiler.layers import TTLinear  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.errors import InputError, ModelError  # noqa: E402  (imported after the importorskip guards)
 
 
 class Block(nn.Module):
@@ -64,7 +64,7 @@ def test_nested_batchnorm_residual_tied_and_functional():
     model = Net().eval()
     x = torch.randn(*X)
     plan = {"stem": {"format": "tt", "rank": 100}, "body.1.0.conv": {"format": "lowrank", "rank": 72},
-            "fc": {"format": "lowrank", "rank": 8}, "alias": {"format": "tt", "ranks": [1, 100, 1]},
+            "fc": {"format": "lowrank", "rank": 8}, "alias": {"format": "tt", "rank": [1, 100, 1]},
             "head": {"format": "dense"}}
     student = decompose(model, plan, example_input=x).eval()
     torch.testing.assert_close(student(x), model(x), rtol=1e-4, atol=1e-5)  # full ranks: same function
@@ -112,7 +112,7 @@ def test_tied_names_with_different_formats_conflict():
 
 
 def test_conv_rejects_modes_and_plan_type_checked():
-    with pytest.raises(ModelError, match="'in_modes' parameter of TTConfig for layer 'stem'"):
+    with pytest.raises(ModelError, match="^TTConfig, layer 'stem': in_modes: expected"):
         decompose(Net(), {"stem": {"format": "tt", "rank": 2, "in_modes": [3, 1]}})
     with pytest.raises(InputError, match="A plan must be a dict"):
         decompose(Net(), [("fc", "dense")])
@@ -143,7 +143,7 @@ def test_prime_sizes_pad_and_round_trip(tmp_path):
 
 def test_named_modes_and_three_cores(tmp_path):
     model = nn.Sequential(nn.Linear(64, 60))
-    plan = {"0": {"format": "tt", "ranks": [1, 4, 4, 1], "in_modes": [4, 4, 4], "out_modes": [3, 4, 5]}}
+    plan = {"0": {"format": "tt", "rank": [1, 4, 4, 1], "in_modes": [4, 4, 4], "out_modes": [3, 4, 5]}}
     student = decompose(model, plan)
     rep = layer_reports(student)[0]
     assert rep.in_modes == (4, 4, 4) and rep.out_modes == (3, 4, 5) and rep.ranks == (1, 4, 4, 1)

@@ -8,10 +8,11 @@ pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402
-from edgeopt.runtime.targets import Target  # noqa: E402
-from edgeopt.search.loop import MIB, _rank_caps  # noqa: E402
-from edgeopt.search.space import SearchSpace  # noqa: E402
+from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, registered_handlers  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.runtime.targets import Target  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.search.loop import MIB, _rank_caps  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.search.space import SearchSpace  # noqa: E402  (imported after the importorskip guards)
 
 
 def _model():
@@ -35,10 +36,10 @@ def test_rank_caps_keep_every_layer_alone_within_the_size_budget():
     for (name, fmt), cap in caps.items():
         if cap == 0:
             continue
-        entry = {"format": "lowrank", "rank": cap} if fmt == "lowrank" else {"format": "tt", "ranks": cap}
+        entry = get_handler(fmt).plan_entry(cap)
         assert plan_cost(model, {name: entry}).layers[name].params <= limit
         if cap < layers[name].max_rank[fmt]:  # the cap is the largest such rank
-            bigger = dict(entry, **({"rank": cap + 1} if fmt == "lowrank" else {"ranks": cap + 1}))
+            bigger = get_handler(fmt).plan_entry(cap + 1)
             assert plan_cost(model, {name: bigger}).layers[name].params > limit
     space = SearchSpace(layers, rank_caps=caps)
     for choice in space.choices:
@@ -55,17 +56,20 @@ def test_largest_uniform_plan_is_the_largest_that_fits_and_round_trips_through_o
     def fits(plan):
         return plan_cost(model, plan).params <= limit
 
-    plan = space.largest_uniform_plan("lowrank", fits)
-    assert plan is not None and fits(plan)
-    ranks = {e["rank"] for e in plan.values() if e["format"] == "lowrank"}
-    r = max(ranks)
-    assert not fits(space.uniform_plan("lowrank", r + 1))
-    assert space.largest_uniform_plan("lowrank", lambda p: False) is None
+    for handler in registered_handlers():
+        if not handler.has_rank:
+            continue
+        plan = space.largest_uniform_plan(handler.name, fits)
+        assert plan is not None and fits(plan)
+        ranks = {e["rank"] for e in plan.values() if e["format"] == handler.name}
+        r = max(ranks)
+        assert r == space.choices[0].rank_bounds[handler.name][1] or not fits(space.uniform_plan(handler.name, r + 1))
+        assert space.largest_uniform_plan(handler.name, lambda p: False) is None
 
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(space.trial_params(plan))
-    trial = study.ask()
-    assert space.sample(trial) == plan
+        study = optuna.create_study(direction="maximize")
+        study.enqueue_trial(space.trial_params(plan))
+        trial = study.ask()
+        assert space.sample(trial) == plan
 
 
 def test_sampled_ranks_are_logarithmic_ints_within_bounds():
@@ -78,12 +82,26 @@ def test_sampled_ranks_are_logarithmic_ints_within_bounds():
         study.tell(trial, 0.0)
         for name, entry in plan.items():
             choice = next(c for c in space.choices if c.name == name)
-            if entry["format"] != "dense":
-                r = entry.get("rank", entry.get("ranks"))
+            if entry["format"] != DEFAULT_FORMAT:
+                assert set(entry) == {"format", "rank"}  # the one rank key, for every format
+                r = entry["rank"]
                 lo, hi = choice.rank_bounds[entry["format"]]
                 assert isinstance(r, int) and lo <= r <= hi
     dist = study.trials[0].distributions
     assert any(getattr(d, "log", False) for d in dist.values())
+
+
+def test_rank_bounds_are_the_handlers_search_limits():
+    model = _model()
+    layers = decomposable_layers(model, _Task.example_input)
+    space = SearchSpace(layers)
+    for choice in space.choices:
+        assert choice.formats[0] == DEFAULT_FORMAT
+        for fmt, (lo, hi) in choice.rank_bounds.items():
+            assert lo == 1 and hi == get_handler(fmt).max_search_rank(layers[choice.name])
+    some = next(iter(space.choices[0].rank_bounds))
+    narrow = SearchSpace(layers, formats=[some], rank_limits={some: 2})
+    assert all(c.formats == (DEFAULT_FORMAT, some) and c.rank_bounds[some] == (1, 2) for c in narrow.choices)
 
 
 def test_layer_latency_estimate_uses_the_targets_performance_model():

@@ -2,29 +2,45 @@
 
 A new decomposition is one new :class:`FormatConfig` subclass plus one :class:`FormatHandler`
 registered with :func:`register_format`; ``decompose``, ``plan_cost`` and ``decomposable_layers``
-find it through the registry and need no change.
+find it through the registry and need no change. The handler also answers what the search, the
+report and the benchmarks ask about a format (its plan entry for a rank, the rank of an entry, its
+short label, the node count of its exported layer, the largest rank worth searching), so nothing
+outside this package spells a format's name.
+
+Every format with a rank takes it under one key, ``rank`` (an int for every bond, a per-bond list,
+or a float relative error); ``ranks`` is still read, as a deprecated alias, and never written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from edgeopt._validate import fail
 from edgeopt.errors import InputError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 BYTES_PER_PARAM = 4  # float32 artifacts
+DEFAULT_FORMAT = "dense"  # what a layer a plan does not name stays
+RANK_KEY = "rank"  # the one key of a rank in every plan entry and config
+DEPRECATED_RANK_KEYS = ("ranks",)  # still read (older plans and studies), normalized to RANK_KEY
 
 
 def param_error(owner: str, param: str, expected: str, got: Any, *, layer: str | None = None,
-                cls: type[Exception] = InputError) -> Exception:
-    """The one error template: ``The 'rank' parameter of TTConfig must be ... Got -3 instead.``"""
-    where = f" for layer '{layer}'" if layer else ""
-    return cls(f"The '{param}' parameter of {owner}{where} must be {expected}. Got {got!r} instead.")
+                cls: type[InputError] = InputError) -> InputError:
+    """A bad config value in ``edgeopt._validate``'s one template:
+    ``TTConfig, layer 'fc1': rank: expected an int >= 1 ..., found an integer -3``."""
+    return fail(_where(owner, layer), param, expected, got, error=cls)
+
+
+def _where(owner: str, layer: str | None) -> str:
+    return f"{owner}, layer '{layer}'" if layer else owner
 
 
 # --------------------------------------------------------------------------- layer geometry
@@ -123,15 +139,21 @@ class FormatConfig:
     aliases: ClassVar[dict[str, str]] = {}  # accepted spelling -> field name, e.g. "rank" -> "ranks"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, layer: str | None = None) -> FormatConfig:
+    def from_dict(cls, d: Mapping[str, Any], *, layer: str | None = None) -> FormatConfig:
         d = dict(d)
-        for alias, name in cls.aliases.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        aliases = dict(cls.aliases)
+        if RANK_KEY in names:
+            aliases.update(dict.fromkeys(DEPRECATED_RANK_KEYS, RANK_KEY))
+        for alias, name in aliases.items():
             if alias in d:
                 if name in d:
                     raise param_error(cls.__name__, alias, f"given once (it is another name for '{name}')",
                                       d[alias], layer=layer)
+                if alias in DEPRECATED_RANK_KEYS:
+                    warnings.warn(f"plan entry key '{alias}' is deprecated: write '{RANK_KEY}'", DeprecationWarning,
+                                  stacklevel=3)
                 d[name] = d.pop(alias)
-        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - {"format"})
         if unknown:
             raise param_error(cls.__name__, unknown[0], f"one of {sorted(names) or '(no options)'}",
@@ -140,9 +162,9 @@ class FormatConfig:
         try:
             return cls(**kwargs)
         except InputError as exc:
-            if layer and " for layer " not in str(exc):
-                msg = str(exc).replace(f"of {cls.__name__} ", f"of {cls.__name__} for layer '{layer}' ", 1)
-                raise type(exc)(msg) from None
+            prefix = f"{cls.__name__}: "
+            if layer and str(exc).startswith(prefix):
+                raise type(exc)(_where(cls.__name__, layer) + ": " + str(exc)[len(prefix):]) from None
             raise
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,20 +177,78 @@ class FormatConfig:
 
 
 class FormatHandler:
-    """Turns a layer and a config into a module (``build``) or into a cost (``cost``).
+    """Everything edgeopt knows about one format, answered for whoever asks.
 
-    ``kinds`` lists the layer kinds the handler supports; ``check`` returns a reason when a
-    particular layer cannot take the format (``None`` when it can).
+    Building and costing: ``build`` turns a layer and a config into a module, ``cost`` into
+    parameters and MACs without building anything; ``kinds`` lists the layer kinds the handler
+    supports and ``check`` returns a reason when a particular layer cannot take the format.
+
+    Asked by the search, the report and the benchmarks: ``has_rank``, ``plan_entry(rank)``,
+    ``rank_of(entry)``, ``short_label(entry)``, ``onnx_node_count(kind, ranks)``,
+    ``max_rank(spec)`` (where the format stops saving parameters) and ``max_search_rank(spec)``
+    (the largest rank the search tries: that, capped by ``search_rank_limit``).
     """
 
     config_cls: ClassVar[type[FormatConfig]]
     kinds: ClassVar[tuple[str, ...]] = ("linear", "conv1d", "conv2d")
+    label: ClassVar[str] = ""  # prefix of the short label in reports ("lr" -> "lr8"); the format name if empty
+    search_rank_limit: ClassVar[int | None] = None  # the search never tries a larger rank (None: no limit)
+
+    @property
+    def name(self) -> str:
+        return self.config_cls.format
+
+    @property
+    def has_rank(self) -> bool:
+        """Whether the format takes a rank (under ``RANK_KEY``)."""
+        return RANK_KEY in {f.name for f in dataclasses.fields(self.config_cls)}
+
+    def plan_entry(self, rank: Any = None) -> dict[str, Any]:
+        """The plan entry (a JSON-able dict) of this format at ``rank``, validated."""
+        if not self.has_rank:
+            if rank is not None:
+                raise param_error(self.config_cls.__name__, RANK_KEY, "no rank (the format has none)", rank)
+            return self.config_cls.from_dict({}).to_dict()
+        return self.config_cls.from_dict({RANK_KEY: rank}).to_dict()
+
+    def rank_of(self, entry: Mapping[str, Any] | FormatConfig) -> Any:
+        """The rank a config or plan entry gives (``rank``, or the deprecated ``ranks``), as written; None if none."""
+        if isinstance(entry, FormatConfig):
+            return getattr(entry, RANK_KEY, None)
+        for key in (RANK_KEY, *DEPRECATED_RANK_KEYS):
+            if key in entry:
+                return entry[key]
+        return None
+
+    def short_label(self, entry: Mapping[str, Any] | FormatConfig) -> str:
+        """How reports name a layer's format in a line: ``dense``, ``lr8``, ``tt12``, ``tt[1, 4, 1]``."""
+        rank = self.rank_of(entry)
+        prefix = self.label or self.name
+        if isinstance(rank, tuple):
+            rank = list(rank)
+        return prefix if rank is None else f"{prefix}{rank}"
+
+    def onnx_node_count(self, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True) -> int:  # pragma: no cover
+        """Nodes of the exported graph for one layer of ``kind`` in this format at bond ``ranks``
+        (``LayerReport.ranks``), with or without a bias."""
+        raise NotImplementedError
 
     def check(self, spec: LayerSpec) -> str | None:
-        return None if spec.kind in self.kinds else f"the '{self.config_cls.format}' format does not support {spec.kind} layers"
+        return None if spec.kind in self.kinds else f"the '{self.name}' format does not support {spec.kind} layers"
 
     def max_rank(self, spec: LayerSpec) -> int | None:
+        """The rank above which this format has more parameters than the dense layer (None: no rank)."""
         return None
+
+    def max_search_rank(self, spec: Any) -> int:
+        """The largest rank worth searching on this layer (0: not offered): ``spec.max_rank`` for
+        this format (as ``decomposable_layers`` found it) capped by ``search_rank_limit``."""
+        if not self.has_rank:
+            return 0
+        known = getattr(spec, "max_rank", None)
+        hi = known.get(self.name, 0) if isinstance(known, Mapping) else self.max_rank(spec)
+        hi = int(hi or 0)
+        return hi if self.search_rank_limit is None else min(hi, self.search_rank_limit)
 
     def cost(self, spec: LayerSpec, config: FormatConfig) -> LayerCost:  # pragma: no cover
         raise NotImplementedError
@@ -207,16 +287,49 @@ def register_format(handler_cls: type[FormatHandler]) -> type[FormatHandler]:
     return handler_cls
 
 
+def unregister_format(name: str) -> None:
+    """Remove a format from the registry (a plugin unloading, a test cleaning up)."""
+    _REGISTRY.pop(name, None)
+
+
 def registered_formats() -> tuple[str, ...]:
+    """The registered format names, in registration order (the search offers them in this order)."""
     return tuple(_REGISTRY)
 
 
-def get_handler(fmt: str | FormatConfig) -> FormatHandler:
-    name = fmt.format if isinstance(fmt, FormatConfig) else fmt
+def registered_handlers() -> tuple[FormatHandler, ...]:
+    """The registered handlers, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def get_handler(fmt: str | FormatConfig | Mapping[str, Any]) -> FormatHandler:
+    """The handler of a format name, a config, or a plan entry."""
+    if isinstance(fmt, FormatConfig):
+        name = fmt.format
+    elif isinstance(fmt, Mapping):
+        name = fmt.get("format")
+    else:
+        name = fmt
     try:
         return _REGISTRY[name]
-    except KeyError:
-        raise InputError(f"Unknown format {name!r}: expected one of {sorted(_REGISTRY)}.") from None
+    except (KeyError, TypeError):
+        raise fail("plan", "format", f"one of {', '.join(map(repr, _REGISTRY))}", name) from None
+
+
+def short_label(entry: Mapping[str, Any] | FormatConfig | str | None) -> str:
+    """A plan entry's label in one line of a report (``lr8``); tolerant of formats no longer registered."""
+    if entry is None or isinstance(entry, str):
+        entry = {"format": entry or DEFAULT_FORMAT}
+    handler = _REGISTRY.get(entry.format if isinstance(entry, FormatConfig) else entry.get("format"))
+    if handler is not None:
+        return handler.short_label(entry)
+    rank = next((entry[k] for k in (RANK_KEY, *DEPRECATED_RANK_KEYS) if k in entry), None)
+    return f"{entry.get('format')}{'' if rank is None else rank}"
+
+
+def layer_onnx_node_count(fmt: str, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True) -> int:
+    """Nodes of one exported layer of ``kind`` in format ``fmt`` at bond ``ranks`` (as ``LayerReport.ranks``)."""
+    return get_handler(fmt).onnx_node_count(kind, tuple(ranks) if ranks else None, bias=bias)
 
 
 def parse_config(entry: Any, *, layer: str | None = None) -> FormatConfig:
@@ -225,13 +338,15 @@ def parse_config(entry: Any, *, layer: str | None = None) -> FormatConfig:
         return entry
     if isinstance(entry, str):
         entry = {"format": entry}
-    if not isinstance(entry, dict):
-        where = f" for layer '{layer}'" if layer else ""
-        raise InputError(f"A plan entry{where} must be a dict with a 'format' key or a FormatConfig. Got {entry!r} instead.")
+    where = f"plan['{layer}']" if layer else "plan entry"
+    if not isinstance(entry, Mapping):
+        raise fail(where, "format", "a table with a 'format' key, or a FormatConfig", entry)
     if "format" not in entry:
-        where = f" for layer '{layer}'" if layer else ""
-        raise InputError(f"A plan entry{where} must name its 'format' (one of {sorted(_REGISTRY)}). Got {entry!r} instead.")
-    handler = get_handler(entry["format"])
+        raise fail(where, "format", f"one of {', '.join(map(repr, _REGISTRY))}", None)
+    try:
+        handler = _REGISTRY[entry["format"]]
+    except (KeyError, TypeError):
+        raise fail(where, "format", f"one of {', '.join(map(repr, _REGISTRY))}", entry["format"]) from None
     return handler.config_cls.from_dict(entry, layer=layer)
 
 

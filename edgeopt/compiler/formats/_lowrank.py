@@ -29,7 +29,6 @@ class LowRankConfig(FormatConfig):
     """
 
     format = "lowrank"
-    aliases = {"ranks": "rank"}
     rank: int | float | tuple[int, ...] = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +72,11 @@ def _params(spec: LayerSpec, r: int) -> int:
 @register_format
 class LowRankHandler(FormatHandler):
     config_cls = LowRankConfig
+    label = "lr"
+    search_rank_limit = 256
+
+    def onnx_node_count(self, kind: str, ranks=None, *, bias: bool = True) -> int:
+        return 2  # two Gemm/MatMul (linear) or two Conv, the bias folded into the second
 
     def max_rank(self, spec: LayerSpec) -> int:
         return uniform_max_rank(lambda r: _params(spec, r), _full_rank(spec), spec.params)
@@ -91,7 +95,7 @@ class LowRankHandler(FormatHandler):
             exact = True
         per_pos = rank * spec.in_size * spec.kernel_numel, rank * spec.out_size
         macs = (per_pos[0] + per_pos[1]) * spec.positions("out")
-        return LayerCost("lowrank", _params(spec, rank), macs, (1, rank, 1), exact)
+        return LayerCost(self.name, _params(spec, rank), macs, (1, rank, 1), exact)
 
     def build(self, module, spec, config):
         import torch
@@ -118,4 +122,4 @@ class LowRankHandler(FormatHandler):
             if spec.bias:
                 new.second.bias.copy_(module.bias.detach())
         cost = self.cost(spec, config, rank)
-        return new, make_report(spec, "lowrank", cost, rel_error(w, new.reconstruct()))
+        return new, make_report(spec, self.name, cost, rel_error(w, new.reconstruct()))

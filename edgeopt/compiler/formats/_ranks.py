@@ -18,18 +18,18 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from edgeopt.compiler.formats._base import param_error
 
-RankSpec = Union[int, float, tuple[int, ...]]
+RankSpec = int | float | tuple[int, ...]
 
 RANK_EXPECTED = "an int >= 1, a float in (0, 1) (relative error), or a list of ints >= 1 that starts and ends with 1"
 
 
-def validate_rank_spec(spec: Any, *, owner: str, param: str = "ranks", n_bonds: int | None = None) -> RankSpec:
+def validate_rank_spec(spec: Any, *, owner: str, param: str = "rank", n_bonds: int | None = None) -> RankSpec:
     """Check a rank spec's form (no layer needed) and return it canonical: int, float or tuple."""
     if isinstance(spec, bool):
         raise param_error(owner, param, RANK_EXPECTED, spec)
@@ -52,7 +52,7 @@ def validate_rank_spec(spec: Any, *, owner: str, param: str = "ranks", n_bonds: 
     raise param_error(owner, param, RANK_EXPECTED, spec)
 
 
-def resolve_ranks(spec: RankSpec, max_ranks: Sequence[int], *, owner: str, param: str = "ranks",
+def resolve_ranks(spec: RankSpec, max_ranks: Sequence[int], *, owner: str, param: str = "rank",
                   layer: str | None = None, shape: Sequence[int] | None = None) -> tuple[tuple[int, ...], bool]:
     """Turn a spec into ``(1, r1, ..., 1)`` for bonds whose maxima are ``max_ranks``.
 

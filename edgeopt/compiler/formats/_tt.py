@@ -85,10 +85,10 @@ class TTConfig(FormatConfig):
 
     Parameters
     ----------
-    ranks : int, float or list
+    rank : int, float or list
         An int r >= 1 (every internal bond ``min(r, bond max)``), a list ``(1, r1, ..., 1)`` (one per
         bond; 4 entries for a conv), or a float eps in (0, 1): TT-SVD truncated so that the relative
-        Frobenius error is <= eps. ``rank`` is accepted as another name.
+        Frobenius error is <= eps. A plan entry's ``ranks`` is still read as a deprecated alias.
     in_modes, out_modes : list of int, optional
         Linear only: factorizations of in/out features (products may exceed the size: zero
         padding). Chosen as balanced factorizations when omitted.
@@ -97,14 +97,13 @@ class TTConfig(FormatConfig):
     """
 
     format = "tt"
-    aliases = {"rank": "ranks"}
-    ranks: int | float | tuple[int, ...] = 0
+    rank: int | float | tuple[int, ...] = 0
     in_modes: tuple[int, ...] | None = None
     out_modes: tuple[int, ...] | None = None
     num_cores: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ranks", validate_rank_spec(self.ranks, owner="TTConfig", param="ranks"))
+        object.__setattr__(self, "rank", validate_rank_spec(self.rank, owner="TTConfig", param="rank"))
         for name in ("in_modes", "out_modes"):
             v = getattr(self, name)
             if v is None:
@@ -119,12 +118,12 @@ class TTConfig(FormatConfig):
         lengths = {len(v) for v in (self.in_modes, self.out_modes) if v is not None}
         if self.num_cores is not None:
             lengths.add(self.num_cores)
-        if isinstance(self.ranks, tuple) and (self.in_modes or self.out_modes or self.num_cores):
-            lengths.add(len(self.ranks) - 1)
+        if isinstance(self.rank, tuple) and (self.in_modes or self.out_modes or self.num_cores):
+            lengths.add(len(self.rank) - 1)
         if len(lengths) > 1:
             raise param_error("TTConfig", "in_modes", "as many modes as out_modes, num_cores and ranks-1 imply",
                               {"in_modes": self.in_modes, "out_modes": self.out_modes, "num_cores": self.num_cores,
-                               "ranks": self.ranks})
+                               "rank": self.rank})
 
 
 @dataclass(frozen=True)
@@ -143,8 +142,8 @@ def _num_cores(spec: LayerSpec, config: TTConfig | None) -> int:
             return len(config.out_modes)
         if config.num_cores:
             return config.num_cores
-        if isinstance(config.ranks, tuple):
-            return len(config.ranks) - 1
+        if isinstance(config.rank, tuple):
+            return len(config.rank) - 1
     return default_num_cores(spec.in_size, spec.out_size)
 
 
@@ -161,7 +160,7 @@ def _linear_modes(spec: LayerSpec, config: TTConfig | None) -> tuple[tuple[int, 
             continue
         f, reason = choose_modes(size, d)
         if f is None:
-            raise layer_error(spec.name, f"cannot use the 'tt' format: {reason}; name in_modes/out_modes in the plan")
+            raise layer_error(spec.name, f"cannot use the '{TTConfig.format}' format: {reason}; name in_modes/out_modes in the plan")
         modes[side] = f
     return modes["in"], modes["out"]
 
@@ -177,12 +176,21 @@ def _conv_shape(spec: LayerSpec) -> tuple[int, int, int]:
 @register_format
 class TTHandler(FormatHandler):
     config_cls = TTConfig
+    # A TT layer with bonds above this loses to dense on CPUs (every core adds nodes and the
+    # contraction becomes compute-bound), so the search does not spend trials there.
+    search_rank_limit = 32
+
+    def onnx_node_count(self, kind: str, ranks=None, *, bias: bool = True) -> int:
+        if kind != "linear":
+            return 3  # 1x1 conv -> k x k conv -> 1x1 conv (bias in the last)
+        cores = len(ranks) - 1 if ranks and len(ranks) > 1 else 2
+        return 2 * cores + 1 + int(bias)  # a Reshape and a MatMul per core, a Reshape out, the bias Add
 
     # ---- linear
     def _linear_plan(self, spec: LayerSpec, config: TTConfig, ranks_spec=None) -> _TTLinearPlan:
         in_modes, out_modes = _linear_modes(spec, config)
         shape = [m * n for m, n in zip(out_modes, in_modes)]
-        ranks, exact = resolve_ranks(config.ranks if ranks_spec is None else ranks_spec, tt_max_ranks(shape),
+        ranks, exact = resolve_ranks(config.rank if ranks_spec is None else ranks_spec, tt_max_ranks(shape),
                                      owner="TTConfig", layer=spec.name, shape=shape)
         return _TTLinearPlan(in_modes, out_modes, ranks, exact)
 
@@ -235,12 +243,12 @@ class TTHandler(FormatHandler):
         if spec.kind == "linear":
             plan = self._linear_plan(spec, config, ranks)
             _, macs = best_tt_order(plan.in_modes, plan.out_modes, plan.ranks)
-            return LayerCost("tt", _tt_linear_params(plan.in_modes, plan.out_modes, plan.ranks) + bias, macs,
+            return LayerCost(self.name, _tt_linear_params(plan.in_modes, plan.out_modes, plan.ranks) + bias, macs,
                              plan.ranks, plan.exact if ranks is None else True)
         ranks_, exact = self._conv_ranks(spec, config, ranks)
         cin, k, cout = _conv_shape(spec)
         macs = cin * ranks_[1] * spec.positions("in") + (ranks_[1] * k * ranks_[2] + ranks_[2] * cout) * spec.positions("out")
-        return LayerCost("tt", _tt_conv_params(_conv_shape(spec), ranks_) + bias, macs, ranks_,
+        return LayerCost(self.name, _tt_conv_params(_conv_shape(spec), ranks_) + bias, macs, ranks_,
                          exact if ranks is None else True)
 
     def _conv_ranks(self, spec: LayerSpec, config: TTConfig, ranks=None):
@@ -249,7 +257,7 @@ class TTHandler(FormatHandler):
                               "out channels)", config.in_modes or config.out_modes or config.num_cores, layer=spec.name,
                               cls=ModelError)
         shape = _conv_shape(spec)
-        return resolve_ranks(config.ranks if ranks is None else ranks, tt_max_ranks(shape), owner="TTConfig",
+        return resolve_ranks(config.rank if ranks is None else ranks, tt_max_ranks(shape), owner="TTConfig",
                              layer=spec.name, shape=shape)
 
     def build(self, module, spec, config):
@@ -269,7 +277,7 @@ class TTHandler(FormatHandler):
             # same tensor also feeds the tolerance-based ranks (and large layers can use randomized SVD).
             t = full.reshape(*m, *n).transpose([i for k in range(d) for i in (k, d + k)])
             t = t.reshape([m[k] * n[k] for k in range(d)])
-            ranks = tt_ranks_for_tolerance(t, config.ranks) if isinstance(config.ranks, float) else plan.ranks
+            ranks = tt_ranks_for_tolerance(t, config.rank) if isinstance(config.rank, float) else plan.ranks
             factors = tt_svd(t, ranks)
             cores = [torch.from_numpy(np.ascontiguousarray(f)).reshape(f.shape[0], m[k], n[k], f.shape[-1])
                      for k, f in enumerate(factors)]
@@ -279,8 +287,8 @@ class TTHandler(FormatHandler):
             extra = {"in_modes": n, "out_modes": m}
         else:
             t = w.reshape(spec.out_size, spec.in_size, -1).permute(1, 2, 0).cpu().numpy().astype(dt)
-            if isinstance(config.ranks, float):
-                ranks = tt_ranks_for_tolerance(t, config.ranks)
+            if isinstance(config.rank, float):
+                ranks = tt_ranks_for_tolerance(t, config.rank)
             else:
                 ranks, _ = self._conv_ranks(spec, config)
             factors = tt_svd(t, ranks)
@@ -293,7 +301,7 @@ class TTHandler(FormatHandler):
             with torch.no_grad():
                 (new.bias if spec.kind == "linear" else new.last.bias).copy_(module.bias.detach())
         cost = self.cost(spec, config, tuple(ranks))
-        return new, make_report(spec, "tt", cost, rel_error(w, new.reconstruct()), **extra)
+        return new, make_report(spec, self.name, cost, rel_error(w, new.reconstruct()), **extra)
 
 
 def _tt_conv_params(shape: tuple[int, int, int], ranks) -> int:

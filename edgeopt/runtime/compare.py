@@ -1,0 +1,483 @@
+"""``edgeopt gate NEW --against OLD``: is NEW slower, bigger or different than OLD?
+
+Measurement
+-----------
+Both models are measured in one run, in ``pairs`` pairs of blocks. A block is one measurement job
+(``bench.run_child``: a fresh child process with the target's session options, warm-up, then a timed
+loop of ``min_time_s / pairs`` seconds), so a remote target measures on the device. The pairs are
+counterbalanced, NEW OLD | OLD NEW | NEW OLD | ...: every model runs right after the other, a
+linear drift (thermal, a neighbour starting) adds the same to both sides over each two pairs, and
+neither model always runs first.
+
+The ratio and its interval
+--------------------------
+For a percentile q (the budget's, and the median) every pair i gives a ratio of its two blocks'
+percentiles (nearest rank, as ``stats.percentile``)
+
+    r_i = Q_q(NEW block i) / Q_q(OLD block i),        i = 1..n,
+
+the estimate is their median, and its one-sided bounds at confidence c are order statistics of the
+sorted ratios r_(1) <= ... <= r_(n) (the sign-test interval for a median):
+
+    upper = r_(k), k the smallest rank with  P(Binomial(n, 1/2) <= k - 1) >= c,
+    lower = r_(n + 1 - k),
+
+because each r_i falls below the pairs' median ratio with probability 1/2 whatever the latency
+distribution (``stats.order_statistic_bounds`` with q = 50). With c = 0.95: n = 16 gives
+[r_(5), r_(12)], n = 10 gives [r_(2), r_(9)]; n >= 5 is needed for any bound.
+
+Why this and not a bootstrap over pooled samples (tried first): samples within a block are not
+independent (one process, one allocator, the same neighbours), so the block is the unit; and on a
+shared machine a neighbour's burst makes one block several times slower. Pooled over blocks, one
+such block moves a pooled p95 and a bootstrap's interval with it (same model against itself:
+[0.15, 5.9] in one run here); in a ratio per pair it moves one r_i, which the median and the
+order statistics shrug off. The interval is exact for any distribution, with no small-sample
+correction; it assumes only that the pairs are independent and exchangeable.
+
+Verdict, for each check with limit L = 1 + tolerance: PASS when the upper bound <= L, FAIL when the
+lower bound > L, INCONCLUSIVE otherwise. A predicted target scales each side by its per-node
+transfer factor (``predict``; constant per model), so the predicted ratio is the host ratio times
+factor(NEW) / factor(OLD), and says ``predicted``.
+
+Also compared: peak memory (the blocks' median; PASS when every NEW block is within
+(1 + tolerance) x every OLD block plus ``MEMORY_SLACK_MB``, FAIL when no NEW block is, else
+INCONCLUSIVE), file size (exact) and output agreement (``agreement``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+from edgeopt.runtime import stats
+from edgeopt.runtime.checks import FAIL, INCONCLUSIVE, PASS, Check, combine
+from edgeopt.runtime.host import MB
+from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
+from edgeopt.runtime.targets import Target
+
+log = logging.getLogger("edgeopt.gate")
+
+DEFAULT_PAIRS = 16
+MIN_PAIRS = 5
+MEMORY_SLACK_MB = 1.0  # peak-memory differences below this are allocator noise, not growth
+MEDIAN = 50.0
+
+
+# --------------------------------------------------------------------------- tolerances
+def parse_fraction(value: Any, name: str) -> float:
+    """``"5%"`` -> 0.05, ``0.05`` -> 0.05; a plain number must be a fraction in [0, 1) (``5`` is
+    refused: write ``5%``). Raises InputError naming ``name``."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            out = float(text[:-1]) / 100.0
+        else:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(text)
+            if out >= 1:
+                raise InputError(f"{name}: expected a fraction in [0, 1) such as 0.05 or a percentage "
+                                 f"such as 5%, found {text} (write {text}% for a percentage)")
+    except ValueError:
+        raise InputError(f"{name}: expected a fraction such as 0.05 or a percentage such as 5%, found {text!r}") from None
+    if not math.isfinite(out) or out < 0:
+        raise InputError(f"{name}: expected a fraction or percentage >= 0, found {text}")
+    return out
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much worse NEW may be than OLD. Fractions: 0.05 = 5%; ``"5%"`` strings are accepted."""
+
+    max_slowdown: float = 0.05           # latency ratio NEW/OLD at the percentile and the median
+    max_memory_growth: float = 0.10      # peak memory ratio (differences below MEMORY_SLACK_MB ignored)
+    max_size_growth: float = 0.10        # file size ratio
+    atol: float = 1e-4                   # outputs: |new - old| <= atol + rtol * |old|, every element
+    rtol: float = 1e-3
+    max_top1_disagreement: float = 0.0   # classifier outputs: share of rows whose arg-max differs
+
+    def __post_init__(self) -> None:
+        for name in ("max_slowdown", "max_memory_growth", "max_size_growth", "max_top1_disagreement"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bool)):
+                object.__setattr__(self, name, parse_fraction(value, name))
+            elif not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{name}: expected a fraction >= 0 (0.05 = 5%), found {value!r}")
+            else:
+                object.__setattr__(self, name, float(value))
+        if self.max_top1_disagreement > 1:
+            raise InputError(f"max_top1_disagreement: expected a share in [0, 1], found {self.max_top1_disagreement}")
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise InputError(f"{name}: expected a number >= 0, found {value!r}")
+            object.__setattr__(self, name, float(value))
+
+
+# --------------------------------------------------------------------------- statistics
+def pair_ratios(new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[Sequence[float]], q: float) -> np.ndarray:
+    """r_i = Q_q(NEW block i) / Q_q(OLD block i) for each pair i (nearest-rank percentiles)."""
+    if len(new_blocks) != len(old_blocks) or not new_blocks:
+        raise ValueError(f"need the same number (>= 1) of NEW and OLD blocks, got {len(new_blocks)} and {len(old_blocks)}")
+    return np.array([stats.percentile(a, q) / stats.percentile(b, q) for a, b in zip(new_blocks, old_blocks)])
+
+
+def ratio_interval(new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[Sequence[float]], q: float,
+                   confidence: float) -> tuple[float, float | None, float | None]:
+    """(ratio, lower, upper): the median of the per-pair ratios at percentile q and its one-sided
+    sign-test bounds at ``confidence`` (order statistics of the ratios; None where there are too
+    few pairs for that confidence)."""
+    r = np.sort(pair_ratios(new_blocks, old_blocks, q))
+    lo, hi = stats.order_statistic_bounds(r.size, MEDIAN, confidence)
+    return float(np.median(r)), (float(r[lo - 1]) if lo else None), (float(r[hi - 1]) if hi else None)
+
+
+def min_pairs(confidence: float) -> int:
+    """Fewest pairs with both sign-test bounds at ``confidence``: 0.5^n <= 1 - confidence."""
+    return max(MIN_PAIRS, math.ceil(math.log(1 - confidence) / math.log(0.5)))
+
+
+def ratio_check(name: str, ratio: float, lower: float | None, upper: float | None, limit: float, *,
+                source: str = "measured", detail: str = "") -> Check:
+    """A Check on a NEW/OLD ratio: ``budget`` is the limit 1 + tolerance, unit ``x``."""
+    if upper is not None and upper <= limit:
+        passed = True
+    elif lower is not None and lower > limit:
+        passed = False
+    else:
+        passed = None
+        detail = detail or (f"the limit {limit:.4g}x lies inside the confidence interval; measure longer "
+                            f"(--pairs, --min-time) to decide")
+    return Check(name, limit, ratio, upper, lower, passed, "x", source, detail)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Side:
+    """One model's figures from the A/B run. ``latency_ms`` is on the target's scale."""
+
+    model: str
+    latency_ms: dict[str, float]
+    host_latency_ms: dict[str, float]
+    blocks: int
+    iterations: int
+    peak_memory_mb: float  # median over blocks
+    peak_memory_range_mb: tuple[float, float]
+    model_size_bytes: int
+    params: int
+    prediction_factor: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "latency_ms": self.latency_ms, "host_latency_ms": self.host_latency_ms,
+                "blocks": self.blocks, "iterations": self.iterations, "peak_memory_mb": self.peak_memory_mb,
+                "peak_memory_range_mb": list(self.peak_memory_range_mb),
+                "model_size_bytes": self.model_size_bytes, "model_size_mb": self.model_size_bytes / MB,
+                "params": self.params, "prediction_factor": self.prediction_factor}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """NEW against OLD: both sides, the checks (ratios with bounds, agreement) and the verdict."""
+
+    new: Side
+    old: Side
+    checks: tuple[Check, ...]
+    agreement: dict[str, Any]
+    tolerances: Tolerances
+    confidence: float
+    percentile: float
+    latency_source: str  # measured | predicted
+    target_name: str
+    method: dict[str, Any]
+    new_samples_ms: tuple[tuple[float, ...], ...] = field(default=(), repr=False)  # per block, target scale
+    old_samples_ms: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    raw_new: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # the worker outputs of NEW's blocks
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return combine(self.checks)
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "verdict": self.verdict,
+            "new": self.new.to_dict(),
+            "old": self.old.to_dict(),
+            "latency_source": self.latency_source,
+            "percentile": self.percentile,
+            "confidence": self.confidence,
+            "tolerances": {k: getattr(self.tolerances, k) for k in self.tolerances.__dataclass_fields__},
+            "latency_ratio": {
+                f"p{q:g}": {"new_ms": self.new.latency_ms[f"p{q:g}"], "old_ms": self.old.latency_ms[f"p{q:g}"],
+                            "ratio": c.measured, "lower_bound": c.lower_bound, "upper_bound": c.upper_bound,
+                            "limit": c.budget, "status": c.status}
+                for q, c in self._latency_checks()
+            },
+            "checks": [dict(asdict(c), status=c.status) for c in self.checks],
+            "agreement": self.agreement,
+            "method": self.method,
+            "warnings": list(self.warnings),
+        }
+
+    def _latency_checks(self) -> list[tuple[float, Check]]:
+        out = []
+        for q in dict.fromkeys((self.percentile, MEDIAN)):
+            out.append((q, self.check(f"latency_ratio_p{q:g}")))
+        return out
+
+    def describe(self) -> str:
+        """One line: how it was measured."""
+        m = self.method
+        return (f"NEW and OLD {self.latency_source} in {m['pairs']} counterbalanced pairs of blocks "
+                f"({m['block_time_s']:.2g} s each, fresh process per block); ratio bounds one-sided at "
+                f"{self.confidence:.0%} (median of per-pair ratios, sign-test order statistics)")
+
+    def to_markdown(self) -> str:
+        icon = {PASS: "✅ PASS", FAIL: "❌ FAIL", INCONCLUSIVE: "⚠️ INCONCLUSIVE"}
+        lines = [
+            f"#### against `{Path(self.old.model).name}`: {icon[self.verdict]}",
+            "",
+            f"{self.describe()}.",
+            "",
+            "| check | NEW | OLD | NEW/OLD | lower bound | upper bound | limit | result |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        f4 = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
+        for c in self.checks:
+            new, old = self._sides(c)
+            if c.unit == "x":
+                lines.append(f"| {c.name} | {new} | {old} | {c.measured:.4f} | {f4(c.lower_bound)} | "
+                             f"{f4(c.upper_bound)} | {c.budget:.4g} | {icon[c.status]} |")
+            else:
+                lines.append(f"| {c.name} | {c.detail} | | {f4(c.measured)} | | | {f4(c.budget)} | {icon[c.status]} |")
+        return "\n".join(lines) + "\n"
+
+    def _sides(self, c: Check) -> tuple[str, str]:
+        if c.name.startswith("latency_ratio_p"):
+            key = "p" + c.name[len("latency_ratio_p"):]
+            return f"{self.new.latency_ms[key]:.4g} ms", f"{self.old.latency_ms[key]:.4g} ms"
+        if c.name == "peak_memory_ratio":
+            return f"{self.new.peak_memory_mb:.3g} MB", f"{self.old.peak_memory_mb:.3g} MB"
+        if c.name == "model_size_ratio":
+            return f"{self.new.model_size_bytes:,} B", f"{self.old.model_size_bytes:,} B"
+        return "", ""
+
+    def text_lines(self) -> list[str]:
+        lines = [f"  against {Path(self.old.model).name}: {self.verdict.upper()}  ({self.describe()})"]
+        for c in self.checks:
+            new, old = self._sides(c)
+            if c.unit == "x":
+                lines.append(f"  {c.status.upper():<13} {c.name:<22} {c.measured:>8.4f}x  "
+                             f"[{'-' if c.lower_bound is None else f'{c.lower_bound:.4f}'}, "
+                             f"{'-' if c.upper_bound is None else f'{c.upper_bound:.4f}'}]  limit {c.budget:.4g}x"
+                             f"  (NEW {new}, OLD {old}){'  ' + c.detail if c.detail and c.passed is not True else ''}")
+            else:
+                lines.append(f"  {c.status.upper():<13} {c.name:<22} {c.measured:>9.4g}  limit {c.budget:.4g}  {c.detail}")
+        return lines
+
+
+# --------------------------------------------------------------------------- measurement
+def block_settings(total: BenchSettings, pairs: int) -> BenchSettings:
+    """One block's share of ``total`` (per model): its time and runs split over ``pairs`` blocks."""
+    per_block_iters = max(1, math.ceil(total.min_iters / pairs))
+    return total.updated(min_time_s=float(total.min_time_s) / pairs, min_iters=per_block_iters,
+                         max_iters=max(total.max_iters, per_block_iters))
+
+
+def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: int, *,
+               timeout_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one
+    ``bench.run_child`` job (a fresh process; on the device when the target is remote). Only the
+    first block of each model profiles per node, when its job asks for it (a prediction)."""
+    from edgeopt.runtime import bench
+
+    new_out: list[dict[str, Any]] = []
+    old_out: list[dict[str, Any]] = []
+    for i in range(pairs):
+        order = ((new_job, new_out), (old_job, old_out))
+        for job, outs in (order if i % 2 == 0 else order[::-1]):
+            outs.append(bench.run_child(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
+    return new_out, old_out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What ``compare`` was asked for, validated."""
+
+    target: Target
+    total: BenchSettings
+    block: BenchSettings
+    pairs: int
+    shapes: dict[str, tuple[int, ...]]
+    measured_here: bool
+    threads: int
+    confidence: float
+    tol: Tolerances
+
+
+def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: BenchSettings | None, pairs: int,
+          shapes: Any, on_device: bool | None) -> _Plan:
+    from edgeopt import _validate
+    from edgeopt.errors import TargetError
+    from edgeopt.runtime.inputs import parse_shapes
+
+    confidence = _validate.number(confidence, "compare()", "confidence", minimum=0, maximum=1,
+                                  min_exclusive=True, max_exclusive=True)
+    pairs = _validate.number(pairs, "compare()", "pairs", minimum=min_pairs(confidence), integer=True)
+    target = Target.load(target)
+    total = settings or GATE_SETTINGS
+    total = total.updated(batch=target.runtime.batch_size) if total.batch is None else total
+    measured_here = target.is_host() if on_device is None else bool(on_device)
+    if not measured_here and not target.device.has_perf_model:
+        raise TargetError(f"{target.source}: [device] gflops: expected a performance model to predict "
+                          f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "
+                          f"device and paste its snippet, or pass --on-device")
+    threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
+    return _Plan(target, total, block_settings(total, pairs), int(pairs), parse_shapes(shapes), measured_here,
+                 threads, float(confidence), tol)
+
+
+def compare(
+    new: str | os.PathLike[str],
+    old: str | os.PathLike[str],
+    target: Target | str = "host",
+    *,
+    confidence: float = 0.95,
+    tolerances: Tolerances | None = None,
+    settings: BenchSettings | None = None,
+    pairs: int = DEFAULT_PAIRS,
+    shapes: Sequence[str] | Mapping[str, Sequence[int]] | None = None,
+    on_device: bool | None = None,
+    agreement_samples: int | None = None,
+    **tolerance_kwargs: Any,
+) -> Comparison:
+    """Measure ``new`` against ``old`` on ``target`` in one interleaved run and compare them.
+
+    Parameters
+    ----------
+    new, old : the two .onnx files; their inputs and outputs must match (else InputError).
+    target : a Target, a built-in name or a profile path. Off the target, latency is predicted.
+    confidence : of each one-sided bound on the ratios (default 0.95).
+    tolerances : a Tolerances; or its fields as keywords (``max_slowdown="5%"``, ``atol=1e-3``, ...).
+    settings : how long to measure, per model, split over the ``pairs`` blocks (default the gate's
+        ``GATE_SETTINGS``: at least 2 s and 200 runs per model: 0.125 s per block with 16 pairs).
+    pairs : pairs of blocks (>= MIN_PAIRS); more pairs narrow the interval.
+    agreement_samples : generated feeds for the output agreement (default ``agreement.DEFAULT_SAMPLES``).
+
+    Raises InputError (bad input, different signatures), ModelError, TargetError.
+    """
+    from edgeopt.runtime import agreement, bench
+
+    tol = replace(tolerances, **tolerance_kwargs) if tolerances is not None else Tolerances(**tolerance_kwargs)
+    plan = _plan(target, confidence, tol, settings, pairs, shapes, on_device)
+    infos = bench.model_info(new), bench.model_info(old)
+    # Agreement first: different signatures are bad input, found before any timing.
+    agree = agreement.compare_outputs(
+        new, old, plan.target.runtime.with_threads(plan.threads), batch=int(plan.total.batch), shapes=plan.shapes,
+        seed=plan.total.seed, samples=agreement_samples or agreement.DEFAULT_SAMPLES, atol=tol.atol, rtol=tol.rtol)
+    jobs = [bench.measurement_job(Path(p).resolve(), plan.target, plan.block, threads=plan.threads,
+                                  shapes=plan.shapes, profile=not plan.measured_here) for p in (new, old)]
+    log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
+    outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s)
+    warnings = sorted({w for o in outs[0] + outs[1] for w in o.get("warnings", [])})
+    predictions: list[dict[str, Any] | None] = [None, None]
+    if not plan.measured_here:
+        predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings))
+                       for o, j in zip(outs, jobs)]
+    return _comparison(plan, (str(new), str(old)), infos, outs, predictions, agree, warnings)
+
+
+def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, Any]],
+                outs: Sequence[list[dict[str, Any]]], predictions: Sequence[dict[str, Any] | None],
+                agree: dict[str, Any], warnings: list[str]) -> Comparison:
+    tol, q = plan.tol, float(plan.target.budget.latency_percentile)
+    source = "measured" if plan.measured_here else "predicted"
+    factors = [1.0 if p is None else float(p["factor"]) for p in predictions]
+    host_blocks = [[np.asarray(o["samples_ns"], dtype=float) / 1e6 for o in side] for side in outs]
+    blocks = [[b * f for b in side] for side, f in zip(host_blocks, factors)]
+    checks: list[Check] = []
+    for pct in dict.fromkeys((q, MEDIAN)):
+        r, lo, hi = ratio_interval(blocks[0], blocks[1], pct, plan.confidence)
+        checks.append(ratio_check(f"latency_ratio_p{pct:g}", r, lo, hi, 1.0 + tol.max_slowdown, source=source))
+    mem = [np.array([max(0, o["peak_rss_bytes"] - o["rss_before_bytes"]) / MB for o in side]) for side in outs]
+    checks.append(memory_check(mem[0], mem[1], tol.max_memory_growth))
+    size = infos[0]["size_bytes"] / max(infos[1]["size_bytes"], 1)
+    checks.append(ratio_check("model_size_ratio", size, size, size, 1.0 + tol.max_size_growth))
+    checks += agreement_checks(agree, tol)
+    sides = []
+    for k in range(2):
+        pooled, host_pooled = np.concatenate(blocks[k]), np.concatenate(host_blocks[k])
+        lat, host_lat = stats.summarize(pooled), stats.summarize(host_pooled)
+        lat.setdefault(f"p{q:g}", stats.percentile(pooled, q))
+        host_lat.setdefault(f"p{q:g}", stats.percentile(host_pooled, q))
+        sides.append(Side(paths[k], lat, host_lat, len(outs[k]), int(pooled.size), float(np.median(mem[k])),
+                          (float(mem[k].min()), float(mem[k].max())), int(infos[k]["size_bytes"]),
+                          int(infos[k]["params"]), None if plan.measured_here else factors[k]))
+    method = {"design": "counterbalanced pairs NEW OLD | OLD NEW | ..., one fresh process per block",
+              "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
+              "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
+              "pairs": plan.pairs, "block_time_s": plan.block.min_time_s, "block_min_iters": plan.block.min_iters,
+              "warmup": plan.block.warmup, "seed": plan.total.seed, "batch": plan.total.batch,
+              "intra_op_threads": plan.threads, "memory_slack_mb": MEMORY_SLACK_MB, "predictions": list(predictions)}
+    return Comparison(sides[0], sides[1], tuple(checks), agree, tol, plan.confidence, q, source, plan.target.name,
+                      method, tuple(tuple(map(float, b)) for b in blocks[0]),
+                      tuple(tuple(map(float, b)) for b in blocks[1]), tuple(outs[0]), tuple(warnings))
+
+
+def memory_check(new_mb: np.ndarray, old_mb: np.ndarray, growth: float) -> Check:
+    """Peak memory NEW/OLD from per-block peaks. The ratio is of the medians, the bounds are
+    min(NEW)/max(OLD) and max(NEW)/min(OLD); PASS when even the largest NEW block is within
+    (1 + growth) x the smallest OLD block + MEMORY_SLACK_MB, FAIL when even the smallest NEW block
+    is over (1 + growth) x the largest OLD block + MEMORY_SLACK_MB."""
+    limit = 1.0 + growth
+    med_new, med_old = float(np.median(new_mb)), float(np.median(old_mb))
+    tiny = 1e-9
+    ratio = med_new / max(med_old, tiny)
+    lower, upper = float(new_mb.min()) / max(float(old_mb.max()), tiny), float(new_mb.max()) / max(float(old_mb.min()), tiny)
+    if new_mb.max() <= limit * old_mb.min() + MEMORY_SLACK_MB:
+        passed = True
+    elif new_mb.min() > limit * old_mb.max() + MEMORY_SLACK_MB:
+        passed = False
+    else:
+        passed = None
+    detail = (f"NEW {med_new:.3g} MB, OLD {med_old:.3g} MB (medians of the blocks); growth under "
+              f"{MEMORY_SLACK_MB:g} MB is ignored")
+    return Check("peak_memory_ratio", limit, ratio, upper, lower, passed, "x", "measured", detail)
+
+
+def agreement_checks(agree: Mapping[str, Any], tol: Tolerances) -> list[Check]:
+    """``outputs_close`` (every element within atol + rtol x |old|) and, with a classifier-shaped
+    output, ``top1_disagreement`` (share of rows whose arg-max differs)."""
+    worst = max(agree["outputs"].items(), key=lambda kv: kv[1]["max_abs_diff"], default=None)
+    where = ""
+    if worst is not None:
+        name, s = worst
+        where = f" at {name}{s['max_abs_diff_at']}" if s["max_abs_diff"] > 0 else ""
+    detail = (f"max abs diff {agree['max_abs_diff']:.3g}{where}, max rel diff {agree['max_rel_diff']:.3g}, "
+              f"{agree['mismatched_share']:.2%} of elements outside atol {tol.atol:g} + rtol {tol.rtol:g} x |old| "
+              f"({agree['samples']} generated inputs)")
+    out = [Check("outputs_close", tol.atol, agree["max_abs_diff"], None, None, bool(agree["close"]), "", "measured",
+                 detail)]
+    if agree.get("top1_disagreement") is not None:
+        share = agree["top1_disagreement"]
+        out.append(Check("top1_disagreement", tol.max_top1_disagreement, share, None, None,
+                         share <= tol.max_top1_disagreement, "", "measured",
+                         f"{agree['top1_disagreements']} of {agree['rows']} rows change their arg-max"))
+    return out
+
+
+__all__ = ["compare", "run_blocks", "Tolerances", "Side", "Comparison", "ratio_interval", "ratio_check", "parse_fraction", "combine",
+           "pair_ratios", "min_pairs", "DEFAULT_PAIRS", "MIN_PAIRS", "MEMORY_SLACK_MB"]

@@ -23,6 +23,7 @@ import onnxruntime as ort
 from edgeopt.runtime import testing
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.inputs import make_feeds
+from edgeopt.runtime.session import open_session
 from edgeopt.runtime.targets import Target
 
 MODELS = {
@@ -33,11 +34,7 @@ MODELS = {
 
 
 def bare_p50(path: Path, target: Target, min_iters: int, min_time_s: float) -> float:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = target.runtime.intra_op_threads
-    so.inter_op_num_threads = target.runtime.inter_op_threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if target.runtime.allow_spinning else "0")
-    sess = ort.InferenceSession(str(path), so, providers=list(target.runtime.providers))
+    sess = open_session(path, target.runtime)  # the same session options as the harness's child
     feeds = make_feeds(sess.get_inputs(), batch=1)
     for _ in range(10):
         sess.run(None, feeds)

@@ -19,8 +19,9 @@ import numpy as np
 from edgeopt.runtime import testing
 from edgeopt.runtime.bench import run_child
 from edgeopt.runtime.calibrate import calibrate
-from edgeopt.runtime.predict import PerfModel, breakdown, run_cost_us
-from edgeopt.runtime.targets import Target, host_facts
+from edgeopt.runtime.host import host_facts
+from edgeopt.runtime.predict import breakdown, run_cost_us
+from edgeopt.runtime.targets import Target
 
 MODELS = {
     "mlp 64-128-10 (small)": lambda: testing.mlp((64, 128, 10)),
@@ -76,14 +77,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (0: onnxruntime default)")
     ap.add_argument("--min-time", type=float, default=1.0)
     args = ap.parse_args()
-    cal = calibrate(args.threads)
-    host = PerfModel.of(cal)
+    host = calibrate(args.threads).perf
     print(f"host {host_facts()['cpu']}, threads={args.threads or 'default'}, load avg {os.getloadavg()[0]:.2f}")
-    print(f"calibration: gflops={cal['gflops']} conv_gflops={cal['conv_gflops']} int8_gops={cal['int8_gops']} int8_conv_gops={cal['int8_conv_gops']} "
-          f"op_overhead_us={cal['op_overhead_us']} matmul_overhead_us={cal['matmul_overhead_us']} "
-          f"run_overhead_us={cal['run_overhead_us']}\n  bandwidth curve [MiB, GB/s]: {cal['bandwidth_curve']}")
+    print(f"calibration: gflops={host.gflops} conv_gflops={host.conv_gflops} int8_gops={host.int8_gops} "
+          f"int8_conv_gops={host.int8_conv_gops} op_overhead_us={host.op_overhead_us} "
+          f"matmul_overhead_us={host.matmul_overhead_us} run_overhead_us={host.run_overhead_us}\n"
+          f"  bandwidth curve [MiB, GB/s]: {[list(p) for p in host.bandwidth_curve or ()]}")
     devices = ["rpi4", "rpi5", "rpi-zero-2w", "jetson-orin-nano-cpu"]
-    targets = {n: PerfModel.of(Target.load(n).device) for n in devices}
+    targets = {n: Target.load(n).device.perf for n in devices}
     print(f"\n{'model':<32}{'nodes':>6}{'measured p50 us':>17}{'predicted us':>14}{'error':>8}  "
           + "".join(f"{n[:12]:>13}" for n in devices) + "  (predicted ms)")
     worst = 0.0

@@ -171,13 +171,19 @@ class PerfModel:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat keys of a profile's ``[device]`` table (without ``isa``, a device fact)."""
-        out = {name: getattr(self, name) for name in specs(PerfModel)}
+        out = {name: getattr(self, name) for name in KEYS}
         out["bandwidth_curve"] = [list(p) for p in self.bandwidth_curve] if self.bandwidth_curve else None
         return out
 
 
 #: the fields a profile must set together to have a performance model
 REQUIRED_KEYS = ("gflops", "mem_bandwidth_gbs", "op_overhead_us")
+#: every key of the model in a profile's [device] table, in the order profiles, `targets show` and
+#: the calibration JSON list them
+KEYS = (*REQUIRED_KEYS, "run_overhead_us", "dram_bandwidth_gbs", "cache_mb", "matmul_overhead_us", "conv_gflops",
+        "int8_gops", "int8_conv_gops", "bandwidth_curve")
+if set(KEYS) != set(specs(PerfModel)):  # pragma: no cover - a declaration mistake, caught on import
+    raise RuntimeError("perf.KEYS must list exactly PerfModel's declared fields")
 
-__all__ = ["PerfModel", "REQUIRED_KEYS", "INT8_OPS", "INT8_SPEEDUP", "int8_speedup", "MATMUL_OPS", "GEMM_OPS",
+__all__ = ["PerfModel", "REQUIRED_KEYS", "KEYS", "INT8_OPS", "INT8_SPEEDUP", "int8_speedup", "MATMUL_OPS", "GEMM_OPS",
            "CONV_OPS", "HEAVY_OPS", "INT8_CONV_EFFICIENCY", "INT8_CONV_MIN", "INT8_CONV_REF_K"]

@@ -28,6 +28,7 @@ from edgeopt._validate import Spec, read_table, spec, specs
 from edgeopt.errors import TargetError
 from edgeopt.runtime.calibrate import cached_calibration
 from edgeopt.runtime.host import MB, cpu_matches, host_facts
+from edgeopt.runtime.perf import KEYS as _PERF_KEYS_ORDERED
 from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
 from edgeopt.runtime.session import GRAPH_OPTIMIZATIONS, Runtime
 
@@ -89,8 +90,6 @@ class Device:
                 "isa": list(self.isa), **perf, "calibrated": self.calibrated, "perf_source": self.perf_source,
                 "detect": self.detect}
 
-
-_PERF_KEYS_ORDERED = tuple(specs(PerfModel))
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,13 @@ def measure(path: Path, task: Any, *, quick: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- uniform baselines
 def uniform_plan(layers: dict[str, Any], fmt: str, r: int) -> dict[str, Any]:
     """Every layer that allows ``fmt`` at rank ``r`` (and saves parameters there) in ``fmt``; the rest dense."""
+    from edgeopt.compiler.formats import get_handler
+
     plan: dict[str, Any] = {}
     for name, spec in layers.items():
         cap = (spec.max_rank or {}).get(fmt, 0)
         if fmt in spec.formats and r < cap:
-            plan[name] = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
+            plan[name] = get_handler(fmt).plan_entry(r)
     return plan
 
 
@@ -211,6 +213,7 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     from edgeopt.compiler.decompose import decomposable_layers, decompose, layer_reports, plan_cost
     from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.formats import get_handler
     from edgeopt.search.examples import _mlp, _split, _train
     from edgeopt.search.task import Task
 
@@ -242,12 +245,12 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     modes = [16, 16, 16]
     specs = [(8, None), (8, modes)] if args.quick else [(8, modes), (16, modes)]
     for tt_rank, tt_modes in specs:
-        tt_plan = {"fc2": {"format": "tt", "ranks": tt_rank}}
+        tt_plan = {"fc2": get_handler("tt").plan_entry(tt_rank)}
         if tt_modes:
             tt_plan["fc2"].update(in_modes=tt_modes, out_modes=tt_modes)
         fc2_tt = plan_cost(model, tt_plan, task.example_input).layers["fc2"].params
         svd_rank = max(1, round((fc2_tt - spec.out_size) / (spec.in_size + spec.out_size)))
-        for fmt, plan in (("tt", tt_plan), ("lowrank", {"fc2": {"format": "lowrank", "rank": svd_rank}})):
+        for fmt, plan in (("tt", tt_plan), ("lowrank", {"fc2": get_handler("lowrank").plan_entry(svd_rank)})):
             t0 = time.perf_counter()
             student = decompose(model, plan)
             rel_err = next((r.rel_error for r in layer_reports(student) if r.name == "fc2"), None)

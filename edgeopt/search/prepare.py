@@ -60,10 +60,12 @@ def rank_caps(teacher: Any, task: Any, layers: dict[str, Any], target: Any, base
     bytes_per_param = 1 if int8 else 4
     fixed = base_cost.params - sum(int(getattr(spec, "params", 0)) for spec in layers.values())
     max_params = target.budget.model_size_mb * MIB / bytes_per_param - fixed
+    from edgeopt.compiler.formats import get_handler
+
     caps: dict[tuple[str, str], int] = {}
     for name, spec in layers.items():
         for fmt, hi in (getattr(spec, "max_rank", None) or {}).items():
-            if fmt in ("lowrank", "tt") and hi:
+            if hi and get_handler(fmt).has_rank:
                 caps[(name, fmt)] = _largest_rank_within(teacher, task, name, fmt, int(hi), max_params)
     return caps
 
@@ -71,9 +73,10 @@ def rank_caps(teacher: Any, task: Any, layers: dict[str, Any], target: Any, base
 def _largest_rank_within(teacher: Any, task: Any, name: str, fmt: str, hi: int, max_params: float) -> int:
     """Bisection on the rank (parameters grow with it); 0 when even rank 1 is too big."""
     from edgeopt.compiler.decompose import plan_cost
+    from edgeopt.compiler.formats import get_handler
 
     def layer_params(r: int) -> int:
-        entry = {"format": "lowrank", "rank": r} if fmt == "lowrank" else {"format": "tt", "ranks": r}
+        entry = get_handler(fmt).plan_entry(r)
         return int(plan_cost(teacher, {name: entry}, task.example_input).layers[name].params)
 
     lo, top = 1, hi

@@ -188,18 +188,13 @@ def trial_rows(rep: dict[str, Any], limit: int = 15) -> list[list[str]]:
 
 
 def _plan_short(plan: dict | None, dtype: str = "fp32") -> str:
+    """``fc1:lr8 fc2:tt4 int8``: each layer's label from its format's handler."""
+    from edgeopt.compiler.formats import short_label
+
+    suffix = " int8" if dtype == "int8" else ""
     if not plan:
-        return "dense" + (" int8" if dtype == "int8" else "")
-    parts = []
-    for name, spec in plan.items():
-        fmt = spec.get("format")
-        if fmt == "dense":
-            parts.append(f"{name}:dense")
-        elif fmt == "lowrank":
-            parts.append(f"{name}:lr{spec.get('rank')}")
-        else:
-            parts.append(f"{name}:tt{spec.get('ranks')}")
-    return " ".join(parts) + (" int8" if dtype == "int8" else "")
+        return short_label(None) + suffix
+    return " ".join(f"{name}:{short_label(spec)}" for name, spec in plan.items()) + suffix
 
 
 def render_markdown_table(rows: list[list[str]]) -> str:
@@ -230,15 +225,16 @@ def _html_table(rows: list[list[str]]) -> str:
 def layer_breakdown(state: dict[str, Any]) -> list[dict[str, Any]]:
     """Per layer: format, ranks, params, MACs share, and an *estimated* latency share on the target.
 
-    The estimate applies the target's performance model (``runtime.predict.PerfModel``: dispatch
-    cost per node, compute rate, bandwidth) to each layer's MACs, weight bytes and node count (the
-    exported layouts: dense 1 node, lowrank 2, TT-matrix 2 per core + 2, TT conv 3). The benchmark
-    measures and predicts the whole graph only; this share is not a per-layer measurement.
+    The estimate applies the target's performance model (``PerfModel``: dispatch cost per node,
+    compute rate, bandwidth) to each layer's MACs, weight bytes and node count (from the format's
+    handler: the exported layout). The benchmark measures and predicts the whole graph only; this
+    share is not a per-layer measurement.
     """
     layers = state.get("layers") or []
     if not layers:
         return []
-    from edgeopt.runtime.predict import PerfModel
+    from edgeopt.compiler.formats import layer_onnx_node_count
+    from edgeopt.runtime.perf import PerfModel
 
     try:
         model = PerfModel.of(state["target"].get("device", {}))
@@ -253,8 +249,8 @@ def layer_breakdown(state: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         op = "Conv" if layer.get("kind", "linear").startswith("conv") else "MatMul"
         ranks = layer.get("ranks")
-        cores = len(ranks) - 1 if isinstance(ranks, (list, tuple)) and len(ranks) > 1 else 2
-        nodes = {"dense": 1, "lowrank": 2}.get(layer["format"], 3 if op == "Conv" else 2 * cores + 2)
+        bonds = tuple(ranks) if isinstance(ranks, (list, tuple)) and len(ranks) > 1 else None
+        nodes = layer_onnx_node_count(layer["format"], layer.get("kind", "linear"), bonds)
         times.append(nodes * model.overhead_for(op) + max(2 * layer["macs"] / (model.rate_for(op) * 1e3),
                                                            4 * layer["params"] / (bandwidth * 1e3)))
     total_t = sum(t for t in times if t) or None

@@ -78,7 +78,9 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
     t0 = time.perf_counter()
     student = decompose(teacher, plan) if plan else copy.deepcopy(teacher)
     timings["decompose"] = time.perf_counter() - t0
-    if plan and any(v.get("format") != "dense" for v in plan.values()):
+    from edgeopt.compiler.formats import DEFAULT_FORMAT
+
+    if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
         log.info("fine-tuning the chosen plan for up to %d epochs", config.final_epochs)
         t0 = time.perf_counter()
         # The plan was selected on validation; selecting its weights on validation again over-fits
@@ -118,17 +120,19 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
 
 def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, best_cost: Any) -> list[dict[str, Any]]:
     """Per decomposable layer of the shipped plan: format, ranks, params before/after, MACs."""
+    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler
+
     rows = []
     for name, spec in layers.items():
-        entry = plan.get(name, {"format": "dense"})
+        entry = plan.get(name, {"format": DEFAULT_FORMAT})
         base_l = getattr(base_cost, "layers", {}).get(name)
         best_l = getattr(best_cost, "layers", {}).get(name)
         dense_params = int(getattr(base_l, "params", 0) or getattr(spec, "params", 0))
         rows.append({
             "name": name,
             "kind": getattr(spec, "kind", "linear"),
-            "format": entry.get("format", "dense"),
-            "ranks": list(getattr(best_l, "ranks", None) or []) or entry.get("rank", entry.get("ranks")),
+            "format": entry["format"],
+            "ranks": list(getattr(best_l, "ranks", None) or []) or get_handler(entry["format"]).rank_of(entry),
             "params": int(getattr(best_l, "params", 0) or dense_params),
             "dense_params": dense_params,
             "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),

@@ -97,7 +97,9 @@ class BenchResult:
     def to_text(self) -> str:
         """A readable table for stdout."""
         where = self.environment.get("measured_on", "this host")
-        src = ("measured on the target" if self.latency_source == "measured"
+        here = self.environment.get("remote_host") or "this host"
+        src = ((f"measured on the device ({here}, over ssh)" if self.environment.get("remote_host") else "measured on the target")
+               if self.latency_source == "measured"
                else f"PREDICTED for {self.target['name']} from {where} (per-node roofline, x{self.prediction['factor']:.2f})")
         lines = [
             f"model      {self.model}",
@@ -115,10 +117,10 @@ class BenchResult:
             "",
             f"cv                 {self.cv:.3f}{f'  (noisy: > {NOISY_CV:.2f})' if self.cv > NOISY_CV else ''}",
             f"throughput         {self.throughput_per_s:,.1f} inferences/s ({self.latency_source})",
-            f"session create     {self.session_create_ms:.2f} ms (this host)",
-            f"first inference    {self.first_inference_ms:.3f} ms (this host)",
+            f"session create     {self.session_create_ms:.2f} ms ({here})",
+            f"first inference    {self.first_inference_ms:.3f} ms ({here})",
             f"peak memory        {self.peak_memory_mb:.2f} MB added by the model "
-            f"(process peak {self.process_peak_memory_mb:.1f} MB, this host)",
+            f"(process peak {self.process_peak_memory_mb:.1f} MB, {here})",
             f"model size         {self.model_size_bytes:,} bytes ({self.model_size_mb:.3f} MB)",
             f"parameters         {self.params:,}",
             f"onnxruntime        {self.environment.get('onnxruntime')} {', '.join(self.environment.get('providers', []))}",
@@ -160,7 +162,13 @@ def _governor() -> str | None:
 
 
 def run_child(job: Mapping[str, Any], *, timeout_s: float) -> dict[str, Any]:
-    """One measurement in a fresh ``python -m edgeopt.runtime._worker`` process."""
+    """One measurement in a fresh ``python -m edgeopt.runtime._worker`` process: here, or on the
+    device when the job has a ``remote`` (``RemoteSpec.to_dict()``; see ``edgeopt.runtime.remote``:
+    the result then carries ``device``, and a lost device raises ``remote.DeviceError``)."""
+    if job.get("remote"):
+        from edgeopt.runtime.remote import run_job
+
+        return _checked(job, run_job(job, timeout_s=timeout_s))
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
     try:
@@ -175,6 +183,10 @@ def run_child(job: Mapping[str, Any], *, timeout_s: float) -> dict[str, Any]:
         raise ModelError(f"{job['model']}: the measurement process died (exit {proc.returncode}): {tail}") from None
     if proc.stderr.strip():
         log.debug("worker stderr: %s", proc.stderr.strip())
+    return _checked(job, out)
+
+
+def _checked(job: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     err = out.get("error")
     if err:
         cls = InputError if err["kind"] == "input" else ModelError
@@ -219,7 +231,7 @@ def bench(
     s = s.updated(batch=target.runtime.batch_size) if s.batch is None else s
     shape_map = parse_shapes(shapes)
     info = model_info(path)
-    measured_here = target.is_host() if on_device is None else bool(on_device)
+    measured_here = target.remote is not None or (target.is_host() if on_device is None else bool(on_device))
     if not measured_here and not target.device.has_perf_model:
         raise TargetError(
             f"{target.source}: [device] gflops: expected a performance model (gflops, mem_bandwidth_gbs, "
@@ -229,7 +241,7 @@ def bench(
     threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
     job = measurement_job(Path(path).resolve(), target, s, threads=threads, shapes=shape_map, profile=not measured_here)
     out = run_child(job, timeout_s=s.timeout_s)
-    warnings = list(out.get("warnings", []))
+    warnings = list(out.get("warnings", [])) + list((out.get("device") or {}).get("warnings", []))
     for w in warnings:
         log.warning("warning: %s", w)
     host_samples = np.asarray(out["samples_ns"], dtype=float) / 1e6
@@ -247,8 +259,11 @@ def measurement_job(model: Path, target: Target, settings: BenchSettings, *, thr
     the input shapes, and whether to profile per node (for a prediction)."""
     runtime = dataclasses.asdict(target.runtime.with_threads(threads))
     runtime["providers"] = list(runtime["providers"])
-    return {"model": str(model), **runtime, **settings.to_dict(), "min_time_s": float(settings.min_time_s),
-            "shapes": {k: list(v) for k, v in shapes.items()}, "profile": profile}
+    job = {"model": str(model), **runtime, **settings.to_dict(), "min_time_s": float(settings.min_time_s),
+           "shapes": {k: list(v) for k, v in shapes.items()}, "profile": profile}
+    if target.remote is not None:  # run_child measures on the device
+        job["remote"] = target.remote.to_dict()
+    return job
 
 
 def _predict(nodes: list[dict[str, Any]] | None, target: Target, threads: int, model: str,
@@ -315,6 +330,8 @@ def _result(model: str, target: Target, s: BenchSettings, info: dict[str, Any], 
 def _environment(target: Target, out: dict[str, Any], info: dict[str, Any], threads: int, *,
                  measured_here: bool) -> dict[str, Any]:
     """Where and how the measurement ran (the ``environment`` document)."""
+    if out.get("device"):
+        return _device_environment(target, out, info)
     facts = host_facts()
     return {
         "measured_on": f"this host ({facts['cpu']}, {facts['arch']})",
@@ -329,6 +346,28 @@ def _environment(target: Target, out: dict[str, Any], info: dict[str, Any], thre
         "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
         "peak_memory_exact": out.get("peak_exact"),
         "model_nodes": info["nodes"], "opsets": info["opsets"],
+    }
+
+
+def _device_environment(target: Target, out: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The ``environment`` of a measurement on the device over SSH: its facts, onnxruntime, conditions."""
+    dev = out["device"]
+    facts, before = dev.get("facts") or {}, (dev.get("conditions") or {}).get("before") or {}
+    return {
+        "measured_on": f"{dev['host']} over ssh ({facts.get('cpu')}, {facts.get('arch')})",
+        "is_target": True, "remote_host": dev["host"],
+        "cpu": facts.get("cpu"), "arch": facts.get("arch"), "cores": facts.get("cores"),
+        "logical_cores": facts.get("logical_cores"), "memory_mb": facts.get("memory_mb"), "isa": facts.get("isa"),
+        "governor": before.get("governor"), "load_avg": before.get("load_avg"),
+        "temperature_c": before.get("temperature_c"), "throttled": before.get("throttled"),
+        "os": dev.get("os"), "python": dev.get("python"), "edgeopt_on_device": dev.get("edgeopt"),
+        "onnxruntime": out.get("onnxruntime") or dev.get("onnxruntime"), "providers": out.get("providers"),
+        "intra_op_threads_requested": target.runtime.intra_op_threads,
+        "intra_op_threads_used": target.runtime.intra_op_threads,
+        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
+        "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
+        "peak_memory_exact": out.get("peak_exact"), "model_nodes": info["nodes"], "opsets": info["opsets"],
+        "conditions": dev.get("conditions"), "lease": dev.get("lease"),
     }
 
 

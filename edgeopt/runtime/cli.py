@@ -55,6 +55,10 @@ def _register_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the target's)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
+    p.add_argument("--remote", metavar="HOST", help="calibrate the device at HOST over ssh (default: the target's "
+                   "[remote], if any; else this machine)")
+    p.add_argument("--write", action="store_true", help="store the device's numbers in the --target profile file "
+                   "([device] table, atomically, other content kept)")
     p.set_defaults(func=_calibrate)
 
 
@@ -99,6 +103,8 @@ def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> N
     q.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
     q.add_argument("--on-device", action="store_true", default=None,
                    help="this machine is the target: report the measurement, do not predict")
+    q.add_argument("--remote", metavar="HOST", help="measure on the device at HOST over ssh (user@address or a "
+                   "~/.ssh/config alias; sets the target's [remote] host)")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -188,10 +194,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.calibrate import calibrate, save_calibration, snippet
     from edgeopt.runtime.targets import Target
 
-    t = Target.load(args.target)
+    t = Target.load(args.target).with_remote(args.remote)
     threads = t.runtime.intra_op_threads if args.threads is None else args.threads
     threads = _validate.number(threads, "calibrate", "--threads", minimum=0, integer=True)
     _check_outputs(args.json_out)
+    if t.remote is not None or args.write:
+        return _calibrate_device(args, t, threads)
     log.info("calibrating with %s intra-op threads (about a second)...", threads or "default")
     cal = calibrate(threads, allow_spinning=t.runtime.allow_spinning)
     if not args.no_cache:
@@ -207,7 +215,38 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_device(args: argparse.Namespace, t: Any, threads: int) -> int:
+    """calibrate on the target's device over ssh; print (or --write into the profile) its [device] numbers."""
+    from edgeopt.runtime import remote_calibrate as rc
+
+    if t.remote is None:
+        raise InputError("--write: the target has no [remote] and no --remote HOST: calibrate the device itself "
+                         "(run this on it, or give --remote)")
+    path = rc.writable_profile(args.target) if args.write else None
+    log.info("calibrating %s over ssh with %s intra-op threads (a few seconds)...", t.remote.host, threads or "default")
+    cal, env = rc.calibrate_on_device(t, threads)
+    for w in env.get("warnings", []):
+        log.warning("warning: %s: %s", t.remote.host, w)
+    if path is not None:
+        rc.write_profile(path, cal, t.remote.host)
+        log.info("wrote the measured [device] numbers of %s into %s", t.remote.host, path)
+    if args.json_out == "-":
+        _emit_json("-", rc.report(cal, env))
+        return 0
+    print("[device]")
+    print("\n".join(rc.device_lines(cal, t.remote.host)))
+    _emit_json(args.json_out, rc.report(cal, env))
+    return 0
+
+
 # --------------------------------------------------------------------------- bench / gate
+def _target(args: argparse.Namespace) -> Any:
+    """--target, measured on --remote HOST when given."""
+    from edgeopt.runtime.targets import Target
+
+    return Target.load(args.target).with_remote(args.remote)
+
+
 def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     settings = BenchSettings().updated(batch=args.batch, min_iters=args.min_iters, min_time_s=args.min_time,
                                        max_iters=args.max_iters, warmup=args.warmup)
@@ -218,7 +257,7 @@ def _bench(args: argparse.Namespace) -> int:
     from edgeopt.runtime.bench import bench
 
     _check_outputs(args.json_out)
-    r = bench(args.model, args.target, **_bench_kwargs(args))
+    r = bench(args.model, _target(args), **_bench_kwargs(args))
     if args.json_out == "-":
         _emit_json("-", r.to_dict())
     else:
@@ -229,13 +268,17 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
-    from edgeopt.runtime.targets import Target
+    from edgeopt.runtime.remote import DeviceError
 
-    target = Target.load(args.target).with_budget(latency_ms=args.latency_ms, peak_memory_mb=args.memory_mb,
-                                                  model_size_mb=args.size_mb, latency_percentile=args.percentile)
+    target = _target(args).with_budget(latency_ms=args.latency_ms, peak_memory_mb=args.memory_mb,
+                                       model_size_mb=args.size_mb, latency_percentile=args.percentile)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     _check_outputs(args.json_out, args.junit, args.summary)
-    g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_bench_kwargs(args))
+    try:
+        g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_bench_kwargs(args))
+    except DeviceError as exc:  # the device was lost: nothing was decided
+        exc.exit_code = 1 if args.strict else 3
+        raise
     if not target.budget.latency_ms and not target.budget.peak_memory_mb and not target.budget.model_size_mb:
         log.warning("warning: target %s sets no budgets: nothing to check", target.name)
     # Render everything first, then write: an error leaves no half-written report.

@@ -72,10 +72,8 @@ class Failure(Exception):
 
 # --------------------------------------------------------------------------- facts
 def _host_facts() -> dict[str, Any]:
-    try:
-        from edgeopt.runtime.host import host_facts
-    except ImportError:  # pragma: no cover - older layout
-        from edgeopt.runtime.targets import host_facts
+    from edgeopt.runtime.host import host_facts
+
     return dict(host_facts())
 
 
@@ -388,7 +386,7 @@ def _calibrate_child() -> int:
 
     cal = calibrate(int(req.get("threads", 0)), allow_spinning=bool(req.get("allow_spinning", True)),
                     budget_s=float(req.get("budget_s", 2.0)))
-    sys.stdout.write(json.dumps(cal))
+    sys.stdout.write(json.dumps(cal.to_dict() if hasattr(cal, "to_dict") else cal))
     return 0
 
 

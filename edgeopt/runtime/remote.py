@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeopt._validate import check_fields, read_table, spec
 from edgeopt.errors import EdgeoptError, InputError, ModelError
 
 log = logging.getLogger("edgeopt.remote")
@@ -60,24 +61,23 @@ class DeviceVersionError(InputError):
 
 @dataclass(frozen=True)
 class RemoteSpec:
-    """Where and how to reach a device: a profile's ``[remote]`` table."""
+    """Where and how to reach a device: a profile's ``[remote]`` table (declared here, validated
+    like every other table), or ``--remote HOST``."""
 
-    host: str  # anything ssh accepts: pi@10.0.0.7, a Host alias from ~/.ssh/config
-    python: str = "python3"  # the device's interpreter with edgeopt installed
-    ssh_options: tuple[str, ...] = ()  # extra ssh arguments, e.g. ["-p", "2222", "-o", "ProxyJump=bastion"]
-    workdir: str | None = None  # on the device; default: <edgeopt cache dir there>/remote
-    connect_timeout_s: float = 10.0
-    timeout_s: float | None = None  # per measurement on the device (None: bench's own estimate)
-    lease_timeout_s: float = 600.0  # how long to wait while another client holds the device
+    host: str = spec("str", nonempty=True, doc="anything ssh accepts: pi@10.0.0.7, a Host alias from ~/.ssh/config")
+    python: str = spec("str", default="python3", nonempty=True, doc="the device's interpreter with edgeopt installed")
+    ssh_options: tuple[str, ...] = spec("strs", default=(), doc="extra ssh arguments, e.g. [\"-p\", \"2222\"]")
+    workdir: str | None = spec("str", default=None, optional=True, nonempty=True,
+                               doc="work directory on the device (default: <edgeopt cache dir there>/remote)")
+    connect_timeout_s: float = spec("num", default=10.0, minimum=0, min_exclusive=True, doc="ssh ConnectTimeout")
+    timeout_s: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True,
+                                   doc="per measurement on the device (default: bench's own estimate)")
+    lease_timeout_s: float = spec("num", default=600.0, minimum=0, doc="how long to wait while another client holds the device")
 
     def __post_init__(self) -> None:
+        for name, value in check_fields(self, "[remote]").items():
+            object.__setattr__(self, name, tuple(value) if name == "ssh_options" else value)
         check_host(self.host, "[remote] host")
-        if not isinstance(self.python, str) or not self.python.strip():
-            raise InputError(f"[remote] python: expected a non-empty string, found {self.python!r}")
-
-    @property
-    def label(self) -> str:
-        return self.host
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -92,10 +92,21 @@ class RemoteSpec:
             kw["ssh_options"] = tuple(kw["ssh_options"])
         return cls(**kw)
 
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str) -> RemoteSpec:
+        """From a profile's ``[remote]`` table; TargetError naming the file and key."""
+        from edgeopt.errors import TargetError
+
+        values = read_table(cls, table, where, "remote", error=TargetError)
+        try:
+            return cls(**values)
+        except InputError as exc:
+            raise TargetError(f"{where}: {exc}") from None
+
 
 def check_host(host: Any, key: str = "--remote") -> str:
     """A destination ssh will take as a host, never as an option or two words."""
-    if not isinstance(host, str) or not host.strip():
+    if not isinstance(host, str) or not host.strip():  # pragma: no cover - the declaration checks it first
         raise InputError(f"{key}: expected a host (user@address or a Host alias from ~/.ssh/config), found {host!r}")
     if host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
         raise InputError(f"{key}: expected a host (user@address or a Host alias), found {host!r} "

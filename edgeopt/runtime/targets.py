@@ -30,6 +30,7 @@ from edgeopt.runtime.calibrate import cached_calibration
 from edgeopt.runtime.host import MB, cpu_matches, host_facts
 from edgeopt.runtime.perf import KEYS as _PERF_KEYS_ORDERED
 from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
+from edgeopt.runtime.remote import RemoteSpec
 from edgeopt.runtime.session import GRAPH_OPTIMIZATIONS, Runtime
 
 if sys.version_info >= (3, 11):
@@ -114,6 +115,8 @@ class Target:
     budget: Budget = field(default_factory=Budget)
     source: str = ""
     warnings: tuple[str, ...] = ()
+    #: the device itself, reached over SSH (``[remote]``): measured there, not predicted
+    remote: RemoteSpec | None = None
 
     # -- loading
     @staticmethod
@@ -161,6 +164,15 @@ class Target:
                    for k, v in given.items() if v is not None}
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
 
+    def with_remote(self, host: str | None) -> Target:
+        """A copy measured on ``host`` over SSH (``--remote HOST``): sets the profile's ``[remote]``
+        host, keeping its other ``[remote]`` keys; None leaves the target as it is."""
+        if host is None:
+            return self
+        if self.remote is None:
+            return dataclasses.replace(self, remote=RemoteSpec(host))
+        return dataclasses.replace(self, remote=dataclasses.replace(self.remote, host=host))
+
     def is_host(self) -> bool:
         """True when the machine running edgeopt is this device (arch and CPU model match)."""
         if self.device.detect:
@@ -179,14 +191,19 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         runtime = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.runtime).items()}
-        return {"name": self.name, "description": self.description, "device": self.device.to_dict(),
-                "runtime": runtime, "budget": dataclasses.asdict(self.budget), "source": self.source}
+        d = {"name": self.name, "description": self.description, "device": self.device.to_dict(),
+             "runtime": runtime, "budget": dataclasses.asdict(self.budget), "source": self.source}
+        if self.remote is not None:
+            d["remote"] = self.remote.to_dict()
+        return d
 
     def to_toml(self) -> str:
         """The resolved profile as TOML (what `edgeopt targets show` prints; ``extends`` merged in)."""
         d = self.to_dict()
         lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
-        for section in ("device", "runtime", "budget"):
+        for section in ("device", "runtime", "budget", "remote"):
+            if section not in d:
+                continue
             lines.append(f"\n[{section}]")
             for k, v in d[section].items():
                 if v is None or (k == "detect" and not v) or (k == "perf_source" and not v):
@@ -269,9 +286,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parsing
 def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> Target:
     """Check a resolved profile against the declarations and build the Target."""
-    unknown = sorted(set(data) - {*_TOP, "device", "runtime", "budget"})
+    tables = {"device", "runtime", "budget", "remote"}
+    unknown = sorted(set(data) - {*_TOP, *tables})
     if unknown:
-        raise _validate.unknown_key(display, unknown[0], {*_TOP, "device", "runtime", "budget"}, error=TargetError)
+        raise _validate.unknown_key(display, unknown[0], {*_TOP, *tables}, error=TargetError)
     top = {k: sp.check(data[k], display, k, error=TargetError) for k, sp in _TOP.items() if k in data}
     if "name" not in top:
         raise _validate.missing(display, "name", error=TargetError)
@@ -285,9 +303,12 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
                         f"[device] cores = {device.cores}: threads will contend for cores")
     if device.detect and not device.has_perf_model:
         device = _with_host_calibration(device, runtime)
+    remote = (RemoteSpec.from_table(_section(data, "remote", set(specs(RemoteSpec)), display), display)
+              if "remote" in data else None)
     for w in warnings:
         log.warning("warning: %s", w)
-    return Target(top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings))
+    return Target(top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings),
+                  remote)
 
 
 def _section(data: dict[str, Any], key: str, allowed: set[str], display: str) -> dict[str, Any]:

@@ -74,9 +74,13 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
 def _register_gate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gate", help="check an ONNX model against a target's budgets (exit 0/1/2/3)",
                        description="Benchmark, then check the target's budgets with a one-sided distribution-free "
-                                   "confidence bound. Exit 0 pass, 1 over budget, 2 bad input, 3 inconclusive "
-                                   "(1 with --strict). Appends a Markdown table to $GITHUB_STEP_SUMMARY when set.")
+                                   "confidence bound. With --against OLD.onnx, also measure MODEL (NEW) against OLD "
+                                   "in one interleaved run and check the latency ratio NEW/OLD (confidence bounds), "
+                                   "peak memory, size and output agreement. Exit 0 pass, 1 over budget or worse "
+                                   "than OLD, 2 bad input, 3 inconclusive (1 with --strict). Appends a Markdown "
+                                   "table to $GITHUB_STEP_SUMMARY when set.")
     _measurement_flags(p, GATE_SETTINGS)
+    _against_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
     p.add_argument("--summary", metavar="FILE", help="write the Markdown table to FILE")
     p.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the bounds (default 0.95)")
@@ -86,6 +90,33 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=float, help="override the peak memory budget")
     p.add_argument("--size-mb", type=float, help="override the model size budget")
     p.set_defaults(func=_gate)
+
+
+def _against_flags(p: argparse.ArgumentParser) -> None:
+    from edgeopt.runtime.compare import DEFAULT_PAIRS, Tolerances
+
+    t = Tolerances()
+    g = p.add_argument_group("against an older model (--against)")
+    g.add_argument("--against", metavar="OLD.onnx", help="also compare MODEL with OLD.onnx, measured in the same run "
+                   "in alternating blocks; --min-time/--min-iters are then per model, split over the pairs")
+    g.add_argument("--max-slowdown", default=f"{t.max_slowdown:.0%}", metavar="FRACTION",
+                   help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
+                        f"0.05 (default {t.max_slowdown:.0%})")
+    g.add_argument("--max-memory-growth", default=f"{t.max_memory_growth:.0%}", metavar="FRACTION",
+                   help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}; under 1 MB is ignored)")
+    g.add_argument("--max-size-growth", default=f"{t.max_size_growth:.0%}", metavar="FRACTION",
+                   help=f"file size growth allowed (default {t.max_size_growth:.0%})")
+    g.add_argument("--atol", type=float, default=t.atol, help=f"outputs: absolute tolerance (default {t.atol:g})")
+    g.add_argument("--rtol", type=float, default=t.rtol,
+                   help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})")
+    g.add_argument("--max-top1-disagreement", default="0%", metavar="FRACTION",
+                   help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)")
+    g.add_argument("--pairs", type=int, default=DEFAULT_PAIRS,
+                   help=f"pairs of measurement blocks (default {DEFAULT_PAIRS}); more narrow the interval")
+    g.add_argument("--agreement-samples", type=int, default=None, metavar="N",
+                   help="generated inputs for the output agreement (default 16)")
+    g.add_argument("--no-budgets", action="store_true",
+                   help="with --against: check only the comparison, not the target's budgets")
 
 
 def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> None:
@@ -266,6 +297,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _against_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``gate()`` keywords of --against and its tolerances (checked before anything is measured)."""
+    from edgeopt.runtime.compare import Tolerances
+
+    if not args.against:
+        if args.no_budgets:
+            raise InputError("--no-budgets: only with --against OLD.onnx (there is nothing else to check)")
+        return {}
+    tol = Tolerances(max_slowdown=args.max_slowdown, max_memory_growth=args.max_memory_growth,
+                     max_size_growth=args.max_size_growth, atol=args.atol, rtol=args.rtol,
+                     max_top1_disagreement=args.max_top1_disagreement)
+    return {"against": args.against, "budgets": not args.no_budgets, "tolerances": tol, "pairs": args.pairs,
+            "agreement_samples": args.agreement_samples}
+
+
 def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
@@ -275,11 +321,13 @@ def _gate(args: argparse.Namespace) -> int:
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     _check_outputs(args.json_out, args.junit, args.summary)
     try:
-        g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_bench_kwargs(args))
+        g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_against_kwargs(args),
+                 **_bench_kwargs(args))
     except DeviceError as exc:  # the device was lost: nothing was decided
         exc.exit_code = 1 if args.strict else 3
         raise
-    if not target.budget.latency_ms and not target.budget.peak_memory_mb and not target.budget.model_size_mb:
+    no_budgets = not target.budget.latency_ms and not target.budget.peak_memory_mb and not target.budget.model_size_mb
+    if no_budgets and not args.against:
         log.warning("warning: target %s sets no budgets: nothing to check", target.name)
     # Render everything first, then write: an error leaves no half-written report.
     md, junit, doc = g.to_markdown(), g.to_junit() if args.junit else None, g.to_dict()

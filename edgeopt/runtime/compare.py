@@ -76,20 +76,16 @@ def parse_fraction(value: Any, name: str) -> float:
     """``"5%"`` -> 0.05, ``0.05`` -> 0.05; a plain number must be a fraction in [0, 1) (``5`` is
     refused: write ``5%``). Raises InputError naming ``name``."""
     text = str(value).strip()
+    percent = text.endswith("%")
     try:
-        if text.endswith("%"):
-            out = float(text[:-1]) / 100.0
-        else:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(text)
-            if out >= 1:
-                raise InputError(f"{name}: expected a fraction in [0, 1) such as 0.05 or a percentage "
-                                 f"such as 5%, found {text} (write {text}% for a percentage)")
+        out = float(text[:-1] if percent else text) / (100.0 if percent else 1.0)
     except ValueError:
-        raise InputError(f"{name}: expected a fraction such as 0.05 or a percentage such as 5%, found {text!r}") from None
-    if not math.isfinite(out) or out < 0:
-        raise InputError(f"{name}: expected a fraction or percentage >= 0, found {text}")
+        out = math.nan
+    if isinstance(value, bool) or not math.isfinite(out) or out < 0:
+        raise InputError(f"{name}: expected a fraction such as 0.05 or a percentage such as 5%, found {text!r}")
+    if not percent and out >= 1:
+        raise InputError(f"{name}: expected a fraction in [0, 1) such as 0.05 or a percentage such as 5%, "
+                         f"found {text} (write {text}% for a percentage)")
     return out
 
 
@@ -199,7 +195,7 @@ class Comparison:
     method: dict[str, Any]
     new_samples_ms: tuple[tuple[float, ...], ...] = field(default=(), repr=False)  # per block, target scale
     old_samples_ms: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
-    raw_new: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # the worker outputs of NEW's blocks
+    new_bench: Any = field(default=None, repr=False)  # bench.BenchResult of NEW's pooled blocks (budget checks)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -262,7 +258,8 @@ class Comparison:
                 lines.append(f"| {c.name} | {new} | {old} | {c.measured:.4f} | {f4(c.lower_bound)} | "
                              f"{f4(c.upper_bound)} | {c.budget:.4g} | {icon[c.status]} |")
             else:
-                lines.append(f"| {c.name} | {c.detail} | | {f4(c.measured)} | | | {f4(c.budget)} | {icon[c.status]} |")
+                detail = c.detail.replace("|", "\\|")
+                lines.append(f"| {c.name} | {detail} | | {f4(c.measured)} | | | {f4(c.budget)} | {icon[c.status]} |")
         return "\n".join(lines) + "\n"
 
     def _sides(self, c: Check) -> tuple[str, str]:
@@ -434,7 +431,21 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
               "intra_op_threads": plan.threads, "memory_slack_mb": MEMORY_SLACK_MB, "predictions": list(predictions)}
     return Comparison(sides[0], sides[1], tuple(checks), agree, tol, plan.confidence, q, source, plan.target.name,
                       method, tuple(tuple(map(float, b)) for b in blocks[0]),
-                      tuple(tuple(map(float, b)) for b in blocks[1]), tuple(outs[0]), tuple(warnings))
+                      tuple(tuple(map(float, b)) for b in blocks[1]),
+                      _new_bench(plan, paths[0], infos[0], outs[0], blocks[0], host_blocks[0], predictions[0], mem[0],
+                                 warnings), tuple(warnings))
+
+
+def _new_bench(plan: _Plan, path: str, info: dict[str, Any], outs: list[dict[str, Any]], blocks: list[np.ndarray],
+               host_blocks: list[np.ndarray], prediction: dict[str, Any] | None, mem: np.ndarray,
+               warnings: list[str]) -> Any:
+    """NEW's blocks pooled into one BenchResult (the budget checks run on it); memory, session and
+    first-inference figures are those of the block with the median peak memory."""
+    from edgeopt.runtime import bench
+
+    median_block = outs[int(np.argsort(mem)[len(mem) // 2])]
+    return bench._result(path, plan.target, plan.total, info, median_block, np.concatenate(blocks),
+                         np.concatenate(host_blocks), prediction, list(warnings), plan.threads)
 
 
 def memory_check(new_mb: np.ndarray, old_mb: np.ndarray, growth: float) -> Check:

@@ -1,4 +1,5 @@
-"""``gate``: benchmark, then check every budget of the target and give a verdict.
+"""``gate``: benchmark, then check every budget of the target and give a verdict; with
+``against=OLD``, also compare the model with OLD in one interleaved run (``compare``).
 
 The latency check bounds the budgeted percentile with a one-sided distribution-free confidence
 bound (``stats.percentile_bounds``): PASS when the upper bound is within budget, FAIL when the
@@ -17,39 +18,29 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt.runtime import stats
 from edgeopt.runtime.bench import BenchResult, bench
+from edgeopt.runtime.checks import FAIL, INCONCLUSIVE, PASS, Check, combine
+from edgeopt.runtime.compare import Comparison, Tolerances, compare
 from edgeopt.runtime.targets import Target
 
 SCHEMA = "edgeopt.gate/1"
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One budget check. ``passed`` is None when the check is inconclusive."""
-
-    name: str
-    budget: float
-    measured: float
-    upper_bound: float | None
-    lower_bound: float | None
-    passed: bool | None
-    unit: str = ""
-    source: str = "measured"  # measured | predicted
-    detail: str = ""
-
-    @property
-    def status(self) -> str:
-        return PASS if self.passed else FAIL if self.passed is False else INCONCLUSIVE
+__all__ = ["gate", "GateResult", "Check", "latency_check", "PASS", "FAIL", "INCONCLUSIVE", "SCHEMA"]
 
 
 @dataclass(frozen=True)
 class GateResult:
+    """``checks`` are the target's budgets (on NEW); ``comparison`` the checks against OLD, when asked."""
+
     verdict: str
     checks: tuple[Check, ...]
     bench: BenchResult
     confidence: float
     strict: bool
     target_name: str
+    comparison: Comparison | None = None
+
+    @property
+    def all_checks(self) -> tuple[Check, ...]:
+        return self.checks + (self.comparison.checks if self.comparison is not None else ())
 
     @property
     def exit_code(self) -> int:
@@ -72,6 +63,7 @@ class GateResult:
             "measured_on": self.bench.environment.get("measured_on"),
             "checks": [dict(asdict(c), status=c.status) for c in self.checks],
             "bench": self.bench.to_dict(),
+            "comparison": self.comparison.to_dict() if self.comparison is not None else None,
         }
 
     def _where(self) -> str:
@@ -95,30 +87,45 @@ class GateResult:
             lines.append(f"| {c.name} | {fmt(c.budget, c.unit)} | {fmt(c.measured, c.unit)} | "
                          f"{fmt(c.lower_bound, c.unit)} | {fmt(c.upper_bound, c.unit)} | {c.source} | {icon[c.status]} |")
         if not self.checks:
-            lines.append("| (no budgets in this target) | | | | | | |")
+            lines.append("| (no budgets checked) | | | | | | |")
+        if self.comparison is not None:
+            lines += ["", self.comparison.to_markdown().rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def to_junit(self) -> str:
-        failures = sum(c.status == FAIL or (self.strict and c.status == INCONCLUSIVE) for c in self.checks)
-        skipped = sum(c.status == INCONCLUSIVE and not self.strict for c in self.checks)
-        suite = ET.Element("testsuite", name=f"edgeopt.gate.{self.target_name}", tests=str(len(self.checks)),
+        """One testcase per budget check (classname ``edgeopt.gate.TARGET``) and per comparison check
+        (classname ``edgeopt.gate.TARGET.against``)."""
+        every = self.all_checks
+        failures = sum(c.status == FAIL or (self.strict and c.status == INCONCLUSIVE) for c in every)
+        skipped = sum(c.status == INCONCLUSIVE and not self.strict for c in every)
+        suite = ET.Element("testsuite", name=f"edgeopt.gate.{self.target_name}", tests=str(len(every)),
                            failures=str(failures), errors="0", skipped=str(skipped))
         props = ET.SubElement(suite, "properties")
         for k, v in (("model", self.bench.model), ("target", self.target_name), ("verdict", self.verdict),
                      ("latency_source", self.bench.latency_source), ("where", self._where())):
             ET.SubElement(props, "property", name=k, value=str(v))
+        if self.comparison is not None:
+            ET.SubElement(props, "property", name="against", value=self.comparison.old.model)
         for c in self.checks:
-            case = ET.SubElement(suite, "testcase", classname=f"edgeopt.gate.{self.target_name}", name=c.name)
-            msg = (f"{c.name}: measured {c.measured:.4g} {c.unit} ({c.source}) vs budget {c.budget:.4g} {c.unit}"
-                   + (f"; {c.detail}" if c.detail else ""))
-            if c.status == FAIL or (self.strict and c.status == INCONCLUSIVE):
-                ET.SubElement(case, "failure", message=msg, type=c.status).text = msg
-            elif c.status == INCONCLUSIVE:
-                ET.SubElement(case, "skipped", message=msg)
+            self._testcase(suite, f"edgeopt.gate.{self.target_name}", c,
+                           f"{c.name}: measured {c.measured:.4g} {c.unit} ({c.source}) vs budget {c.budget:.4g} {c.unit}")
+        for c in self.comparison.checks if self.comparison is not None else ():
+            bounds = "" if c.lower_bound is None else f" [{c.lower_bound:.4g}, {c.upper_bound:.4g}]"
+            head = (f"{c.name}: NEW/OLD {c.measured:.4g}{bounds} ({c.source}) vs limit {c.budget:.4g}" if c.unit == "x"
+                    else f"{c.name}: {c.measured:.4g} vs limit {c.budget:.4g}")
+            self._testcase(suite, f"edgeopt.gate.{self.target_name}.against", c, head)
         root = ET.Element("testsuites", name="edgeopt.gate", tests=suite.get("tests"), failures=suite.get("failures"))
         root.append(suite)
         ET.indent(root)
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def _testcase(self, suite: ET.Element, classname: str, c: Check, head: str) -> None:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=c.name)
+        msg = head + (f"; {c.detail}" if c.detail else "")
+        if c.status == FAIL or (self.strict and c.status == INCONCLUSIVE):
+            ET.SubElement(case, "failure", message=msg, type=c.status).text = msg
+        elif c.status == INCONCLUSIVE:
+            ET.SubElement(case, "skipped", message=msg)
 
     def to_text(self) -> str:
         lines = [f"edgeopt gate: {self.verdict.upper()}  ({Path(self.bench.model).name} on {self.target_name}; {self._where()})"]
@@ -128,6 +135,8 @@ class GateResult:
                 f"{'-' if c.upper_bound is None else f'{c.upper_bound:.4g}'}] @{self.confidence:.0%}"
             lines.append(f"  {c.status.upper():<13} {c.name:<16} {c.measured:>10.4g} {c.unit:<3} budget "
                          f"{c.budget:.4g} {c.unit}{bound}{'  ' + c.detail if c.detail else ''}")
+        if self.comparison is not None:
+            lines += self.comparison.text_lines()
         return "\n".join(lines)
 
 
@@ -158,13 +167,38 @@ def gate(
     confidence: float = 0.95,
     strict: bool = False,
     bench_result: BenchResult | None = None,
+    against: str | os.PathLike[str] | None = None,
+    budgets: bool = True,
+    tolerances: Tolerances | None = None,
     **bench_kwargs: Any,
 ) -> GateResult:
-    """Benchmark ``path`` on ``target`` (or reuse ``bench_result``) and check the target's budgets."""
+    """Benchmark ``path`` on ``target`` (or reuse ``bench_result``) and check the target's budgets.
+
+    With ``against`` (an OLD .onnx), ``path`` (NEW) is also measured against OLD in one interleaved
+    run (:func:`edgeopt.runtime.compare.compare`: latency ratio with confidence bounds, peak memory,
+    size, output agreement); the budgets are then checked on NEW's samples from that run, or not at
+    all with ``budgets=False``. ``tolerances`` (a ``Tolerances``) or its fields as keywords
+    (``max_slowdown="5%"``, ``atol=1e-3``, ...), ``pairs`` and ``agreement_samples`` go to ``compare``;
+    the measurement keywords (``settings``, ``min_time_s``, ...) are per model, split over the pairs.
+    """
     confidence = _validate.number(confidence, "gate()", "confidence", minimum=0, maximum=1, min_exclusive=True,
                                   max_exclusive=True)
     target = Target.load(target)
-    r = bench_result if bench_result is not None else bench(path, target, **bench_kwargs)
+    comparison = None
+    if against is not None:
+        comparison = compare(path, against, target, confidence=confidence, tolerances=tolerances,
+                             **_compare_kwargs(bench_kwargs))
+        r = comparison.new_bench
+    else:
+        if not budgets:
+            raise _validate.fail("gate()", "budgets", "True unless against=OLD is given", budgets)
+        r = bench_result if bench_result is not None else bench(path, target, **bench_kwargs)
+    checks = _budget_checks(r, target, confidence) if budgets else []
+    verdict = combine(checks + list(comparison.checks if comparison is not None else ()))
+    return GateResult(verdict, tuple(checks), r, float(confidence), bool(strict), target.name, comparison)
+
+
+def _budget_checks(r: BenchResult, target: Target, confidence: float) -> list[Check]:
     b = target.budget
     checks: list[Check] = []
     if b.latency_ms is not None:
@@ -173,10 +207,14 @@ def gate(
         checks.append(_fixed_check("peak_memory", r.peak_memory_mb, b.peak_memory_mb, "MB"))
     if b.model_size_mb is not None:
         checks.append(_fixed_check("model_size", r.model_size_mb, b.model_size_mb, "MB"))
-    if any(c.passed is False for c in checks):
-        verdict = FAIL
-    elif any(c.passed is None for c in checks):
-        verdict = INCONCLUSIVE
-    else:
-        verdict = PASS
-    return GateResult(verdict, tuple(checks), r, float(confidence), bool(strict), target.name)
+    return checks
+
+
+def _compare_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """``bench``-style keywords (``min_time_s=...``) folded into ``settings`` for ``compare``."""
+    from edgeopt.runtime.settings import GATE_SETTINGS
+
+    kw = dict(kw)
+    fields = {k: kw.pop(k) for k in ("batch", "min_iters", "min_time_s", "max_iters", "warmup", "seed") if k in kw}
+    kw["settings"] = (kw.get("settings") or GATE_SETTINGS).updated(**fields)
+    return kw

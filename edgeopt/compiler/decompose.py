@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeopt.compiler.attention import attention_refusal, swap_attention
 from edgeopt.compiler.formats import (
     FormatConfig,
     LayerCost,
@@ -34,7 +35,8 @@ _LEFT_ALONE: tuple[tuple[type, str], ...] = (
     (nn.Embedding, "embeddings are table lookups, not matrix products"),
     (nn.EmbeddingBag, "embeddings are table lookups, not matrix products"),
     (nn.RNNBase, "recurrent layers keep their gate structure (not supported)"),
-    (nn.MultiheadAttention, "attention's fused projections are not decomposed (not supported)"),
+    (nn.MultiheadAttention, "this attention's configuration has no plain-Linear equivalent (add_bias_kv or "
+                            "add_zero_attn); supported ones are swapped for LinearAttention"),
     (nn.modules.batchnorm._NormBase, "normalization layers have no matrix to decompose"),
     (nn.LayerNorm, "normalization layers have no matrix to decompose"),
     (nn.GroupNorm, "normalization layers have no matrix to decompose"),
@@ -161,9 +163,20 @@ def _dense_cost(m: nn.Module, pos: list[int] | None) -> tuple[int, int | None]:
     return params, per_pos * pos[1] if pos else None
 
 
+def _with_plain_attention(model: nn.Module) -> nn.Module:
+    """``model`` itself, or a copy whose ``nn.MultiheadAttention`` are :class:`LinearAttention` (same names
+    plus ``.q_proj``/``.k_proj``/``.v_proj``/``.out_proj``), so their projections can be named in a plan."""
+    if not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        return model
+    view = copy.deepcopy(model)
+    swap_attention(view)
+    return view
+
+
 def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module. Got {type(model).__name__} instead.")
+    model = _with_plain_attention(model)
     positions = _positions(model, _as_input(example_input))
     aliases: dict[str, str] = {}
     first: dict[int, str] = {}
@@ -173,13 +186,16 @@ def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
     specs: dict[str, LayerSpec] = {}
     refused: dict[str, str] = {}
     other = 0
-    owners = [n + "." for n, m in model.named_modules() if n and isinstance(m, nn.MultiheadAttention)]
+    mods = dict(model.named_modules())
+    owners = [n + "." for n, m in mods.items() if n and isinstance(m, nn.MultiheadAttention)]
     for name, m in model.named_modules():
         if not name:
             continue
         why = _refusal(m)
         if why is None and any(name.startswith(o) for o in owners):
-            why = "it belongs to a MultiheadAttention, which reads its weights directly"
+            owner = next(mods[o[:-1]] for o in owners if name.startswith(o))
+            why = (f"it belongs to a MultiheadAttention that reads its weights directly and cannot be swapped for "
+                   f"plain Linears ({attention_refusal(owner)})")
         if why is not None:
             refused[name] = why
             if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not isinstance(m, nn.modules.lazy.LazyModuleMixin):
@@ -220,7 +236,9 @@ def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str
     """The layers a plan may name, keyed as in ``model.named_modules()``, with what each allows.
 
     Grouped/depthwise convs, recurrent layers, embeddings and normalization layers are absent.
-    A tied module appears once, under its first name. Conv MACs need ``example_input`` (a tensor
+    ``nn.MultiheadAttention`` is seen as the :class:`~edgeopt.compiler.attention.LinearAttention` that
+    ``decompose`` swaps it for: its projections appear as ``<name>.q_proj``, ``.k_proj``, ``.v_proj``
+    and ``.out_proj`` (``model`` is not changed). A tied module appears once, under its first name. Conv MACs need ``example_input`` (a tensor
     or an input shape such as ``(1, 3, 32, 32)``); without it they count one output position.
     """
     return _analyze(model, example_input).specs
@@ -304,7 +322,9 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     Parameters
     ----------
     model : torch.nn.Module
-        The trained teacher; it is left untouched.
+        The trained teacher; it is left untouched. In the copy, every supported
+        ``nn.MultiheadAttention`` is an equivalent ``LinearAttention`` whose four projections are
+        plain ``nn.Linear`` layers a plan can name (``encoder.layers.0.self_attn.q_proj``).
     plan : dict
         Layer name (as in ``model.named_modules()``) -> ``{"format": "lowrank", "rank": 32}``,
         ``{"format": "tt", "rank": [1, 8, 1]}`` (or ``"rank": 8``, or ``"rank": 0.05`` for a
@@ -322,6 +342,7 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     """
     configs = normalize_plan(plan)
     student = copy.deepcopy(model)
+    swap_attention(student)  # nn.MultiheadAttention -> LinearAttention (same function, plain Linear projections)
     analysis = _analyze(student, example_input)
     resolved = _resolve(analysis, configs)
     modules = dict(student.named_modules())

@@ -15,6 +15,7 @@ from torch import nn  # noqa: E402
 from edgeopt.compiler.attention import LinearAttention, attention_refusal, swap_attention  # noqa: E402
 from edgeopt.compiler.decompose import decomposable_layers, decompose  # noqa: E402
 from edgeopt.compiler.export import export_onnx_info  # noqa: E402
+from edgeopt.errors import ModelError  # noqa: E402
 
 TOL = 1e-5
 
@@ -88,28 +89,36 @@ def test_swap_inside_transformer_encoder(batch_first, norm_first):
 
 
 def test_vit_projections_become_decomposable_and_export(tmp_path):
+    """decomposable_layers and decompose see the teacher's MHA as LinearAttention; the teacher is not changed."""
     from edgeopt.models.vit import vit
 
     model = vit(num_classes=4, width=16, depth=2, heads=2, image_size=8, patch=4).eval()
-    before = decomposable_layers(model, (1, 3, 8, 8))
-    assert not any("self_attn" in n for n in before)
-    swapped = copy.deepcopy(model)
-    swap_attention(swapped)
-    after = decomposable_layers(swapped, (1, 3, 8, 8))
-    names = {f"encoder.layers.{i}.self_attn.{p}_proj" for i in range(2) for p in "qkv"} | \
-            {f"encoder.layers.{i}.self_attn.out_proj" for i in range(2)}
-    assert names <= set(after)
+    specs = decomposable_layers(model, (1, 3, 8, 8))
+    names = {f"encoder.layers.{i}.self_attn.{p}_proj" for i in range(2) for p in ("q", "k", "v", "out")}
+    assert names <= set(specs)
+    assert all(isinstance(layer.self_attn, nn.MultiheadAttention) for layer in model.encoder.layers)
     x = torch.randn(2, 3, 8, 8)
+    dense_copy = decompose(model, {})
     with torch.no_grad():
-        assert _close(model(x), swapped(x))
+        assert _close(model(x), dense_copy(x))
     plan = {"encoder.layers.0.self_attn.q_proj": {"format": "lowrank", "rank": 4},
             "encoder.layers.1.self_attn.out_proj": {"format": "tt", "rank": 2},
             "encoder.layers.0.linear1": {"format": "lowrank", "rank": 4}}
-    student = decompose(swapped, plan, example_input=(1, 3, 8, 8))
+    student = decompose(model, plan, example_input=(1, 3, 8, 8))
+    assert isinstance(model.encoder.layers[0].self_attn, nn.MultiheadAttention)  # the teacher is untouched
+    assert isinstance(student.encoder.layers[0].self_attn, LinearAttention)
     info = export_onnx_info(student, torch.randn(1, 3, 8, 8), tmp_path / "vit.onnx", exporter="auto")
     assert info.exporter == "torchscript"  # the plain attention needs no fallback
     assert info.max_rel_deviation is not None and info.max_rel_deviation < 1e-4
     onnx.checker.check_model(onnx.load(str(info.path)), full_check=True)
+
+
+def test_unswappable_attention_is_refused_with_its_reason():
+    model = nn.Sequential()
+    model.add_module("attn", nn.MultiheadAttention(16, 2, add_bias_kv=True))
+    assert not any(n.startswith("attn") for n in decomposable_layers(model))
+    with pytest.raises(ModelError, match="add_bias_kv"):
+        decompose(model, {"attn.out_proj": {"format": "lowrank", "rank": 2}})
 
 
 @pytest.mark.slow

@@ -172,8 +172,9 @@ def test_both_sweeps_compute_the_same_layer(order):
 
 
 def test_attention_projections_and_direct_weight_reads_are_caught():
-    mha = nn.Sequential(nn.MultiheadAttention(8, 2))
-    assert decomposable_layers(mha) == {}
+    mha = nn.Sequential(nn.MultiheadAttention(8, 2))  # seen as LinearAttention: its projections are plain Linears
+    assert set(decomposable_layers(mha)) == {"0.q_proj", "0.k_proj", "0.v_proj", "0.out_proj"}
+    assert isinstance(mha[0], nn.MultiheadAttention)  # the model itself is not changed
 
     class Direct(nn.Module):
         def __init__(self):

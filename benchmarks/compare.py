@@ -84,6 +84,14 @@ def measure(path: Path, task: Any, *, quick: bool) -> dict[str, Any]:
     }
 
 
+def _entry_text(entry: dict[str, Any]) -> str:
+    """``lowrank 8``, ``dense``: a plan entry's format and rank, the rank from the format's handler."""
+    from edgeopt.compiler.formats import get_handler
+
+    rank = get_handler(entry["format"]).rank_of(entry)
+    return entry["format"] + ("" if rank is None else f" {rank}")
+
+
 # --------------------------------------------------------------------------- uniform baselines
 def uniform_plan(layers: dict[str, Any], fmt: str, r: int) -> dict[str, Any]:
     """Every layer that allows ``fmt`` at rank ``r`` (and saves parameters there) in ``fmt``; the rest dense."""
@@ -304,8 +312,7 @@ def markdown(results: dict[str, Any]) -> str:
         for r in ex["rows"]:
             if r["method"].startswith("edgeopt") and "detail" in r:
                 d = r["detail"]
-                plan = ", ".join(f"{k}: {v['format']}{'' if v['format'] == 'dense' else ' ' + str(v.get('rank', v.get('ranks')))}"
-                                 for k, v in d["plan"].items())
+                plan = ", ".join(f"{k}: {_entry_text(v)}" for k, v in d["plan"].items())
                 lines.append(f"\n{r['method']}: plan {{{plan}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
                              f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
                              f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "

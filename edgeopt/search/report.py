@@ -357,7 +357,7 @@ def _optuna_plots(study: Any, rep: dict[str, Any]) -> list[tuple[str, Any]]:
 def _plan_plot(plt: Any, layers: list[dict[str, Any]]) -> Any:
     """The chosen plan per layer: params dense vs edgeopt, and its estimated latency share."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 + 0.45 * len(layers) + 1.5))
-    names = [f"{x['name']} ({x['format']}{'' if x['format'] == 'dense' else ' ' + str(x.get('ranks'))})" for x in layers]
+    names = [f"{x['name']} ({x['format']}{' ' + str(x['ranks']) if x.get('ranks') else ''})" for x in layers]
     y = range(len(layers))
     a1.barh([i + 0.2 for i in y], [x["dense_params"] for x in layers], height=0.4, label="dense", color="lightgray")
     a1.barh([i - 0.2 for i in y], [x["params"] for x in layers], height=0.4, label="edgeopt", color="tab:green")

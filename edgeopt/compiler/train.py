@@ -16,26 +16,20 @@ from torch import nn
 from edgeopt._validate import choice, number
 from edgeopt.compiler.data import make_loader, to_arrays
 from edgeopt.compiler.metrics import Metrics, MetricSpec, compute_metrics, metric_name
+from edgeopt.compiler.teacher import batched_logits, resolve_device, teacher_logits
 
 __all__ = ["evaluate", "fit", "predict_labels", "predict_logits", "train"]
 
 _SCHEDULES = ("constant", "cosine")
 
 
-def predict_logits(model: nn.Module, X: Any, *, batch_size: int = 1024) -> torch.Tensor:
-    """Model outputs on X (array or tensor) in eval mode, without gradients; modes restored."""
-    X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not isinstance(X, torch.Tensor) else X)
-    was = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    finally:
-        for m, t in was.items():
-            m.training = t
+def predict_logits(model: nn.Module, X: Any, *, batch_size: int = 256) -> torch.Tensor:
+    """Model outputs on X (array or tensor) in eval mode, without gradients, in batches on the model's
+    device; float32 on the CPU; modes restored."""
+    return batched_logits(model, X, batch_size=batch_size)
 
 
-def predict_labels(model: nn.Module, data: Any, *, batch_size: int = 1024) -> np.ndarray:
+def predict_labels(model: nn.Module, data: Any, *, batch_size: int = 256) -> np.ndarray:
     """Argmax class labels for ``data`` ((X, y), X alone, a Dataset or a DataLoader)."""
     if isinstance(data, (np.ndarray, torch.Tensor)):
         X = data
@@ -79,10 +73,13 @@ def _check_fit_args(owner: str, *, epochs: Any, batch_size: Any, patience: Any, 
     metric_name(metric)
 
 
-def _run_epoch(student: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: _Loss) -> None:
-    """One pass over the loader: forward, loss, backward, step (and the schedule's step per batch)."""
+def _run_epoch(student: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: _Loss,
+               device: torch.device) -> None:
+    """One pass over the loader: forward, loss, backward, step (and the schedule's step per batch).
+    Batches stay on the CPU in the loader; each is moved to ``device`` when its turn comes."""
     student.train()
     for batch in loader:
+        batch = [t.to(device, non_blocking=True) for t in batch]
         loss = loss_fn(student(batch[0]), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +106,7 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
         lr: float = 1e-3, batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.5, patience: int = 5,
         seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
         callback: Callable[[int, float], Any] | None = None, owner: str = "fit", schedule: str = "constant",
-        restore_best: bool = True) -> tuple[float, list[float]]:
+        restore_best: bool = True, train_device: str = "auto") -> tuple[float, list[float]]:
     """edgeopt's one training loop: Adam over seeded shuffled batches, validation score per epoch,
     early stopping after ``patience`` epochs without improvement, best weights restored at the end
     (also when ``callback`` raises, e.g. ``optuna.TrialPruned``; its exception propagates).
@@ -120,22 +117,30 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     ``restore_best=False`` the student keeps its last weights instead of the best-validation ones
     (a final fine-tune whose plan was already chosen on validation should not be selected on it
     again) and early stopping is off. Returns (best score, per-epoch scores).
+
+    The teacher's logits on the training data are computed once (batched, cached across calls
+    with the same teacher weights and data: a search distills many students from one teacher).
+    ``train_device`` "auto" trains on CUDA when torch sees one, else on the CPU; the student ends
+    on the device it started on.
     """
     _check_fit_args(owner, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr, temperature=temperature,
                     alpha=alpha, schedule=schedule, metric=metric)
     Xtr, ytr = to_arrays(train, name="train")
     Xva, yva = to_arrays(val, name="val")
+    device = resolve_device(train_device)
     torch.manual_seed(seed)
     extra = []
     if teacher is not None and alpha < 1.0:
-        extra.append(predict_logits(teacher, Xtr).float().numpy())  # the teacher is fixed: its logits once
+        extra.append(teacher_logits(teacher, Xtr, device=device).numpy())  # fixed teacher: once per (weights, data)
     loader = make_loader(Xtr, ytr, *extra, batch_size=batch_size, shuffle=True, seed=seed)
+    home = next((p.device for p in student.parameters()), device)
+    student.to(device)
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
     loss_fn, best = _Loss(float(alpha), float(temperature)), _Best()
     try:
         for epoch in range(epochs):
-            _run_epoch(student, loader, opt, sched, loss_fn)
+            _run_epoch(student, loader, opt, sched, loss_fn, device)
             score = compute_metrics(yva, predict_labels(student, Xva), metric).score
             best.update(student, score)
             if callback is not None:
@@ -145,17 +150,19 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     finally:
         if best.state is not None and restore_best:
             student.load_state_dict(best.state)
-        student.eval()
+        student.to(home).eval()
     return float(best.score), best.history
 
 
 def train(model: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 64,
           patience: int | None = 5, seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-          callback: Callable[[int, float], Any] | None = None, restore_best: bool = True) -> float:
+          callback: Callable[[int, float], Any] | None = None, restore_best: bool = True,
+          train_device: str = "auto") -> float:
     """Plain supervised training (cross-entropy) with the same loop; returns the best val score.
 
     ``patience=None`` runs every epoch (no early stop); ``restore_best=False`` keeps the last weights.
     Used by the bundled examples and the tests to train their teachers."""
     return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, alpha=1.0,
                patience=epochs if patience is None else patience, seed=seed, metric=metric,
-               weight_decay=weight_decay, callback=callback, owner="train", restore_best=restore_best)[0]
+               weight_decay=weight_decay, callback=callback, owner="train", restore_best=restore_best,
+               train_device=train_device)[0]

@@ -37,6 +37,8 @@ from edgeopt.runtime.session import Runtime, open_session
 
 __all__ = ["ExportInfo", "export_onnx", "export_onnx_info", "onnx_node_count", "onnx_op_counts"]
 
+log = logging.getLogger("edgeopt.export")
+
 _EXPORTERS = ("auto", "torchscript", "dynamo")
 _VERIFY_RUNTIME = Runtime(intra_op_threads=1, inter_op_threads=1)  # one thread: the check is not a benchmark
 
@@ -85,7 +87,7 @@ def _as_inputs(example_input: Any, key: str = "example_input") -> tuple[torch.Te
 
 @contextlib.contextmanager
 def _quiet():
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -96,6 +98,42 @@ def _quiet():
         finally:
             for lg, lv in zip(loggers, levels):
                 lg.setLevel(lv)
+
+
+@contextlib.contextmanager
+def _no_ir_dump():
+    """Keep the TorchScript exporter from printing its IR graph when it fails.
+
+    torch (2.7 to at least 2.13) prints "Torch IR graph at exception: ..." (thousands of lines for
+    a transformer) to stdout from C++ whenever ONNX logging is on, and its
+    ``setup_onnx_logging`` turns logging on for every export and leaves it on: it tests the
+    function ``_C._jit_is_onnx_log_enabled`` instead of calling it. Here logging stays at the
+    caller's setting during the export, and is restored afterwards.
+    """
+    try:
+        from torch.onnx._internal.torchscript_exporter import utils as ts_utils
+    except ImportError:  # another torch layout: nothing to patch
+        yield
+        return
+    original = getattr(ts_utils, "setup_onnx_logging", None)
+    was = torch._C._jit_is_onnx_log_enabled()
+
+    @contextlib.contextmanager
+    def setup_onnx_logging(verbose: bool):
+        torch._C._jit_set_onnx_log_enabled(bool(verbose) or was)
+        try:
+            yield
+        finally:
+            torch._C._jit_set_onnx_log_enabled(was)
+
+    if original is not None:
+        ts_utils.setup_onnx_logging = setup_onnx_logging
+    try:
+        yield
+    finally:
+        if original is not None:
+            ts_utils.setup_onnx_logging = original
+        torch._C._jit_set_onnx_log_enabled(was)
 
 
 @contextlib.contextmanager
@@ -124,8 +162,10 @@ def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, expo
     with _quiet():
         if exporter == "torchscript":
             axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
-            torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=in_names, output_names=out_names,
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+            with _no_ir_dump():
+                torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=in_names,
+                                  output_names=out_names, dynamic_axes=axes, opset_version=opset,
+                                  do_constant_folding=True)
         else:
             batch = torch.export.Dim("batch")
             torch.onnx.export(model, inputs, str(path), dynamo=True, input_names=in_names, output_names=out_names,
@@ -241,6 +281,8 @@ def export_onnx_info(model: nn.Module, example_input: Any, path: str | os.PathLi
             if verify and deviation is None:
                 continue
             os.replace(tmp, path)
+            if errors:  # a fallback: one line, not the failed exporter's output
+                log.info("ONNX export of %s: %s; used the %s exporter", type(model).__name__, errors[-1], name)
             return ExportInfo(path, name, export_s, time.perf_counter() - t0, written, deviation)
         raise ModelError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
     finally:

@@ -153,3 +153,21 @@ def test_attention_written_with_plain_linears_is_decomposable(tmp_path):
     student = decompose(model, {n: {"format": "lowrank", "rank": 4} for n in ("q", "k", "v", "proj")})
     info = export_onnx_info(student, torch.randn(1, 5, 16), tmp_path / "plain.onnx")
     assert info.max_rel_deviation < 1e-4
+
+
+@pytest.mark.slow
+def test_torchscript_failure_falls_back_in_one_line(tmp_path, capfd, caplog):
+    """The teacher's MHA fast path is not TorchScript-exportable: dynamo takes over, with no IR dump."""
+    import logging
+
+    from edgeopt.models.vit import vit
+
+    model = vit(num_classes=4, width=16, depth=1, heads=2, image_size=8, patch=4).eval()
+    with caplog.at_level(logging.INFO, logger="edgeopt.export"):
+        info = export_onnx_info(model, torch.randn(1, 3, 8, 8), tmp_path / "mha.onnx")
+    out, err = capfd.readouterr()
+    assert info.exporter == "dynamo"
+    assert "Torch IR graph" not in out + err and len((out + err).splitlines()) <= 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeopt.export"]
+    assert len(lines) == 1 and "used the dynamo exporter" in lines[0]
+    assert not torch._C._jit_is_onnx_log_enabled()  # torch's leaked logging switch is restored

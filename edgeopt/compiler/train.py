@@ -157,7 +157,7 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
 def train(model: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 64,
           patience: int | None = 5, seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
           callback: Callable[[int, float], Any] | None = None, restore_best: bool = True,
-          train_device: str = "auto") -> float:
+          train_device: str = "auto", schedule: str = "constant") -> float:
     """Plain supervised training (cross-entropy) with the same loop; returns the best val score.
 
     ``patience=None`` runs every epoch (no early stop); ``restore_best=False`` keeps the last weights.
@@ -165,4 +165,4 @@ def train(model: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float
     return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, alpha=1.0,
                patience=epochs if patience is None else patience, seed=seed, metric=metric,
                weight_decay=weight_decay, callback=callback, owner="train", restore_best=restore_best,
-               train_device=train_device)[0]
+               train_device=train_device, schedule=schedule)[0]

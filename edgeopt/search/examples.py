@@ -3,6 +3,9 @@
 - ``digits-mlp``: 64→1024→1024→10 MLP on the 8×8 digits (about 1.2M parameters, the seed size).
 - ``digits-cnn``: a small CNN on the same digits as 1×8×8 images.
 - ``imbalanced``: a binary task with 5% positives, where accuracy looks fine and F1 does not.
+- ``resnet8``, ``mobilenet``, ``vit``, ``cnn1d``: the architectures of ``edgeopt.models`` (MLPerf Tiny's
+  ResNet-8, a MobileNetV2-style network, a ViT on ``nn.MultiheadAttention``, a 1-D CNN) on the datasets
+  of ``edgeopt.models.data`` (digits as 32x32 RGB images; MNIST-1D-style signals).
 """
 
 from __future__ import annotations
@@ -114,6 +117,17 @@ class Example:
     model: Callable[[], object]
     epochs: int
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+
+
+def _architecture(name: str) -> Example:
+    """An ``edgeopt.models`` architecture on its offline dataset, with its training recipe."""
+    from edgeopt.models import ARCHITECTURES
+
+    a = ARCHITECTURES[name]
+    return Example(name, a.description, "f1_macro", a.data, a.build, epochs=a.epochs, lr=a.lr,
+                   weight_decay=a.weight_decay, schedule=a.schedule)
 
 
 EXAMPLES: dict[str, Example] = {
@@ -132,6 +146,8 @@ EXAMPLES: dict[str, Example] = {
         "binary task with 5% positives (make_classification), MLP 24→256→256→2: accuracy looks fine, F1 does not",
         "f1", _imbalanced_data, lambda: _mlp([24, 256, 256, 2]), epochs=40,
     ),
+    # real architectures written in edgeopt.models (issue 9): ResNet-8, MobileNet-style, ViT, 1-D CNN
+    **{name: _architecture(name) for name in ("resnet8", "mobilenet", "vit", "cnn1d")},
 }
 
 
@@ -161,8 +177,9 @@ def load_example(name: str, *, seed: int = 0):
     ex = EXAMPLES[name]
     train, val, test = ex.data()
     model = ex.model()
+    recipe = "" if (ex.weight_decay, ex.schedule) == (0.0, "constant") else f"|{ex.weight_decay}|{ex.schedule}"
     key = hashlib.sha256(
-        f"{ex.name}|{TEACHER_RECIPE}|{ex.epochs}|{ex.lr}|{seed}|{torch.__version__}|{train[0].shape}|{float(train[0].sum()):.6f}|{model}".encode()
+        f"{ex.name}|{TEACHER_RECIPE}|{ex.epochs}|{ex.lr}{recipe}|{seed}|{torch.__version__}|{train[0].shape}|{float(train[0].sum()):.6f}|{model}".encode()
     ).hexdigest()[:16]
     path = cache_dir() / "examples" / f"{name}-{key}.pt"
     if path.exists():
@@ -175,7 +192,8 @@ def load_example(name: str, *, seed: int = 0):
         log.info("training example %s (once; cached in %s)", name, path.parent)
         torch.manual_seed(seed)
         model = ex.model()
-        train_model(model, train, val, epochs=ex.epochs, lr=ex.lr, seed=seed, patience=None, metric="f1_macro")
+        train_model(model, train, val, epochs=ex.epochs, lr=ex.lr, seed=seed, patience=None, metric="f1_macro",
+                    weight_decay=ex.weight_decay, schedule=ex.schedule)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save(model.state_dict(), tmp)

@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# tests/remote start a real OpenSSH server on 127.0.0.1: install it when missing (idempotent).
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo apt-get install -y -q openssh-server openssh-client >/dev/null 2>&1 \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q openssh-server openssh-client >/dev/null; }; } \
+      || echo "warning: could not install openssh-server; tests/remote will be skipped" >&2
+fi
 echo "== lint (ruff, configured in pyproject.toml) =="
 .venv/bin/ruff check .
 echo "== full suite (compiler + runtime) =="

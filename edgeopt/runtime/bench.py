@@ -28,7 +28,7 @@ from edgeopt.runtime.host import MB, host_facts
 from edgeopt.runtime.inputs import parse_shapes
 from edgeopt.runtime.onnx_proto import ProtoError, summarize
 from edgeopt.runtime.perf import PerfModel
-from edgeopt.runtime.predict import breakdown, run_cost_us
+from edgeopt.runtime.predict import breakdown, run_cost_us, transfer
 from edgeopt.runtime.settings import BenchSettings
 from edgeopt.runtime.targets import Target
 
@@ -248,7 +248,8 @@ def bench(
     if measured_here:
         samples, prediction = host_samples, None
     else:
-        prediction = _predict(out.get("nodes"), target, threads, job["model"], warnings)
+        prediction = _predict(out.get("nodes"), target, threads, job["model"], warnings,
+                              host_p50_ms=float(np.median(host_samples)))
         samples = host_samples * prediction["factor"]
     return _result(str(path), target, s, info, out, samples, host_samples, prediction, warnings, threads)
 
@@ -267,17 +268,22 @@ def measurement_job(model: Path, target: Target, settings: BenchSettings, *, thr
 
 
 def _predict(nodes: list[dict[str, Any]] | None, target: Target, threads: int, model: str,
-             warnings: list[str]) -> dict[str, Any]:
-    """The per-node roofline transfer from this host to the target (the ``prediction`` document)."""
+             warnings: list[str], host_p50_ms: float | None = None) -> dict[str, Any]:
+    """The per-node roofline transfer from this host to the target (the ``prediction`` document).
+    With the host's measured median (``host_p50_ms``) the target's memory-bound time is its own,
+    not scaled by this host's memory error (``predict.transfer``); without it, the plain model ratio."""
     if not nodes:
         raise ModelError(f"{model}: no per-node profile to predict {target.name} latency from "
                          f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement")
     cal = host_calibration(threads, target.runtime.allow_spinning)
     host_model, target_model = cal.perf, PerfModel.of(target.device)
     host_us, target_us = run_cost_us(nodes, host_model), run_cost_us(nodes, target_model)
+    t = transfer(nodes, host_model, target_model, host_p50_ms * 1e3) if host_p50_ms else {"factor": target_us / host_us}
     return {
-        "method": "per-node roofline transfer: host samples x cost(target) / cost(host)",
-        "factor": target_us / host_us,
+        "method": ("per-node roofline transfer: host samples x factor; the host's model error scales the target's "
+                   "dispatch and compute time, the target's memory-bound time is its own" if host_p50_ms else
+                   "per-node roofline transfer: host samples x cost(target) / cost(host)"),
+        **t,
         "host_model_us": host_us,
         "target_model_us": target_us,
         "host_perf": {"gflops": host_model.gflops, "mem_bandwidth_gbs": host_model.mem_bandwidth_gbs,

@@ -8,7 +8,7 @@ name                  model                                      params    data
 ====================  =========================================  ========  ====================
 ``resnet8``           MLPerf Tiny's ResNet-8 (16/32/64 channels)  78K      digits as 32x32 RGB
 ``mobilenet``         MobileNetV2-style, depthwise blocks         1.05M    digits as 32x32 RGB
-``vit``               ViT on nn.MultiheadAttention, 4x128         0.55M    digits as 32x32 RGB
+``vit``               ViT on nn.MultiheadAttention, 4x128         0.56M    digits as 32x32 RGB
 ``cnn1d``             1-D CNN, 4 conv stages                      90K      MNIST-1D-style signals
 ====================  =========================================  ========  ====================
 """
@@ -83,8 +83,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "mobilenet": Architecture("mobilenet", "MobileNetV2-style (1.05M parameters, 40 decomposable layers, depthwise "
                               "blocks) on digits as 32x32 RGB images", _mobilenet, _digits32_once, (3, 32, 32),
                               epochs=6, lr=3e-3),
-    "vit": Architecture("vit", "ViT on nn.MultiheadAttention (4 layers, width 128, 0.55M parameters) on digits as "
-                        "32x32 RGB images", _vit, _digits32_once, (3, 32, 32), epochs=10, lr=1e-3, weight_decay=1e-4),
+    "vit": Architecture("vit", "ViT on nn.MultiheadAttention (4 layers, width 128, 8x8 patches, 0.56M parameters) on digits as "
+                        "32x32 RGB images", _vit, _digits32, (3, 32, 32), epochs=20, lr=2e-3, weight_decay=1e-4),
     "cnn1d": Architecture("cnn1d", "1-D CNN (90K parameters) on MNIST-1D-style signals", _cnn1d, _signals, (1, 64),
                           epochs=15, lr=3e-3),
 }

@@ -37,6 +37,8 @@ class ViT(nn.Module):
 
 
 def vit(num_classes: int = 10, in_channels: int = 3, width: int = 128, depth: int = 4, heads: int = 4,
-        image_size: int = 32, patch: int = 4) -> ViT:
-    """4 layers, width 128, 4 heads, MLP 256, 4x4 patches of a 32x32 image (64 tokens): 0.54M parameters."""
+        image_size: int = 32, patch: int = 8) -> ViT:
+    """4 layers, width 128, 4 heads, MLP 256, 8x8 patches of a 32x32 image (16 tokens): 0.56M parameters.
+
+    (4x4 patches, 64 tokens, cost 4x the compute and learn the 2,000 digits far slower on a CPU.)"""
     return ViT(num_classes, in_channels, image_size, patch, width, depth, heads)

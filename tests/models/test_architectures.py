@@ -85,7 +85,8 @@ def test_trains_beats_chance_decomposes_and_exports(name, digits16, signals, tmp
     torch.manual_seed(0)
     model, shape = _tiny(name)
     train, val, test = signals if name == "cnn1d" else digits16
-    epochs, lr = (15, 2e-3) if name == "vit" else (4, 3e-3)  # a transformer from scratch needs more steps
+    # a transformer from scratch needs more steps; the 1-D task is harder than the digits
+    epochs, lr = {"vit": (15, 2e-3), "cnn1d": (10, 3e-3)}.get(name, (4, 3e-3))
     fit(model, train, val, epochs=epochs, lr=lr, alpha=1.0, patience=epochs, owner="train")
     f1 = evaluate(model, test).score
     assert f1 > 0.3, f"{name}: test macro-F1 {f1:.3f} (chance is 0.1)"

@@ -1,0 +1,25 @@
+"""compile with a remote target: every screen and the final gate measure on the loopback device."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .test_cli_remote import profile
+
+pytestmark = [pytest.mark.compile, pytest.mark.slow]
+
+
+def test_compile_measures_on_the_device(spec, tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("optuna")
+    from edgeopt.cli import main
+
+    out = tmp_path / "run"
+    code = main(["compile", "--example", "digits-mlp", "--target", str(profile(tmp_path, spec)), "--out", str(out),
+                 "--trials", "2", "--epochs", "1", "--final-epochs", "1", "--json", str(tmp_path / "r.json")])
+    assert code in (0, 1), capsys.readouterr().err
+    text = json.dumps(json.loads((tmp_path / "r.json").read_text()))
+    assert '"latency_source": "measured"' in text and spec.host in text and '"predicted"' not in text
+    assert list((tmp_path / "device work" / "models").glob("*.onnx"))  # uploads by hash landed on the device

@@ -151,8 +151,11 @@ class Transport:
 
     def command(self, *words: str) -> str:
         """The remote command line: the device's python running edgeopt's device entry, quoted word by word."""
-        extra = ["--workdir", self.spec.workdir] if self.spec.workdir else []
-        return shlex.join([self.spec.python, "-m", "edgeopt.runtime.device", *words, *extra])
+        extra = ["--workdir", self.spec.workdir] if self.spec.workdir else []  # the device expands ~
+        python = self.spec.python
+        # "~/venv/bin/python": the home directory expanded by the remote shell, the rest quoted
+        exe = f'"$HOME"/{shlex.quote(python[2:])}' if python.startswith("~/") else shlex.quote(python)
+        return " ".join([exe, shlex.join(["-m", "edgeopt.runtime.device", *words, *extra])])
 
     def run_once(self, words: Sequence[str], stdin: bytes | None, timeout_s: float, *, keep_open: bool = False) -> Reply:
         """One ssh invocation. With ``keep_open`` stdin stays open until the reply is in (the

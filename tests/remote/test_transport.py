@@ -179,3 +179,13 @@ def test_server_killed_mid_measurement(openssh, device_python, tmp_path, small_m
         time.sleep(0.2)
     assert _lease_is_free(work)
     assert not _workers_running()
+
+
+def test_remote_command_is_quoted_word_by_word(control_dir):
+    t = remote.Transport(remote.RemoteSpec("pi", python="~/eo env/bin/python", workdir="~/w d"))
+    assert t.command("hello") == "\"$HOME\"/'eo env/bin/python' -m edgeopt.runtime.device hello --workdir '~/w d'"
+    t = remote.Transport(remote.RemoteSpec("pi", python="python3; touch /tmp/x"))
+    assert t.command("have", "ab") == "'python3; touch /tmp/x' -m edgeopt.runtime.device have ab"
+    args = t.ssh_args()
+    assert args[0] == "ssh" and args[-2:] == ["--", "pi"] and "BatchMode=yes" in args and "ControlMaster=auto" in args
+    assert not any("StrictHostKeyChecking" in a for a in args)  # host-key checking stays the user's

@@ -337,7 +337,8 @@ def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: Be
     target = Target.load(target)
     total = settings or GATE_SETTINGS
     total = total.updated(batch=target.runtime.batch_size) if total.batch is None else total
-    measured_here = target.is_host() if on_device is None else bool(on_device)
+    # as bench: a remote target measures on the device (bench.run_child dispatches the job there)
+    measured_here = getattr(target, "remote", None) is not None or (target.is_host() if on_device is None else bool(on_device))
     if not measured_here and not target.device.has_perf_model:
         raise TargetError(f"{target.source}: [device] gflops: expected a performance model to predict "
                           f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "

@@ -173,6 +173,11 @@ class Target:
             return dataclasses.replace(self, remote=RemoteSpec(host))
         return dataclasses.replace(self, remote=dataclasses.replace(self.remote, host=host))
 
+    def as_host(self) -> Target:
+        """A copy that is this machine (``--on-device``): measured here, never predicted, so a profile
+        without a performance model works too."""
+        return dataclasses.replace(self, device=dataclasses.replace(self.device, detect=True))
+
     def is_host(self) -> bool:
         """True when the machine running edgeopt is this device (arch and CPU model match)."""
         if self.device.detect:

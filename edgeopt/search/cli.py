@@ -61,6 +61,19 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--size-mb", type=float, help="override the target's model-size budget")
     p.add_argument("--min-f1", type=float, help="override the target's quality floor (compared with the task's metric)")
     p.add_argument("--json", help="also write the report JSON to this file")
+    p.add_argument("--remote", metavar="HOST", help="measure every trial on the device at HOST over ssh "
+                   "(sets the target's [remote] host)")
+    p.add_argument("--on-device", action="store_true", help="this machine is the target: measure, do not predict")
+
+
+def _target(args: argparse.Namespace) -> object:
+    """--target, measured on --remote HOST or (--on-device) on this machine."""
+    if not getattr(args, "remote", None) and not getattr(args, "on_device", False):
+        return args.target
+    from edgeopt.runtime.targets import Target
+
+    t = Target.load(args.target).with_remote(getattr(args, "remote", None))
+    return t.as_host() if getattr(args, "on_device", False) else t
 
 
 def _budget(args: argparse.Namespace) -> dict:
@@ -105,7 +118,7 @@ def _run(task, args: argparse.Namespace) -> int:
     if getattr(args, "final_epochs", None):
         kwargs["final_epochs"] = args.final_epochs
     result = edgeopt.compile(
-        task, args.target, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
+        task, _target(args), trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
         seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),
         sampler=args.sampler, progress=not getattr(args, "quiet", False), **kwargs,
     )

@@ -8,16 +8,30 @@ import pytest
 
 from .test_cli_remote import profile
 
-pytestmark = [pytest.mark.compile, pytest.mark.slow]
+
+def test_compile_flags_make_the_target(tmp_path):
+    import argparse
+
+    from edgeopt.search.cli import _target
+
+    t = _target(argparse.Namespace(target="rpi4", remote="pi@10.0.0.7", on_device=False))
+    assert t.remote.host == "pi@10.0.0.7" and t.name == "rpi4"
+    t = _target(argparse.Namespace(target="rpi4", remote=None, on_device=True))
+    assert t.is_host() and t.remote is None
+    assert _target(argparse.Namespace(target="rpi4", remote=None, on_device=False)) == "rpi4"
 
 
+@pytest.mark.compile
+@pytest.mark.slow
 def test_compile_measures_on_the_device(spec, tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("optuna")
     from edgeopt.cli import main
 
     out = tmp_path / "run"
-    code = main(["compile", "--example", "digits-mlp", "--target", str(profile(tmp_path, spec)), "--out", str(out),
+    p = profile(tmp_path, spec)
+    p.write_text(p.read_text().replace(f'host = "{spec.host}"', 'host = "placeholder"'))  # --remote sets it
+    code = main(["compile", "--example", "digits-mlp", "--target", str(p), "--remote", spec.host, "--out", str(out),
                  "--trials", "2", "--epochs", "1", "--final-epochs", "1", "--json", str(tmp_path / "r.json")])
     assert code in (0, 1), capsys.readouterr().err
     text = json.dumps(json.loads((tmp_path / "r.json").read_text()))

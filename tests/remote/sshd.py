@@ -168,7 +168,16 @@ def device_venv(extra: tuple[str, ...] = (), cache: Path | None = None) -> Path:
             os.rename(build / "venv", venv)  # another session may have won the race: use theirs
     finally:
         shutil.rmtree(build, ignore_errors=True)
+    _prune(cache, keep=4)
     return python
+
+
+def _prune(cache: Path, keep: int) -> None:
+    """Drop all but the ``keep`` newest venvs (each source change makes a new one)."""
+    venvs = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in venvs[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _is_venv() -> bool:

@@ -55,6 +55,8 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--int8", action="store_true", help="add onnxruntime int8 quantization to the search")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help=f"distillation epochs per trial (default: {TRIAL_EPOCHS})")
+    p.add_argument("--train-device", choices=("auto", "cpu", "cuda"),
+                   help="where distillation runs (default: auto, CUDA when torch sees one)")
     p.add_argument("--final-epochs", type=int, help=f"fine-tuning epochs for the chosen plan (default: {FINAL_EPOCHS})")
     p.add_argument("--latency-ms", type=float, help="override the target's latency budget")
     p.add_argument("--memory-mb", type=float, help="override the target's peak-memory budget")
@@ -117,6 +119,8 @@ def _run(task, args: argparse.Namespace) -> int:
         kwargs["trial_epochs"] = args.epochs
     if getattr(args, "final_epochs", None):
         kwargs["final_epochs"] = args.final_epochs
+    if getattr(args, "train_device", None):
+        kwargs["train_device"] = args.train_device
     result = edgeopt.compile(
         task, _target(args), trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
         seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),

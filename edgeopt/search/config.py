@@ -31,6 +31,7 @@ PROVENANCE_BYTES = 1024
 
 OBJECTIVES = ("f1", "pareto")
 SAMPLERS = ("tpe", "random")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEVICES (no torch import here)
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
 _WHERE = "compile()"
@@ -55,6 +56,8 @@ class CompileConfig:
     lr: Adam learning rate of the distillation (SVD/TT-SVD-initialized students recover within a
         few epochs at 3e-3).
     final_bench: the artifact's bench settings (default :data:`FINAL_BENCH`).
+    train_device: where distillation runs: ``"auto"`` (CUDA when torch sees one, else CPU), ``"cpu"``
+        or ``"cuda"``.
     """
 
     trials: int = 30
@@ -73,6 +76,7 @@ class CompileConfig:
     f1_tolerance: float = 0.005
     lr: float = 3e-3
     progress: bool = True
+    train_device: str = "auto"
 
     def __post_init__(self) -> None:
         v = _validate
@@ -89,6 +93,7 @@ class CompileConfig:
             v.number(self.timeout, _WHERE, "timeout", minimum=0, min_exclusive=True)
         v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
         v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
+        v.choice(self.train_device, _WHERE, "train_device", TRAIN_DEVICES)
         for key in ("int8", "progress"):
             if not isinstance(getattr(self, key), bool):
                 raise v.fail(_WHERE, key, "a boolean", getattr(self, key))

@@ -65,7 +65,8 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     study_name: str | None = None, seed: int = 0, timeout: float | None = None, objective: str = "f1",
     int8: bool = False, budget: Mapping[str, Any] | None = None, trial_epochs: int = TRIAL_EPOCHS,
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
-    f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, config: CompileConfig | None = None,
+    f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
+    config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 

@@ -148,7 +148,8 @@ class Objective:
         t0 = time.perf_counter()
         try:
             distill(student, self.inputs.teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
-                    epochs=config.trial_epochs, lr=config.lr, seed=config.seed, metric=task.metric, callback=on_epoch)
+                    epochs=config.trial_epochs, lr=config.lr, seed=config.seed, metric=task.metric, callback=on_epoch,
+                    train_device=config.train_device)
         finally:
             record.timings["distill"] = time.perf_counter() - t0
         if record.dtype is DType.INT8:

@@ -86,7 +86,8 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
         # The plan was selected on validation; selecting its weights on validation again over-fits
         # that small split (seen: +0.01 val, -0.8 pt test). Anneal the rate and keep the last epoch.
         distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=config.final_epochs,
-                lr=config.lr, seed=config.seed, metric=task.metric, schedule="cosine", restore_best=False)
+                lr=config.lr, seed=config.seed, metric=task.metric, schedule="cosine", restore_best=False,
+                train_device=config.train_device)
         timings["distill"] = time.perf_counter() - t0
     return student.eval(), timings
 

@@ -393,8 +393,11 @@ def compare(
     warnings = sorted({w for o in outs[0] + outs[1] for w in o.get("warnings", [])})
     predictions: list[dict[str, Any] | None] = [None, None]
     if not plan.measured_here:
-        predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings))
-                       for o, j in zip(outs, jobs)]
+        # Each side's own host median, so the target's memory-bound time is its own (predict.transfer).
+        host_p50 = [float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
+                    for o in outs]
+        predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings),
+                                      host_p50_ms=p50) for o, j, p50 in zip(outs, jobs, host_p50)]
     return _comparison(plan, (str(new), str(old)), infos, outs, predictions, agree, warnings)
 
 

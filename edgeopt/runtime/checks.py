@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+# How a verdict reads in Markdown summaries (gate and gate --against).
+VERDICT_ICON = {PASS: "✅ PASS", FAIL: "❌ FAIL", INCONCLUSIVE: "⚠️ INCONCLUSIVE"}
 
 
 @dataclass(frozen=True)
@@ -39,4 +41,4 @@ def combine(checks: Iterable[Check]) -> str:
     return PASS
 
 
-__all__ = ["Check", "combine", "PASS", "FAIL", "INCONCLUSIVE"]
+__all__ = ["Check", "combine", "PASS", "FAIL", "INCONCLUSIVE", "VERDICT_ICON"]

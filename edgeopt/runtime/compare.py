@@ -58,7 +58,7 @@ import numpy as np
 
 from edgeopt.errors import InputError
 from edgeopt.runtime import stats
-from edgeopt.runtime.checks import FAIL, INCONCLUSIVE, PASS, Check, combine
+from edgeopt.runtime.checks import VERDICT_ICON, Check, combine
 from edgeopt.runtime.host import MB
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 from edgeopt.runtime.targets import Target
@@ -242,7 +242,7 @@ class Comparison:
                 f"{self.confidence:.0%} (median of per-pair ratios, sign-test order statistics)")
 
     def to_markdown(self) -> str:
-        icon = {PASS: "✅ PASS", FAIL: "❌ FAIL", INCONCLUSIVE: "⚠️ INCONCLUSIVE"}
+        icon = VERDICT_ICON
         lines = [
             f"#### against `{Path(self.old.model).name}`: {icon[self.verdict]}",
             "",

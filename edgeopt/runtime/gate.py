@@ -18,7 +18,7 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt.runtime import stats
 from edgeopt.runtime.bench import BenchResult, bench
-from edgeopt.runtime.checks import FAIL, INCONCLUSIVE, PASS, Check, combine
+from edgeopt.runtime.checks import FAIL, INCONCLUSIVE, PASS, VERDICT_ICON, Check, combine
 from edgeopt.runtime.compare import Comparison, Tolerances, compare
 from edgeopt.runtime.targets import Target
 
@@ -73,7 +73,7 @@ class GateResult:
         return f"measured on {self.target_name}: {b.environment.get('measured_on')}"
 
     def to_markdown(self) -> str:
-        icon = {PASS: "✅ PASS", FAIL: "❌ FAIL", INCONCLUSIVE: "⚠️ INCONCLUSIVE"}
+        icon = VERDICT_ICON
         lines = [
             f"### edgeopt gate: {icon[self.verdict]} — `{Path(self.bench.model).name}` on `{self.target_name}`",
             "",

@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # constraints.txt pins torch to the CPU wheel; without it pip may fetch a multi-GB CUDA build.
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[compile,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[compile,test,postgres]"

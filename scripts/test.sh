@@ -13,6 +13,13 @@ if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then
       || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q openssh-server openssh-client >/dev/null; }; } \
       || echo "warning: could not install openssh-server; tests/remote will be skipped" >&2
 fi
+# tests/storage start a real PostgreSQL server on 127.0.0.1: install it when initdb is missing.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo apt-get install -y -q postgresql >/dev/null 2>&1 \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q postgresql >/dev/null; }; } \
+      || echo "warning: could not install postgresql; tests/storage will be skipped" >&2
+fi
 echo "== lint (ruff, configured in pyproject.toml) =="
 .venv/bin/ruff check .
 echo "== full suite (compiler + runtime) =="

@@ -20,6 +20,7 @@ from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
 from edgeopt.search.prepare import SearchInputs
 from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
 from edgeopt.search.screen import Screen
+from edgeopt.search.shared import claim_plan
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -64,7 +65,10 @@ class Objective:
         record = TrialRecord(number=trial.number, plan=self.inputs.space.sample(trial),
                              dtype=DType(self.inputs.space.sample_precision(trial)))
         try:
-            repeat = find_repeat(self.study, record.plan, record.dtype)
+            # Not trained twice: a finished trial of the plan, else its claim in the storage (another
+            # worker's running trial of it is waited for; edgeopt.search.shared).
+            repeat = find_repeat(self.study, record.plan, record.dtype) or claim_plan(self.study, trial, record.plan,
+                                                                                      record.dtype)
             if repeat is not None:
                 return self._repeat(trial, record, *repeat)
             return self._run(trial, record)

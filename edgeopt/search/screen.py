@@ -2,7 +2,9 @@
 
 Only the plan's structure matters for latency and memory, not its weights, so a trial is measured
 before any training and ends there when it is over a budget. Results are cached by
-(target, dtype, plan) in ``OUT/latency_cache.json``; finalists are measured again without the cache.
+(target, dtype, plan): in the study's database (:class:`~edgeopt.search.shared.ScreenCache`, shared
+by every worker and later run), or in a JSON file when given a path. Finalists are measured again
+without the cache.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from edgeopt.search.space import plan_key
 
 
 class Screen:
-    """Latency and memory of a plan's untrained graph on the target, cached by plan (file in the out dir)."""
+    """Latency and memory of a plan's untrained graph on the target, cached by plan: ``cache`` is a
+    :class:`~edgeopt.search.shared.ScreenCache` (the study's database) or a JSON file's path."""
 
-    def __init__(self, task: Any, target: Any, cache_path: Path) -> None:
-        self.task, self.target, self.cache_path = task, target, cache_path
+    def __init__(self, task: Any, target: Any, cache: Path | Any) -> None:
+        self.task, self.target = task, target
+        self.shared = None if isinstance(cache, (str, Path)) else cache
+        self.cache_path = Path(cache) if self.shared is None else None
         self.cache: dict[str, Any] = {}
-        if cache_path.exists():
+        if self.cache_path is not None and self.cache_path.exists():
             try:
-                self.cache = json.loads(cache_path.read_text())
+                self.cache = json.loads(self.cache_path.read_text())
             except (OSError, ValueError):
                 self.cache = {}
 
@@ -42,8 +47,9 @@ class Screen:
         """Export ``student`` (quantized when ``dtype`` is int8), bench it on the target; add the time
         spent to ``timings`` (``export``, ``bench``)."""
         key = self.key(plan, str(dtype))
-        if cache and key in self.cache:
-            return ScreenResult.from_dict(self.cache[key])
+        hit = self._get(key) if cache else None
+        if hit is not None:
+            return ScreenResult.from_dict(hit)
         with tempfile.TemporaryDirectory(prefix="edgeopt-screen-") as tmp:
             t0 = time.perf_counter()
             path = self._export(student, str(dtype), Path(tmp))
@@ -52,9 +58,18 @@ class Screen:
             result = self._bench(path, bench_kwargs)
             timings["bench"] = timings.get("bench", 0.0) + time.perf_counter() - t0
         if cache:
-            self.cache[key] = result.to_dict()
-            self._save()
+            self._put(key, result.to_dict())
         return result
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        return self.shared.get(key) if self.shared is not None else self.cache.get(key)
+
+    def _put(self, key: str, value: dict[str, Any]) -> None:
+        if self.shared is not None:
+            self.shared.put(key, value)
+        else:
+            self.cache[key] = value
+            self._save()
 
     def _export(self, student: Any, dtype: str, tmp: Path) -> Path:
         from edgeopt.compiler.export import export_onnx
@@ -81,6 +96,7 @@ class Screen:
 
     def _save(self) -> None:
         # The cache is an optimization; a read-only dir must not fail the trial.
+        assert self.cache_path is not None
         with contextlib.suppress(OSError):
             atomic_write_text(self.cache_path, json.dumps(self.cache, sort_keys=True))
 

@@ -102,7 +102,7 @@ def test_no_import_cycles_counting_imports_inside_functions():
 
 def test_no_function_is_longer_than_a_screen():
     long = []
-    for name, (path, tree) in _modules().items():
+    for name, (_path, tree) in _modules().items():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1

@@ -136,15 +136,26 @@ def test_two_clients_never_time_the_board_together(spec, small_model, tmp_path):
               "from edgeopt.runtime import remote; "
               "j=dict(json.loads(sys.argv[1]), model=sys.argv[2], remote=json.loads(sys.argv[3])); "
               "o=remote.run_job(j, timeout_s=120); print(json.dumps(o['device']['lease']))")
-    j = json.dumps(dict(QUICK, min_time_s=2.0))
-    procs = [subprocess.Popen([sys.executable, "-c", script, j, str(small_model), spec_json], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    j = json.dumps(dict(QUICK, min_time_s=3.0, max_iters=10**8))  # a measurement of 3 s, not capped by count
+
+    def client() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script, j, str(small_model), spec_json],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # The second client starts once the first holds the lease (its holder file appears), so the two
+    # contend however slowly either one connects on a loaded machine.
+    lease_file = Path(spec.workdir) / "lease.json"
+    procs = [client()]
+    deadline = time.monotonic() + 60
+    while not lease_file.exists() and procs[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs.append(client())
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     leases = sorted((json.loads(o[0]) for o in outs), key=lambda lease: lease["acquired"])
     assert leases[0]["released"] <= leases[1]["acquired"]  # never together
     waited = [o[1] for o in outs if "waiting for the device lease" in o[1]]
-    assert waited and "held by pid" in waited[0] and "measuring small.onnx" in waited[0]
+    assert waited and "held by pid" in waited[0] and "measuring small.onnx" in waited[0], (leases, outs)
 
 
 def test_server_killed_mid_measurement(openssh, device_python, tmp_path, small_model, control_dir):

@@ -49,6 +49,12 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--timeout", type=float, help="stop the search after S seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite study.db in --out), for many workers")
     p.add_argument("--study", help="study name (default: TASK-TARGET)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N local worker processes on the study (one torch thread each), then ship the best "
+                   "(default: 1, this process)")
+    p.add_argument("--search-only", action="store_true",
+                   help="run the trials and stop without shipping: a worker of a search that another run ships "
+                   "(--trials 0 with the same --storage and --study)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", choices=("f1", "pareto"), default="f1",
                    help="f1: best F1 under the budgets; pareto: F1 vs target latency as two objectives")
@@ -97,6 +103,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return _run(task, args)
 
 
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``edgeopt compile`` arguments that load the task and shape the search, for a worker process
+    (:mod:`edgeopt.search.workers` adds the storage, study, out dir, trials, seed and timeout)."""
+    argv = [args.task] if args.task else ["--example", args.example]
+    argv += ["--target", args.target, "--objective", args.objective, "--sampler", args.sampler]
+    flags = {"--epochs": "epochs", "--train-device": "train_device", "--final-epochs": "final_epochs",
+             "--latency-ms": "latency_ms", "--memory-mb": "memory_mb", "--size-mb": "size_mb", "--min-f1": "min_f1",
+             "--remote": "remote"}
+    for flag, attr in flags.items():
+        if getattr(args, attr, None) is not None:
+            argv += [flag, str(getattr(args, attr))]
+    for flag, attr in (("--int8", "int8"), ("--on-device", "on_device")):
+        if getattr(args, attr, False):
+            argv.append(flag)
+    return argv
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgeopt._deps import require_compile_stack
 
@@ -121,12 +144,22 @@ def _run(task, args: argparse.Namespace) -> int:
         kwargs["final_epochs"] = args.final_epochs
     if getattr(args, "train_device", None):
         kwargs["train_device"] = args.train_device
+    if getattr(args, "workers", 1) > 1:
+        kwargs.update(workers=args.workers, worker_argv=worker_argv(args))
+    if getattr(args, "search_only", False):
+        kwargs["search_only"] = True
     result = edgeopt.compile(
         task, _target(args), trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
         seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),
         sampler=args.sampler, progress=not getattr(args, "quiet", False), **kwargs,
     )
     rep = result.report
+    if result.search_only:
+        s = rep["search"]
+        print(f"searched: {s['this_worker']} trials here; study {s['study']} has {s['trials']} trials from "
+              f"{s['workers']} workers, {s['feasible']} feasible. Ship it from any machine with: "
+              f"edgeopt compile ... --storage URL --study {s['study']} --trials 0 --out DIR")
+        return result.exit_code
     print(render_text_table(comparison_rows(rep)))
     print()
     print(render_text_table(budget_rows(rep)))

@@ -58,6 +58,11 @@ class CompileConfig:
     final_bench: the artifact's bench settings (default :data:`FINAL_BENCH`).
     train_device: where distillation runs: ``"auto"`` (CUDA when torch sees one, else CPU), ``"cpu"``
         or ``"cuda"``.
+    search_only: run the trials and stop (no selection, no artifact): a worker of a search that
+        another run ships (``trials=0`` with the same ``storage`` and ``study_name``).
+    workers: local worker processes on the study (``edgeopt compile --workers N``); more than one
+        needs ``worker_argv``, the ``edgeopt compile`` command line that loads the task, which the
+        CLI sets (see :mod:`edgeopt.search.workers`).
     """
 
     trials: int = 30
@@ -77,6 +82,9 @@ class CompileConfig:
     lr: float = 3e-3
     progress: bool = True
     train_device: str = "auto"
+    search_only: bool = False
+    workers: int = 1
+    worker_argv: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         v = _validate
@@ -94,7 +102,10 @@ class CompileConfig:
         v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
         v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
         v.choice(self.train_device, _WHERE, "train_device", TRAIN_DEVICES)
-        for key in ("int8", "progress"):
+        v.number(self.workers, _WHERE, "workers", minimum=1, integer=True)
+        if self.worker_argv is not None:
+            object.__setattr__(self, "worker_argv", tuple(str(a) for a in self.worker_argv))
+        for key in ("int8", "progress", "search_only"):
             if not isinstance(getattr(self, key), bool):
                 raise v.fail(_WHERE, key, "a boolean", getattr(self, key))
         v.number(self.trial_epochs, _WHERE, "trial_epochs", minimum=1, integer=True)

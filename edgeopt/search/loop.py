@@ -20,22 +20,23 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
 from edgeopt.search import report as report_mod
-from edgeopt.search.config import FINAL_EPOCHS, FINALIST_BENCH, TRIAL_EPOCHS, CompileConfig
+from edgeopt.search.config import FINAL_EPOCHS, FINALIST_BENCH, SCREEN_BENCH, TRIAL_EPOCHS, CompileConfig
 from edgeopt.search.objective import Objective
 from edgeopt.search.prepare import SearchInputs, prepare, rank_caps
 from edgeopt.search.progress import run_search
 from edgeopt.search.record import MIB, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
+from edgeopt.search.shared import ScreenCache, model_scope, release_slot
 from edgeopt.search.ship import Shipped, layer_table, ship, write_state
-from edgeopt.search.storage import make_storage, open_study, storage_url, uniform_warm_start
+from edgeopt.search.storage import make_storage, open_study, sqlite_searcher, storage_url, uniform_warm_start
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -54,10 +55,11 @@ class CompileResult:
     report: dict[str, Any]
     model_path: Path
     reasons: list[str] = field(default_factory=list)
+    search_only: bool = False  # a worker's search: nothing shipped, ``report`` holds only ``search``
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 1
+        return 0 if self.passed or self.search_only else 1
 
 
 def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); shadows the builtin only here
@@ -66,6 +68,7 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     int8: bool = False, budget: Mapping[str, Any] | None = None, trial_epochs: int = TRIAL_EPOCHS,
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
     f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
+    search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
     config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
@@ -74,6 +77,9 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     keywords are the fields of :class:`~edgeopt.search.config.CompileConfig` (documented there), or
     give ``config=CompileConfig(...)`` instead of them. Re-running with the same ``out`` resumes
     the study. ``CompileResult.passed`` is True when the shipped artifact meets every budget.
+
+    Many workers: every process calls this with the same ``storage`` and ``study_name`` (and
+    ``search_only=True``), one more ships with ``trials=0``; see :mod:`edgeopt.search.workers`.
     """
     given = {k: v for k, v in locals().items() if k in CompileConfig.defaults()}
     if config is None:
@@ -93,14 +99,20 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
 def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     """The stages, in order."""
     t_start = time.perf_counter()
-    inputs = prepare(task, target, config)
-    warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
-    study = open_study(config, task_name=task.name, target_name=target.name, warm_start=warm)
-    screen = Screen(task, target, config.out / "latency_cache.json")
-    search_wall = 0.0
-    if inputs.space:
-        search_wall = run_search(study, Objective(inputs, config, study, screen), trials=config.trials,
-                                 timeout=config.timeout, metric_name=task.metric_name, progress=config.progress)
+    url = storage_url(config.storage, config.out)
+    make_storage(url)  # a missing driver or a refused storage is said before the baseline is measured
+    with sqlite_searcher(url) if config.trials > 0 else contextlib.nullcontext():
+        # A worker measures the baseline quickly: it only scales the tie-break; the run that ships measures it fully.
+        inputs = prepare(task, target, replace(config, final_bench=SCREEN_BENCH) if config.search_only else config)
+        warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
+        # Shipping another run's search (--trials 0 with --storage): the study must be there.
+        study = open_study(config, task_name=task.name, target_name=target.name, warm_start=warm,
+                           must_exist=config.trials == 0 and config.storage is not None)
+        _check_study_matches(study, task.name, target.name)
+        screen = Screen(task, target, ScreenCache(study._storage, model_scope(task)))
+        search_wall = _search(inputs, config, study, screen) if inputs.space else 0.0
+    if config.search_only:
+        return _searched(config, study, search_wall)
     t0 = time.perf_counter()
     choice = select(records(study), inputs.baseline, target.budget, config.f1_tolerance,
                     _remeasure(inputs, screen) if inputs.space else None)
@@ -111,6 +123,45 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     write_state(config.out, state)
     rep = report_mod.write_report(config.out, study=study, state=state)
     return _result(config.out, rep, shipped, choice.notes)
+
+
+def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen) -> float:
+    """This process's trials, or (``workers`` > 1) those of local worker processes on the study."""
+    from edgeopt.search import workers
+
+    stop = workers.stop_at_total()
+    try:
+        if config.workers > 1:
+            return workers.run_workers(config, study, inputs.task.metric_name)
+        return run_search(study, workers.Tagged(Objective(inputs, config, study, screen)), trials=config.trials,
+                          timeout=config.timeout, metric_name=inputs.task.metric_name, progress=config.progress,
+                          callbacks=(stop,) if stop else ())
+    finally:
+        if study.edgeopt_slot is not None:
+            release_slot(study, study.edgeopt_slot)
+
+
+def _check_study_matches(study: Any, task_name: str, target_name: str) -> None:
+    """A study searched for another task or target is shipped with a warning (the names may differ on purpose)."""
+    for key, mine in (("task", task_name), ("target", target_name)):
+        theirs = study.user_attrs.get(f"searched_{key}")
+        if theirs is None:
+            study.set_user_attr(f"searched_{key}", mine)
+        elif theirs != mine:
+            log.warning("study %s was searched for %s %r, this run is for %r", study.study_name, key, theirs, mine)
+
+
+def _searched(config: CompileConfig, study: Any, search_wall: float) -> CompileResult:
+    """A worker's result (``search_only``): the study so far, nothing shipped."""
+    recs = records(study)
+    mine = sum(1 for r in recs if r.worker is not None and r.worker.endswith(f":{os.getpid()}"))
+    feasible = [r for r in recs if r.feasible]
+    best = max(feasible, key=lambda r: r.score or 0.0, default=None)
+    summary = {"study": study.study_name, "trials": len(recs), "this_worker": mine, "feasible": len(feasible),
+               "workers": len({r.worker for r in recs if r.worker}), "search_wall_s": round(search_wall, 2),
+               "best": None if best is None else {"trial": best.number, "plan": best.plan, "val": best.val}}
+    return CompileResult(out=config.out, passed=False, best_plan=best.plan if best else {},
+                         report={"search": summary}, model_path=config.out / "model.onnx", search_only=True)
 
 
 def _resolve_target(target: Any, overrides: Mapping[str, Any]) -> Any:

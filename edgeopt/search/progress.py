@@ -49,14 +49,15 @@ class Progress:
 
 
 def run_search(study: Any, objective: Any, *, trials: int, timeout: float | None, metric_name: str,
-               progress: bool) -> float:
-    """Run ``trials`` trials (or until ``timeout``); a failing trial fails alone. Returns the wall time."""
+               progress: bool, callbacks: tuple[Any, ...] = ()) -> float:
+    """Run ``trials`` trials (or until ``timeout``); a failing trial fails alone. Returns the wall time.
+    ``callbacks`` run after each trial, after the progress line (e.g. a worker's stop at the study's total)."""
     t0 = time.perf_counter()
     if trials <= 0:
         return 0.0
     prog = Progress(trials, metric_name, progress)
     try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[prog],
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[prog, *callbacks],
                        gc_after_trial=False)
     finally:
         prog.close()

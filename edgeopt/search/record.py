@@ -177,6 +177,7 @@ class TrialRecord:
     state: str = "running"  # Optuna's trial state, lower case
     values: tuple[float, ...] | None = None  # what the objective returned
     duration_s: float | None = None
+    worker: str | None = None  # "host:pid" of the process that ran it (set when the trial starts)
 
     # -- derived
     @property
@@ -206,6 +207,10 @@ class TrialRecord:
                     "constraints": self.constraints.values() if self.constraints else None,
                     "repeat_of": self.repeat_of, "error": self.error}
         attrs.update({k: v for k, v in optional.items() if v is not None})
+        # Read by people in optuna-dashboard (the structured keys above are what edgeopt reads back).
+        attrs["plan_str"] = plan_str(self.plan, self.dtype.value)
+        if self.constraints:
+            attrs["budget_violation"] = {k: round(v, 4) for k, v in self.constraints.to_dict().items()}
         return attrs
 
     def save(self, trial: Any) -> None:
@@ -227,7 +232,7 @@ class TrialRecord:
             macs=attrs.get("macs"), size_bytes=attrs.get("size_bytes"), screen=screen, val=attrs.get("val") or {},
             constraints=Constraints.from_values(attrs.get("constraints")), timings=dict(attrs.get("time_s") or {}),
             repeat_of=attrs.get("repeat_of"), warm_start=attrs.get("warm_start"), error=attrs.get("error"),
-            state=state,
+            state=state, worker=attrs.get("worker"),
         )
 
     @classmethod
@@ -248,10 +253,20 @@ class TrialRecord:
         self.repeat_of = other.number
 
 
+def plan_str(plan: dict[str, Any] | None, dtype: str = "fp32") -> str:
+    """``fc1:lr8 fc2:tt4 int8``: each layer's label from its format's handler."""
+    from edgeopt.compiler.formats import short_label
+
+    suffix = " int8" if dtype == "int8" else ""
+    if not plan:
+        return short_label(None) + suffix
+    return " ".join(f"{name}:{short_label(spec)}" for name, spec in plan.items()) + suffix
+
+
 def records(study: Any, states: tuple[Any, ...] | None = None) -> list[TrialRecord]:
     """Every trial of ``study`` (of the given Optuna states, if any) as records."""
     return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False, states=states)]
 
 
 __all__ = ["CONSTRAINTS", "CONSTRAINT_NAMES", "MIB", "Constraint", "Constraints", "DType", "ScreenResult", "Status",
-           "TrialRecord", "quality_floor_label", "records"]
+           "TrialRecord", "plan_str", "quality_floor_label", "records"]

@@ -10,6 +10,7 @@ fresh one with the largest uniform-rank plans that fit the size budget.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import warnings
@@ -21,6 +22,7 @@ from edgeopt.errors import InputError, MissingDependencyError
 from edgeopt.search.config import CompileConfig
 
 DEFAULT_DB = "study.db"
+log = logging.getLogger("edgeopt.compile")
 
 
 def storage_url(storage: str | None, out: str | Path) -> str:
@@ -212,6 +214,42 @@ def _sqlite_creation_lock(url: str) -> Iterator[None]:
         handle.close()
 
 
+WORKER_ENV = "EDGEOPT_WORKER_OF"  # set by --workers in the worker processes it starts (edgeopt.search.workers)
+
+
+@contextlib.contextmanager
+def sqlite_searcher(url: str) -> Iterator[None]:
+    """While a process searches a SQLite study, it holds ``<db>.search.lock``; a second process on the
+    same file (not one of ``--workers``) is warned: SQLite serializes every write and has no row locks,
+    so on one machine ``--workers N`` is the way (it coordinates its workers), and a server database
+    for several machines."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:" or os.environ.get(WORKER_ENV):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(url[len(prefix):] + ".search.lock")
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - held across the yield, closed in the finally below
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.warning("another process is searching %s: several processes on one SQLite file wait for each "
+                        "other's writes; on one machine use --workers N, on several a PostgreSQL --storage",
+                        url[len(prefix):])
+        yield
+    finally:
+        handle.close()
+
+
 def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:
     """The study an output dir's ``compile.json`` points at."""
     import optuna
@@ -222,11 +260,11 @@ def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:
 
 # --------------------------------------------------------------------------- creating the study
 def _existing_trials(optuna: Any, stor: Any, study_name: str, url: str, directions: list[str]) -> int:
-    """Trials already in the study (0 for a new one); refuses a study made with the other objective."""
+    """Trials already in the study (-1 when there is no such study); refuses a study made with the other objective."""
     try:
         existing = optuna.load_study(study_name=study_name, storage=stor)
     except KeyError:
-        return 0
+        return -1
     if [d.name.lower() for d in existing.directions] != directions:
         raise InputError(
             f"study {study_name!r} in {url} was created with objective "
@@ -258,21 +296,41 @@ def make_pruner(config: CompileConfig) -> Any:
     return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=max(1, config.trial_epochs // 2))
 
 
+SLOT_SEED_STRIDE = 100_003  # worker slot k samples with seed + trials so far + k * stride
+
+
 def open_study(config: CompileConfig, *, task_name: str, target_name: str,
-               warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None) -> Any:
-    """Create or resume the study; a fresh TPE study gets the ``warm_start()`` params enqueued first.
+               warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None,
+               must_exist: bool = False) -> Any:
+    """Create or resume the study; a fresh TPE study gets the ``warm_start()`` params enqueued first
+    (by exactly one worker when several start together). ``must_exist``: a missing study is an error.
+
+    A process that will run trials (``config.trials > 0``) takes a worker slot (``study.edgeopt_slot``;
+    :func:`edgeopt.search.shared.release_slot` when done): slot k samples with its own seed, so
+    workers started together do not propose the same plans. A lone worker has slot 0 and the seed
+    of ``config.seed`` plus the trials so far, as before.
 
     ``warm_start`` returns ``(label, Optuna params)`` pairs; it is called only for a new TPE study."""
     import optuna
+
+    from edgeopt.search import shared
 
     url = storage_url(config.storage, config.out)
     study_name = config.study_name or default_study_name(task_name, target_name)
     stor = make_storage(url)
     n_existing = _existing_trials(optuna, stor, study_name, url, config.directions)
-    sampler = make_sampler(config, n_existing)
-    study = optuna.create_study(study_name=study_name, storage=stor, directions=config.directions, sampler=sampler,
+    if must_exist and n_existing < 0:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(stor, include_best_trial=False))
+        raise InputError(f"study {study_name!r} not found in {redact(url)} (studies there: "
+                         f"{', '.join(names) or 'none'}); give --study NAME of the search to ship")
+    n_existing = max(0, n_existing)
+    study = optuna.create_study(study_name=study_name, storage=stor, directions=config.directions,
+                                sampler=optuna.samplers.RandomSampler(seed=config.seed),
                                 pruner=make_pruner(config), load_if_exists=True)
-    if config.sampler == "tpe" and n_existing == 0 and warm_start is not None:
+    study.edgeopt_slot = shared.worker_slot(study) if config.trials > 0 else None
+    study.sampler = sampler = make_sampler(config, n_existing + SLOT_SEED_STRIDE * (study.edgeopt_slot or 0))
+    if (config.sampler == "tpe" and n_existing == 0 and warm_start is not None
+            and shared.claim_once(study, "warm-start")):
         for label, params in warm_start():
             study.enqueue_trial(params, user_attrs={"warm_start": label})
     for key, value in (("target", target_name), ("task", task_name), ("objective", config.objective),
@@ -304,5 +362,7 @@ def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[
     return out
 
 
-__all__ = ["DEFAULT_DB", "default_study_name", "load_study", "make_pruner", "make_sampler", "make_storage",
-           "open_study", "storage_url", "stored_url", "uniform_warm_start"]
+__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "default_study_name", "filesystem_type",
+           "heartbeat_interval", "load_study", "make_pruner", "make_sampler", "make_storage", "normalize_url",
+           "open_study", "redact", "refuse_network_sqlite", "sqlite_searcher", "storage_url", "stored_url",
+           "uniform_warm_start"]

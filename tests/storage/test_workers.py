@@ -1,0 +1,138 @@
+"""Many workers on one study, on a real PostgreSQL server (and SQLite for ``--workers``): one search,
+no plan trained twice, nothing left RUNNING, shipping from another directory, a missing driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from .conftest import TASK_SPEC
+
+pytestmark = pytest.mark.compile
+
+optuna = pytest.importorskip("optuna")
+
+
+def _compile(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _trials(url: str, study: str) -> list:
+    from edgeopt.search.storage import make_storage
+
+    return optuna.load_study(study_name=study, storage=make_storage(url)).get_trials(deepcopy=False)
+
+
+def _trained_plans(trials: list) -> list[str]:
+    """Plan keys of the trials that actually trained (a repeat takes another trial's result)."""
+    out = []
+    for t in trials:
+        a = t.user_attrs
+        if a.get("status") in ("trained", "pruned") and a.get("repeat_of") is None:
+            out.append(json.dumps([a.get("plan"), a.get("dtype", a.get("precision"))], sort_keys=True))
+    return out
+
+
+SEARCH = ["--epochs", "2", "--final-epochs", "2", "--seed", "0"]
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgres_are_one_search_and_ship_from_another_dir(pg_url, tiny_env, tiny_target, tmp_path):
+    # Two independent workers (as on two machines) on one PostgreSQL study, searching only.
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, "--target", tiny_target,
+                               "--storage", pg_url, "--study", "s", "--trials", "4", "--search-only",
+                               "--out", str(tmp_path / f"w{i}"), *SEARCH], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _trials(pg_url, "s")
+    assert len(trials) >= 8
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    trained = _trained_plans(trials)
+    assert trained and not [k for k, n in Counter(trained).items() if n > 1], "a plan was trained twice"
+    # Ship the study's best from a third directory, with only the storage and the task.
+    ship = _compile("--target", tiny_target, "--storage", pg_url.replace("postgresql://", "postgresql+psycopg://"),
+                    "--study", "s", "--trials", "0", "--out", str(tmp_path / "ship"), *SEARCH)
+    assert ship.returncode == 0, ship.stderr
+    report = json.loads((tmp_path / "ship" / "report.json").read_text())
+    assert report["search"]["trials"] == len(trials)
+    assert (tmp_path / "ship" / "model.onnx").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_workers_flag_runs_local_workers_on_one_sqlite_study(tiny_env, tiny_target, tmp_path):
+    out = tmp_path / "out"
+    r = _compile("--target", tiny_target, "--workers", "2", "--trials", "6", "--out", str(out), *SEARCH)
+    assert r.returncode == 0, r.stderr
+    trials = _trials(f"sqlite:///{out / 'study.db'}", "tiny-mlp-tinyhost")
+    assert len(trials) >= 6
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert (out / "model.onnx").exists() and json.loads((out / "report.json").read_text())["best"]["plan"] is not None
+
+
+def test_shipping_a_study_that_is_not_there_is_one_line(pg_url, tiny_env, tiny_target, tmp_path):
+    r = _compile("--target", tiny_target, "--storage", pg_url, "--study", "nope", "--trials", "0",
+                 "--out", str(tmp_path / "ship"), *SEARCH)
+    assert r.returncode == 2
+    assert "study 'nope' not found" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "ship" / "model.onnx").exists()
+
+
+def test_missing_driver_says_which_extra_to_install(tiny_env, tiny_target, tmp_path):
+    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None; "
+            "from edgeopt.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "compile", TASK_SPEC, "--target", tiny_target, "--storage",
+                        "postgresql://u@127.0.0.1:1/db", "--trials", "1", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert 'edgeopt[postgres]' in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1]) < 400
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retried(pg_url, tiny_env, tiny_target,
+                                                                                   tmp_path):
+    import signal
+    import time
+
+    args = ["--target", tiny_target, "--storage", pg_url, "--study", "k", "--search-only", *SEARCH]
+    # The victim's trials train long (40 epochs), so it dies mid-trial.
+    victim = subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--trials", "50", "--epochs", "40",
+                               "--out", str(tmp_path / "victim")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = None
+    deadline = time.monotonic() + 240
+    while running is None and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+        if _has_study(pg_url, "k"):
+            states = [t for t in _trials(pg_url, "k") if t.state == optuna.trial.TrialState.RUNNING]
+            running = states[0].number if states else None
+    assert running is not None, "the victim never started a trial"
+    # Optuna writes a trial's first heartbeat just after it starts it; one killed before that has
+    # none and is never seen as stale (a window of milliseconds), so kill it mid-trial proper.
+    time.sleep(1.5)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    orphans = [t.number for t in _trials(pg_url, "k") if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(orphans) == 1
+    running = orphans[0]
+    time.sleep(4)  # past the 1 s heartbeat's grace period (tiny_env)
+    survivor = _compile(*args, "--trials", "3", "--out", str(tmp_path / "survivor"))
+    assert survivor.returncode == 0, survivor.stderr
+    trials = _trials(pg_url, "k")
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    killed = next(t for t in trials if t.number == running)
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == running]
+    assert len(retries) == 1 and retries[0].state != optuna.trial.TrialState.WAITING
+
+
+def _has_study(url: str, name: str) -> bool:
+    from edgeopt.search.storage import make_storage
+
+    return name in [s.study_name for s in optuna.get_all_study_summaries(make_storage(url), include_best_trial=False)]

@@ -1,0 +1,117 @@
+"""Many workers on one study (issue 11): search throughput of 1 vs 2 workers, and the storage's
+per-trial overhead on PostgreSQL against SQLite.
+
+    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/workers.py [--seconds 60] [--trials 200]
+
+1. Throughput: `edgeopt compile TASK --search-only --timeout S` with one worker, then
+   `--workers 2`, on the tests' tiny digits MLP (tests/storage/tiny_task.py), same SQLite storage
+   kind, same wall time of search; trials finished in that time are counted from the study.
+2. Overhead: a no-op objective that writes what an edgeopt trial writes (a plan, a record of a dozen
+   user attributes, four constraints), N trials through Optuna on a SQLite file and on a real
+   PostgreSQL 15 server started here (tests/storage/pg.py; loopback only), ms per trial.
+
+Results: benchmarks/results/workers.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402 - after the sys.path line, so tests.storage is importable
+
+from edgeopt.search.storage import make_storage  # noqa: E402 - same
+from tests.storage import pg, tiny_task  # noqa: E402 - same
+
+TASK = f"{ROOT / 'tests' / 'storage' / 'tiny_task.py'}:make_task"
+TARGET = """name = "tinyhost"
+description = "benchmark target: this host, one thread"
+[device]
+detect = true
+[runtime]
+intra_op_threads = 1
+inter_op_threads = 1
+allow_spinning = false
+[budget]
+model_size_mb = 0.1
+"""
+
+
+def throughput(workers: int, seconds: float, tmp: Path, env: dict[str, str]) -> dict[str, float]:
+    out = tmp / f"w{workers}"
+    target = tmp / "tinyhost.toml"
+    target.write_text(TARGET)
+    cmd = [sys.executable, "-m", "edgeopt", "-q", "compile", TASK, "--target", str(target), "--out", str(out),
+           "--search-only", "--trials", "100000", "--timeout", str(seconds), "--epochs", "4", "--seed", "0"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    study = optuna.load_study(study_name="tiny-mlp-tinyhost", storage=make_storage(f"sqlite:///{out / 'study.db'}"))
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    return {"workers": workers, "search_s": seconds, "wall_s": round(wall, 1), "trials": len(done)}
+
+
+def overhead(url: str, n: int) -> float:
+    """ms per trial of a no-op objective that writes what an edgeopt trial writes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=make_storage(url), study_name=f"overhead-{time.time_ns()}")
+
+    def objective(trial: optuna.Trial) -> float:
+        r = trial.suggest_int("fc1.rank", 1, 64, log=True)
+        trial.set_user_attr("plan", {"fc1": {"format": "lowrank", "rank": r}})
+        trial.set_user_attr("record", dict.fromkeys(("latency_ms", "p50", "size", "mem", "params", "macs", "f1", "acc", "prec", "rec", "score", "nodes"), 0.0))
+        for name in ("latency", "peak_memory", "model_size", "min_f1"):
+            trial.set_user_attr(f"constraint.{name}", -0.1)
+        return 0.9
+
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=n)
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0, help="search wall time per run")
+    ap.add_argument("--trials", type=int, default=200, help="no-op trials per storage")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="edgeopt-workers-"))
+    teacher = tmp / "teacher.pt"
+    tiny_task.train_teacher(teacher)
+    env = {**os.environ, "EDGEOPT_TINY_MODEL": str(teacher)}
+    runs = [throughput(w, args.seconds, tmp, env) for w in (1, 2)]
+    speedup = runs[1]["trials"] / max(runs[0]["trials"], 1)
+    server = pg.start()
+    try:
+        pg_url = server.url(server.create_database("overhead"))
+        ms = {"sqlite": overhead(f"sqlite:///{tmp / 'overhead.db'}", args.trials), "postgresql": overhead(pg_url, args.trials)}
+    finally:
+        server.stop()
+    load = os.getloadavg()
+    result = {"throughput": runs, "speedup_2_vs_1": round(speedup, 2), "overhead_ms_per_trial": ms,
+              "trials_overhead": args.trials, "loadavg": load, "when": time.strftime("%Y-%m-%d %H:%M")}
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "workers.json").write_text(json.dumps(result, indent=2))
+    md = [f"Measured {result['when']} on {os.cpu_count()} cores (load average at the end {load[0]:.2f}).", "",
+          "| workers | search s | trials finished |", "|---:|---:|---:|",
+          *[f"| {r['workers']} | {r['search_s']:.0f} | {r['trials']} |" for r in runs], "",
+          f"2 workers finish **{speedup:.2f}×** the trials of 1 in the same search time (goal ≥ 1.6×).", "",
+          "| storage | ms per no-op trial (what an edgeopt trial writes) |", "|---|---:|",
+          *[f"| {k} | {v:.1f} |" for k, v in ms.items()], ""]
+    (res / "workers.md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

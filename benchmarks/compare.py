@@ -277,6 +277,192 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
             "teacher_train_s": train_s, "distill_epochs": epochs, "rows": rows}
 
 
+# --------------------------------------------------------------------------- real architectures (issue 9)
+MODELS = ("resnet8", "mobilenet", "vit", "cnn1d")
+# edgeopt.compile on these runs with its defaults except what keeps the whole run near 30 minutes on
+# 2 shared cores: (trials, search seconds, trial epochs, final fine-tune epochs). Defaults are 30
+# trials, no timeout, 12 trial epochs and 80 final epochs; the uniform rows get the same final epochs.
+# Per-epoch distillation cost on this host (1 torch thread): cnn1d ~0.3 s, resnet8 ~3 s, vit ~5 s, mobilenet ~20 s.
+ARCH_SEARCH: dict[str, tuple[int, float, int, int]] = {
+    "resnet8": (30, 150.0, 3, 10),
+    "mobilenet": (30, 180.0, 1, 2),
+    "vit": (30, 150.0, 2, 6),
+    "cnn1d": (30, 90.0, 12, 40),
+}
+ARCH_QUICK: dict[str, tuple[int, float, int, int]] = {
+    "resnet8": (8, 40.0, 1, 2), "mobilenet": (4, 40.0, 1, 1), "vit": (6, 40.0, 1, 2), "cnn1d": (8, 20.0, 3, 5),
+}
+BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t
+PROBE_BENCH = {"min_iters": 200, "min_time_s": 0.4, "max_iters": 20000}  # rank probes of the uniform rows
+
+
+def _rank_ladder(hi: int) -> list[int]:
+    """Ranks 1..hi on a roughly geometric ladder (1, 2, 3, 4, 6, 8, 12, 16, ...) ending at hi."""
+    ladder, r = [], 1
+    while r < hi:
+        ladder.append(r)
+        r = r + 1 if r < 4 else (r * 3 // 2 if (r & (r - 1)) == 0 else r * 4 // 3)
+    return sorted(set(ladder + [hi]))
+
+
+def _probe_p50(task: Any, plan: dict[str, Any], path: Path) -> float:
+    """Host 1-thread p50 of the plan's structure (SVD/TT-SVD initialized, not trained)."""
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    export_onnx(decompose(task.model, plan), task.example_input, path, verify=False)
+    return float(bench(path, str(HOST_1T), **PROBE_BENCH).latency_ms["p50"])
+
+
+def rank_at_latency(task: Any, layers: dict[str, Any], fmt: str, limit_ms: float, work: Path
+                    ) -> tuple[int, dict[str, Any], float, list[tuple[int, float]]]:
+    """The highest uniform rank whose measured p50 is at most ``limit_ms`` (latency taken as rising with
+    the rank: bisection on the ladder); rank 1 when none is. Returns rank, plan, its probe p50, probes."""
+    hi = max((spec.max_rank or {}).get(fmt, 0) for spec in layers.values())
+    ladder = [r for r in _rank_ladder(max(hi - 1, 1)) if uniform_plan(layers, fmt, r)]
+    if not ladder:
+        raise RuntimeError(f"no layer accepts {fmt}")
+    probes: dict[int, float] = {}
+
+    def p50(i: int) -> float:
+        r = ladder[i]
+        if r not in probes:
+            probes[r] = _probe_p50(task, uniform_plan(layers, fmt, r), work / f"probe-{fmt}-{r}.onnx")
+        return probes[r]
+
+    lo, hi_i = 0, len(ladder) - 1
+    if p50(0) > limit_ms:
+        best = 0
+    else:  # invariant: ladder[lo] fits
+        while lo < hi_i:
+            mid = (lo + hi_i + 1) // 2
+            if p50(mid) <= limit_ms:
+                lo = mid
+            else:
+                hi_i = mid - 1
+        best = lo
+    r = ladder[best]
+    return r, uniform_plan(layers, fmt, r), probes[r], sorted(probes.items())
+
+
+def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
+    """The best uniform ``fmt`` plan at edgeopt's latency, distilled like edgeopt's final fine-tune."""
+    import torch
+
+    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
+    from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.export import export_onnx
+
+    t0 = time.perf_counter()
+    layers = decomposable_layers(task.model, task.example_input)
+    r, plan, probe_ms, probes = rank_at_latency(task, layers, fmt, limit_ms, out)
+    probe_s = time.perf_counter() - t0
+    student = decompose(task.model, plan)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as compile() trains: one torch thread
+    try:
+        distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
+                lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
+    finally:
+        torch.set_num_threads(threads)
+    student.eval()
+    path = out / f"uniform-{fmt}.onnx"
+    export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
+    return path, {"rank": r, "plan": plan, "params": int(plan_cost(task.model, plan, task.example_input).params),
+                  "probe_p50_ms": probe_ms, "probes": probes, "limit_ms": limit_ms, "fits": probe_ms <= limit_ms,
+                  "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
+
+
+def _compile_kwargs() -> set[str]:
+    import inspect
+
+    import edgeopt
+
+    return set(inspect.signature(edgeopt.compile).parameters)
+
+
+def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+    """Dense, ORT int8, uniform SVD / TT at edgeopt's latency, and edgeopt at half the dense p95."""
+    import edgeopt
+    from edgeopt.compiler.decompose import plan_cost
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.search.examples import load_example
+    from edgeopt.search.quantize import quantize_onnx
+
+    t_model = time.perf_counter()
+    task = load_example(name, seed=args.seed)
+    out = out_root / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    trials, timeout, trial_epochs, final_epochs = (ARCH_QUICK if args.quick else ARCH_SEARCH)[name]
+    trials = args.trials or trials
+    timeout = args.timeout or timeout
+    dense_params = int(plan_cost(task.model, {}, task.example_input).params)
+    rows: list[dict[str, Any]] = []
+
+    # 1: dense fp32, which sets edgeopt's budget
+    dense_path = out / "dense.onnx"
+    export_onnx(task.model, task.example_input, dense_path, verify=True, verify_inputs=task.X_val[:32])
+    dense = {"method": "dense fp32", "params": dense_params, "compile_s": None, **measure(dense_path, task, quick=args.quick)}
+    rows.append(dense)
+    budget_ms = BUDGET_FRACTION * dense["p95_ms"]
+
+    # 5: edgeopt, with defaults but for the settings above
+    kwargs: dict[str, Any] = {"trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
+                                  "out": out / "edgeopt", "seed": args.seed, "budget": {"latency_ms": budget_ms}, "progress": False}
+    known = _compile_kwargs()
+    if "time_budget" in known and args.time_budget:
+        kwargs["time_budget"] = args.time_budget
+    log.info("[%s] edgeopt: budget p95 %.3f ms (dense p95 %.3f ms), %s", name, budget_ms, dense["p95_ms"],
+             {k: v for k, v in kwargs.items() if k not in ("out", "progress")})
+    t0 = time.perf_counter()
+    edge: dict[str, Any]
+    try:
+        res = edgeopt.compile(task, str(HOST_1T), **kwargs)
+        rep = res.report
+        edge = {"method": "edgeopt", "params": int(rep["best"]["params"]), "compile_s": time.perf_counter() - t0,
+                "detail": {"plan": res.best_plan, "dtype": rep["best"].get("dtype", "fp32"), "passed": res.passed,
+                           "reasons": res.reasons, "search": rep.get("search", {})},
+                **measure(Path(res.model_path), task, quick=args.quick)}
+    except SystemExit as exc:  # a refused budget may exit
+        edge = {"method": "edgeopt", "error": f"exit {exc.code}", "compile_s": time.perf_counter() - t0}
+    except Exception as exc:
+        log.exception("[%s] edgeopt failed", name)
+        edge = {"method": "edgeopt", "error": f"{type(exc).__name__}: {exc}"[:300], "compile_s": time.perf_counter() - t0}
+
+    # 2: ORT int8 of dense (static QDQ for Conv, calibrated; dynamic for MatMul/Gemm)
+    t0 = time.perf_counter()
+    try:
+        q = quantize_onnx(dense_path, out / "dense-int8.onnx", calibration=task.X_train[:256])
+        rows.append({"method": "ORT int8 (dense)", "params": dense_params, "compile_s": time.perf_counter() - t0,
+                     **measure(q, task, quick=args.quick)})
+    except Exception as exc:
+        rows.append({"method": "ORT int8 (dense)", "error": f"{type(exc).__name__}: {exc}"[:300]})
+
+    # 3, 4: highest uniform rank at edgeopt's measured p50 (the budget if edgeopt shipped nothing)
+    limit_ms = edge.get("p50_ms", budget_ms)
+    for fmt, label in (("lowrank", "uniform SVD"), ("tt", "uniform TT")):
+        log.info("[%s] %s at p50 <= %.3f ms", name, label, limit_ms)
+        try:
+            path, info = uniform_at_latency(task, fmt, limit_ms, out, epochs=final_epochs, seed=args.seed)
+        except Exception as exc:
+            log.exception("[%s] %s failed", name, label)
+            rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            continue
+        rows.append({"method": f"{label} r={info['rank']}" + ("" if info["fits"] else " (slower than edgeopt even at r=1)"),
+                     "params": info["params"], "compile_s": info["compile_s"],
+                     "detail": {k: info[k] for k in ("plan", "probe_p50_ms", "probes", "limit_ms", "fits", "probe_s")},
+                     **measure(path, task, quick=args.quick)})
+    rows.append(edge)
+    return {"example": name, "metric": task.metric, "target": HOST_1T.stem,
+            "budget_overrides": {"latency_ms": round(budget_ms, 4)}, "dense_p95_ms": dense["p95_ms"],
+            "trials": trials, "timeout_s": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
+            "compile_kwargs": {k: v for k, v in kwargs.items() if k not in ("out", "progress")},
+            "rows": rows, "wall_s": time.perf_counter() - t_model}
+
+
 # --------------------------------------------------------------------------- output
 def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
@@ -295,15 +481,23 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("floor"):
         f = results["floor"]
         lines += [f"Per-run floor on this host (one 64×10 Gemm, 1 thread): p50 {f['p50_ms'] * 1e3:.1f} µs.", ""]
-    for ex in results["examples"]:
+    if results.get("load_average"):
+        la = results["load_average"]
+        lines += [f"Load average (1 min) at the start / end of the run: {la.get('start', '?')} / {la.get('end', '?')}.", ""]
+    for ex in results["examples"] + results.get("architectures", []):
         dense = next(r for r in ex["rows"] if r["method"] == "dense fp32")
-        lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
-                  f"`{ex['target']}`{' + ' + json.dumps(ex['budget_overrides']) if ex['budget_overrides'] else ''})", ""]
+        if "dense_p95_ms" in ex:  # a real architecture: edgeopt at half the dense p95 on host-1t
+            lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ {ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
+                      f"= ½ dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
+                      f"{ex['trial_epochs']} trial epochs, {ex['final_epochs']} final epochs; run {ex['wall_s']:.0f} s)", ""]
+        else:
+            lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
+                      f"`{ex['target']}`{' + ' + json.dumps(ex['budget_overrides']) if ex['budget_overrides'] else ''})", ""]
         lines += ["| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) | test F1 | accuracy | compile s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ex["rows"]:
             if "error" in r:
-                lines.append(f"| {r['method']} | failed: {r['error']} |||||||||")
+                lines.append(f"| {r['method']} | failed: {r['error']} |||||||||{_fmt(r.get('compile_s'), '.1f')} |")
                 continue
             lines.append(
                 f"| {r['method']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | "
@@ -313,7 +507,7 @@ def markdown(results: dict[str, Any]) -> str:
             if r["method"].startswith("edgeopt") and "detail" in r:
                 d = r["detail"]
                 plan = ", ".join(f"{k}: {_entry_text(v)}" for k, v in d["plan"].items())
-                lines.append(f"\n{r['method']}: plan {{{plan}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
+                lines.append(f"\n{r['method']}: plan {{{plan or 'dense'}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
                              f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
                              f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
                              f"in {d['search'].get('wall_s', 0):.0f} s.")
@@ -360,7 +554,13 @@ def environment() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--examples", default=",".join(EXAMPLES), help="comma-separated bundled examples")
+    p.add_argument("--examples", default=None,
+                   help=f"comma-separated bundled examples (default: {','.join(EXAMPLES)}, none when --models is given)")
+    p.add_argument("--models", default="",
+                   help=f"comma-separated real architectures, or 'all' ({','.join(MODELS)}): dense, ORT int8, uniform "
+                        "SVD/TT at edgeopt's latency, edgeopt at half the dense p95 on host-1t")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="passed to compile(time_budget=...) on the real architectures when compile takes it")
     p.add_argument("--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)")
     p.add_argument("--timeout", type=float, help="edgeopt search seconds per compile")
     p.add_argument("--out", default=str(HERE / "results"), help="where compare.md / compare.json go")
@@ -373,25 +573,39 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("edgeopt").setLevel(logging.WARNING)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work) / ("compare-quick" if args.quick else "compare")
+    models = list(MODELS) if args.models.strip() == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        p.error(f"--models: unknown {', '.join(unknown)} (expected {', '.join(MODELS)} or all)")
+    examples = [e.strip() for e in (args.examples if args.examples is not None else ("" if models else ",".join(EXAMPLES))).split(",")
+                if e.strip()]
+    stem = ("compare-architectures" if models and not examples else "compare") + ("-quick" if args.quick else "")
+    work = Path(args.work) / stem
     work.mkdir(parents=True, exist_ok=True)
-    stem = "compare-quick" if args.quick else "compare"
-    results: dict[str, Any] = {"schema": "edgeopt.compare/1", "quick": args.quick, "environment": environment(),
-                               "examples": [], "wide": None}
+    results: dict[str, Any] = {"schema": "edgeopt.compare/2", "quick": args.quick, "environment": environment(),
+                               "load_average": {"start": round(os.getloadavg()[0], 2)},
+                               "examples": [], "architectures": [], "wide": None}
     try:
         prev_wide = json.loads((out / f"{stem}.json").read_text()).get("wide")
     except (OSError, ValueError):
         prev_wide = None
     results["floor"] = dispatch_floor(work, args.quick)
     t0 = time.perf_counter()
-    for name in [e.strip() for e in args.examples.split(",") if e.strip()]:
+    for name in examples:
         results["examples"].append(run_example(name, args, work))
         _write(out, stem, results)
-    if not args.no_wide:
+    for name in models:
+        results["architectures"].append(run_architecture(name, args, work))
+        results["load_average"]["end"] = round(os.getloadavg()[0], 2)
+        _write(out, stem, results)
+    if not examples:
+        results["wide"] = None
+    elif not args.no_wide:
         results["wide"] = run_wide(args, work)
     else:  # keep the wide model's rows from the last run (they do not depend on the search)
         results["wide"] = prev_wide
     results["wall_s"] = time.perf_counter() - t0
+    results["load_average"]["end"] = round(os.getloadavg()[0], 2)
     _write(out, stem, results)
     print(markdown(results))
     return 0

@@ -1,0 +1,109 @@
+"""Issue 9's goals against the benchmark results: met, or missed by how much.
+
+Reads ``benchmarks/results/compare-architectures.json`` (``compare.py --models all``) and
+``benchmarks/results/search_efficiency.json`` and writes ``benchmarks/results/goals_issue9.md``.
+Measures nothing itself (no lock needed):
+
+    python benchmarks/goals_issue9.py [--results benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LEAN = ("resnet8", "mobilenet")  # ResNet-8-class and MobileNet-class: the lean ones
+RESNET_VIT = ("resnet8", "vit")
+SAME_LATENCY = 1.03  # "at no more latency": within 3% of edgeopt's measured p50 (the finalists' tie rule)
+
+
+def _rows(ex: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for r in ex["rows"]:
+        key = r["method"].split(" r=")[0]
+        out[key] = r
+    return out
+
+
+def model_goals(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
+    name = ex["example"]
+    rows = _rows(ex)
+    e, d, q = rows.get("edgeopt", {}), rows["dense fp32"], rows.get("ORT int8 (dense)", {})
+    goals = []
+    if "error" in e or "test_f1" not in e:
+        return [(f"{name}: edgeopt ships", f"failed: {e.get('error', '?')}", "**missed**")]
+    unif = [r for k, r in rows.items() if k.startswith("uniform") and "test_f1" in r]
+    if unif:
+        best = max(unif, key=lambda r: r["test_f1"])
+        slower = [r for r in unif if r["p50_ms"] > SAME_LATENCY * e["p50_ms"]]
+        gap = (e["test_f1"] - best["test_f1"]) * 100
+        note = (f"edgeopt {e['test_f1']:.4f} at p50 {e['p50_ms'] * 1e3:.0f} µs vs {best['method']} {best['test_f1']:.4f} "
+                f"at {best['p50_ms'] * 1e3:.0f} µs ({gap:+.2f} pt)")
+        if slower:
+            note += "; " + ", ".join(f"{r['method']} measured {r['p50_ms'] / e['p50_ms']:.2f}× edgeopt's p50" for r in slower)
+        goals.append((f"{name}: test F1 ≥ best uniform plan's at no more latency", note,
+                      "met" if gap >= 0 else f"**missed** by {-gap:.2f} pt"))
+        if name in LEAN:
+            goals.append((f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
+                          f"{gap:+.2f} pt", "met" if gap >= 0.5 else f"**missed** by {0.5 - gap:.2f} pt"))
+    if name in RESNET_VIT:
+        passed = e.get("detail", {}).get("passed")
+        goals.append((f"{name}: budget (p95 ≤ ½ dense p95) met", f"p95 {e['p95_ms'] * 1e3:.0f} µs vs budget "
+                      f"{ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs (edgeopt's own release measurement: "
+                      f"{'met' if passed else 'not met'})", "met" if e["p95_ms"] <= ex["budget_overrides"]["latency_ms"] else
+                      f"**missed** by {(e['p95_ms'] / ex['budget_overrides']['latency_ms'] - 1) * 100:.0f}%"))
+        sp = d["p50_ms"] / e["p50_ms"]
+        goals.append((f"{name}: ≥ 2× lower p50 than dense", f"{d['p50_ms'] * 1e3:.0f} → {e['p50_ms'] * 1e3:.0f} µs ({sp:.2f}×)",
+                      "met" if sp >= 2 else f"**missed** ({sp:.2f}× of 2×)"))
+        if "p50_ms" in q:
+            sq = q["p50_ms"] / e["p50_ms"]
+            goals.append((f"{name}: ≥ 1.5× lower p50 than ORT static int8", f"{q['p50_ms'] * 1e3:.0f} → {e['p50_ms'] * 1e3:.0f} µs ({sq:.2f}×)",
+                          "met" if sq >= 1.5 else f"**missed** ({sq:.2f}× of 1.5×)"))
+        loss = (d["test_f1"] - e["test_f1"]) * 100
+        goals.append((f"{name}: ≤ 1 pt test F1 lost", f"{d['test_f1']:.4f} → {e['test_f1']:.4f} ({loss:+.2f} pt lost)",
+                      "met" if loss <= 1 else f"**missed** by {loss - 1:.2f} pt"))
+    return goals
+
+
+def markdown(arch: dict[str, Any] | None, eff: dict[str, Any] | None) -> str:
+    lines = ["| goal | measured | verdict |", "|---|---|---|"]
+    if arch:
+        for ex in arch.get("architectures", []):
+            lines += [f"| {g} | {m} | {v} |" for g, m, v in model_goals(ex)]
+        ref = arch.get("refusal")
+        if ref:
+            lines.append(f"| a budget below the floor refused in ≤ 60 s with the floor stated | {ref['note']} | {ref['verdict']} |")
+    if eff:
+        for m in eff.get("models", []):
+            mr = m.get("median_ratio")
+            lines.append(f"| search efficiency, {m['model']}: median time to best feasible ≤ ½ RandomSampler's, same warm start "
+                         f"({'shared' if eff.get('shared_warm_start') else 'TPE only'}) | median ratio "
+                         f"{'—' if mr is None else f'{mr:.2f}'} over {len(m['seeds'])} seeds |"
+                         f" {'—' if mr is None else ('met' if mr <= 0.5 else f'**missed** ({mr:.2f} of 0.50)')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default=str(HERE / "results"))
+    args = p.parse_args(argv)
+    res = Path(args.results)
+
+    def load(stem: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((res / f"{stem}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    md = markdown(load("compare-architectures"), load("search_efficiency"))
+    (res / "goals_issue9.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

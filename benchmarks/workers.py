@@ -59,7 +59,11 @@ def throughput(workers: int, seconds: float, tmp: Path, env: dict[str, str]) -> 
     wall = time.perf_counter() - t0
     study = optuna.load_study(study_name="tiny-mlp-tinyhost", storage=make_storage(f"sqlite:///{out / 'study.db'}"))
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return {"workers": workers, "search_s": seconds, "wall_s": round(wall, 1), "trials": len(done)}
+    # A trial that samples a plan already evaluated takes its result in milliseconds: the work a
+    # search gets done is the plans it evaluated (trained, pruned or screened out for the first time).
+    new = [t for t in done if t.user_attrs.get("repeat_of") is None and t.user_attrs.get("status") != "failed"]
+    return {"workers": workers, "search_s": seconds, "wall_s": round(wall, 1), "trials": len(done),
+            "plans_evaluated": len(new)}
 
 
 def overhead(url: str, n: int) -> float:
@@ -90,7 +94,7 @@ def main() -> None:
     tiny_task.train_teacher(teacher)
     env = {**os.environ, "EDGEOPT_TINY_MODEL": str(teacher)}
     runs = [throughput(w, args.seconds, tmp, env) for w in (1, 2)]
-    speedup = runs[1]["trials"] / max(runs[0]["trials"], 1)
+    speedup = runs[1]["plans_evaluated"] / max(runs[0]["plans_evaluated"], 1)
     server = pg.start()
     try:
         pg_url = server.url(server.create_database("overhead"))
@@ -104,9 +108,10 @@ def main() -> None:
     res.mkdir(parents=True, exist_ok=True)
     (res / "workers.json").write_text(json.dumps(result, indent=2))
     md = [f"Measured {result['when']} on {os.cpu_count()} cores (load average at the end {load[0]:.2f}).", "",
-          "| workers | search s | trials finished |", "|---:|---:|---:|",
-          *[f"| {r['workers']} | {r['search_s']:.0f} | {r['trials']} |" for r in runs], "",
-          f"2 workers finish **{speedup:.2f}×** the trials of 1 in the same search time (goal ≥ 1.6×).", "",
+          "| workers | search s | trials finished | distinct plans evaluated |", "|---:|---:|---:|---:|",
+          *[f"| {r['workers']} | {r['search_s']:.0f} | {r['trials']} | {r['plans_evaluated']} |" for r in runs], "",
+          f"2 workers evaluate **{speedup:.2f}×** the plans of 1 in the same search time (goal ≥ 1.6×); "
+          "repeats of an evaluated plan take its result without training and are not counted.", "",
           "| storage | ms per no-op trial (what an edgeopt trial writes) |", "|---|---:|",
           *[f"| {k} | {v:.1f} |" for k, v in ms.items()], ""]
     (res / "workers.md").write_text("\n".join(md))

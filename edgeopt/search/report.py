@@ -439,12 +439,25 @@ def _search_summary(study: Any, state: dict[str, Any], trials: list[dict[str, An
     counts["time_s"] = time_totals
     counts["finalists"] = state.get("finalists", [])
     counts["repeats"] = sum(1 for t in trials if t["repeat_of"] is not None)
+    # Every worker's trials are the study's (``host:pid`` of whoever ran each; older trials have none).
+    by_worker: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        name = t.user_attrs.get("worker")
+        if name:
+            by_worker[name] = by_worker.get(name, 0) + 1
+    counts["workers"] = dict(sorted(by_worker.items()))
     if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
         try:
             counts["pareto_front"] = sorted(t.number for t in study.best_trials)
         except Exception:  # Optuna raises when no trial is feasible; then there is no front
             counts["pareto_front"] = []
     return counts
+
+
+def _workers_note(s: dict[str, Any]) -> str:
+    """``, 3 workers`` when more than one process ran the study's trials."""
+    n = len(s.get("workers") or {})
+    return f", {n} workers" if n > 1 else ""
 
 
 def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -513,7 +526,8 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
     lines = [
         "## Search",
         "",
-        f"{s['trials']} trials ({s['sampler']}, objective `{s['objective']}`): {s['feasible']} feasible, "
+        f"{s['trials']} trials ({s['sampler']}, objective `{s['objective']}`"
+        f"{_workers_note(s)}): {s['feasible']} feasible, "
         f"{s['screened_out']} screened out before training, {s['pruned']} pruned, {s['failed']} failed; "
         f"{s['wall_s']:.1f} s in trials. Time per stage: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items())) + ".",

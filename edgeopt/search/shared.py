@@ -63,17 +63,37 @@ def _engine(study: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- claims
-def try_claim(engine: Any, study_id: int, key: str, owner: int) -> bool:
-    """INSERT the claim; True when this call made it (the primary key refuses every other)."""
+def insert_if_absent(engine: Any, table: Any, **values: Any) -> bool:
+    """``INSERT … ON CONFLICT DO NOTHING`` (PostgreSQL, SQLite); True when this call inserted the row.
+    Other databases: a plain INSERT whose unique-key violation means "already there"."""
     import sqlalchemy as sa
 
-    table = _tables().tables[CLAIMS]
+    dialect = engine.dialect.name
+    if dialect == "postgresql" or (dialect == "sqlite" and _sqlite_returning()):
+        import importlib
+
+        mod = importlib.import_module(f"sqlalchemy.dialects.{dialect}")
+        # RETURNING, not rowcount: psycopg 3 under SQLAlchemy 2.1 reports rowcount -1 for this statement.
+        stmt = mod.insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        with engine.begin() as conn:
+            return conn.execute(stmt).first() is not None
     try:
         with engine.begin() as conn:
-            conn.execute(sa.insert(table).values(study_id=study_id, claim_key=key, owner=owner))
+            conn.execute(sa.insert(table).values(**values))
         return True
     except sa.exc.IntegrityError:
         return False
+
+
+def _sqlite_returning() -> bool:
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 35)  # RETURNING
+
+
+def try_claim(engine: Any, study_id: int, key: str, owner: int) -> bool:
+    """INSERT the claim; True when this call made it (the primary key refuses every other)."""
+    return insert_if_absent(engine, _tables().tables[CLAIMS], study_id=study_id, claim_key=key, owner=owner)
 
 
 def claim_owner(engine: Any, study_id: int, key: str) -> int | None:
@@ -233,14 +253,9 @@ class ScreenCache:
         self.local[key] = value
         if self.engine is None:
             return
-        import sqlalchemy as sa
-
-        table = _tables().tables[SCREEN_CACHE]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.insert(table).values(cache_key=self._key(key), value=json.dumps(value, sort_keys=True)))
-        except sa.exc.IntegrityError:
-            pass  # another worker measured it first; both are valid
+        # Another worker may have measured it first: its value stays (both are valid).
+        insert_if_absent(self.engine, _tables().tables[SCREEN_CACHE], cache_key=self._key(key),
+                         value=json.dumps(value, sort_keys=True))
 
 
 def model_scope(task: Any) -> str:

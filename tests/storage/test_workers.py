@@ -76,6 +76,26 @@ def test_workers_flag_runs_local_workers_on_one_sqlite_study(tiny_env, tiny_targ
     assert (out / "model.onnx").exists() and json.loads((out / "report.json").read_text())["best"]["plan"] is not None
 
 
+@pytest.mark.slow
+def test_three_local_workers_on_postgres_train_no_plan_twice_and_count_in_the_report(pg_url, tiny_env, tiny_target,
+                                                                                    tmp_path):
+    out = tmp_path / "out"
+    r = _compile("--target", tiny_target, "--storage", pg_url, "--study", "three", "--workers", "3", "--trials", "9",
+                 "--out", str(out), *SEARCH)
+    assert r.returncode in (0, 1), r.stderr  # 1: shipped, a budget missed (the tiny target's size budget)
+    trials = _trials(pg_url, "three")
+    assert len(trials) >= 9
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    workers = {t.user_attrs.get("worker") for t in trials if t.user_attrs.get("worker")}
+    assert len(workers) == 3, workers
+    trained = _trained_plans(trials)
+    assert trained and not [k for k, n in Counter(trained).items() if n > 1], "a plan was trained twice"
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["trials"] == len(trials)
+    assert set(report["search"]["workers"]) == workers and sum(report["search"]["workers"].values()) == len(trials)
+    assert ", 3 workers)" in (out / "report.md").read_text()
+
+
 def test_shipping_a_study_that_is_not_there_is_one_line(pg_url, tiny_env, tiny_target, tmp_path):
     r = _compile("--target", tiny_target, "--storage", pg_url, "--study", "nope", "--trials", "0",
                  "--out", str(tmp_path / "ship"), *SEARCH)

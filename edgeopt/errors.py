@@ -21,6 +21,12 @@ class ModelError(InputError):
     """A model that cannot be loaded, run, decomposed or exported."""
 
 
+class BudgetRefused(EdgeoptError):
+    """The budget cannot be met by any plan (the fastest or smallest one is over it): refused before training."""
+
+    exit_code = 1
+
+
 class MissingDependencyError(EdgeoptError, ImportError):
     """An optional dependency (the compiler half) is not installed."""
 
@@ -30,5 +36,6 @@ __all__ = [
     "InputError",
     "TargetError",
     "ModelError",
+    "BudgetRefused",
     "MissingDependencyError",
 ]

@@ -31,6 +31,7 @@ PROVENANCE_BYTES = 1024
 
 OBJECTIVES = ("f1", "pareto")
 SAMPLERS = ("tpe", "random")
+SEARCHES = ("allocation", "layers")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEVICES (no torch import here)
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
@@ -63,6 +64,10 @@ class CompileConfig:
     workers: local worker processes on the study (``edgeopt compile --workers N``); more than one
         needs ``worker_argv``, the ``edgeopt compile`` command line that loads the task, which the
         CLI sets (see :mod:`edgeopt.search.workers`).
+    search: ``"allocation"`` (default): per-layer latency and sensitivity tables are built first
+        (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
+        trains the allocation (:mod:`~edgeopt.search.allocate`) of a few knobs Optuna samples;
+        ``"layers"``: Optuna samples a format and rank per layer.
     """
 
     trials: int = 30
@@ -85,6 +90,7 @@ class CompileConfig:
     search_only: bool = False
     workers: int = 1
     worker_argv: tuple[str, ...] | None = None
+    search: str = "allocation"
 
     def __post_init__(self) -> None:
         v = _validate
@@ -102,6 +108,7 @@ class CompileConfig:
         v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
         v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
         v.choice(self.train_device, _WHERE, "train_device", TRAIN_DEVICES)
+        v.choice(self.search, _WHERE, "search", SEARCHES)
         v.number(self.workers, _WHERE, "workers", minimum=1, integer=True)
         if self.worker_argv is not None:
             object.__setattr__(self, "worker_argv", tuple(str(a) for a in self.worker_argv))

@@ -69,7 +69,7 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
     f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
     search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
-    config: CompileConfig | None = None,
+    search: str = "allocation", config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 

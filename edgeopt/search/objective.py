@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
+from edgeopt.search.knobs import WARM_LABEL
 from edgeopt.search.prepare import SearchInputs
 from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
 from edgeopt.search.screen import Screen
@@ -52,17 +53,35 @@ def find_repeat(study: Any, plan: dict[str, Any], dtype: DType) -> tuple[Any, Tr
     return None
 
 
+def enqueue_allocation_warm_start(study: Any, space: Any) -> None:
+    """Fractions 1.0, 0.85 and 0.7 of the budget with neutral knobs, once per study."""
+    if any(str(t.user_attrs.get("warm_start", "")).startswith(WARM_LABEL) for t in study.get_trials(deepcopy=False)):
+        return
+    for label, params in space.warm_params():
+        study.enqueue_trial(params, user_attrs={"warm_start": label})
+
+
 class Objective:
     """``study.optimize``'s callable: one trial, plan → screen → distill → record."""
 
     def __init__(self, inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen) -> None:
         self.inputs, self.config, self.study, self.screen = inputs, config, study, screen
         self.budget = inputs.target.budget
+        if inputs.allocation is not None and config.sampler == "tpe":
+            enqueue_allocation_warm_start(study, inputs.allocation)
+
+    def _plan(self, trial: Any) -> dict[str, Any]:
+        """The trial's plan: the allocation of its knobs, or (``search="layers"``, or a uniform warm start)
+        a format and rank per layer."""
+        label = str(trial.user_attrs.get("warm_start", ""))
+        if self.inputs.allocation is None or (label and not label.startswith(WARM_LABEL)):
+            return self.inputs.space.sample(trial)
+        return self.inputs.allocation.sample(trial)
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
-        record = TrialRecord(number=trial.number, plan=self.inputs.space.sample(trial),
+        record = TrialRecord(number=trial.number, plan=self._plan(trial),
                              dtype=DType(self.inputs.space.sample_precision(trial)))
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another

@@ -29,6 +29,7 @@ class SearchInputs:
     space: Any
     baseline: Measured
     baseline_path: Path
+    allocation: Any = None  # an AllocationSpace (edgeopt.search.knobs) when the search is over allocations
 
     @property
     def latency_scale(self) -> float:
@@ -110,8 +111,50 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
     space = SearchSpace(layers, precisions=("fp32", "int8") if config.int8 else ("fp32",), rank_caps=caps)
     if not space:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
+    alloc = allocation_space(teacher, task, target, layers, base_cost, config) if space else None
     baseline = measure_baseline(teacher, task, target, config.out, config)
-    return SearchInputs(task, target, teacher, layers, base_cost, space, baseline, config.out / "baseline.onnx")
+    return SearchInputs(task, target, teacher, layers, base_cost, space, baseline, config.out / "baseline.onnx",
+                        allocation=alloc)
+
+
+def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any,
+                     config: CompileConfig) -> Any:
+    """The tables and the allocation's caps (``search="allocation"``); a budget below the floor is refused
+    here, before the baseline or any training (:class:`~edgeopt.errors.BudgetRefused`, exit code 1)."""
+    if config.search != "allocation":
+        return None
+    from edgeopt.errors import BudgetRefused
+    from edgeopt.search.knobs import AllocationSpace, params_cap, refusal
+    from edgeopt.search.tables import build_tables
+
+    tables = build_tables(teacher, task, target, config.out, layers)
+    log.info("tables: %s in %.1f s%s", f"{len(tables.layers)} layers", tables.build_s, " (cached)" if tables.cached else "")
+    cap = params_cap(target, base_cost, config.int8)
+    why = refusal(tables, target, cap)
+    if why is not None:
+        write_refusal(config.out, why, tables, target)
+        raise BudgetRefused(f"refused: {why}")
+    return AllocationSpace(tables, target.budget.latency_ms, cap)
+
+
+def write_refusal(out: Path, why: str, tables: Any, target: Any) -> None:
+    """``report.json``/``.md`` of a refused compile: the floor and the tables, nothing trained or shipped."""
+    import json
+
+    from edgeopt._io import atomic_write_text
+    from edgeopt.search.knapsack import floor
+
+    f = floor(tables)
+    rep = {"schema": "edgeopt.report/refused", "refused": why, "target": target.name,
+           "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
+           "floor": {"latency_ms": f.latency_ms, "top": [{"part": n, "ms": ms} for n, ms in f.top],
+                     "min_params": f.min_params},
+           "tables": tables.to_dict()}
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
+    rows = "\n".join(f"| {n} | {ms:.4f} |" for n, ms in f.top)
+    atomic_write_text(out / "report.md", f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
+                      f"(tables built in {tables.build_s:.1f} s).\n\n| part of the fastest plan | ms |\n|---|---|\n"
+                      f"{rows}\n")
 
 
 __all__ = ["SearchInputs", "measure_baseline", "prepare", "rank_caps"]

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeopt.search.allocate import allocate, floor
+from edgeopt.search.knapsack import allocate, floor
 from edgeopt.search.tables import Candidate, Tables
 
 

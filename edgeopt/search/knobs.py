@@ -1,0 +1,88 @@
+"""The search over allocations (issue 9, item 4): each trial samples a few knobs, and the allocation
+of the per-layer tables under them is the trial's plan.
+
+Knobs: ``fraction`` of the latency budget the table may spend (0.5-1.0), ``size_weight`` (how much
+fewer parameters are worth against sensitivity) and a sensitivity multiplier per depth stage (2-3
+stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from edgeopt.search.config import PROVENANCE_BYTES
+from edgeopt.search.knapsack import Allocation, allocate, floor
+from edgeopt.search.record import MIB
+
+log = logging.getLogger("edgeopt.compile")
+
+WARM_FRACTIONS = (1.0, 0.85, 0.7)
+WARM_LABEL = "allocation"
+
+
+@dataclass
+class AllocationSpace:
+    """What a trial's knobs are turned into a plan with: the tables and the caps of the budget."""
+
+    tables: Any
+    latency_ms: float | None  # the latency budget (None: the dense graph's table latency)
+    max_params: float | None  # parameters the size budget allows (None: no size budget)
+
+    @property
+    def stages(self) -> list[list[str]]:
+        names = list(self.tables.layers)
+        k = min(3, max(1, len(names)))
+        size = math.ceil(len(names) / k)
+        return [names[i:i + size] for i in range(0, len(names), size)]
+
+    def knobs(self, trial: Any) -> dict[str, float]:
+        out = {"fraction": trial.suggest_float("fraction", 0.5, 1.0),
+               "size_weight": trial.suggest_float("size_weight", 0.0, 1.0)}
+        for i, _ in enumerate(self.stages):
+            out[f"stage{i}"] = trial.suggest_float(f"stage{i}", 0.25, 4.0, log=True)
+        return out
+
+    def allocation(self, knobs: dict[str, float]) -> Allocation:
+        weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
+        cap = self.latency_ms if self.latency_ms is not None else self.tables.dense_ms
+        return allocate(self.tables, latency_ms=knobs["fraction"] * cap, max_params=self.max_params,
+                        weights=weights, size_weight=knobs.get("size_weight", 0.0))
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """The trial's plan: its knobs' allocation (the fastest one when no allocation fits)."""
+        knobs = self.knobs(trial)
+        alloc = self.allocation(knobs)
+        trial.set_user_attr("allocation", {"table_latency_ms": round(alloc.latency_ms, 4), "params": alloc.params,
+                                           "sensitivity": round(alloc.sensitivity, 5), "feasible": alloc.feasible})
+        return self.tables.plan_of(alloc.choice)
+
+    def warm_params(self) -> list[tuple[str, dict[str, float]]]:
+        neutral = {f"stage{i}": 1.0 for i, _ in enumerate(self.stages)}
+        return [(f"{WARM_LABEL} {f}", {"fraction": f, "size_weight": 0.0, **neutral}) for f in WARM_FRACTIONS]
+
+
+def params_cap(target: Any, base_cost: Any, int8: bool, overhead_bytes: int = 0) -> float | None:
+    """Parameters the size budget allows (graph overhead, buffers and provenance taken out)."""
+    size_mb = target.budget.model_size_mb
+    if not size_mb:
+        return None
+    buffers = max(0, int(base_cost.size_bytes) - 4 * int(base_cost.params))
+    return (size_mb * MIB - buffers - overhead_bytes - PROVENANCE_BYTES) / (1 if int8 else 4)
+
+
+def refusal(tables: Any, target: Any, max_params: float | None) -> str | None:
+    """Why no plan can meet the budget (None when the floor is within it): one line."""
+    f = floor(tables)
+    budget = target.budget.latency_ms
+    if budget and f.latency_ms > budget:
+        return f"latency budget {budget} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
+    if max_params is not None and f.min_params > max_params:
+        return (f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
+                f"({f.min_params} parameters, {max_params:.0f} allowed)")
+    return None
+
+
+__all__ = ["WARM_FRACTIONS", "WARM_LABEL", "AllocationSpace", "params_cap", "refusal"]

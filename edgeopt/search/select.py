@@ -21,6 +21,7 @@ from edgeopt.search.record import TrialRecord
 
 Remeasure = Callable[[TrialRecord], dict[str, Any]]
 TIERS = 3
+QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
 SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
 
 
@@ -71,13 +72,14 @@ def pick_from_tier(tier: list[TrialRecord], measure: Remeasure,
 
 
 def choose_finalist(records: list[TrialRecord], f1_tolerance: float = 0.0, remeasure: Remeasure | None = None,
-                    latency_budget: float | None = None) -> Choice:
+                    latency_budget: float | None = None, quality_floor: float | None = None) -> Choice:
     """The plan to ship among complete trials: the best feasible tier's fastest re-measured finalist
-    within the latency budget; with no feasible trial, the least-violating one."""
+    within the latency budget; with no feasible trial, the least-violating one (within
+    :data:`QUALITY_MARGIN` of ``quality_floor`` when given)."""
     trials = candidates(records)
     feasible = [r for r in trials if r.feasible]
     if not feasible:
-        return closest(trials)
+        return closest(trials, quality_floor)
     measure = remeasure or screened
     remaining = _distinct_by_score(feasible)
     rows: list[dict[str, Any]] = []
@@ -97,11 +99,23 @@ def choose_finalist(records: list[TrialRecord], f1_tolerance: float = 0.0, remea
                          "best plan by the screen"], rows)
 
 
-def closest(trials: list[TrialRecord]) -> Choice:
+def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Choice:
     """Best effort when no trial is feasible: the plan closest to the budgets (sum of relative
-    violations), then the best score."""
+    violations), then the best score; with ``quality_floor``, only among the trained plans within
+    :data:`QUALITY_MARGIN` of it (none: the input model ships, and the note says how far the best was)."""
     if not trials:
         return Choice(None, ["no trial completed: the input model is shipped as it is"])
+    if quality_floor is not None:
+        trained = [r for r in trials if r.val and r.val.get("score") is not None]
+        near = [r for r in trained if r.score >= quality_floor - QUALITY_MARGIN]
+        if not near:
+            best = max(trained, key=lambda r: r.score, default=None)
+            how = "none was trained" if best is None else (
+                f"the best trained plan (trial {best.number}) scores {best.score:.4f}, "
+                f"{100 * (quality_floor - best.score):.1f} pt below")
+            return Choice(None, [f"no trial met every budget, and no plan is within {100 * QUALITY_MARGIN:.0f} pt of "
+                                 f"the quality floor {quality_floor:.4f} ({how}): the input model is shipped as it is"])
+        trials = near
 
     def violation(r: TrialRecord) -> float:
         return r.constraints.total_violation() if r.constraints is not None else math.inf
@@ -132,11 +146,12 @@ BASELINE_NOTE = ("the dense input model meets every budget and no feasible plan 
 def select(records: list[TrialRecord], baseline: Any, budget: Any, f1_tolerance: float,
            remeasure: Remeasure | None) -> Choice:
     """The whole selection: :func:`choose_finalist`, then the dense model if :func:`baseline_wins`."""
-    choice = choose_finalist(records, f1_tolerance, remeasure, budget.latency_ms)
+    floor = budget.min_f1 if budget.min_f1 is not None else baseline.metrics["val"]["score"]
+    choice = choose_finalist(records, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor)
     if baseline_wins(baseline, choice.record, budget, f1_tolerance):
         return Choice(None, [BASELINE_NOTE], choice.finalists)
     return choice
 
 
-__all__ = ["BASELINE_NOTE", "Choice", "baseline_wins", "candidates", "choose_finalist", "closest", "pick_from_tier",
+__all__ = ["QUALITY_MARGIN", "BASELINE_NOTE", "Choice", "baseline_wins", "candidates", "choose_finalist", "closest", "pick_from_tier",
            "screened", "select"]

@@ -84,3 +84,17 @@ def test_select_ships_the_dense_model_with_a_note_and_keeps_the_finalists():
     assert choice.record is None and choice.notes == [BASELINE_NOTE] and len(choice.finalists) == 1
     choice = select([_rec(1, 0.95, 0.05)], _baseline(), budget, 0.002, None)
     assert choice.record.number == 1
+
+
+def test_nothing_feasible_never_ships_a_plan_far_below_the_quality_floor():
+    # A plan closest to the budgets but 69 pt below the teacher (the ViT that shipped at F1 0.25) is not shipped.
+    garbage = _rec(1, 0.25, 0.1, constraints=Constraints(latency=0.05))
+    decent = _rec(2, 0.935, 0.1, constraints=Constraints(latency=0.2))
+    budget = NS(min_f1=None, latency_ms=0.05)
+    base = _baseline("fail", score=0.94)
+    assert select([garbage, decent], base, budget, 0.002, None).record.number == 2
+    choice = select([garbage], base, budget, 0.002, None)
+    assert choice.record is None
+    assert "69.0 pt below" in choice.notes[0] and "input model is shipped" in choice.notes[0]
+    # With a floor in the budget, the floor is what counts.
+    assert select([decent], base, NS(min_f1=0.99, latency_ms=0.05), 0.002, None).record is None

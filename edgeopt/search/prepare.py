@@ -128,7 +128,8 @@ def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any
     from edgeopt.search.tables import build_tables
 
     tables = build_tables(teacher, task, target, config.out, layers)
-    log.info("tables: %s in %.1f s%s", f"{len(tables.layers)} layers", tables.build_s, " (cached)" if tables.cached else "")
+    if tables.cached:
+        log.info("tables: read from %s (built in %.1f s)", config.out / "tables.json", tables.build_s)
     cap = params_cap(target, base_cost, config.int8)
     why = refusal(tables, target, cap)
     if why is not None:

@@ -142,7 +142,10 @@ def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retri
     assert len(orphans) == 1
     running = orphans[0]
     time.sleep(4)  # past the 1 s heartbeat's grace period (tiny_env)
-    survivor = _compile(*args, "--trials", "3", "--out", str(tmp_path / "survivor"))
+    # Optuna runs queued trials oldest first: the survivor's first trial fails the stale one and queues
+    # its retry behind the warm-start trials the victim queued, so it runs those, then the retry.
+    queued = sum(t.state == optuna.trial.TrialState.WAITING for t in _trials(pg_url, "k"))
+    survivor = _compile(*args, "--trials", str(queued + 1), "--out", str(tmp_path / "survivor"))
     assert survivor.returncode == 0, survivor.stderr
     trials = _trials(pg_url, "k")
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]

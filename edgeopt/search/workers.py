@@ -23,8 +23,10 @@ survivors of a crash still finish the run's trials) and :data:`~edgeopt.search.s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,6 +121,7 @@ def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
         for i in range(config.workers):
             wdir = config.out / "workers" / f"w{i}"
             wdir.mkdir(parents=True, exist_ok=True)
+            _share_tables(config.out, wdir)
             with open(wdir / "worker.log", "w") as logf:
                 procs.append((subprocess.Popen(worker_command(config, study.study_name, i), stdout=logf,
                                                stderr=subprocess.STDOUT, env=env, start_new_session=True), wdir))
@@ -131,6 +134,15 @@ def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
     _report_exits(procs)
     fail_dead_workers_trials(study, {f"{socket.gethostname()}:{p.pid}" for p, _ in procs})
     return time.perf_counter() - t0
+
+
+def _share_tables(out: Path, wdir: Path) -> None:
+    """The run's per-layer tables (``OUT/tables.json``, built before the workers start) for a worker's
+    out dir: read there by its key (model, input, target), not measured again by every worker."""
+    src = out / "tables.json"
+    if src.exists():
+        with contextlib.suppress(OSError):  # an optimization: without it the worker builds its own
+            shutil.copyfile(src, wdir / "tables.json")
 
 
 def _watch(study: Any, procs: list[tuple[subprocess.Popen, Path]], total: int, metric_name: str) -> None:

@@ -94,6 +94,8 @@ def test_three_local_workers_on_postgres_train_no_plan_twice_and_count_in_the_re
     assert report["search"]["trials"] == len(trials)
     assert set(report["search"]["workers"]) == workers and sum(report["search"]["workers"].values()) == len(trials)
     assert ", 3 workers)" in (out / "report.md").read_text()
+    if (out / "tables.json").exists():  # the per-layer tables are built once, not once per worker
+        assert all("tables: read from" in log.read_text() for log in out.glob("workers/w*/worker.log"))
 
 
 def test_shipping_a_study_that_is_not_there_is_one_line(pg_url, tiny_env, tiny_target, tmp_path):

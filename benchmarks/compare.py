@@ -398,8 +398,10 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
     kwargs: dict[str, Any] = {"trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
                                   "out": out / "edgeopt", "seed": args.seed, "budget": {"latency_ms": budget_ms}, "progress": False}
     known = _compile_kwargs()
-    if "time_budget" in known and args.time_budget:
-        kwargs["time_budget"] = args.time_budget
+    for key in ("time_budget_s", "time_budget"):  # the name compile() takes, once it takes one
+        if key in known and args.time_budget:
+            kwargs[key] = args.time_budget
+            break
     log.info("[%s] edgeopt: budget p95 %.3f ms (dense p95 %.3f ms), %s", name, budget_ms, dense["p95_ms"],
              {k: v for k, v in kwargs.items() if k not in ("out", "progress")})
     t0 = time.perf_counter()
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-refusal", action="store_true",
                    help="with --models: skip the check that a budget below the floor is refused (resnet8 at 5%% of dense p95)")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="passed to compile(time_budget=...) on the real architectures when compile takes it")
+                   help="seconds, passed to compile(time_budget_s=...) on the real architectures when compile takes it")
     p.add_argument("--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)")
     p.add_argument("--timeout", type=float, help="edgeopt search seconds per compile")
     p.add_argument("--out", default=str(HERE / "results"), help="where compare.md / compare.json go")

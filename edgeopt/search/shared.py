@@ -53,13 +53,23 @@ def _tables() -> Any:
 
 def create_tables(storage: Any) -> None:
     """Create the tables beside Optuna's (idempotent; concurrent creators are retried by the caller)."""
-    engine = getattr(storage, "engine", None)
+    engine = storage_engine(storage)
     if engine is not None:
         _tables().create_all(engine, checkfirst=True)
 
 
+def storage_engine(storage: Any) -> Any:
+    """The SQLAlchemy engine of an Optuna RDB storage, None for any other storage. A study's
+    ``_storage`` is the RDB storage wrapped in Optuna's ``_CachedStorage`` (its ``_backend``)."""
+    for candidate in (storage, getattr(storage, "_backend", None)):
+        engine = getattr(candidate, "engine", None)
+        if engine is not None:
+            return engine
+    return None
+
+
 def _engine(study: Any) -> Any:
-    return getattr(study._storage, "engine", None)
+    return storage_engine(study._storage)
 
 
 # --------------------------------------------------------------------------- claims
@@ -229,7 +239,7 @@ class ScreenCache:
     studies of several models whose layers have the same names."""
 
     def __init__(self, storage: Any, scope: str) -> None:
-        self.engine = getattr(storage, "engine", None)
+        self.engine = storage_engine(storage)
         self.scope = scope
         self.local: dict[str, dict[str, Any]] = {}
 

@@ -111,3 +111,48 @@ def test_the_screen_cache_is_shared_through_the_storage(any_url):
     first.put("fp32|fc1:lr4", {"latency_ms": 0.7})  # a second measurement of one plan: the first stays
     assert second.get("fp32|fc1:lr4") == {"latency_ms": 0.5}
     assert other_model.get("fp32|fc1:lr4") is None
+
+
+def test_a_studys_own_storage_reaches_the_shared_tables(any_url):
+    """Optuna wraps the RDB storage of a study (``_CachedStorage``): claims, slots and the screen cache
+    must reach the database through it, or every worker would silently work alone."""
+    from edgeopt.search import shared
+
+    study = optuna.create_study(study_name="wrapped", storage=storage.make_storage(any_url))
+    assert shared.storage_engine(study._storage) is not None
+    assert shared.worker_slot(study) == 0 and shared.worker_slot(study) == 1  # each process its own slot
+    assert shared.claim_once(study, "warm-start") and not shared.claim_once(study, "warm-start")
+    shared.ScreenCache(study._storage, "m").put("k", {"latency_ms": 1.0})
+    assert shared.ScreenCache(study._storage, "m").get("k") == {"latency_ms": 1.0}
+
+
+def test_a_plan_being_trained_by_another_trial_is_waited_for_and_its_result_taken(any_url, monkeypatch):
+    from edgeopt.search import shared
+    from edgeopt.search.record import DType, Status, TrialRecord
+
+    monkeypatch.setattr(shared, "WAIT_POLL_S", 0.05)
+    study = optuna.create_study(study_name="wait", storage=storage.make_storage(any_url))
+    plan = {"fc1": {"format": "lowrank", "rank": 4}}
+    owner = study.ask()
+    assert shared.claim_plan(study, owner, plan, DType.FP32) is None  # first: trains it
+    second = study.ask()
+
+    def finish() -> None:
+        import time
+
+        time.sleep(0.5)
+        TrialRecord(number=owner.number, plan=plan, dtype=DType.FP32, status=Status.TRAINED,
+                    val={"score": 0.9}).save(owner)
+        study.tell(owner, 0.9)
+
+    t = threading.Thread(target=finish)
+    t.start()
+    frozen, rec = shared.claim_plan(study, second, plan, DType.FP32)  # waits for the owner's result
+    t.join()
+    assert frozen.number == owner.number and rec.status is Status.TRAINED and frozen.value == 0.9
+    # A failed owner's plan is taken over by the next trial that samples it.
+    other = {"fc1": {"format": "lowrank", "rank": 8}}
+    failed = study.ask()
+    assert shared.claim_plan(study, failed, other, DType.FP32) is None
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    assert shared.claim_plan(study, study.ask(), other, DType.FP32) is None

@@ -28,7 +28,7 @@ class AllocationSpace:
     """What a trial's knobs are turned into a plan with: the tables and the caps of the budget."""
 
     tables: Any
-    latency_ms: float | None  # the latency budget (None: the dense graph's table latency)
+    latency_ms: float | None  # the latency budget (None: none, the fraction knob is then idle)
     max_params: float | None  # parameters the size budget allows (None: no size budget)
 
     @property
@@ -47,8 +47,8 @@ class AllocationSpace:
 
     def allocation(self, knobs: dict[str, float]) -> Allocation:
         weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
-        cap = self.latency_ms if self.latency_ms is not None else self.tables.dense_ms
-        return allocate(self.tables, latency_ms=knobs["fraction"] * cap, max_params=self.max_params,
+        cap = None if self.latency_ms is None else knobs["fraction"] * self.latency_ms  # no budget: no cap
+        return allocate(self.tables, latency_ms=cap, max_params=self.max_params,
                         weights=weights, size_weight=knobs.get("size_weight", 0.0))
 
     def sample(self, trial: Any) -> dict[str, Any]:

@@ -105,6 +105,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         # A worker measures the baseline quickly: it only scales the tie-break; the run that ships measures it fully.
         inputs = prepare(task, target, replace(config, final_bench=SCREEN_BENCH) if config.search_only else config)
         warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
+        warm = inputs.allocation.warm_params if inputs.allocation is not None else warm  # fractions 1.0, .85, .7
         # Shipping another run's search (--trials 0 with --storage): the study must be there.
         study = open_study(config, task_name=task.name, target_name=target.name, warm_start=warm,
                            must_exist=config.trials == 0 and config.storage is not None)

@@ -53,26 +53,16 @@ def find_repeat(study: Any, plan: dict[str, Any], dtype: DType) -> tuple[Any, Tr
     return None
 
 
-def enqueue_allocation_warm_start(study: Any, space: Any) -> None:
-    """Fractions 1.0, 0.85 and 0.7 of the budget with neutral knobs, once per study."""
-    if any(str(t.user_attrs.get("warm_start", "")).startswith(WARM_LABEL) for t in study.get_trials(deepcopy=False)):
-        return
-    for label, params in space.warm_params():
-        study.enqueue_trial(params, user_attrs={"warm_start": label})
-
-
 class Objective:
     """``study.optimize``'s callable: one trial, plan → screen → distill → record."""
 
     def __init__(self, inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen) -> None:
         self.inputs, self.config, self.study, self.screen = inputs, config, study, screen
         self.budget = inputs.target.budget
-        if inputs.allocation is not None and config.sampler == "tpe":
-            enqueue_allocation_warm_start(study, inputs.allocation)
 
     def _plan(self, trial: Any) -> dict[str, Any]:
-        """The trial's plan: the allocation of its knobs, or (``search="layers"``, or a uniform warm start)
-        a format and rank per layer."""
+        """The trial's plan: the allocation of its knobs (warm start: fractions 1.0, 0.85, 0.7 of the budget,
+        enqueued by the study), or (``search="layers"``, or a uniform warm start) a format and rank per layer."""
         label = str(trial.user_attrs.get("warm_start", ""))
         if self.inputs.allocation is None or (label and not label.startswith(WARM_LABEL)):
             return self.inputs.space.sample(trial)

@@ -89,7 +89,8 @@ def test_over_budget_plans_are_screened_out_without_training(small_mlp_task, mak
     # A size budget only heavy compression meets: most sampled plans end before training.
     target = make_target(model_size_mb=0.05)
     out = tmp_path / "run"
-    edgeopt.compile(small_mlp_task, target, trials=8, out=out, progress=False, **FAST)
+    # The per-layer search samples plans over the budget; the allocation search does not (its plans fit on paper).
+    edgeopt.compile(small_mlp_task, target, trials=8, out=out, progress=False, search="layers", **FAST)
     rep = json.loads((out / "report.json").read_text())
     screened = [t for t in rep["trials"] if t["status"] == "screened-out"]
     assert screened, "expected some plans over the size budget"
@@ -249,7 +250,7 @@ def test_quality_floor_is_the_tasks_metric_everywhere(digits_splits, small_mlp_t
 def test_warm_start_and_rank_caps_shape_the_search(small_mlp_task, make_target, tmp_path):
     target = make_target(model_size_mb=0.05)
     out = tmp_path / "run"
-    edgeopt.compile(small_mlp_task, target, trials=4, out=out, progress=False, **FAST)
+    edgeopt.compile(small_mlp_task, target, trials=4, out=out, progress=False, search="layers", **FAST)
     study = _study(out, "small-mlp-testhost")
     warm = [t.user_attrs.get("warm_start") for t in study.trials[:2]]
     assert warm == ["uniform lowrank", "uniform tt"]  # then, if different, the big layers only
@@ -259,6 +260,18 @@ def test_warm_start_and_rank_caps_shape_the_search(small_mlp_task, make_target, 
     out_r = tmp_path / "random"
     edgeopt.compile(small_mlp_task, target, trials=2, out=out_r, sampler="random", progress=False, **FAST)
     assert all("warm_start" not in t.user_attrs for t in _study(out_r, "small-mlp-testhost").trials)
+
+
+def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, make_target, tmp_path):
+    target = make_target(model_size_mb=0.05)
+    out = tmp_path / "run"
+    edgeopt.compile(small_mlp_task, target, trials=3, out=out, progress=False, **FAST)
+    study = _study(out, "small-mlp-testhost")
+    assert [t.user_attrs.get("warm_start") for t in study.trials] == ["allocation 1.0", "allocation 0.85",
+                                                                        "allocation 0.7"]
+    assert [t.params["fraction"] for t in study.trials] == [1.0, 0.85, 0.7]
+    assert all(t.user_attrs["allocation"]["feasible"] for t in study.trials)
+    assert (out / "tables.json").exists()
 
 
 def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tmp_path):

@@ -19,7 +19,7 @@ QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 
 
 def _objective(task, tmp_path, **budget):
-    config = CompileConfig(out=tmp_path, final_bench=QUICK, trial_epochs=2)
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, trial_epochs=2, search="layers")  # per-layer plans
     target = Target.load("host").with_budget(**budget)
     inputs = prepare(task, target, config)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))

@@ -318,14 +318,22 @@ def _probe_p50(task: Any, plan: dict[str, Any], path: Path) -> float:
 
 def rank_at_latency(task: Any, layers: dict[str, Any], fmt: str, limit_ms: float, work: Path
                     ) -> tuple[int, dict[str, Any], float, list[tuple[int, float]]]:
-    """The highest uniform rank on the ladder whose measured p50 is at most ``limit_ms`` (every rung is
-    measured: on small models latency is nearly flat in the rank and a bisection would follow the
-    noise); rank 1 when none is. Returns rank, plan, its probe p50, the probes."""
+    """The highest uniform rank on the ladder whose measured p50 is at most ``limit_ms``; rank 1 when none
+    is. Rungs are measured in ascending order until two in a row are over 1.3x the limit (on small
+    models latency is nearly flat in the rank, and a bisection would follow the noise). Returns rank,
+    plan, its probe p50, the probes."""
     hi = max((spec.max_rank or {}).get(fmt, 0) for spec in layers.values())
     ladder = [r for r in _rank_ladder(max(hi - 1, 1)) if uniform_plan(layers, fmt, r)]
     if not ladder:
         raise RuntimeError(f"no layer accepts {fmt}")
-    probes = {r: _probe_p50(task, uniform_plan(layers, fmt, r), work / f"probe-{fmt}-{r}.onnx") for r in ladder}
+    probes: dict[int, float] = {}
+    over = 0
+    for r in ladder:  # ascending; stop once two rungs in a row are clearly (30%) over the limit
+        probes[r] = _probe_p50(task, uniform_plan(layers, fmt, r), work / f"probe-{fmt}-{r}.onnx")
+        over = over + 1 if probes[r] > 1.3 * limit_ms else 0
+        if over >= 2:
+            break
+    ladder = sorted(probes)
     fits = [r for r in ladder if probes[r] <= limit_ms]
     r = max(fits) if fits else ladder[0]
     return r, uniform_plan(layers, fmt, r), probes[r], sorted(probes.items())

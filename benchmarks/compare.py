@@ -92,6 +92,21 @@ def _entry_text(entry: dict[str, Any]) -> str:
     return entry["format"] + ("" if rank is None else f" {rank}")
 
 
+def _plan_text(plan: dict[str, Any], limit: int = 8) -> str:
+    """Every layer's entry for short plans; per format, the count and rank range for long ones."""
+    if len(plan) <= limit:
+        return ", ".join(f"{k}: {_entry_text(v)}" for k, v in plan.items())
+    by: dict[str, list[int]] = {}
+    for v in plan.values():
+        fmt, _, rank = _entry_text(v).partition(" ")
+        by.setdefault(fmt, []).append(int(rank) if rank else 0)
+    parts = []
+    for fmt, ranks in by.items():
+        rng = "" if not any(ranks) else (f" {min(ranks)}" if min(ranks) == max(ranks) else f" {min(ranks)}–{max(ranks)}")
+        parts.append(f"{len(ranks)}× {fmt}{rng}")
+    return f"{len(plan)} layers: " + ", ".join(parts)
+
+
 # --------------------------------------------------------------------------- uniform baselines
 def uniform_plan(layers: dict[str, Any], fmt: str, r: int) -> dict[str, Any]:
     """Every layer that allows ``fmt`` at rank ``r`` (and saves parameters there) in ``fmt``; the rest dense."""
@@ -545,7 +560,7 @@ def markdown(results: dict[str, Any]) -> str:
         for r in ex["rows"]:
             if r["method"].startswith("edgeopt") and "detail" in r:
                 d = r["detail"]
-                plan = ", ".join(f"{k}: {_entry_text(v)}" for k, v in d["plan"].items())
+                plan = _plan_text(d["plan"])
                 lines.append(f"\n{r['method']}: plan {{{plan or 'dense'}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
                              f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
                              f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "

@@ -43,7 +43,7 @@ intra_op_threads = 1
 inter_op_threads = 1
 allow_spinning = false
 [budget]
-model_size_mb = 0.1
+model_size_mb = 0.05
 """
 
 

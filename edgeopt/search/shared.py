@@ -32,6 +32,7 @@ log = logging.getLogger("edgeopt.compile")
 
 CLAIMS, SCREEN_CACHE = "edgeopt_claims", "edgeopt_screen_cache"
 WAIT_POLL_S = 0.5  # how often a worker waiting for another's trial of the same plan looks again
+CLAIM_RETRIES = 20  # a claim that vanishes or cannot be taken over this often: the plan is trained anyway
 _TABLES: Any = None
 
 
@@ -148,11 +149,19 @@ def claim_plan(study: Any, trial: Any, plan: dict[str, Any], dtype: Any) -> tupl
         return None
     key, me = plan_claim_key(plan, dtype), int(trial._trial_id)
     waited_since: float | None = None
+    vanished = 0
     while True:
         if try_claim(engine, study._study_id, key, me):
             return None
         owner = claim_owner(engine, study._study_id, key)
-        if owner is None or owner == me:
+        if owner == me:  # already this trial's (a claim made by an earlier attempt of the same trial)
+            return None
+        if owner is None:  # released between the INSERT and the SELECT: try again, a bounded number of times
+            vanished += 1
+            if vanished > CLAIM_RETRIES:
+                log.warning("trial %d: could not claim its plan in the storage; training it", trial.number)
+                return None
+            time.sleep(WAIT_POLL_S * min(vanished, 4))
             continue
         frozen = _trial_of_study(study, owner)
         outcome = _owner_outcome(frozen)
@@ -161,6 +170,11 @@ def claim_plan(study: Any, trial: Any, plan: dict[str, Any], dtype: Any) -> tupl
         if outcome == "gone":
             if take_over(engine, study._study_id, key, owner, me):
                 return None
+            vanished += 1
+            if vanished > CLAIM_RETRIES:
+                log.warning("trial %d: could not take over its plan's claim; training it", trial.number)
+                return None
+            time.sleep(WAIT_POLL_S)
             continue
         if waited_since is None:
             waited_since = time.monotonic()

@@ -297,13 +297,14 @@ MODELS = ("resnet8", "mobilenet", "vit", "cnn1d")
 # edgeopt.compile on these runs with its defaults except what keeps the whole run near 30 minutes on
 # 2 shared cores: (trials, search seconds, trial epochs, final fine-tune epochs). Defaults are 30
 # trials, no timeout, 12 trial epochs and 80 final epochs; the uniform rows get the same final epochs.
+# (The run before the allocation redesign, compare-architectures-pre-redesign.*, had 120/150/120/60 s of search.)
 # Per-epoch distillation cost on this host (1 torch thread, load ~2): cnn1d 1.2 s, resnet8 2.8 s, vit 1.5 s,
 # mobilenet 11.7 s.
 ARCH_SEARCH: dict[str, tuple[int, float, int, int]] = {
-    "resnet8": (30, 120.0, 3, 10),
-    "mobilenet": (30, 150.0, 1, 3),
-    "vit": (30, 120.0, 4, 15),
-    "cnn1d": (30, 60.0, 6, 20),
+    "resnet8": (30, 90.0, 3, 10),
+    "mobilenet": (30, 120.0, 1, 3),
+    "vit": (30, 90.0, 4, 15),
+    "cnn1d": (30, 45.0, 6, 20),
 }
 ARCH_QUICK: dict[str, tuple[int, float, int, int]] = {
     "resnet8": (8, 40.0, 1, 2), "mobilenet": (4, 40.0, 1, 1), "vit": (6, 40.0, 1, 2), "cnn1d": (8, 20.0, 3, 5),

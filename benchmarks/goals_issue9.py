@@ -29,6 +29,10 @@ def _rows(ex: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _label(r: dict[str, Any]) -> str:
+    return r["method"].split(" (")[0]
+
+
 def model_goals(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
     name = ex["example"]
     rows = _rows(ex)
@@ -37,19 +41,30 @@ def model_goals(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "error" in e or "test_f1" not in e:
         return [(f"{name}: edgeopt ships", f"failed: {e.get('error', '?')}", "**missed**")]
     unif = [r for k, r in rows.items() if k.startswith("uniform") and "test_f1" in r]
+    # "at no more latency": the uniform plans within 3% of edgeopt's p50 (a slower one is not a rival)
+    rivals = [r for r in unif if r["p50_ms"] <= SAME_LATENCY * e["p50_ms"]]
+    slower = [r for r in unif if r not in rivals]
     if unif:
-        best = max(unif, key=lambda r: r["test_f1"])
-        slower = [r for r in unif if r["p50_ms"] > SAME_LATENCY * e["p50_ms"]]
-        gap = (e["test_f1"] - best["test_f1"]) * 100
-        note = (f"edgeopt {e['test_f1']:.4f} at p50 {e['p50_ms'] * 1e3:.0f} µs vs {best['method']} {best['test_f1']:.4f} "
-                f"at {best['p50_ms'] * 1e3:.0f} µs ({gap:+.2f} pt)")
-        if slower:
-            note += "; " + ", ".join(f"{r['method']} measured {r['p50_ms'] / e['p50_ms']:.2f}× edgeopt's p50" for r in slower)
+        slow = "; ".join(f"{_label(r)} is {r['p50_ms'] / e['p50_ms']:.2f}× edgeopt's p50 (F1 {r['test_f1']:.4f})" for r in slower)
+        if rivals:
+            best = max(rivals, key=lambda r: r["test_f1"])
+            gap = (e["test_f1"] - best["test_f1"]) * 100
+            note = (f"edgeopt {e['test_f1']:.4f} at p50 {e['p50_ms'] * 1e3:.0f} µs vs {_label(best)} {best['test_f1']:.4f} "
+                    f"at {best['p50_ms'] * 1e3:.0f} µs ({gap:+.2f} pt)" + (f"; {slow}" if slow else ""))
+        else:
+            gap = None
+            note = f"no uniform plan gets down to edgeopt's p50 {e['p50_ms'] * 1e3:.0f} µs: {slow}"
         goals.append((f"{name}: test F1 ≥ best uniform plan's at no more latency", note,
-                      "met" if gap >= 0 else f"**missed** by {-gap:.2f} pt"))
+                      "met" if gap is None or gap >= 0 else f"**missed** by {-gap:.2f} pt"))
         if name in LEAN:
-            goals.append((f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
-                          f"{gap:+.2f} pt", "met" if gap >= 0.5 else f"**missed** by {0.5 - gap:.2f} pt"))
+            if gap is None:
+                sp = min(r["p50_ms"] for r in slower) / e["p50_ms"]
+                verdict = "met (faster than every uniform plan)" if sp >= 1.3 else f"**missed**: {sp:.2f}× faster, not 1.3×"
+                goals.append((f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
+                              f"edgeopt {sp:.2f}× faster than the fastest uniform plan", verdict))
+            else:
+                goals.append((f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
+                              f"{gap:+.2f} pt", "met" if gap >= 0.5 else f"**missed** by {0.5 - gap:.2f} pt"))
     if name in RESNET_VIT:
         passed = e.get("detail", {}).get("passed")
         goals.append((f"{name}: budget (p95 ≤ ½ dense p95) met", f"p95 {e['p95_ms'] * 1e3:.0f} µs vs budget "

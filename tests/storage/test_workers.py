@@ -124,20 +124,23 @@ def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retri
     import time
 
     args = ["--target", tiny_target, "--storage", pg_url, "--study", "k", "--search-only", *SEARCH]
-    # The victim's trials train long (40 epochs), so it dies mid-trial.
-    victim = subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--trials", "50", "--epochs", "40",
+    # The victim's trials train long (200 epochs), so it dies mid-trial.
+    victim = subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--trials", "50", "--epochs", "200",
                                "--out", str(tmp_path / "victim")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    running = None
+    # Kill it inside a trial that has been running for 1 s: really training (a repeat of an evaluated
+    # plan ends in milliseconds), and past its first heartbeat (Optuna writes it just after starting a
+    # trial; one killed before that has none and is never seen as stale).
+    import datetime
+
     deadline = time.monotonic() + 240
-    while running is None and time.monotonic() < deadline and victim.poll() is None:
+    training = False
+    while not training and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.2)
         if _has_study(pg_url, "k"):
-            states = [t for t in _trials(pg_url, "k") if t.state == optuna.trial.TrialState.RUNNING]
-            running = states[0].number if states else None
-    assert running is not None, "the victim never started a trial"
-    # Optuna writes a trial's first heartbeat just after it starts it; one killed before that has
-    # none and is never seen as stale (a window of milliseconds), so kill it mid-trial proper.
-    time.sleep(1.5)
+            now = datetime.datetime.now()
+            training = any(t.state == optuna.trial.TrialState.RUNNING and t.datetime_start is not None
+                           and (now - t.datetime_start).total_seconds() >= 1.0 for t in _trials(pg_url, "k"))
+    assert training, "the victim never trained a trial for 1 s"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     orphans = [t.number for t in _trials(pg_url, "k") if t.state == optuna.trial.TrialState.RUNNING]

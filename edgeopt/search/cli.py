@@ -47,6 +47,8 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--out", "-o", required=default_out is None, default=default_out, help="output dir")
     p.add_argument("--trials", type=int, default=30, help="trials to run now (re-running with the same --out resumes)")
     p.add_argument("--timeout", type=float, help="stop the search after S seconds")
+    p.add_argument("--time-budget", type=float, metavar="S",
+                   help="seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite study.db in --out), for many workers")
     p.add_argument("--study", help="study name (default: TASK-TARGET)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
@@ -148,6 +150,8 @@ def _run(task, args: argparse.Namespace) -> int:
         kwargs.update(workers=args.workers, worker_argv=worker_argv(args))
     if getattr(args, "search_only", False):
         kwargs["search_only"] = True
+    if getattr(args, "time_budget", None):
+        kwargs["time_budget_s"] = args.time_budget
     result = edgeopt.compile(
         task, _target(args), trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
         seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),

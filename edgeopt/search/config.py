@@ -26,6 +26,9 @@ FINALIST_BENCH = MappingProxyType({"min_iters": 200, "min_time_s": 0.6, "max_ite
 FINALISTS = 5
 # The artifact's release-grade measurement.
 FINAL_BENCH = MappingProxyType({"min_iters": 300, "min_time_s": 2.0, "max_iters": 20000})
+# How ``time_budget_s`` is split: the search ends by this fraction of it; the rest, less the
+# export/bench reserve, goes to the final fine-tune.
+TIME_SPLIT = MappingProxyType({"search": 0.70, "ship_reserve": 0.05})
 # The shipped file carries its plan and metrics in metadata_props; the screened export does not yet.
 PROVENANCE_BYTES = 1024
 
@@ -68,6 +71,11 @@ class CompileConfig:
         (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
         trains the allocation (:mod:`~edgeopt.search.allocate`) of a few knobs Optuna samples;
         ``"layers"``: Optuna samples a format and rank per layer.
+    time_budget_s: seconds for the whole compile (``--time-budget``), split as
+        :data:`TIME_SPLIT` says: what ``prepare`` takes (tables, baseline), the search up to
+        ``search`` of the budget (stopped before a trial that would likely overrun it), and the rest
+        for selection, the final fine-tune (its epochs cut to what the trials' seconds per epoch
+        allow) and the artifact's export and bench. None: no limit (``timeout`` still bounds the search).
     """
 
     trials: int = 30
@@ -91,6 +99,7 @@ class CompileConfig:
     workers: int = 1
     worker_argv: tuple[str, ...] | None = None
     search: str = "allocation"
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         v = _validate
@@ -105,6 +114,8 @@ class CompileConfig:
         v.number(self.seed, _WHERE, "seed", integer=True)
         if self.timeout is not None:
             v.number(self.timeout, _WHERE, "timeout", minimum=0, min_exclusive=True)
+        if self.time_budget_s is not None:
+            v.number(self.time_budget_s, _WHERE, "time_budget_s", minimum=0, min_exclusive=True)
         v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
         v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
         v.choice(self.train_device, _WHERE, "train_device", TRAIN_DEVICES)
@@ -149,4 +160,4 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
 
 
 __all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "PROVENANCE_BYTES", "SCREEN_BENCH",
-           "TRIAL_EPOCHS", "CompileConfig"]
+           "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -27,11 +28,11 @@ from typing import Any
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
 from edgeopt.search import report as report_mod
-from edgeopt.search.config import FINAL_EPOCHS, FINALIST_BENCH, SCREEN_BENCH, TRIAL_EPOCHS, CompileConfig
+from edgeopt.search.config import FINAL_EPOCHS, FINALIST_BENCH, SCREEN_BENCH, TIME_SPLIT, TRIAL_EPOCHS, CompileConfig
 from edgeopt.search.objective import Objective
 from edgeopt.search.prepare import SearchInputs, prepare, rank_caps
 from edgeopt.search.progress import run_search
-from edgeopt.search.record import MIB, TrialRecord, records
+from edgeopt.search.record import MIB, Status, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
 from edgeopt.search.shared import ScreenCache, model_scope, release_slot
@@ -69,7 +70,7 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
     f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
     search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
-    search: str = "allocation", config: CompileConfig | None = None,
+    search: str = "allocation", time_budget_s: float | None = None, config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 
@@ -111,14 +112,15 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
                            must_exist=config.trials == 0 and config.storage is not None)
         _check_study_matches(study, task.name, target.name)
         screen = Screen(task, target, ScreenCache(study._storage, model_scope(task)))
-        search_wall = _search(inputs, config, study, screen) if inputs.space else 0.0
+        deadline = _deadline(config, t_start, "search")
+        search_wall = _search(inputs, config, study, screen, deadline) if inputs.space else 0.0
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
     choice = select(records(study), inputs.baseline, target.budget, config.f1_tolerance,
                     _remeasure(inputs, screen) if inputs.space else None)
     finalists_s = time.perf_counter() - t0
-    shipped = ship(inputs.teacher, choice.record, task, target, config)
+    shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, records(study), t_start))
     state = _state(inputs, config, study, choice, shipped, search_wall=search_wall, finalists_s=finalists_s,
                    wall_s=time.perf_counter() - t_start)
     write_state(config.out, state)
@@ -126,7 +128,8 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     return _result(config.out, rep, shipped, choice.notes)
 
 
-def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen) -> float:
+def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen,
+            deadline: float | None = None) -> float:
     """This process's trials, or (``workers`` > 1) those of local worker processes on the study."""
     from edgeopt.search import workers
 
@@ -136,10 +139,38 @@ def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Scr
             return workers.run_workers(config, study, inputs.task.metric_name)
         return run_search(study, workers.Tagged(Objective(inputs, config, study, screen)), trials=config.trials,
                           timeout=config.timeout, metric_name=inputs.task.metric_name, progress=config.progress,
-                          callbacks=(stop,) if stop else ())
+                          callbacks=(stop,) if stop else (), deadline=deadline)
     finally:
         if study.edgeopt_slot is not None:
             release_slot(study, study.edgeopt_slot)
+
+
+def _deadline(config: CompileConfig, t_start: float, stage: str) -> float | None:
+    """The ``perf_counter`` time by which ``stage`` of the time budget ends (None: no time budget)."""
+    if config.time_budget_s is None:
+        return None
+    end = t_start + TIME_SPLIT[stage] * config.time_budget_s
+    if stage == "search" and time.perf_counter() >= end:
+        log.warning("time budget: %.0f s spent before the search (tables, baseline); no trial runs",
+                    time.perf_counter() - t_start)
+    return end
+
+
+def _final_config(config: CompileConfig, recs: list[TrialRecord], t_start: float) -> CompileConfig:
+    """The config the chosen plan is fine-tuned with: under a time budget, ``final_epochs`` is cut to
+    what is left of it (less the export/bench reserve) at the trials' median seconds per epoch."""
+    if config.time_budget_s is None or config.final_epochs == 0:
+        return config
+    per_epoch = [r.timings["distill"] / config.trial_epochs for r in recs
+                 if r.status is Status.TRAINED and r.timings.get("distill")]
+    if not per_epoch:
+        return config
+    left = t_start + (1 - TIME_SPLIT["ship_reserve"]) * config.time_budget_s - time.perf_counter()
+    epochs = max(1, min(config.final_epochs, int(left / statistics.median(per_epoch))))
+    if epochs < config.final_epochs:
+        log.info("time budget: %.0f s left, the final fine-tune runs %d epochs (of %d)", left, epochs,
+                 config.final_epochs)
+    return replace(config, final_epochs=epochs)
 
 
 def _check_study_matches(study: Any, task_name: str, target_name: str) -> None:

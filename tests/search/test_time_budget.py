@@ -1,0 +1,38 @@
+"""``compile(time_budget_s=...)`` / ``--time-budget``: the whole compile within the budget, split
+between the search and the final fine-tune."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+pytest.importorskip("optuna")
+
+
+def test_time_budget_is_validated():
+    from edgeopt.errors import InputError
+    from edgeopt.search.config import CompileConfig
+
+    assert CompileConfig(time_budget_s=30).time_budget_s == 30
+    with pytest.raises(InputError, match="time_budget_s"):
+        CompileConfig(time_budget_s=0)
+
+
+def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, make_target, tmp_path, caplog):
+    import edgeopt
+
+    caplog.set_level(logging.INFO, logger="edgeopt.compile")
+    budget = 30.0
+    t0 = time.perf_counter()
+    res = edgeopt.compile(small_mlp_task, make_target(latency_ms=100.0), trials=500, out=tmp_path / "run",
+                          progress=False, time_budget_s=budget, trial_epochs=3, final_epochs=2000,
+                          final_bench={"min_iters": 60, "min_time_s": 0.2, "max_iters": 5000})
+    wall = time.perf_counter() - t0
+    assert wall <= budget * 1.2 + 5, wall  # a generous margin: two shared cores
+    n = len(res.report["trials"]) if isinstance(res.report.get("trials"), list) else None
+    assert n is None or 0 < n < 500
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("stopped by the time budget" in m or "no trial runs" in m for m in messages), messages[-5:]
+    assert any("the final fine-tune runs" in m for m in messages) or res.best_plan == {}

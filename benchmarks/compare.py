@@ -309,7 +309,12 @@ ARCH_SEARCH: dict[str, tuple[int, float, int, int]] = {
 ARCH_QUICK: dict[str, tuple[int, float, int, int]] = {
     "resnet8": (8, 40.0, 1, 2), "mobilenet": (4, 40.0, 1, 1), "vit": (6, 40.0, 1, 2), "cnn1d": (8, 20.0, 3, 5),
 }
-BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t
+BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t ...
+# ... except where half is below the model's floor: mobilenet's fastest plan measures ~0.60 of its dense
+# p95 (benchmarks/results/tables.md), so it is compared at 0.7, and its half-dense budget is one of the
+# refusal checks (REFUSALS).
+BUDGET_FRACTIONS = {"mobilenet": 0.7}
+REFUSALS = (("resnet8", 0.05), ("mobilenet", 0.5))  # (model, fraction of dense p95): budgets below the floor
 PROBE_BENCH = {"min_iters": 300, "min_time_s": 0.5, "max_iters": 20000}  # rank probes of the uniform rows
 
 
@@ -416,7 +421,8 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
     export_onnx(task.model, task.example_input, dense_path, verify=True, verify_inputs=task.X_val[:32])
     dense = {"method": "dense fp32", "params": dense_params, "compile_s": None, **measure(dense_path, task, quick=args.quick)}
     rows.append(dense)
-    budget_ms = BUDGET_FRACTION * dense["p95_ms"]
+    fraction = BUDGET_FRACTIONS.get(name, BUDGET_FRACTION)
+    budget_ms = fraction * dense["p95_ms"]
 
     # 5: edgeopt, with defaults but for the settings above
     kwargs: dict[str, Any] = {"trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
@@ -467,7 +473,7 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
                      "detail": {k: info[k] for k in ("plan", "probe_p50_ms", "probes", "limit_ms", "fits", "probe_s")},
                      **measure(path, task, quick=args.quick)})
     rows.append(edge)
-    return {"example": name, "metric": task.metric, "target": HOST_1T.stem,
+    return {"example": name, "metric": task.metric, "target": HOST_1T.stem, "budget_fraction": fraction,
             "budget_overrides": {"latency_ms": round(budget_ms, 4)}, "dense_p95_ms": dense["p95_ms"],
             "trials": trials, "timeout_s": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
             "compile_kwargs": {k: v for k, v in kwargs.items() if k not in ("out", "progress")},
@@ -519,6 +525,10 @@ def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction:
 
 
 # --------------------------------------------------------------------------- output
+def _frac(f: float) -> str:
+    return "½" if f == 0.5 else f"{f:g}×"
+
+
 def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -543,7 +553,7 @@ def markdown(results: dict[str, Any]) -> str:
         dense = next(r for r in ex["rows"] if r["method"] == "dense fp32")
         if "dense_p95_ms" in ex:  # a real architecture: edgeopt at half the dense p95 on host-1t
             lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ {ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
-                      f"= ½ dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
+                      f"= {_frac(ex.get('budget_fraction', 0.5))} dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
                       f"{ex['trial_epochs']} trial epochs, {ex['final_epochs']} final epochs; run {ex['wall_s']:.0f} s)", ""]
         else:
             lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
@@ -567,8 +577,8 @@ def markdown(results: dict[str, Any]) -> str:
                              f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
                              f"in {d['search'].get('wall_s', 0):.0f} s.")
         lines.append("")
-    if results.get("refusal"):
-        lines += [f"Budget below the floor: {results['refusal']['note']}", ""]
+    for ref in results.get("refusals") or ([results["refusal"]] if results.get("refusal") else []):
+        lines += [f"Budget below the floor: {ref['note']}", ""]
     if results.get("wide"):
         w = results["wide"]
         dense = w["rows"][0]
@@ -658,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         results["load_average"]["end"] = round(os.getloadavg()[0], 2)
         _write(out, stem, results)
     if models and not args.no_refusal:
-        results["refusal"] = refusal_check("resnet8", args, work)
+        results["refusals"] = [refusal_check(m, args, work, f) for m, f in REFUSALS if m in models]
         _write(out, stem, results)
     if not examples:
         results["wide"] = None

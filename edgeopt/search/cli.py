@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 
-from edgeopt.search.config import FINAL_EPOCHS, TRIAL_EPOCHS
+from edgeopt.search.config import FINAL_EPOCHS, TIME_BUDGET_S, TRIAL_EPOCHS
 
 log = logging.getLogger("edgeopt")
 DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP must shrink 30x)
@@ -48,7 +48,8 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--trials", type=int, default=30, help="trials to run now (re-running with the same --out resumes)")
     p.add_argument("--timeout", type=float, help="stop the search after S seconds")
     p.add_argument("--time-budget", type=float, metavar="S",
-                   help="seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune")
+                   help=f"seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune "
+                   f"(default {TIME_BUDGET_S:.0f}; 0: no limit)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite study.db in --out), for many workers")
     p.add_argument("--study", help="study name (default: TASK-TARGET)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
@@ -70,6 +71,9 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--memory-mb", type=float, help="override the target's peak-memory budget")
     p.add_argument("--size-mb", type=float, help="override the target's model-size budget")
     p.add_argument("--min-f1", type=float, help="override the target's quality floor (compared with the task's metric)")
+    p.add_argument("--max-quality-drop", type=float, metavar="D",
+                   help="without --min-f1 or a min_f1 in the profile, the quality floor is the input model's "
+                   "validation score less D (default 0.05, i.e. 5 pt; 1 turns it off)")
     p.add_argument("--json", help="also write the report JSON to this file")
     p.add_argument("--remote", metavar="HOST", help="measure every trial on the device at HOST over ssh "
                    "(sets the target's [remote] host)")
@@ -150,8 +154,10 @@ def _run(task, args: argparse.Namespace) -> int:
         kwargs.update(workers=args.workers, worker_argv=worker_argv(args))
     if getattr(args, "search_only", False):
         kwargs["search_only"] = True
-    if getattr(args, "time_budget", None):
-        kwargs["time_budget_s"] = args.time_budget
+    if getattr(args, "time_budget", None) is not None:
+        kwargs["time_budget_s"] = args.time_budget or None
+    if getattr(args, "max_quality_drop", None) is not None:
+        kwargs["max_quality_drop"] = args.max_quality_drop
     result = edgeopt.compile(
         task, _target(args), trials=args.trials, out=args.out, storage=args.storage, study_name=args.study,
         seed=args.seed, timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args),

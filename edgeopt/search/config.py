@@ -29,6 +29,9 @@ FINAL_BENCH = MappingProxyType({"min_iters": 300, "min_time_s": 2.0, "max_iters"
 # How ``time_budget_s`` is split: the search ends by this fraction of it; the rest, less the
 # export/bench reserve, goes to the final fine-tune.
 TIME_SPLIT = MappingProxyType({"search": 0.70, "ship_reserve": 0.05})
+# The whole compile's default time budget: 10 minutes, on 2 cores, for a ~1M-parameter, ~40-layer
+# model (issue 9); small models end well before it. None (``--time-budget 0``): no limit.
+TIME_BUDGET_S = 600.0
 # The shipped file carries its plan and metrics in metadata_props; the screened export does not yet.
 PROVENANCE_BYTES = 1024
 
@@ -71,11 +74,15 @@ class CompileConfig:
         (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
         trains the allocation (:mod:`~edgeopt.search.allocate`) of a few knobs Optuna samples;
         ``"layers"``: Optuna samples a format and rank per layer.
+    max_quality_drop: with no ``min_f1`` in the budget, the quality floor is the input model's
+        validation score less this (0.05: 5 pt), so that no plan far below the input model counts
+        as meeting the budget or ships (``--max-quality-drop``); None: no floor unless the profile sets one.
     time_budget_s: seconds for the whole compile (``--time-budget``), split as
         :data:`TIME_SPLIT` says: what ``prepare`` takes (tables, baseline), the search up to
         ``search`` of the budget (stopped before a trial that would likely overrun it), and the rest
         for selection, the final fine-tune (its epochs cut to what the trials' seconds per epoch
-        allow) and the artifact's export and bench. None: no limit (``timeout`` still bounds the search).
+        allow) and the artifact's export and bench. Default :data:`TIME_BUDGET_S`; None: no limit
+        (``timeout`` still bounds the search).
     """
 
     trials: int = 30
@@ -99,7 +106,8 @@ class CompileConfig:
     workers: int = 1
     worker_argv: tuple[str, ...] | None = None
     search: str = "allocation"
-    time_budget_s: float | None = None
+    time_budget_s: float | None = TIME_BUDGET_S
+    max_quality_drop: float | None = 0.05
 
     def __post_init__(self) -> None:
         v = _validate
@@ -114,6 +122,8 @@ class CompileConfig:
         v.number(self.seed, _WHERE, "seed", integer=True)
         if self.timeout is not None:
             v.number(self.timeout, _WHERE, "timeout", minimum=0, min_exclusive=True)
+        if self.max_quality_drop is not None:
+            v.number(self.max_quality_drop, _WHERE, "max_quality_drop", minimum=0, maximum=1)
         if self.time_budget_s is not None:
             v.number(self.time_budget_s, _WHERE, "time_budget_s", minimum=0, min_exclusive=True)
         v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
@@ -160,4 +170,4 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
 
 
 __all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "PROVENANCE_BYTES", "SCREEN_BENCH",
-           "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]
+           "TIME_BUDGET_S", "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]

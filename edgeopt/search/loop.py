@@ -28,7 +28,15 @@ from typing import Any
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
 from edgeopt.search import report as report_mod
-from edgeopt.search.config import FINAL_EPOCHS, FINALIST_BENCH, SCREEN_BENCH, TIME_SPLIT, TRIAL_EPOCHS, CompileConfig
+from edgeopt.search.config import (
+    FINAL_EPOCHS,
+    FINALIST_BENCH,
+    SCREEN_BENCH,
+    TIME_BUDGET_S,
+    TIME_SPLIT,
+    TRIAL_EPOCHS,
+    CompileConfig,
+)
 from edgeopt.search.objective import Objective
 from edgeopt.search.prepare import SearchInputs, prepare, rank_caps
 from edgeopt.search.progress import run_search
@@ -70,7 +78,8 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
     f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
     search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
-    search: str = "allocation", time_budget_s: float | None = None, config: CompileConfig | None = None,
+    search: str = "allocation", time_budget_s: float | None = TIME_BUDGET_S, max_quality_drop: float | None = 0.05,
+    config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 
@@ -117,6 +126,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
+    target = inputs.target  # with the implicit quality floor (prepare.with_quality_floor)
     choice = select(records(study), inputs.baseline, target.budget, config.f1_tolerance,
                     _remeasure(inputs, screen) if inputs.space else None)
     finalists_s = time.perf_counter() - t0
@@ -242,6 +252,8 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
            search_wall: float, finalists_s: float, wall_s: float) -> dict[str, Any]:
     """``compile.json``: what the report is rebuilt from."""
     target, out = inputs.target, config.out
+    floor = inputs.implicit_floor and {**inputs.implicit_floor, "scores": {
+        split: (inputs.baseline.metrics.get(split) or {}).get("score") for split in ("val", "test")}}
     return {
         "schema": "edgeopt.compile-state/1",
         "storage": storage_url(config.storage, out) if config.storage else "study.db",
@@ -251,17 +263,43 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
         "space": inputs.space.to_dict(),
         "objective": config.objective,
         "baseline": report_mod.artifact_entry(inputs.baseline, inputs.base_cost, inputs.baseline_path, out,
-                                              target=target, metric=inputs.task.metric_name),
+                                              target=target, metric=inputs.task.metric_name, implicit_floor=floor),
         "best": report_mod.artifact_entry(shipped.measured, shipped.cost, shipped.path, out, plan=shipped.plan,
                                           dtype=shipped.dtype.value, trial=shipped.trial, timings=shipped.timings,
-                                          target=target, metric=inputs.task.metric_name),
+                                          target=target, metric=inputs.task.metric_name, implicit_floor=floor),
         "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
         "finalists_s": round(finalists_s, 3),
         "wall_s": wall_s,
         "search_reasons": choice.notes,
+        "quality_floor": floor,
+        "tables": _tables_state(inputs, shipped),
     }
+
+
+def _tables_state(inputs: SearchInputs, shipped: Shipped) -> dict[str, Any] | None:
+    """The tables' summary, per layer the shipped candidate's row, and the shipped plan's table latency
+    against its measurement (one more additivity check, on the plan that matters)."""
+    if inputs.allocation is None:
+        return None
+    tables = inputs.allocation.tables
+    out = tables.summary()
+    pct = float(inputs.target.budget.latency_percentile or 95)
+    predicted = tables.latency_of(shipped.plan)
+    lat = getattr(shipped.measured.bench, "latency_at", None)
+    if predicted is not None and lat is not None:
+        measured = float(lat(pct))  # fp32 plans only are in the table; an int8 one is shown as it is
+        out["shipped"] = {"table_ms": round(predicted, 5), "measured_ms": round(measured, 5),
+                          "error_pct": round(100 * (predicted / measured - 1), 2) if measured else None}
+    rows = []
+    for name, cands in tables.layers.items():
+        entry = shipped.plan.get(name) or {}
+        hit = next((c for c in cands if c.entry == entry), cands[0])
+        rows.append({"layer": name, "candidates": len(cands), "dense_ms": round(cands[0].latency_ms, 5),
+                     "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5), "sensitivity": hit.sensitivity})
+    out["rows"] = rows
+    return out
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

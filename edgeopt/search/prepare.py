@@ -30,6 +30,7 @@ class SearchInputs:
     baseline: Measured
     baseline_path: Path
     allocation: Any = None  # an AllocationSpace (edgeopt.search.knobs) when the search is over allocations
+    implicit_floor: dict[str, Any] | None = None  # the quality floor set from the input model (no min_f1 given)
 
     @property
     def latency_scale(self) -> float:
@@ -113,8 +114,22 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
     alloc = allocation_space(teacher, task, target, layers, base_cost, config) if space else None
     baseline = measure_baseline(teacher, task, target, config.out, config)
+    target, implicit = with_quality_floor(target, baseline, config.max_quality_drop, task.metric_name)
     return SearchInputs(task, target, teacher, layers, base_cost, space, baseline, config.out / "baseline.onnx",
-                        allocation=alloc)
+                        allocation=alloc, implicit_floor=implicit)
+
+
+def with_quality_floor(target: Any, baseline: Measured, max_drop: float | None,
+                       metric: str) -> tuple[Any, dict[str, Any] | None]:
+    """``target`` with the implicit quality floor (the input model's validation score less ``max_drop``)
+    when its budget has none; and what the report says of it (None: the profile's floor, or none)."""
+    score = (baseline.metrics.get("val") or {}).get("score")
+    if target.budget.min_f1 is not None or max_drop is None or score is None or score - max_drop <= 0:
+        return target, None
+    floor = round(float(score) - max_drop, 4)
+    log.info("quality floor: %s >= %.4f (the input model's %.4f less %.0f pt; set min_f1 or --max-quality-drop "
+             "to change it)", metric, floor, score, 100 * max_drop)
+    return target.with_budget(min_f1=floor), {"min_f1": floor, "input_score": float(score), "max_drop": max_drop}
 
 
 def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any,
@@ -127,14 +142,18 @@ def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any
     from edgeopt.search.knobs import AllocationSpace, params_cap, refusal
     from edgeopt.search.tables import build_tables
 
-    tables = build_tables(teacher, task, target, config.out, layers)
+    cap = params_cap(target, base_cost, config.int8)
+
+    def check(tables: Any) -> None:  # on the latencies alone, before the sensitivities are computed
+        why = refusal(tables, target, cap)
+        if why is not None:
+            write_refusal(config.out, why, tables, target)
+            raise BudgetRefused(f"refused: {why}")
+
+    tables = build_tables(teacher, task, target, config.out, layers, check=check)
     if tables.cached:
         log.info("tables: read from %s (built in %.1f s)", config.out / "tables.json", tables.build_s)
-    cap = params_cap(target, base_cost, config.int8)
-    why = refusal(tables, target, cap)
-    if why is not None:
-        write_refusal(config.out, why, tables, target)
-        raise BudgetRefused(f"refused: {why}")
+        check(tables)
     return AllocationSpace(tables, target.budget.latency_ms, cap)
 
 
@@ -153,9 +172,12 @@ def write_refusal(out: Path, why: str, tables: Any, target: Any) -> None:
            "tables": tables.to_dict()}
     atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
     rows = "\n".join(f"| {n} | {ms:.4f} |" for n, ms in f.top)
+    whole = (tables.additivity.get("graphs") or {}).get("fastest")
+    measured = (f" The fastest plan measured as one graph: {whole['measured_ms']:.4f} ms (the isolated layers "
+                f"summed: {whole['isolated_sum_ms']:.4f} ms)." if whole else "")
     atomic_write_text(out / "report.md", f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
-                      f"(tables built in {tables.build_s:.1f} s).\n\n| part of the fastest plan | ms |\n|---|---|\n"
-                      f"{rows}\n")
+                      f"(tables built in {tables.build_s:.1f} s).{measured}\n\n| part of the fastest plan | ms |\n"
+                      f"|---|---|\n{rows}\n")
 
 
 __all__ = ["SearchInputs", "measure_baseline", "prepare", "rank_caps"]

@@ -33,29 +33,37 @@ def _lat(d: dict[str, Any] | None) -> dict[str, float] | None:
     return {k: float(d[k]) for k in ("p50", "p90", "p95", "p99", "mean") if k in d and d[k] is not None}
 
 
-def quality_check(metrics: dict[str, Any], budget: Any, metric: str) -> dict[str, Any] | None:
+def quality_check(metrics: dict[str, Any], budget: Any, metric: str,
+                  implicit: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The quality floor as a budget check: the task's metric (``score``) on test (else val) against
-    the profile's ``min_f1``, named after the metric (``quality floor (accuracy, test)``)."""
+    the profile's ``min_f1``, named after the metric (``quality floor (accuracy, test)``). The implicit
+    floor (``implicit``: ``max_drop`` and the input model's ``scores`` per split) is the input model's
+    score on the same split less ``max_drop``: test and validation scores differ by more than a few pt
+    on small splits."""
     floor = getattr(budget, QUALITY.budget_field, None)
     if floor is None:
         return None
     split = "test" if metrics.get("test") else "val"
     scored = metrics.get(split)
     value = scored.get("score") if scored else None
-    return {"name": quality_floor_label(metric, split), "budget": floor, "measured": value,
+    name = quality_floor_label(metric, split)
+    if implicit and implicit.get("scores", {}).get(split) is not None:
+        floor = round(float(implicit["scores"][split]) - float(implicit["max_drop"]), 4)
+        name = f"{name[:-1]}: input model less {100 * float(implicit['max_drop']):.0f} pt)"
+    return {"name": name, "budget": floor, "measured": value,
             "upper_bound": None, "lower_bound": None, "passed": value is not None and value >= floor}
 
 
 def artifact_entry(measured: Any, cost: Any, path: Path, out: Path, *, plan: dict | None = None,
                    dtype: str = "fp32", trial: int | None = None, timings: dict | None = None,
-                   target: Any = None, metric: str = "score") -> dict[str, Any]:
+                   target: Any = None, metric: str = "score", implicit_floor: dict | None = None) -> dict[str, Any]:
     """One side of the baseline-vs-best comparison (``measured``: gate, bench, metrics), as it goes
     into report.json."""
     g = measured.gate
     b = measured.bench if measured.bench is not None else getattr(g, "bench", None)
     metrics = measured.metrics
     checks = [_check_dict(c) for c in getattr(g, "checks", [])]
-    quality = quality_check(metrics, getattr(target, "budget", None), metric)
+    quality = quality_check(metrics, getattr(target, "budget", None), metric, implicit_floor)
     if quality is not None:
         checks.append(quality)
     verdict = getattr(g, "verdict", "unknown")
@@ -406,6 +414,8 @@ def build(study: Any, state: dict[str, Any]) -> dict[str, Any]:
         "space": state.get("space"),
         "trials": trials,
         "layers": layer_breakdown(state),
+        "quality_floor": state.get("quality_floor"),
+        "tables": state.get("tables"),
         "wall_s": round(state.get("wall_s", 0.0), 2),
     }
     return rep
@@ -492,13 +502,14 @@ def render_markdown(rep: dict[str, Any]) -> str:
     """report.md: headline, comparison, budgets, plan, search, trials, plots."""
     lines = [f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}", "", headline(rep), "",
              *_md_context(rep), "", "## Baseline vs edgeopt", "", render_markdown_table(comparison_rows(rep)), "",
-             "## Budgets", "", render_markdown_table(budget_rows(rep)), "", "## Chosen plan", ""]
+             "## Budgets", "", render_markdown_table(budget_rows(rep)), "", *_md_floor(rep), "## Chosen plan", ""]
     if rep.get("layers"):
         lines += [render_markdown_table(plan_rows(rep)), ""]
     else:
         lines += ["The model has no layer edgeopt can decompose; it is shipped dense.", ""]
     lines += _md_search(rep)
     lines += ["", render_markdown_table(trial_rows(rep)), ""]
+    lines += _md_tables(rep.get("tables"))
     for name, rel in (rep.get("plots") or {}).items():
         lines += [f"![{name}]({rel})", ""]
     s = rep["search"]
@@ -518,6 +529,44 @@ def _md_context(rep: dict[str, Any]) -> list[str]:
         + ("(this host's measurement transferred to the target by its calibration)."
            if source == "predicted" else "(measured on the target)."),
     ]
+
+
+def _md_floor(rep: dict[str, Any]) -> list[str]:
+    q = rep.get("quality_floor")
+    if not q:
+        return []
+    return [f"Quality floor: the input model's score less {100 * q['max_drop']:.0f} pt on the same split (the profile "
+            f"gives no `min_f1`; `--max-quality-drop` changes it): {q['min_f1']:.4f} on validation for the trials, "
+            "the input model's test score less the same for the artifact.", ""]
+
+
+def _md_tables(t: dict[str, Any] | None) -> list[str]:
+    """The per-layer tables: what was chosen per layer, and whether the layers add up to the graph."""
+    if not t:
+        return []
+    lines = ["## Per-layer tables", "",
+             f"{t['layers']} layers, {t['candidates']} candidates, built in {t['build_s']:.1f} s"
+             f"{' (read from tables.json)' if t.get('cached') else ''}; sensitivity = KL to the input model's "
+             f"outputs with only that layer replaced, on {t.get('calibration_samples') or '?'} training samples.", ""]
+    a = t.get("additivity") or {}
+    checks = [[name, _fmt(g["measured_ms"], ".4f"), _fmt(g["isolated_sum_ms"], ".4f"), _fmt(g["table_ms"], ".4f"),
+               f"{g['error_pct']:+.1f}%"] for name, g in (a.get("graphs") or {}).items()]
+    if t.get("shipped"):
+        s = t["shipped"]
+        checks.append(["shipped plan", _fmt(s["measured_ms"], ".4f"), "", _fmt(s["table_ms"], ".4f"),
+                       f"{s['error_pct']:+.1f}%" if s.get("error_pct") is not None else "-"])
+    if checks:
+        lines += [f"Do the layers add up? Whole graphs measured against the table (`rest + {a.get('scale', 1)} × "
+                  f"layers`, fitted on the dense and fastest graphs; the others are held out):", "",
+                  render_markdown_table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
+                                         *checks]), ""]
+    rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity"]] + [
+        [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
+         _fmt(r["sensitivity"], ".3g")] for r in t.get("rows") or []]
+    if len(rows) > 1:
+        lines += [render_markdown_table(rows), ""]
+    lines += [f"- {n}" for n in t.get("notes") or []]
+    return lines
 
 
 def _md_search(rep: dict[str, Any]) -> list[str]:

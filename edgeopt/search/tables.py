@@ -6,8 +6,17 @@ ladder of formats and ranks, its latency on the target and its sensitivity (issu
   empty graph of the same input (a ReLU) is subtracted, so that the layers add up to the graph;
 - sensitivity: KL(teacher || model) on a calibration batch (at most 256 training samples) when only
   that layer is replaced (SVD / TT-SVD initialized by ``decompose``);
-- rest: the whole dense graph's latency less the sum of the dense layers' latencies (the parts that
-  cannot be decomposed, and what the isolated measurements miss).
+- additivity: isolated layers do not add up to a graph (fusions across layers, an attention module
+  rebuilt when its projections are decomposed, dispatch between nodes), so two whole graphs are
+  measured, dense and the fastest plan, and the table's prediction becomes
+  ``rest + scale x sum(layers)`` through both; a third graph (each layer at its middle rung) is a
+  held-out check, and its error is in the report (``Tables.additivity``);
+- rest: what that fit leaves to the parts that cannot be decomposed.
+
+Latencies first: a budget below the fastest plan (measured as a whole graph) is refused by the
+``check`` callback before any sensitivity is computed. Sensitivities then get a time budget
+(:data:`SENSITIVITY_BUDGET_S`): the calibration batch shrinks, down to :data:`MIN_CALIBRATION`
+samples, on models whose forward pass is slow.
 
 Cached in the out dir (``tables.json``), keyed by a hash of the model, the input and the target.
 """
@@ -31,10 +40,14 @@ from edgeopt._io import atomic_write_text
 
 log = logging.getLogger("edgeopt.compile")
 
-SCHEMA = "edgeopt.tables/1"
+SCHEMA = "edgeopt.tables/2"
 TABLE_BENCH = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
-MAX_CANDIDATES = 6  # latencies measured per layer, dense included (a bench is a child process: ~0.5 s)
-CALIBRATION = 256
+GRAPH_BENCH = {"min_iters": 50, "min_time_s": 0.3, "max_iters": 5000}  # the whole graphs of the additivity fit
+MAX_CANDIDATES = 6  # latencies measured per layer, dense included (a bench is a child process: ~0.15 s)
+CALIBRATION = 256  # samples of the sensitivity batch at most ...
+MIN_CALIBRATION = 48  # ... and at least
+SENSITIVITY_BUDGET_S = 40.0  # the forward passes of the sensitivities take about this long at most
+SCALE_RANGE = (0.25, 4.0)  # the additivity fit's scale is clipped to this range
 
 
 @dataclass
@@ -58,17 +71,29 @@ class Tables:
     cached: bool = False
     fixed_params: int = 0  # parameters outside the decomposable layers
     notes: list[str] = field(default_factory=list)
+    additivity: dict[str, Any] = field(default_factory=dict)  # the whole graphs measured against the table
+    calibration: int = 0  # samples the sensitivities were computed on
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: latencies, additivity, sensitivity
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "key": self.key, "dense_ms": self.dense_ms, "rest_ms": self.rest_ms,
                 "build_s": self.build_s, "fixed_params": self.fixed_params, "notes": self.notes,
+                "additivity": self.additivity, "calibration": self.calibration, "timings": self.timings,
                 "layers": {n: [asdict(c) for c in cands] for n, cands in self.layers.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tables:
         layers = {n: [Candidate(**c) for c in cands] for n, cands in d["layers"].items()}
         return cls(layers, float(d["dense_ms"]), float(d["rest_ms"]), float(d["build_s"]), d.get("key", ""),
-                   True, int(d.get("fixed_params", 0)), list(d.get("notes", [])))
+                   True, int(d.get("fixed_params", 0)), list(d.get("notes", [])), dict(d.get("additivity") or {}),
+                   int(d.get("calibration", 0)), dict(d.get("timings") or {}))
+
+    def summary(self) -> dict[str, Any]:
+        """What the report shows of the tables: size, build time, the additivity check."""
+        return {"layers": len(self.layers), "candidates": sum(map(len, self.layers.values())),
+                "build_s": self.build_s, "cached": self.cached, "dense_ms": self.dense_ms, "rest_ms": self.rest_ms,
+                "calibration_samples": self.calibration, "timings": self.timings, "additivity": self.additivity,
+                "notes": self.notes}
 
     def plan_of(self, choice: dict[str, int]) -> dict[str, Any]:
         """The plan of an allocation (layer -> candidate index); dense layers are left out."""
@@ -216,70 +241,168 @@ def kl(teacher_logits: Any, logits: Any) -> float:
     return float((p.exp() * (p - q)).sum(-1).mean())
 
 
-def _layer_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx: dict[str, Any]) -> list[Candidate]:
-    import torch
-
+def _latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx: dict[str, Any]) -> list[Candidate]:
+    """The layer's rungs with their params and latencies (measured or interpolated); sensitivity not yet."""
     from edgeopt.compiler.decompose import decompose, plan_cost
 
     rungs = ladder(spec)
     measured = measured_subset(rungs)
     rows = []
     for i, (label, entry) in enumerate(rungs):
-        student = decompose(teacher, {name: entry} if entry else {}).eval()
-        with torch.no_grad():
-            sens = kl(ctx["t_logits"], student(ctx["X"])) if entry else 0.0
         lat = math.nan
         if i in measured:
+            student = decompose(teacher, {name: entry} if entry else {}).eval()
             alone = _Alone.make(student.get_submodule(name))
             lat = max(0.0, bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"]) - ctx["floor"][shape])
         params = int(plan_cost(teacher, {name: entry}, ctx["example"]).layers[name].params) if entry else int(spec.params)
-        rows.append(Candidate(label, entry, params, lat, max(0.0, sens)))
+        rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
     _interpolate(rows, measured)
     return rows
 
 
-def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any]) -> Tables:
-    """The tables of ``teacher`` on ``target`` (read from ``out/tables.json`` when its key matches)."""
+def _graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str) -> float:
+    """The whole graph of ``plan`` exported and benched (longer than a layer's bench)."""
     import torch
 
-    from edgeopt.compiler.decompose import plan_cost
+    from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.export import export_onnx
     from edgeopt.runtime.bench import bench
 
+    path = ctx["tmp"] / f"{name}.onnx"
+    export_onnx(decompose(teacher, plan).eval(), torch.as_tensor(ctx["example"]), path, verify=False)
+    return float(bench(path, ctx["target"], **GRAPH_BENCH).latency_at(ctx["pct"]))
+
+
+def _at(tables: Tables, pick: Any) -> dict[str, int]:
+    """Layer -> candidate index chosen by ``pick(list of latencies)``."""
+    return {n: pick([c.latency_ms for c in cands]) for n, cands in tables.layers.items()}
+
+
+def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
+    """Measure the dense graph, the fastest plan and a middle plan whole; scale the layers' latencies
+    and set the rest so that the table gives the first two exactly; the third is the held-out check."""
+    fastest = _at(tables, lambda lats: min(range(len(lats)), key=lats.__getitem__))
+    middle = _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2])
+    sums = {k: sum(tables.layers[n][i].latency_ms for n, i in choice.items())
+            for k, choice in (("dense", dict.fromkeys(tables.layers, 0)), ("fastest", fastest), ("middle", middle))}
+    measured = {"dense": tables.dense_ms, "fastest": _graph_ms(teacher, tables.plan_of(fastest), ctx, "fastest"),
+                "middle": _graph_ms(teacher, tables.plan_of(middle), ctx, "middle")}
+    span = sums["dense"] - sums["fastest"]
+    scale = 1.0
+    if span > 0.02 * measured["dense"] and measured["dense"] > measured["fastest"]:
+        scale = min(max((measured["dense"] - measured["fastest"]) / span, SCALE_RANGE[0]), SCALE_RANGE[1])
+    rest = measured["dense"] - scale * sums["dense"]
+    if rest < 0:  # the layers alone take longer than the graph: no rest, the scale fits both graphs in ratio
+        ratios = [sums[k] / measured[k] for k in ("dense", "fastest") if measured[k] > 0 and sums[k] > 0]
+        scale = sum(ratios) / sum(r * r for r in ratios) if ratios else 1.0
+        scale, rest = min(max(scale, SCALE_RANGE[0]), SCALE_RANGE[1]), 0.0
+    if scale != 1.0:
+        for cands in tables.layers.values():
+            for c in cands:
+                c.latency_ms *= scale
+    before = {k: measured["dense"] - sums["dense"] + sums[k] for k in sums}  # isolated sums plus the dense rest
+    after = {k: rest + scale * sums[k] for k in sums}
+    tables.rest_ms = rest
+    tables.additivity = {
+        "scale": round(scale, 4), "rest_ms": round(rest, 5),
+        "graphs": {k: {"measured_ms": round(measured[k], 5), "isolated_sum_ms": round(before[k], 5),
+                       "table_ms": round(after[k], 5), "error_pct": round(100 * (after[k] / measured[k] - 1), 2)}
+                   for k in sums},
+        "held_out": "middle",
+    }
+
+
+def _forward_s(model: Any, X: Any) -> float:
+    import torch
+
+    with torch.no_grad():
+        model(X[:2])
+        t0 = time.perf_counter()
+        model(X)
+    return time.perf_counter() - t0
+
+
+def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float = SENSITIVITY_BUDGET_S) -> None:
+    """KL(teacher || model with one layer replaced) for every candidate, on as many calibration samples
+    (``MIN_CALIBRATION``..``CALIBRATION``) as fit ``budget_s`` of forward passes, on all cores."""
+    import os
+
+    import torch
+
+    from edgeopt.compiler.decompose import decompose
+
+    X = torch.as_tensor(task.X_train[:CALIBRATION])
+    rungs = sum(len(c) - 1 for c in tables.layers.values())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    try:
+        probe = min(32, len(X))
+        per_sample = _forward_s(teacher, X[:probe]) / probe
+        n = int(min(len(X), max(MIN_CALIBRATION, budget_s / max(1, rungs) / max(per_sample, 1e-9))))
+        X = X[:n]
+        with torch.no_grad():
+            t_logits = teacher(X)
+            for name, cands in tables.layers.items():
+                for c in cands:
+                    if c.entry:
+                        c.sensitivity = max(0.0, kl(t_logits, decompose(teacher, {name: c.entry}).eval()(X)))
+    finally:
+        torch.set_num_threads(threads)
+    tables.calibration = n
+
+
+def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any], *,
+                 check: Any = None) -> Tables:
+    """The tables of ``teacher`` on ``target`` (read from ``out/tables.json`` when its key matches).
+    ``check(tables)`` runs when the latencies are known, before the sensitivities (a refusal raises there)."""
+    import torch
+
+    from edgeopt.compiler.decompose import plan_cost
+
     example = torch.as_tensor(task.X_train[:1])
     key = table_key(teacher, example, target)
-    path = Path(out) / "tables.json"
+    cached = _cached(Path(out) / "tables.json", key)
+    if cached is not None:
+        return cached
+    t0 = time.perf_counter()
+    teacher = teacher.eval()
+    shapes = input_shapes(teacher, example, list(layers))
+    with torch.no_grad(), _quiet_bench(), tempfile.TemporaryDirectory(prefix="edgeopt-tables-") as tmpdir:
+        ctx: dict[str, Any] = {"target": target, "tmp": Path(tmpdir), "pct": float(target.budget.latency_percentile or 95),
+                               "example": task.example_input, "floor": {}}
+        for shape in set(shapes.values()):
+            ctx["floor"][shape] = bench_module(_Alone.make(torch.nn.ReLU()), shape, target, ctx["tmp"], ctx["pct"])
+        rows = {name: _latency_rows(teacher, name, spec, shapes[name], ctx) for name, spec in layers.items()}
+        t1 = time.perf_counter()
+        dense_ms = _graph_ms(teacher, {}, ctx, "dense")
+        fixed = int(plan_cost(teacher, {}, task.example_input).params) - sum(int(s.params) for s in layers.values())
+        tables = Tables(rows, dense_ms, 0.0, 0.0, key, False, fixed)
+        fit_additivity(tables, teacher, ctx)
+    t2 = time.perf_counter()
+    tables.timings = {"latency_s": round(t1 - t0, 2), "additivity_s": round(t2 - t1, 2)}
+    log.info("tables: %d layers, latencies in %.1f s; additivity scale %.2f, held-out error %+.1f%%", len(rows),
+             t2 - t0, tables.additivity["scale"], tables.additivity["graphs"]["middle"]["error_pct"])
+    if check is not None:
+        tables.build_s = round(t2 - t0, 3)
+        check(tables)
+    fill_sensitivities(teacher, task, tables)
+    tables.timings["sensitivity_s"] = round(time.perf_counter() - t2, 2)
+    tables.build_s = round(time.perf_counter() - t0, 3)
+    log.info("tables: sensitivities of %d candidates on %d samples in %.1f s",
+             sum(len(c) - 1 for c in rows.values()), tables.calibration, tables.timings["sensitivity_s"])
+    with contextlib.suppress(OSError):  # the cache is an optimization
+        atomic_write_text(Path(out) / "tables.json", json.dumps(tables.to_dict(), indent=1))
+    return tables
+
+
+def _cached(path: Path, key: str) -> Tables | None:
     try:
         cached = json.loads(path.read_text())
         if cached.get("key") == key and cached.get("schema") == SCHEMA:
             return Tables.from_dict(cached)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    t0 = time.perf_counter()
-    teacher = teacher.eval()
-    pct = float(target.budget.latency_percentile or 95)
-    X = torch.as_tensor(task.X_train[:CALIBRATION])
-    shapes = input_shapes(teacher, example, list(layers))
-    with torch.no_grad(), _quiet_bench(), tempfile.TemporaryDirectory(prefix="edgeopt-tables-") as tmpdir:
-        tmp = Path(tmpdir)
-        ctx: dict[str, Any] = {"t_logits": teacher(X), "X": X, "target": target, "tmp": tmp, "pct": pct,
-                               "example": task.example_input, "floor": {}}
-        for shape in set(shapes.values()):
-            ctx["floor"][shape] = bench_module(_Alone.make(torch.nn.ReLU()), shape, target, tmp, pct)
-        rows = {name: _layer_rows(teacher, name, spec, shapes[name], ctx) for name, spec in layers.items()}
-        export_onnx(teacher, task.example_input, tmp / "dense.onnx", verify=False)
-        dense_ms = float(bench(tmp / "dense.onnx", target, **TABLE_BENCH).latency_at(pct))
-    rest = dense_ms - sum(cands[0].latency_ms for cands in rows.values())
-    base = plan_cost(teacher, {}, task.example_input)
-    fixed = int(base.params) - sum(int(spec.params) for spec in layers.values())
-    tables = Tables(rows, dense_ms, max(0.0, rest), round(time.perf_counter() - t0, 3), key, False, fixed)
-    if rest < 0:
-        tables.notes.append(f"the isolated layers add up to {dense_ms - rest:.4f} ms, more than the whole graph's "
-                            f"{dense_ms:.4f} ms; rest taken as 0")
-    log.info("tables: %d layers, %d candidates in %.1f s", len(rows), sum(map(len, rows.values())), tables.build_s)
-    with contextlib.suppress(OSError):  # the cache is an optimization
-        atomic_write_text(path, json.dumps(tables.to_dict(), indent=1))
-    return tables
+    return None
 
 
 @contextlib.contextmanager
@@ -302,5 +425,5 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.3f}" if math.isfinite(ms) else "inf"
 
 
-__all__ = ["Candidate", "TABLE_BENCH", "Tables", "build_tables", "fmt_ms", "kl", "ladder", "table_key",
-           "measured_subset", "top_contributors"]
+__all__ = ["Candidate", "TABLE_BENCH", "Tables", "build_tables", "fill_sensitivities", "fit_additivity", "fmt_ms",
+           "kl", "ladder", "measured_subset", "table_key", "top_contributors"]

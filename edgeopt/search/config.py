@@ -72,7 +72,7 @@ class CompileConfig:
         CLI sets (see :mod:`edgeopt.search.workers`).
     search: ``"allocation"`` (default): per-layer latency and sensitivity tables are built first
         (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
-        trains the allocation (:mod:`~edgeopt.search.allocate`) of a few knobs Optuna samples;
+        trains the allocation (:mod:`~edgeopt.search.knapsack`) of a few knobs Optuna samples;
         ``"layers"``: Optuna samples a format and rank per layer.
     max_quality_drop: with no ``min_f1`` in the budget, the quality floor is the input model's
         validation score less this (0.05: 5 pt), so that no plan far below the input model counts

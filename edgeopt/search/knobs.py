@@ -81,7 +81,7 @@ def refusal(tables: Any, target: Any, max_params: float | None) -> str | None:
     f = floor(tables)
     budget = target.budget.latency_ms
     if budget and f.latency_ms > budget:
-        return f"latency budget {budget} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
+        return f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
     if max_params is not None and f.min_params > max_params:
         return (f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
                 f"({f.min_params} parameters, {max_params:.0f} allowed)")

@@ -113,8 +113,19 @@ class Tables:
         return total
 
 
+def ladder_ranks(hi: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to ``hi``: powers of two and the rungs half way between
+    (in log rank), so that an allocation can fit its budget more closely than a factor of two."""
+    ranks = {r for k in range(20) for r in (2 ** k, 3 * 2 ** k // 2) if 1 <= r <= hi}
+    return sorted(ranks)
+
+
+def _power_of_two(r: int) -> bool:
+    return r & (r - 1) == 0
+
+
 def ladder(spec: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Dense, then for each registered format with a rank the ranks 1, 2, 4, ... up to its
+    """Dense, then for each registered format with a rank the ranks of :func:`ladder_ranks` up to its
     ``max_search_rank`` (the layer's own format list permitting)."""
     from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, registered_handlers
 
@@ -124,7 +135,7 @@ def ladder(spec: Any) -> list[tuple[str, dict[str, Any]]]:
         if h.name == DEFAULT_FORMAT or not h.has_rank or (allowed is not None and h.name not in allowed):
             continue
         hi = h.max_search_rank(spec)
-        out += [(f"{h.name} {2 ** k}", get_handler(h.name).plan_entry(2 ** k)) for k in range(20) if 2 ** k <= hi]
+        out += [(f"{h.name} {r}", get_handler(h.name).plan_entry(r)) for r in ladder_ranks(hi)]
     return out
 
 
@@ -332,7 +343,7 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
     from edgeopt.compiler.decompose import decompose
 
     X = torch.as_tensor(task.X_train[:CALIBRATION])
-    rungs = sum(len(c) - 1 for c in tables.layers.values())
+    rungs = sum(1 for cs in tables.layers.values() for c in cs if c.entry and _power_of_two(_rank(c.entry)))
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
     try:
@@ -344,11 +355,31 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
             t_logits = teacher(X)
             for name, cands in tables.layers.items():
                 for c in cands:
-                    if c.entry:
+                    if c.entry and _power_of_two(_rank(c.entry)):
                         c.sensitivity = max(0.0, kl(t_logits, decompose(teacher, {name: c.entry}).eval()(X)))
+                _between(cands)
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
+
+
+def _between(cands: list[Candidate]) -> None:
+    """Sensitivity of the rungs between two powers of two: log-linear in log rank between them (the
+    drift of a truncated SVD falls about geometrically with rank); linear where one of them is 0."""
+    for c in cands:
+        if not c.entry or not math.isnan(c.sensitivity):
+            continue
+        r, fmt = _rank(c.entry), c.entry["format"]
+        known = {_rank(o.entry): o.sensitivity for o in cands
+                 if o.entry and o.entry["format"] == fmt and not math.isnan(o.sensitivity)}
+        lo = max((k for k in known if k < r), default=None)
+        hi = min((k for k in known if k > r), default=None)
+        if lo is None or hi is None:
+            c.sensitivity = known[lo if hi is None else hi]
+            continue
+        w = math.log(r / lo) / math.log(hi / lo)
+        a, b = known[lo], known[hi]
+        c.sensitivity = math.exp((1 - w) * math.log(a) + w * math.log(b)) if a > 0 and b > 0 else (1 - w) * a + w * b
 
 
 def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any], *,

@@ -265,7 +265,16 @@ def test_warm_start_and_rank_caps_shape_the_search(small_mlp_task, make_target, 
 def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, make_target, tmp_path):
     target = make_target(model_size_mb=0.05)
     out = tmp_path / "run"
-    edgeopt.compile(small_mlp_task, target, trials=3, out=out, progress=False, **FAST)
+    res = edgeopt.compile(small_mlp_task, target, trials=3, out=out, progress=False, **FAST)
+    # the report carries the tables, their additivity check (the shipped plan's too) and the implicit floor
+    rep = res.report
+    assert rep["quality_floor"]["max_drop"] == 0.05 and rep["quality_floor"]["scores"]["val"] is not None
+    assert set(rep["tables"]["additivity"]["graphs"]) == {"dense", "fastest", "middle"}
+    assert len(rep["tables"]["rows"]) == 3
+    if res.best_plan:
+        assert rep["tables"]["shipped"]["measured_ms"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Per-layer tables" in md and "Do the layers add up?" in md and "Quality floor:" in md
     study = _study(out, "small-mlp-testhost")
     assert [t.user_attrs.get("warm_start") for t in study.trials] == ["allocation 1.0", "allocation 0.85",
                                                                         "allocation 0.7"]

@@ -1,0 +1,79 @@
+"""The per-layer tables (issue 9, item 1), built for real: latencies measured in onnxruntime, the
+whole-graph additivity fit, the refusal check before any sensitivity, a time-bounded calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def built(small_mlp_task, tmp_path_factory):
+    from edgeopt.compiler.decompose import decomposable_layers
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.tables import build_tables
+
+    from .conftest import TARGET_TOML
+
+    out = tmp_path_factory.mktemp("tables")
+    profile = out / "t.toml"
+    profile.write_text(TARGET_TOML.format(name="testhost", budget="latency_ms = 1.0"))
+    target = Target.load(str(profile))
+    layers = decomposable_layers(small_mlp_task.model.eval(), small_mlp_task.example_input)
+    seen = []
+
+    def check(tables):  # what the refusal sees: latencies, and no sensitivity yet
+        seen.append([c.sensitivity for cands in tables.layers.values() for c in cands])
+
+    tables = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=check)
+    return tables, seen, out, target, layers
+
+
+def test_refusal_check_runs_on_latencies_before_any_sensitivity(built):
+    tables, seen, *_ = built
+    assert len(seen) == 1
+    assert all(s == 0.0 or math.isnan(s) for s in seen[0])  # dense rows are 0, the rest not computed yet
+    assert any(math.isnan(s) for s in seen[0])
+    sens = [c.sensitivity for cands in tables.layers.values() for c in cands if c.entry]
+    assert sens and all(math.isfinite(s) and s >= 0 for s in sens)
+    assert 48 <= tables.calibration <= 256
+
+
+def test_additivity_fit_reproduces_the_two_measured_graphs_and_reports_a_held_out_error(built):
+    tables, *_ = built
+    a = tables.additivity
+    assert set(a["graphs"]) == {"dense", "fastest", "middle"} and a["held_out"] == "middle"
+    assert 0.25 <= a["scale"] <= 4.0 and a["rest_ms"] >= 0
+    for name, g in a["graphs"].items():
+        assert g["measured_ms"] > 0 and math.isfinite(g["error_pct"]), (name, g)
+    fastest = {n: min(range(len(c)), key=lambda i: c[i].latency_ms) for n, c in tables.layers.items()}
+    predicted = tables.rest_ms + sum(tables.layers[n][i].latency_ms for n, i in fastest.items())
+    assert predicted == pytest.approx(a["graphs"]["fastest"]["table_ms"], rel=1e-3)
+    dense = tables.rest_ms + sum(c[0].latency_ms for c in tables.layers.values())
+    if a["rest_ms"] > 0:  # the fit went through both graphs (no clipping)
+        assert dense == pytest.approx(a["graphs"]["dense"]["measured_ms"], rel=1e-3)
+        assert predicted == pytest.approx(a["graphs"]["fastest"]["measured_ms"], rel=1e-3)
+
+
+def test_tables_are_cached_with_their_additivity(built, small_mlp_task):
+    from edgeopt.search.tables import build_tables
+
+    tables, _, out, target, layers = built
+    doc = json.loads((out / "tables.json").read_text())
+    assert doc["schema"] == "edgeopt.tables/2" and doc["additivity"] == tables.additivity
+    calls = []
+    again = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=calls.append)
+    assert again.cached and not calls  # read back: nothing measured, the caller checks the budget itself
+    assert again.additivity == tables.additivity and again.calibration == tables.calibration
+
+
+def test_a_slow_forward_pass_shrinks_the_calibration_batch(built, small_mlp_task):
+    from edgeopt.search.tables import MIN_CALIBRATION, fill_sensitivities
+
+    tables, *_ = built
+    fill_sensitivities(small_mlp_task.model, small_mlp_task, tables, budget_s=1e-6)
+    assert tables.calibration == MIN_CALIBRATION

@@ -29,7 +29,7 @@ from edgeopt.compiler.formats import (
 from edgeopt.compiler.formats._base import BYTES_PER_PARAM
 from edgeopt.errors import InputError, ModelError
 
-__all__ = ["PlanCost", "decompose", "decomposable_layers", "layer_reports", "normalize_plan", "plan_cost"]
+__all__ = ["PlanCost", "decompose", "decomposable_layers", "layer_reports", "left_alone", "normalize_plan", "plan_cost"]
 
 _LEFT_ALONE: tuple[tuple[type, str], ...] = (
     (nn.Embedding, "embeddings are table lookups, not matrix products"),
@@ -242,6 +242,15 @@ def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str
     or an input shape such as ``(1, 3, 32, 32)``); without it they count one output position.
     """
     return _analyze(model, example_input).specs
+
+
+def left_alone(model: nn.Module, example_input: Any = None) -> dict[str, str]:
+    """The modules with weights of their own that no plan may decompose (depthwise convolutions,
+    normalization, recurrent layers, embeddings, ...), each with the reason, as the report shows them."""
+    analysis = _analyze(model, example_input)
+    mods = dict(_with_plain_attention(model).named_modules())
+    return {name: why for name, why in analysis.refused.items()
+            if name in mods and any(True for _ in mods[name].parameters(recurse=False))}
 
 
 def normalize_plan(plan: Mapping[str, Any] | None) -> dict[str, FormatConfig]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import statistics
 import time
 import warnings
@@ -297,9 +298,31 @@ def _tables_state(inputs: SearchInputs, shipped: Shipped) -> dict[str, Any] | No
         entry = shipped.plan.get(name) or {}
         hit = next((c for c in cands if c.entry == entry), cands[0])
         rows.append({"layer": name, "candidates": len(cands), "dense_ms": round(cands[0].latency_ms, 5),
-                     "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5), "sensitivity": hit.sensitivity})
+                     "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5), "sensitivity": hit.sensitivity,
+                     "why": _why(cands, hit)})
     out["rows"] = rows
+    out["left_alone"] = _left_alone(inputs)
     return out
+
+
+def _why(cands: list[Any], hit: Any) -> str:
+    """Why a layer ships as it does, in the table's terms."""
+    fastest = min(c.latency_ms for c in cands[1:]) if len(cands) > 1 else cands[0].latency_ms
+    if hit.entry:
+        return f"saves {cands[0].latency_ms - hit.latency_ms:+.4f} ms against dense in the table"
+    if fastest >= cands[0].latency_ms:
+        return "dense: no rank of any format is faster than dense here"
+    return "dense: under this budget its cheaper rungs cost more sensitivity than elsewhere"
+
+
+def _left_alone(inputs: SearchInputs) -> list[dict[str, Any]]:
+    """The layers with weights no plan may touch, grouped by the reason (depthwise convs, norms, ...)."""
+    from edgeopt.compiler.decompose import left_alone
+
+    groups: dict[str, list[str]] = {}
+    for name, why in left_alone(inputs.teacher, inputs.task.example_input).items():
+        groups.setdefault(re.sub(r" \(groups=\d+\)", "", why), []).append(name)  # one line for all depthwise
+    return [{"reason": why, "count": len(names), "layers": names[:3]} for why, names in groups.items()]
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

@@ -560,11 +560,14 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
                   f"layers`, fitted on the dense and fastest graphs; the others are held out):", "",
                   render_markdown_table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
                                          *checks]), ""]
-    rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity"]] + [
+    rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [
         [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
-         _fmt(r["sensitivity"], ".3g")] for r in t.get("rows") or []]
+         _fmt(r["sensitivity"], ".3g"), r.get("why", "")] for r in t.get("rows") or []]
     if len(rows) > 1:
         lines += [render_markdown_table(rows), ""]
+    for g in t.get("left_alone") or []:
+        lines.append(f"- Left dense, not decomposable: {g['count']} layer(s) (e.g. {', '.join(g['layers'])}): "
+                     f"{g['reason']}.")
     lines += [f"- {n}" for n in t.get("notes") or []]
     return lines
 

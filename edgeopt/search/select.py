@@ -122,7 +122,8 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
 
     best = min(trials, key=lambda r: (violation(r), -(r.score or 0.0)))
     names = best.constraints.violated() if best.constraints is not None else []
-    return Choice(best, [f"no trial met every budget; shipping the closest plan (over on: {', '.join(names) or 'none'})"])
+    return Choice(best, [f"no trial met every budget in the search; shipping the closest plan (over on: "
+                         f"{', '.join(names) or 'none'}), after the longer final fine-tune"])
 
 
 def baseline_wins(baseline: Any, best: TrialRecord | None, budget: Any, f1_tolerance: float) -> bool:

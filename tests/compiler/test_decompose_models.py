@@ -186,3 +186,12 @@ def test_attention_projections_and_direct_weight_reads_are_caught():
 
     with pytest.raises(ModelError, match="reads a replaced layer's weight directly"):
         decompose(Direct(), {"fc": {"format": "lowrank", "rank": 2}}, example_input=(2, 8))
+
+
+def test_left_alone_lists_the_weighted_layers_no_plan_may_touch_with_the_reason():
+    from edgeopt.compiler.decompose import left_alone
+
+    why = left_alone(Net())
+    assert "grouped/depthwise" in why["dw"] and "normalization" in why["body.0.bn"]
+    assert "pool" not in why and "" not in why  # no weights of its own: not listed
+    assert not set(why) & set(decomposable_layers(Net()))

@@ -56,7 +56,8 @@ def test_no_feasible_trial_ships_the_closest_and_names_the_budgets_it_misses():
     worse = _rec(2, 0.99, 0.1, constraints=Constraints(model_size=2.0, latency=0.1))
     choice = choose_finalist([worse, over], 0.005)
     assert choice.record.number == 1
-    assert choice.notes == ["no trial met every budget; shipping the closest plan (over on: model_size)"]
+    assert choice.notes == ["no trial met every budget in the search; shipping the closest plan (over on: model_size), "
+                            "after the longer final fine-tune"]
     assert choose_finalist([], 0.005).record is None
 
 

@@ -74,9 +74,9 @@ class CompileConfig:
         (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
         trains the allocation (:mod:`~edgeopt.search.knapsack`) of a few knobs Optuna samples;
         ``"layers"``: Optuna samples a format and rank per layer.
-    max_quality_drop: with no ``min_f1`` in the budget, the quality floor is the input model's
-        validation score less this (0.05: 5 pt), so that no plan far below the input model counts
-        as meeting the budget or ships (``--max-quality-drop``); None: no floor unless the profile sets one.
+    max_quality_drop: with no ``min_f1`` in the budget, the artifact must score at least the input
+        model's score less this (0.05: 5 pt) on the same split, or the compile exits 1 and says so
+        (``--max-quality-drop``); trials are not held to it. None: no floor unless the profile sets one.
     time_budget_s: seconds for the whole compile (``--time-budget``), split as
         :data:`TIME_SPLIT` says: what ``prepare`` takes (tables, baseline), the search up to
         ``search`` of the budget (stopped before a trial that would likely overrun it), and the rest

@@ -127,7 +127,6 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
-    target = inputs.target  # with the implicit quality floor (prepare.with_quality_floor)
     choice = select(records(study), inputs.baseline, target.budget, config.f1_tolerance,
                     _remeasure(inputs, screen) if inputs.space else None)
     finalists_s = time.perf_counter() - t0
@@ -253,8 +252,7 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
            search_wall: float, finalists_s: float, wall_s: float) -> dict[str, Any]:
     """``compile.json``: what the report is rebuilt from."""
     target, out = inputs.target, config.out
-    floor = inputs.implicit_floor and {**inputs.implicit_floor, "scores": {
-        split: (inputs.baseline.metrics.get(split) or {}).get("score") for split in ("val", "test")}}
+    floor = inputs.implicit_floor
     return {
         "schema": "edgeopt.compile-state/1",
         "storage": storage_url(config.storage, out) if config.storage else "study.db",

@@ -114,22 +114,19 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
     alloc = allocation_space(teacher, task, target, layers, base_cost, config) if space else None
     baseline = measure_baseline(teacher, task, target, config.out, config)
-    target, implicit = with_quality_floor(target, baseline, config.max_quality_drop, task.metric_name)
     return SearchInputs(task, target, teacher, layers, base_cost, space, baseline, config.out / "baseline.onnx",
-                        allocation=alloc, implicit_floor=implicit)
+                        allocation=alloc, implicit_floor=implicit_floor(target, baseline, config.max_quality_drop))
 
 
-def with_quality_floor(target: Any, baseline: Measured, max_drop: float | None,
-                       metric: str) -> tuple[Any, dict[str, Any] | None]:
-    """``target`` with the implicit quality floor (the input model's validation score less ``max_drop``)
-    when its budget has none; and what the report says of it (None: the profile's floor, or none)."""
-    score = (baseline.metrics.get("val") or {}).get("score")
-    if target.budget.min_f1 is not None or max_drop is None or score is None or score - max_drop <= 0:
-        return target, None
-    floor = round(float(score) - max_drop, 4)
-    log.info("quality floor: %s >= %.4f (the input model's %.4f less %.0f pt; set min_f1 or --max-quality-drop "
-             "to change it)", metric, floor, score, 100 * max_drop)
-    return target.with_budget(min_f1=floor), {"min_f1": floor, "input_score": float(score), "max_drop": max_drop}
+def implicit_floor(target: Any, baseline: Measured, max_drop: float | None) -> dict[str, Any] | None:
+    """The artifact's quality floor when the profile has no ``min_f1``: the input model's score less
+    ``max_drop`` on each split (``scores``), checked on the shipped artifact only. Trials are not held
+    to it: after their few epochs most students are below what the final fine-tune reaches (resnet8
+    at 3 epochs a trial: 0 of 22 within 5 pt of the teacher, so nothing would have shipped)."""
+    scores = {split: (baseline.metrics.get(split) or {}).get("score") for split in ("val", "test")}
+    if target.budget.min_f1 is not None or max_drop is None or scores["val"] is None:
+        return None
+    return {"max_drop": max_drop, "scores": scores}
 
 
 def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any,

@@ -5,7 +5,8 @@ Validation scores of students distilled from one teacher often tie, and the scre
 measurements are too noisy to rank plans or to settle one at the edge of the latency budget. So
 plans within ``f1_tolerance`` of the best feasible score form a tier; its fastest few distinct plans
 are measured again (``remeasure``); those over the latency budget drop out (then the next tier is
-tried); of the rest the fastest (within 3%), then the one with fewest nodes, ships.
+tried), and those with 3% of headroom under it are preferred; of the rest the fastest (within 3%),
+then the one with fewest nodes, ships.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ Remeasure = Callable[[TrialRecord], dict[str, Any]]
 TIERS = 3
 QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
 SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
+# Finalists with this much headroom under the latency budget are preferred: the release measurement of a
+# plan at the very edge fails about half the time (resnet8: 65.3 µs against a 64.9 µs budget).
+HEADROOM = 0.97
 
 
 @dataclass
@@ -60,6 +64,8 @@ def pick_from_tier(tier: list[TrialRecord], measure: Remeasure,
     finalists = sorted(tier, key=lambda r: r.latency_p50_ms)[:FINALISTS]
     measured = {r.number: measure(r) for r in finalists}
     within = [r for r in finalists if latency_budget is None or measured[r.number]["latency_ms"] <= latency_budget]
+    safe = [r for r in within if latency_budget is None or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget]
+    within = safe or within
     best = None
     if within:
         fastest = min(measured[r.number]["latency_p50_ms"] for r in within)

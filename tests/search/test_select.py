@@ -37,6 +37,18 @@ def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
     assert choice.record.number == 1 and "measured again" in choice.notes[0]
 
 
+def test_a_finalist_with_headroom_under_the_budget_is_preferred_to_one_at_its_edge():
+    recs = [_rec(1, 0.99, 0.10), _rec(2, 0.99, 0.11)]
+    truth = {1: 0.249, 2: 0.23}  # trial 1 is faster but 0.4 % under the 0.25 ms budget, trial 2 8 % under
+
+    def remeasure(r):
+        return {"latency_p50_ms": truth[r.number] * 0.9, "latency_ms": truth[r.number], "nodes": 4}
+
+    assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 2
+    truth[2] = 0.2499  # no finalist has headroom: the fastest within the budget still ships
+    assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 1
+
+
 def test_among_equally_fast_finalists_the_fewest_nodes_ship():
     recs = [_rec(1, 0.99, 0.100, nodes=8), _rec(2, 0.99, 0.101, nodes=4), _rec(3, 0.99, 0.2, nodes=2)]
     choice = choose_finalist(recs, 0.005)  # without remeasure: the screen's own figures

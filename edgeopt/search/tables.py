@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -344,7 +345,7 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
 
     from edgeopt.compiler.decompose import decompose
 
-    X = torch.as_tensor(task.X_train[:CALIBRATION])
+    X = torch.as_tensor(task.X_train[balanced_order(task.y_train, CALIBRATION)])
     rungs = sum(1 for cs in tables.layers.values() for c in cs if c.entry and _power_of_two(_rank(c.entry)))
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
@@ -363,6 +364,20 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
+
+
+def balanced_order(y: Any, n: int) -> Any:
+    """Indices of up to ``n`` training samples, the classes taken in turn (then the rest in order):
+    KL averaged over the training distribution is the majority class's drift, while F1 weighs every
+    class (imbalanced, 5 % positives: the allocation put fc3 at rank 1 and lost 4.6 pt of F1)."""
+    import numpy as np
+
+    y = np.asarray(y).reshape(len(y), -1)[:, 0] if np.ndim(y) > 1 else np.asarray(y)
+    if y.dtype.kind not in "iub" or len(y) == 0:
+        return np.arange(min(n, len(y)))
+    per_class = [np.flatnonzero(y == c) for c in np.unique(y)]
+    order = [int(i) for row in itertools.zip_longest(*per_class) for i in row if i is not None]
+    return np.asarray(order[:n])
 
 
 def _between(cands: list[Candidate]) -> None:

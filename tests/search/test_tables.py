@@ -77,3 +77,16 @@ def test_a_slow_forward_pass_shrinks_the_calibration_batch(built, small_mlp_task
     tables, *_ = built
     fill_sensitivities(small_mlp_task.model, small_mlp_task, tables, budget_s=1e-6)
     assert tables.calibration == MIN_CALIBRATION
+
+
+def test_the_calibration_batch_takes_the_classes_in_turn():
+    import numpy as np
+
+    from edgeopt.search.tables import balanced_order
+
+    y = np.array([0] * 95 + [1] * 5)
+    first = balanced_order(y, 10)
+    assert y[first].sum() == 5 and len(set(first.tolist())) == 10  # every positive, no repeats
+    assert balanced_order(y, 1000).tolist() == sorted(balanced_order(y, 1000).tolist(), key=lambda i: 0) and \
+        sorted(balanced_order(y, 1000).tolist()) == list(range(100))
+    assert balanced_order(np.linspace(0, 1, 5), 3).tolist() == [0, 1, 2]  # regression targets: in order

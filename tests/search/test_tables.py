@@ -87,6 +87,5 @@ def test_the_calibration_batch_takes_the_classes_in_turn():
     y = np.array([0] * 95 + [1] * 5)
     first = balanced_order(y, 10)
     assert y[first].sum() == 5 and len(set(first.tolist())) == 10  # every positive, no repeats
-    assert balanced_order(y, 1000).tolist() == sorted(balanced_order(y, 1000).tolist(), key=lambda i: 0) and \
-        sorted(balanced_order(y, 1000).tolist()) == list(range(100))
+    assert sorted(balanced_order(y, 1000).tolist()) == list(range(100))  # all of them when n is larger
     assert balanced_order(np.linspace(0, 1, 5), 3).tolist() == [0, 1, 2]  # regression targets: in order

@@ -305,6 +305,12 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     scale = 1.0
     if span > 0.02 * measured["dense"] and measured["dense"] > measured["fastest"]:
         scale = min(max((measured["dense"] - measured["fastest"]) / span, SCALE_RANGE[0]), SCALE_RANGE[1])
+    if measured["fastest"] >= measured["dense"]:
+        tables.notes.append(
+            f"the fastest plan by the table measures {measured['fastest']:.4f} ms as one graph, no faster than dense "
+            f"({measured['dense']:.4f} ms): the isolated layers' latencies do not hold in this graph on this target, "
+            "so the allocation's latency is a guess and the screen decides")
+        log.warning("tables: %s", tables.notes[-1])
     rest = measured["dense"] - scale * sums["dense"]
     if rest < 0:  # the layers alone take longer than the graph: no rest, the scale fits both graphs in ratio
         ratios = [sums[k] / measured[k] for k in ("dense", "fastest") if measured[k] > 0 and sums[k] > 0]

@@ -275,7 +275,7 @@ def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, mak
     if res.best_plan:
         assert rep["tables"]["shipped"]["measured_ms"] > 0
     md = (out / "report.md").read_text()
-    assert "## Per-layer tables" in md and "Do the layers add up?" in md and "Quality floor:" in md
+    assert "## Per-layer tables" in md and "Do the layers add up?" in md and "Quality floor of the artifact:" in md
     study = _study(out, "small-mlp-testhost")
     assert [t.user_attrs.get("warm_start") for t in study.trials] == ["allocation 1.0", "allocation 0.85",
                                                                         "allocation 0.7"]

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 
-from edgeopt.search.config import FINAL_EPOCHS, TIME_BUDGET_S, TRIAL_EPOCHS
+from edgeopt.search.config import FINAL_EPOCHS, MAX_QUALITY_DROP, TIME_BUDGET_S, TRIAL_EPOCHS
 
 log = logging.getLogger("edgeopt")
 DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP must shrink 30x)
@@ -72,8 +72,9 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--size-mb", type=float, help="override the target's model-size budget")
     p.add_argument("--min-f1", type=float, help="override the target's quality floor (compared with the task's metric)")
     p.add_argument("--max-quality-drop", type=float, metavar="D",
-                   help="without --min-f1 or a min_f1 in the profile, the quality floor is the input model's "
-                   "validation score less D (default 0.05, i.e. 5 pt; 1 turns it off)")
+                   help=f"without --min-f1 or a min_f1 in the profile, the artifact must score at least the input "
+                   f"model's score less D on the same split, or exit 1 (default {MAX_QUALITY_DROP}, i.e. "
+                   f"{100 * MAX_QUALITY_DROP:.0f} pt; 1 turns it off)")
     p.add_argument("--json", help="also write the report JSON to this file")
     p.add_argument("--remote", metavar="HOST", help="measure every trial on the device at HOST over ssh "
                    "(sets the target's [remote] host)")

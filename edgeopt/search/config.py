@@ -32,6 +32,8 @@ TIME_SPLIT = MappingProxyType({"search": 0.70, "ship_reserve": 0.05})
 # The whole compile's default time budget: 10 minutes, on 2 cores, for a ~1M-parameter, ~40-layer
 # model (issue 9); small models end well before it. None (``--time-budget 0``): no limit.
 TIME_BUDGET_S = 600.0
+# Without a min_f1, the artifact may score at most this much below the input model (5 pt).
+MAX_QUALITY_DROP = 0.05
 # The shipped file carries its plan and metrics in metadata_props; the screened export does not yet.
 PROVENANCE_BYTES = 1024
 
@@ -107,7 +109,7 @@ class CompileConfig:
     worker_argv: tuple[str, ...] | None = None
     search: str = "allocation"
     time_budget_s: float | None = TIME_BUDGET_S
-    max_quality_drop: float | None = 0.05
+    max_quality_drop: float | None = MAX_QUALITY_DROP
 
     def __post_init__(self) -> None:
         v = _validate
@@ -169,5 +171,5 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
     return MappingProxyType({k: v for k, v in value.items() if not (drop_none and v is None)})
 
 
-__all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "PROVENANCE_BYTES", "SCREEN_BENCH",
+__all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "MAX_QUALITY_DROP", "PROVENANCE_BYTES", "SCREEN_BENCH",
            "TIME_BUDGET_S", "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]

@@ -20,8 +20,9 @@ from edgeopt.search.record import MIB
 log = logging.getLogger("edgeopt.compile")
 
 WARM_FRACTIONS = (1.0, 0.85, 0.7)
-# Not above 1: tried at 1.15 (the table errs by 5-12 % either way, benchmarks/results/tables.md), half
-# of resnet8's 30 trials were then screened out over budget, against 1 in 4 at 1.0.
+# Not above 1: tried at 1.15 (the table errs by 5-19 % either way on held-out plans,
+# benchmarks/results/tables.md), resnet8 had 15 of 30 trials screened out over budget, against 2 of 21
+# at 1.0 (compare-architectures at 0b97010).
 FRACTION_MAX = 1.0
 WARM_LABEL = "allocation"
 

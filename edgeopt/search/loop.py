@@ -32,6 +32,7 @@ from edgeopt.search import report as report_mod
 from edgeopt.search.config import (
     FINAL_EPOCHS,
     FINALIST_BENCH,
+    MAX_QUALITY_DROP,
     SCREEN_BENCH,
     TIME_BUDGET_S,
     TIME_SPLIT,
@@ -79,7 +80,7 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
     f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
     search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
-    search: str = "allocation", time_budget_s: float | None = TIME_BUDGET_S, max_quality_drop: float | None = 0.05,
+    search: str = "allocation", time_budget_s: float | None = TIME_BUDGET_S, max_quality_drop: float | None = MAX_QUALITY_DROP,
     config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
@@ -127,10 +128,11 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
-    choice = select(records(study), inputs.baseline, target.budget, config.f1_tolerance,
+    recs = records(study)
+    choice = select(recs, inputs.baseline, target.budget, config.f1_tolerance,
                     _remeasure(inputs, screen) if inputs.space else None)
     finalists_s = time.perf_counter() - t0
-    shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, records(study), t_start))
+    shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
     state = _state(inputs, config, study, choice, shipped, search_wall=search_wall, finalists_s=finalists_s,
                    wall_s=time.perf_counter() - t_start)
     write_state(config.out, state)
@@ -278,39 +280,16 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
 
 
 def _tables_state(inputs: SearchInputs, shipped: Shipped) -> dict[str, Any] | None:
-    """The tables' summary, per layer the shipped candidate's row, and the shipped plan's table latency
-    against its measurement (one more additivity check, on the plan that matters)."""
+    """The tables in the report (``Tables.report``; the shipped plan's latency is compared with the
+    table when it is fp32, the only dtype the table measures), and the layers no plan may touch."""
     if inputs.allocation is None:
         return None
-    tables = inputs.allocation.tables
-    out = tables.summary()
-    pct = float(inputs.target.budget.latency_percentile or 95)
-    predicted = tables.latency_of(shipped.plan)
-    lat = getattr(shipped.measured.bench, "latency_at", None)
-    if predicted is not None and lat is not None:
-        measured = float(lat(pct))  # fp32 plans only are in the table; an int8 one is shown as it is
-        out["shipped"] = {"table_ms": round(predicted, 5), "measured_ms": round(measured, 5),
-                          "error_pct": round(100 * (predicted / measured - 1), 2) if measured else None}
-    rows = []
-    for name, cands in tables.layers.items():
-        entry = shipped.plan.get(name) or {}
-        hit = next((c for c in cands if c.entry == entry), cands[0])
-        rows.append({"layer": name, "candidates": len(cands), "dense_ms": round(cands[0].latency_ms, 5),
-                     "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5), "sensitivity": hit.sensitivity,
-                     "why": _why(cands, hit)})
-    out["rows"] = rows
+    latency_at = getattr(shipped.measured.bench, "latency_at", None)
+    measured = (float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
+                if latency_at is not None and shipped.dtype.value == "fp32" else None)
+    out = inputs.allocation.tables.report(shipped.plan, measured)
     out["left_alone"] = _left_alone(inputs)
     return out
-
-
-def _why(cands: list[Any], hit: Any) -> str:
-    """Why a layer ships as it does, in the table's terms."""
-    fastest = min(c.latency_ms for c in cands[1:]) if len(cands) > 1 else cands[0].latency_ms
-    if hit.entry:
-        return f"saves {cands[0].latency_ms - hit.latency_ms:+.4f} ms against dense in the table"
-    if fastest >= cands[0].latency_ms:
-        return "dense: no rank of any format is faster than dense here"
-    return "dense: under this budget its cheaper rungs cost more sensitivity than elsewhere"
 
 
 def _left_alone(inputs: SearchInputs) -> list[dict[str, Any]]:

@@ -148,9 +148,6 @@ def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any
             raise BudgetRefused(f"refused: {why}")
 
     tables = build_tables(teacher, task, target, config.out, layers, check=check)
-    if tables.cached:
-        log.info("tables: read from %s (built in %.1f s)", config.out / "tables.json", tables.build_s)
-        check(tables)
     return AllocationSpace(tables, target.budget.latency_ms, cap)
 
 

@@ -79,10 +79,6 @@ class Progress:
 
             self.bar = tqdm(total=total, desc="search", unit="trial", file=sys.stderr, leave=False)
 
-    @property
-    def feasible(self) -> int:
-        return self.counts["feasible"]
-
     def tally(self) -> str:
         c = self.counts
         return (f"feasible {c['feasible']}, screened {c[Status.SCREENED_OUT.value]}, pruned {c[Status.PRUNED.value]}"

@@ -96,6 +96,23 @@ class Tables:
                 "calibration_samples": self.calibration, "timings": self.timings, "additivity": self.additivity,
                 "notes": self.notes}
 
+    def report(self, plan: dict[str, Any], measured_ms: float | None) -> dict[str, Any]:
+        """:meth:`summary`, the shipped ``plan``'s table latency against ``measured_ms`` (one more
+        additivity check, on the plan that matters; None: not comparable), and per layer the chosen
+        rung and why, in the table's terms."""
+        out = self.summary()
+        predicted = self.latency_of(plan)
+        if predicted is not None and measured_ms:
+            out["shipped"] = {"table_ms": round(predicted, 5), "measured_ms": round(measured_ms, 5),
+                              "error_pct": round(100 * (predicted / measured_ms - 1), 2)}
+        out["rows"] = []
+        for name, cands in self.layers.items():
+            hit = next((c for c in cands if c.entry == (plan.get(name) or {})), cands[0])
+            out["rows"].append({"layer": name, "candidates": len(cands), "dense_ms": round(cands[0].latency_ms, 5),
+                                "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5),
+                                "sensitivity": hit.sensitivity, "why": _why(cands, hit)})
+        return out
+
     def plan_of(self, choice: dict[str, int]) -> dict[str, Any]:
         """The plan of an allocation (layer -> candidate index); dense layers are left out."""
         return {n: dict(self.layers[n][i].entry) for n, i in choice.items() if self.layers[n][i].entry}
@@ -112,6 +129,15 @@ class Tables:
                 return None
             total += hit.latency_ms
         return total
+
+
+def _why(cands: list[Candidate], hit: Candidate) -> str:
+    """Why a layer ships as it does, in the table's terms."""
+    if hit.entry:
+        return f"saves {cands[0].latency_ms - hit.latency_ms:+.4f} ms against dense in the table"
+    if min(c.latency_ms for c in cands) >= cands[0].latency_ms:
+        return "dense: no rank of any format is faster than dense here"
+    return "dense: under this budget its cheaper rungs cost more sensitivity than elsewhere"
 
 
 def ladder_ranks(hi: int) -> list[int]:
@@ -417,6 +443,9 @@ def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[s
     key = table_key(teacher, example, target)
     cached = _cached(Path(out) / "tables.json", key)
     if cached is not None:
+        log.info("tables: read from %s (built in %.1f s)", Path(out) / "tables.json", cached.build_s)
+        if check is not None:
+            check(cached)
         return cached
     t0 = time.perf_counter()
     teacher = teacher.eval()

@@ -67,8 +67,22 @@ def test_tables_are_cached_with_their_additivity(built, small_mlp_task):
     assert doc["schema"] == "edgeopt.tables/2" and doc["additivity"] == tables.additivity
     calls = []
     again = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=calls.append)
-    assert again.cached and not calls  # read back: nothing measured, the caller checks the budget itself
+    assert again.cached and calls == [again]  # read back, nothing measured, and the budget checked again
     assert again.additivity == tables.additivity and again.calibration == tables.calibration
+
+
+def test_the_report_compares_the_shipped_plan_with_the_table_and_says_why_per_layer(built):
+    tables, *_ = built
+    name = next(iter(tables.layers))
+    rung = next(c for c in tables.layers[name] if c.entry)
+    rep = tables.report({name: rung.entry}, measured_ms=0.5)
+    expected = tables.latency_of({name: rung.entry})
+    assert rep["shipped"]["table_ms"] == pytest.approx(expected, abs=1e-5)
+    assert rep["shipped"]["error_pct"] == pytest.approx(100 * (expected / 0.5 - 1), abs=0.01)
+    rows = {r["layer"]: r for r in rep["rows"]}
+    assert rows[name]["chosen"] == rung.label and rows[name]["why"].startswith("saves")
+    assert all(r["chosen"] == "dense" and r["why"].startswith("dense") for n, r in rows.items() if n != name)
+    assert "shipped" not in tables.report({name: rung.entry}, measured_ms=None)  # an int8 artifact: no comparison
 
 
 def test_a_slow_forward_pass_shrinks_the_calibration_batch(built, small_mlp_task):

@@ -203,8 +203,17 @@ def test_extra_layers_doubling_the_cost_fail(models, host1):
 
 
 def test_a_change_within_noise_passes(models, host1):
-    """Same architecture, other weights: same cost, so latency must pass (outputs are not compared)."""
+    """Same architecture, other weights: same cost, so latency must pass (outputs are not compared).
+
+    On a shared host a p95 interval can straddle the 5% limit ("measure longer"): then it is measured
+    longer, as the verdict tells a user to, and must pass. It must never fail.
+    """
     g = gate(models["reweighted"], host1, against=models["base"], budgets=False, **NO_AGREEMENT)
+    assert g.verdict != "fail", g.to_text()
+    if g.verdict == "inconclusive":
+        g = gate(models["reweighted"], host1, against=models["base"], budgets=False, pairs=3 * DEFAULT_PAIRS,
+                 min_time_s=3 * GATE_SETTINGS.min_time_s,
+                 **NO_AGREEMENT)
     assert g.checks == () and g.verdict == "pass", g.to_text()
 
 

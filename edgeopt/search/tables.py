@@ -328,9 +328,11 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     measured = {"dense": tables.dense_ms, "fastest": _graph_ms(teacher, tables.plan_of(fastest), ctx, "fastest"),
                 "middle": _graph_ms(teacher, tables.plan_of(middle), ctx, "middle")}
     span = sums["dense"] - sums["fastest"]
-    scale = 1.0
+    scale, fit = 1.0, "none: the fastest plan is no faster than dense, or the layers barely differ"
     if span > 0.02 * measured["dense"] and measured["dense"] > measured["fastest"]:
-        scale = min(max((measured["dense"] - measured["fastest"]) / span, SCALE_RANGE[0]), SCALE_RANGE[1])
+        exact = (measured["dense"] - measured["fastest"]) / span
+        scale = min(max(exact, SCALE_RANGE[0]), SCALE_RANGE[1])
+        fit = "through both graphs" if scale == exact else f"scale clipped to {scale} (fitted {exact:.3g})"
     if measured["fastest"] >= measured["dense"]:
         tables.notes.append(
             f"the fastest plan by the table measures {measured['fastest']:.4f} ms as one graph, no faster than dense "
@@ -342,6 +344,7 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         ratios = [sums[k] / measured[k] for k in ("dense", "fastest") if measured[k] > 0 and sums[k] > 0]
         scale = sum(ratios) / sum(r * r for r in ratios) if ratios else 1.0
         scale, rest = min(max(scale, SCALE_RANGE[0]), SCALE_RANGE[1]), 0.0
+        fit = "in ratio, no rest: the isolated layers take longer than the graph"
     if scale != 1.0:
         for cands in tables.layers.values():
             for c in cands:
@@ -350,7 +353,7 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     after = {k: rest + scale * sums[k] for k in sums}
     tables.rest_ms = rest
     tables.additivity = {
-        "scale": round(scale, 4), "rest_ms": round(rest, 5),
+        "scale": round(scale, 4), "rest_ms": round(rest, 5), "fit": fit,
         "graphs": {k: {"measured_ms": round(measured[k], 5), "isolated_sum_ms": round(before[k], 5),
                        "table_ms": round(after[k], 5), "error_pct": round(100 * (after[k] / measured[k] - 1), 2)}
                    for k in sums},

@@ -70,10 +70,21 @@ def host1(tmp_path_factory):
     return dataclasses.replace(t, runtime=t.runtime.with_threads(1))
 
 
+LONGER = {"pairs": 3 * DEFAULT_PAIRS, "min_time_s": 3 * GATE_SETTINGS.min_time_s}
+
+
+def decided(new, old, host1, **kw):
+    """``gate(new, against=old)`` with the default measurement; when that is inconclusive (on a shared host
+    a p95 interval can straddle the limit), measured longer, as the verdict tells a user to. A "fail"
+    at the default measurement is returned as it is."""
+    g = gate(new, host1, against=old, **kw)
+    return gate(new, host1, against=old, **LONGER, **kw) if g.verdict == "inconclusive" else g
+
+
 @pytest.fixture(scope="module")
 def self_gate(models, host1):
-    """The model against itself with the default measurement (16 pairs, 2 s per model)."""
-    return gate(models["base"], host1, against=models["base"])
+    """The model against itself with the default measurement (16 pairs, 2 s per model), or 3x that."""
+    return decided(models["base"], models["base"], host1)
 
 
 # --------------------------------------------------------------------------- statistics, no measuring
@@ -162,9 +173,9 @@ def test_different_signatures_are_bad_input_before_measuring(models, host1):
 
 
 # --------------------------------------------------------------------------- A/B measurements
-def test_same_model_against_itself_passes_with_the_default_measurement(self_gate):
+def test_same_model_against_itself_passes(self_gate):
     c = self_gate.comparison
-    assert c.method["pairs"] == DEFAULT_PAIRS and c.new.blocks == c.old.blocks == DEFAULT_PAIRS
+    assert c.method["pairs"] in (DEFAULT_PAIRS, LONGER["pairs"]) and c.new.blocks == c.old.blocks == c.method["pairs"]
     lat = [x for x in c.checks if x.name.startswith("latency_ratio_")]
     assert [x.name for x in lat] == ["latency_ratio_p95", "latency_ratio_p50"]
     for x in lat:  # not inconclusive: the interval is narrower than the 5% tolerance
@@ -205,15 +216,9 @@ def test_extra_layers_doubling_the_cost_fail(models, host1):
 def test_a_change_within_noise_passes(models, host1):
     """Same architecture, other weights: same cost, so latency must pass (outputs are not compared).
 
-    On a shared host a p95 interval can straddle the 5% limit ("measure longer"): then it is measured
-    longer, as the verdict tells a user to, and must pass. It must never fail.
+    Measured longer when the default measurement is inconclusive (:func:`decided`); it must never fail.
     """
-    g = gate(models["reweighted"], host1, against=models["base"], budgets=False, **NO_AGREEMENT)
-    assert g.verdict != "fail", g.to_text()
-    if g.verdict == "inconclusive":
-        g = gate(models["reweighted"], host1, against=models["base"], budgets=False, pairs=3 * DEFAULT_PAIRS,
-                 min_time_s=3 * GATE_SETTINGS.min_time_s,
-                 **NO_AGREEMENT)
+    g = decided(models["reweighted"], models["base"], host1, budgets=False, **NO_AGREEMENT)
     assert g.checks == () and g.verdict == "pass", g.to_text()
 
 
@@ -240,8 +245,8 @@ def test_cli_exit_codes(models, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = tmp_path / "g.json"
     assert main(["gate", str(models["base"]), "--against", str(models["base"]), *quick,
-                 "--max-slowdown", "100%", "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["comparison"]["tolerances"]["max_slowdown"] == 1.0
+                 "--max-slowdown", "1000%", "--json", str(out)]) == 0  # 5 quick pairs: p95's bound reached 2.5x once
+    assert json.loads(out.read_text())["comparison"]["tolerances"]["max_slowdown"] == 10.0
     assert "#### against `base.onnx`" in summary.read_text()
     assert main(["gate", str(models["double"]), "--against", str(models["base"]), *quick,
                  "--atol", "inf", "--max-top1-disagreement", "100%", "--no-budgets"]) == 1

@@ -4,12 +4,18 @@ of the per-layer tables under them is the trial's plan.
 Knobs: ``fraction`` of the latency budget the table may spend (0.5-1.0), ``size_weight`` (how much
 fewer parameters are worth against sensitivity) and a sensitivity multiplier per depth stage (2-3
 stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs.
+
+The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
+have been measured whole, the cap is the budget's fraction divided by the median measured/table
+ratio, so a table that errs by 15 % on this graph (benchmarks/results/tables.md) stops sending
+trials over the budget, or leaving it unspent.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,29 @@ WARM_FRACTIONS = (1.0, 0.85, 0.7)
 # at 1.0 (compare-architectures at 0b97010).
 FRACTION_MAX = 1.0
 WARM_LABEL = "allocation"
+FEEDBACK_MIN = 3  # screened allocations before the table is corrected by them
+FEEDBACK_RANGE = (0.5, 2.0)  # the correction is clipped to this
+
+
+def table_correction(study: Any) -> tuple[float, int]:
+    """The median of measured / table latency over the study's screened fp32 allocations (repeats of a
+    plan counted once), clipped to :data:`FEEDBACK_RANGE`, and how many there were; 1.0 before
+    :data:`FEEDBACK_MIN` of them."""
+    import optuna
+
+    from edgeopt.search.record import DType, TrialRecord
+
+    ratios = []
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states) if study is not None else []:
+        table = (t.user_attrs.get("allocation") or {}).get("table_latency_ms")
+        rec = TrialRecord.from_trial(t) if table else None
+        if rec is not None and rec.screen is not None and rec.repeat_of is None and rec.dtype is DType.FP32 \
+                and rec.screen.latency_ms > 0:
+            ratios.append(rec.screen.latency_ms / table)
+    if len(ratios) < FEEDBACK_MIN:
+        return 1.0, len(ratios)
+    return min(max(statistics.median(ratios), FEEDBACK_RANGE[0]), FEEDBACK_RANGE[1]), len(ratios)
 
 
 @dataclass
@@ -49,18 +78,22 @@ class AllocationSpace:
             out[f"stage{i}"] = trial.suggest_float(f"stage{i}", 0.25, 4.0, log=True)
         return out
 
-    def allocation(self, knobs: dict[str, float]) -> Allocation:
+    def allocation(self, knobs: dict[str, float], correction: float = 1.0) -> Allocation:
+        """The knobs' allocation; ``correction`` (measured / table, :func:`table_correction`) divides the cap."""
         weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
-        cap = None if self.latency_ms is None else knobs["fraction"] * self.latency_ms  # no budget: no cap
+        cap = None if self.latency_ms is None else knobs["fraction"] * self.latency_ms / correction  # no budget: no cap
         return allocate(self.tables, latency_ms=cap, max_params=self.max_params,
                         weights=weights, size_weight=knobs.get("size_weight", 0.0))
 
     def sample(self, trial: Any) -> dict[str, Any]:
-        """The trial's plan: its knobs' allocation (the fastest one when no allocation fits)."""
+        """The trial's plan: its knobs' allocation under the table as the screens so far correct it (the
+        fastest allocation when none fits)."""
         knobs = self.knobs(trial)
-        alloc = self.allocation(knobs)
+        correction, screens = table_correction(getattr(trial, "study", None))
+        alloc = self.allocation(knobs, correction)
         trial.set_user_attr("allocation", {"table_latency_ms": round(alloc.latency_ms, 4), "params": alloc.params,
-                                           "sensitivity": round(alloc.sensitivity, 5), "feasible": alloc.feasible})
+                                           "sensitivity": round(alloc.sensitivity, 5), "feasible": alloc.feasible,
+                                           "correction": round(correction, 4), "screens": screens})
         return self.tables.plan_of(alloc.choice)
 
     def warm_params(self) -> list[tuple[str, dict[str, float]]]:
@@ -89,4 +122,4 @@ def refusal(tables: Any, target: Any, max_params: float | None) -> str | None:
     return None
 
 
-__all__ = ["WARM_FRACTIONS", "WARM_LABEL", "AllocationSpace", "params_cap", "refusal"]
+__all__ = ["FEEDBACK_MIN", "WARM_FRACTIONS", "WARM_LABEL", "AllocationSpace", "params_cap", "refusal", "table_correction"]

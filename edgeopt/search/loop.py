@@ -275,19 +275,23 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
         "wall_s": wall_s,
         "search_reasons": choice.notes,
         "quality_floor": floor,
-        "tables": _tables_state(inputs, shipped),
+        "tables": _tables_state(inputs, shipped, study),
     }
 
 
-def _tables_state(inputs: SearchInputs, shipped: Shipped) -> dict[str, Any] | None:
+def _tables_state(inputs: SearchInputs, shipped: Shipped, study: Any) -> dict[str, Any] | None:
     """The tables in the report (``Tables.report``; the shipped plan's latency is compared with the
-    table when it is fp32, the only dtype the table measures), and the layers no plan may touch."""
+    table when it is fp32, the only dtype the table measures), the screens' correction of the table at
+    the end of the search, and the layers no plan may touch."""
     if inputs.allocation is None:
         return None
+    from edgeopt.search.knobs import table_correction
     latency_at = getattr(shipped.measured.bench, "latency_at", None)
     measured = (float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
                 if latency_at is not None and shipped.dtype.value == "fp32" else None)
     out = inputs.allocation.tables.report(shipped.plan, measured)
+    correction, screens = table_correction(study)
+    out["screens"] = {"correction": round(correction, 4), "count": screens}
     out["left_alone"] = _left_alone(inputs)
     return out
 

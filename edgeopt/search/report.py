@@ -20,6 +20,7 @@ from typing import Any
 from edgeopt._io import atomic_path, atomic_write_text
 from edgeopt._version import __version__
 from edgeopt.errors import InputError
+from edgeopt.search.knobs import FEEDBACK_MIN
 from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
 from edgeopt.search.storage import load_study
 
@@ -560,6 +561,12 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
                   f"layers`, fitted on the dense and fastest graphs; the others are held out):", "",
                   render_markdown_table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
                                          *checks]), ""]
+    sc = t.get("screens") or {}
+    if sc.get("count"):
+        what = ("trials after the first few allocated under the budget divided by that" if sc["count"] >= FEEDBACK_MIN
+                else f"too few to correct it (it takes {FEEDBACK_MIN})")
+        lines += [f"The screens against the table: {sc['count']} allocations measured whole took "
+                  f"{sc['correction']:.3g}× the table's latency (median); {what}.", ""]
     rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [
         [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
          _fmt(r["sensitivity"], ".3g"), r.get("why", "")] for r in t.get("rows") or []]

@@ -1,0 +1,172 @@
+"""The screens correcting the per-layer table during the search (``edgeopt.search.knobs.table_correction``),
+against the same search without it, side by side in one run.
+
+Per model, two compiles with the same seed, settings and per-layer table (built once by the first and
+copied to the second, so only the correction differs): ``off`` (``FEEDBACK_MIN`` set out of reach: every
+allocation is capped by the table as built) and ``on`` (as shipped). For each: trials screened out over
+the latency budget before training, feasible trials, how far each trial's measured latency was from the
+cap it was allocated under (the table's error as the allocation saw it, corrected or not), what the
+budget's fraction bought (measured p95 / budget of the trained trials), and what shipped (budgets met,
+test F1, p95).
+
+- Real architectures (``resnet8``, ``vit``, ``cnn1d``, ``mobilenet``) on ``benchmarks/host-1t.toml`` at
+  half the dense p95 (mobilenet 0.7), with ``benchmarks/compare.py``'s search settings;
+- ``digits-cnn`` on ``rpi4-demo`` with compare.py's budgets (the example whose table breaks there).
+
+    flock /tmp/edgeopt-bench.lock python benchmarks/table_feedback.py [--models cnn1d,digits-cnn,resnet8,vit]
+
+Writes ``benchmarks/results/table_feedback.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import compare  # noqa: E402  (benchmarks/compare.py: the same budgets and search settings)
+
+log = logging.getLogger("table_feedback")
+MODELS = ("cnn1d", "digits-cnn", "resnet8", "vit")
+
+
+def setting(name: str, task: Any, tmp: Path) -> tuple[str, dict[str, float], dict[str, Any]]:
+    """(target, budget, compile keywords) as compare.py runs the model."""
+    if name in compare.BUDGETS:
+        trials, timeout = compare.SEARCH[name]
+        return compare.TARGET, compare.BUDGETS[name], {"trials": trials, "timeout": timeout}
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    dense = tmp / f"{name}-dense.onnx"
+    export_onnx(task.model, task.example_input, dense, verify=False)
+    p95 = float(bench(dense, str(compare.HOST_1T), min_iters=2000, min_time_s=2.0).latency_ms["p95"])
+    trials, timeout, trial_epochs, final_epochs = compare.ARCH_SEARCH[name]
+    fraction = compare.BUDGET_FRACTIONS.get(name, compare.BUDGET_FRACTION)
+    return str(compare.HOST_1T), {"latency_ms": fraction * p95}, {
+        "trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs}
+
+
+def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> dict[str, Any]:
+    """What the search did and what shipped, from the study and the report."""
+    import optuna
+
+    from edgeopt.search.record import DType, Status, TrialRecord
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
+    study = optuna.load_study(study_name=storage.get_all_studies()[0].study_name, storage=storage)
+    errors, use, corrected = [], [], 0
+    counts = {"trials": 0, "screened_out": 0, "feasible": 0}
+    for t in study.get_trials(deepcopy=False):
+        rec, alloc = TrialRecord.from_trial(t), t.user_attrs.get("allocation") or {}
+        counts["trials"] += 1
+        counts["screened_out"] += rec.status is Status.SCREENED_OUT
+        counts["feasible"] += rec.feasible
+        if rec.screen is None or rec.repeat_of is not None or rec.dtype is not DType.FP32 or not alloc:
+            continue
+        c = alloc.get("correction", 1.0)
+        corrected += c != 1.0
+        errors.append(100 * (rec.screen.latency_ms / (alloc["table_latency_ms"] * c) - 1))
+        if rec.status is Status.TRAINED:
+            use.append(rec.screen.latency_ms / budget_ms)
+    best = rep["best"]
+    return {
+        **counts, "corrected_trials": corrected, "wall_s": round(wall, 1),
+        "median_abs_error_pct": round(statistics.median(abs(e) for e in errors), 1) if errors else None,
+        "median_error_pct": round(statistics.median(errors), 1) if errors else None,
+        "median_budget_use": round(statistics.median(use), 3) if use else None,
+        "final_correction": (rep.get("tables") or {}).get("screens"),
+        "shipped": {"passed": bool(best["budget"]["passed"]), "plan": best.get("plan"),
+                    "test_f1": best["metrics"]["test"]["score"], "val_f1": best["metrics"]["val"]["score"],
+                    "p95_ms": best["latency_ms"]["p95"], "budget_ms": budget_ms},
+    }
+
+
+def one(name: str, seed: int, root: Path) -> dict[str, Any]:
+    import edgeopt
+    import edgeopt.search.knobs as knobs
+    from edgeopt.search.examples import load_example
+
+    task = load_example(name, seed=seed)
+    target, budget, kw = setting(name, task, root)
+    row: dict[str, Any] = {"model": name, "target": Path(target).stem, "budget": budget}
+    shipped_min = knobs.FEEDBACK_MIN
+    for variant in ("off", "on"):
+        out = root / name / variant
+        if variant == "on":  # the same table, not a second measurement of it
+            out.mkdir(parents=True)
+            shutil.copy(root / name / "off" / "tables.json", out / "tables.json")
+        knobs.FEEDBACK_MIN = 10**9 if variant == "off" else shipped_min
+        log.info("[%s] %s: %s", name, variant, kw)
+        t0 = time.perf_counter()
+        try:
+            res = edgeopt.compile(task, target, out=out, seed=seed, budget=budget or None, progress=False, **kw)
+        finally:
+            knobs.FEEDBACK_MIN = shipped_min
+        row[variant] = summarize(out, budget.get("latency_ms") or 0.5, res.report, time.perf_counter() - t0)
+        log.info("[%s] %s: %s", name, variant, {k: v for k, v in row[variant].items() if k != "shipped"})
+    return row
+
+
+def _cell(v: Any, fmt: str = "") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"edgeopt at commit {doc['commit']}. Measured {doc['date']} on {doc['host']} ({doc['cores']} cores); "
+             f"load average (1 min) start / end: {doc['load'][0]:.2f} / {doc['load'][1]:.2f}. One run per variant, "
+             "the same seed and the same per-layer table for both.", "",
+             "Table error = measured screen latency against the cap's prediction (the table × the correction "
+             "in force), fp32 allocations. Budget use = measured p95 / budget of the trained trials.", "",
+             "| model (target) | variant | trials | screened out | feasible | corrected | table error, median |abs| "
+             "(signed) | budget use, median | final correction (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
+             "|---|---|---:|---:|---:|---:|---|---:|---|---|"]
+    for r in doc["rows"]:
+        for v in ("off", "on"):
+            s = r[v]
+            fc = s.get("final_correction") or {}
+            sh = s["shipped"]
+            lines.append(
+                f"| {r['model']} ({r['target']}) | {v} | {s['trials']} | {s['screened_out']} | {s['feasible']} | "
+                f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % ({_cell(s['median_error_pct'], '+')} %) | "
+                f"{_cell(s['median_budget_use'])} | {_cell(fc.get('correction'))} ({_cell(fc.get('count'))}) | "
+                f"{'met' if sh['passed'] else 'NOT met'} / {sh['test_f1']:.4f} / {sh['p95_ms']:.4f} "
+                f"({sh['budget_ms']:.4f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(HERE / "results" / "table_feedback"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="edgeopt-feedback-") as tmp:
+        rows = [one(m, args.seed, Path(tmp)) for m in args.models.split(",")]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    doc = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "host": platform.processor() or platform.machine(),
+           "cores": os.cpu_count(), "load": [load0, os.getloadavg()[0]], "rows": rows}
+    Path(args.out).with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
+    Path(args.out).with_suffix(".md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -65,11 +65,12 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
     """What the search did and what shipped, from the study and the report."""
     import optuna
 
+    from edgeopt.search.knobs import TableFit
     from edgeopt.search.record import DType, Status, TrialRecord
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
     study = optuna.load_study(study_name=storage.get_all_studies()[0].study_name, storage=storage)
-    errors, use, corrected = [], [], 0
+    errors, use, corrected, points = [], [], 0, []
     counts = {"trials": 0, "screened_out": 0, "feasible": 0}
     for t in study.get_trials(deepcopy=False):
         rec, alloc = TrialRecord.from_trial(t), t.user_attrs.get("allocation") or {}
@@ -78,9 +79,12 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
         counts["feasible"] += rec.feasible
         if rec.screen is None or rec.repeat_of is not None or rec.dtype is not DType.FP32 or not alloc:
             continue
-        c = alloc.get("correction", 1.0)
-        corrected += c != 1.0
-        errors.append(100 * (rec.screen.latency_ms / (alloc["table_latency_ms"] * c) - 1))
+        fit = TableFit(**{k: v for k, v in (alloc.get("fit") or {}).items() if k in ("rest_ms", "scale")})
+        corrected += (fit.rest_ms, fit.scale) != (0.0, 1.0)
+        predicted = fit.rest_ms + fit.scale * alloc["table_latency_ms"]  # what the cap assumed this plan measures
+        errors.append(100 * (rec.screen.latency_ms / predicted - 1))
+        points.append([t.number, alloc["table_latency_ms"], round(predicted, 5), rec.screen.latency_ms,
+                       rec.status.value])
         if rec.status is Status.TRAINED:
             use.append(rec.screen.latency_ms / budget_ms)
     best = rep["best"]
@@ -89,7 +93,8 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
         "median_abs_error_pct": round(statistics.median(abs(e) for e in errors), 1) if errors else None,
         "median_error_pct": round(statistics.median(errors), 1) if errors else None,
         "median_budget_use": round(statistics.median(use), 3) if use else None,
-        "final_correction": (rep.get("tables") or {}).get("screens"),
+        "final_fit": (rep.get("tables") or {}).get("screens"),
+        "points": points,  # trial, table ms, predicted (the fit in force), measured (screen), status
         "shipped": {"passed": bool(best["budget"]["passed"]), "plan": best.get("plan"),
                     "test_f1": best["metrics"]["test"]["score"], "val_f1": best["metrics"]["val"]["score"],
                     "p95_ms": best["latency_ms"]["p95"], "budget_ms": budget_ms},
@@ -130,20 +135,21 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"edgeopt at commit {doc['commit']}. Measured {doc['date']} on {doc['host']} ({doc['cores']} cores); "
              f"load average (1 min) start / end: {doc['load'][0]:.2f} / {doc['load'][1]:.2f}. One run per variant, "
              "the same seed and the same per-layer table for both.", "",
-             "Table error = measured screen latency against the cap's prediction (the table × the correction "
-             "in force), fp32 allocations. Budget use = measured p95 / budget of the trained trials.", "",
+             "Table error = measured screen latency against what the cap assumed (the table through the fit "
+             "in force; `off`: the table as built), fp32 allocations. Budget use = measured p95 / budget of the trained trials.", "",
              "| model (target) | variant | trials | screened out | feasible | corrected | table error, median |abs| "
-             "(signed) | budget use, median | final correction (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
+             "(signed) | budget use, median | final fit: measured ms ≈ (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
              "|---|---|---:|---:|---:|---:|---|---:|---|---|"]
     for r in doc["rows"]:
         for v in ("off", "on"):
             s = r[v]
-            fc = s.get("final_correction") or {}
+            fc = s.get("final_fit") or {}
             sh = s["shipped"]
             lines.append(
                 f"| {r['model']} ({r['target']}) | {v} | {s['trials']} | {s['screened_out']} | {s['feasible']} | "
                 f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % ({_cell(s['median_error_pct'], '+')} %) | "
-                f"{_cell(s['median_budget_use'])} | {_cell(fc.get('correction'))} ({_cell(fc.get('count'))}) | "
+                f"{_cell(s['median_budget_use'])} | {_cell(fc.get('rest_ms'))} + {_cell(fc.get('scale'))} × table "
+                f"({_cell(fc.get('count'))}) | "
                 f"{'met' if sh['passed'] else 'NOT met'} / {sh['test_f1']:.4f} / {sh['p95_ms']:.4f} "
                 f"({sh['budget_ms']:.4f}) |")
     return "\n".join(lines) + "\n"

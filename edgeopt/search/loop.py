@@ -290,8 +290,7 @@ def _tables_state(inputs: SearchInputs, shipped: Shipped, study: Any) -> dict[st
     measured = (float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
                 if latency_at is not None and shipped.dtype.value == "fp32" else None)
     out = inputs.allocation.tables.report(shipped.plan, measured)
-    correction, screens = table_correction(study)
-    out["screens"] = {"correction": round(correction, 4), "count": screens}
+    out["screens"] = table_correction(study).to_dict()
     out["left_alone"] = _left_alone(inputs)
     return out
 

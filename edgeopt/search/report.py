@@ -563,10 +563,10 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
                                          *checks]), ""]
     sc = t.get("screens") or {}
     if sc.get("count"):
-        what = ("trials after the first few allocated under the budget divided by that" if sc["count"] >= FEEDBACK_MIN
-                else f"too few to correct it (it takes {FEEDBACK_MIN})")
-        lines += [f"The screens against the table: {sc['count']} allocations measured whole took "
-                  f"{sc['correction']:.3g}× the table's latency (median); {what}.", ""]
+        what = (f"measured ≈ {sc['rest_ms']:.4g} ms + {sc['scale']:.3g} × table (a robust line); trials after the "
+                f"first {FEEDBACK_MIN} were allocated under the budget turned into table latency by it"
+                if sc["count"] >= FEEDBACK_MIN else f"too few to correct the table (it takes {FEEDBACK_MIN})")
+        lines += [f"The screens against the table: {sc['count']} allocations measured whole, {what}.", ""]
     rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [
         [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
          _fmt(r["sensitivity"], ".3g"), r.get("why", "")] for r in t.get("rows") or []]

@@ -5,7 +5,9 @@ pre-training latency screen, as shipped) and one ``compile(..., sampler="random"
 RandomSampler, same space, same screen, same pruner), each with the same search timeout and the
 SAME warm start: compile enqueues its uniform warm-start plans only for TPE, so this benchmark
 enqueues the very same plans (``uniform_warm_start``, same labels) first in the random study too;
-the ratio then measures the search, not the warm start. Models:
+the ratio then measures the search, not the warm start. Every run of a model also reads the same
+per-layer table (``tables.json``, built by its first run): measured again per run, the same knobs gave
+different plans. Models:
 
 - ``digits-mlp`` on ``rpi4-demo`` (the demo's budgets), trials of 12 epochs (compile's default);
 - ``resnet8`` (MLPerf Tiny's ResNet-8, 78K parameters) on ``benchmarks/host-1t.toml`` with a p95
@@ -172,12 +174,18 @@ def run_model(name: str, seeds: list[int], args: argparse.Namespace, counter: di
     work = Path(args.work) / name
     per_seed = []
     t_model = time.perf_counter()
+    tables = work / "tables.json"  # one table for every run: the same knobs then give the same plan
+    if tables.exists():
+        tables.unlink()
     for seed in seeds:
         curves, walls = {}, {}
         for sampler in ("tpe", "random"):
             out = work / f"{sampler}-seed{seed}"
             if out.exists():
                 shutil.rmtree(out)
+            if tables.exists():
+                out.mkdir(parents=True)
+                shutil.copy(tables, out / "tables.json")
             log.info("%s seed %d, %s: %.0f s of search", name, seed, sampler, args.timeout)
             before = counter["enqueued"] if counter else 0
             t0 = time.perf_counter()
@@ -185,6 +193,8 @@ def run_model(name: str, seeds: list[int], args: argparse.Namespace, counter: di
                                   final_epochs=1, final_bench={"min_iters": 20, "min_time_s": 0.05, "max_iters": 200},
                                   budget=budget_kw or None, progress=False, **extra)
             walls[sampler] = time.perf_counter() - t0
+            if not tables.exists() and (out / "tables.json").exists():
+                shutil.copy(out / "tables.json", tables)
             curves[sampler] = trial_curve(out, res.report.get("study") or f"{task.name}-{Path(target).stem}")
             if sampler == "random" and counter is not None and counter["enqueued"] == before:
                 log.warning("%s seed %d: the random study got no warm start (the wrap of open_study did not apply)", name, seed)
@@ -233,7 +243,8 @@ def markdown(r: dict[str, Any]) -> str:
              f"feasible validation score is within {r['tolerance'] * 100:.1f} pt of the best feasible either sampler found "
              f"in that seed. `>` = never got there (censored at the end of its search). Warm start: "
              f"{'the same uniform plans enqueued first for both samplers' if r.get('shared_warm_start') else 'TPE only'}; "
-             f"w = the first trial to get there was a warm-start plan. Load average (1 min) start / end: "
+             f"w = the first trial to get there was a warm-start plan. One per-layer table per model, built by its "
+             f"first run and copied to the others, so the same knobs give the same plan. Load average (1 min) start / end: "
              f"{la.get('start', '?')} / {la.get('end', '?')}.", ""]
     for m in r["models"]:
         b = m["budget"]

@@ -65,7 +65,6 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
     """What the search did and what shipped, from the study and the report."""
     import optuna
 
-    from edgeopt.search.knobs import TableFit
     from edgeopt.search.record import DType, Status, TrialRecord
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
@@ -79,9 +78,9 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
         counts["feasible"] += rec.feasible
         if rec.screen is None or rec.repeat_of is not None or rec.dtype is not DType.FP32 or not alloc:
             continue
-        fit = TableFit(**{k: v for k, v in (alloc.get("fit") or {}).items() if k in ("rest_ms", "scale")})
-        corrected += (fit.rest_ms, fit.scale) != (0.0, 1.0)
-        predicted = fit.rest_ms + fit.scale * alloc["table_latency_ms"]  # what the cap assumed this plan measures
+        offset = (alloc.get("fit") or {}).get("offset_ms", 0.0)
+        corrected += offset != 0.0
+        predicted = alloc["table_latency_ms"] + offset  # what the cap assumed this plan measures
         errors.append(100 * (rec.screen.latency_ms / predicted - 1))
         points.append([t.number, alloc["table_latency_ms"], round(predicted, 5), rec.screen.latency_ms,
                        rec.status.value])
@@ -137,8 +136,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "the same seed and the same per-layer table for both.", "",
              "Table error = measured screen latency against what the cap assumed (the table through the fit "
              "in force; `off`: the table as built), fp32 allocations. Budget use = measured p95 / budget of the trained trials.", "",
-             "| model (target) | variant | trials | screened out | feasible | corrected | table error, median |abs| "
-             "(signed) | budget use, median | final fit: measured ms ≈ (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
+             "| model (target) | variant | trials | screened out | feasible | corrected | table error, median abs "
+             "(signed) | budget use, median | final offset ms (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
              "|---|---|---:|---:|---:|---:|---|---:|---|---|"]
     for r in doc["rows"]:
         for v in ("off", "on"):
@@ -148,8 +147,7 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['model']} ({r['target']}) | {v} | {s['trials']} | {s['screened_out']} | {s['feasible']} | "
                 f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % ({_cell(s['median_error_pct'], '+')} %) | "
-                f"{_cell(s['median_budget_use'])} | {_cell(fc.get('rest_ms'))} + {_cell(fc.get('scale'))} × table "
-                f"({_cell(fc.get('count'))}) | "
+                f"{_cell(s['median_budget_use'])} | {_cell(fc.get('offset_ms'))} ({_cell(fc.get('count'))}) | "
                 f"{'met' if sh['passed'] else 'NOT met'} / {sh['test_f1']:.4f} / {sh['p95_ms']:.4f} "
                 f"({sh['budget_ms']:.4f}) |")
     return "\n".join(lines) + "\n"

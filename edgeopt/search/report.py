@@ -563,8 +563,8 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
                                          *checks]), ""]
     sc = t.get("screens") or {}
     if sc.get("count"):
-        what = (f"measured ≈ {sc['rest_ms']:.4g} ms + {sc['scale']:.3g} × table (a robust line); trials after the "
-                f"first {FEEDBACK_MIN} were allocated under the budget turned into table latency by it"
+        what = (f"the median measured {1e3 * sc['offset_ms']:+.1f} µs off the table; trials after the first "
+                f"{FEEDBACK_MIN} were allocated under the budget less that"
                 if sc["count"] >= FEEDBACK_MIN else f"too few to correct the table (it takes {FEEDBACK_MIN})")
         lines += [f"The screens against the table: {sc['count']} allocations measured whole, {what}.", ""]
     rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [

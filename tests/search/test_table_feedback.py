@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pytest
 
-from edgeopt.search.knobs import FEEDBACK_MIN, SCALE_RANGE, AllocationSpace, TableFit, table_correction
+from edgeopt.search.knobs import FEEDBACK_MIN, OFFSET_LIMIT, AllocationSpace, TableFit, table_correction
 from edgeopt.search.record import DType, ScreenResult, Status, TrialRecord
 
 from .test_knapsack import _tables
@@ -28,33 +28,30 @@ def _screened(study, table_ms: float, measured_ms: float, *, dtype: DType = DTyp
                                               user_attrs=attrs))
 
 
-def test_the_fit_is_a_robust_line_through_the_screened_allocations(study):
+def test_the_fit_is_the_median_offset_of_the_screened_allocations(study):
     assert table_correction(study) == TableFit(count=0)
-    for table in (0.02, 0.03):
-        _screened(study, table, 0.01 + 1.5 * table)
+    for table, measured in ((0.02, 0.025), (0.03, 0.036)):
+        _screened(study, table, measured)
     assert table_correction(study) == TableFit(count=2)  # fewer than FEEDBACK_MIN: the table as it is
-    _screened(study, 0.05, 0.01 + 1.5 * 0.05, state=optuna.trial.TrialState.PRUNED)  # pruned trials were screened too
+    _screened(study, 0.05, 0.054, state=optuna.trial.TrialState.PRUNED)  # pruned trials were screened too
     _screened(study, 0.04, 5.0, dtype=DType.INT8)  # an int8 graph is not what the fp32 table measures
     _screened(study, 0.04, 5.0, repeat_of=0)  # a repeated plan counts once
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.5))  # no allocation
     fit = table_correction(study)
-    assert FEEDBACK_MIN == 3 and fit.count == 3
-    assert fit.scale == pytest.approx(1.5) and fit.rest_ms == pytest.approx(0.01)
-    assert fit.cap(0.01 + 1.5 * 0.04) == pytest.approx(0.04) and fit.cap(0.005) == 0.0  # below the line's floor
-    for table in (0.035, 0.045):
-        _screened(study, table, 0.01 + 1.5 * table)
-    _screened(study, 0.06, 100.0)  # one wild screen in six moves a Theil-Sen line little
-    assert table_correction(study).scale == pytest.approx(1.5, rel=0.35)
+    assert FEEDBACK_MIN == 3 and fit.count == 3 and fit.offset_ms == pytest.approx(0.005)
+    assert fit.cap(0.045) == pytest.approx(0.04) and fit.cap(0.004) == 0.0  # below the offset: nothing fits
+    for _ in range(2):
+        _screened(study, 0.04, 100.0)  # noise spikes, two in five: the median holds
+    assert table_correction(study).offset_ms == pytest.approx(0.006)
 
 
-def test_close_table_latencies_give_a_ratio_and_the_slope_is_clipped(study):
-    for table, measured in ((1.0, 1.2), (1.01, 1.3), (1.02, 1.25)):
-        _screened(study, table, measured)
-    fit = table_correction(study)
-    assert fit.rest_ms == 0.0 and fit.scale == pytest.approx(1.25 / 1.02, rel=0.02)
-    for table in (2.0, 3.0, 4.0, 5.0):
+def test_the_offset_is_clipped_to_half_the_table_latency(study):
+    for table in (1.0, 1.1, 1.2, 1.3):
         _screened(study, table, 10 * table)
-    assert table_correction(study).scale == SCALE_RANGE[1]
+    assert table_correction(study).offset_ms == pytest.approx(OFFSET_LIMIT * 1.15)
+    for table in (1.0, 1.1, 1.2, 1.3, 1.4):
+        _screened(study, table, 0.01)
+    assert table_correction(study).offset_ms == pytest.approx(-OFFSET_LIMIT * 1.2)
 
 
 def test_a_trial_allocates_under_the_budget_through_the_fit(study):
@@ -72,10 +69,10 @@ def test_a_trial_allocates_under_the_budget_through_the_fit(study):
 
     first = sampled()
     assert first["fit"] == TableFit().to_dict() and first["table_latency_ms"] <= 0.8 * dense
-    for table in (0.5, 0.7, 0.9):  # the screens measured 0.05 ms + 1.2 x the table
-        _screened(study, table * dense, 0.05 * dense + 1.2 * table * dense)
+    for table in (0.5, 0.7, 0.9):  # the screens measured 15 % of dense over the table
+        _screened(study, table * dense, (table + 0.15) * dense)
     later = sampled()
-    fit = TableFit(0.05 * dense, 1.2, FEEDBACK_MIN)
+    fit = TableFit(0.15 * dense, FEEDBACK_MIN)
     assert later["fit"] == pytest.approx(fit.to_dict(), rel=1e-3)
     assert later["table_latency_ms"] <= fit.cap(0.8 * dense) < first["table_latency_ms"]
     assert later["table_latency_ms"] == pytest.approx(space.allocation(knobs, fit).latency_ms, abs=1e-5)

@@ -1,13 +1,17 @@
 """The search over allocations (issue 9, item 4): each trial samples a few knobs, and the allocation
 of the per-layer tables under them is the trial's plan.
 
-Knobs: ``fraction`` of the latency budget the table may spend (0.5-1.0), ``size_weight`` (how much
-fewer parameters are worth against sensitivity) and a sensitivity multiplier per depth stage (2-3
-stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs.
+Knobs: ``fraction``, where the cap sits between the table's floor (the fastest allocation) and the
+budget (0.5: halfway, 1.0: the budget), ``size_weight`` (how much fewer parameters are worth against
+sensitivity) and a sensitivity multiplier per depth stage (2-3 stages of consecutive layers). Warm
+start: fractions 1.0, 0.85 and 0.7 with neutral knobs. The fraction spans the floor-to-budget range,
+not the budget itself: on mobilenet at 0.7x its dense p95 the floor is ~0.85 of the budget, so as a
+share of the budget most fractions gave the fastest plan (rank 1 nearly everywhere), trained again and
+again as repeats (benchmarks/results/table_feedback-offset.md).
 
 The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
-have been measured whole, the cap is the budget's fraction less the median amount by which they
-measured over the table, so a table that errs by 15 % near the budget (benchmarks/results/tables.md)
+have been measured whole, the budget is taken less the median amount by which they measured over
+the table, so a table that errs by 15 % near the budget (benchmarks/results/tables.md)
 stops sending trials over it, or leaving it unspent.
 """
 
@@ -98,6 +102,14 @@ class AllocationSpace:
     latency_ms: float | None  # the latency budget (None: none, the fraction knob is then idle)
     max_params: float | None  # parameters the size budget allows (None: no size budget)
 
+    def cap(self, fraction: float, fit: TableFit | None = None) -> float | None:
+        """The table latency an allocation may have: ``fraction`` of the way from the floor to the budget
+        as ``fit`` (:func:`table_correction`) turns it into table latency; below the floor, the budget."""
+        if self.latency_ms is None:
+            return None  # no budget: no cap
+        budget, lo = (fit or TableFit()).cap(self.latency_ms), floor(self.tables).latency_ms
+        return budget if budget <= lo else lo + fraction * (budget - lo)
+
     @property
     def stages(self) -> list[list[str]]:
         names = list(self.tables.layers)
@@ -113,10 +125,9 @@ class AllocationSpace:
         return out
 
     def allocation(self, knobs: dict[str, float], fit: TableFit | None = None) -> Allocation:
-        """The knobs' allocation; ``fit`` (:func:`table_correction`) turns the budget into a table latency."""
+        """The knobs' allocation under :meth:`cap`."""
         weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
-        cap = None if self.latency_ms is None else (fit or TableFit()).cap(knobs["fraction"] * self.latency_ms)
-        return allocate(self.tables, latency_ms=cap, max_params=self.max_params,
+        return allocate(self.tables, latency_ms=self.cap(knobs["fraction"], fit), max_params=self.max_params,
                         weights=weights, size_weight=knobs.get("size_weight", 0.0))
 
     def sample(self, trial: Any) -> dict[str, Any]:

@@ -77,3 +77,19 @@ def test_a_trial_allocates_under_the_budget_through_the_fit(study):
     assert later["fit"] == pytest.approx(fit.to_dict(), rel=1e-3)
     assert later["table_latency_ms"] <= fit.cap(0.8 * dense) < first["table_latency_ms"]
     assert later["table_latency_ms"] == pytest.approx(space.allocation(knobs, fit).latency_ms, abs=1e-5)
+
+
+def test_the_fraction_spans_the_floor_to_the_budget():
+    from edgeopt.search.knapsack import floor
+
+    tables = _tables(np.random.default_rng(5), layers=4, cands=6)
+    lo = floor(tables).latency_ms
+    dense = tables.rest_ms + sum(c[0].latency_ms for c in tables.layers.values())
+    space = AllocationSpace(tables, latency_ms=0.8 * dense, max_params=None)
+    assert space.cap(1.0) == pytest.approx(0.8 * dense) and space.cap(0.5) == pytest.approx((lo + 0.8 * dense) / 2)
+    for f in (0.5, 0.7, 0.85, 1.0):  # every fraction is a plan of its own, none below the floor
+        a = space.allocation({"fraction": f, "size_weight": 0.0})
+        assert a.feasible and lo <= a.latency_ms <= space.cap(f) + 1e-9
+    over = TableFit(0.8 * dense - 0.5 * lo, FEEDBACK_MIN)  # the screens say the budget is below the floor
+    assert space.cap(0.7, over) == pytest.approx(0.5 * lo) and not space.allocation({"fraction": 0.7}, over).feasible
+    assert AllocationSpace(tables, latency_ms=None, max_params=None).cap(0.7) is None

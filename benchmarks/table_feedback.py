@@ -161,9 +161,9 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     load0 = os.getloadavg()[0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="edgeopt-feedback-") as tmp:
         rows = [one(m, args.seed, Path(tmp)) for m in args.models.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
     doc = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "host": platform.processor() or platform.machine(),
            "cores": os.cpu_count(), "load": [load0, os.getloadavg()[0]], "rows": rows}
     Path(args.out).with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))

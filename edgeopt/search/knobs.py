@@ -1,18 +1,22 @@
 """The search over allocations (issue 9, item 4): each trial samples a few knobs, and the allocation
 of the per-layer tables under them is the trial's plan.
 
-Knobs: ``fraction``, where the cap sits between the table's floor (the fastest allocation) and the
-budget (0.5: halfway, 1.0: the budget), ``size_weight`` (how much fewer parameters are worth against
-sensitivity) and a sensitivity multiplier per depth stage (2-3 stages of consecutive layers). Warm
-start: fractions 1.0, 0.85 and 0.7 with neutral knobs. The fraction spans the floor-to-budget range,
-not the budget itself: on mobilenet at 0.7x its dense p95 the floor is ~0.85 of the budget, so as a
-share of the budget most fractions gave the fastest plan (rank 1 nearly everywhere), trained again and
-again as repeats (benchmarks/results/table_feedback-offset.md).
+Knobs: ``fraction`` of the latency budget the table may spend (0.5-1.0), ``size_weight`` (how much
+fewer parameters are worth against sensitivity) and a sensitivity multiplier per depth stage (2-3
+stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs. When the
+table's floor is above half the budget, the fractions are squeezed onto [floor, budget]: on mobilenet
+at 0.7x its dense p95 the floor is ~0.85 of the budget, and most fractions gave the fastest plan (rank
+1 nearly everywhere), trained again and again as repeats (benchmarks/results/table_feedback-offset.md).
+Spanning [floor, budget] on every model instead (tried) put the caps of low-floor models nearer their
+budget: 20 of resnet8's 30 trials were screened out, against 6 of 26 the run before, on a noisier host
+too (results/table_feedback-shrunk.md).
 
 The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
 have been measured whole, the budget is taken less the median amount by which they measured over
-the table, so a table that errs by 15 % near the budget (benchmarks/results/tables.md)
-stops sending trials over it, or leaving it unspent.
+the table, so a table that errs by 15 % near the budget (benchmarks/results/tables.md) stops sending
+trials over it, or leaving it unspent. The offset takes at most half the headroom over the floor: on
+digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the budget
+below the floor, and all 40 trials became the fastest plan, screened out (table_feedback-shrunk.md).
 """
 
 from __future__ import annotations
@@ -103,12 +107,16 @@ class AllocationSpace:
     max_params: float | None  # parameters the size budget allows (None: no size budget)
 
     def cap(self, fraction: float, fit: TableFit | None = None) -> float | None:
-        """The table latency an allocation may have: ``fraction`` of the way from the floor to the budget
-        as ``fit`` (:func:`table_correction`) turns it into table latency; below the floor, the budget."""
+        """The table latency an allocation may have: ``fraction`` (0.5-1) of the budget, the range squeezed
+        to [floor, budget] when the floor is above half the budget, and the budget less the screens'
+        offset (``fit``, :func:`table_correction`), which may take at most half the headroom over the floor."""
         if self.latency_ms is None:
             return None  # no budget: no cap
-        budget, lo = (fit or TableFit()).cap(self.latency_ms), floor(self.tables).latency_ms
-        return budget if budget <= lo else lo + fraction * (budget - lo)
+        lo = floor(self.tables).latency_ms
+        room = max(0.0, self.latency_ms - lo)
+        budget = self.latency_ms - min(max((fit or TableFit()).offset_ms, -0.5 * room), 0.5 * room)
+        low = max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor
+        return budget * (low + (fraction - 0.5) / 0.5 * (1.0 - low))
 
     @property
     def stages(self) -> list[list[str]]:

@@ -7,6 +7,7 @@ import numpy as np
 import optuna
 import pytest
 
+from edgeopt.search.knapsack import floor
 from edgeopt.search.knobs import FEEDBACK_MIN, OFFSET_LIMIT, AllocationSpace, TableFit, table_correction
 from edgeopt.search.record import DType, ScreenResult, Status, TrialRecord
 
@@ -75,21 +76,24 @@ def test_a_trial_allocates_under_the_budget_through_the_fit(study):
     later = sampled()
     fit = TableFit(0.15 * dense, FEEDBACK_MIN)
     assert later["fit"] == pytest.approx(fit.to_dict(), rel=1e-3)
-    assert later["table_latency_ms"] <= fit.cap(0.8 * dense) < first["table_latency_ms"]
+    room = 0.8 * dense - floor(tables).latency_ms
+    assert space.cap(1.0, fit) == pytest.approx(0.8 * dense - min(0.15 * dense, 0.5 * room))
+    assert later["table_latency_ms"] <= space.cap(1.0, fit) < first["table_latency_ms"]
     assert later["table_latency_ms"] == pytest.approx(space.allocation(knobs, fit).latency_ms, abs=1e-5)
 
 
-def test_the_fraction_spans_the_floor_to_the_budget():
-    from edgeopt.search.knapsack import floor
-
+def test_the_fraction_is_of_the_budget_squeezed_above_the_floor_and_the_offset_bounded():
     tables = _tables(np.random.default_rng(5), layers=4, cands=6)
     lo = floor(tables).latency_ms
-    dense = tables.rest_ms + sum(c[0].latency_ms for c in tables.layers.values())
-    space = AllocationSpace(tables, latency_ms=0.8 * dense, max_params=None)
-    assert space.cap(1.0) == pytest.approx(0.8 * dense) and space.cap(0.5) == pytest.approx((lo + 0.8 * dense) / 2)
-    for f in (0.5, 0.7, 0.85, 1.0):  # every fraction is a plan of its own, none below the floor
-        a = space.allocation({"fraction": f, "size_weight": 0.0})
-        assert a.feasible and lo <= a.latency_ms <= space.cap(f) + 1e-9
-    over = TableFit(0.8 * dense - 0.5 * lo, FEEDBACK_MIN)  # the screens say the budget is below the floor
-    assert space.cap(0.7, over) == pytest.approx(0.5 * lo) and not space.allocation({"fraction": 0.7}, over).feasible
+    loose = AllocationSpace(tables, latency_ms=3 * lo, max_params=None)  # the floor is a third of the budget
+    assert [loose.cap(f) for f in (0.5, 0.7, 1.0)] == pytest.approx([1.5 * lo, 2.1 * lo, 3 * lo])
+    tight = AllocationSpace(tables, latency_ms=lo / 0.8, max_params=None)  # the floor is 0.8 of the budget
+    assert [tight.cap(f) for f in (0.5, 0.75, 1.0)] == pytest.approx([lo, 0.5 * (lo + lo / 0.8), lo / 0.8])
+    for f in (0.5, 0.7, 0.85, 1.0):  # no fraction falls below the floor: each is a plan of its own
+        a = tight.allocation({"fraction": f, "size_weight": 0.0})
+        assert a.feasible and lo - 1e-9 <= a.latency_ms <= tight.cap(f) + 1e-9
+    burst = TableFit(10 * lo, FEEDBACK_MIN)  # screens in a burst of noise: the offset takes half the headroom
+    assert tight.cap(1.0, burst) == pytest.approx(lo + 0.5 * (lo / 0.8 - lo))
+    assert tight.allocation({"fraction": 0.7}, burst).feasible
+    assert loose.cap(1.0, TableFit(-10 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + lo)  # and at most half under
     assert AllocationSpace(tables, latency_ms=None, max_params=None).cap(0.7) is None

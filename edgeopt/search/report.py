@@ -563,8 +563,9 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
                                          *checks]), ""]
     sc = t.get("screens") or {}
     if sc.get("count"):
-        what = (f"the median measured {1e3 * sc['offset_ms']:+.1f} µs off the table; trials after the first "
-                f"{FEEDBACK_MIN} were allocated under the budget less that"
+        what = (f"{1e3 * sc['offset_ms']:+.1f} µs off the table (the median, shrunk by two standard errors; at most "
+                f"half the headroom over the floor counts); trials after the first {FEEDBACK_MIN} were allocated under "
+                "the budget less that"
                 if sc["count"] >= FEEDBACK_MIN else f"too few to correct the table (it takes {FEEDBACK_MIN})")
         lines += [f"The screens against the table: {sc['count']} allocations measured whole, {what}.", ""]
     rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [

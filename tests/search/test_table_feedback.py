@@ -97,3 +97,13 @@ def test_the_fraction_is_of_the_budget_squeezed_above_the_floor_and_the_offset_b
     assert tight.allocation({"fraction": 0.7}, burst).feasible
     assert loose.cap(1.0, TableFit(-10 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + lo)  # and at most half under
     assert AllocationSpace(tables, latency_ms=None, max_params=None).cap(0.7) is None
+
+
+def test_the_report_says_the_screens_offset():
+    from edgeopt.search.report import _md_tables
+
+    base = {"layers": 3, "candidates": 9, "build_s": 1.0}
+    md = "\n".join(_md_tables({**base, "screens": {"offset_ms": -0.0101, "count": 7}}))
+    assert "7 allocations measured whole, -10.1 µs off the table" in md and "after the first 5" in md
+    assert "too few to correct the table" in "\n".join(_md_tables({**base, "screens": {"offset_ms": 0.0, "count": 2}}))
+    assert "screens against" not in "\n".join(_md_tables({**base, "screens": {"offset_ms": 0.0, "count": 0}}))

@@ -39,7 +39,6 @@ WARM_FRACTIONS = (1.0, 0.85, 0.7)
 FRACTION_MAX = 1.0
 WARM_LABEL = "allocation"
 FEEDBACK_MIN = 5  # screened allocations before the table is corrected by them
-OFFSET_LIMIT = 0.5  # the correction is at most this fraction of the screened plans' median table latency
 NOISE_SE = 2.0  # the median offset is shrunk toward 0 by this many of its standard errors
 
 
@@ -51,18 +50,14 @@ class TableFit:
     offset_ms: float = 0.0
     count: int = 0
 
-    def cap(self, budget_ms: float) -> float:
-        """The table latency a plan may have so that it measures ``budget_ms`` (0: none can)."""
-        return max(0.0, budget_ms - self.offset_ms)
-
     def to_dict(self) -> dict[str, Any]:
         return {"offset_ms": round(self.offset_ms, 5), "count": self.count}
 
 
 def table_correction(study: Any) -> TableFit:
     """The median of measured - table latency over the study's screened fp32 allocations (repeats of a
-    plan counted once), shrunk toward 0 by :data:`NOISE_SE` standard errors (from the MAD) and clipped
-    to :data:`OFFSET_LIMIT` of their median table latency.
+    plan counted once), shrunk toward 0 by :data:`NOISE_SE` standard errors (from the MAD). How much of it
+    counts is bounded where it is used (:meth:`AllocationSpace.cap`: half the headroom over the floor).
 
     Shrunk, because a screen is a 0.1 s p95 on a shared host: the unshrunk median followed the host's
     noise as often as the table's error (vit: +17.6 µs after three screens, one of them a spike;
@@ -91,11 +86,10 @@ def table_correction(study: Any) -> TableFit:
     if len(pts) < FEEDBACK_MIN:
         return TableFit(count=len(pts))
     x, y = np.array(pts).T
-    d = y - x
+    d = y - x  # measured over the table
     med = float(np.median(d))
     se = 1.2533 * 1.4826 * float(np.median(np.abs(d - med))) / np.sqrt(len(d))  # the median's, from the MAD
-    limit = OFFSET_LIMIT * float(np.median(x))
-    return TableFit(float(np.clip(np.sign(med) * max(0.0, abs(med) - NOISE_SE * se), -limit, limit)), len(pts))
+    return TableFit(float(np.sign(med) * max(0.0, abs(med) - NOISE_SE * se)), len(pts))
 
 
 @dataclass

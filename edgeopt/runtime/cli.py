@@ -101,11 +101,11 @@ def _against_flags(p: argparse.ArgumentParser) -> None:
                    "in alternating blocks; --min-time/--min-iters are then per model, split over the pairs")
     g.add_argument("--max-slowdown", default=f"{t.max_slowdown:.0%}", metavar="FRACTION",
                    help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
-                        f"0.05 (default {t.max_slowdown:.0%})")
+                        f"0.05 (default {t.max_slowdown:.0%}%)")
     g.add_argument("--max-memory-growth", default=f"{t.max_memory_growth:.0%}", metavar="FRACTION",
-                   help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}; under 1 MB is ignored)")
+                   help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}%; under 1 MB is ignored)")
     g.add_argument("--max-size-growth", default=f"{t.max_size_growth:.0%}", metavar="FRACTION",
-                   help=f"file size growth allowed (default {t.max_size_growth:.0%})")
+                   help=f"file size growth allowed (default {t.max_size_growth:.0%}%)")
     g.add_argument("--atol", type=float, default=t.atol, help=f"outputs: absolute tolerance (default {t.atol:g})")
     g.add_argument("--rtol", type=float, default=t.rtol,
                    help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})")

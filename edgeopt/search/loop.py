@@ -239,11 +239,12 @@ def _compile_session(config: CompileConfig) -> Iterator[None]:
 
 
 def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
-    """Finalists are measured again, longer, from their untrained graph (latency needs no weights)."""
+    """Finalists are measured again, longer, from their untrained graph (latency needs no weights); the
+    dense finalists (plan ``{}``) from the input model itself, the graph ``ship`` exports for them."""
     from edgeopt.compiler.decompose import decompose
 
     def remeasure(rec: TrialRecord) -> dict[str, Any]:
-        student = decompose(inputs.teacher, rec.plan)
+        student = decompose(inputs.teacher, rec.plan) if rec.plan else inputs.teacher
         m = screen.measure(student, rec.plan, rec.dtype.value, {}, bench_kwargs=FINALIST_BENCH, cache=False)
         return m.to_dict()
 
@@ -271,6 +272,7 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
         "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
+        "selection": choice.decision,  # what shipped and why (edgeopt.search.select.Choice.decision)
         "finalists_s": round(finalists_s, 3),
         "wall_s": wall_s,
         "search_reasons": choice.notes,

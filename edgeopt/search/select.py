@@ -1,5 +1,6 @@
-"""Choosing what ships: finalists among the near-tied feasible trials, re-measured longer; the dense
-input model when no plan beats it; the least-violating plan when nothing is feasible.
+"""Choosing what ships: finalists among the near-tied feasible trials, re-measured longer, with the
+dense input model among them whenever it meets every budget; the least-violating plan when nothing
+is feasible.
 
 Validation scores of students distilled from one teacher often tie, and the screen's 0.1 s
 measurements are too noisy to rank plans or to settle one at the edge of the latency budget. So
@@ -7,6 +8,14 @@ plans within ``f1_tolerance`` of the best feasible score form a tier; its fastes
 are measured again (``remeasure``); those over the latency budget drop out (then the next tier is
 tried), and those with 3% of headroom under it are preferred; of the rest the fastest (within 3%),
 then the one with fewest nodes, ships.
+
+The dense input model (fp32; its int8 variant too, when a trial measured it) is a finalist whenever
+it meets every budget: it is re-measured like the plans, in the same round (before and after them,
+the faster of the two counts), and takes the tier of its validation score. On such loose budgets a
+plan that measures slower than dense (p50) never ships, whatever its tier; among the tied, dense
+ships unless a plan is faster by more than 3%. F1 stays first: a plan in a better tier than dense
+ships when it is not slower than dense. What shipped and why is in :attr:`Choice.decision` (and
+``compile.json``'s ``selection``), and in a note.
 """
 
 from __future__ import annotations
@@ -14,11 +23,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgeopt.search.config import FINALISTS
-from edgeopt.search.record import TrialRecord
+from edgeopt.search.record import Constraints, DType, ScreenResult, Status, TrialRecord
 
 Remeasure = Callable[[TrialRecord], dict[str, Any]]
 TIERS = 3
@@ -27,15 +36,55 @@ SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
 # Finalists with this much headroom under the latency budget are preferred: the release measurement of a
 # plan at the very edge fails about half the time (resnet8: 65.3 µs against a 64.9 µs budget).
 HEADROOM = 0.97
+DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
+DENSE_NUMBER = -1  # the dense input model's record number inside the selection
+OVER = "over the latency budget"
+BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
 
 
 @dataclass
 class Choice:
-    """The trial to ship (None: the input model), why, and the finalists measured on the way."""
+    """The trial to ship (None: the input model), why, and the finalists measured on the way.
+
+    ``decision``: ``shipped`` ("dense", "plan", "closest" or "screen-best"), ``trial``, ``reason`` (a
+    code: dense-not-beaten, better-f1, faster-at-tied-f1, dense-over-budget, nothing-feasible,
+    nothing-held-up), ``why`` (the sentence also in ``notes``), ``dense`` (its re-measurement, or
+    None when it misses a budget) and, for a plan, its re-measured ``latency_p50_ms``/``latency_ms``."""
 
     record: TrialRecord | None
     notes: list[str] = field(default_factory=list)
     finalists: list[dict[str, Any]] = field(default_factory=list)
+    decision: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DenseRef:
+    """The dense input model as a finalist (``record``, number :data:`DENSE_NUMBER`) and its
+    re-measurement: taken before the plans and again after the first tier's, the faster counting."""
+
+    record: TrialRecord
+    measured: dict[str, Any]
+    rounds: int = 1
+
+    @classmethod
+    def measure(cls, record: TrialRecord, measure: Remeasure) -> DenseRef:
+        return cls(record, measure(record))
+
+    def confirm(self, measure: Remeasure) -> None:
+        """Measured again once, after the plans, so that a host that slowed down meanwhile does not
+        favour them: the faster of the two measurements counts."""
+        if self.rounds < 2:
+            again = measure(self.record)
+            self.rounds += 1
+            if again["latency_p50_ms"] < self.measured["latency_p50_ms"]:
+                self.measured = again
+
+
+def is_dense_plan(plan: dict[str, Any]) -> bool:
+    """Whether ``plan`` leaves every layer dense (``{}`` or only ``{"format": "dense"}`` entries)."""
+    from edgeopt.compiler.formats import DEFAULT_FORMAT
+
+    return all((spec.get("format") if isinstance(spec, dict) else spec) == DEFAULT_FORMAT for spec in plan.values())
 
 
 def screened(record: TrialRecord) -> dict[str, Any]:
@@ -46,8 +95,9 @@ def screened(record: TrialRecord) -> dict[str, Any]:
 
 
 def candidates(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Complete trials that have a plan: what selection chooses from."""
-    return [r for r in records if r.state == "complete" and r.plan]
+    """Complete trials selection chooses from: those with a plan, or dense in int8 (dense in fp32 is
+    the input model itself, which :func:`select` adds as :class:`DenseRef`)."""
+    return [r for r in records if r.state == "complete" and not (is_dense_plan(r.plan) and r.dtype is DType.FP32)]
 
 
 def _distinct_by_score(feasible: list[TrialRecord]) -> list[TrialRecord]:
@@ -58,51 +108,127 @@ def _distinct_by_score(feasible: list[TrialRecord]) -> list[TrialRecord]:
     return list(unique.values())
 
 
-def pick_from_tier(tier: list[TrialRecord], measure: Remeasure,
-                   latency_budget: float | None) -> tuple[TrialRecord | None, list[dict[str, Any]]]:
-    """The fastest few of one tier re-measured; the one to ship (or None) and a row per finalist."""
-    finalists = sorted(tier, key=lambda r: r.latency_p50_ms)[:FINALISTS]
+def _dropped(r: TrialRecord, m: dict[str, Any], latency_budget: float | None, dense: DenseRef | None,
+             f1_tolerance: float = 0.0) -> str | None:
+    """Why a re-measured finalist may not ship (None: it may): over the latency budget; on budgets dense
+    meets, slower than dense, or (its val F1 tied with dense's, within ``f1_tolerance``) not faster by
+    more than :data:`SAME_SPEED`. Dense itself is held to its release measurement (its gate), not to these."""
+    if dense is not None and r is dense.record:
+        return None
+    if latency_budget is not None and m["latency_ms"] > latency_budget:
+        return OVER
+    if dense is None:
+        return None
+    p50, d = m["latency_p50_ms"], dense.measured["latency_p50_ms"]
+    if p50 > d:
+        return f"slower than dense (p50 {p50:.4f} vs {d:.4f} ms)"
+    if r.score <= dense.record.score + f1_tolerance and SAME_SPEED * p50 > d:
+        return f"val F1 tied with dense's and not {100 * (SAME_SPEED - 1):.0f}% faster (p50 {p50:.4f} vs {d:.4f} ms)"
+    return None
+
+
+def pick_from_tier(tier: list[TrialRecord], measure: Remeasure, latency_budget: float | None,
+                   dense: DenseRef | None = None, f1_tolerance: float = 0.0) -> tuple[TrialRecord | None, list[dict[str, Any]]]:
+    """The fastest few of one tier re-measured (and dense, when it is in the tier); the one to ship (or
+    None) and a row per finalist."""
+    def is_dense(r: TrialRecord) -> bool:
+        return dense is not None and r is dense.record
+
+    finalists = sorted([r for r in tier if not is_dense(r)], key=lambda r: r.latency_p50_ms)[:FINALISTS]
     measured = {r.number: measure(r) for r in finalists}
-    within = [r for r in finalists if latency_budget is None or measured[r.number]["latency_ms"] <= latency_budget]
-    safe = [r for r in within if latency_budget is None or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget]
+    if dense is not None:
+        dense.confirm(measure)
+        if dense.record in tier:
+            finalists.append(dense.record)
+            measured[dense.record.number] = dense.measured
+    dropped = {r.number: _dropped(r, measured[r.number], latency_budget, dense, f1_tolerance) for r in finalists}
+    within = [r for r in finalists if dropped[r.number] is None]
+    safe = [r for r in within if is_dense(r) or latency_budget is None
+            or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget]
     within = safe or within
     best = None
     if within:
         fastest = min(measured[r.number]["latency_p50_ms"] for r in within)
         quick = [r for r in within if measured[r.number]["latency_p50_ms"] <= SAME_SPEED * fastest]
-        best = min(quick, key=lambda r: (measured[r.number]["nodes"], -r.score,
+        best = min(quick, key=lambda r: (not is_dense(r), measured[r.number]["nodes"], -r.score,
                                          r.params if r.params is not None else math.inf))
-    rows = [dict(measured[r.number], trial=r.number, plan=r.plan, dtype=r.dtype.value, val_score=r.score,
-                 within_budget=r in within, shipped=r is best) for r in finalists]
+    rows = [dict(measured[r.number], trial=DENSE if is_dense(r) else r.number, plan=r.plan, dtype=r.dtype.value,
+                 val_score=r.score, within_budget=dropped[r.number] != OVER, shipped=r is best, dropped=dropped[r.number],
+                 dense=is_dense(r) or is_dense_plan(r.plan)) for r in finalists]
     return best, rows
 
 
 def choose_finalist(records: list[TrialRecord], f1_tolerance: float = 0.0, remeasure: Remeasure | None = None,
-                    latency_budget: float | None = None, quality_floor: float | None = None) -> Choice:
+                    latency_budget: float | None = None, quality_floor: float | None = None,
+                    dense: TrialRecord | None = None) -> Choice:
     """The plan to ship among complete trials: the best feasible tier's fastest re-measured finalist
-    within the latency budget; with no feasible trial, the least-violating one (within
+    within the latency budget. ``dense``: the input model as a finalist (:func:`dense_record`), given
+    when it meets every budget; no plan slower than it then ships, and it ships when no plan holds up.
+    With neither a feasible trial nor ``dense``, the least-violating trial (within
     :data:`QUALITY_MARGIN` of ``quality_floor`` when given)."""
     trials = candidates(records)
     feasible = [r for r in trials if r.feasible]
-    if not feasible:
+    if not feasible and dense is None:
         return closest(trials, quality_floor)
-    measure = remeasure or screened
-    remaining = _distinct_by_score(feasible)
+    measure = (remeasure or screened) if feasible else screened  # dense alone: its release measurement
+    ref = DenseRef.measure(dense, measure) if dense is not None else None
+    remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []
     for _ in range(TIERS):
         if not remaining:
             break
         top = remaining[0].score
         tier = [r for r in remaining if r.score >= top - f1_tolerance]
-        best, tier_rows = pick_from_tier(tier, measure, latency_budget)
+        best, tier_rows = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
         rows += tier_rows
         if best is not None:
-            return Choice(best, [], rows)
+            return decide(best, rows, ref, f1_tolerance)
         remaining = [r for r in remaining if r not in tier]
+    if ref is not None:  # no plan beat dense within the tiers tried
+        return decide(ref.record, rows, ref, f1_tolerance)
     # Nothing held up under the longer measurement: ship the screen's best, and say so.
     best = max(feasible, key=lambda r: (r.score, -r.latency_p50_ms))
-    return Choice(best, ["no finalist met the latency budget when measured again for longer; shipping the "
-                         "best plan by the screen"], rows)
+    why = "no finalist met the latency budget when measured again for longer; shipping the best plan by the screen"
+    return Choice(best, [why], rows, {"shipped": "screen-best", "trial": best.number, "reason": "nothing-held-up",
+                                      "why": why, "dense": None})
+
+
+def _row_of(rows: list[dict[str, Any]], record: TrialRecord) -> dict[str, Any]:
+    return next(r for r in reversed(rows) if r["trial"] == record.number and r["shipped"])
+
+
+def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, f1_tolerance: float) -> Choice:
+    """The choice of ``best`` with the decision said: what shipped, the reason's code and sentence."""
+    dense_m = None if ref is None else {k: ref.measured[k] for k in ("latency_p50_ms", "latency_ms")}
+    decision: dict[str, Any] = {"dense": dense_m}
+    if ref is not None and best is ref.record:
+        plans = [r for r in rows if r["trial"] != DENSE]
+        rival = max(plans, key=lambda r: (r["val_score"], -r["latency_p50_ms"]), default=None)
+        detail = "no feasible plan)" if rival is None else (
+            f"the best plan, trial {rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
+            f"p50 {rival['latency_p50_ms']:.4f} vs {ref.measured['latency_p50_ms']:.4f} ms"
+            + (f"; {rival['dropped'].split(' (')[0]}" if rival["dropped"] else "") + ")")
+        why = f"{BASELINE_NOTE} ({detail}"
+        decision.update(shipped="dense", trial=None, reason="dense-not-beaten", why=why)
+        return Choice(None, [why], rows, decision)
+    row = _row_of(rows, best)
+    decision.update(shipped="plan", trial=best.number, latency_p50_ms=row["latency_p50_ms"],
+                    latency_ms=row["latency_ms"])
+    what = f"{'dense int8' if is_dense_plan(best.plan) else 'plan'} (trial {best.number})"
+    if ref is None:
+        why = f"{what} shipped: the dense model misses a budget; this is the best feasible plan, fastest of its tier"
+        decision.update(reason="dense-over-budget", why=why)
+        return Choice(best, [why], rows, decision)
+    d = ref.measured["latency_p50_ms"]
+    speed = f"re-measured p50 {row['latency_p50_ms']:.4f} vs dense {d:.4f} ms"
+    if best.score > ref.record.score + f1_tolerance:
+        why = f"{what} shipped: val F1 {best.score:.4f} beats dense's {ref.record.score:.4f}, and it is not slower ({speed})"
+        decision.update(reason="better-f1", why=why)
+    else:
+        why = (f"{what} shipped: val F1 {best.score:.4f} tied with dense's {ref.record.score:.4f} (within "
+               f"{f1_tolerance:g}), {100 * (1 - row['latency_p50_ms'] / d):.0f}% faster ({speed})")
+        decision.update(reason="faster-at-tied-f1", why=why)
+    return Choice(best, [why], rows, decision)
 
 
 def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Choice:
@@ -110,7 +236,8 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
     violations), then the best score; with ``quality_floor``, only among the trained plans within
     :data:`QUALITY_MARGIN` of it (none: the input model ships, and the note says how far the best was)."""
     if not trials:
-        return Choice(None, ["no trial completed: the input model is shipped as it is"])
+        why = "no trial completed: the input model is shipped as it is"
+        return Choice(None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible", "why": why})
     if quality_floor is not None:
         trained = [r for r in trials if r.val and r.val.get("score") is not None]
         near = [r for r in trained if r.score >= quality_floor - QUALITY_MARGIN]
@@ -119,8 +246,10 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
             how = "none was trained" if best is None else (
                 f"the best trained plan (trial {best.number}) scores {best.score:.4f}, "
                 f"{100 * (quality_floor - best.score):.1f} pt below")
-            return Choice(None, [f"no trial met every budget, and no plan is within {100 * QUALITY_MARGIN:.0f} pt of "
-                                 f"the quality floor {quality_floor:.4f} ({how}): the input model is shipped as it is"])
+            why = (f"no trial met every budget, and no plan is within {100 * QUALITY_MARGIN:.0f} pt of the quality "
+                   f"floor {quality_floor:.4f} ({how}): the input model is shipped as it is")
+            return Choice(None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible",
+                                                 "why": why})
         trials = near
 
     def violation(r: TrialRecord) -> float:
@@ -128,37 +257,50 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
 
     best = min(trials, key=lambda r: (violation(r), -(r.score or 0.0)))
     names = best.constraints.violated() if best.constraints is not None else []
-    return Choice(best, [f"no trial met every budget in the search; shipping the closest plan (over on: "
-                         f"{', '.join(names) or 'none'}), after the longer final fine-tune"])
+    why = (f"no trial met every budget in the search; shipping the closest plan (over on: "
+           f"{', '.join(names) or 'none'}), after the longer final fine-tune")
+    return Choice(best, [why], decision={"shipped": "closest", "trial": best.number, "reason": "nothing-feasible",
+                                         "why": why})
 
 
-def baseline_wins(baseline: Any, best: TrialRecord | None, budget: Any, f1_tolerance: float) -> bool:
-    """Whether the dense input model (``baseline``: gate, bench, metrics), already within every budget
-    and the quality floor, is at least as good as ``best``: better score, or as good and as fast."""
+def dense_record(baseline: Any, budget: Any) -> TrialRecord | None:
+    """The dense input model as a finalist (fp32, number :data:`DENSE_NUMBER`; scored and measured as the
+    baseline: ``gate``, ``bench``, ``metrics``), or None when it misses a budget (its gate) or the floor."""
     if baseline.gate.verdict != "pass":
-        return False
+        return None
     score = baseline.metrics["val"]["score"]
     if budget.min_f1 is not None and score < budget.min_f1:
-        return False
-    if best is None or not best.feasible:
-        return True
-    base_p50 = float(baseline.bench.latency_ms["p50"])
-    return best.score < score - f1_tolerance or (best.score <= score + f1_tolerance and base_p50 <= best.latency_p50_ms)
+        return None
+    bench = baseline.bench
+    p50 = float(bench.latency_ms["p50"])
+    pct = float(getattr(budget, "latency_percentile", None) or 95)
+    at = getattr(bench, "latency_at", None)
+    lat = float(at(pct)) if at is not None else float(bench.latency_ms.get(f"p{pct:g}", p50))
+    screen = ScreenResult(latency_ms=lat, latency_p50_ms=p50, latency_source=str(getattr(bench, "latency_source", "")),
+                          peak_memory_mb=float(getattr(bench, "peak_memory_mb", math.nan)),
+                          size_bytes=int(getattr(bench, "model_size_bytes", 0) or 0), nodes=0)
+    return TrialRecord(number=DENSE_NUMBER, status=Status.TRAINED, plan={}, dtype=DType.FP32, screen=screen,
+                       val={"score": score}, constraints=Constraints(), state="complete")
 
 
-BASELINE_NOTE = ("the dense input model meets every budget and no feasible plan beat it on F1 or latency: it is "
-                 "shipped as it is")
+def _as_shipped(record: TrialRecord, dense_score: float) -> TrialRecord:
+    """A dense int8 trial as it would ship: the input model quantized (``ship`` fine-tunes no dense plan),
+    so its val score is taken as at most the input model's (its trial's is that of a distilled copy)."""
+    if not is_dense_plan(record.plan) or record.score is None or record.score <= dense_score:
+        return record
+    return replace(record, val={**record.val, "score": dense_score})
 
 
 def select(records: list[TrialRecord], baseline: Any, budget: Any, f1_tolerance: float,
            remeasure: Remeasure | None) -> Choice:
-    """The whole selection: :func:`choose_finalist`, then the dense model if :func:`baseline_wins`."""
+    """The whole selection: :func:`choose_finalist` with the dense input model a finalist when it
+    meets every budget (:func:`dense_record`); dense int8 trials scored as they would ship."""
     floor = budget.min_f1 if budget.min_f1 is not None else baseline.metrics["val"]["score"]
-    choice = choose_finalist(records, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor)
-    if baseline_wins(baseline, choice.record, budget, f1_tolerance):
-        return Choice(None, [BASELINE_NOTE], choice.finalists)
-    return choice
+    base_score = baseline.metrics["val"]["score"]
+    recs = [_as_shipped(r, base_score) for r in records]
+    return choose_finalist(recs, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor,
+                           dense=dense_record(baseline, budget))
 
 
-__all__ = ["QUALITY_MARGIN", "BASELINE_NOTE", "Choice", "baseline_wins", "candidates", "choose_finalist", "closest", "pick_from_tier",
-           "screened", "select"]
+__all__ = ["BASELINE_NOTE", "DENSE", "QUALITY_MARGIN", "Choice", "DenseRef", "candidates", "choose_finalist", "closest",
+           "decide", "dense_record", "is_dense_plan", "pick_from_tier", "screened", "select"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace as NS
 
 from edgeopt.search.record import Constraints, DType, ScreenResult, Status, TrialRecord
-from edgeopt.search.select import BASELINE_NOTE, baseline_wins, choose_finalist, select
+from edgeopt.search.select import BASELINE_NOTE, DENSE, DENSE_NUMBER, choose_finalist, select
 
 MET = Constraints()
 
@@ -26,7 +26,7 @@ def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
         return {"latency_p50_ms": truth[r.number] * 0.8, "latency_ms": truth[r.number], "nodes": 4}
 
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
-    assert choice.record.number == 2 and not choice.notes
+    assert choice.record.number == 2 and choice.decision["reason"] == "dense-over-budget"
     assert {f["trial"]: f["within_budget"] for f in choice.finalists} == {1: False, 2: True}
     # When the whole top tier fails, the next tier of F1 is tried.
     truth[2] = 0.40
@@ -73,29 +73,119 @@ def test_no_feasible_trial_ships_the_closest_and_names_the_budgets_it_misses():
     assert choose_finalist([], 0.005).record is None
 
 
-def _baseline(verdict="pass", score=0.95, p50=0.10):
-    return NS(gate=NS(verdict=verdict), metrics={"val": {"score": score}}, bench=NS(latency_ms={"p50": p50}))
+def _baseline(verdict="pass", score=0.95, p50=0.10, p95=None):
+    bench = NS(latency_ms={"p50": p50, "p95": p95 or p50 * 1.1}, latency_at=lambda pct: p95 or p50 * 1.1)
+    return NS(gate=NS(verdict=verdict), metrics={"val": {"score": score}}, bench=bench)
 
 
-def test_dense_model_within_budget_is_shipped_when_nothing_beats_it():
-    budget = NS(min_f1=0.9, latency_ms=None)
-    base = _baseline()
-    assert baseline_wins(base, None, budget, 0.002)                        # nothing feasible found
-    assert baseline_wins(base, _rec(1, 0.90, 0.01), budget, 0.002)         # faster but clearly worse F1
-    assert baseline_wins(base, _rec(1, 0.95, 0.20), budget, 0.002)         # same F1, slower
-    assert not baseline_wins(base, _rec(1, 0.95, 0.05), budget, 0.002)     # same F1, faster: ship the plan
-    assert not baseline_wins(base, _rec(1, 0.97, 0.20), budget, 0.002)     # better F1
-    assert not baseline_wins(_baseline("fail"), None, budget, 0.002)       # over budget: never shipped as best
-    assert not baseline_wins(_baseline(score=0.85), None, budget, 0.002)   # under the quality floor
+def _dense(p50):
+    """A remeasure that knows the dense model's p50 (plan {} fp32) and the screen's figures of the plans."""
+    def remeasure(r):
+        if r.number == DENSE_NUMBER:
+            return {"latency_p50_ms": p50, "latency_ms": p50 * 1.1, "nodes": 3}
+        return {"latency_p50_ms": r.latency_p50_ms, "latency_ms": r.latency_ms, "nodes": r.screen.nodes}
+
+    return remeasure
+
+
+LOOSE = NS(min_f1=0.9, latency_ms=None)
+
+
+def test_dense_meeting_every_budget_ships_when_the_tied_plans_are_not_faster():
+    # The issue's case: dense met every budget with the best val F1; a tied plan measured slower.
+    choice = select([_rec(1, 0.947, 0.13)], _baseline(), LOOSE, 0.005, _dense(0.10))
+    assert choice.record is None
+    assert choice.notes[0].startswith(BASELINE_NOTE) and choice.decision["shipped"] == "dense"
+    assert choice.decision["reason"] == "dense-not-beaten" and choice.decision["dense"]["latency_p50_ms"] == 0.10
+    rows = {f["trial"]: f for f in choice.finalists}
+    assert rows[DENSE]["shipped"] and rows[DENSE]["dense"] and not rows[1]["shipped"]
+    assert rows[1]["dropped"].startswith("slower than dense")
+    # Tied on F1 and within 3 % of dense: still dense (a plan must be faster by more than noise).
+    assert select([_rec(1, 0.95, 0.098)], _baseline(), LOOSE, 0.005, _dense(0.10)).record is None
+    # Better on the screen but slower when re-measured beside dense: dense (the screen is not trusted).
+    slow = _rec(1, 0.95, 0.05)
+    choice = select([slow], _baseline(), LOOSE, 0.005,
+                    lambda r: {"latency_p50_ms": 0.10 if r is not slow else 0.12, "latency_ms": 0.2, "nodes": 4})
+    assert choice.record is None
+
+
+def test_a_plan_slower_than_dense_never_ships_on_loose_budgets_even_with_better_f1():
+    choice = select([_rec(1, 0.99, 0.11), _rec(2, 0.99, 0.12)], _baseline(score=0.95), LOOSE, 0.005, _dense(0.10))
+    assert choice.record is None and choice.decision["reason"] == "dense-not-beaten"
+    assert all(f["dropped"].startswith("slower than dense") for f in choice.finalists if f["trial"] != DENSE)
+    # Better F1 and not slower: F1 first, the plan ships.
+    choice = select([_rec(1, 0.99, 0.099)], _baseline(score=0.95), LOOSE, 0.005, _dense(0.10))
+    assert choice.record.number == 1 and choice.decision["reason"] == "better-f1"
+    assert "beats dense's" in choice.notes[0]
+
+
+def test_the_fastest_of_the_tied_ships_and_dense_is_one_of_them():
+    tied = [_rec(1, 0.951, 0.07, nodes=9), _rec(2, 0.949, 0.05, nodes=9), _rec(3, 0.948, 0.09)]
+    choice = select(tied, _baseline(score=0.95), LOOSE, 0.005, _dense(0.10))
+    assert choice.record.number == 2 and choice.decision["reason"] == "faster-at-tied-f1"
+    assert choice.decision["latency_p50_ms"] == 0.05 and "50% faster" in choice.notes[0]
+    assert {f["trial"] for f in choice.finalists} == {1, 2, 3, DENSE}
+    # A tied plan within 3 % of dense is not faster than dense by more than noise, whatever its node count.
+    near, faster = _rec(5, 0.95, 0.098, nodes=2), _rec(6, 0.95, 0.0955, nodes=9)
+    choice = select([near, faster], _baseline(score=0.95), LOOSE, 0.005, _dense(0.10))
+    assert choice.record is faster and "not 3% faster" in next(f for f in choice.finalists if f["trial"] == 5)["dropped"]
+    # Dense measured faster than every tied plan: dense ships.
+    assert select(tied, _baseline(score=0.95), LOOSE, 0.005, _dense(0.04)).record is None
+    # Dense is measured twice (before and after the plans); the faster of the two counts.
+    calls = []
+
+    def drifting(r):
+        if r.number == DENSE_NUMBER:
+            calls.append(r)
+            return {"latency_p50_ms": 0.08 if len(calls) == 1 else 0.04, "latency_ms": 0.1, "nodes": 3}
+        return {"latency_p50_ms": 0.06, "latency_ms": 0.07, "nodes": 4}
+
+    choice = select(tied, _baseline(score=0.95), LOOSE, 0.005, drifting)
+    assert len(calls) == 2 and choice.record is None and choice.decision["dense"]["latency_p50_ms"] == 0.04
+
+
+def test_dense_int8_trial_is_a_finalist_scored_as_it_ships():
+    dense_int8 = _rec(4, 0.97, 0.06)  # its trial distilled a copy: 0.97; it ships the input model quantized
+    dense_int8.plan, dense_int8.dtype = {}, DType.INT8
+    dense_fp32_trial = _rec(5, 0.97, 0.01)
+    dense_fp32_trial.plan = {}  # the input model itself: never a candidate of its own
+    choice = select([dense_int8, dense_fp32_trial, _rec(1, 0.95, 0.09)], _baseline(score=0.95), LOOSE, 0.005,
+                    _dense(0.10))
+    assert choice.record is dense_int8 or choice.record.number == 4
+    assert choice.record.score == 0.95 and choice.decision["reason"] == "faster-at-tied-f1"
+    assert "dense int8 (trial 4)" in choice.notes[0]
+    assert 5 not in {f["trial"] for f in choice.finalists}
+    # Slower than dense fp32: dense fp32 ships.
+    assert select([dense_int8], _baseline(score=0.95), LOOSE, 0.005, _dense(0.05)).record is None
+
+
+def test_tight_budget_dense_misses_ships_the_best_feasible_plan():
+    budget = NS(min_f1=0.9, latency_ms=0.08)
+    recs = [_rec(1, 0.95, 0.07), _rec(2, 0.95, 0.06), _rec(3, 0.90, 0.01)]
+    choice = select(recs, _baseline("fail", p50=0.10), budget, 0.005, None)
+    assert choice.record.number == 2 and choice.decision["reason"] == "dense-over-budget"
+    assert choice.decision["dense"] is None and DENSE not in {f["trial"] for f in choice.finalists}
+    # A plan slower than dense may ship when dense misses the budget (it is the only way to meet it).
+    tight = NS(min_f1=0.9, latency_ms=0.3)
+    assert select([_rec(1, 0.95, 0.2)], _baseline("fail", p50=0.10), tight, 0.005, None).record.number == 1
+    assert not select([_rec(1, 0.95, 0.2)], _baseline(score=0.85), LOOSE, 0.005, None).decision["dense"]
+
+
+def test_dense_within_budget_ships_when_no_plan_is_feasible_or_none_holds_up():
     infeasible = _rec(1, 0.99, 0.01, constraints=Constraints(latency=1.0))
-    assert baseline_wins(base, infeasible, budget, 0.002)                  # an infeasible plan never beats it
+    choice = select([infeasible], _baseline(), LOOSE, 0.005, None)
+    assert choice.record is None and "no feasible plan" in choice.notes[0]
+    budget = NS(min_f1=0.9, latency_ms=0.25)
+    over = {"latency_p50_ms": 0.3, "latency_ms": 0.4, "nodes": 4}
+    choice = select([_rec(1, 0.99, 0.01)], _baseline(), budget, 0.005,
+                    lambda r: over if r.number == 1 else {"latency_p50_ms": 0.1, "latency_ms": 0.2, "nodes": 3})
+    assert choice.record is None and choice.finalists[0]["within_budget"] is False
 
 
 def test_select_ships_the_dense_model_with_a_note_and_keeps_the_finalists():
-    budget = NS(min_f1=0.9, latency_ms=None)
-    choice = select([_rec(1, 0.95, 0.20)], _baseline(), budget, 0.002, None)
-    assert choice.record is None and choice.notes == [BASELINE_NOTE] and len(choice.finalists) == 1
-    choice = select([_rec(1, 0.95, 0.05)], _baseline(), budget, 0.002, None)
+    choice = select([_rec(1, 0.95, 0.20)], _baseline(), LOOSE, 0.002, None)
+    assert choice.record is None and choice.notes[0].startswith(BASELINE_NOTE) and len(choice.finalists) == 2
+    choice = select([_rec(1, 0.95, 0.05)], _baseline(), LOOSE, 0.002, None)
     assert choice.record.number == 1
 
 

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from edgeopt import _validate
+from edgeopt.errors import InputError
 
 # Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
 TRIAL_EPOCHS = 12
@@ -44,6 +45,25 @@ TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEV
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
 _WHERE = "compile()"
+_Spec = _validate.Spec
+# The declared bounds of CompileConfig's scalar fields: checked on construction, and by the CLI on each
+# flag as it is parsed (``edgeopt compile: --trials: expected an integer >= 0, found ...``).
+SPECS = MappingProxyType({
+    "trials": _Spec("int", minimum=0),
+    "seed": _Spec("int"),
+    "timeout": _Spec("num", minimum=0, min_exclusive=True, optional=True),
+    "max_quality_drop": _Spec("num", minimum=0, maximum=1, optional=True),
+    "time_budget_s": _Spec("num", minimum=0, min_exclusive=True, optional=True),
+    "objective": _Spec("str", choices=OBJECTIVES),
+    "sampler": _Spec("str", choices=SAMPLERS),
+    "train_device": _Spec("str", choices=TRAIN_DEVICES),
+    "search": _Spec("str", choices=SEARCHES),
+    "workers": _Spec("int", minimum=1),
+    "trial_epochs": _Spec("int", minimum=1),
+    "final_epochs": _Spec("int", minimum=0),
+    "f1_tolerance": _Spec("num", minimum=0, maximum=1),
+    "lr": _Spec("num", minimum=0, min_exclusive=True),
+})
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,8 @@ class CompileConfig:
 
     def __post_init__(self) -> None:
         v = _validate
-        v.number(self.trials, _WHERE, "trials", minimum=0, integer=True)
+        for key, spec in SPECS.items():
+            spec.check(getattr(self, key), _WHERE, key)
         if not isinstance(self.out, (str, os.PathLike)):
             raise v.fail(_WHERE, "out", "a path", self.out)
         object.__setattr__(self, "out", Path(self.out))
@@ -121,27 +142,11 @@ class CompileConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise v.fail(_WHERE, key, "a non-empty string or None", value)
-        v.number(self.seed, _WHERE, "seed", integer=True)
-        if self.timeout is not None:
-            v.number(self.timeout, _WHERE, "timeout", minimum=0, min_exclusive=True)
-        if self.max_quality_drop is not None:
-            v.number(self.max_quality_drop, _WHERE, "max_quality_drop", minimum=0, maximum=1)
-        if self.time_budget_s is not None:
-            v.number(self.time_budget_s, _WHERE, "time_budget_s", minimum=0, min_exclusive=True)
-        v.choice(self.objective, _WHERE, "objective", OBJECTIVES)
-        v.choice(self.sampler, _WHERE, "sampler", SAMPLERS)
-        v.choice(self.train_device, _WHERE, "train_device", TRAIN_DEVICES)
-        v.choice(self.search, _WHERE, "search", SEARCHES)
-        v.number(self.workers, _WHERE, "workers", minimum=1, integer=True)
         if self.worker_argv is not None:
             object.__setattr__(self, "worker_argv", tuple(str(a) for a in self.worker_argv))
         for key in ("int8", "progress", "search_only"):
             if not isinstance(getattr(self, key), bool):
                 raise v.fail(_WHERE, key, "a boolean", getattr(self, key))
-        v.number(self.trial_epochs, _WHERE, "trial_epochs", minimum=1, integer=True)
-        v.number(self.final_epochs, _WHERE, "final_epochs", minimum=0, integer=True)
-        v.number(self.f1_tolerance, _WHERE, "f1_tolerance", minimum=0, maximum=1)
-        v.number(self.lr, _WHERE, "lr", minimum=0, min_exclusive=True)
         object.__setattr__(self, "budget", _mapping(self.budget, "budget", BUDGET_KEYS, drop_none=True))
         if self.final_bench is not None:
             object.__setattr__(self, "final_bench", _mapping(self.final_bench, "final_bench", BENCH_KEYS))
@@ -160,6 +165,51 @@ class CompileConfig:
         return {f.name: getattr(cls(), f.name) for f in fields(cls)}
 
 
+def check_out_dir(path: str | os.PathLike[str], where: str = _WHERE, key: str = "out") -> Path:
+    """An output dir that ``compile()`` can create or write: a directory, or a new path whose nearest existing
+    ancestor is a writable directory. Checked without writing anything (the CLI, before loading the task)."""
+    p = Path(os.path.abspath(path))
+    if p.exists() and not p.is_dir():
+        raise _found(where, key, "a writable directory (created if missing)", f"the file {str(path)!r}")
+    _check_writable_parent(p if p.is_dir() else p.parent, str(path), where, key, "a writable directory (created if missing)")
+    return Path(path)
+
+
+def check_out_file(path: str | os.PathLike[str], where: str, key: str) -> Path:
+    """A file that can be written atomically: not a directory, in an existing writable directory."""
+    p = Path(os.path.abspath(path))
+    expected = "a file in an existing writable directory"
+    if p.is_dir():
+        raise _found(where, key, expected, f"the directory {str(path)!r}")
+    if not p.parent.is_dir():
+        raise _found(where, key, expected, f"{str(path)!r}, whose directory {str(p.parent)!r} does not exist")
+    _check_writable_parent(p.parent, str(path), where, key, expected)
+    return Path(path)
+
+
+def _check_writable_parent(p: Path, given: str, where: str, key: str, expected: str) -> None:
+    """The nearest existing ancestor of ``p`` (``p`` itself if it exists) is a writable directory."""
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise _found(where, key, expected, f"{given!r}, under the file {str(p)!r}")
+    if not os.access(p, os.W_OK | os.X_OK) or _read_only(p):
+        raise _found(where, key, expected, f"{given!r}, where {str(p)!r} is not writable")
+
+
+def _found(where: str, key: str, expected: str, found: str) -> InputError:
+    """The one template, with ``found`` already worded (a path and what is wrong with it)."""
+    return InputError(f"{where}: {key}: expected {expected}, found {found}")
+
+
+def _read_only(p: Path) -> bool:
+    """On a read-only filesystem (which ``os.access`` does not say for root)."""
+    try:
+        return bool(os.statvfs(p).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool = False) -> Mapping[str, Any]:
     if value is None:
         value = {}
@@ -171,5 +221,5 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
     return MappingProxyType({k: v for k, v in value.items() if not (drop_none and v is None)})
 
 
-__all__ = ["FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "MAX_QUALITY_DROP", "PROVENANCE_BYTES", "SCREEN_BENCH",
+__all__ = ["SPECS", "check_out_dir", "check_out_file", "FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "MAX_QUALITY_DROP", "PROVENANCE_BYTES", "SCREEN_BENCH",
            "TIME_BUDGET_S", "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]

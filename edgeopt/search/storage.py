@@ -128,6 +128,26 @@ def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
     return best[1] if best else None
 
 
+def check_storage(url: str, where: str, key: str) -> None:
+    """A storage URL checked without opening it (the CLI, before the task is loaded): SQLAlchemy parses it
+    and has its dialect, its driver is installed, and a new SQLite file can be created where it points."""
+    from edgeopt.search.config import check_out_file
+
+    norm = normalize_url(url)
+    try:
+        import sqlalchemy
+
+        sqlalchemy.engine.make_url(norm).get_dialect()
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{where}: {key}: expected a database URL (sqlite:///FILE, postgresql://USER@HOST/DB), "
+                         f"found {redact(url)!r} ({detail})") from None
+    _check_driver(norm)
+    prefix = "sqlite:///"
+    if norm.startswith(prefix) and norm != "sqlite:///:memory:" and not Path(norm[len(prefix):]).exists():
+        check_out_file(norm[len(prefix):], where, key)
+
+
 def make_storage(url: str) -> Any:
     """An Optuna RDB storage with heartbeats, so a killed worker's trial is marked failed (and retried
     once) instead of left running; one per URL per process. Missing drivers and SQLite on a network
@@ -362,7 +382,7 @@ def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[
     return out
 
 
-__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "default_study_name", "filesystem_type",
+__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "check_storage", "default_study_name", "filesystem_type",
            "heartbeat_interval", "load_study", "make_pruner", "make_sampler", "make_storage", "normalize_url",
            "open_study", "redact", "refuse_network_sqlite", "sqlite_searcher", "storage_url", "stored_url",
            "uniform_warm_start"]

@@ -186,6 +186,7 @@ def _check_task_arg(args: argparse.Namespace) -> None:
     import os
 
     from edgeopt import _validate
+    from edgeopt.errors import InputError
 
     where = "compile"
     if args.example:
@@ -197,7 +198,8 @@ def _check_task_arg(args: argparse.Namespace) -> None:
     if not sep or not path or not func:
         raise _validate.fail(where, "TASK", "path/to/file.py:function", args.task)
     if not os.path.isfile(path):
-        raise _validate.fail(where, "TASK", f"an existing file before ':{func}'", path)
+        raise InputError(_validate.message(where, "TASK", "path/to/file.py:function", args.task)
+                         + f", whose file {path!r} does not exist")
 
 
 def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -165,13 +165,16 @@ class CompileConfig:
         return {f.name: getattr(cls(), f.name) for f in fields(cls)}
 
 
+_OUT_DIR = "a directory (created if missing) in a writable place"
+
+
 def check_out_dir(path: str | os.PathLike[str], where: str = _WHERE, key: str = "out") -> Path:
     """An output dir that ``compile()`` can create or write: a directory, or a new path whose nearest existing
     ancestor is a writable directory. Checked without writing anything (the CLI, before loading the task)."""
     p = Path(os.path.abspath(path))
     if p.exists() and not p.is_dir():
-        raise _found(where, key, "a writable directory (created if missing)", f"the file {str(path)!r}")
-    _check_writable_parent(p if p.is_dir() else p.parent, str(path), where, key, "a writable directory (created if missing)")
+        raise _found(where, key, _OUT_DIR, f"the file {str(path)!r}")
+    _check_writable_parent(p if p.is_dir() else p.parent, str(path), where, key, _OUT_DIR)
     return Path(path)
 
 

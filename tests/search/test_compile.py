@@ -215,7 +215,7 @@ def test_cli_compile_bad_input_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
     assert main(["compile", "--example", "nope", "--target", "host", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown example" in capsys.readouterr().err
+    assert "compile: --example: expected one of" in capsys.readouterr().err
     assert main(["compile", "--target", "host", "--out", str(tmp_path / "o")]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "not an edgeopt output dir" in capsys.readouterr().err

@@ -132,23 +132,36 @@ def _mb(nbytes: Any) -> str:
     return "–" if nbytes is None else f"{nbytes / 2**20:.3f} MiB"
 
 
+# A ratio within this of 1 (either way) reads "same ...": what the printed digits and measurement noise blur.
+SAME_BAND = 0.02
+
+
+def change(before: Any, after: Any, lower: str, higher: str, same: str, band: float = SAME_BAND) -> str:
+    """How ``after`` compares with ``before`` for a quantity where lower is better: ``"2.4× faster"``,
+    ``"1.25× slower"`` (never ``"0.8× faster"``), or ``same`` when equal or within ``band``; "" when unknown.
+    Counts (parameters, bytes) are exact: they pass ``band=0``."""
+    if not before or not after:
+        return ""
+    r = before / after
+    if r == 1 or max(r, 1 / r) < 1 + band:
+        return same
+    x = r if r > 1 else 1 / r
+    return f"{x:.2f}× {lower if r > 1 else higher}" if x < 2 else f"{x:.1f}× {lower if r > 1 else higher}"
+
+
 def comparison_rows(rep: dict[str, Any]) -> list[list[str]]:
     base, best = rep["baseline"], rep["best"]
     src = best.get("latency_source", "measured")
     rows = [["", "baseline (dense fp32)", "edgeopt", "change"]]
-
-    def ratio(a: Any, b: Any, better_low: bool = True) -> str:
-        if not a or not b:
-            return ""
-        return f"{a / b:.1f}× smaller" if better_low else f"{b / a:.2f}×"
-
-    rows.append(["params", f"{base['params']:,}", f"{best['params']:,}", ratio(base["params"], best["params"])])
-    rows.append(["size", _mb(base["size_bytes"]), _mb(best["size_bytes"]), ratio(base["size_bytes"], best["size_bytes"])])
+    rows.append(["params", f"{base['params']:,}", f"{best['params']:,}",
+                 change(base["params"], best["params"], "fewer", "more", "same", band=0)])
+    rows.append(["size", _mb(base["size_bytes"]), _mb(best["size_bytes"]),
+                 change(base["size_bytes"], best["size_bytes"], "smaller", "larger", "same size", band=0)])
     for p in ("p50", "p95"):
         a = (base.get("latency_ms") or {}).get(p)
         b = (best.get("latency_ms") or {}).get(p)
         rows.append([f"latency {p} ({src})", _fmt(a, ".4f") + " ms", _fmt(b, ".4f") + " ms",
-                     f"{a / b:.1f}× faster" if a and b else ""])
+                     change(a, b, "faster", "slower", "same speed")])
     rows.append(["peak memory", _fmt(base.get("peak_memory_mb"), ".1f") + " MB",
                  _fmt(best.get("peak_memory_mb"), ".1f") + " MB", ""])
     for split in ("test", "val"):
@@ -491,9 +504,10 @@ def headline(rep: dict[str, Any]) -> str:
     latb = (base.get("latency_ms") or {}).get("p50")
     parts = [f"The artifact {verdict} of `{rep['target']['name']}`"]
     if best["params"]:
-        parts.append(f"{base['params'] / best['params']:.1f}× fewer parameters")
+        parts.append(change(base["params"], best["params"], "fewer parameters", "more parameters",
+                            "as many parameters", band=0))
     if lat and latb:
-        parts.append(f"{latb / lat:.1f}× lower p50 latency ({best.get('latency_source')})")
+        parts.append(f"{change(latb, lat, 'lower', 'higher', 'the same')} p50 latency ({best.get('latency_source')})")
     if f1b is not None and f1x is not None:
         parts.append(f"{split} F1 {f1x:.4f} vs {f1b:.4f} ({(f1x - f1b) * 100:+.2f} pt)")
     return ", ".join(parts) + "."

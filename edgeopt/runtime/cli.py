@@ -93,12 +93,12 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
 
 
 def _against_flags(p: argparse.ArgumentParser) -> None:
-    from edgeopt.runtime.compare import DEFAULT_PAIRS, Tolerances
+    from edgeopt.runtime.compare import DEFAULT_MAX_TIME_S, Tolerances
 
     t = Tolerances()
     g = p.add_argument_group("against an older model (--against)")
     g.add_argument("--against", metavar="OLD.onnx", help="also compare MODEL with OLD.onnx, measured in the same run "
-                   "in alternating blocks; --min-time/--min-iters are then per model, split over the pairs")
+                   "in alternating blocks; --min-time/--min-iters are then per model, split over the first 8 pairs (or --pairs)")
     g.add_argument("--max-slowdown", default=f"{t.max_slowdown:.0%}", metavar="FRACTION",
                    help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
                         f"0.05 (default {t.max_slowdown:.0%}%)")
@@ -111,8 +111,13 @@ def _against_flags(p: argparse.ArgumentParser) -> None:
                    help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})")
     g.add_argument("--max-top1-disagreement", default="0%", metavar="FRACTION",
                    help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)")
-    g.add_argument("--pairs", type=int, default=DEFAULT_PAIRS,
-                   help=f"pairs of measurement blocks (default {DEFAULT_PAIRS}); more narrow the interval")
+    g.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME_S, metavar="SECONDS",
+                   help="time cap of the comparison: pairs of blocks are added until every latency ratio is "
+                        "decided (its interval clears the limit) or this many seconds have passed; then "
+                        f"INCONCLUSIVE, with the noise seen (default {DEFAULT_MAX_TIME_S:g})")
+    g.add_argument("--pairs", type=int, default=None,
+                   help="measure exactly this many pairs of blocks and look once, instead of the sequential run "
+                        "(--max-time is then ignored)")
     g.add_argument("--agreement-samples", type=int, default=None, metavar="N",
                    help="generated inputs for the output agreement (default 16)")
     g.add_argument("--no-budgets", action="store_true",
@@ -308,8 +313,9 @@ def _against_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     tol = Tolerances(max_slowdown=args.max_slowdown, max_memory_growth=args.max_memory_growth,
                      max_size_growth=args.max_size_growth, atol=args.atol, rtol=args.rtol,
                      max_top1_disagreement=args.max_top1_disagreement)
+    max_time = _validate.number(args.max_time, "gate", "--max-time", minimum=0, min_exclusive=True)
     return {"against": args.against, "budgets": not args.no_budgets, "tolerances": tol, "pairs": args.pairs,
-            "agreement_samples": args.agreement_samples}
+            "max_time_s": max_time, "agreement_samples": args.agreement_samples}
 
 
 def _gate(args: argparse.Namespace) -> int:

@@ -2,12 +2,36 @@
 
 Measurement
 -----------
-Both models are measured in one run, in ``pairs`` pairs of blocks. A block is one measurement job
+Both models are measured in one run, in pairs of blocks. A block is one measurement job
 (``bench.run_child``: a fresh child process with the target's session options, warm-up, then a timed
-loop of ``min_time_s / pairs`` seconds), so a remote target measures on the device. The pairs are
-counterbalanced, NEW OLD | OLD NEW | NEW OLD | ...: every model runs right after the other, a
-linear drift (thermal, a neighbour starting) adds the same to both sides over each two pairs, and
-neither model always runs first.
+loop), so a remote target measures on the device. The pairs are counterbalanced, NEW OLD | OLD NEW |
+NEW OLD | ...: every model runs right after the other, a linear drift (thermal, a neighbour
+starting) adds the same to both sides over each two pairs, and neither model always runs first.
+
+How many pairs: sequential (the default)
+----------------------------------------
+By default the run decides for itself how long to measure (issue 16): it adds pairs until every
+latency check is decided (PASS or FAIL; or any check FAILs) or a time cap (``max_time_s``, default
+``DEFAULT_MAX_TIME_S``) is reached. A block is ``min_time_s / FIRST_LOOK`` long (the settings are
+per model at the first look), and the verdict is looked at after 10, 16, 24, 36, 54, 82, 124, 186
+pairs (``sequential_looks``): a group-sequential design with geometrically growing looks (x1.5,
+even, so every look is counterbalanced), at most ``LOOKS`` = 8.
+
+Repeated looks inflate error rates (optional stopping): checking a 95 % bound after every pair
+would stop on the first lucky streak. Here alpha (= 1 - confidence) is spent across the looks
+(Bonferroni alpha spending): each look but the final one spends ``alpha / ALPHA_SHARES`` (= alpha /
+16: its bounds are at one-sided level 1 - alpha/16), the final look spends all alpha not yet spent
+(at least 9/16 of it). The final look is the last scheduled one or, when the cap would be passed
+before the next scheduled look, a look at the pairs measured so far. Which look is final, and how
+many pairs a look has, depend on the schedule and elapsed time only, never on the ratios measured,
+so the levels spent along any run sum to alpha, and by the union bound the chance that a bound
+misses the true ratio at ANY look -- hence at the look where the run stopped -- is <= alpha. The
+bounds reported are the stopping look's and hold at ``confidence`` whatever the stopping rule (for
+each bound and check, as in the fixed design). Early looks catch clear cases cheaply; a close case
+is decided at the final look, at nearly the fixed design's level. So a PASS or FAIL is as sound as
+a fixed-size run's, and INCONCLUSIVE means "within the noise seen at the cap": the check says its
+interval, pairs and seconds. ``pairs=N`` instead measures exactly N pairs and looks once at
+``confidence`` (the fixed design of issue 12, ``min_time_s / N`` per block).
 
 The ratio and its interval
 --------------------------
@@ -49,6 +73,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,15 +83,20 @@ import numpy as np
 
 from edgeopt.errors import InputError
 from edgeopt.runtime import stats
-from edgeopt.runtime.checks import VERDICT_ICON, Check, combine
+from edgeopt.runtime.checks import FAIL, VERDICT_ICON, Check, combine
 from edgeopt.runtime.host import MB
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 from edgeopt.runtime.targets import Target
 
 log = logging.getLogger("edgeopt.gate")
 
-DEFAULT_PAIRS = 16
+DEFAULT_PAIRS = 16  # the fixed design's customary size (``pairs=DEFAULT_PAIRS``: the gate before issue 16)
 MIN_PAIRS = 5
+# The sequential design (module docstring): at most LOOKS looks, the first after FIRST_LOOK pairs, each
+# next one after GROWTH x as many (rounded up to even); each look but the final one spends
+# alpha / ALPHA_SHARES, the final one the rest (Bonferroni alpha spending).
+LOOKS, FIRST_LOOK, GROWTH, ALPHA_SHARES = 8, 10, 1.5, 16
+DEFAULT_MAX_TIME_S = 60.0
 MEMORY_SLACK_MB = 1.0  # peak-memory differences below this are allocator noise, not growth
 MEDIAN = 50.0
 
@@ -139,6 +169,28 @@ def ratio_interval(new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[S
 def min_pairs(confidence: float) -> int:
     """Fewest pairs with both sign-test bounds at ``confidence``: 0.5^n <= 1 - confidence."""
     return max(MIN_PAIRS, math.ceil(math.log(1 - confidence) / math.log(0.5)))
+
+
+def look_confidence(confidence: float, earlier_looks: int, final: bool) -> float:
+    """One-sided confidence of a look's bounds in the sequential design (Bonferroni alpha spending):
+    alpha / ALPHA_SHARES for each look but the final one, which spends what the ``earlier_looks``
+    left; summed along any run, the levels spent are alpha, so the stopping look's bounds hold at
+    ``confidence``."""
+    alpha = 1.0 - confidence
+    share = alpha / ALPHA_SHARES
+    return 1.0 - (alpha - earlier_looks * share if final else share)
+
+
+def sequential_looks(confidence: float) -> tuple[int, ...]:
+    """Pair counts of the LOOKS looks: FIRST_LOOK (or the fewest pairs with bounds at a non-final
+    look's confidence), then x GROWTH, each rounded up to an even count. 0.95: 10, 16, 24, 36, 54,
+    82, 124, 186."""
+    n = max(FIRST_LOOK, min_pairs(look_confidence(confidence, 0, final=False)))
+    looks = [n + n % 2]
+    while len(looks) < LOOKS:
+        nxt = math.ceil(looks[-1] * GROWTH)
+        looks.append(nxt + nxt % 2)
+    return tuple(looks)
 
 
 def ratio_check(name: str, ratio: float, lower: float | None, upper: float | None, limit: float, *,
@@ -237,9 +289,15 @@ class Comparison:
     def describe(self) -> str:
         """One line: how it was measured."""
         m = self.method
+        seq = m.get("sequential")
+        run = "" if seq is None else (
+            f"sequential: {seq['elapsed_s']:.0f} s, look {len(seq['looks'])} of {seq['max_looks']}, "
+            + {"decided": "decided", "time cap": f"stopped at the {seq['max_time_s']:g} s cap, within noise",
+               "last look": "stopped at the last look, within noise"}[seq["stopped"]] + "; ")
         return (f"NEW and OLD {self.latency_source} in {m['pairs']} counterbalanced pairs of blocks "
-                f"({m['block_time_s']:.2g} s each, fresh process per block); ratio bounds one-sided at "
-                f"{self.confidence:.0%} (median of per-pair ratios, sign-test order statistics)")
+                f"({m['block_time_s']:.2g} s each, fresh process per block; {run}ratio bounds one-sided at "
+                f"{self.confidence:.0%}{' over all looks' if seq else ''}, median of per-pair ratios, "
+                f"sign-test order statistics)")
 
     def to_markdown(self) -> str:
         icon = VERDICT_ICON
@@ -294,16 +352,17 @@ def block_settings(total: BenchSettings, pairs: int) -> BenchSettings:
                          max_iters=max(total.max_iters, per_block_iters))
 
 
-def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: int, *,
-               timeout_s: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: int, *, timeout_s: float,
+               into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one
     ``bench.run_child`` job (a fresh process; on the device when the target is remote). Only the
-    first block of each model profiles per node, when its job asks for it (a prediction)."""
+    first block of each model profiles per node, when its job asks for it (a prediction). With
+    ``into`` (the lists of an earlier call), the pairs are appended, the alternation continued."""
     from edgeopt.runtime import bench
 
-    new_out: list[dict[str, Any]] = []
-    old_out: list[dict[str, Any]] = []
-    for i in range(pairs):
+    new_out, old_out = into if into is not None else ([], [])
+    for i in range(len(new_out), len(new_out) + pairs):
         order = ((new_job, new_out), (old_job, old_out))
         for job, outs in (order if i % 2 == 0 else order[::-1]):
             outs.append(bench.run_child(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
@@ -317,23 +376,34 @@ class _Plan:
     target: Target
     total: BenchSettings
     block: BenchSettings
-    pairs: int
+    pairs: int  # the fixed design's pairs; the sequential design's first look
     shapes: dict[str, tuple[int, ...]]
     measured_here: bool
     threads: int
     confidence: float
     tol: Tolerances
+    looks: tuple[int, ...]  # pair counts of the looks: (pairs,) for the fixed design
+    max_time_s: float | None  # the sequential design's time cap; None for the fixed design
+
+    @property
+    def sequential(self) -> bool:
+        return self.max_time_s is not None
 
 
-def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: BenchSettings | None, pairs: int,
-          shapes: Any, on_device: bool | None) -> _Plan:
+def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: BenchSettings | None,
+          pairs: int | None, max_time_s: float, shapes: Any, on_device: bool | None) -> _Plan:
     from edgeopt import _validate
     from edgeopt.errors import TargetError
     from edgeopt.runtime.inputs import parse_shapes
 
     confidence = _validate.number(confidence, "compare()", "confidence", minimum=0, maximum=1,
                                   min_exclusive=True, max_exclusive=True)
-    pairs = _validate.number(pairs, "compare()", "pairs", minimum=min_pairs(confidence), integer=True)
+    if pairs is None:  # sequential
+        max_time_s = _validate.number(max_time_s, "compare()", "max_time_s", minimum=0, min_exclusive=True)
+        looks = sequential_looks(confidence)
+    else:
+        looks = (_validate.number(pairs, "compare()", "pairs", minimum=min_pairs(confidence), integer=True),)
+        max_time_s = None
     target = Target.load(target)
     total = settings or GATE_SETTINGS
     total = total.updated(batch=target.runtime.batch_size) if total.batch is None else total
@@ -344,8 +414,8 @@ def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: Be
                           f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "
                           f"device and paste its snippet, or pass --on-device")
     threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
-    return _Plan(target, total, block_settings(total, pairs), int(pairs), parse_shapes(shapes), measured_here,
-                 threads, float(confidence), tol)
+    return _Plan(target, total, block_settings(total, looks[0]), looks[0], parse_shapes(shapes), measured_here,
+                 threads, float(confidence), tol, looks, max_time_s)
 
 
 def compare(
@@ -356,7 +426,8 @@ def compare(
     confidence: float = 0.95,
     tolerances: Tolerances | None = None,
     settings: BenchSettings | None = None,
-    pairs: int = DEFAULT_PAIRS,
+    pairs: int | None = None,
+    max_time_s: float = DEFAULT_MAX_TIME_S,
     shapes: Sequence[str] | Mapping[str, Sequence[int]] | None = None,
     on_device: bool | None = None,
     agreement_samples: int | None = None,
@@ -368,19 +439,22 @@ def compare(
     ----------
     new, old : the two .onnx files; their inputs and outputs must match (else InputError).
     target : a Target, a built-in name or a profile path. Off the target, latency is predicted.
-    confidence : of each one-sided bound on the ratios (default 0.95).
+    confidence : of each one-sided bound on the ratios (default 0.95), whatever the stopping look.
     tolerances : a Tolerances; or its fields as keywords (``max_slowdown="5%"``, ``atol=1e-3``, ...).
-    settings : how long to measure, per model, split over the ``pairs`` blocks (default the gate's
-        ``GATE_SETTINGS``: at least 2 s and 200 runs per model: 0.125 s per block with 16 pairs).
-    pairs : pairs of blocks (>= MIN_PAIRS); more pairs narrow the interval.
+    settings : how long to measure, per model, split over the first look's pairs (sequential: 8, so
+        0.25 s blocks with the gate's ``GATE_SETTINGS``: 2 s and 200 runs) or over ``pairs``.
+    pairs : None (default): sequential, pairs are added until the latency checks are decided or
+        ``max_time_s`` is reached (module docstring). An int (>= MIN_PAIRS): exactly that many, one look.
+    max_time_s : the sequential run's time cap in seconds, from the call (default 60).
     agreement_samples : generated feeds for the output agreement (default ``agreement.DEFAULT_SAMPLES``).
 
     Raises InputError (bad input, different signatures), ModelError, TargetError.
     """
     from edgeopt.runtime import agreement, bench
 
+    started = time.monotonic()
     tol = replace(tolerances, **tolerance_kwargs) if tolerances is not None else Tolerances(**tolerance_kwargs)
-    plan = _plan(target, confidence, tol, settings, pairs, shapes, on_device)
+    plan = _plan(target, confidence, tol, settings, pairs, max_time_s, shapes, on_device)
     infos = bench.model_info(new), bench.model_info(old)
     # Agreement first: different signatures are bad input, found before any timing.
     agree = agreement.compare_outputs(
@@ -388,22 +462,109 @@ def compare(
         seed=plan.total.seed, samples=agreement_samples or agreement.DEFAULT_SAMPLES, atol=tol.atol, rtol=tol.rtol)
     jobs = [bench.measurement_job(Path(p).resolve(), plan.target, plan.block, threads=plan.threads,
                                   shapes=plan.shapes, profile=not plan.measured_here) for p in (new, old)]
+    look = _Look(plan, (str(new), str(old)), infos, jobs, agree)
+    if plan.sequential:
+        log.info("measuring NEW and OLD in counterbalanced pairs of %.2g s blocks until decided, at most %g s",
+                 plan.block.min_time_s, plan.max_time_s)
+        return _sequential(look, started)
     log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
     outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s)
-    warnings = sorted({w for o in outs[0] + outs[1] for w in o.get("warnings", [])})
-    predictions: list[dict[str, Any] | None] = [None, None]
-    if not plan.measured_here:
-        # Each side's own host median, so the target's memory-bound time is its own (predict.transfer).
-        host_p50 = [float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
-                    for o in outs]
-        predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings),
-                                      host_p50_ms=p50) for o, j, p50 in zip(outs, jobs, host_p50)]
-    return _comparison(plan, (str(new), str(old)), infos, outs, predictions, agree, warnings)
+    return look(outs, plan.confidence)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """The comparison from the blocks measured so far (called at each look)."""
+
+    plan: _Plan
+    paths: tuple[str, str]
+    infos: tuple[dict[str, Any], dict[str, Any]]
+    jobs: list[dict[str, Any]]
+    agree: dict[str, Any]
+
+    def __call__(self, outs: tuple[list[dict[str, Any]], list[dict[str, Any]]], confidence: float) -> Comparison:
+        """The comparison, its latency bounds at one-sided ``confidence`` (this look's)."""
+        from edgeopt.runtime import bench
+
+        plan, jobs = self.plan, self.jobs
+        warnings = sorted({w for o in outs[0] + outs[1] for w in o.get("warnings", [])})
+        predictions: list[dict[str, Any] | None] = [None, None]
+        if not plan.measured_here:
+            # Each side's own host median, so the target's memory-bound time is its own (predict.transfer).
+            host_p50 = [float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
+                        for o in outs]
+            predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings),
+                                          host_p50_ms=p50) for o, j, p50 in zip(outs, jobs, host_p50)]
+        return _comparison(plan, self.paths, self.infos, outs, predictions, self.agree, warnings, confidence)
+
+
+def decided(c: Comparison) -> bool:
+    """The sequential run's stopping rule: every latency check decided, or the verdict already FAIL."""
+    latency = [x for x in c.checks if x.name.startswith("latency_ratio_")]
+    return c.verdict == FAIL or all(x.passed is not None for x in latency)
+
+
+def _sequential(look: _Look, started: float) -> Comparison:
+    """Add counterbalanced pairs (two at a time) up to each scheduled look and look; stop when
+    ``decided`` or at the final look: the last scheduled one, or the one taken when the time cap
+    would be passed before the next scheduled look (module docstring)."""
+    plan = look.plan
+    outs: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    history: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    for k, n in enumerate(plan.looks):
+        capped = False
+        while len(outs[0]) < n and not capped:
+            run_blocks(look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs)
+            per_round = 2 * (time.monotonic() - t0) / len(outs[0])
+            # the first look is always completed: fewer pairs have no bounds at its confidence
+            capped = len(outs[0]) >= plan.looks[0] and time.monotonic() - started + per_round > plan.max_time_s
+        final = capped or k == len(plan.looks) - 1
+        conf = look_confidence(plan.confidence, k, final)
+        c = look(outs, conf)
+        history.append(_look_record(c, k, conf, time.monotonic() - started))
+        if decided(c) or final:
+            stop = "decided" if decided(c) else "time cap" if capped else "last look"
+            return _sequential_result(c, plan, history, stop, time.monotonic() - started)
+    raise AssertionError("unreachable: the last look is final")  # pragma: no cover
+
+
+def _look_record(c: Comparison, k: int, confidence: float, elapsed_s: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"look": k + 1, "pairs": c.new.blocks, "elapsed_s": round(elapsed_s, 3),
+                           "confidence": confidence}
+    for q, x in c._latency_checks():
+        out[f"p{q:g}"] = {"ratio": x.measured, "lower_bound": x.lower_bound, "upper_bound": x.upper_bound,
+                          "status": x.status}
+    return out
+
+
+def _sequential_result(c: Comparison, plan: _Plan, history: list[dict[str, Any]], stop: str,
+                       elapsed_s: float) -> Comparison:
+    """``c`` with the sequential run's record in ``method["sequential"]`` and, on a latency check
+    left inconclusive, the noise it saw in its detail."""
+    n = c.new.blocks
+    seq = {"design": "group-sequential sign test: looks at geometrically growing pair counts; Bonferroni alpha "
+                     f"spending, alpha/{ALPHA_SHARES} per look, the rest at the final look (the last scheduled or "
+                     "the time cap's), so the stopping look's bounds hold at the confidence",
+           "looks_planned": list(plan.looks), "max_looks": LOOKS, "max_time_s": plan.max_time_s, "stopped": stop,
+           "elapsed_s": round(elapsed_s, 3), "pairs": n, "look_confidence": history[-1]["confidence"],
+           "looks": history}
+    checks = []
+    for x in c.checks:
+        if x.name.startswith("latency_ratio_") and x.passed is None:
+            r = pair_ratios(c.new_samples_ms, c.old_samples_ms, float(x.name[len("latency_ratio_p"):]))
+            q1, q3 = np.percentile(r, [25, 75])
+            where = (f"the {plan.max_time_s:g} s cap" if stop == "time cap" else f"the last look ({n} pairs)")
+            x = replace(x, detail=f"within noise at {where}: the limit {x.budget:.4g}x lies inside the interval "
+                                  f"after {n} pairs in {elapsed_s:.0f} s (per-pair ratios' middle half "
+                                  f"{q1:.3f}-{q3:.3f}); a longer --max-time may decide")
+        checks.append(x)
+    return replace(c, checks=tuple(checks), method=dict(c.method, sequential=seq))
 
 
 def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, Any]],
                 outs: Sequence[list[dict[str, Any]]], predictions: Sequence[dict[str, Any] | None],
-                agree: dict[str, Any], warnings: list[str]) -> Comparison:
+                agree: dict[str, Any], warnings: list[str], look_confidence: float) -> Comparison:
     tol, q = plan.tol, float(plan.target.budget.latency_percentile)
     source = "measured" if plan.measured_here else "predicted"
     factors = [1.0 if p is None else float(p["factor"]) for p in predictions]
@@ -411,7 +572,7 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
     blocks = [[b * f for b in side] for side, f in zip(host_blocks, factors)]
     checks: list[Check] = []
     for pct in dict.fromkeys((q, MEDIAN)):
-        r, lo, hi = ratio_interval(blocks[0], blocks[1], pct, plan.confidence)
+        r, lo, hi = ratio_interval(blocks[0], blocks[1], pct, look_confidence)
         checks.append(ratio_check(f"latency_ratio_p{pct:g}", r, lo, hi, 1.0 + tol.max_slowdown, source=source))
     mem = [np.array([max(0, o["peak_rss_bytes"] - o["rss_before_bytes"]) / MB for o in side]) for side in outs]
     checks.append(memory_check(mem[0], mem[1], tol.max_memory_growth))
@@ -430,7 +591,7 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
     method = {"design": "counterbalanced pairs NEW OLD | OLD NEW | ..., one fresh process per block",
               "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
               "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
-              "pairs": plan.pairs, "block_time_s": plan.block.min_time_s, "block_min_iters": plan.block.min_iters,
+              "pairs": len(outs[0]), "block_time_s": plan.block.min_time_s, "block_min_iters": plan.block.min_iters,
               "warmup": plan.block.warmup, "seed": plan.total.seed, "batch": plan.total.batch,
               "intra_op_threads": plan.threads, "memory_slack_mb": MEMORY_SLACK_MB, "predictions": list(predictions)}
     return Comparison(sides[0], sides[1], tuple(checks), agree, tol, plan.confidence, q, source, plan.target.name,
@@ -495,4 +656,5 @@ def agreement_checks(agree: Mapping[str, Any], tol: Tolerances) -> list[Check]:
 
 
 __all__ = ["compare", "run_blocks", "Tolerances", "Side", "Comparison", "ratio_interval", "ratio_check", "parse_fraction", "combine",
-           "pair_ratios", "min_pairs", "DEFAULT_PAIRS", "MIN_PAIRS", "MEMORY_SLACK_MB"]
+           "pair_ratios", "min_pairs", "decided", "look_confidence", "sequential_looks", "DEFAULT_PAIRS", "MIN_PAIRS",
+           "MEMORY_SLACK_MB", "DEFAULT_MAX_TIME_S", "LOOKS", "ALPHA_SHARES"]

@@ -178,8 +178,10 @@ def gate(
     run (:func:`edgeopt.runtime.compare.compare`: latency ratio with confidence bounds, peak memory,
     size, output agreement); the budgets are then checked on NEW's samples from that run, or not at
     all with ``budgets=False``. ``tolerances`` (a ``Tolerances``) or its fields as keywords
-    (``max_slowdown="5%"``, ``atol=1e-3``, ...), ``pairs`` and ``agreement_samples`` go to ``compare``;
-    the measurement keywords (``settings``, ``min_time_s``, ...) are per model, split over the pairs.
+    (``max_slowdown="5%"``, ``atol=1e-3``, ...), ``max_time_s`` (the sequential run's cap, default
+    60 s), ``pairs`` (a fixed count instead) and ``agreement_samples`` go to ``compare``; the
+    measurement keywords (``settings``, ``min_time_s``, ...) are per model, split over the first
+    look's pairs.
     """
     confidence = _validate.number(confidence, "gate()", "confidence", minimum=0, maximum=1, min_exclusive=True,
                                   max_exclusive=True)

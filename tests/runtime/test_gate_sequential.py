@@ -1,0 +1,177 @@
+"""The sequential ``gate --against`` (issue 16): its design (looks, alpha spending, error rate under
+optional stopping) and its stopping logic, on synthetic blocks with a synthetic clock, so each verdict
+here is deterministic and takes no measuring time. Real measurements: ``test_gate_against.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+
+import edgeopt.runtime.compare as cmp
+from edgeopt.runtime import bench
+from edgeopt.runtime.compare import (
+    ALPHA_SHARES,
+    LOOKS,
+    compare,
+    look_confidence,
+    ratio_interval,
+    sequential_looks,
+)
+from edgeopt.runtime.targets import Target
+
+from .test_gate_against import chain
+
+
+# --------------------------------------------------------------------------- the design
+def test_looks_grow_geometrically_and_are_even():
+    looks = sequential_looks(0.95)
+    assert looks == (10, 16, 24, 36, 54, 82, 124, 186) and len(looks) == LOOKS
+    assert all(n % 2 == 0 for n in looks) and all(1.4 < b / a < 1.7 for a, b in zip(looks, looks[1:]))
+    assert sequential_looks(0.99)[0] == 12  # 0.5^n <= 0.01/16 needs 10 pairs; more for a bound on both sides
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_alpha_spent_along_any_run_sums_to_alpha(confidence):
+    alpha = 1 - confidence
+    for final_at in range(LOOKS):  # the final look: forced by the cap at any look, or the last one
+        spent = sum(1 - look_confidence(confidence, k, final=k == final_at) for k in range(final_at + 1))
+        assert spent == pytest.approx(alpha)
+    assert 1 - look_confidence(confidence, 0, final=False) == pytest.approx(alpha / ALPHA_SHARES)
+    assert 1 - look_confidence(confidence, LOOKS - 1, final=True) == pytest.approx(alpha * 9 / 16)  # at least 9/16
+
+
+def _runs(rng, true_log_ratio, limit, *, runs, confidence=0.95, naive=False, final_at=LOOKS - 1):
+    """Simulate the stopping rule on per-pair log-ratios (heavy-tailed, as on a loaded host): the share of
+    runs ending in PASS and in FAIL. ``naive``: every look at the full confidence (what must not be done)."""
+    looks = sequential_looks(confidence)[: final_at + 1]
+    passes = fails = 0
+    for _ in range(runs):
+        r = np.exp(true_log_ratio + 0.1 * rng.standard_t(3, looks[-1]))
+        for k, n in enumerate(looks):
+            conf = confidence if naive else look_confidence(confidence, k, final=k == len(looks) - 1)
+            blocks = [[x] for x in r[:n]]
+            _, lo, hi = ratio_interval(blocks, [[1.0]] * n, 50, conf)
+            if hi is not None and hi <= limit:
+                passes += 1
+                break
+            if lo is not None and lo > limit:
+                fails += 1
+                break
+    return passes / runs, fails / runs
+
+
+def test_optional_stopping_keeps_the_error_rate():
+    """The true ratio sits at the limit: a PASS or a FAIL is then a wrong verdict at either bound. Spent
+    over the looks, each stays under alpha = 5%; looking at 95% every time (naive) exceeds it."""
+    rng = np.random.default_rng(0)
+    limit = 1.05
+    ok_pass, ok_fail = _runs(rng, np.log(limit), limit, runs=600)
+    assert ok_pass <= 0.05 and ok_fail <= 0.05, (ok_pass, ok_fail)
+    naive_pass, naive_fail = _runs(rng, np.log(limit), limit, runs=600, naive=True)
+    assert naive_pass > 0.06 and naive_fail > 0.06, (naive_pass, naive_fail)  # optional stopping inflates it
+
+
+def test_same_ratio_passes_and_a_slower_one_fails_sequentially():
+    rng = np.random.default_rng(1)
+    assert _runs(rng, 0.0, 1.05, runs=200)[0] >= 0.95       # at the limit's 5%: PASS (by some look)
+    assert _runs(rng, np.log(1.12), 1.05, runs=200)[1] >= 0.95  # 12% slower: FAIL
+
+
+# --------------------------------------------------------------------------- the stopping logic, synthetic blocks
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("seq")
+    return chain(2).save(d / "old.onnx"), chain(2, seed=1).save(d / "new.onnx")
+
+
+@pytest.fixture(scope="module")
+def template(pair):
+    """One real measurement's result: its samples are replaced by synthetic ones below."""
+    host = Target.load("host")
+    job = bench.measurement_job(pair[0].resolve(), host, bench.BenchSettings(min_iters=5, min_time_s=0, warmup=1),
+                                threads=1, shapes={}, profile=False)
+    return bench.run_child(job, timeout_s=120)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.fixture
+def synthetic(monkeypatch, pair, template):
+    """``compare`` with each block synthetic: OLD's samples 1.0-1.2 ms times a lognormal block factor
+    (sigma 0.1: a loaded host's block-to-block scatter), NEW's the same times ``ratio``; each block
+    takes 0.5 s of a fake clock."""
+    clock = FakeClock()
+    monkeypatch.setattr(cmp, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+
+    def run(ratio, **kw):
+        rng = np.random.default_rng(7)
+        new_path = str(pair[1].resolve())
+
+        def run_child(job, *, timeout_s):
+            clock.now += 0.5
+            scale = (ratio if job["model"] == new_path else 1.0) * np.exp(0.1 * rng.standard_normal())
+            return dict(template, samples_ns=list(np.linspace(1e6, 1.2e6, 100) * scale))
+
+        monkeypatch.setattr(bench, "run_child", run_child)
+        return compare(pair[1], pair[0], dataclasses.replace(Target.load("host")), atol=float("inf"),
+                       max_top1_disagreement=1.0, **kw)
+
+    return run
+
+
+def test_a_tiny_cap_is_inconclusive_and_says_the_noise(synthetic):
+    c = synthetic(1.0, max_time_s=1.0)
+    seq = c.method["sequential"]
+    assert seq["stopped"] == "time cap" and seq["pairs"] == 10 and len(seq["looks"]) == 1  # the first look is whole
+    assert seq["looks"][0]["confidence"] == pytest.approx(0.95)  # the final look spends all alpha
+    p95 = c.check("latency_ratio_p95")
+    assert p95.status == "inconclusive" and c.verdict == "inconclusive"
+    assert p95.lower_bound < 1.05 < p95.upper_bound
+    assert "within noise at the 1 s cap" in p95.detail and "after 10 pairs in 10 s" in p95.detail
+    assert "middle half" in p95.detail
+    line = next(x for x in c.text_lines() if "latency_ratio_p95" in x)
+    assert f"[{p95.lower_bound:.4f}, {p95.upper_bound:.4f}]" in line and "10 pairs" in line
+    assert "stopped at the 1 s cap, within noise" in c.describe()
+
+
+def test_the_same_noise_with_time_is_decided_pass(synthetic):
+    c = synthetic(1.0, max_time_s=600)
+    seq = c.method["sequential"]
+    assert c.verdict == "pass" and seq["stopped"] == "decided" and len(seq["looks"]) > 1, seq
+    assert seq["pairs"] == sequential_looks(0.95)[len(seq["looks"]) - 1]
+    assert all(look["confidence"] == pytest.approx(1 - 0.05 / ALPHA_SHARES) for look in seq["looks"])
+    assert c.check("latency_ratio_p95").upper_bound <= 1.05 and c.new.blocks == c.old.blocks == seq["pairs"]
+    assert seq["elapsed_s"] == pytest.approx(seq["pairs"] * 1.0)
+
+
+def test_a_clearly_slower_model_fails_at_the_first_look(synthetic):
+    c = synthetic(1.5)
+    seq = c.method["sequential"]
+    assert c.verdict == "fail" and seq["stopped"] == "decided" and seq["pairs"] == 10
+    assert c.check("latency_ratio_p50").lower_bound > 1.05
+
+
+def test_the_cap_look_comes_before_the_cap(synthetic):
+    """Pairs are added while the next two fit under the cap; then the final look, off schedule."""
+    c = synthetic(1.04, max_time_s=40)  # within noise of the limit: not decided by 40 s
+    seq = c.method["sequential"]
+    assert seq["stopped"] == "time cap" and seq["elapsed_s"] <= 40 and seq["pairs"] == 40, seq
+    assert [look["pairs"] for look in seq["looks"]] == [10, 16, 24, 36, 40]
+    assert seq["looks"][-1]["confidence"] == pytest.approx(1 - 0.05 * (1 - 4 / ALPHA_SHARES))
+
+
+def test_bad_cap_is_bad_input(pair):
+    from edgeopt.errors import InputError
+
+    with pytest.raises(InputError, match=r"compare\(\): max_time_s: expected a number > 0, found"):
+        compare(pair[1], pair[0], "host", max_time_s=0)

@@ -313,8 +313,9 @@ BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on
 # ... except where half is below the model's floor: mobilenet's fastest plan measures ~0.60 of its dense
 # p95 (benchmarks/results/tables.md), so it is compared at 0.7, and its half-dense budget is one of the
 # refusal checks (REFUSALS).
-BUDGET_FRACTIONS = {"mobilenet": 0.7}
-REFUSALS = (("resnet8", 0.05), ("mobilenet", 0.5))  # (model, fraction of dense p95): budgets below the floor
+# Since the prune format (issue 16) mobilenet's floor is below half its dense p95: every model at ½.
+BUDGET_FRACTIONS: dict[str, float] = {}
+REFUSALS = (("resnet8", 0.05), ("mobilenet", 0.1))  # (model, fraction of dense p95): budgets below the floor
 PROBE_BENCH = {"min_iters": 300, "min_time_s": 0.5, "max_iters": 20000}  # rank probes of the uniform rows
 
 
@@ -386,6 +387,84 @@ def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epoch
     return path, {"rank": r, "plan": plan, "params": int(plan_cost(task.model, plan, task.example_input).params),
                   "probe_p50_ms": probe_ms, "probes": probes, "limit_ms": limit_ms, "fits": probe_ms <= limit_ms,
                   "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
+
+
+PRUNE_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)  # uniform pruning ratios tried (torch-pruning alone)
+
+
+def _output_layer(model: Any, example: Any) -> Any:
+    """The last Linear/Conv the forward pass runs: its width is the model's output."""
+    import torch
+    from torch import nn
+
+    order: list[Any] = []
+    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
+             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order[-1]
+
+
+def torch_pruning_uniform(model: Any, example: Any, ratio: float) -> Any:
+    """What torch-pruning alone gives: its MetaPruner at one ``ratio`` for every group (magnitude
+    importance), the output layer and the attention modules (whose heads it would break) ignored."""
+    import copy
+    import warnings
+
+    import torch
+    import torch_pruning as tp
+
+    from edgeopt.compiler.attention import LinearAttention, swap_attention
+
+    m = copy.deepcopy(model).eval()
+    swap_attention(m)
+    x = torch.as_tensor(example)[:1]
+    ignored = [_output_layer(m, x)] + [a for a in m.modules() if isinstance(a, LinearAttention)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=ignored)
+        pruner.step()
+    return m
+
+
+def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
+    """The least uniform pruning (torch-pruning's MetaPruner) whose measured p50 is at most ``limit_ms``
+    (the strongest ratio when none is), distilled like edgeopt's final fine-tune."""
+    import torch
+
+    from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    t0 = time.perf_counter()
+    probes: dict[float, float] = {}
+    for ratio in PRUNE_RATIOS:  # ascending pruning: stop at the first that meets the latency
+        path = out / f"probe-prune-{ratio}.onnx"
+        export_onnx(torch_pruning_uniform(task.model, task.example_input, ratio), task.example_input, path, verify=False)
+        probes[ratio] = float(bench(path, str(HOST_1T), **PROBE_BENCH).latency_ms["p50"])
+        if probes[ratio] <= limit_ms:
+            break
+    ratio = next((r for r in probes if probes[r] <= limit_ms), max(probes))
+    probe_s = time.perf_counter() - t0
+    student = torch_pruning_uniform(task.model, task.example_input, ratio)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
+                lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
+    finally:
+        torch.set_num_threads(threads)
+    student.eval()
+    path = out / "uniform-prune.onnx"
+    export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
+    return path, {"rank": ratio, "plan": {"pruning_ratio": ratio}, "params": sum(p.numel() for p in student.parameters()),
+                  "probe_p50_ms": probes[ratio], "probes": sorted(probes.items()), "limit_ms": limit_ms,
+                  "fits": probes[ratio] <= limit_ms, "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
 
 
 def _compile_kwargs() -> set[str]:
@@ -460,15 +539,19 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
 
     # 3, 4: highest uniform rank at edgeopt's measured p50 (the budget if edgeopt shipped nothing)
     limit_ms = edge.get("p50_ms", budget_ms)
-    for fmt, label in (("lowrank", "uniform SVD"), ("tt", "uniform TT")):
+    for fmt, label in (("lowrank", "uniform SVD"), ("tt", "uniform TT"), ("prune", "uniform pruning (torch-pruning)")):
         log.info("[%s] %s at p50 <= %.3f ms", name, label, limit_ms)
         try:
-            path, info = uniform_at_latency(task, fmt, limit_ms, out, epochs=final_epochs, seed=args.seed)
+            if fmt == "prune":
+                path, info = uniform_prune_at_latency(task, limit_ms, out, epochs=final_epochs, seed=args.seed)
+            else:
+                path, info = uniform_at_latency(task, fmt, limit_ms, out, epochs=final_epochs, seed=args.seed)
         except Exception as exc:
             log.exception("[%s] %s failed", name, label)
             rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
             continue
-        rows.append({"method": f"{label} r={info['rank']}" + ("" if info["fits"] else " (slower than edgeopt even at r=1)"),
+        knob = f"ratio={info['rank']}" if fmt == "prune" else f"r={info['rank']}"
+        rows.append({"method": f"{label} {knob}" + ("" if info["fits"] else " (slower than edgeopt even at the strongest)"),
                      "params": info["params"], "compile_s": info["compile_s"],
                      "detail": {k: info[k] for k in ("plan", "probe_p50_ms", "probes", "limit_ms", "fits", "probe_s")},
                      **measure(path, task, quick=args.quick)})
@@ -576,6 +659,8 @@ def markdown(results: dict[str, Any]) -> str:
                              f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
                              f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
                              f"in {d['search'].get('wall_s', 0):.0f} s.")
+        if "dense_p95_ms" in ex:
+            lines.append(goals_line(ex["rows"]))
         lines.append("")
     for ref in results.get("refusals") or ([results["refusal"]] if results.get("refusal") else []):
         lines += [f"Budget below the floor: {ref['note']}", ""]
@@ -592,6 +677,27 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def goals_line(rows: list[dict[str, Any]]) -> str:
+    """Issue 16's goals for one architecture: edgeopt's p50 ≥ 3× lower than dense and ≥ 2× lower than
+    ORT int8, at ≤ 1 pt of test F1 lost against dense; and what uniform pruning gives beside it."""
+    by = {r["method"].split(" ratio=")[0].split(" r=")[0]: r for r in rows if "error" not in r}
+    edge, dense, int8 = by.get("edgeopt"), by.get("dense fp32"), by.get("ORT int8 (dense)")
+    if not (edge and dense):
+        return "\nIssue 16's goals: edgeopt shipped nothing here."
+    parts = [f"{dense['p50_ms'] / edge['p50_ms']:.2f}× dense p50 (goal ≥ 3×)"]
+    if int8:
+        parts.append(f"{int8['p50_ms'] / edge['p50_ms']:.2f}× ORT int8 (goal ≥ 2×)")
+    drop = 100 * (dense["test_f1"] - edge["test_f1"])
+    parts.append(f"{drop:+.2f} pt test F1 lost (goal ≤ 1)")
+    met = dense["p50_ms"] / edge["p50_ms"] >= 3 and (not int8 or int8["p50_ms"] / edge["p50_ms"] >= 2) and drop <= 1
+    prune = by.get("uniform pruning (torch-pruning)")
+    tail = ""
+    if prune:
+        tail = (f" Uniform pruning beside it: {dense['p50_ms'] / prune['p50_ms']:.2f}× dense p50, "
+                f"test F1 {prune['test_f1']:.4f} against edgeopt's {edge['test_f1']:.4f}.")
+    return f"\nIssue 16's goals: {', '.join(parts)}: {'met' if met else '**missed**'}.{tail}"
 
 
 def dispatch_floor(work: Path, quick: bool) -> dict[str, Any]:

@@ -23,13 +23,18 @@ from edgeopt.compiler.formats import (
     LayerReport,
     LayerSpec,
     get_handler,
+    make_report,
     parse_config,
     registered_formats,
 )
 from edgeopt.compiler.formats._base import BYTES_PER_PARAM
 from edgeopt.errors import InputError, ModelError
 
-__all__ = ["PlanCost", "decompose", "decomposable_layers", "layer_reports", "left_alone", "normalize_plan", "plan_cost"]
+# A model may carry its example input under this attribute (``prepare`` sets it on the teacher), so
+# that ``decompose`` can trace it for the graph-level formats when a caller passes none.
+EXAMPLE_ATTR = "edgeopt_example_input"
+
+__all__ = ["EXAMPLE_ATTR", "PlanCost", "decompose", "decomposable_layers", "layer_reports", "left_alone", "normalize_plan", "plan_cost"]
 
 _LEFT_ALONE: tuple[tuple[type, str], ...] = (
     (nn.Embedding, "embeddings are table lookups, not matrix products"),
@@ -354,6 +359,10 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     swap_attention(student)  # nn.MultiheadAttention -> LinearAttention (same function, plain Linear projections)
     analysis = _analyze(student, example_input)
     resolved = _resolve(analysis, configs)
+    if any(get_handler(cfg).graph_level for cfg, _ in resolved.values()):
+        example = example_input if example_input is not None else getattr(model, EXAMPLE_ATTR, None)
+        analysis = _apply_graph_formats(student, analysis, resolved, example)
+        resolved = {c: v for c, v in resolved.items() if not get_handler(v[0]).graph_level}
     modules = dict(student.named_modules())
     for canonical, (config, _names) in resolved.items():
         old = modules[canonical]
@@ -385,6 +394,29 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
         finally:
             student.train(model.training)
     return student
+
+
+def _apply_graph_formats(student: nn.Module, analysis: _Analysis, resolved: dict[str, tuple[FormatConfig, list[str]]],
+                         example: Any) -> _Analysis:
+    """Prune ``student`` in place for every graph-level entry (``prune``), give each pruned layer its
+    report, and return the analysis of the narrower model (the per-layer formats are built on it)."""
+    from edgeopt.compiler.prune import prune_channels
+
+    inputs = _as_input(example)
+    graph = {c: cfg for c, (cfg, _) in resolved.items() if get_handler(cfg).graph_level}
+    modules = dict(student.named_modules())
+    norms = {c: float(modules[c].weight.detach().double().norm()) for c in graph}
+    prune_channels(student, {c: int(cfg.rank) for c, cfg in graph.items()}, None if inputs is None else inputs[0])
+    after = _analyze(student, example)
+    for c, cfg in graph.items():
+        m, spec = modules[c], analysis.specs[c]
+        kept = float(m.weight.detach().double().norm())
+        err = math.sqrt(max(0.0, 1 - (kept / norms[c]) ** 2)) if norms[c] > 0 else 0.0
+        params = sum(p.numel() for p in m.parameters(recurse=False))
+        now = after.specs.get(c, spec)
+        cost = LayerCost(cfg.format, params, now.macs, (1, now.out_size, 1), exact=True)
+        m.edgeopt_report = make_report(spec, cfg.format, cost, err)
+    return after
 
 
 def layer_reports(student: nn.Module) -> list[LayerReport]:

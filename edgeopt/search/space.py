@@ -47,8 +47,9 @@ def _rank_limit(handler: FormatHandler, name: str, spec: Any, rank_limits: dict[
 class SearchSpace:
     """Formats and rank ranges per layer, built from ``decomposable_layers(model)``.
 
-    ``formats`` restricts the registered formats offered (all by default; the default format is
-    always offered); ``rank_limits`` lowers a format's ``search_rank_limit``; ``rank_caps`` bounds
+    ``formats`` restricts the registered formats offered (all but the graph-level ones, such as
+    ``prune``, by default: their latency is only known in the whole graph, which the tables measure;
+    the default format is always offered); ``rank_limits`` lowers a format's ``search_rank_limit``; ``rank_caps`` bounds
     the rank per ``(layer, format)``.
     """
 
@@ -70,7 +71,7 @@ class SearchSpace:
             for handler in registered_handlers():
                 fmt = handler.name
                 if fmt == DEFAULT_FORMAT or (wanted is not None and fmt not in wanted) or \
-                        (allowed is not None and fmt not in allowed):
+                        (allowed is not None and fmt not in allowed) or (wanted is None and handler.graph_level):
                     continue
                 if handler.has_rank:
                     hi = _rank_limit(handler, name, spec, rank_limits, rank_caps)

@@ -41,7 +41,7 @@ from edgeopt._io import atomic_write_text
 
 log = logging.getLogger("edgeopt.compile")
 
-SCHEMA = "edgeopt.tables/2"
+SCHEMA = "edgeopt.tables/3"  # 3: prune rungs (measured in the whole graph)
 TABLE_BENCH = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 GRAPH_BENCH = {"min_iters": 50, "min_time_s": 0.3, "max_iters": 5000}  # the whole graphs of the additivity fit
 MAX_CANDIDATES = 6  # latencies measured per layer, dense included (a bench is a child process: ~0.15 s)
@@ -49,6 +49,8 @@ CALIBRATION = 256  # samples of the sensitivity batch at most ...
 MIN_CALIBRATION = 48  # ... and at least
 SENSITIVITY_BUDGET_S = 40.0  # the forward passes of the sensitivities take about this long at most
 SCALE_RANGE = (0.25, 4.0)  # the additivity fit's scale is clipped to this range
+DELTA_BENCH = {"min_iters": 30, "min_time_s": 0.1, "max_iters": 3000}  # a graph-level rung against dense, at the p50
+GRAPH_LEVEL_MEASURED = 3  # rungs of a graph-level format (prune) measured per layer, as whole graphs
 
 
 @dataclass
@@ -162,8 +164,23 @@ def ladder(spec: Any) -> list[tuple[str, dict[str, Any]]]:
         if h.name == DEFAULT_FORMAT or not h.has_rank or (allowed is not None and h.name not in allowed):
             continue
         hi = h.max_search_rank(spec)
-        out += [(f"{h.name} {r}", get_handler(h.name).plan_entry(r)) for r in ladder_ranks(hi)]
+        ranks = h.search_ranks(spec) if hi >= 1 else None
+        out += [(f"{h.name} {r}", get_handler(h.name).plan_entry(r)) for r in (ranks or ladder_ranks(hi))]
     return out
+
+
+def _graph_level(entry: dict[str, Any]) -> bool:
+    from edgeopt.compiler.formats import get_handler
+
+    return bool(entry) and get_handler(entry["format"]).graph_level
+
+
+def _spread(idx: list[int], room: int) -> list[int]:
+    """``room`` of ``idx``: the first, the last and evenly spaced ones between."""
+    if len(idx) <= room:
+        return list(idx)
+    step = (len(idx) - 1) / (room - 1)
+    return [idx[round(j * step)] for j in range(room)]
 
 
 def measured_subset(rungs: list[tuple[str, dict[str, Any]]], limit: int = MAX_CANDIDATES) -> set[int]:
@@ -175,12 +192,8 @@ def measured_subset(rungs: list[tuple[str, dict[str, Any]]], limit: int = MAX_CA
             by_fmt.setdefault(entry["format"], []).append(i)
     room = max(2, (limit - 1) // max(1, len(by_fmt)))
     keep = {0}
-    for idx in by_fmt.values():
-        if len(idx) <= room:
-            keep.update(idx)
-        else:
-            step = (len(idx) - 1) / (room - 1)
-            keep.update(idx[round(j * step)] for j in range(room))
+    for idx in by_fmt.values():  # a graph-level format's rungs are each a whole graph: three, the rest interpolated
+        keep.update(_spread(idx, GRAPH_LEVEL_MEASURED if _graph_level(rungs[idx[0]][1]) else room))
     return keep
 
 
@@ -283,12 +296,14 @@ def _latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ct
     """The layer's rungs with their params and latencies (measured or interpolated); sensitivity not yet."""
     from edgeopt.compiler.decompose import decompose, plan_cost
 
-    rungs = ladder(spec)
+    rungs = _buildable(teacher, name, ladder(spec), ctx)
     measured = measured_subset(rungs)
-    rows = []
+    rows: list[Candidate] = []
     for i, (label, entry) in enumerate(rungs):
         lat = math.nan
-        if i in measured:
+        if i in measured and _graph_level(entry):
+            lat = _in_graph_ms(teacher, name, entry, rows[0].latency_ms, ctx)
+        elif i in measured:
             student = decompose(teacher, {name: entry} if entry else {}).eval()
             alone = _Alone.make(student.get_submodule(name))
             lat = max(0.0, bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"]) - ctx["floor"][shape])
@@ -296,6 +311,95 @@ def _latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ct
         rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
     _interpolate(rows, measured)
     return rows
+
+
+def _buildable(teacher: Any, name: str, rungs: list[tuple[str, dict[str, Any]]],
+               ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``rungs`` less those of a graph-level format that cannot be applied to this layer (pruning the
+    classifier changes the output; an attention projection's heads break): tried once, at its
+    smallest rank; the reason goes to the tables' notes."""
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.errors import ModelError
+
+    out, refused = [], set()
+    coupled = ctx.setdefault("coupled", {})  # layer -> the earlier layer whose pruning already prunes it
+    for label, entry in rungs:
+        fmt = entry.get("format")
+        if fmt in refused:
+            continue
+        if _graph_level(entry) and name in coupled:
+            refused.add(fmt)  # one choice per dependency group: the group's first layer carries it
+            continue
+        if _graph_level(entry) and fmt not in ctx.setdefault("tried", {}).setdefault(name, set()):
+            ctx["tried"][name].add(fmt)
+            try:
+                student = decompose(teacher, {name: entry}, example_input=ctx["example"])
+            except ModelError as exc:
+                refused.add(fmt)
+                ctx.setdefault("refused", []).append(f"{name}: no {fmt}: {exc}")
+                continue
+            for other in _narrowed(teacher, student, name):
+                coupled.setdefault(other, name)
+        out.append((label, entry))
+    return out
+
+
+def _narrowed(teacher: Any, student: Any, name: str) -> list[str]:
+    """The layers other than ``name`` whose output channels ``student`` lost (its dependency group)."""
+    def width(m: Any) -> int:
+        return int(getattr(m, "out_features", 0) or getattr(m, "out_channels", 0))
+
+    before = {n: width(m) for n, m in teacher.named_modules() if width(m)}
+    return [n for n, m in student.named_modules() if n != name and n in before and 0 < width(m) < before[n]]
+
+
+def _refusal_notes(refused: list[str], coupled: dict[str, str]) -> list[str]:
+    """One note for the layers a graph-level format could not be applied to (vit: 17 of them), one
+    for the layers pruned only with their group's first layer."""
+    out = []
+    if refused:
+        names = [r.split(": ", 1)[0] for r in refused]
+        out.append(f"{len(refused)} layer(s) cannot be pruned ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
+                   f"the first: {refused[0]}")
+    if coupled:
+        out.append("pruned only with their dependency group's first layer: "
+                   + ", ".join(f"{n} (with {root})" for n, root in coupled.items()))
+    return out
+
+
+def _graph_p50(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any]) -> float:
+    import torch
+
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    path = ctx["tmp"] / "in-graph.onnx"
+    export_onnx(decompose(teacher, plan, example_input=ctx["example"]).eval(), torch.as_tensor(ctx["example"]), path,
+                verify=False)
+    return float(bench(path, ctx["target"], **DELTA_BENCH).latency_at(50))
+
+
+def _in_graph_ms(teacher: Any, name: str, entry: dict[str, Any], dense_alone_ms: float, ctx: dict[str, Any]) -> float:
+    """A graph-level rung's latency in the table's terms: the layer's dense latency less what the rung
+    saves in the whole graph (its consumers, BatchNorm and depthwise convs shrink with it). The saving
+    is measured at the p50, beside a dense graph measured just before it (a p95 difference of two
+    short benches is mostly noise), and scaled to the budget's percentile by the dense graph's
+    p95/p50."""
+    import torch
+
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    if "pct_over_p50" not in ctx:
+        path = ctx["tmp"] / "dense-spread.onnx"
+        export_onnx(teacher, torch.as_tensor(ctx["example"]), path, verify=False)
+        r = bench(path, ctx["target"], **GRAPH_BENCH)
+        ctx["pct_over_p50"] = max(1.0, float(r.latency_at(ctx["pct"])) / max(float(r.latency_at(50)), 1e-9))
+    if ctx.get("dense_p50_for") != name:
+        ctx["dense_p50"], ctx["dense_p50_for"] = _graph_p50(teacher, {}, ctx), name
+    saving = ctx["dense_p50"] - _graph_p50(teacher, {name: entry}, ctx)
+    return max(0.0, dense_alone_ms - saving * ctx["pct_over_p50"])
 
 
 def _graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str, repeats: int = 2) -> float:
@@ -309,7 +413,8 @@ def _graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str
     from edgeopt.runtime.bench import bench
 
     path = ctx["tmp"] / f"{name}.onnx"
-    export_onnx(decompose(teacher, plan).eval(), torch.as_tensor(ctx["example"]), path, verify=False)
+    export_onnx(decompose(teacher, plan, example_input=ctx["example"]).eval(), torch.as_tensor(ctx["example"]), path,
+                verify=False)
     return min(float(bench(path, ctx["target"], **GRAPH_BENCH).latency_at(ctx["pct"])) for _ in range(repeats))
 
 
@@ -381,7 +486,7 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
     from edgeopt.compiler.decompose import decompose
 
     X = torch.as_tensor(task.X_train[balanced_order(task.y_train, CALIBRATION)])
-    rungs = sum(1 for cs in tables.layers.values() for c in cs if c.entry and _power_of_two(_rank(c.entry)))
+    rungs = sum(len(_kl_measured(cs)) for cs in tables.layers.values())
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
     try:
@@ -392,13 +497,22 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
         with torch.no_grad():
             t_logits = teacher(X)
             for name, cands in tables.layers.items():
-                for c in cands:
-                    if c.entry and _power_of_two(_rank(c.entry)):
-                        c.sensitivity = max(0.0, kl(t_logits, decompose(teacher, {name: c.entry}).eval()(X)))
+                for c in _kl_measured(cands):
+                    student = decompose(teacher, {name: c.entry}, example_input=task.example_input).eval()
+                    c.sensitivity = max(0.0, kl(t_logits, student(X)))
                 _between(cands)
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
+
+
+def _kl_measured(cands: list[Candidate]) -> list[Candidate]:
+    """The rungs whose KL is computed: powers of two of the per-layer formats; of a graph-level format
+    (one dependency graph traced per rung) its first, middle and last. :func:`_between` fills the rest."""
+    graph = [i for i, c in enumerate(cands) if _graph_level(c.entry)]
+    spread = set(_spread(graph, GRAPH_LEVEL_MEASURED))
+    return [c for i, c in enumerate(cands)
+            if c.entry and (i in spread if _graph_level(c.entry) else _power_of_two(_rank(c.entry)))]
 
 
 def balanced_order(y: Any, n: int) -> Any:
@@ -462,7 +576,7 @@ def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[s
         t1 = time.perf_counter()
         dense_ms = _graph_ms(teacher, {}, ctx, "dense")
         fixed = int(plan_cost(teacher, {}, task.example_input).params) - sum(int(s.params) for s in layers.values())
-        tables = Tables(rows, dense_ms, 0.0, 0.0, key, False, fixed)
+        tables = Tables(rows, dense_ms, 0.0, 0.0, key, False, fixed, notes=_refusal_notes(ctx.get("refused", []), ctx.get("coupled", {})))
         fit_additivity(tables, teacher, ctx)
     t2 = time.perf_counter()
     tables.timings = {"latency_s": round(t1 - t0, 2), "additivity_s": round(t2 - t1, 2)}

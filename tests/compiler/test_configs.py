@@ -63,7 +63,7 @@ def test_ranks_is_a_deprecated_alias_of_the_one_rank_key(fmt):
 
 
 @pytest.mark.parametrize("entry,match", [
-    ({"format": "svd"}, r"^plan\['fc1'\]: format: expected one of 'dense', 'lowrank', 'tt', found a string 'svd'$"),
+    ({"format": "svd"}, r"^plan\['fc1'\]: format: expected one of 'dense', 'lowrank', 'tt', 'prune', found a string 'svd'$"),
     ({"rank": 3}, r"^plan\['fc1'\]: format: expected one of .*, found nothing$"),
     ({"format": "lowrank", "rank": -3}, r"^LowRankConfig, layer 'fc1': rank: expected an int >= 1, .*, found an integer -3$"),
     ({"format": "lowrank", "rank": 3, "alpha": 1}, r"^LowRankConfig, layer 'fc1': alpha: expected one of \['rank'\]"),

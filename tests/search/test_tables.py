@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+from edgeopt.search.tables import SCHEMA
+
 torch = pytest.importorskip("torch")
 
 
@@ -64,7 +66,7 @@ def test_tables_are_cached_with_their_additivity(built, small_mlp_task):
 
     tables, _, out, target, layers = built
     doc = json.loads((out / "tables.json").read_text())
-    assert doc["schema"] == "edgeopt.tables/2" and doc["additivity"] == tables.additivity
+    assert doc["schema"] == SCHEMA and doc["additivity"] == tables.additivity
     calls = []
     again = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=calls.append)
     assert again.cached and calls == [again]  # read back, nothing measured, and the budget checked again
@@ -103,3 +105,16 @@ def test_the_calibration_batch_takes_the_classes_in_turn():
     assert y[first].sum() == 5 and len(set(first.tolist())) == 10  # every positive, no repeats
     assert sorted(balanced_order(y, 1000).tolist()) == list(range(100))  # all of them when n is larger
     assert balanced_order(np.linspace(0, 1, 5), 3).tolist() == [0, 1, 2]  # regression targets: in order
+
+
+def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
+    """Structured pruning (issue 16): the hidden layers get rungs at 1/4..7/8 of their width, measured
+    in the whole graph; the classifier, whose width is the output, gets none and the notes say why."""
+    tables, *_ = built
+    names = list(tables.layers)
+    assert not any(c.entry.get("format") == "prune" for c in tables.layers[names[-1]])
+    assert any(names[-1] in note and "cannot be pruned" in note for note in tables.notes)
+    hidden = [c for c in tables.layers[names[0]] if c.entry.get("format") == "prune"]
+    assert [c.entry["rank"] for c in hidden] == [64, 96, 128, 160, 192, 224]
+    assert all(math.isfinite(c.latency_ms) and c.latency_ms >= 0 and math.isfinite(c.sensitivity) for c in hidden)
+    assert hidden[0].sensitivity > hidden[-1].sensitivity  # a quarter of the channels drifts more than 7/8

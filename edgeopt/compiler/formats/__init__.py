@@ -34,6 +34,10 @@ from edgeopt.compiler.formats._lowrank import LowRankConfig
 from edgeopt.compiler.formats._ranks import resolve_ranks, validate_rank_spec
 from edgeopt.compiler.formats._tt import TTConfig, balanced_factors, choose_modes
 
+# isort: off
+from edgeopt.compiler.formats._prune import PruneConfig  # registered last: the ladder offers it after lowrank and tt
+# isort: on
+
 __all__ = [
     "DEFAULT_FORMAT",
     "RANK_KEY",
@@ -44,6 +48,7 @@ __all__ = [
     "LayerReport",
     "LayerSpec",
     "LowRankConfig",
+    "PruneConfig",
     "TTConfig",
     "balanced_factors",
     "choose_modes",

@@ -193,6 +193,10 @@ class FormatHandler:
     kinds: ClassVar[tuple[str, ...]] = ("linear", "conv1d", "conv2d")
     label: ClassVar[str] = ""  # prefix of the short label in reports ("lr" -> "lr8"); the format name if empty
     search_rank_limit: ClassVar[int | None] = None  # the search never tries a larger rank (None: no limit)
+    # True: the format changes the layer's neighbours too (``prune``): ``decompose`` applies it to the
+    # whole copy before the per-layer formats, and only the allocation (which measures it in the
+    # whole graph) offers it; the per-layer search space does not.
+    graph_level: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -249,6 +253,10 @@ class FormatHandler:
         hi = known.get(self.name, 0) if isinstance(known, Mapping) else self.max_rank(spec)
         hi = int(hi or 0)
         return hi if self.search_rank_limit is None else min(hi, self.search_rank_limit)
+
+    def search_ranks(self, spec: Any) -> list[int] | None:
+        """The ranks the per-layer tables offer on this layer; None: the ladder up to ``max_search_rank``."""
+        return None
 
     def cost(self, spec: LayerSpec, config: FormatConfig) -> LayerCost:  # pragma: no cover
         raise NotImplementedError

@@ -1,0 +1,83 @@
+"""``prune``: structured pruning, the layer's output channels (features) removed for real.
+
+Unlike the other formats this one is not a drop-in for one module: removing a conv's output
+channels removes the matching BatchNorm channels, the depthwise convolution that reads them, and
+the input channels of every consumer (across residual additions too). ``decompose`` applies it
+first, on the whole copy, through torch-pruning's dependency graph (``edgeopt.compiler.prune``);
+this handler only validates, labels and prices it. The rank is the number of output channels kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeopt.compiler.formats._base import (
+    FormatConfig,
+    FormatHandler,
+    LayerCost,
+    LayerSpec,
+    param_error,
+    register_format,
+)
+
+# The search keeps these fractions of a layer's output channels (more than 7/8 barely saves; fewer
+# than 1/4 costs more quality than a low-rank factor of the same speed, in benchmarks/compare.py).
+KEEP_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+
+
+@dataclass(frozen=True)
+class PruneConfig(FormatConfig):
+    """Structured pruning: keep ``rank`` output channels (features) of the layer, the ones with the
+    largest L2 norm over their whole dependency group (torch-pruning's ``GroupMagnitudeImportance``)."""
+
+    format = "prune"
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise param_error("PruneConfig", "rank", "an int >= 1 (output channels kept)", self.rank)
+
+
+def _kept(spec: LayerSpec, config: PruneConfig) -> int:
+    return max(1, min(int(config.rank), spec.out_size))
+
+
+def _round_channels(n: float, out: int) -> int:
+    """Channel counts a kernel likes: multiples of 8 on layers of 32 or more channels, else of 1."""
+    step = 8 if out >= 32 else 1
+    return int(max(step, min(out - 1, step * round(n / step))))
+
+
+@register_format
+class PruneHandler(FormatHandler):
+    config_cls = PruneConfig
+    label = "pr"
+    graph_level = True
+
+    def onnx_node_count(self, kind: str, ranks=None, *, bias: bool = True) -> int:
+        return 1  # still one Gemm or Conv, narrower
+
+    def max_rank(self, spec: LayerSpec) -> int:
+        return spec.out_size - 1  # keeping every channel is dense
+
+    def check(self, spec: LayerSpec) -> str | None:
+        reason = super().check(spec)
+        if reason is None and spec.out_size < 2:
+            reason = "a layer with one output channel has nothing to prune"
+        return reason
+
+    def search_ranks(self, spec: LayerSpec) -> list[int]:
+        """The channel counts the tables offer: :data:`KEEP_FRACTIONS` of the layer's, rounded."""
+        return sorted({_round_channels(f * spec.out_size, spec.out_size) for f in KEEP_FRACTIONS} - {spec.out_size})
+
+    def cost(self, spec: LayerSpec, config: PruneConfig) -> LayerCost:
+        """This layer's own share: its weight rows kept (its consumers and BatchNorm shrink too, which
+        only the built model counts, so the figure is an upper bound: ``exact=False``)."""
+        keep = _kept(spec, config)
+        per_out = spec.in_size * spec.kernel_numel
+        params = keep * per_out + (keep if spec.bias else 0)
+        macs = keep * per_out * spec.positions("out")
+        return LayerCost(self.name, params, macs, (1, keep, 1), exact=False)
+
+    def build(self, module, spec, config):  # pragma: no cover - decompose prunes through the graph
+        raise NotImplementedError("the 'prune' format is applied by edgeopt.compiler.prune on the whole model")

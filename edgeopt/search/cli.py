@@ -273,9 +273,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(task: Any, args: argparse.Namespace, config: Any, target: Any) -> int:
     import edgeopt
+    from edgeopt.search.progress import RepeatedWarnings, ThirdPartyWarnings
     from edgeopt.search.report import budget_rows, comparison_rows, headline, render_text_table
 
-    result = edgeopt.compile(task, target, config=config)
+    # Repeated warnings, and other packages' (onnxruntime's quantizer), each once with its count, at the end.
+    repeated = RepeatedWarnings(during="the compile")
+    try:
+        with ThirdPartyWarnings("the compile"):
+            result = edgeopt.compile(task, target, config=config)
+    finally:
+        repeated.close()
     rep = result.report
     if result.search_only:
         s = rep["search"]

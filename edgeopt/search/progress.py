@@ -5,6 +5,9 @@
 - Repeated warnings (e.g. "noisy measurement" from every trial's short screen) are counted, not
   printed one by one: the first of each kind is printed, the rest are summarized once at the end
   (:class:`RepeatedWarnings`).
+- Other packages' warnings (onnxruntime's quantizer logs "Please consider to run pre-processing before
+  quantization" on every int8 trial; torch's exporter warns) are counted while the search or the whole
+  CLI compile runs and printed once each, with their count, when it ends (:class:`ThirdPartyWarnings`).
 - A deadline (``compile(time_budget_s=...)``): the search stops before a trial that would likely
   not finish in time (:class:`Deadline`), not only between trials past Optuna's ``timeout``.
 """
@@ -12,10 +15,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import statistics
 import sys
 import time
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -29,15 +34,22 @@ QUIET_LOGGERS = ("edgeopt", "edgeopt.bench", "edgeopt.compile", "edgeopt.export"
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
+_ACTIVE: dict[type, Any] = {}  # the outermost RepeatedWarnings / ThirdPartyWarnings now counting, by class
+
+
 class RepeatedWarnings(logging.Filter):
     """A logging filter: a warning whose text (numbers aside) was seen before is counted and dropped.
-    ``summary()`` lists the kinds seen more than once; ``close()`` logs it once and detaches."""
+    ``summary()`` lists the kinds seen more than once; ``close()`` logs it once and detaches. While one is
+    attached (the CLI's, over the whole compile), another (the search's) leaves the counting to it."""
 
-    def __init__(self, loggers: tuple[str, ...] = QUIET_LOGGERS) -> None:
+    def __init__(self, loggers: tuple[str, ...] = QUIET_LOGGERS, during: str = "the search") -> None:
         super().__init__()
-        self.loggers = [logging.getLogger(n) for n in loggers]
+        self.during = during
         self.counts: Counter[str] = Counter()
         self.first: dict[str, str] = {}
+        self.loggers = [] if RepeatedWarnings in _ACTIVE else [logging.getLogger(n) for n in loggers]
+        if self.loggers:
+            _ACTIVE[RepeatedWarnings] = self
         for lg in self.loggers:
             lg.addFilter(self)
 
@@ -55,14 +67,96 @@ class RepeatedWarnings(logging.Filter):
         return self.counts[key] == 1
 
     def summary(self) -> list[str]:
-        return [f"{self.first[k]} (and {n - 1} more like it during the search)"
+        return [f"{self.first[k]} (and {n - 1} more like it during {self.during})"
                 for k, n in self.counts.items() if n > 1]
 
     def close(self) -> None:
         for lg in self.loggers:
             lg.removeFilter(self)
+        if _ACTIVE.get(RepeatedWarnings) is self:
+            del _ACTIVE[RepeatedWarnings]
+        self.loggers = []
         for line in self.summary():
             log.warning("repeated: %s", line)
+
+
+class ThirdPartyWarnings(logging.Handler):
+    """While active (a context manager): warnings from outside edgeopt -- log records of WARNING and above
+    that reach the root logger (onnxruntime's quantizer logs there), and Python warnings -- are counted,
+    not printed; on exit each distinct one (numbers aside, as :class:`RepeatedWarnings` groups them) is
+    logged once on ``edgeopt.compile`` with its source and count. edgeopt's own records, and lower levels,
+    go on to the root logger's handlers as before. While one is active (the CLI's, over the whole compile),
+    another (the search's) leaves the counting to it, so each message is printed once, at the end."""
+
+    def __init__(self, during: str = "the compile") -> None:
+        super().__init__()
+        self.during = during
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+        self._saved: list[logging.Handler] = []
+        self._showwarning: Any = None
+
+    def start(self) -> ThirdPartyWarnings:
+        if ThirdPartyWarnings in _ACTIVE:
+            return self
+        _ACTIVE[ThirdPartyWarnings] = self
+        root = logging.getLogger()
+        self._saved = root.handlers[:]
+        root.handlers[:] = [self]  # also keeps logging.warning() from installing basicConfig's handler
+        self._showwarning = warnings.showwarning
+        warnings.showwarning = self._warning
+        return self
+
+    def close(self) -> None:
+        """Detach (the root logger's handlers and ``warnings.showwarning`` as they were) and print the summary."""
+        if self._showwarning is None:
+            return
+        del _ACTIVE[ThirdPartyWarnings]
+        root = logging.getLogger()
+        if self in root.handlers:
+            root.handlers[:] = self._saved
+        warnings.showwarning, self._showwarning = self._showwarning, None
+        for line in self.summary():
+            log.warning("%s", line)
+        super().close()
+
+    def __enter__(self) -> ThirdPartyWarnings:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def add(self, source: str, message: str) -> None:
+        key = f"{source}: {RepeatedWarnings.kind(message)}"
+        self.counts[key] += 1
+        self.first.setdefault(key, f"{source}: {message}")
+
+    def summary(self) -> list[str]:
+        return [f"warning from {self.first[k]} ({'once' if n == 1 else f'{n} times'} during {self.during})"
+                for k, n in self.counts.items()]
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING and not record.name.startswith("edgeopt"):
+            self.add(_source(record.pathname), record.getMessage().strip())
+            return
+        handlers = self._saved or ([logging.lastResort] if logging.lastResort else [])
+        for h in handlers:
+            if record.levelno >= h.level:
+                h.handle(record)
+
+    def _warning(self, message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:
+        self.add(_source(filename), f"{category.__name__}: {str(message).strip()}")
+
+
+def _source(path: str) -> str:
+    """``onnxruntime.quantization`` for ``.../site-packages/onnxruntime/quantization/quantize.py``."""
+    parts = os.path.normpath(path or "?").split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            rest = [p.removesuffix(".py") for p in parts[parts.index(marker) + 1:]]
+            return ".".join(p for p in rest[:2] if p != "__init__") or "?"
+    return os.path.basename(path).removesuffix(".py") or "?"
 
 
 class Progress:
@@ -139,14 +233,15 @@ def run_search(study: Any, objective: Any, *, trials: int, timeout: float | None
         timeout = min(timeout or float("inf"), deadline - t0)
         callbacks = (*callbacks, Deadline(deadline))
     prog = Progress(trials, metric_name, progress)
-    quiet = RepeatedWarnings()
+    quiet, others = RepeatedWarnings(), ThirdPartyWarnings("the search").start()
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[prog, *callbacks],
                        gc_after_trial=False)
     finally:
         prog.close()
         quiet.close()
+        others.close()
     return time.perf_counter() - t0
 
 
-__all__ = ["Deadline", "Progress", "RepeatedWarnings", "run_search"]
+__all__ = ["Deadline", "Progress", "RepeatedWarnings", "ThirdPartyWarnings", "run_search"]

@@ -21,7 +21,6 @@ from edgeopt.errors import InputError
 from edgeopt.runtime import stats
 from edgeopt.runtime.agreement import compare_outputs
 from edgeopt.runtime.compare import (
-    DEFAULT_PAIRS,
     MEMORY_SLACK_MB,
     Tolerances,
     compare,
@@ -29,6 +28,7 @@ from edgeopt.runtime.compare import (
     parse_fraction,
     ratio_check,
     ratio_interval,
+    sequential_looks,
 )
 from edgeopt.runtime.gate import gate
 from edgeopt.runtime.onnx_proto import GraphBuilder
@@ -70,21 +70,14 @@ def host1(tmp_path_factory):
     return dataclasses.replace(t, runtime=t.runtime.with_threads(1))
 
 
-LONGER = {"pairs": 3 * DEFAULT_PAIRS, "min_time_s": 3 * GATE_SETTINGS.min_time_s}
-
-
-def decided(new, old, host1, **kw):
-    """``gate(new, against=old)`` with the default measurement; when that is inconclusive (on a shared host
-    a p95 interval can straddle the limit), measured longer, as the verdict tells a user to. A "fail"
-    at the default measurement is returned as it is."""
-    g = gate(new, host1, against=old, **kw)
-    return gate(new, host1, against=old, **LONGER, **kw) if g.verdict == "inconclusive" else g
+LOOSE = {"max_slowdown": "20%"}  # a same-cost pair's p95 ratio scatters by ~15% per pair on a loaded 2-core host
 
 
 @pytest.fixture(scope="module")
 def self_gate(models, host1):
-    """The model against itself with the default measurement (16 pairs, 2 s per model), or 3x that."""
-    return decided(models["base"], models["base"], host1)
+    """The model against itself, sequential (the default), at a 20% tolerance: at 5% the p95 ratio of this
+    0.05 ms model needs more pairs than a 60 s cap holds when the host is loaded (issue 16's benchmark)."""
+    return gate(models["base"], host1, against=models["base"], **LOOSE)
 
 
 # --------------------------------------------------------------------------- statistics, no measuring
@@ -175,14 +168,18 @@ def test_different_signatures_are_bad_input_before_measuring(models, host1):
 # --------------------------------------------------------------------------- A/B measurements
 def test_same_model_against_itself_passes(self_gate):
     c = self_gate.comparison
-    assert c.method["pairs"] in (DEFAULT_PAIRS, LONGER["pairs"]) and c.new.blocks == c.old.blocks == c.method["pairs"]
+    seq = c.method["sequential"]
+    assert seq["stopped"] == "decided" and seq["pairs"] >= sequential_looks(0.95)[0], seq
+    assert c.method["pairs"] == seq["pairs"] == seq["looks"][-1]["pairs"] and c.new.blocks == c.old.blocks == seq["pairs"]
+    assert seq["elapsed_s"] <= seq["max_time_s"] + 15 and seq["max_time_s"] == 60
     lat = [x for x in c.checks if x.name.startswith("latency_ratio_")]
     assert [x.name for x in lat] == ["latency_ratio_p95", "latency_ratio_p50"]
-    for x in lat:  # not inconclusive: the interval is narrower than the 5% tolerance
-        assert x.status == "pass", (x, c.method)
-        assert x.lower_bound <= 1.0 <= x.upper_bound or abs(x.measured - 1) < 0.05
+    for x in lat:  # decided by the run itself: the interval lies under the limit
+        assert x.status == "pass", (x, seq)
+        assert x.upper_bound <= 1.2 and x.lower_bound <= x.measured <= x.upper_bound
     assert c.verdict == "pass" and self_gate.verdict == "pass" and self_gate.exit_code == 0
     assert [x.name for x in self_gate.checks] == ["latency_p95", "peak_memory", "model_size"]  # budgets still run
+    assert f"{seq['pairs']} counterbalanced pairs" in self_gate.to_text() and "decided" in self_gate.to_text()
 
 
 def test_gate_reports_carry_the_comparison(self_gate):
@@ -193,9 +190,13 @@ def test_gate_reports_carry_the_comparison(self_gate):
     assert set(cmp["latency_ratio"]) == {"p95", "p50"}
     p95 = cmp["latency_ratio"]["p95"]
     assert {"new_ms", "old_ms", "ratio", "lower_bound", "upper_bound", "limit", "status"} <= set(p95)
-    assert p95["limit"] == pytest.approx(1.05) and p95["lower_bound"] <= p95["ratio"] <= p95["upper_bound"]
+    assert p95["limit"] == pytest.approx(1.2) and p95["lower_bound"] <= p95["ratio"] <= p95["upper_bound"]
     assert cmp["new"]["model_size_bytes"] == cmp["old"]["model_size_bytes"] and cmp["agreement"]["close"]
-    assert cmp["tolerances"]["max_slowdown"] == 0.05
+    assert cmp["tolerances"]["max_slowdown"] == 0.2
+    seq = cmp["method"]["sequential"]  # the noise seen, look by look
+    assert {"looks", "pairs", "elapsed_s", "max_time_s", "stopped", "design"} <= set(seq)
+    assert [k["look"] for k in seq["looks"]] == list(range(1, len(seq["looks"]) + 1))
+    assert {"pairs", "elapsed_s", "confidence", "p95", "p50"} <= set(seq["looks"][-1])
     root = ET.fromstring(self_gate.to_junit().split("\n", 1)[1])
     against = [c.get("name") for c in root.iter("testcase") if c.get("classname").endswith(".against")]
     assert against == ["latency_ratio_p95", "latency_ratio_p50", "peak_memory_ratio", "model_size_ratio",
@@ -206,19 +207,26 @@ def test_gate_reports_carry_the_comparison(self_gate):
 
 
 def test_extra_layers_doubling_the_cost_fail(models, host1):
-    g = gate(models["double"], host1, against=models["base"], pairs=5, settings=QUICK, **NO_AGREEMENT)
+    """Twice the cost, at the default 5%: decided FAIL at the first look (10 pairs), not the cap."""
+    g = gate(models["double"], host1, against=models["base"], **NO_AGREEMENT)
     c = g.comparison.check("latency_ratio_p50")
     assert c.status == "fail" and c.lower_bound > 1.05 and 1.4 < c.measured < 3.0, c
+    seq = g.comparison.method["sequential"]
+    assert seq["stopped"] == "decided" and seq["pairs"] == sequential_looks(0.95)[0], seq
     assert g.comparison.check("model_size_ratio").status == "fail"  # twice the weights
     assert g.verdict == "fail" and g.exit_code == 1
 
 
-def test_a_change_within_noise_passes(models, host1):
-    """Same architecture, other weights: same cost, so latency must pass (outputs are not compared).
+def test_fixed_pairs_look_once(models, host1):
+    g = gate(models["double"], host1, against=models["base"], pairs=5, settings=QUICK, **NO_AGREEMENT)
+    assert g.comparison.method["pairs"] == 5 and "sequential" not in g.comparison.method
+    assert g.comparison.check("latency_ratio_p50").status == "fail" and g.verdict == "fail"
 
-    Measured longer when the default measurement is inconclusive (:func:`decided`); it must never fail.
-    """
-    g = decided(models["reweighted"], models["base"], host1, budgets=False, **NO_AGREEMENT)
+
+def test_a_change_within_noise_passes(models, host1):
+    """Same architecture, other weights: same cost, so latency must pass (outputs are not compared);
+    the sequential run measures until it is decided. It must never fail."""
+    g = gate(models["reweighted"], host1, against=models["base"], budgets=False, **LOOSE, **NO_AGREEMENT)
     assert g.checks == () and g.verdict == "pass", g.to_text()
 
 
@@ -258,6 +266,10 @@ def test_cli_exit_codes(models, tmp_path, monkeypatch, capsys):
     assert "write 5% for a percentage" in capsys.readouterr().err
     assert main(["gate", str(models["base"]), "--no-budgets"]) == 2
     assert main(["gate", str(models["base"]), "--against", str(models["base"]), "--pairs", "3"]) == 2
+    capsys.readouterr()
+    assert main(["gate", str(models["base"]), "--against", str(models["base"]), "--max-time", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "edgeopt: error: gate: --max-time: expected a number > 0, found a float 0.0", err
 
 
 def test_inconclusive_exits_3_and_1_with_strict(self_gate):

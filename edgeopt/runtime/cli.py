@@ -98,7 +98,7 @@ def _against_flags(p: argparse.ArgumentParser) -> None:
     t = Tolerances()
     g = p.add_argument_group("against an older model (--against)")
     g.add_argument("--against", metavar="OLD.onnx", help="also compare MODEL with OLD.onnx, measured in the same run "
-                   "in alternating blocks; --min-time/--min-iters are then per model, split over the first 8 pairs (or --pairs)")
+                   "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)")
     g.add_argument("--max-slowdown", default=f"{t.max_slowdown:.0%}", metavar="FRACTION",
                    help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
                         f"0.05 (default {t.max_slowdown:.0%}%)")

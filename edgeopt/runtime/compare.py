@@ -441,8 +441,8 @@ def compare(
     target : a Target, a built-in name or a profile path. Off the target, latency is predicted.
     confidence : of each one-sided bound on the ratios (default 0.95), whatever the stopping look.
     tolerances : a Tolerances; or its fields as keywords (``max_slowdown="5%"``, ``atol=1e-3``, ...).
-    settings : how long to measure, per model, split over the first look's pairs (sequential: 8, so
-        0.25 s blocks with the gate's ``GATE_SETTINGS``: 2 s and 200 runs) or over ``pairs``.
+    settings : how long to measure, per model, split over the first look's pairs (sequential: 10, so
+        0.2 s blocks with the gate's ``GATE_SETTINGS``: 2 s and 200 runs) or over ``pairs``.
     pairs : None (default): sequential, pairs are added until the latency checks are decided or
         ``max_time_s`` is reached (module docstring). An int (>= MIN_PAIRS): exactly that many, one look.
     max_time_s : the sequential run's time cap in seconds, from the call (default 60).

@@ -3,7 +3,9 @@ a self-contained ``report.html`` and ``plots/*.png`` — all rebuilt from the st
 ``compile.json`` by ``edgeopt report DIR``.
 
 Tables are built once as rows and rendered to Markdown, HTML and the terminal, so the three
-never disagree. Plots use Optuna's matplotlib visualizations where one exists (optimization
+never disagree; ``report.md`` and ``report.html`` are two renderings of one list of blocks
+(:func:`report_blocks`: headings, paragraphs, bullet lines, :class:`Table` s, plots), so the page
+carries every section the Markdown does. Plots use Optuna's matplotlib visualizations where one exists (optimization
 history, Pareto front of a two-objective study) and plain matplotlib otherwise.
 """
 
@@ -14,6 +16,7 @@ import html
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +229,17 @@ def render_markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+class Table(str):
+    """A Markdown table (the string) that keeps its rows, so ``report.html`` renders the same table."""
+
+    rows: list[list[str]]
+
+    def __new__(cls, rows: list[list[str]]) -> Table:
+        table = super().__new__(cls, render_markdown_table(rows))
+        table.rows = rows
+        return table
+
+
 def render_text_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
@@ -238,9 +252,22 @@ def render_text_table(rows: list[list[str]]) -> str:
 
 def _html_table(rows: list[list[str]]) -> str:
     head, *body = rows
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    b = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    h = "".join(f"<th>{_inline(c)}</th>" for c in head)
+    b = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
     return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
+
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_IMAGE = re.compile(r"^!\[(.*)\]\((.*)\)$")
+
+
+def _inline(text: str) -> str:
+    """The Markdown the report's lines use, as HTML: `code` and **bold**; everything else escaped."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick is text
+        parts[-2:] = ["`".join(parts[-2:])]
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else _BOLD.sub(r"<b>\1</b>", html.escape(p))
+                   for i, p in enumerate(parts))
 
 
 # ----------------------------------------------------------------------------- layers
@@ -514,22 +541,28 @@ def headline(rep: dict[str, Any]) -> str:
 
 
 def render_markdown(rep: dict[str, Any]) -> str:
-    """report.md: headline, comparison, budgets, plan, search, trials, plots."""
+    """report.md: headline, comparison, budgets, plan, search, trials, per-layer tables, plots."""
+    return "\n".join(report_blocks(rep))
+
+
+def report_blocks(rep: dict[str, Any]) -> list[str]:
+    """The report as blocks, each one Markdown line (a heading, a paragraph, a ``- `` bullet, a plot, "" between)
+    or a :class:`Table`: ``report.md`` joins them, ``report.html`` renders each as HTML."""
     lines = [f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}", "", headline(rep), "",
-             *_md_context(rep), "", "## Baseline vs edgeopt", "", render_markdown_table(comparison_rows(rep)), "",
-             "## Budgets", "", render_markdown_table(budget_rows(rep)), "", *_md_floor(rep), "## Chosen plan", ""]
+             *_md_context(rep), "", "## Baseline vs edgeopt", "", Table(comparison_rows(rep)), "",
+             "## Budgets", "", Table(budget_rows(rep)), "", *_md_floor(rep), "## Chosen plan", ""]
     if rep.get("layers"):
-        lines += [render_markdown_table(plan_rows(rep)), ""]
+        lines += [Table(plan_rows(rep)), ""]
     else:
         lines += ["The model has no layer edgeopt can decompose; it is shipped dense.", ""]
     lines += _md_search(rep)
-    lines += ["", render_markdown_table(trial_rows(rep)), ""]
+    lines += ["", Table(trial_rows(rep)), ""]
     lines += _md_tables(rep.get("tables"))
     for name, rel in (rep.get("plots") or {}).items():
         lines += [f"![{name}]({rel})", ""]
     s = rep["search"]
     lines += [f"_edgeopt {rep['edgeopt_version']}; study `{s.get('study')}` in `{s.get('storage')}`._", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _md_context(rep: dict[str, Any]) -> list[str]:
@@ -573,7 +606,7 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
     if checks:
         lines += [f"Do the layers add up? Whole graphs measured against the table (`rest + {a.get('scale', 1)} × "
                   f"layers`, fitted on the dense and fastest graphs; the others are held out):", "",
-                  render_markdown_table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
+                  Table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
                                          *checks]), ""]
     sc = t.get("screens") or {}
     if sc.get("count"):
@@ -586,7 +619,7 @@ def _md_tables(t: dict[str, Any] | None) -> list[str]:
         [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
          _fmt(r["sensitivity"], ".3g"), r.get("why", "")] for r in t.get("rows") or []]
     if len(rows) > 1:
-        lines += [render_markdown_table(rows), ""]
+        lines += [Table(rows), ""]
     for g in t.get("left_alone") or []:
         lines.append(f"- Left dense, not decomposable: {g['count']} layer(s) (e.g. {', '.join(g['layers'])}): "
                      f"{g['reason']}.")
@@ -617,14 +650,14 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
                          "yes" if f.get("within_budget", True) else "no", str(f["nodes"]), "✓" if f["shipped"] else ""])
         lines += ["", "Finalists (validation F1 within the tolerance of the best), measured again for longer; of "
                   "those within the latency budget, the fastest (within 3%) with the fewest nodes ships:", "",
-                  render_markdown_table(rows)]
+                  Table(rows)]
     if s.get("pareto_front") is not None:
         front = [t for t in rep["trials"] if t["number"] in set(s["pareto_front"])]
         rows = [["#", "plan", "params", "latency ms", "val F1"]] + [
             [str(t["number"]), _plan_short(t["plan"], _dtype(t)), _fmt(t["params"], ","),
              _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f")]
             for t in sorted(front, key=lambda t: t["latency_ms"] or 0)]
-        lines += ["", "Pareto front (validation F1 vs target latency, feasible trials):", "", render_markdown_table(rows)]
+        lines += ["", "Pareto front (validation F1 vs target latency, feasible trials):", "", Table(rows)]
     return lines
 
 
@@ -635,35 +668,49 @@ code{background:#f5f5f5;padding:1px 4px}"""
 
 
 def render_html(rep: dict[str, Any], out: Path) -> str:
-    """A self-contained page: tables inline, plots embedded as base64 PNG."""
-    s = rep["search"]
-    passed = rep["best"]["budget"]["passed"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>edgeopt — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>edgeopt report — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}</h1>",
-        f"<p class='{'pass' if passed else 'fail'}'><b>{html.escape(headline(rep))}</b></p>",
-        f"<p>Target: {html.escape(rep['target'].get('description', ''))}. Latency is "
-        f"<b>{html.escape(str(rep['best'].get('latency_source')))}</b>.</p>",
-        "<h2>Baseline vs edgeopt</h2>", _html_table(comparison_rows(rep)),
-        "<h2>Budgets</h2>", _html_table(budget_rows(rep)),
-    ]
-    if rep.get("layers"):
-        parts += ["<h2>Chosen plan</h2>", _html_table(plan_rows(rep))]
-    parts += [
-        "<h2>Search</h2>",
-        f"<p>{s['trials']} trials ({html.escape(s['sampler'])}): {s['feasible']} feasible, {s['screened_out']} screened out "
-        f"before training, {s['pruned']} pruned, {s['failed']} failed.</p>",
-        _html_table(trial_rows(rep)),
-    ]
-    for name, rel in (rep.get("plots") or {}).items():
-        p = out / rel
-        if p.exists():
-            data = base64.b64encode(p.read_bytes()).decode()
-            parts.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
-    parts.append(f"<p><small>edgeopt {__version__}</small></p></body></html>")
+    """A self-contained page of the same blocks as ``report.md``: tables inline, plots embedded as base64 PNG."""
+    title = f"edgeopt — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}"
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{title}</title>",
+             f"<style>{_CSS}</style></head><body>"]
+    parts += html_blocks(report_blocks(rep), out, headline=headline(rep), passed=rep["best"]["budget"]["passed"])
+    parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def html_blocks(blocks: list[str], out: Path, *, headline: str = "", passed: bool = True) -> list[str]:
+    """Each block of :func:`report_blocks` as HTML; consecutive ``- `` lines make one list."""
+    parts: list[str] = []
+    items: list[str] = []
+    for block in blocks:
+        if not block.startswith("- ") and items:
+            parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            items = []
+        image = _IMAGE.match(block)
+        if isinstance(block, Table):
+            parts.append(_html_table(block.rows))
+        elif block.startswith("- "):
+            items.append(_inline(block[2:]))
+        elif block.startswith("#"):
+            level = len(block) - len(block.lstrip("#"))
+            parts.append(f"<h{level}>{_inline(block[level:].strip())}</h{level}>")
+        elif image:
+            parts.append(_html_image(image.group(1), out / image.group(2)))
+        elif block == headline and block:
+            parts.append(f"<p class='{'pass' if passed else 'fail'}'><b>{_inline(block)}</b></p>")
+        elif block.startswith("_") and block.endswith("_") and len(block) > 1:
+            parts.append(f"<p><small><i>{_inline(block[1:-1])}</i></small></p>")
+        elif block:
+            parts.append(f"<p>{_inline(block)}</p>")
+    if items:
+        parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    return parts
+
+
+def _html_image(name: str, path: Path) -> str:
+    if not path.exists():
+        return f"<p>{html.escape(name)}: {html.escape(str(path))} is missing</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
 
 
 def rebuild(out: str | os.PathLike) -> dict[str, Any]:

@@ -342,17 +342,16 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     plan : dict
         Layer name (as in ``model.named_modules()``) -> ``{"format": "lowrank", "rank": 32}``,
         ``{"format": "tt", "rank": [1, 8, 1]}`` (or ``"rank": 8``, or ``"rank": 0.05`` for a
-        relative error; ``"ranks"`` is read as a deprecated alias), ``{"format": "dense"}``, a
-        ``FormatConfig`` or a format name.
+        relative error; ``"ranks"`` is read as a deprecated alias), ``{"format": "prune", "rank":
+        16}`` (16 output channels kept), ``{"format": "dense"}``, a ``FormatConfig`` or a format name.
     example_input : tensor or shape, optional
-        Only used to report conv layers' MACs.
+        Traced by the prune format (else ``model.edgeopt_example_input``); gives conv layers' MACs.
 
     Returns
     -------
     torch.nn.Module
-        The student. Each decomposed layer carries an ``edgeopt_report`` (:class:`LayerReport`);
-        collect them with :func:`layer_reports`. A module reachable under several names (tied)
-        is decomposed once and stays shared.
+        The student. Each decomposed layer carries an ``edgeopt_report`` (:class:`LayerReport`;
+        :func:`layer_reports`). A module reachable under several names (tied) stays shared.
     """
     configs = normalize_plan(plan)
     student = copy.deepcopy(model)
@@ -360,18 +359,15 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     analysis = _analyze(student, example_input)
     resolved = _resolve(analysis, configs)
     if any(get_handler(cfg).graph_level for cfg, _ in resolved.values()):
-        example = example_input if example_input is not None else getattr(model, EXAMPLE_ATTR, None)
-        analysis = _apply_graph_formats(student, analysis, resolved, example)
-        resolved = {c: v for c, v in resolved.items() if not get_handler(v[0]).graph_level}
+        analysis, resolved = _apply_graph_formats(student, analysis, resolved, example_input, model)
     modules = dict(student.named_modules())
     for canonical, (config, _names) in resolved.items():
         old = modules[canonical]
-        spec = analysis.specs[canonical]
         try:
-            new, report = get_handler(config).build(old, spec, config)
-        except (InputError, ModelError):
-            raise
+            new, report = get_handler(config).build(old, analysis.specs[canonical], config)
         except Exception as exc:
+            if isinstance(exc, (InputError, ModelError)):
+                raise
             raise ModelError(f"Layer '{canonical}': building the '{config.format}' format failed: "
                              f"{type(exc).__name__}: {exc}") from exc
         all_names = tuple(sorted(n for n, c in analysis.aliases.items() if c == canonical and n != canonical))
@@ -397,11 +393,14 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
 
 
 def _apply_graph_formats(student: nn.Module, analysis: _Analysis, resolved: dict[str, tuple[FormatConfig, list[str]]],
-                         example: Any) -> _Analysis:
+                         example: Any, model: nn.Module) -> tuple[_Analysis, dict[str, tuple[FormatConfig, list[str]]]]:
     """Prune ``student`` in place for every graph-level entry (``prune``), give each pruned layer its
-    report, and return the analysis of the narrower model (the per-layer formats are built on it)."""
+    report, and return the analysis of the narrower model (the per-layer formats are built on it)
+    with the entries left to build."""
     from edgeopt.compiler.prune import prune_channels
 
+    if example is None:
+        example = getattr(model, EXAMPLE_ATTR, None)
     inputs = _as_input(example)
     graph = {c: cfg for c, (cfg, _) in resolved.items() if get_handler(cfg).graph_level}
     modules = dict(student.named_modules())
@@ -416,7 +415,7 @@ def _apply_graph_formats(student: nn.Module, analysis: _Analysis, resolved: dict
         now = after.specs.get(c, spec)
         cost = LayerCost(cfg.format, params, now.macs, (1, now.out_size, 1), exact=True)
         m.edgeopt_report = make_report(spec, cfg.format, cost, err)
-    return after
+    return after, {c: v for c, v in resolved.items() if not get_handler(v[0]).graph_level}
 
 
 def layer_reports(student: nn.Module) -> list[LayerReport]:

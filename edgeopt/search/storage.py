@@ -4,12 +4,16 @@ The storage URL is ``--storage`` when given, else SQLite ``OUT/study.db``; the s
 ``<task>-<target>``. :func:`make_storage` opens any Optuna RDB storage with heartbeats (a killed
 worker's trial is marked failed) and survives workers that create a new database together.
 :func:`open_study` creates or resumes the study with its sampler and pruner, and warm-starts a
-fresh one with the largest uniform-rank plans that fit the size budget.
+fresh one with the largest uniform-rank plans that fit the size budget. Whenever edgeopt opens a study
+(:func:`open_study`, :func:`load_study`), trials left RUNNING by a worker that is gone are failed
+(:func:`fail_stale_trials`): Optuna itself does that only when a worker starts its next trial.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime
 import logging
 import os
 import time
@@ -275,7 +279,89 @@ def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study_name, storage=make_storage(stored_url(recorded_storage, out)))
+    study = optuna.load_study(study_name=study_name, storage=make_storage(stored_url(recorded_storage, out)))
+    fail_stale_trials(study)
+    return study
+
+
+# --------------------------------------------------------------------------- trials of workers that are gone
+def grace_period_s(stor: Any) -> int | None:
+    """Seconds without a heartbeat after which a RUNNING trial's worker counts as gone (None: no heartbeats)."""
+    backend = getattr(stor, "_backend", stor)  # a study's storage is Optuna's cache in front of the RDB one
+    interval = getattr(backend, "heartbeat_interval", None)
+    if not interval:
+        return None
+    return getattr(backend, "grace_period", None) or 2 * interval
+
+
+def fail_stale_trials(study: Any) -> list[int]:
+    """Fail the study's RUNNING trials whose worker is gone, and queue each again once (the storage's
+    retry callback, as Optuna does); returns their numbers.
+
+    Gone: the trial's last heartbeat is older than the grace period (:data:`HEARTBEAT_S` x 3) -- a worker
+    killed with SIGKILL, or on a machine that went down -- or it has no heartbeat at all (its process
+    died between creating the trial and the first heartbeat, or ran without heartbeats) and started longer
+    ago than the grace period. Optuna fails stale trials only when a worker starts a trial, so a study whose
+    workers have all finished kept them RUNNING for ever; edgeopt calls this whenever it opens a study."""
+    import optuna
+
+    stor, grace = study._storage, grace_period_s(study._storage)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if grace is None or not running or not hasattr(stor, "_get_stale_trial_ids"):
+        return []
+    stale = set(stor._get_stale_trial_ids(study._study_id))
+    silent = _without_heartbeat(getattr(stor, "_backend", stor), [t._trial_id for t in running if t._trial_id not in stale])
+    now = datetime.datetime.now()  # the clock Optuna's datetime_start is written with
+    gone = [(t, f"its worker is gone: no heartbeat for over {grace} s") for t in running if t._trial_id in stale]
+    gone += [(t, f"its worker is gone: no heartbeat at all, started over {grace} s ago") for t in running
+             if t._trial_id in silent and t.datetime_start is not None
+             and (now - t.datetime_start).total_seconds() > grace]
+    failed = fail_trials(study, gone, retry=True)
+    if failed:
+        log.warning("study %s: failed %d trial(s) left running by a worker that is gone (no heartbeat for over "
+                    "%d s): %s; each is queued again once", study.study_name, len(failed), grace,
+                    ", ".join(f"#{n}" for n in failed))
+    return failed
+
+
+def _without_heartbeat(stor: Any, trial_ids: list[int]) -> set[int]:
+    """Those of ``trial_ids`` with no heartbeat record (Optuna's RDB tables; none known if they cannot be read)."""
+    if not trial_ids:
+        return set()
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        hb = models.TrialHeartbeatModel
+        with _create_scoped_session(stor.scoped_session) as session:
+            have = {tid for (tid,) in session.query(hb.trial_id).filter(hb.trial_id.in_(trial_ids))}
+    except Exception as exc:  # another Optuna's private layout: only stale heartbeats count
+        log.debug("heartbeat records not readable (%s): trials without one are left alone", exc)
+        return set()
+    return set(trial_ids) - have
+
+
+def fail_trials(study: Any, trials: list[tuple[Any, str]], *, retry: bool) -> list[int]:
+    """Set each RUNNING ``(trial, reason)`` to FAIL with the reason (system attribute ``fail_reason``); with
+    ``retry``, the storage's stale-trial callback queues it again (at most once). A trial another process
+    finished or failed first is skipped. Returns the numbers failed here."""
+    import optuna
+
+    stor, failed = study._storage, []
+    callback = stor.get_heartbeat_stale_trial_callback() if retry else None
+    for t, reason in trials:
+        try:
+            stor.set_trial_system_attr(t._trial_id, "fail_reason", reason)  # only while it is RUNNING
+            if not stor.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        failed.append(t.number)
+        if callback is not None:
+            frozen = copy.deepcopy(stor.get_trial(t._trial_id))
+            frozen.system_attrs.pop("fail_reason", None)  # the retry is a fresh trial, not a failed one
+            callback(study, frozen)
+    return failed
 
 
 # --------------------------------------------------------------------------- creating the study
@@ -347,6 +433,7 @@ def open_study(config: CompileConfig, *, task_name: str, target_name: str,
     study = optuna.create_study(study_name=study_name, storage=stor, directions=config.directions,
                                 sampler=optuna.samplers.RandomSampler(seed=config.seed),
                                 pruner=make_pruner(config), load_if_exists=True)
+    fail_stale_trials(study)
     study.edgeopt_slot = shared.worker_slot(study) if config.trials > 0 else None
     study.sampler = sampler = make_sampler(config, n_existing + SLOT_SEED_STRIDE * (study.edgeopt_slot or 0))
     if (config.sampler == "tpe" and n_existing == 0 and warm_start is not None
@@ -382,7 +469,8 @@ def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[
     return out
 
 
-__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "check_storage", "default_study_name", "filesystem_type",
+__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "check_storage", "default_study_name",
+           "fail_stale_trials", "fail_trials", "grace_period_s", "filesystem_type",
            "heartbeat_interval", "load_study", "make_pruner", "make_sampler", "make_storage", "normalize_url",
            "open_study", "redact", "refuse_network_sqlite", "sqlite_searcher", "storage_url", "stored_url",
            "uniform_warm_start"]

@@ -38,7 +38,7 @@ from typing import Any
 from edgeopt.errors import InputError
 from edgeopt.search.config import CompileConfig
 from edgeopt.search.record import TrialRecord
-from edgeopt.search.storage import WORKER_ENV, redact, storage_url
+from edgeopt.search.storage import WORKER_ENV, fail_stale_trials, fail_trials, grace_period_s, redact, storage_url
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -132,8 +132,13 @@ def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait()
     _report_exits(procs)
-    fail_dead_workers_trials(study, {f"{socket.gethostname()}:{p.pid}" for p, _ in procs})
+    fail_dead_workers_trials(study, {_name(p) for p, _ in procs})
+    _settle(study)
     return time.perf_counter() - t0
+
+
+def _name(p: subprocess.Popen) -> str:
+    return f"{socket.gethostname()}:{p.pid}"  # worker_name() in that process
 
 
 def _share_tables(out: Path, wdir: Path) -> None:
@@ -146,10 +151,20 @@ def _share_tables(out: Path, wdir: Path) -> None:
 
 
 def _watch(study: Any, procs: list[tuple[subprocess.Popen, Path]], total: int, metric_name: str) -> None:
-    """Wait for every worker; a status line every :data:`STATUS_EVERY_S` seconds."""
+    """Wait for every worker; a status line every :data:`STATUS_EVERY_S` seconds. A worker that dies while
+    others run (a signal, a crash) has its RUNNING trial failed at once and queued again for the others
+    (its process is gone: no need to wait for its heartbeat to go stale)."""
     last = time.monotonic()
+    dead: set[int] = set()
     while any(p.poll() is None for p, _ in procs):
         time.sleep(0.5)
+        for p, wdir in procs:
+            if p.returncode is not None and p.returncode != 0 and p.pid not in dead:
+                dead.add(p.pid)
+                failed = fail_dead_workers_trials(study, {_name(p)}, retry=True)
+                if failed:
+                    log.warning("worker %s (pid %d) died (exit %d); its trial %s failed and queued again", wdir.name,
+                                p.pid, p.returncode, ", ".join(f"#{n}" for n in failed))
         if time.monotonic() - last >= STATUS_EVERY_S:
             last = time.monotonic()
             log.info("search: %s (%d of %d workers running)", status_line(study, total, metric_name),
@@ -181,21 +196,31 @@ def _report_exits(procs: list[tuple[subprocess.Popen, Path]]) -> None:
                     "the others", wdir.name, p.pid, how, tail, wdir / "worker.log")
 
 
-def fail_dead_workers_trials(study: Any, dead: set[str]) -> list[int]:
+def fail_dead_workers_trials(study: Any, dead: set[str], *, retry: bool = False) -> list[int]:
     """Fail the RUNNING trials of workers known to have exited (their heartbeat would fail them only
-    after the grace period, and only when another worker starts a trial). Returns their numbers."""
+    after the grace period, and only when an edgeopt process opens the study or a worker starts a trial);
+    ``retry``: queue each again once, for the workers still running. Returns their numbers."""
     import optuna
 
-    failed = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("worker") in dead:
-            try:
-                study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
-                study._storage.set_trial_system_attr(t._trial_id, "fail_reason", "its worker process exited")
-                failed.append(t.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
-    return failed
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return fail_trials(study, [(t, "its worker process exited") for t in running
+                               if t.user_attrs.get("worker") in dead], retry=retry)
+
+
+def _settle(study: Any) -> None:
+    """After the workers: a RUNNING trial no worker had tagged yet (one killed between creating the trial and
+    naming itself) is failed once its heartbeat goes stale -- waited for here, at most the grace period."""
+    import optuna
+
+    grace = grace_period_s(study._storage)
+    deadline = time.monotonic() + (grace or 0) + 2
+    while grace is not None:
+        untagged = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                    if "worker" not in t.user_attrs]
+        fail_stale_trials(study)
+        if not untagged or time.monotonic() > deadline:
+            return
+        time.sleep(1.0)
 
 
 __all__ = ["TOTAL_ENV", "StopAtTotal", "Tagged", "fail_dead_workers_trials", "run_workers", "status_line",

@@ -361,19 +361,14 @@ def rank_at_latency(task: Any, layers: dict[str, Any], fmt: str, limit_ms: float
     return r, uniform_plan(layers, fmt, r), probes[r], sorted(probes.items())
 
 
-def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
-    """The best uniform ``fmt`` plan at edgeopt's latency, distilled like edgeopt's final fine-tune."""
+def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed: int) -> Path:
+    """``student`` distilled from the task's model like edgeopt's final fine-tune (one torch thread),
+    then exported and verified against torch in onnxruntime."""
     import torch
 
-    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
     from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
 
-    t0 = time.perf_counter()
-    layers = decomposable_layers(task.model, task.example_input)
-    r, plan, probe_ms, probes = rank_at_latency(task, layers, fmt, limit_ms, out)
-    probe_s = time.perf_counter() - t0
-    student = decompose(task.model, plan)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as compile() trains: one torch thread
     try:
@@ -382,8 +377,19 @@ def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epoch
     finally:
         torch.set_num_threads(threads)
     student.eval()
-    path = out / f"uniform-{fmt}.onnx"
     export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
+    return path
+
+
+def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
+    """The best uniform ``fmt`` plan at edgeopt's latency, distilled like edgeopt's final fine-tune."""
+    from edgeopt.compiler.decompose import decomposable_layers, decompose, plan_cost
+
+    t0 = time.perf_counter()
+    layers = decomposable_layers(task.model, task.example_input)
+    r, plan, probe_ms, probes = rank_at_latency(task, layers, fmt, limit_ms, out)
+    probe_s = time.perf_counter() - t0
+    path = distill_and_export(decompose(task.model, plan), task, out / f"uniform-{fmt}.onnx", epochs=epochs, seed=seed)
     return path, {"rank": r, "plan": plan, "params": int(plan_cost(task.model, plan, task.example_input).params),
                   "probe_p50_ms": probe_ms, "probes": probes, "limit_ms": limit_ms, "fits": probe_ms <= limit_ms,
                   "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
@@ -435,9 +441,7 @@ def torch_pruning_uniform(model: Any, example: Any, ratio: float) -> Any:
 def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
     """The least uniform pruning (torch-pruning's MetaPruner) whose measured p50 is at most ``limit_ms``
     (the strongest ratio when none is), distilled like edgeopt's final fine-tune."""
-    import torch
 
-    from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
     from edgeopt.runtime.bench import bench
 
@@ -452,16 +456,7 @@ def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: i
     ratio = next((r for r in probes if probes[r] <= limit_ms), max(probes))
     probe_s = time.perf_counter() - t0
     student = torch_pruning_uniform(task.model, task.example_input, ratio)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
-                lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
-    finally:
-        torch.set_num_threads(threads)
-    student.eval()
-    path = out / "uniform-prune.onnx"
-    export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
+    path = distill_and_export(student, task, out / "uniform-prune.onnx", epochs=epochs, seed=seed)
     return path, {"rank": ratio, "plan": {"pruning_ratio": ratio}, "params": sum(p.numel() for p in student.parameters()),
                   "probe_p50_ms": probes[ratio], "probes": sorted(probes.items()), "limit_ms": limit_ms,
                   "fits": probes[ratio] <= limit_ms, "probe_s": probe_s, "compile_s": time.perf_counter() - t0}

@@ -441,7 +441,6 @@ def torch_pruning_uniform(model: Any, example: Any, ratio: float) -> Any:
 def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: int, seed: int) -> tuple[Path, dict]:
     """The least uniform pruning (torch-pruning's MetaPruner) whose measured p50 is at most ``limit_ms``
     (the strongest ratio when none is), distilled like edgeopt's final fine-tune."""
-
     from edgeopt.compiler.export import export_onnx
     from edgeopt.runtime.bench import bench
 

@@ -103,3 +103,15 @@ def test_the_example_input_can_ride_on_the_model():
     setattr(model, EXAMPLE_ATTR, x)
     student = decompose(model, {"features.1.0": {"format": "prune", "rank": 8}})
     assert student.get_submodule("features.1.0").out_channels == 8
+
+
+def test_only_the_allocation_offers_prune_by_default():
+    """The per-layer search space cannot price a graph-level format, so it offers prune only when asked."""
+    from edgeopt.compiler.decompose import decomposable_layers
+    from edgeopt.search.space import SearchSpace
+
+    model, x = _arch("cnn1d")
+    layers = decomposable_layers(model, x)
+    assert all("prune" in spec.formats for spec in layers.values())
+    assert not any("prune" in c.formats for c in SearchSpace(layers).choices)
+    assert all("prune" in c.formats for c in SearchSpace(layers, formats=["prune"]).choices)

@@ -41,7 +41,7 @@ from edgeopt.search.config import (
 )
 from edgeopt.search.objective import Objective
 from edgeopt.search.prepare import SearchInputs, prepare, rank_caps
-from edgeopt.search.progress import run_search
+from edgeopt.search.progress import ThirdPartyWarnings, run_search
 from edgeopt.search.record import MIB, Status, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
@@ -233,7 +233,8 @@ def _compile_session(config: CompileConfig) -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with ThirdPartyWarnings("the compile"):  # onnxruntime's quantizer, once each at the end (the CLI's outer one counts)
+            yield
     finally:
         torch.set_num_threads(threads)
 

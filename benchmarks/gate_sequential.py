@@ -14,6 +14,9 @@ A/B run (``CAL_PAIRS`` pairs) and the width nearest 10 % at p50 kept. Then, with
   compared: the wider model computes something else and is bigger; the latency checks decide);
 - ``pytest tests/runtime -q`` ``--test-runs`` times under the same load: goal 10/10 green.
 
+Each pair is one fresh process with both models, timed in interleaved sub-blocks (``compare``'s
+in-process pairs; before, one fresh process per block).
+
 Writes benchmarks/results/gate_sequential.{json,md} (after each phase).
 """
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from edgeopt.runtime import testing
 from edgeopt.runtime.checks import combine
-from edgeopt.runtime.compare import compare
+from edgeopt.runtime.compare import FRESH_PAIRS, SUB_BLOCKS, compare
 from edgeopt.runtime.gate import gate
 from edgeopt.runtime.host import host_facts
 from edgeopt.runtime.settings import GATE_SETTINGS
@@ -73,7 +76,7 @@ def one_gate(new: Path, old: Path, target: str, **kw) -> dict:
     seq = c.method["sequential"]
     return {"verdict": g.verdict, "latency_verdict": combine(lat), "wall_s": time.perf_counter() - t0,
             "load_avg_1m": [load0, os.getloadavg()[0]], "pairs": seq["pairs"], "elapsed_s": seq["elapsed_s"],
-            "stopped": seq["stopped"], "looks": len(seq["looks"]),
+            "stopped": seq["stopped"], "looks": len(seq["looks"]), "in_process": c.method.get("in_process"),
             "checks": {x.name: {"ratio": x.measured, "lower": x.lower_bound, "upper": x.upper_bound,
                                 "status": x.status} for x in lat}}
 
@@ -140,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                 "host": platform.node(), "target": Path(args.target).name, "load_avg_at_start": os.getloadavg(),
                 "load": "a busy-loop process on one core for the whole run, plus the shared machine's other work",
                 "model": f"MLP {'-'.join(map(str, BASE_DIMS))} (edgeopt.runtime.testing.mlp), batch 1, 1 thread",
-                "gate_settings": {"sequential": True, "max_time_s": 60, "max_slowdown": "5%", "confidence": 0.95}})
+                "gate_settings": {"sequential": True, "max_time_s": 60, "max_slowdown": "5%", "confidence": 0.95},
+                "pairs": (f"one fresh process per pair, NEW and OLD interleaved in it ({SUB_BLOCKS} sub-blocks each, "
+                          f"A B B A ...), after {FRESH_PAIRS} single-model pairs for memory")})
     busy = busy_core()
     try:
         if args.phase in ("all", "gate"):
@@ -159,7 +164,8 @@ def markdown(doc: dict) -> str:
              f"{doc['cpu']}, {doc['cores']} cores)", "",
              f"Load: {doc['load']}; 1-minute load average {doc['load_avg_at_start'][0]:.1f} at the start. "
              f"Model: {doc['model']}, target `{doc['target']}`. Gate defaults: sequential, cap 60 s, "
-             f"max slowdown 5%, 95% one-sided; verdict of the latency checks (p95 and p50 ratios).", ""]
+             f"max slowdown 5%, 95% one-sided; verdict of the latency checks (p95 and p50 ratios). "
+             f"Pairs: {doc.get('pairs', 'one fresh process per block')}.", ""]
     cal = doc.get("calibration")
     if cal:
         r = cal["ratios"][str(cal["hidden"])]

@@ -7,6 +7,14 @@ leaking into the next, and makes the memory figure the model's own. The timed lo
 
 The job is flat JSON: the model path, the ``[runtime]`` keys (``session.Runtime``), the
 ``settings.BenchSettings`` keys, ``shapes`` and ``profile``; absent keys take those classes' defaults.
+
+An A/B job (``ab``: ``{"other": OLD's path, "first": 0 or 1, "sub_blocks": k}``, made by
+``compare``) loads both models (``model`` is NEW) into this one process and times them alternately,
+k sub-blocks each of ``min_time_s / k`` (and ``min_iters / k`` runs), in the order A B B A A B B A ...
+(A = NEW when ``first`` is 0, else OLD), one untimed run after each switch. Its result has
+``ab``: one block per model (the samples of its sub-blocks pooled), and ``sequence``: (side, start
+ns, end ns) of each sub-block. A process's own noise (its allocator, its core, a neighbour's load
+while it ran) then falls on both models alike. No memory or profile: those need a process per model.
 """
 
 from __future__ import annotations
@@ -152,6 +160,39 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_ab(job: dict[str, Any]) -> dict[str, Any]:
+    """The A/B job (module docstring): both models in this process, timed in alternating sub-blocks."""
+    import numpy as np  # noqa: F401
+    import onnxruntime as ort
+
+    runtime, settings = Runtime.from_mapping(job), BenchSettings.from_mapping(job)
+    providers, warning = available_providers(runtime.providers)
+    ab, sides = job["ab"], []
+    for model in (job["model"], ab["other"]):
+        sess, _ = _create_session(ort, model, runtime, providers)
+        feeds = _feeds(sess, settings, job.get("shapes") or {})
+        names = [o.name for o in sess.get_outputs()]
+        _first_run_ms(sess, names, feeds)
+        sides.append((sess, names, feeds))
+    k = max(1, int(ab.get("sub_blocks", 1)))
+    sub = settings.updated(min_time_s=float(settings.min_time_s) / k, min_iters=-(-settings.min_iters // k),
+                           max_iters=max(1, -(-settings.max_iters // k)), warmup=1)
+    for sess, names, feeds in sides:  # both warm before either is timed
+        for _ in range(settings.warmup):
+            sess.run(names, feeds)
+    samples: list[list[int]] = [[], []]
+    sequence = []
+    for j in range(2 * k):
+        side = int(ab.get("first", 0)) ^ (j % 4 in (1, 2))  # A B B A A B B A ...
+        t0 = time.perf_counter_ns()
+        got, _ = _timed_loop(*sides[side], sub)
+        samples[side] += got
+        sequence.append([side, t0, time.perf_counter_ns()])
+    warnings = [warning] if warning else []
+    return {"ab": [{"samples_ns": s, "warnings": warnings} for s in samples], "sequence": sequence,
+            "providers": sides[0][0].get_providers(), "onnxruntime": ort.__version__, "warnings": warnings}
+
+
 def _create_session(ort: Any, model: str, runtime: Runtime, providers: list[str]) -> tuple[Any, float]:
     """The session and how long creating it took (ms)."""
     t0 = time.perf_counter_ns()
@@ -212,7 +253,7 @@ def _add_profile(result: dict[str, Any], ort: Any, model: str, runtime: Runtime,
 def main() -> int:
     job = json.loads(sys.stdin.read())
     try:
-        out = run(job)
+        out = run_ab(job) if job.get("ab") else run(job)
     except _Fail as exc:
         out = {"error": {"kind": exc.kind, "message": str(exc)}}
     except Exception as exc:  # pragma: no cover - reported by the parent as a model error

@@ -2,11 +2,24 @@
 
 Measurement
 -----------
-Both models are measured in one run, in pairs of blocks. A block is one measurement job
-(``bench.run_child``: a fresh child process with the target's session options, warm-up, then a timed
-loop), so a remote target measures on the device. The pairs are counterbalanced, NEW OLD | OLD NEW |
+Both models are measured in one run, in pairs of blocks, counterbalanced: NEW OLD | OLD NEW |
 NEW OLD | ...: every model runs right after the other, a linear drift (thermal, a neighbour
 starting) adds the same to both sides over each two pairs, and neither model always runs first.
+
+Here (a target measured or predicted on this host) a pair is ONE fresh child process that loads
+both models and times them alternately, ``SUB_BLOCKS`` sub-blocks each, A B B A A B B A ... (A = the
+pair's first model; ``_worker.run_ab``); a model's block is its sub-blocks' samples pooled. What a
+fresh process brings (its allocator state, its core, the neighbours while it runs: on a loaded
+2-core host a block's p95 moves by +-8-15 % from one process to the next) then falls on both sides
+of the pair alike and cancels in its ratio, and a pair costs one process start instead of two. The
+pairs stay independent (one process each), which is all the interval below assumes. Peak memory and
+the per-node profile (a prediction's) need a process per model: they come from ``FRESH_PAIRS``
+counterbalanced pairs of single-model blocks (``bench.run_child``: a fresh process with the target's
+session options, warm-up, then a timed loop) measured first, whose latency is not used.
+
+A remote target (``bench.run_child`` over SSH uploads one model per job) keeps one fresh process per
+block on the device: every block there is a single-model job, its latency paired as above and its
+memory used too.
 
 How many pairs: sequential (the default)
 ----------------------------------------
@@ -99,6 +112,8 @@ LOOKS, FIRST_LOOK, GROWTH, ALPHA_SHARES = 8, 10, 1.5, 16
 DEFAULT_MAX_TIME_S = 60.0
 MEMORY_SLACK_MB = 1.0  # peak-memory differences below this are allocator noise, not growth
 MEDIAN = 50.0
+SUB_BLOCKS = 8   # per model and pair, in the pair's one process (A B B A ...): even, so each model leads half
+FRESH_PAIRS = 2  # in-process pairs: single-model fresh-process pairs measured first, for memory and profile
 
 
 # --------------------------------------------------------------------------- tolerances
@@ -294,8 +309,10 @@ class Comparison:
             f"sequential: {seq['elapsed_s']:.0f} s, look {len(seq['looks'])} of {seq['max_looks']}, "
             + {"decided": "decided", "time cap": f"stopped at the {seq['max_time_s']:g} s cap, within noise",
                "last look": "stopped at the last look, within noise"}[seq["stopped"]] + "; ")
+        how = ("one fresh process per pair, NEW and OLD interleaved in it" if m.get("in_process")
+               else "fresh process per block")
         return (f"NEW and OLD {self.latency_source} in {m['pairs']} counterbalanced pairs of blocks "
-                f"({m['block_time_s']:.2g} s each, fresh process per block; {run}ratio bounds one-sided at "
+                f"({m['block_time_s']:.2g} s each, {how}; {run}ratio bounds one-sided at "
                 f"{self.confidence:.0%}{' over all looks' if seq else ''}, median of per-pair ratios, "
                 f"sign-test order statistics)")
 
@@ -353,16 +370,24 @@ def block_settings(total: BenchSettings, pairs: int) -> BenchSettings:
 
 
 def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: int, *, timeout_s: float,
-               into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+               into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None, in_process: bool = False,
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one
     ``bench.run_child`` job (a fresh process; on the device when the target is remote). Only the
     first block of each model profiles per node, when its job asks for it (a prediction). With
-    ``into`` (the lists of an earlier call), the pairs are appended, the alternation continued."""
+    ``in_process``, each pair is one A/B job instead (both models in one fresh process, interleaved
+    in sub-blocks; here only), its first model alternating. With ``into`` (the lists of an earlier
+    call), the pairs are appended, the alternation continued."""
     from edgeopt.runtime import bench
 
     new_out, old_out = into if into is not None else ([], [])
     for i in range(len(new_out), len(new_out) + pairs):
+        if in_process:
+            ab = {"other": old_job["model"], "first": i % 2, "sub_blocks": SUB_BLOCKS}
+            out = bench.run_child(dict(new_job, profile=False, ab=ab), timeout_s=2 * timeout_s)
+            new_out.append(out["ab"][0])
+            old_out.append(out["ab"][1])
+            continue
         order = ((new_job, new_out), (old_job, old_out))
         for job, outs in (order if i % 2 == 0 else order[::-1]):
             outs.append(bench.run_child(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
@@ -388,6 +413,11 @@ class _Plan:
     @property
     def sequential(self) -> bool:
         return self.max_time_s is not None
+
+    @property
+    def in_process(self) -> bool:
+        """Pairs as A/B jobs, both models in one process: on this host, not over SSH (one model per job)."""
+        return getattr(self.target, "remote", None) is None
 
 
 def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: BenchSettings | None,
@@ -463,13 +493,14 @@ def compare(
     jobs = [bench.measurement_job(Path(p).resolve(), plan.target, plan.block, threads=plan.threads,
                                   shapes=plan.shapes, profile=not plan.measured_here) for p in (new, old)]
     look = _Look(plan, (str(new), str(old)), infos, jobs, agree)
+    fresh = look.fresh_blocks()
     if plan.sequential:
         log.info("measuring NEW and OLD in counterbalanced pairs of %.2g s blocks until decided, at most %g s",
                  plan.block.min_time_s, plan.max_time_s)
-        return _sequential(look, started)
+        return _sequential(look, started, fresh)
     log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
-    outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s)
-    return look(outs, plan.confidence)
+    outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s, in_process=plan.in_process)
+    return look(outs, plan.confidence, fresh)
 
 
 @dataclass(frozen=True)
@@ -482,20 +513,31 @@ class _Look:
     jobs: list[dict[str, Any]]
     agree: dict[str, Any]
 
-    def __call__(self, outs: tuple[list[dict[str, Any]], list[dict[str, Any]]], confidence: float) -> Comparison:
-        """The comparison, its latency bounds at one-sided ``confidence`` (this look's)."""
+    def fresh_blocks(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """In-process pairs: the single-model fresh-process blocks for memory and profile (FRESH_PAIRS
+        counterbalanced pairs, measured first); else None (every block is one)."""
+        if not self.plan.in_process:
+            return None
+        log.info("measuring NEW and OLD alone in %d counterbalanced pairs of fresh processes (memory)", FRESH_PAIRS)
+        return run_blocks(self.jobs[0], self.jobs[1], FRESH_PAIRS, timeout_s=self.plan.block.timeout_s)
+
+    def __call__(self, outs: tuple[list[dict[str, Any]], list[dict[str, Any]]], confidence: float,
+                 fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> Comparison:
+        """The comparison, its latency bounds at one-sided ``confidence`` (this look's), from the
+        latency pairs ``outs``; memory, profile and session figures from ``fresh`` (default: ``outs``)."""
         from edgeopt.runtime import bench
 
         plan, jobs = self.plan, self.jobs
-        warnings = sorted({w for o in outs[0] + outs[1] for w in o.get("warnings", [])})
+        fresh = fresh or outs
+        warnings = sorted({w for o in outs[0] + outs[1] + fresh[0] + fresh[1] for w in o.get("warnings", [])})
         predictions: list[dict[str, Any] | None] = [None, None]
         if not plan.measured_here:
             # Each side's own host median, so the target's memory-bound time is its own (predict.transfer).
             host_p50 = [float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
                         for o in outs]
             predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings),
-                                          host_p50_ms=p50) for o, j, p50 in zip(outs, jobs, host_p50)]
-        return _comparison(plan, self.paths, self.infos, outs, predictions, self.agree, warnings, confidence)
+                                          host_p50_ms=p50) for o, j, p50 in zip(fresh, jobs, host_p50)]
+        return _comparison(plan, self.paths, self.infos, (outs, fresh), predictions, self.agree, warnings, confidence)
 
 
 def decided(c: Comparison) -> bool:
@@ -504,10 +546,12 @@ def decided(c: Comparison) -> bool:
     return c.verdict == FAIL or all(x.passed is not None for x in latency)
 
 
-def _sequential(look: _Look, started: float) -> Comparison:
+def _sequential(look: _Look, started: float,
+                fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> Comparison:
     """Add counterbalanced pairs (two at a time) up to each scheduled look and look; stop when
     ``decided`` or at the final look: the last scheduled one, or the one taken when the time cap
-    would be passed before the next scheduled look (module docstring)."""
+    would be passed before the next scheduled look (module docstring). ``fresh``: the memory blocks
+    of in-process pairs (``_Look.fresh_blocks``), already measured."""
     plan = look.plan
     outs: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     history: list[dict[str, Any]] = []
@@ -515,13 +559,14 @@ def _sequential(look: _Look, started: float) -> Comparison:
     for k, n in enumerate(plan.looks):
         capped = False
         while len(outs[0]) < n and not capped:
-            run_blocks(look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs)
+            run_blocks(look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs,
+                       in_process=plan.in_process)
             per_round = 2 * (time.monotonic() - t0) / len(outs[0])
             # the first look is always completed: fewer pairs have no bounds at its confidence
             capped = len(outs[0]) >= plan.looks[0] and time.monotonic() - started + per_round > plan.max_time_s
         final = capped or k == len(plan.looks) - 1
         conf = look_confidence(plan.confidence, k, final)
-        c = look(outs, conf)
+        c = look(outs, conf, fresh)
         history.append(_look_record(c, k, conf, time.monotonic() - started))
         if decided(c) or final:
             stop = "decided" if decided(c) else "time cap" if capped else "last look"
@@ -563,8 +608,11 @@ def _sequential_result(c: Comparison, plan: _Plan, history: list[dict[str, Any]]
 
 
 def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, Any]],
-                outs: Sequence[list[dict[str, Any]]], predictions: Sequence[dict[str, Any] | None],
+                blocks_fresh: tuple[Sequence[list[dict[str, Any]]], Sequence[list[dict[str, Any]]]],
+                predictions: Sequence[dict[str, Any] | None],
                 agree: dict[str, Any], warnings: list[str], look_confidence: float) -> Comparison:
+    """Latency from the pairs' blocks, memory (and the session figures) from the fresh blocks."""
+    (outs, fresh), in_process = blocks_fresh, plan.in_process
     tol, q = plan.tol, float(plan.target.budget.latency_percentile)
     source = "measured" if plan.measured_here else "predicted"
     factors = [1.0 if p is None else float(p["factor"]) for p in predictions]
@@ -574,7 +622,7 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
     for pct in dict.fromkeys((q, MEDIAN)):
         r, lo, hi = ratio_interval(blocks[0], blocks[1], pct, look_confidence)
         checks.append(ratio_check(f"latency_ratio_p{pct:g}", r, lo, hi, 1.0 + tol.max_slowdown, source=source))
-    mem = [np.array([max(0, o["peak_rss_bytes"] - o["rss_before_bytes"]) / MB for o in side]) for side in outs]
+    mem = [np.array([max(0, o["peak_rss_bytes"] - o["rss_before_bytes"]) / MB for o in side]) for side in fresh]
     checks.append(memory_check(mem[0], mem[1], tol.max_memory_growth))
     size = infos[0]["size_bytes"] / max(infos[1]["size_bytes"], 1)
     checks.append(ratio_check("model_size_ratio", size, size, size, 1.0 + tol.max_size_growth))
@@ -588,7 +636,11 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
         sides.append(Side(paths[k], lat, host_lat, len(outs[k]), int(pooled.size), float(np.median(mem[k])),
                           (float(mem[k].min()), float(mem[k].max())), int(infos[k]["size_bytes"]),
                           int(infos[k]["params"]), None if plan.measured_here else factors[k]))
-    method = {"design": "counterbalanced pairs NEW OLD | OLD NEW | ..., one fresh process per block",
+    method = {"design": "counterbalanced pairs NEW OLD | OLD NEW | ..., " + (
+                  f"one fresh process per pair, NEW and OLD in {SUB_BLOCKS} interleaved sub-blocks each (A B B A "
+                  f"...); memory from {len(fresh[0])} fresh single-model blocks each" if in_process
+                  else "one fresh process per block"),
+              "in_process": in_process,
               "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
               "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
               "pairs": len(outs[0]), "block_time_s": plan.block.min_time_s, "block_min_iters": plan.block.min_iters,
@@ -597,7 +649,7 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
     return Comparison(sides[0], sides[1], tuple(checks), agree, tol, plan.confidence, q, source, plan.target.name,
                       method, tuple(tuple(map(float, b)) for b in blocks[0]),
                       tuple(tuple(map(float, b)) for b in blocks[1]),
-                      _new_bench(plan, paths[0], infos[0], outs[0], blocks[0], host_blocks[0], predictions[0], mem[0],
+                      _new_bench(plan, paths[0], infos[0], fresh[0], blocks[0], host_blocks[0], predictions[0], mem[0],
                                  warnings), tuple(warnings))
 
 
@@ -657,4 +709,4 @@ def agreement_checks(agree: Mapping[str, Any], tol: Tolerances) -> list[Check]:
 
 __all__ = ["compare", "run_blocks", "Tolerances", "Side", "Comparison", "ratio_interval", "ratio_check", "parse_fraction", "combine",
            "pair_ratios", "min_pairs", "decided", "look_confidence", "sequential_looks", "DEFAULT_PAIRS", "MIN_PAIRS",
-           "MEMORY_SLACK_MB", "DEFAULT_MAX_TIME_S", "LOOKS", "ALPHA_SHARES"]
+           "MEMORY_SLACK_MB", "DEFAULT_MAX_TIME_S", "LOOKS", "ALPHA_SHARES", "SUB_BLOCKS", "FRESH_PAIRS"]

@@ -70,13 +70,14 @@ def host1(tmp_path_factory):
     return dataclasses.replace(t, runtime=t.runtime.with_threads(1))
 
 
-LOOSE = {"max_slowdown": "20%"}  # a same-cost pair's p95 ratio scatters by ~15% per pair on a loaded 2-core host
+LOOSE = {"max_slowdown": "10%"}  # in one process per pair a same-cost pair's p95 ratio scatters by a few %
 
 
 @pytest.fixture(scope="module")
 def self_gate(models, host1):
-    """The model against itself, sequential (the default), at a 20% tolerance: at 5% the p95 ratio of this
-    0.05 ms model needs more pairs than a 60 s cap holds when the host is loaded (issue 16's benchmark)."""
+    """The model against itself, sequential (the default), at a 10% tolerance. With a fresh process per
+    block it needed 20%: a block's p95 moved by +-8-15 % from one process to the next on a loaded host;
+    with both models interleaved in one process per pair that noise cancels in the pair's ratio."""
     return gate(models["base"], host1, against=models["base"], **LOOSE)
 
 
@@ -176,7 +177,7 @@ def test_same_model_against_itself_passes(self_gate):
     assert [x.name for x in lat] == ["latency_ratio_p95", "latency_ratio_p50"]
     for x in lat:  # decided by the run itself: the interval lies under the limit
         assert x.status == "pass", (x, seq)
-        assert x.upper_bound <= 1.2 and x.lower_bound <= x.measured <= x.upper_bound
+        assert x.upper_bound <= 1.1 and x.lower_bound <= x.measured <= x.upper_bound
     assert c.verdict == "pass" and self_gate.verdict == "pass" and self_gate.exit_code == 0
     assert [x.name for x in self_gate.checks] == ["latency_p95", "peak_memory", "model_size"]  # budgets still run
     assert f"{seq['pairs']} counterbalanced pairs" in self_gate.to_text() and "decided" in self_gate.to_text()
@@ -190,9 +191,10 @@ def test_gate_reports_carry_the_comparison(self_gate):
     assert set(cmp["latency_ratio"]) == {"p95", "p50"}
     p95 = cmp["latency_ratio"]["p95"]
     assert {"new_ms", "old_ms", "ratio", "lower_bound", "upper_bound", "limit", "status"} <= set(p95)
-    assert p95["limit"] == pytest.approx(1.2) and p95["lower_bound"] <= p95["ratio"] <= p95["upper_bound"]
+    assert p95["limit"] == pytest.approx(1.1) and p95["lower_bound"] <= p95["ratio"] <= p95["upper_bound"]
     assert cmp["new"]["model_size_bytes"] == cmp["old"]["model_size_bytes"] and cmp["agreement"]["close"]
-    assert cmp["tolerances"]["max_slowdown"] == 0.2
+    assert cmp["tolerances"]["max_slowdown"] == 0.1
+    assert cmp["method"]["in_process"] and "interleaved" in cmp["method"]["design"]
     seq = cmp["method"]["sequential"]  # the noise seen, look by look
     assert {"looks", "pairs", "elapsed_s", "max_time_s", "stopped", "design"} <= set(seq)
     assert [k["look"] for k in seq["looks"]] == list(range(1, len(seq["looks"]) + 1))
@@ -215,6 +217,25 @@ def test_extra_layers_doubling_the_cost_fail(models, host1):
     assert seq["stopped"] == "decided" and seq["pairs"] == sequential_looks(0.95)[0], seq
     assert g.comparison.check("model_size_ratio").status == "fail"  # twice the weights
     assert g.verdict == "fail" and g.exit_code == 1
+
+
+def test_an_ab_job_interleaves_both_models_in_one_process(models, host1):
+    """The in-process pair: A B B A A B B A ... sub-blocks, one after the other, each model's samples pooled;
+    the pair's first model is NEW (first 0) or OLD (first 1). Twice the cost shows in every sub-block."""
+    from edgeopt.runtime import bench
+    from edgeopt.runtime.compare import SUB_BLOCKS
+
+    job = bench.measurement_job(models["double"].resolve(), host1, QUICK.updated(min_time_s=0.08, min_iters=16),
+                                threads=1, shapes={}, profile=False)
+    for first in (0, 1):
+        out = bench.run_child(dict(job, ab={"other": str(models["base"].resolve()), "first": first,
+                                            "sub_blocks": SUB_BLOCKS}), timeout_s=120)
+        seq = out["sequence"]
+        assert [side for side, _, _ in seq] == [first ^ (j % 4 in (1, 2)) for j in range(2 * SUB_BLOCKS)]
+        assert all(a[2] <= b[1] for a, b in zip(seq, seq[1:])) and all(t0 < t1 for _, t0, t1 in seq)
+        new, old = (np.asarray(b["samples_ns"], dtype=float) for b in out["ab"])
+        assert new.size >= 16 and old.size >= 16  # min_iters per model, over its sub-blocks
+        assert np.median(new) > 1.3 * np.median(old)
 
 
 def test_fixed_pairs_look_once(models, host1):

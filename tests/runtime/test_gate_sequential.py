@@ -21,6 +21,7 @@ from edgeopt.runtime.compare import (
     ratio_interval,
     sequential_looks,
 )
+from edgeopt.runtime.remote import RemoteSpec
 from edgeopt.runtime.targets import Target
 
 from .test_gate_against import chain
@@ -108,22 +109,31 @@ class FakeClock:
 @pytest.fixture
 def synthetic(monkeypatch, pair, template):
     """``compare`` with each block synthetic: OLD's samples 1.0-1.2 ms times a lognormal block factor
-    (sigma 0.1: a loaded host's block-to-block scatter), NEW's the same times ``ratio``; each block
-    takes 0.5 s of a fake clock."""
+    (sigma 0.1: a loaded host's block-to-block scatter), NEW's the same times ``ratio``; an in-process
+    A/B pair (one job, both blocks) takes 1 s of a fake clock, a single-model block 0.5 s. The
+    single-model blocks (memory) are 100x slower: their latency must not count. ``run.jobs``: the jobs."""
     clock = FakeClock()
     monkeypatch.setattr(cmp, "time", types.SimpleNamespace(monotonic=clock.monotonic))
 
-    def run(ratio, **kw):
+    def run(ratio, target=None, **kw):
         rng = np.random.default_rng(7)
         new_path = str(pair[1].resolve())
+        run.jobs = []
 
-        def run_child(job, *, timeout_s):
-            clock.now += 0.5
-            scale = (ratio if job["model"] == new_path else 1.0) * np.exp(0.1 * rng.standard_normal())
+        def block(model, slow=1.0):
+            scale = (ratio if model == new_path else 1.0) * np.exp(0.1 * rng.standard_normal()) * slow
             return dict(template, samples_ns=list(np.linspace(1e6, 1.2e6, 100) * scale))
 
+        def run_child(job, *, timeout_s):
+            run.jobs.append(job)
+            if job.get("ab"):
+                clock.now += 1.0
+                return {"ab": [block(job["model"]), block(job["ab"]["other"])], "warnings": []}
+            clock.now += 0.5
+            return block(job["model"], slow=1.0 if job.get("remote") else 100.0)
+
         monkeypatch.setattr(bench, "run_child", run_child)
-        return compare(pair[1], pair[0], dataclasses.replace(Target.load("host")), atol=float("inf"),
+        return compare(pair[1], pair[0], target or dataclasses.replace(Target.load("host")), atol=float("inf"),
                        max_top1_disagreement=1.0, **kw)
 
     return run
@@ -137,7 +147,7 @@ def test_a_tiny_cap_is_inconclusive_and_says_the_noise(synthetic):
     p95 = c.check("latency_ratio_p95")
     assert p95.status == "inconclusive" and c.verdict == "inconclusive"
     assert p95.lower_bound < 1.05 < p95.upper_bound
-    assert "within noise at the 1 s cap" in p95.detail and "after 10 pairs in 10 s" in p95.detail
+    assert "within noise at the 1 s cap" in p95.detail and "after 10 pairs in 12 s" in p95.detail  # + 4 x 0.5 s
     assert "middle half" in p95.detail
     line = next(x for x in c.text_lines() if "latency_ratio_p95" in x)
     assert f"[{p95.lower_bound:.4f}, {p95.upper_bound:.4f}]" in line and "10 pairs" in line
@@ -151,7 +161,33 @@ def test_the_same_noise_with_time_is_decided_pass(synthetic):
     assert seq["pairs"] == sequential_looks(0.95)[len(seq["looks"]) - 1]
     assert all(look["confidence"] == pytest.approx(1 - 0.05 / ALPHA_SHARES) for look in seq["looks"])
     assert c.check("latency_ratio_p95").upper_bound <= 1.05 and c.new.blocks == c.old.blocks == seq["pairs"]
-    assert seq["elapsed_s"] == pytest.approx(seq["pairs"] * 1.0)
+    assert seq["elapsed_s"] == pytest.approx(2.0 + seq["pairs"] * 1.0)  # the memory blocks, then 1 s a pair
+    assert c.method["in_process"] and c.method["pairs"] == seq["pairs"]
+    assert c.new.latency_ms["p50"] < 2.0  # the single-model blocks (100x slower) do not count for latency
+
+
+def test_in_process_pairs_alternate_and_memory_blocks_come_first(synthetic, pair):
+    """Here: FRESH_PAIRS counterbalanced single-model pairs (memory), then one A/B job per pair, the
+    first model alternating NEW, OLD, NEW, ... ; memory comes from the single-model blocks."""
+    c = synthetic(1.0, max_time_s=600)
+    jobs = synthetic.jobs
+    new_path, old_path = str(pair[1].resolve()), str(pair[0].resolve())
+    fresh, ab = jobs[: 2 * cmp.FRESH_PAIRS], jobs[2 * cmp.FRESH_PAIRS:]
+    assert [j["model"] for j in fresh] == [new_path, old_path, old_path, new_path] and not any(j.get("ab") for j in fresh)
+    assert len(ab) == c.method["pairs"] and all(j["model"] == new_path and j["ab"]["other"] == old_path for j in ab)
+    assert [j["ab"]["first"] for j in ab] == [i % 2 for i in range(len(ab))]
+    assert all(j["ab"]["sub_blocks"] == cmp.SUB_BLOCKS for j in ab) and not any(j["profile"] for j in ab)
+    assert "interleaved" in c.method["design"] and "interleaved" in c.describe()
+
+
+def test_a_remote_target_keeps_a_fresh_process_per_block(synthetic):
+    """Over SSH a job carries one model: every block is a single-model job, as before in-process pairs."""
+    host = Target.load("host")
+    remote = dataclasses.replace(host, remote=RemoteSpec("pi@10.0.0.7"))
+    c = synthetic(1.0, target=remote, max_time_s=600)
+    assert not c.method["in_process"] and "fresh process per block" in c.describe()
+    assert all(j.get("remote") and not j.get("ab") for j in synthetic.jobs)
+    assert len(synthetic.jobs) == 2 * c.method["pairs"] and c.verdict == "pass"
 
 
 def test_a_clearly_slower_model_fails_at_the_first_look(synthetic):
@@ -163,9 +199,9 @@ def test_a_clearly_slower_model_fails_at_the_first_look(synthetic):
 
 def test_the_cap_look_comes_before_the_cap(synthetic):
     """Pairs are added while the next two fit under the cap; then the final look, off schedule."""
-    c = synthetic(1.04, max_time_s=40)  # within noise of the limit: not decided by 40 s
+    c = synthetic(1.04, max_time_s=42)  # within noise of the limit: not decided by 42 s (2 s of memory blocks)
     seq = c.method["sequential"]
-    assert seq["stopped"] == "time cap" and seq["elapsed_s"] <= 40 and seq["pairs"] == 40, seq
+    assert seq["stopped"] == "time cap" and seq["elapsed_s"] <= 42 and seq["pairs"] == 40, seq
     assert [look["pairs"] for look in seq["looks"]] == [10, 16, 24, 36, 40]
     assert seq["looks"][-1]["confidence"] == pytest.approx(1 - 0.05 * (1 - 4 / ALPHA_SHARES))
 

@@ -116,5 +116,11 @@ def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
     assert any(names[-1] in note and "cannot be pruned" in note for note in tables.notes)
     hidden = [c for c in tables.layers[names[0]] if c.entry.get("format") == "prune"]
     assert [c.entry["rank"] for c in hidden] == [64, 96, 128, 160, 192, 224]
-    assert all(math.isfinite(c.latency_ms) and c.latency_ms >= 0 and math.isfinite(c.sensitivity) for c in hidden)
+    assert all(math.isfinite(c.latency_ms) and math.isfinite(c.sensitivity) for c in hidden)
     assert hidden[0].sensitivity > hidden[-1].sensitivity  # a quarter of the channels drifts more than 7/8
+    # priced from the dense latencies measured alone: the layer at r of its width, less what its consumer
+    # (the next Linear, narrowed to the same r of its inputs) saves
+    own, consumer = tables.layers[names[0]][0].latency_ms, tables.layers[names[1]][0].latency_ms
+    lats = [c.latency_ms for c in hidden]
+    assert lats == sorted(lats) and lats[0] < lats[-1] < own
+    assert lats[0] == pytest.approx(0.25 * own - 0.75 * consumer, rel=1e-6, abs=1e-9)

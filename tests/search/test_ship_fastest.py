@@ -4,7 +4,6 @@ faster than dense (never a slower one), and the decision is recorded with its re
 from __future__ import annotations
 
 import json
-import statistics
 
 import pytest
 
@@ -17,26 +16,7 @@ from edgeopt.search.select import BASELINE_NOTE, DENSE  # noqa: E402 - after the
 
 from .conftest import FAST  # noqa: E402 - after the pytest.importorskip guards
 
-ROUNDS = 5
-NOISE = 1.10  # the shipped file's p50 may read up to 10 % over dense's on a shared 2-core host
-QUICK = {"min_iters": 100, "min_time_s": 0.3, "max_iters": 20000}
-
-
-def _p50(path, target) -> float:
-    from edgeopt.runtime.bench import bench
-
-    return float(bench(path, target, **QUICK).latency_ms["p50"])
-
-
-def _interleaved_ratio(model, baseline, target) -> float:
-    """The shipped file's p50 over dense's, measured in turns (dense before and after, the faster
-    counting), the median over :data:`ROUNDS` rounds: drift of the host hits both alike."""
-    ratios = []
-    for _ in range(ROUNDS):
-        before = _p50(baseline, target)
-        shipped = _p50(model, target)
-        ratios.append(shipped / min(before, _p50(baseline, target)))
-    return statistics.median(ratios)
+MAX_SLOWDOWN = "10%"  # what "slower than dense" means after shipping: the gate decides it, not one timing
 
 
 def test_loose_budgets_ship_dense_or_a_plan_faster_than_dense(small_mlp_task, make_target, tmp_path):
@@ -59,7 +39,12 @@ def test_loose_budgets_ship_dense_or_a_plan_faster_than_dense(small_mlp_task, ma
         return
     assert sel["reason"] == "faster-at-tied-f1" and best.get("trial") == sel["trial"]
     assert 1.03 * sel["latency_p50_ms"] <= sel["dense"]["latency_p50_ms"]
+    from edgeopt.runtime.compare import compare
     from edgeopt.runtime.targets import Target
 
-    ratio = _interleaved_ratio(out / "model.onnx", out / "baseline.onnx", Target.load(target_path))
-    assert ratio <= NOISE, f"the shipped plan measures {ratio:.2f}x dense's p50"
+    # The shipped file against dense with the gate's own A/B measurement (both in one process per pair,
+    # sequential until decided): a single interleaved timing read 1.31x once on a loaded CI host.
+    c = compare(out / "model.onnx", out / "baseline.onnx", Target.load(target_path), max_slowdown=MAX_SLOWDOWN)
+    p50 = c.check("latency_ratio_p50")
+    assert p50.passed is not False, (f"the shipped plan measures {p50.measured:.2f}x dense's p50 "
+                                     f"[{p50.lower_bound}, {p50.upper_bound}], over {MAX_SLOWDOWN}")

@@ -35,9 +35,13 @@ def _layers(model, input_shape):
     analysis = _analyze(swapped, (1, *input_shape))
     matrices = {n: w for n, w in analysis.refused.items() if "grouped" in w or "Multihead" in w or "attention" in w}
     reasons = Counter(w for w in matrices.values())
-    return swapped, {"decomposable": len(analysis.specs), "decomposable_names": sorted(analysis.specs),
-                     "refused_matrix_layers": len(matrices), "refused_reasons": dict(reasons),
-                     "attention_refused": attn_refused}
+    return swapped, {
+        "decomposable": len(analysis.specs),
+        "decomposable_names": sorted(analysis.specs),
+        "refused_matrix_layers": len(matrices),
+        "refused_reasons": dict(reasons),
+        "attention_refused": attn_refused,
+    }
 
 
 def _export_times(model, input_shape, tag, out):
@@ -52,11 +56,19 @@ def _export_times(model, input_shape, tag, out):
             t0 = time.perf_counter()
             try:
                 info = export_onnx_info(model, x, Path(tmp) / f"{tag}-{exporter}.onnx", exporter=exporter)
-                res[exporter] = {"ok": True, "export_s": round(info.export_s, 3), "total_s": round(info.total_s, 3),
-                                 "nodes": info.nodes, "max_rel_deviation": info.max_rel_deviation}
+                res[exporter] = {
+                    "ok": True,
+                    "export_s": round(info.export_s, 3),
+                    "total_s": round(info.total_s, 3),
+                    "nodes": info.nodes,
+                    "max_rel_deviation": info.max_rel_deviation,
+                }
             except Exception as exc:
-                res[exporter] = {"ok": False, "total_s": round(time.perf_counter() - t0, 3),
-                                 "error": str(exc).splitlines()[0][:240]}
+                res[exporter] = {
+                    "ok": False,
+                    "total_s": round(time.perf_counter() - t0, 3),
+                    "error": str(exc).splitlines()[0][:240],
+                }
     out[tag] = res
 
 
@@ -74,9 +86,20 @@ def measure(name: str, arch) -> dict:
     model = arch.build()
     row["params"] = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
-    best_val, history = fit(model, train, val, epochs=arch.epochs, lr=arch.lr, batch_size=arch.batch_size,
-                            alpha=1.0, weight_decay=arch.weight_decay, schedule=arch.schedule, patience=arch.epochs,
-                            seed=0, owner="train")
+    best_val, history = fit(
+        model,
+        train,
+        val,
+        epochs=arch.epochs,
+        lr=arch.lr,
+        batch_size=arch.batch_size,
+        alpha=1.0,
+        weight_decay=arch.weight_decay,
+        schedule=arch.schedule,
+        patience=arch.epochs,
+        seed=0,
+        owner="train",
+    )
     row["train_s"] = round(time.perf_counter() - t0, 1)
     row["epochs"] = len(history)
     row["val_f1"] = round(best_val, 4)
@@ -94,19 +117,30 @@ def measure(name: str, arch) -> dict:
 
 
 def _md(rows: list[dict], threads: int) -> str:
-    out = [f"# Bundled architectures ({threads} torch threads)", "",
-           "| model | params | decomposable | left dense (matrix layers) | train s | epochs | test macro-F1 |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"# Bundled architectures ({threads} torch threads)",
+        "",
+        "| model | params | decomposable | left dense (matrix layers) | train s | epochs | test macro-F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         why = "; ".join(f"{n}× {w}" for w, n in r["refused_reasons"].items()) or "-"
-        out.append(f"| {r['name']} | {r['params']:,} | {r['decomposable']} | {why} | {r['train_s']} | {r['epochs']} | "
-                   f"{r['test_f1']:.4f} |")
-    out += ["", "| model | graph | exporter | ok | export s | total s (with checks) | nodes |", "|---|---|---|---|---|---|---|"]
+        out.append(
+            f"| {r['name']} | {r['params']:,} | {r['decomposable']} | {why} | {r['train_s']} | {r['epochs']} | "
+            f"{r['test_f1']:.4f} |"
+        )
+    out += [
+        "",
+        "| model | graph | exporter | ok | export s | total s (with checks) | nodes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for tag, res in r["exports"].items():
             for ex, e in res.items():
-                out.append(f"| {r['name']} | {tag} | {ex} | {'yes' if e['ok'] else 'no: ' + e['error'][:90]} | "
-                           f"{e.get('export_s', '-')} | {e['total_s']} | {e.get('nodes', '-')} |")
+                out.append(
+                    f"| {r['name']} | {tag} | {ex} | {'yes' if e['ok'] else 'no: ' + e['error'][:90]} | "
+                    f"{e.get('export_s', '-')} | {e['total_s']} | {e.get('nodes', '-')} |"
+                )
     return "\n".join(out) + "\n"
 
 

@@ -54,19 +54,25 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     target = Target.load("host")
-    print(f"host: {target.device.cpu}, {target.device.cores} cores, onnxruntime {ort.__version__}, "
-          f"load avg {os.getloadavg()[0]:.2f}")
+    print(
+        f"host: {target.device.cpu}, {target.device.cores} cores, onnxruntime {ort.__version__}, "
+        f"load avg {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'model':<22}{'bare p50 ms':>12}{'harness p50 ms':>16}{'diff':>8}{'5-run p50s (ms)':>40}{'spread':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in MODELS.items():
             path = build().save(Path(tmp) / "m.onnx")
             harness, bare = [], []
             for _ in range(args.runs):  # interleaved, so drift hits both alike
-                harness.append(bench(path, target, min_iters=args.min_iters, min_time_s=args.min_time).latency_ms["p50"])
+                harness.append(
+                    bench(path, target, min_iters=args.min_iters, min_time_s=args.min_time).latency_ms["p50"]
+                )
                 bare.append(bare_p50(path, target, args.min_iters, args.min_time))
             h, b = float(np.median(harness)), float(np.median(bare))
             spread = (max(harness) - min(harness)) / h
-            print(f"{name:<22}{b:>12.4f}{h:>16.4f}{(h - b) / b:>+8.1%}{' '.join(f'{x:.4f}' for x in harness):>40}{spread:>8.1%}")
+            print(
+                f"{name:<22}{b:>12.4f}{h:>16.4f}{(h - b) / b:>+8.1%}{' '.join(f'{x:.4f}' for x in harness):>40}{spread:>8.1%}"
+            )
     print(f"load avg after: {os.getloadavg()[0]:.2f}")
 
 

@@ -65,8 +65,9 @@ def measure(path: Path, task: Any, *, quick: bool) -> dict[str, Any]:
     from edgeopt.runtime.bench import bench
     from edgeopt.search.evaluate import onnx_metrics
 
-    host = bench(path, str(HOST_1T), min_iters=300 if quick else 2000, min_time_s=0.5 if quick else 2.0,
-                 max_iters=50000)
+    host = bench(
+        path, str(HOST_1T), min_iters=300 if quick else 2000, min_time_s=0.5 if quick else 2.0, max_iters=50000
+    )
     rpi = bench(path, TARGET, min_iters=50 if quick else 200, min_time_s=0.2 if quick else 0.5)
     test = onnx_metrics(path, task.X_test, task.y_test, task.metric)
     return {
@@ -102,7 +103,9 @@ def _plan_text(plan: dict[str, Any], limit: int = 8) -> str:
         by.setdefault(fmt, []).append(int(rank) if rank else 0)
     parts = []
     for fmt, ranks in by.items():
-        rng = "" if not any(ranks) else (f" {min(ranks)}" if min(ranks) == max(ranks) else f" {min(ranks)}–{max(ranks)}")
+        rng = (
+            "" if not any(ranks) else (f" {min(ranks)}" if min(ranks) == max(ranks) else f" {min(ranks)}–{max(ranks)}")
+        )
         parts.append(f"{len(ranks)}× {fmt}{rng}")
     return f"{len(plan)} layers: " + ", ".join(parts)
 
@@ -151,8 +154,18 @@ def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: i
     student = decompose(task.model, plan)
     # The same recipe as edgeopt's final fine-tune of its chosen plan (search/ship.py): same epochs,
     # rate, cosine schedule, last-epoch weights.
-    distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
-            lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
+    distill(
+        student,
+        task.model,
+        (task.X_train, task.y_train),
+        (task.X_val, task.y_val),
+        epochs=epochs,
+        lr=FINAL_LR,
+        seed=seed,
+        metric=task.metric,
+        schedule="cosine",
+        restore_best=False,
+    )
     student.eval()
     path = out / f"uniform-{fmt}.onnx"
     export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
@@ -185,28 +198,53 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
     for label, int8 in (("edgeopt fp32", False), ("edgeopt +int8", True)):
         log.info("[%s] %s: %d trials / %.0f s", name, label, trials, timeout)
         t0 = time.perf_counter()
-        res = edgeopt.compile(task, TARGET, trials=trials, timeout=timeout, out=out / ("edgeopt-int8" if int8 else "edgeopt-fp32"),
-                              seed=args.seed, int8=int8, budget=BUDGETS[name] or None, final_epochs=final_epochs,
-                              progress=False)
+        res = edgeopt.compile(
+            task,
+            TARGET,
+            trials=trials,
+            timeout=timeout,
+            out=out / ("edgeopt-int8" if int8 else "edgeopt-fp32"),
+            seed=args.seed,
+            int8=int8,
+            budget=BUDGETS[name] or None,
+            final_epochs=final_epochs,
+            progress=False,
+        )
         wall = time.perf_counter() - t0
         rep = res.report
         compiled[label] = {
-            "path": res.model_path, "params": int(rep["best"]["params"]), "compile_s": wall,
-            "detail": {"plan": res.best_plan, "dtype": rep["best"].get("dtype", "fp32"), "passed": res.passed,
-                       "reasons": res.reasons, "search": rep.get("search", {}),
-                       "gate_rpi4": [{k: c.get(k) for k in ("name", "budget", "measured", "passed")}
-                                     for c in rep["best"]["budget"]["checks"]]},
+            "path": res.model_path,
+            "params": int(rep["best"]["params"]),
+            "compile_s": wall,
+            "detail": {
+                "plan": res.best_plan,
+                "dtype": rep["best"].get("dtype", "fp32"),
+                "passed": res.passed,
+                "reasons": res.reasons,
+                "search": rep.get("search", {}),
+                "gate_rpi4": [
+                    {k: c.get(k) for k in ("name", "budget", "measured", "passed")}
+                    for c in rep["best"]["budget"]["checks"]
+                ],
+            },
         }
     baseline = out / "edgeopt-fp32" / "baseline.onnx"
 
     # 1: dense fp32
-    rows.append({"method": "dense fp32", "params": dense_params, "compile_s": None,
-                 **measure(baseline, task, quick=args.quick)})
+    rows.append(
+        {"method": "dense fp32", "params": dense_params, "compile_s": None, **measure(baseline, task, quick=args.quick)}
+    )
     # 2: ORT int8 of dense
     t0 = time.perf_counter()
     q = quantize_onnx(baseline, out / "dense-int8.onnx", calibration=task.X_train[:256])
-    rows.append({"method": "ORT int8 (dense)", "params": dense_params, "compile_s": time.perf_counter() - t0,
-                 **measure(q, task, quick=args.quick)})
+    rows.append(
+        {
+            "method": "ORT int8 (dense)",
+            "params": dense_params,
+            "compile_s": time.perf_counter() - t0,
+            **measure(q, task, quick=args.quick),
+        }
+    )
     # 3, 4: uniform-rank SVD / TT at edgeopt's fp32 parameter count
     target_params = compiled["edgeopt fp32"]["params"]
     for fmt, label in (("lowrank", "uniform SVD"), ("tt", "uniform TT")):
@@ -216,14 +254,36 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
         except Exception as exc:
             rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        rows.append({"method": f"{label} r={info['rank']}", "params": info["params"], "compile_s": info["compile_s"],
-                     "detail": {"plan": info["plan"]}, **measure(path, task, quick=args.quick)})
+        rows.append(
+            {
+                "method": f"{label} r={info['rank']}",
+                "params": info["params"],
+                "compile_s": info["compile_s"],
+                "detail": {"plan": info["plan"]},
+                **measure(path, task, quick=args.quick),
+            }
+        )
     for label in ("edgeopt fp32", "edgeopt +int8"):
         c = compiled[label]
-        rows.append({"method": label, "params": c["params"], "compile_s": c["compile_s"], "detail": c["detail"],
-                     **measure(c["path"], task, quick=args.quick)})
-    return {"example": name, "metric": task.metric, "target": TARGET, "budget_overrides": BUDGETS[name],
-            "trials": trials, "timeout_s": timeout, "final_epochs": final_epochs, "rows": rows}
+        rows.append(
+            {
+                "method": label,
+                "params": c["params"],
+                "compile_s": c["compile_s"],
+                "detail": c["detail"],
+                **measure(c["path"], task, quick=args.quick),
+            }
+        )
+    return {
+        "example": name,
+        "metric": task.metric,
+        "target": TARGET,
+        "budget_overrides": BUDGETS[name],
+        "trials": trials,
+        "timeout_s": timeout,
+        "final_epochs": final_epochs,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- the wide model
@@ -245,8 +305,16 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    X, y = make_classification(n_samples=4000, n_features=128, n_informative=48, n_redundant=16, n_classes=10,
-                               n_clusters_per_class=2, class_sep=2.5, random_state=3)
+    X, y = make_classification(
+        n_samples=4000,
+        n_features=128,
+        n_informative=48,
+        n_redundant=16,
+        n_classes=10,
+        n_clusters_per_class=2,
+        class_sep=2.5,
+        random_state=3,
+    )
     X = StandardScaler().fit_transform(X)
     train, val, test = _split(X, y)
     torch.manual_seed(args.seed)
@@ -261,8 +329,15 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     rows = []
     dense_path = out / "dense.onnx"
     export_onnx(model, task.example_input, dense_path, verify=True)
-    rows.append({"method": "dense fp32", "fc2": f"dense {width}x{width}", "params": int(plan_cost(model, {}, task.example_input).params),
-                 "compile_s": None, **measure(dense_path, task, quick=args.quick)})
+    rows.append(
+        {
+            "method": "dense fp32",
+            "fc2": f"dense {width}x{width}",
+            "params": int(plan_cost(model, {}, task.example_input).params),
+            "compile_s": None,
+            **measure(dense_path, task, quick=args.quick),
+        }
+    )
     # TT-matrix with three cores (4096 = 16x16x16 both ways) sets each parameter budget; SVD gets the
     # rank with the closest parameter count. The automatic modes (64x64, two cores) are shown too.
     modes = [16, 16, 16]
@@ -284,12 +359,24 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
             export_onnx(student, task.example_input, path, verify=True, verify_inputs=val[0][:32])
             cost = plan_cost(model, plan, task.example_input)
             label = f"TT ranks {tt_rank}, modes {m}" if fmt == "tt" else f"SVD rank {svd_rank}"
-            rows.append({"method": label, "fc2_params": int(cost.layers["fc2"].params), "params": int(cost.params),
-                         "fc2_macs": int(cost.layers["fc2"].macs or 0),
-                         "init_rel_error": None if rel_err is None else float(rel_err),
-                         "compile_s": time.perf_counter() - t0, **measure(path, task, quick=args.quick)})
-    return {"example": "wide-4096", "description": f"MLP 128-{width}-{width}-10 on make_classification (10 classes)",
-            "teacher_train_s": train_s, "distill_epochs": epochs, "rows": rows}
+            rows.append(
+                {
+                    "method": label,
+                    "fc2_params": int(cost.layers["fc2"].params),
+                    "params": int(cost.params),
+                    "fc2_macs": int(cost.layers["fc2"].macs or 0),
+                    "init_rel_error": None if rel_err is None else float(rel_err),
+                    "compile_s": time.perf_counter() - t0,
+                    **measure(path, task, quick=args.quick),
+                }
+            )
+    return {
+        "example": "wide-4096",
+        "description": f"MLP 128-{width}-{width}-10 on make_classification (10 classes)",
+        "teacher_train_s": train_s,
+        "distill_epochs": epochs,
+        "rows": rows,
+    }
 
 
 # --------------------------------------------------------------------------- real architectures (issue 9)
@@ -307,7 +394,10 @@ ARCH_SEARCH: dict[str, tuple[int, float, int, int]] = {
     "cnn1d": (30, 45.0, 6, 20),
 }
 ARCH_QUICK: dict[str, tuple[int, float, int, int]] = {
-    "resnet8": (8, 40.0, 1, 2), "mobilenet": (4, 40.0, 1, 1), "vit": (6, 40.0, 1, 2), "cnn1d": (8, 20.0, 3, 5),
+    "resnet8": (8, 40.0, 1, 2),
+    "mobilenet": (4, 40.0, 1, 1),
+    "vit": (6, 40.0, 1, 2),
+    "cnn1d": (8, 20.0, 3, 5),
 }
 BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t ...
 # ... except where half is below the model's floor: mobilenet's fastest plan measures ~0.60 of its dense
@@ -338,8 +428,9 @@ def _probe_p50(task: Any, plan: dict[str, Any], path: Path) -> float:
     return float(bench(path, str(HOST_1T), **PROBE_BENCH).latency_ms["p50"])
 
 
-def rank_at_latency(task: Any, layers: dict[str, Any], fmt: str, limit_ms: float, work: Path
-                    ) -> tuple[int, dict[str, Any], float, list[tuple[int, float]]]:
+def rank_at_latency(
+    task: Any, layers: dict[str, Any], fmt: str, limit_ms: float, work: Path
+) -> tuple[int, dict[str, Any], float, list[tuple[int, float]]]:
     """The highest uniform rank on the ladder whose measured p50 is at most ``limit_ms``; rank 1 when none
     is. Rungs are measured in ascending order until two in a row are over 1.3x the limit (on small
     models latency is nearly flat in the rank, and a bisection would follow the noise). Returns rank,
@@ -372,8 +463,18 @@ def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as compile() trains: one torch thread
     try:
-        distill(student, task.model, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=epochs,
-                lr=FINAL_LR, seed=seed, metric=task.metric, schedule="cosine", restore_best=False)
+        distill(
+            student,
+            task.model,
+            (task.X_train, task.y_train),
+            (task.X_val, task.y_val),
+            epochs=epochs,
+            lr=FINAL_LR,
+            seed=seed,
+            metric=task.metric,
+            schedule="cosine",
+            restore_best=False,
+        )
     finally:
         torch.set_num_threads(threads)
     student.eval()
@@ -390,9 +491,17 @@ def uniform_at_latency(task: Any, fmt: str, limit_ms: float, out: Path, *, epoch
     r, plan, probe_ms, probes = rank_at_latency(task, layers, fmt, limit_ms, out)
     probe_s = time.perf_counter() - t0
     path = distill_and_export(decompose(task.model, plan), task, out / f"uniform-{fmt}.onnx", epochs=epochs, seed=seed)
-    return path, {"rank": r, "plan": plan, "params": int(plan_cost(task.model, plan, task.example_input).params),
-                  "probe_p50_ms": probe_ms, "probes": probes, "limit_ms": limit_ms, "fits": probe_ms <= limit_ms,
-                  "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
+    return path, {
+        "rank": r,
+        "plan": plan,
+        "params": int(plan_cost(task.model, plan, task.example_input).params),
+        "probe_p50_ms": probe_ms,
+        "probes": probes,
+        "limit_ms": limit_ms,
+        "fits": probe_ms <= limit_ms,
+        "probe_s": probe_s,
+        "compile_s": time.perf_counter() - t0,
+    }
 
 
 PRUNE_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)  # uniform pruning ratios tried (torch-pruning alone)
@@ -404,8 +513,11 @@ def _output_layer(model: Any, example: Any) -> Any:
     from torch import nn
 
     order: list[Any] = []
-    hooks = [m.register_forward_hook(lambda mod, a, o: order.append(mod)) for m in model.modules()
-             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -432,8 +544,9 @@ def torch_pruning_uniform(model: Any, example: Any, ratio: float) -> Any:
     ignored = [_output_layer(m, x)] + [a for a in m.modules() if isinstance(a, LinearAttention)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                      pruning_ratio=ratio, ignored_layers=ignored)
+        pruner = tp.pruner.MetaPruner(
+            m, x, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio, ignored_layers=ignored
+        )
         pruner.step()
     return m
 
@@ -448,7 +561,9 @@ def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: i
     probes: dict[float, float] = {}
     for ratio in PRUNE_RATIOS:  # ascending pruning: stop at the first that meets the latency
         path = out / f"probe-prune-{ratio}.onnx"
-        export_onnx(torch_pruning_uniform(task.model, task.example_input, ratio), task.example_input, path, verify=False)
+        export_onnx(
+            torch_pruning_uniform(task.model, task.example_input, ratio), task.example_input, path, verify=False
+        )
         probes[ratio] = float(bench(path, str(HOST_1T), **PROBE_BENCH).latency_ms["p50"])
         if probes[ratio] <= limit_ms:
             break
@@ -456,9 +571,17 @@ def uniform_prune_at_latency(task: Any, limit_ms: float, out: Path, *, epochs: i
     probe_s = time.perf_counter() - t0
     student = torch_pruning_uniform(task.model, task.example_input, ratio)
     path = distill_and_export(student, task, out / "uniform-prune.onnx", epochs=epochs, seed=seed)
-    return path, {"rank": ratio, "plan": {"pruning_ratio": ratio}, "params": sum(p.numel() for p in student.parameters()),
-                  "probe_p50_ms": probes[ratio], "probes": sorted(probes.items()), "limit_ms": limit_ms,
-                  "fits": probes[ratio] <= limit_ms, "probe_s": probe_s, "compile_s": time.perf_counter() - t0}
+    return path, {
+        "rank": ratio,
+        "plan": {"pruning_ratio": ratio},
+        "params": sum(p.numel() for p in student.parameters()),
+        "probe_p50_ms": probes[ratio],
+        "probes": sorted(probes.items()),
+        "limit_ms": limit_ms,
+        "fits": probes[ratio] <= limit_ms,
+        "probe_s": probe_s,
+        "compile_s": time.perf_counter() - t0,
+    }
 
 
 def _compile_kwargs() -> set[str]:
@@ -492,42 +615,79 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
     # 1: dense fp32, which sets edgeopt's budget
     dense_path = out / "dense.onnx"
     export_onnx(task.model, task.example_input, dense_path, verify=True, verify_inputs=task.X_val[:32])
-    dense = {"method": "dense fp32", "params": dense_params, "compile_s": None, **measure(dense_path, task, quick=args.quick)}
+    dense = {
+        "method": "dense fp32",
+        "params": dense_params,
+        "compile_s": None,
+        **measure(dense_path, task, quick=args.quick),
+    }
     rows.append(dense)
     fraction = BUDGET_FRACTIONS.get(name, BUDGET_FRACTION)
     budget_ms = fraction * dense["p95_ms"]
 
     # 5: edgeopt, with defaults but for the settings above
-    kwargs: dict[str, Any] = {"trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
-                                  "out": out / "edgeopt", "seed": args.seed, "budget": {"latency_ms": budget_ms}, "progress": False}
+    kwargs: dict[str, Any] = {
+        "trials": trials,
+        "timeout": timeout,
+        "trial_epochs": trial_epochs,
+        "final_epochs": final_epochs,
+        "out": out / "edgeopt",
+        "seed": args.seed,
+        "budget": {"latency_ms": budget_ms},
+        "progress": False,
+    }
     known = _compile_kwargs()
     for key in ("time_budget_s", "time_budget"):  # the name compile() takes, once it takes one
         if key in known and args.time_budget:
             kwargs[key] = args.time_budget
             break
-    log.info("[%s] edgeopt: budget p95 %.3f ms (dense p95 %.3f ms), %s", name, budget_ms, dense["p95_ms"],
-             {k: v for k, v in kwargs.items() if k not in ("out", "progress")})
+    log.info(
+        "[%s] edgeopt: budget p95 %.3f ms (dense p95 %.3f ms), %s",
+        name,
+        budget_ms,
+        dense["p95_ms"],
+        {k: v for k, v in kwargs.items() if k not in ("out", "progress")},
+    )
     t0 = time.perf_counter()
     edge: dict[str, Any]
     try:
         res = edgeopt.compile(task, str(HOST_1T), **kwargs)
         rep = res.report
-        edge = {"method": "edgeopt", "params": int(rep["best"]["params"]), "compile_s": time.perf_counter() - t0,
-                "detail": {"plan": res.best_plan, "dtype": rep["best"].get("dtype", "fp32"), "passed": res.passed,
-                           "reasons": res.reasons, "search": rep.get("search", {})},
-                **measure(Path(res.model_path), task, quick=args.quick)}
+        edge = {
+            "method": "edgeopt",
+            "params": int(rep["best"]["params"]),
+            "compile_s": time.perf_counter() - t0,
+            "detail": {
+                "plan": res.best_plan,
+                "dtype": rep["best"].get("dtype", "fp32"),
+                "passed": res.passed,
+                "reasons": res.reasons,
+                "search": rep.get("search", {}),
+            },
+            **measure(Path(res.model_path), task, quick=args.quick),
+        }
     except SystemExit as exc:  # a refused budget may exit
         edge = {"method": "edgeopt", "error": f"exit {exc.code}", "compile_s": time.perf_counter() - t0}
     except Exception as exc:
         log.exception("[%s] edgeopt failed", name)
-        edge = {"method": "edgeopt", "error": f"{type(exc).__name__}: {exc}"[:300], "compile_s": time.perf_counter() - t0}
+        edge = {
+            "method": "edgeopt",
+            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "compile_s": time.perf_counter() - t0,
+        }
 
     # 2: ORT int8 of dense (static QDQ for Conv, calibrated; dynamic for MatMul/Gemm)
     t0 = time.perf_counter()
     try:
         q = quantize_onnx(dense_path, out / "dense-int8.onnx", calibration=task.X_train[:256])
-        rows.append({"method": "ORT int8 (dense)", "params": dense_params, "compile_s": time.perf_counter() - t0,
-                     **measure(q, task, quick=args.quick)})
+        rows.append(
+            {
+                "method": "ORT int8 (dense)",
+                "params": dense_params,
+                "compile_s": time.perf_counter() - t0,
+                **measure(q, task, quick=args.quick),
+            }
+        )
     except Exception as exc:
         rows.append({"method": "ORT int8 (dense)", "error": f"{type(exc).__name__}: {exc}"[:300]})
 
@@ -545,16 +705,31 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
             rows.append({"method": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
             continue
         knob = f"ratio={info['rank']}" if fmt == "prune" else f"r={info['rank']}"
-        rows.append({"method": f"{label} {knob}" + ("" if info["fits"] else " (slower than edgeopt even at the strongest)"),
-                     "params": info["params"], "compile_s": info["compile_s"],
-                     "detail": {k: info[k] for k in ("plan", "probe_p50_ms", "probes", "limit_ms", "fits", "probe_s")},
-                     **measure(path, task, quick=args.quick)})
+        rows.append(
+            {
+                "method": f"{label} {knob}" + ("" if info["fits"] else " (slower than edgeopt even at the strongest)"),
+                "params": info["params"],
+                "compile_s": info["compile_s"],
+                "detail": {k: info[k] for k in ("plan", "probe_p50_ms", "probes", "limit_ms", "fits", "probe_s")},
+                **measure(path, task, quick=args.quick),
+            }
+        )
     rows.append(edge)
-    return {"example": name, "metric": task.metric, "target": HOST_1T.stem, "budget_fraction": fraction,
-            "budget_overrides": {"latency_ms": round(budget_ms, 4)}, "dense_p95_ms": dense["p95_ms"],
-            "trials": trials, "timeout_s": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs,
-            "compile_kwargs": {k: v for k, v in kwargs.items() if k not in ("out", "progress")},
-            "rows": rows, "wall_s": time.perf_counter() - t_model}
+    return {
+        "example": name,
+        "metric": task.metric,
+        "target": HOST_1T.stem,
+        "budget_fraction": fraction,
+        "budget_overrides": {"latency_ms": round(budget_ms, 4)},
+        "dense_p95_ms": dense["p95_ms"],
+        "trials": trials,
+        "timeout_s": timeout,
+        "trial_epochs": trial_epochs,
+        "final_epochs": final_epochs,
+        "compile_kwargs": {k: v for k, v in kwargs.items() if k not in ("out", "progress")},
+        "rows": rows,
+        "wall_s": time.perf_counter() - t_model,
+    }
 
 
 def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction: float = 0.05) -> dict[str, Any]:
@@ -578,8 +753,18 @@ def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction:
     t0 = time.perf_counter()
     outcome: dict[str, Any] = {"model": name, "dense_p95_ms": p95, "budget_ms": budget}
     try:
-        res = edgeopt.compile(task, str(HOST_1T), trials=5, timeout=60.0, trial_epochs=1, final_epochs=1,
-                              out=out / "edgeopt", seed=args.seed, budget={"latency_ms": budget}, progress=False)
+        res = edgeopt.compile(
+            task,
+            str(HOST_1T),
+            trials=5,
+            timeout=60.0,
+            trial_epochs=1,
+            final_epochs=1,
+            out=out / "edgeopt",
+            seed=args.seed,
+            budget={"latency_ms": budget},
+            progress=False,
+        )
         outcome.update(refused=False, passed=res.passed, message="; ".join(res.reasons)[:400])
     except SystemExit as exc:
         outcome.update(refused=True, message=f"exit {exc.code}")
@@ -595,9 +780,11 @@ def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction:
     else:
         verdict = "**missed**: not refused (searched and shipped)"
     outcome["verdict"] = verdict
-    outcome["note"] = (f"{name}, p95 budget {budget * 1e3:.0f} µs ({fraction:.0%} of dense {p95 * 1e3:.0f} µs): "
-                       f"{'refused' if outcome['refused'] else 'not refused'} after {outcome['wall_s']:.1f} s: "
-                       + outcome["message"].replace("|", "/").replace("\n", " ")[:300])
+    outcome["note"] = (
+        f"{name}, p95 budget {budget * 1e3:.0f} µs ({fraction:.0%} of dense {p95 * 1e3:.0f} µs): "
+        f"{'refused' if outcome['refused'] else 'not refused'} after {outcome['wall_s']:.1f} s: "
+        + outcome["message"].replace("|", "/").replace("\n", " ")[:300]
+    )
     return outcome
 
 
@@ -625,18 +812,29 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"Per-run floor on this host (one 64×10 Gemm, 1 thread): p50 {f['p50_ms'] * 1e3:.1f} µs.", ""]
     if results.get("load_average"):
         la = results["load_average"]
-        lines += [f"Load average (1 min) at the start / end of the run: {la.get('start', '?')} / {la.get('end', '?')}.", ""]
+        lines += [
+            f"Load average (1 min) at the start / end of the run: {la.get('start', '?')} / {la.get('end', '?')}.",
+            "",
+        ]
     for ex in results["examples"] + results.get("architectures", []):
         dense = next(r for r in ex["rows"] if r["method"] == "dense fp32")
         if "dense_p95_ms" in ex:  # a real architecture: edgeopt at half the dense p95 on host-1t
-            lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ {ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
-                      f"= {_frac(ex.get('budget_fraction', 0.5))} dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
-                      f"{ex['trial_epochs']} trial epochs, {ex['final_epochs']} final epochs; run {ex['wall_s']:.0f} s)", ""]
+            lines += [
+                f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ {ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
+                f"= {_frac(ex.get('budget_fraction', 0.5))} dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
+                f"{ex['trial_epochs']} trial epochs, {ex['final_epochs']} final epochs; run {ex['wall_s']:.0f} s)",
+                "",
+            ]
         else:
-            lines += [f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
-                      f"`{ex['target']}`{' + ' + json.dumps(ex['budget_overrides']) if ex['budget_overrides'] else ''})", ""]
-        lines += ["| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) | test F1 | accuracy | compile s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                f"### {ex['example']} ({ex['metric']}; edgeopt: {ex['trials']} trials / {ex['timeout_s']:.0f} s on "
+                f"`{ex['target']}`{' + ' + json.dumps(ex['budget_overrides']) if ex['budget_overrides'] else ''})",
+                "",
+            ]
+        lines += [
+            "| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) | test F1 | accuracy | compile s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in ex["rows"]:
             if "error" in r:
                 lines.append(f"| {r['method']} | failed: {r['error']} |||||||||{_fmt(r.get('compile_s'), '.1f')} |")
@@ -644,15 +842,18 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['method']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | "
                 f"{r['p95_ms'] * 1e3:.1f} | {dense['p50_ms'] / r['p50_ms']:.1f}× | {r['rpi4_p50_ms'] * 1e3:.0f} | "
-                f"{r['test_f1']:.4f} | {r['test_accuracy']:.4f} | {_fmt(r['compile_s'], '.1f')} |")
+                f"{r['test_f1']:.4f} | {r['test_accuracy']:.4f} | {_fmt(r['compile_s'], '.1f')} |"
+            )
         for r in ex["rows"]:
             if r["method"].startswith("edgeopt") and "detail" in r:
                 d = r["detail"]
                 plan = _plan_text(d["plan"])
-                lines.append(f"\n{r['method']}: plan {{{plan or 'dense'}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
-                             f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
-                             f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
-                             f"in {d['search'].get('wall_s', 0):.0f} s.")
+                lines.append(
+                    f"\n{r['method']}: plan {{{plan or 'dense'}}}, dtype {d.get('dtype', d.get('precision'))}, budgets "
+                    f"{'met' if d['passed'] else 'NOT met: ' + '; '.join(d['reasons'])}; "
+                    f"{d['search'].get('trials', '?')} trials ({d['search'].get('feasible', '?')} feasible) "
+                    f"in {d['search'].get('wall_s', 0):.0f} s."
+                )
         if "dense_p95_ms" in ex:
             lines.append(goals_line(ex["rows"]))
         lines.append("")
@@ -661,14 +862,18 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("wide"):
         w = results["wide"]
         dense = w["rows"][0]
-        lines += [f"### {w['example']}: {w['description']}, {w['distill_epochs']} distillation epochs per student", "",
-                  "| fc2 format | params (model) | fc2 params | fc2 MACs | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {w['example']}: {w['description']}, {w['distill_epochs']} distillation epochs per student",
+            "",
+            "| fc2 format | params (model) | fc2 params | fc2 MACs | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in w["rows"]:
             lines.append(
                 f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | {_fmt(r.get('fc2_macs'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
                 f"{r['size_bytes'] / 1024:.0f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | {r['p95_ms'] * 1e3:.1f} | "
-                f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |")
+                f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -689,8 +894,10 @@ def goals_line(rows: list[dict[str, Any]]) -> str:
     prune = by.get("uniform pruning (torch-pruning)")
     tail = ""
     if prune:
-        tail = (f" Uniform pruning beside it: {dense['p50_ms'] / prune['p50_ms']:.2f}× dense p50, "
-                f"test F1 {prune['test_f1']:.4f} against edgeopt's {edge['test_f1']:.4f}.")
+        tail = (
+            f" Uniform pruning beside it: {dense['p50_ms'] / prune['p50_ms']:.2f}× dense p50, "
+            f"test F1 {prune['test_f1']:.4f} against edgeopt's {edge['test_f1']:.4f}."
+        )
     return f"\nIssue 16's goals: {', '.join(parts)}: {'met' if met else '**missed**'}.{tail}"
 
 
@@ -715,22 +922,44 @@ def environment() -> dict[str, Any]:
     from edgeopt.runtime.targets import host_facts
 
     h = host_facts()
-    return {"date": time.strftime("%Y-%m-%d"), "cpu": h.get("cpu"), "cores": os.cpu_count(), "arch": h.get("arch"),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": h.get("cpu"),
+        "cores": os.cpu_count(),
+        "arch": h.get("arch"),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--examples", default=None,
-                   help=f"comma-separated bundled examples (default: {','.join(EXAMPLES)}, none when --models is given)")
-    p.add_argument("--models", default="",
-                   help=f"comma-separated real architectures, or 'all' ({','.join(MODELS)}): dense, ORT int8, uniform "
-                        "SVD/TT at edgeopt's latency, edgeopt at half the dense p95 on host-1t")
-    p.add_argument("--no-refusal", action="store_true",
-                   help="with --models: skip the check that a budget below the floor is refused (resnet8 at 5%% of dense p95)")
-    p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds, passed to compile(time_budget_s=...) on the real architectures when compile takes it")
-    p.add_argument("--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)")
+    p.add_argument(
+        "--examples",
+        default=None,
+        help=f"comma-separated bundled examples (default: {','.join(EXAMPLES)}, none when --models is given)",
+    )
+    p.add_argument(
+        "--models",
+        default="",
+        help=f"comma-separated real architectures, or 'all' ({','.join(MODELS)}): dense, ORT int8, uniform "
+        "SVD/TT at edgeopt's latency, edgeopt at half the dense p95 on host-1t",
+    )
+    p.add_argument(
+        "--no-refusal",
+        action="store_true",
+        help="with --models: skip the check that a budget below the floor is refused (resnet8 at 5%% of dense p95)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds, passed to compile(time_budget_s=...) on the real architectures when compile takes it",
+    )
+    p.add_argument(
+        "--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)"
+    )
     p.add_argument("--timeout", type=float, help="edgeopt search seconds per compile")
     p.add_argument("--out", default=str(HERE / "results"), help="where compare.md / compare.json go")
     p.add_argument("--quick", action="store_true", help="few trials, short fine-tunes and benches: numbers in minutes")
@@ -746,14 +975,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         p.error(f"--models: unknown {', '.join(unknown)} (expected {', '.join(MODELS)} or all)")
-    examples = [e.strip() for e in (args.examples if args.examples is not None else ("" if models else ",".join(EXAMPLES))).split(",")
-                if e.strip()]
+    examples = [
+        e.strip()
+        for e in (args.examples if args.examples is not None else ("" if models else ",".join(EXAMPLES))).split(",")
+        if e.strip()
+    ]
     stem = ("compare-architectures" if models and not examples else "compare") + ("-quick" if args.quick else "")
     work = Path(args.work) / stem
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"schema": "edgeopt.compare/2", "quick": args.quick, "environment": environment(),
-                               "load_average": {"start": round(os.getloadavg()[0], 2)},
-                               "examples": [], "architectures": [], "wide": None}
+    results: dict[str, Any] = {
+        "schema": "edgeopt.compare/2",
+        "quick": args.quick,
+        "environment": environment(),
+        "load_average": {"start": round(os.getloadavg()[0], 2)},
+        "examples": [],
+        "architectures": [],
+        "wide": None,
+    }
     try:
         prev_wide = json.loads((out / f"{stem}.json").read_text()).get("wide")
     except (OSError, ValueError):

@@ -31,8 +31,20 @@ def main() -> int:
     ap.add_argument("--existing", help="an output dir of the same command: summarize it, run nothing")
     ap.add_argument("--results", default=str(HERE / "results" / "default_compile"))
     args = ap.parse_args()
-    cmd = [sys.executable, "-m", "edgeopt", "compile", "--example", args.model, "--target",
-           "benchmarks/host-1t.toml", "--latency-ms", str(args.latency_ms), "--out", args.existing or args.out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeopt",
+        "compile",
+        "--example",
+        args.model,
+        "--target",
+        "benchmarks/host-1t.toml",
+        "--latency-ms",
+        str(args.latency_ms),
+        "--out",
+        args.existing or args.out,
+    ]
     wall = None
     if not args.existing:
         t0 = time.perf_counter()
@@ -41,23 +53,35 @@ def main() -> int:
     out = Path(args.existing or args.out)
     rep = json.loads((out / "report.json").read_text())
     best, base, s = rep["best"], rep["baseline"], rep["search"]
-    doc = {"command": " ".join(["edgeopt", *cmd[3:]]), "wall_s": round(wall or rep["wall_s"], 1),
-           "exit": None if wall is None else rc, "passed": best["budget"]["passed"],
-           "trials": s["trials"], "feasible": s["feasible"], "screened_out": s["screened_out"], "pruned": s["pruned"],
-           "time_s": s.get("time_s"), "tables": {k: rep["tables"][k] for k in ("build_s", "timings", "candidates")},
-           "params": [base["params"], best["params"]], "p50_ms": [base["latency_ms"]["p50"], best["latency_ms"]["p50"]],
-           "p95_ms": [base["latency_ms"]["p95"], best["latency_ms"]["p95"]],
-           "test_score": [base["metrics"]["test"]["score"], best["metrics"]["test"]["score"]],
-           "notes": s.get("notes"), "load": os.getloadavg()}
+    doc = {
+        "command": " ".join(["edgeopt", *cmd[3:]]),
+        "wall_s": round(wall or rep["wall_s"], 1),
+        "exit": None if wall is None else rc,
+        "passed": best["budget"]["passed"],
+        "trials": s["trials"],
+        "feasible": s["feasible"],
+        "screened_out": s["screened_out"],
+        "pruned": s["pruned"],
+        "time_s": s.get("time_s"),
+        "tables": {k: rep["tables"][k] for k in ("build_s", "timings", "candidates")},
+        "params": [base["params"], best["params"]],
+        "p50_ms": [base["latency_ms"]["p50"], best["latency_ms"]["p50"]],
+        "p95_ms": [base["latency_ms"]["p95"], best["latency_ms"]["p95"]],
+        "test_score": [base["metrics"]["test"]["score"], best["metrics"]["test"]["score"]],
+        "notes": s.get("notes"),
+        "load": os.getloadavg(),
+    }
     Path(args.results + ".json").write_text(json.dumps(doc, indent=1))
-    md = (f"`{doc['command']}`: **{doc['wall_s']:.0f} s** wall (goal ≤ 600 s), budgets "
-          f"{'met' if doc['passed'] else 'NOT met'}. Tables {doc['tables']['build_s']:.0f} s "
-          f"({doc['tables']['candidates']} candidates: {doc['tables']['timings']}); {doc['trials']} trials "
-          f"({doc['feasible']} feasible, {doc['screened_out']} screened out, {doc['pruned']} pruned) before the time "
-          f"budget's search share ran out; params {doc['params'][0]:,} → {doc['params'][1]:,}; p50 "
-          f"{doc['p50_ms'][0] * 1e3:.0f} → {doc['p50_ms'][1] * 1e3:.0f} µs, p95 {doc['p95_ms'][0] * 1e3:.0f} → "
-          f"{doc['p95_ms'][1] * 1e3:.0f} µs; test F1 {doc['test_score'][0]:.4f} → {doc['test_score'][1]:.4f}. "
-          f"Notes: {'; '.join(doc['notes'] or []) or 'none'}.")
+    md = (
+        f"`{doc['command']}`: **{doc['wall_s']:.0f} s** wall (goal ≤ 600 s), budgets "
+        f"{'met' if doc['passed'] else 'NOT met'}. Tables {doc['tables']['build_s']:.0f} s "
+        f"({doc['tables']['candidates']} candidates: {doc['tables']['timings']}); {doc['trials']} trials "
+        f"({doc['feasible']} feasible, {doc['screened_out']} screened out, {doc['pruned']} pruned) before the time "
+        f"budget's search share ran out; params {doc['params'][0]:,} → {doc['params'][1]:,}; p50 "
+        f"{doc['p50_ms'][0] * 1e3:.0f} → {doc['p50_ms'][1] * 1e3:.0f} µs, p95 {doc['p95_ms'][0] * 1e3:.0f} → "
+        f"{doc['p95_ms'][1] * 1e3:.0f} µs; test F1 {doc['test_score'][0]:.4f} → {doc['test_score'][1]:.4f}. "
+        f"Notes: {'; '.join(doc['notes'] or []) or 'none'}."
+    )
     Path(args.results + ".md").write_text(md + "\n")
     print(md)
     return 0

@@ -58,10 +58,17 @@ def one_run(new: Path, old: Path, target: str, **kw) -> dict:
     t0 = time.perf_counter()
     c = compare(new, old, target, **NO_AGREEMENT, **kw)
     lat = [x for x in c.checks if x.name.startswith("latency_ratio_")]
-    return {"verdict": combine(lat), "wall_s": time.perf_counter() - t0, "load_avg_1m": os.getloadavg()[0],
-            "checks": {x.name: {"ratio": x.measured, "lower": x.lower_bound, "upper": x.upper_bound,
-                                "status": x.status} for x in lat},
-            "new_p50_ms": c.new.latency_ms["p50"], "old_p50_ms": c.old.latency_ms["p50"]}
+    return {
+        "verdict": combine(lat),
+        "wall_s": time.perf_counter() - t0,
+        "load_avg_1m": os.getloadavg()[0],
+        "checks": {
+            x.name: {"ratio": x.measured, "lower": x.lower_bound, "upper": x.upper_bound, "status": x.status}
+            for x in lat
+        },
+        "new_p50_ms": c.new.latency_ms["p50"],
+        "old_p50_ms": c.old.latency_ms["p50"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in VARIANTS:
         if name == "same model":
             continue
-        c = compare(paths[name], base, args.target, pairs=CAL_PAIRS,
-                    settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S), **NO_AGREEMENT)
+        c = compare(
+            paths[name],
+            base,
+            args.target,
+            pairs=CAL_PAIRS,
+            settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S),
+            **NO_AGREEMENT,
+        )
         cal[name] = {x.name: x.measured for x in c.checks if x.name.startswith("latency_ratio_")}
         print(f"calibration {name}: {cal[name]}", file=sys.stderr, flush=True)
     rows = {}
@@ -88,19 +101,40 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             r = one_run(paths[name], base, args.target)
             runs.append(r)
-            print(f"{name} run {i + 1}/{args.runs}: {r['verdict']} "
-                  + " ".join(f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]" for k, v in r["checks"].items())
-                  + f" ({r['wall_s']:.1f} s, load {r['load_avg_1m']:.1f})", file=sys.stderr, flush=True)
-        rows[name] = {"extra_layers": VARIANTS[name], "true_ratio": cal.get(name),
-                      "counts": {v: sum(r["verdict"] == v for r in runs) for v in ("pass", "fail", "inconclusive")},
-                      "median_wall_s": float(np.median([r["wall_s"] for r in runs])), "runs": runs}
+            print(
+                f"{name} run {i + 1}/{args.runs}: {r['verdict']} "
+                + " ".join(
+                    f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]" for k, v in r["checks"].items()
+                )
+                + f" ({r['wall_s']:.1f} s, load {r['load_avg_1m']:.1f})",
+                file=sys.stderr,
+                flush=True,
+            )
+        rows[name] = {
+            "extra_layers": VARIANTS[name],
+            "true_ratio": cal.get(name),
+            "counts": {v: sum(r["verdict"] == v for r in runs) for v in ("pass", "fail", "inconclusive")},
+            "median_wall_s": float(np.median([r["wall_s"] for r in runs])),
+            "runs": runs,
+        }
     facts = host_facts()
-    doc = {"benchmark": "gate_ab", "when": time.strftime("%Y-%m-%d %H:%M"), "target": args.target,
-           "cpu": facts["cpu"], "cores": facts["cores"], "python": platform.python_version(),
-           "model": f"MLP chain {LAYERS} x MatMul({WIDTH}x{WIDTH})+Add+Relu, batch {BATCH}",
-           "gate": {"pairs": DEFAULT_PAIRS, "min_time_s_per_model": GATE_SETTINGS.min_time_s, "max_slowdown": 0.05,
-                    "confidence": 0.95},
-           "calibration": {"pairs": CAL_PAIRS, "min_time_s_per_model": CAL_TIME_S}, "variants": rows}
+    doc = {
+        "benchmark": "gate_ab",
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "target": args.target,
+        "cpu": facts["cpu"],
+        "cores": facts["cores"],
+        "python": platform.python_version(),
+        "model": f"MLP chain {LAYERS} x MatMul({WIDTH}x{WIDTH})+Add+Relu, batch {BATCH}",
+        "gate": {
+            "pairs": DEFAULT_PAIRS,
+            "min_time_s_per_model": GATE_SETTINGS.min_time_s,
+            "max_slowdown": 0.05,
+            "confidence": 0.95,
+        },
+        "calibration": {"pairs": CAL_PAIRS, "min_time_s_per_model": CAL_TIME_S},
+        "variants": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -127,7 +161,9 @@ def markdown(doc: dict) -> str:
         t = row["true_ratio"]
         true = "1 (itself)" if t is None else f"{t['latency_ratio_p50']:.3f} / {t['latency_ratio_p95']:.3f}"
         c = row["counts"]
-        lines.append(f"| {name} | {true} | {c['pass']} | {c['fail']} | {c['inconclusive']} | {row['median_wall_s']:.1f} s |")
+        lines.append(
+            f"| {name} | {true} | {c['pass']} | {c['fail']} | {c['inconclusive']} | {row['median_wall_s']:.1f} s |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -46,7 +46,12 @@ RESULTS = HERE / "results"
 BASE_DIMS = (64, 1024, 1024, 10)
 WIDER = (1072, 1104)  # hidden widths tried for "~10% slower"
 CAL_PAIRS, CAL_TIME_S = 40, 8.0
-UNCOMPARED = {"atol": float("inf"), "max_top1_disagreement": 1.0, "max_size_growth": "100%", "max_memory_growth": "100%"}
+UNCOMPARED = {
+    "atol": float("inf"),
+    "max_top1_disagreement": 1.0,
+    "max_size_growth": "100%",
+    "max_memory_growth": "100%",
+}
 
 
 def busy_core() -> subprocess.Popen:
@@ -58,13 +63,20 @@ def calibrate(work: Path, target: str, base: Path) -> tuple[Path, dict]:
     out = {}
     for h in WIDER:
         p = testing.mlp((64, h, h, 10)).save(work / f"mlp_{h}.onnx")
-        c = compare(p, base, target, pairs=CAL_PAIRS, settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S),
-                    **UNCOMPARED)
-        out[h] = {x.name: [x.measured, x.lower_bound, x.upper_bound] for x in c.checks if x.name.startswith("latency_ratio_")}
+        c = compare(
+            p, base, target, pairs=CAL_PAIRS, settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S), **UNCOMPARED
+        )
+        out[h] = {
+            x.name: [x.measured, x.lower_bound, x.upper_bound] for x in c.checks if x.name.startswith("latency_ratio_")
+        }
         print(f"calibration hidden {h}: {out[h]}", file=sys.stderr, flush=True)
     best = min(WIDER, key=lambda h: abs(out[h]["latency_ratio_p50"][0] - 1.10))
-    return work / f"mlp_{best}.onnx", {"hidden": best, "pairs": CAL_PAIRS, "min_time_s_per_model": CAL_TIME_S,
-                                       "ratios": {str(h): v for h, v in out.items()}}
+    return work / f"mlp_{best}.onnx", {
+        "hidden": best,
+        "pairs": CAL_PAIRS,
+        "min_time_s_per_model": CAL_TIME_S,
+        "ratios": {str(h): v for h, v in out.items()},
+    }
 
 
 def one_gate(new: Path, old: Path, target: str, **kw) -> dict:
@@ -74,11 +86,21 @@ def one_gate(new: Path, old: Path, target: str, **kw) -> dict:
     c = g.comparison
     lat = [x for x in c.checks if x.name.startswith("latency_ratio_")]
     seq = c.method["sequential"]
-    return {"verdict": g.verdict, "latency_verdict": combine(lat), "wall_s": time.perf_counter() - t0,
-            "load_avg_1m": [load0, os.getloadavg()[0]], "pairs": seq["pairs"], "elapsed_s": seq["elapsed_s"],
-            "stopped": seq["stopped"], "looks": len(seq["looks"]), "in_process": c.method.get("in_process"),
-            "checks": {x.name: {"ratio": x.measured, "lower": x.lower_bound, "upper": x.upper_bound,
-                                "status": x.status} for x in lat}}
+    return {
+        "verdict": g.verdict,
+        "latency_verdict": combine(lat),
+        "wall_s": time.perf_counter() - t0,
+        "load_avg_1m": [load0, os.getloadavg()[0]],
+        "pairs": seq["pairs"],
+        "elapsed_s": seq["elapsed_s"],
+        "stopped": seq["stopped"],
+        "looks": len(seq["looks"]),
+        "in_process": c.method.get("in_process"),
+        "checks": {
+            x.name: {"ratio": x.measured, "lower": x.lower_bound, "upper": x.upper_bound, "status": x.status}
+            for x in lat
+        },
+    }
 
 
 def gate_phase(args, doc: dict) -> None:
@@ -92,14 +114,23 @@ def gate_phase(args, doc: dict) -> None:
         for i in range(args.runs):
             r = one_gate(new, base, args.target, **kw)
             runs.append(r)
-            print(f"{name} {i + 1}/{args.runs}: {r['latency_verdict']} after {r['pairs']} pairs, {r['elapsed_s']:.0f} s "
-                  f"({r['stopped']}); " + " ".join(f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]"
-                                                     for k, v in r["checks"].items())
-                  + f" load {r['load_avg_1m'][0]:.1f}", file=sys.stderr, flush=True)
-        rows[name] = {"model": new.name, "counts": {v: sum(r["latency_verdict"] == v for r in runs)
-                                                    for v in ("pass", "fail", "inconclusive")},
-                      "median_wall_s": float(np.median([r["wall_s"] for r in runs])),
-                      "max_wall_s": float(np.max([r["wall_s"] for r in runs])), "runs": runs}
+            print(
+                f"{name} {i + 1}/{args.runs}: {r['latency_verdict']} after {r['pairs']} pairs, {r['elapsed_s']:.0f} s "
+                f"({r['stopped']}); "
+                + " ".join(
+                    f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]" for k, v in r["checks"].items()
+                )
+                + f" load {r['load_avg_1m'][0]:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        rows[name] = {
+            "model": new.name,
+            "counts": {v: sum(r["latency_verdict"] == v for r in runs) for v in ("pass", "fail", "inconclusive")},
+            "median_wall_s": float(np.median([r["wall_s"] for r in runs])),
+            "max_wall_s": float(np.max([r["wall_s"] for r in runs])),
+            "runs": runs,
+        }
         doc["gate"] = rows
         write(doc, args.out)
 
@@ -109,13 +140,20 @@ def tests_phase(args, doc: dict) -> None:
     for i in range(args.test_runs):
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        p = subprocess.run([str(ROOT / ".venv/bin/pytest"), "tests/runtime", "-q", "-p", "no:cacheprovider"],
-                           cwd=ROOT, capture_output=True, text=True)
+        p = subprocess.run(
+            [str(ROOT / ".venv/bin/pytest"), "tests/runtime", "-q", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         tail = [ln for ln in p.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))] + p.stdout.splitlines()[-1:]
         runs.append({"rc": p.returncode, "wall_s": time.perf_counter() - t0, "load_avg_1m": load0, "summary": tail})
-        print(f"pytest tests/runtime {i + 1}/{args.test_runs}: rc {p.returncode} ({tail[-1]})", file=sys.stderr, flush=True)
-        doc["tests"] = {"command": "pytest tests/runtime -q", "green": sum(r["rc"] == 0 for r in runs),
-                        "runs": runs}
+        print(
+            f"pytest tests/runtime {i + 1}/{args.test_runs}: rc {p.returncode} ({tail[-1]})",
+            file=sys.stderr,
+            flush=True,
+        )
+        doc["tests"] = {"command": "pytest tests/runtime -q", "green": sum(r["rc"] == 0 for r in runs), "runs": runs}
         write(doc, args.out)
 
 
@@ -135,17 +173,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "gate_sequential"))
     args = ap.parse_args(argv)
     facts = host_facts()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     prev = Path(args.out).with_suffix(".json")
     doc = json.loads(prev.read_text()) if args.phase != "all" and prev.exists() else {}
-    doc.update({"benchmark": "gate_sequential", "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "commit": commit, "cpu": facts["cpu"], "cores": facts["cores"], "python": platform.python_version(),
-                "host": platform.node(), "target": Path(args.target).name, "load_avg_at_start": os.getloadavg(),
-                "load": "a busy-loop process on one core for the whole run, plus the shared machine's other work",
-                "model": f"MLP {'-'.join(map(str, BASE_DIMS))} (edgeopt.runtime.testing.mlp), batch 1, 1 thread",
-                "gate_settings": {"sequential": True, "max_time_s": 60, "max_slowdown": "5%", "confidence": 0.95},
-                "pairs": (f"one fresh process per pair, NEW and OLD interleaved in it ({SUB_BLOCKS} sub-blocks each, "
-                          f"A B B A ...), after {FRESH_PAIRS} single-model pairs for memory")})
+    doc.update(
+        {
+            "benchmark": "gate_sequential",
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": commit,
+            "cpu": facts["cpu"],
+            "cores": facts["cores"],
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "target": Path(args.target).name,
+            "load_avg_at_start": os.getloadavg(),
+            "load": "a busy-loop process on one core for the whole run, plus the shared machine's other work",
+            "model": f"MLP {'-'.join(map(str, BASE_DIMS))} (edgeopt.runtime.testing.mlp), batch 1, 1 thread",
+            "gate_settings": {"sequential": True, "max_time_s": 60, "max_slowdown": "5%", "confidence": 0.95},
+            "pairs": (
+                f"one fresh process per pair, NEW and OLD interleaved in it ({SUB_BLOCKS} sub-blocks each, "
+                f"A B B A ...), after {FRESH_PAIRS} single-model pairs for memory"
+            ),
+        }
+    )
     busy = busy_core()
     try:
         if args.phase in ("all", "gate"):
@@ -160,47 +212,65 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(doc: dict) -> str:
-    lines = [f"### gate --against, sequential, on a loaded host ({doc['when']}, commit {doc['commit']}, "
-             f"{doc['cpu']}, {doc['cores']} cores)", "",
-             f"Load: {doc['load']}; 1-minute load average {doc['load_avg_at_start'][0]:.1f} at the start. "
-             f"Model: {doc['model']}, target `{doc['target']}`. Gate defaults: sequential, cap 60 s, "
-             f"max slowdown 5%, 95% one-sided; verdict of the latency checks (p95 and p50 ratios). "
-             f"Pairs: {doc.get('pairs', 'one fresh process per block')}.", ""]
+    lines = [
+        f"### gate --against, sequential, on a loaded host ({doc['when']}, commit {doc['commit']}, "
+        f"{doc['cpu']}, {doc['cores']} cores)",
+        "",
+        f"Load: {doc['load']}; 1-minute load average {doc['load_avg_at_start'][0]:.1f} at the start. "
+        f"Model: {doc['model']}, target `{doc['target']}`. Gate defaults: sequential, cap 60 s, "
+        f"max slowdown 5%, 95% one-sided; verdict of the latency checks (p95 and p50 ratios). "
+        f"Pairs: {doc.get('pairs', 'one fresh process per block')}.",
+        "",
+    ]
     cal = doc.get("calibration")
     if cal:
         r = cal["ratios"][str(cal["hidden"])]
-        lines += [f"Slower model: hidden layers {cal['hidden']} wide instead of 1024; measured NEW/OLD (fixed "
-                  f"{cal['pairs']} pairs, {cal['min_time_s_per_model']:g} s per model) p50 "
-                  f"{r['latency_ratio_p50'][0]:.3f} [{r['latency_ratio_p50'][1]:.3f}, {r['latency_ratio_p50'][2]:.3f}], "
-                  f"p95 {r['latency_ratio_p95'][0]:.3f} [{r['latency_ratio_p95'][1]:.3f}, {r['latency_ratio_p95'][2]:.3f}]. "
-                  "All widths tried: " + "; ".join(f"{h}: p50 {v['latency_ratio_p50'][0]:.3f}, p95 "
-                                                    f"{v['latency_ratio_p95'][0]:.3f}" for h, v in cal["ratios"].items()),
-                  ""]
+        lines += [
+            f"Slower model: hidden layers {cal['hidden']} wide instead of 1024; measured NEW/OLD (fixed "
+            f"{cal['pairs']} pairs, {cal['min_time_s_per_model']:g} s per model) p50 "
+            f"{r['latency_ratio_p50'][0]:.3f} [{r['latency_ratio_p50'][1]:.3f}, {r['latency_ratio_p50'][2]:.3f}], "
+            f"p95 {r['latency_ratio_p95'][0]:.3f} [{r['latency_ratio_p95'][1]:.3f}, {r['latency_ratio_p95'][2]:.3f}]. "
+            "All widths tried: "
+            + "; ".join(
+                f"{h}: p50 {v['latency_ratio_p50'][0]:.3f}, p95 {v['latency_ratio_p95'][0]:.3f}"
+                for h, v in cal["ratios"].items()
+            ),
+            "",
+        ]
     if doc.get("gate"):
-        lines += ["| NEW vs OLD | runs | PASS | FAIL | INCONCLUSIVE | median / max run | median pairs | goal |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "| NEW vs OLD | runs | PASS | FAIL | INCONCLUSIVE | median / max run | median pairs | goal |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         goals = {"same model": "PASS >= 19/20, FAIL 0", "~10% slower": "FAIL >= 19/20"}
         for name, row in doc["gate"].items():
             c, runs = row["counts"], row["runs"]
-            lines.append(f"| {name} | {len(runs)} | {c['pass']} | {c['fail']} | {c['inconclusive']} | "
-                         f"{row['median_wall_s']:.0f} / {row['max_wall_s']:.0f} s | "
-                         f"{np.median([r['pairs'] for r in runs]):.0f} | {goals.get(name, '')} |")
+            lines.append(
+                f"| {name} | {len(runs)} | {c['pass']} | {c['fail']} | {c['inconclusive']} | "
+                f"{row['median_wall_s']:.0f} / {row['max_wall_s']:.0f} s | "
+                f"{np.median([r['pairs'] for r in runs]):.0f} | {goals.get(name, '')} |"
+            )
         lines.append("")
         for name, row in doc["gate"].items():
             lines.append(f"{name}, run by run (latency verdict, pairs, seconds, p95 / p50 interval):")
             lines.append("")
             for r in row["runs"]:
                 ch = r["checks"]
-                lines.append(f"- {r['latency_verdict']} ({r['stopped']}), {r['pairs']} pairs, {r['elapsed_s']:.0f} s: "
-                             + ", ".join(f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]"
-                                         for k, v in ch.items()) + f"; load {r['load_avg_1m'][0]:.1f}")
+                lines.append(
+                    f"- {r['latency_verdict']} ({r['stopped']}), {r['pairs']} pairs, {r['elapsed_s']:.0f} s: "
+                    + ", ".join(
+                        f"{k[-3:]} {v['ratio']:.3f} [{v['lower']:.3f}, {v['upper']:.3f}]" for k, v in ch.items()
+                    )
+                    + f"; load {r['load_avg_1m'][0]:.1f}"
+                )
             lines.append("")
     t = doc.get("tests")
     if t:
         lines += [f"`{t['command']}` under the same load: **{t['green']} of {len(t['runs'])} green** (goal 10/10).", ""]
         for i, r in enumerate(t["runs"], 1):
-            lines.append(f"- run {i}: rc {r['rc']}, {r['wall_s']:.0f} s, load {r['load_avg_1m']:.1f}: "
-                         + "; ".join(r["summary"]))
+            lines.append(
+                f"- run {i}: rc {r['rc']}, {r['wall_s']:.0f} s, load {r['load_avg_1m']:.1f}: " + "; ".join(r["summary"])
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 

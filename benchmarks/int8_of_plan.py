@@ -42,8 +42,9 @@ def one(name: str, tmp: Path) -> dict:
     task, target = load_example(name), str(HERE / "host-1t.toml")
     row: dict = {"model": name, "plan": shipped_plan(name)}
     for label, plan in (("dense", {}), ("edgeopt plan", row["plan"])):
-        fp32 = export_onnx(decompose(task.model, plan).eval(), task.example_input, tmp / f"{name}-{len(plan)}.onnx",
-                           verify=False)
+        fp32 = export_onnx(
+            decompose(task.model, plan).eval(), task.example_input, tmp / f"{name}-{len(plan)}.onnx", verify=False
+        )
         int8 = quantize_onnx(fp32, tmp / f"{name}-{len(plan)}-int8.onnx", calibration=task.X_train[:256])
         row[label] = {"fp32_p50_us": round(p50_us(fp32, target), 1), "int8_p50_us": round(p50_us(int8, target), 1)}
     return row
@@ -54,14 +55,22 @@ def main() -> int:
     ap.add_argument("--models", default="resnet8")
     ap.add_argument("--out", default=str(HERE / "results" / "int8_of_plan"))
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [one(m, Path(tmp)) for m in args.models.split(",")]
-    lines = [f"edgeopt at commit {commit}; p50 µs on host-1t (1 thread), the least of three 1 s benches.", "",
-             "| model | dense fp32 | dense int8 | edgeopt plan fp32 | edgeopt plan int8 |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"edgeopt at commit {commit}; p50 µs on host-1t (1 thread), the least of three 1 s benches.",
+        "",
+        "| model | dense fp32 | dense int8 | edgeopt plan fp32 | edgeopt plan int8 |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         d, e = r["dense"], r["edgeopt plan"]
-        lines.append(f"| {r['model']} | {d['fp32_p50_us']} | {d['int8_p50_us']} | {e['fp32_p50_us']} | {e['int8_p50_us']} |")
+        lines.append(
+            f"| {r['model']} | {d['fp32_p50_us']} | {d['int8_p50_us']} | {e['fp32_p50_us']} | {e['int8_p50_us']} |"
+        )
     Path(args.out).with_suffix(".json").write_text(json.dumps({"commit": commit, "rows": rows}, indent=1))
     Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

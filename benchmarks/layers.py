@@ -49,7 +49,11 @@ def build(layer: nn.Module, spec, fmt: str, rank: int) -> tuple[nn.Module, tuple
         return layer, ()
     ranks = get_handler(fmt).cost(spec, parse_config(get_handler(fmt).plan_entry(rank))).ranks
     if fmt == "lowrank":
-        mod = LowRankLinear(spec.in_size, spec.out_size, ranks[1]) if spec.kind == "linear" else LowRankConv(layer, ranks[1])
+        mod = (
+            LowRankLinear(spec.in_size, spec.out_size, ranks[1])
+            if spec.kind == "linear"
+            else LowRankConv(layer, ranks[1])
+        )
     elif spec.kind == "linear":
         mod = TTLinear(spec.in_size, spec.out_size, spec.tt_in_modes, spec.tt_out_modes, ranks)
     else:
@@ -76,8 +80,18 @@ def time_us(path: Path, x: np.ndarray, budget_s: float = 0.4) -> float:
 
 def floor_us(path: Path, batch: int, host: PerfModel) -> float:
     """Dispatch + FLOPs + bytes of the graph onnxruntime runs, at the host's calibrated rates."""
-    out = run_child({"model": str(path), "intra_op_threads": 1, "batch": batch, "min_iters": 1, "min_time_s": 0.0,
-                     "warmup": 1, "profile": True}, timeout_s=300)
+    out = run_child(
+        {
+            "model": str(path),
+            "intra_op_threads": 1,
+            "batch": batch,
+            "min_iters": 1,
+            "min_time_s": 0.0,
+            "warmup": 1,
+            "profile": True,
+        },
+        timeout_s=300,
+    )
     return run_cost_us(out["nodes"] or [], host)
 
 
@@ -107,29 +121,48 @@ def main() -> None:
                     b32 = time_us(path, torch.randn(32, *shape).numpy(), budget)
                     f1, f32 = floor_us(path, 1, host), floor_us(path, 32, host)
                     dense_b1 = dense_b1 or b1
-                    row = {"layer": title, "format": fmt, "rank": rank, "ranks": list(actual), "params": cost.params,
-                           "macs": cost.macs, "nodes": onnx_node_count(path), "p50_us_b1": round(b1, 1),
-                           "p50_us_b32": round(b32, 1), "speedup_b1": round(dense_b1 / b1, 2),
-                           "floor_us_b1": round(f1, 1), "floor_us_b32": round(f32, 1),
-                           "x_floor_b1": round(b1 / f1, 2), "x_floor_b32": round(b32 / f32, 2)}
+                    row = {
+                        "layer": title,
+                        "format": fmt,
+                        "rank": rank,
+                        "ranks": list(actual),
+                        "params": cost.params,
+                        "macs": cost.macs,
+                        "nodes": onnx_node_count(path),
+                        "p50_us_b1": round(b1, 1),
+                        "p50_us_b32": round(b32, 1),
+                        "speedup_b1": round(dense_b1 / b1, 2),
+                        "floor_us_b1": round(f1, 1),
+                        "floor_us_b32": round(f32, 1),
+                        "x_floor_b1": round(b1 / f1, 2),
+                        "x_floor_b32": round(b32 / f32, 2),
+                    }
                     if fmt == "tt" and spec.kind == "linear":
                         row["modes"] = [list(spec.tt_in_modes), list(spec.tt_out_modes)]
                     rows.append(row)
-                    print(f"{title:26s} {fmt:8s} {str(rank or ''):>4s} params {cost.params:>9d} macs {cost.macs:>11d} "
-                          f"nodes {row['nodes']:>2d}  b1 {b1:9.1f} us  b32 {b32:9.1f} us  x{row['speedup_b1']:.2f}  "
-                          f"floor b1 {f1:8.1f} us (x{b1 / f1:.2f})  b32 {f32:8.1f} us (x{b32 / f32:.2f})",
-                          flush=True)
-    print("\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |")
+                    print(
+                        f"{title:26s} {fmt:8s} {str(rank or ''):>4s} params {cost.params:>9d} macs {cost.macs:>11d} "
+                        f"nodes {row['nodes']:>2d}  b1 {b1:9.1f} us  b32 {b32:9.1f} us  x{row['speedup_b1']:.2f}  "
+                        f"floor b1 {f1:8.1f} us (x{b1 / f1:.2f})  b32 {f32:8.1f} us (x{b32 / f32:.2f})",
+                        flush=True,
+                    )
+    print(
+        "\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['layer']} | {r['format']} | {r['rank'] or ''} | {r['params']:,} | {r['macs']:,} | {r['nodes']} | "
-              f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× | {r['floor_us_b1']:.1f} | "
-              f"{r['x_floor_b1']:.2f}× | {r['floor_us_b32']:.1f} | {r['x_floor_b32']:.2f}× |")
+        print(
+            f"| {r['layer']} | {r['format']} | {r['rank'] or ''} | {r['params']:,} | {r['macs']:,} | {r['nodes']} | "
+            f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× | {r['floor_us_b1']:.1f} | "
+            f"{r['x_floor_b1']:.2f}× | {r['floor_us_b32']:.1f} | {r['x_floor_b32']:.2f}× |"
+        )
     print("\nHow far each format is from its floor (achieved / floor, median over rows [min-max]):")
     for fmt in ("dense", "lowrank", "tt"):
         for key in ("x_floor_b1", "x_floor_b32"):
             xs = sorted(r[key] for r in rows if r["format"] == fmt)
-            print(f"  {fmt:8s} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows")
+            print(
+                f"  {fmt:8s} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows"
+            )
     tt4 = next(r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4)
     print(f"\nTT rank 4 on 4096x4096, batch 1: {tt4['speedup_b1']:.1f}x faster than dense (goal >= 20x)")
     if args.json:

@@ -64,8 +64,14 @@ def quantize(src: Path, dst: Path, mode: str) -> Path:
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return dst
 
 
@@ -79,37 +85,65 @@ def main() -> None:
     args = ap.parse_args()
     host = calibrate(args.threads).perf
     print(f"host {host_facts()['cpu']}, threads={args.threads or 'default'}, load avg {os.getloadavg()[0]:.2f}")
-    print(f"calibration: gflops={host.gflops} conv_gflops={host.conv_gflops} int8_gops={host.int8_gops} "
-          f"int8_conv_gops={host.int8_conv_gops} op_overhead_us={host.op_overhead_us} "
-          f"matmul_overhead_us={host.matmul_overhead_us} run_overhead_us={host.run_overhead_us}\n"
-          f"  bandwidth curve [MiB, GB/s]: {[list(p) for p in host.bandwidth_curve or ()]}")
+    print(
+        f"calibration: gflops={host.gflops} conv_gflops={host.conv_gflops} int8_gops={host.int8_gops} "
+        f"int8_conv_gops={host.int8_conv_gops} op_overhead_us={host.op_overhead_us} "
+        f"matmul_overhead_us={host.matmul_overhead_us} run_overhead_us={host.run_overhead_us}\n"
+        f"  bandwidth curve [MiB, GB/s]: {[list(p) for p in host.bandwidth_curve or ()]}"
+    )
     devices = ["rpi4", "rpi5", "rpi-zero-2w", "jetson-orin-nano-cpu"]
     targets = {n: Target.load(n).device.perf for n in devices}
-    print(f"\n{'model':<32}{'nodes':>6}{'measured p50 us':>17}{'predicted us':>14}{'error':>8}  "
-          + "".join(f"{n[:12]:>13}" for n in devices) + "  (predicted ms)")
+    print(
+        f"\n{'model':<32}{'nodes':>6}{'measured p50 us':>17}{'predicted us':>14}{'error':>8}  "
+        + "".join(f"{n[:12]:>13}" for n in devices)
+        + "  (predicted ms)"
+    )
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(name, lambda b=build, n=name: b().save(Path(tmp) / f"{abs(hash(n))}.onnx")) for name, build in MODELS.items()]
-        jobs += [(name, lambda s=src, m=mode, n=name: quantize(MODELS[s]().save(Path(tmp) / "src.onnx"),
-                                                               Path(tmp) / f"{abs(hash(n))}.onnx", m))
-                 for name, (src, mode) in INT8_MODELS.items()]
+        jobs = [
+            (name, lambda b=build, n=name: b().save(Path(tmp) / f"{abs(hash(n))}.onnx"))
+            for name, build in MODELS.items()
+        ]
+        jobs += [
+            (
+                name,
+                lambda s=src, m=mode, n=name: quantize(
+                    MODELS[s]().save(Path(tmp) / "src.onnx"), Path(tmp) / f"{abs(hash(n))}.onnx", m
+                ),
+            )
+            for name, (src, mode) in INT8_MODELS.items()
+        ]
         for name, make in jobs:
             path = make()
-            out = run_child({"model": str(path), "intra_op_threads": args.threads, "min_iters": 200,
-                             "min_time_s": args.min_time, "profile": True}, timeout_s=300)
+            out = run_child(
+                {
+                    "model": str(path),
+                    "intra_op_threads": args.threads,
+                    "min_iters": 200,
+                    "min_time_s": args.min_time,
+                    "profile": True,
+                },
+                timeout_s=300,
+            )
             measured = float(np.median(out["samples_ns"])) / 1e3
             nodes = out["nodes"]
             predicted = run_cost_us(nodes, host)
             err = (predicted - measured) / measured
             worst = max(worst, abs(err))
             factor = {n: run_cost_us(nodes, m) / predicted for n, m in targets.items()}
-            print(f"{name:<32}{len(nodes):>6}{measured:>17.1f}{predicted:>14.1f}{err:>+8.1%}  "
-                  + "".join(f"{measured * factor[n] / 1e3:>13.3f}" for n in devices))
+            print(
+                f"{name:<32}{len(nodes):>6}{measured:>17.1f}{predicted:>14.1f}{err:>+8.1%}  "
+                + "".join(f"{measured * factor[n] / 1e3:>13.3f}" for n in devices)
+            )
             b = breakdown(nodes, host)
-            print(f"{'':<32}  host model: dispatch {b['dispatch_us']:.1f} us, compute-bound {b['compute_bound_us']:.1f} us, "
-                  f"memory-bound {b['memory_bound_us']:.1f} us, {b['flops'] / 1e6:.2f} MFLOP, {b['int8_ops'] / 1e6:.2f} int8 MOP, "
-                  f"{b['bytes'] / 1e6:.2f} MB; ops: {' '.join(sorted({n['op'] for n in nodes}))}")
-    print(f"\nworst |error| {worst:.1%} ({'within' if worst <= 0.25 else 'OVER'} the 25% goal); load avg {os.getloadavg()[0]:.2f}")
+            print(
+                f"{'':<32}  host model: dispatch {b['dispatch_us']:.1f} us, compute-bound {b['compute_bound_us']:.1f} us, "
+                f"memory-bound {b['memory_bound_us']:.1f} us, {b['flops'] / 1e6:.2f} MFLOP, {b['int8_ops'] / 1e6:.2f} int8 MOP, "
+                f"{b['bytes'] / 1e6:.2f} MB; ops: {' '.join(sorted({n['op'] for n in nodes}))}"
+            )
+    print(
+        f"\nworst |error| {worst:.1%} ({'within' if worst <= 0.25 else 'OVER'} the 25% goal); load avg {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,13 +38,25 @@ from edgeopt.runtime.host import host_facts  # noqa: E402
 from tests.remote import sshd as _sshd  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-BASE = {"providers": ["CPUExecutionProvider"], "intra_op_threads": 1, "inter_op_threads": 1,
-        "graph_optimization": "all", "allow_spinning": True, "batch": 1, "shapes": {}, "warmup": 10,
-        "max_iters": 1_000_000, "profile": False, "seed": 0}
+BASE = {
+    "providers": ["CPUExecutionProvider"],
+    "intra_op_threads": 1,
+    "inter_op_threads": 1,
+    "graph_optimization": "all",
+    "allow_spinning": True,
+    "batch": 1,
+    "shapes": {},
+    "warmup": 10,
+    "max_iters": 1_000_000,
+    "profile": False,
+    "seed": 0,
+}
 SHORT = dict(BASE, min_iters=20, min_time_s=0.05, warmup=3)
-MODELS = {"mlp 64-128-10 (small)": lambda: testing.mlp((64, 128, 10)),
-          "dense digits-mlp 64-1024-1024-10": lambda: testing.mlp((64, 1024, 1024, 10)),
-          "cnn 28x28": lambda: testing.cnn()}
+MODELS = {
+    "mlp 64-128-10 (small)": lambda: testing.mlp((64, 128, 10)),
+    "dense digits-mlp 64-1024-1024-10": lambda: testing.mlp((64, 1024, 1024, 10)),
+    "cnn 28x28": lambda: testing.cnn(),
+}
 
 
 def timed(job: dict) -> tuple[float, dict]:
@@ -59,8 +71,13 @@ def overhead(path: Path, spec: remote.RemoteSpec, n: int) -> dict:
     for _ in range(n):
         local.append(timed(dict(SHORT, model=str(path)))[0])
         remote_s.append(timed(dict(SHORT, model=str(path), remote=spec.to_dict()))[0])
-    return {"first_remote_s": first_s, "local_s": statistics.median(local), "remote_s": statistics.median(remote_s),
-            "added_s": statistics.median(r - m for r, m in zip(remote_s, local)), "n": n}
+    return {
+        "first_remote_s": first_s,
+        "local_s": statistics.median(local),
+        "remote_s": statistics.median(remote_s),
+        "added_s": statistics.median(r - m for r, m in zip(remote_s, local)),
+        "n": n,
+    }
 
 
 def agreement(path: Path, spec: remote.RemoteSpec, rounds: int, min_time: float) -> dict:
@@ -75,24 +92,39 @@ def agreement(path: Path, spec: remote.RemoteSpec, rounds: int, min_time: float)
 
 def markdown(doc: dict) -> str:
     o = doc["overhead"]
-    lines = [f"# Measuring through SSH on a loopback device ({doc['machine']})", "",
-             "A real sshd on 127.0.0.1, a device venv with only the runtime half; OpenSSH multiplexing "
-             "(ControlMaster/ControlPersist).", "",
-             "## Added cost per measurement (20 runs, 0.05 s; model already uploaded)", "",
-             "| | wall time (s) |", "|---|---:|",
-             f"| local measurement (median of {o['n']}) | {o['local_s']:.3f} |",
-             f"| on the device over ssh (median of {o['n']}) | {o['remote_s']:.3f} |",
-             f"| **added per measurement** (median of paired differences) | **{o['added_s']:.3f}** |",
-             f"| first measurement on the device (connect, handshake, upload) | {o['first_remote_s']:.3f} |",
-             "", f"Goal ≤ 1 s added: {'met' if o['added_s'] <= 1 else 'MISSED'}.", "",
-             f"## p50 on the device vs here (1 thread, {doc['min_time_s']:g} s per measurement, median of "
-             f"{doc['rounds']} interleaved rounds)", "",
-             "| model | local p50 (µs) | device p50 (µs) | device / local |", "|---|---:|---:|---:|"]
+    lines = [
+        f"# Measuring through SSH on a loopback device ({doc['machine']})",
+        "",
+        "A real sshd on 127.0.0.1, a device venv with only the runtime half; OpenSSH multiplexing "
+        "(ControlMaster/ControlPersist).",
+        "",
+        "## Added cost per measurement (20 runs, 0.05 s; model already uploaded)",
+        "",
+        "| | wall time (s) |",
+        "|---|---:|",
+        f"| local measurement (median of {o['n']}) | {o['local_s']:.3f} |",
+        f"| on the device over ssh (median of {o['n']}) | {o['remote_s']:.3f} |",
+        f"| **added per measurement** (median of paired differences) | **{o['added_s']:.3f}** |",
+        f"| first measurement on the device (connect, handshake, upload) | {o['first_remote_s']:.3f} |",
+        "",
+        f"Goal ≤ 1 s added: {'met' if o['added_s'] <= 1 else 'MISSED'}.",
+        "",
+        f"## p50 on the device vs here (1 thread, {doc['min_time_s']:g} s per measurement, median of "
+        f"{doc['rounds']} interleaved rounds)",
+        "",
+        "| model | local p50 (µs) | device p50 (µs) | device / local |",
+        "|---|---:|---:|---:|",
+    ]
     for name, a in doc["agreement"].items():
         lines.append(f"| {name} | {a['local_p50_us']:.2f} | {a['remote_p50_us']:.2f} | {a['ratio']:.3f} |")
     worst = max(abs(a["ratio"] - 1) for a in doc["agreement"].values())
-    lines += ["", f"Goal within 10%: {'met' if worst <= 0.10 else 'MISSED'} (worst {worst:.1%}).", "",
-              f"`{doc['command']}`", ""]
+    lines += [
+        "",
+        f"Goal within 10%: {'met' if worst <= 0.10 else 'MISSED'} (worst {worst:.1%}).",
+        "",
+        f"`{doc['command']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -110,17 +142,26 @@ def main() -> None:
         os.environ["EDGEOPT_SSH_CONTROL_DIR"] = str(Path(tmp) / "cm")
         server = _sshd.start_sshd(Path(tmp) / "sshd")
         try:
-            spec = remote.RemoteSpec(_sshd.ALIAS, python=str(_sshd.device_venv()), ssh_options=server.ssh_options,
-                                     workdir=str(Path(tmp) / "work"))
+            spec = remote.RemoteSpec(
+                _sshd.ALIAS,
+                python=str(_sshd.device_venv()),
+                ssh_options=server.ssh_options,
+                workdir=str(Path(tmp) / "work"),
+            )
             paths = {n: b().save(Path(tmp) / f"m{i}.onnx") for i, (n, b) in enumerate(MODELS.items())}
             over = overhead(paths["mlp 64-128-10 (small)"], spec, args.n)
             agree = {n: agreement(p, spec, args.rounds, args.min_time) for n, p in paths.items()}
         finally:
             server.stop()
     f = host_facts()
-    doc = {"machine": f"{f['cpu']}, {f['cores']} cores", "overhead": over, "agreement": agree,
-           "min_time_s": args.min_time, "rounds": args.rounds,
-           "command": "flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/remote_overhead.py"}
+    doc = {
+        "machine": f"{f['cpu']}, {f['cores']} cores",
+        "overhead": over,
+        "agreement": agree,
+        "min_time_s": args.min_time,
+        "rounds": args.rounds,
+        "command": "flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/remote_overhead.py",
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(doc, indent=1) + "\n")
     Path(args.out + ".md").write_text(markdown(doc))

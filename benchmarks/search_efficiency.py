@@ -55,10 +55,15 @@ def shared_warm_start() -> dict[str, int]:
     counter = {"enqueued": 0}
 
     def open_study(config, *, task_name, target_name, warm_start=None, must_exist=False):
-        study = original(config, task_name=task_name, target_name=target_name, warm_start=warm_start,
-                         must_exist=must_exist)
-        if (config.sampler != "tpe" and warm_start is not None and not study.get_trials(deepcopy=False)
-                and shared.claim_once(study, "warm-start")):
+        study = original(
+            config, task_name=task_name, target_name=target_name, warm_start=warm_start, must_exist=must_exist
+        )
+        if (
+            config.sampler != "tpe"
+            and warm_start is not None
+            and not study.get_trials(deepcopy=False)
+            and shared.claim_once(study, "warm-start")
+        ):
             for label, params in warm_start():
                 study.enqueue_trial(params, user_attrs={"warm_start": label})
                 counter["enqueued"] += 1
@@ -84,8 +89,12 @@ def model_setup(name: str, args: argparse.Namespace) -> tuple[Any, str, dict[str
     p95 = float(bench(path, str(HOST_1T), min_iters=300, min_time_s=1.0).latency_ms["p95"])
     # No implicit quality floor (max_quality_drop=None): after 2 epochs hardly a student is within 5 pt of
     # the teacher, so "feasible" would mean "trained longest", not "best under the budget".
-    return task, str(HOST_1T), {"latency_ms": 0.5 * p95, "dense_p95_ms": p95}, {"trial_epochs": args.resnet8_epochs,
-                                                                                "max_quality_drop": None}
+    return (
+        task,
+        str(HOST_1T),
+        {"latency_ms": 0.5 * p95, "dense_p95_ms": p95},
+        {"trial_epochs": args.resnet8_epochs, "max_quality_drop": None},
+    )
 
 
 def trial_curve(out: Path, study_name: str) -> list[dict[str, Any]]:
@@ -103,11 +112,19 @@ def trial_curve(out: Path, study_name: str) -> list[dict[str, Any]]:
     rows = []
     for t in sorted(trials, key=lambda t: t.datetime_complete):
         rec = TrialRecord.from_trial(t)
-        rows.append({
-            "number": t.number, "t_s": (t.datetime_complete - t0).total_seconds(), "state": t.state.name,
-            "status": rec.status.value, "feasible": bool(t.state.name == "COMPLETE" and rec.feasible),
-            "score": rec.score, "latency_ms": rec.latency_ms, "plan": rec.plan, "warm_start": rec.warm_start,
-        })
+        rows.append(
+            {
+                "number": t.number,
+                "t_s": (t.datetime_complete - t0).total_seconds(),
+                "state": t.state.name,
+                "status": rec.status.value,
+                "feasible": bool(t.state.name == "COMPLETE" and rec.feasible),
+                "score": rec.score,
+                "latency_ms": rec.latency_ms,
+                "plan": rec.plan,
+                "warm_start": rec.warm_start,
+            }
+        )
     return rows
 
 
@@ -129,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--timeout", type=float, default=40.0, help="search seconds per sampler per seed (equal for both)")
     p.add_argument("--resnet8-epochs", type=int, default=2, help="distillation epochs per resnet8 trial")
-    p.add_argument("--tolerance", type=float, default=0.005, help="within this of the best feasible score (0.005 = 0.5 pt)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.005, help="within this of the best feasible score (0.005 = 0.5 pt)"
+    )
     p.add_argument("--no-shared-warm-start", action="store_true", help="as before: only TPE gets the warm start")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--work", default="runs/benchmarks/search-efficiency")
@@ -144,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     counter = None if args.no_shared_warm_start else shared_warm_start()
     seeds = [int(s) for s in args.seeds.split(",")]
     t_all = time.perf_counter()
-    result: dict[str, Any] = {"schema": "edgeopt.search-efficiency/2", "timeout_s": args.timeout,
-                              "tolerance": args.tolerance, "shared_warm_start": counter is not None,
-                              "load_average": {"start": round(os.getloadavg()[0], 2)}, "models": []}
+    result: dict[str, Any] = {
+        "schema": "edgeopt.search-efficiency/2",
+        "timeout_s": args.timeout,
+        "tolerance": args.tolerance,
+        "shared_warm_start": counter is not None,
+        "load_average": {"start": round(os.getloadavg()[0], 2)},
+        "models": [],
+    }
     for name in models:
         result["models"].append(run_model(name, seeds, args, counter))
         result["load_average"]["end"] = round(os.getloadavg()[0], 2)
@@ -189,25 +213,46 @@ def run_model(name: str, seeds: list[int], args: argparse.Namespace, counter: di
             log.info("%s seed %d, %s: %.0f s of search", name, seed, sampler, args.timeout)
             before = counter["enqueued"] if counter else 0
             t0 = time.perf_counter()
-            res = edgeopt.compile(task, target, trials=10_000, timeout=args.timeout, out=out, seed=seed, sampler=sampler,
-                                  final_epochs=1, final_bench={"min_iters": 20, "min_time_s": 0.05, "max_iters": 200},
-                                  budget=budget_kw or None, progress=False, **extra)
+            res = edgeopt.compile(
+                task,
+                target,
+                trials=10_000,
+                timeout=args.timeout,
+                out=out,
+                seed=seed,
+                sampler=sampler,
+                final_epochs=1,
+                final_bench={"min_iters": 20, "min_time_s": 0.05, "max_iters": 200},
+                budget=budget_kw or None,
+                progress=False,
+                **extra,
+            )
             walls[sampler] = time.perf_counter() - t0
             if not tables.exists() and (out / "tables.json").exists():
                 shutil.copy(out / "tables.json", tables)
             curves[sampler] = trial_curve(out, res.report.get("study") or f"{task.name}-{Path(target).stem}")
             if sampler == "random" and counter is not None and counter["enqueued"] == before:
-                log.warning("%s seed %d: the random study got no warm start (the wrap of open_study did not apply)", name, seed)
+                log.warning(
+                    "%s seed %d: the random study got no warm start (the wrap of open_study did not apply)", name, seed
+                )
         bests = {s: best_feasible(c) for s, c in curves.items()}
         top = max((b for b in bests.values() if b is not None), default=None)
-        entry: dict[str, Any] = {"seed": seed, "best_feasible": bests, "top": top, "threshold": None, "time_to_s": {},
-                                 "censored": {}, "trials": {s: len(c) for s, c in curves.items()},
-                                 "warm_start_trials": {s: sum(bool(r.get("warm_start")) for r in c) for s, c in curves.items()},
-                                 "feasible_trials": {s: sum(r["feasible"] for r in c) for s, c in curves.items()},
-                                 "screened_out": {s: sum(r["status"] == "screened-out" for r in c) for s, c in curves.items()},
-                                 "pruned": {s: sum(r["state"] == "PRUNED" for r in c) for s, c in curves.items()},
-                                 "search_end_s": {s: (c[-1]["t_s"] if c else None) for s, c in curves.items()},
-                                 "compile_wall_s": walls, "curves": curves}
+        entry: dict[str, Any] = {
+            "seed": seed,
+            "best_feasible": bests,
+            "top": top,
+            "threshold": None,
+            "time_to_s": {},
+            "censored": {},
+            "trials": {s: len(c) for s, c in curves.items()},
+            "warm_start_trials": {s: sum(bool(r.get("warm_start")) for r in c) for s, c in curves.items()},
+            "feasible_trials": {s: sum(r["feasible"] for r in c) for s, c in curves.items()},
+            "screened_out": {s: sum(r["status"] == "screened-out" for r in c) for s, c in curves.items()},
+            "pruned": {s: sum(r["state"] == "PRUNED" for r in c) for s, c in curves.items()},
+            "search_end_s": {s: (c[-1]["t_s"] if c else None) for s, c in curves.items()},
+            "compile_wall_s": walls,
+            "curves": curves,
+        }
         if top is not None:
             thr = top - args.tolerance
             entry["threshold"] = thr
@@ -221,12 +266,19 @@ def run_model(name: str, seeds: list[int], args: argparse.Namespace, counter: di
         log.info("%s seed %d: best %s, time to within %.3f: %s", name, seed, bests, args.tolerance, entry["time_to_s"])
     ratios = [e["ratio"] for e in per_seed if "ratio" in e]
     times = {s: [e["time_to_s"][s] for e in per_seed if "ratio" in e] for s in ("tpe", "random")}
-    return {"model": name, "target": Path(target).stem if target.endswith(".toml") else target, "budget": budget,
-            "extra": extra, "seeds": per_seed, "median_ratio": statistics.median(ratios) if ratios else None,
-            "median_time_s": {s: (statistics.median(v) if v else None) for s, v in times.items()},
-            "ratio_of_medians": (statistics.median(times["tpe"]) / max(statistics.median(times["random"]), 1e-9)
-                                 if ratios else None),
-            "wall_s": time.perf_counter() - t_model}
+    return {
+        "model": name,
+        "target": Path(target).stem if target.endswith(".toml") else target,
+        "budget": budget,
+        "extra": extra,
+        "seeds": per_seed,
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "median_time_s": {s: (statistics.median(v) if v else None) for s, v in times.items()},
+        "ratio_of_medians": (
+            statistics.median(times["tpe"]) / max(statistics.median(times["random"]), 1e-9) if ratios else None
+        ),
+        "wall_s": time.perf_counter() - t_model,
+    }
 
 
 def _best_is_warm(curve: list[dict[str, Any]], threshold: float) -> bool:
@@ -239,21 +291,30 @@ def _best_is_warm(curve: list[dict[str, Any]], threshold: float) -> bool:
 
 def markdown(r: dict[str, Any]) -> str:
     la = r.get("load_average", {})
-    lines = [f"{r['timeout_s']:.0f} s of search per sampler per seed; time (s since the first trial started) until the best "
-             f"feasible validation score is within {r['tolerance'] * 100:.1f} pt of the best feasible either sampler found "
-             f"in that seed. `>` = never got there (censored at the end of its search). Warm start: "
-             f"{'the same uniform plans enqueued first for both samplers' if r.get('shared_warm_start') else 'TPE only'}; "
-             f"w = the first trial to get there was a warm-start plan. One per-layer table per model, built by its "
-             f"first run and copied to the others, so the same knobs give the same plan. Load average (1 min) start / end: "
-             f"{la.get('start', '?')} / {la.get('end', '?')}.", ""]
+    lines = [
+        f"{r['timeout_s']:.0f} s of search per sampler per seed; time (s since the first trial started) until the best "
+        f"feasible validation score is within {r['tolerance'] * 100:.1f} pt of the best feasible either sampler found "
+        f"in that seed. `>` = never got there (censored at the end of its search). Warm start: "
+        f"{'the same uniform plans enqueued first for both samplers' if r.get('shared_warm_start') else 'TPE only'}; "
+        f"w = the first trial to get there was a warm-start plan. One per-layer table per model, built by its "
+        f"first run and copied to the others, so the same knobs give the same plan. Load average (1 min) start / end: "
+        f"{la.get('start', '?')} / {la.get('end', '?')}.",
+        "",
+    ]
     for m in r["models"]:
         b = m["budget"]
-        where = (f"`{m['target']}`" + (f", p95 ≤ {b['latency_ms'] * 1e3:.0f} µs (½ dense p95 {b['dense_p95_ms'] * 1e3:.0f} µs)"
-                                      if b.get("latency_ms") else " (the demo's budgets)"))
+        where = f"`{m['target']}`" + (
+            f", p95 ≤ {b['latency_ms'] * 1e3:.0f} µs (½ dense p95 {b['dense_p95_ms'] * 1e3:.0f} µs)"
+            if b.get("latency_ms")
+            else " (the demo's budgets)"
+        )
         epochs = m["extra"].get("trial_epochs")
-        lines += [f"#### {m['model']} on {where}{f', {epochs} epochs a trial' if epochs else ''}", "",
-                  "| seed | best feasible edgeopt / random | edgeopt s | random s | ratio | trials (warm / feasible / screened / pruned) edgeopt | random |",
-                  "|---:|---|---:|---:|---:|---|---|"]
+        lines += [
+            f"#### {m['model']} on {where}{f', {epochs} epochs a trial' if epochs else ''}",
+            "",
+            "| seed | best feasible edgeopt / random | edgeopt s | random s | ratio | trials (warm / feasible / screened / pruned) edgeopt | random |",
+            "|---:|---|---:|---:|---:|---|---|",
+        ]
         for e in m["seeds"]:
             if "ratio" not in e:
                 lines.append(f"| {e['seed']} | no feasible trial | | | | | |")
@@ -265,18 +326,26 @@ def markdown(r: dict[str, Any]) -> str:
                 return ("> " if e["censored"][s] else "") + f"{e['time_to_s'][s]:.1f}{w}"
 
             def c(s: str, e: dict[str, Any] = e) -> str:
-                return (f"{e['trials'][s]} ({e.get('warm_start_trials', {}).get(s, '?')} / {e['feasible_trials'][s]} / "
-                        f"{e['screened_out'][s]} / {e['pruned'][s]})")
+                return (
+                    f"{e['trials'][s]} ({e.get('warm_start_trials', {}).get(s, '?')} / {e['feasible_trials'][s]} / "
+                    f"{e['screened_out'][s]} / {e['pruned'][s]})"
+                )
 
             def fb(v: float | None) -> str:
                 return "—" if v is None else f"{v:.4f}"
 
-            lines.append(f"| {e['seed']} | {fb(bf['tpe'])} / {fb(bf['random'])} | {t('tpe')} | {t('random')} | {e['ratio']:.2f} | "
-                         f"{c('tpe')} | {c('random')} |")
+            lines.append(
+                f"| {e['seed']} | {fb(bf['tpe'])} / {fb(bf['random'])} | {t('tpe')} | {t('random')} | {e['ratio']:.2f} | "
+                f"{c('tpe')} | {c('random')} |"
+            )
         mr, mt = m["median_ratio"], m["median_time_s"]
-        lines += ["", f"Median ratio (edgeopt / random): **{'—' if mr is None else f'{mr:.2f}'}**; median time edgeopt "
-                      f"{_s(mt.get('tpe'))} s, random {_s(mt.get('random'))} s (ratio of medians "
-                      f"{_s(m.get('ratio_of_medians'), '.2f')}; goal: ≤ 0.50).", ""]
+        lines += [
+            "",
+            f"Median ratio (edgeopt / random): **{'—' if mr is None else f'{mr:.2f}'}**; median time edgeopt "
+            f"{_s(mt.get('tpe'))} s, random {_s(mt.get('random'))} s (ratio of medians "
+            f"{_s(m.get('ratio_of_medians'), '.2f')}; goal: ≤ 0.50).",
+            "",
+        ]
     return "\n".join(lines).rstrip()
 
 

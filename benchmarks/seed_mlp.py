@@ -83,27 +83,49 @@ def main() -> None:
     best_val = distill(student, teacher, tr, va, epochs=args.epochs, patience=10, seed=0)
     distill_s = time.time() - t0
     m_student = evaluate(student, te)
-    out = {"plan": plan, "teacher_train_s": teacher_s, "distill_s": distill_s, "best_val_f1": best_val,
-           "teacher": {"params": sum(p.numel() for p in teacher.parameters()), "test": m_teacher.to_dict()},
-           "student_init": {"test": m_init.to_dict()},
-           "student": {"params": sum(p.numel() for p in student.parameters()), "test": m_student.to_dict(),
-                       "layers": [r.to_dict() for r in layer_reports(student)]}}
+    out = {
+        "plan": plan,
+        "teacher_train_s": teacher_s,
+        "distill_s": distill_s,
+        "best_val_f1": best_val,
+        "teacher": {"params": sum(p.numel() for p in teacher.parameters()), "test": m_teacher.to_dict()},
+        "student_init": {"test": m_init.to_dict()},
+        "student": {
+            "params": sum(p.numel() for p in student.parameters()),
+            "test": m_student.to_dict(),
+            "layers": [r.to_dict() for r in layer_reports(student)],
+        },
+    }
     x1 = te[0][:1]
     with tempfile.TemporaryDirectory() as d:
         for key, model in (("teacher", teacher), ("student", student)):
-            info = export_onnx_info(model, torch.from_numpy(x1), Path(d) / f"{key}.onnx", metadata={"plan": plan},
-                                    verify_inputs=torch.from_numpy(te[0][:64]))
+            info = export_onnx_info(
+                model,
+                torch.from_numpy(x1),
+                Path(d) / f"{key}.onnx",
+                metadata={"plan": plan},
+                verify_inputs=torch.from_numpy(te[0][:64]),
+            )
             p = info.path
-            out[key].update(onnx_nodes=info.nodes, onnx_ops=dict(onnx_op_counts(p)), export_s=info.export_s,
-                            exporter=info.exporter, ort_p50_us_batch1=ort_median_us(p, x1))
+            out[key].update(
+                onnx_nodes=info.nodes,
+                onnx_ops=dict(onnx_op_counts(p)),
+                export_s=info.export_s,
+                exporter=info.exporter,
+                ort_p50_us_batch1=ort_median_us(p, x1),
+            )
     for key in ("test",):
         del out["teacher"][key]["confusion"], out["student"][key]["confusion"], out["student_init"][key]["confusion"]
     print(json.dumps(out, indent=1, default=str))
-    print(f"\nteacher test macro-F1 {m_teacher.f1:.4f} ({out['teacher']['params']} params, "
-          f"{out['teacher']['onnx_nodes']} nodes, {out['teacher']['ort_p50_us_batch1']:.1f} us)")
-    print(f"student after SVD/TT-SVD {m_init.f1:.4f}; after distillation {m_student.f1:.4f} "
-          f"({out['student']['params']} params, {out['student']['onnx_nodes']} nodes, "
-          f"{out['student']['ort_p50_us_batch1']:.1f} us); drop {100 * (m_teacher.f1 - m_student.f1):.2f} points")
+    print(
+        f"\nteacher test macro-F1 {m_teacher.f1:.4f} ({out['teacher']['params']} params, "
+        f"{out['teacher']['onnx_nodes']} nodes, {out['teacher']['ort_p50_us_batch1']:.1f} us)"
+    )
+    print(
+        f"student after SVD/TT-SVD {m_init.f1:.4f}; after distillation {m_student.f1:.4f} "
+        f"({out['student']['params']} params, {out['student']['onnx_nodes']} nodes, "
+        f"{out['student']['ort_p50_us_batch1']:.1f} us); drop {100 * (m_teacher.f1 - m_student.f1):.2f} points"
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
 

@@ -57,8 +57,11 @@ def setting(name: str, task: Any, tmp: Path) -> tuple[str, dict[str, float], dic
     p95 = float(bench(dense, str(compare.HOST_1T), min_iters=2000, min_time_s=2.0).latency_ms["p95"])
     trials, timeout, trial_epochs, final_epochs = compare.ARCH_SEARCH[name]
     fraction = compare.BUDGET_FRACTIONS.get(name, compare.BUDGET_FRACTION)
-    return str(compare.HOST_1T), {"latency_ms": fraction * p95}, {
-        "trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs}
+    return (
+        str(compare.HOST_1T),
+        {"latency_ms": fraction * p95},
+        {"trials": trials, "timeout": timeout, "trial_epochs": trial_epochs, "final_epochs": final_epochs},
+    )
 
 
 def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -82,21 +85,29 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
         corrected += offset != 0.0
         predicted = alloc["table_latency_ms"] + offset  # what the cap assumed this plan measures
         errors.append(100 * (rec.screen.latency_ms / predicted - 1))
-        points.append([t.number, alloc["table_latency_ms"], round(predicted, 5), rec.screen.latency_ms,
-                       rec.status.value])
+        points.append(
+            [t.number, alloc["table_latency_ms"], round(predicted, 5), rec.screen.latency_ms, rec.status.value]
+        )
         if rec.status is Status.TRAINED:
             use.append(rec.screen.latency_ms / budget_ms)
     best = rep["best"]
     return {
-        **counts, "corrected_trials": corrected, "wall_s": round(wall, 1),
+        **counts,
+        "corrected_trials": corrected,
+        "wall_s": round(wall, 1),
         "median_abs_error_pct": round(statistics.median(abs(e) for e in errors), 1) if errors else None,
         "median_error_pct": round(statistics.median(errors), 1) if errors else None,
         "median_budget_use": round(statistics.median(use), 3) if use else None,
         "final_fit": (rep.get("tables") or {}).get("screens"),
         "points": points,  # trial, table ms, predicted (the fit in force), measured (screen), status
-        "shipped": {"passed": bool(best["budget"]["passed"]), "plan": best.get("plan"),
-                    "test_f1": best["metrics"]["test"]["score"], "val_f1": best["metrics"]["val"]["score"],
-                    "p95_ms": best["latency_ms"]["p95"], "budget_ms": budget_ms},
+        "shipped": {
+            "passed": bool(best["budget"]["passed"]),
+            "plan": best.get("plan"),
+            "test_f1": best["metrics"]["test"]["score"],
+            "val_f1": best["metrics"]["val"]["score"],
+            "p95_ms": best["latency_ms"]["p95"],
+            "budget_ms": budget_ms,
+        },
     }
 
 
@@ -131,14 +142,18 @@ def _cell(v: Any, fmt: str = "") -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    lines = [f"edgeopt at commit {doc['commit']}. Measured {doc['date']} on {doc['host']} ({doc['cores']} cores); "
-             f"load average (1 min) start / end: {doc['load'][0]:.2f} / {doc['load'][1]:.2f}. One run per variant, "
-             "the same seed and the same per-layer table for both.", "",
-             "Table error = measured screen latency against what the cap assumed (the table through the fit "
-             "in force; `off`: the table as built), fp32 allocations. Budget use = measured p95 / budget of the trained trials.", "",
-             "| model (target) | variant | trials | screened out | feasible | corrected | table error, median abs "
-             "(signed) | budget use, median | final offset ms (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
-             "|---|---|---:|---:|---:|---:|---|---:|---|---|"]
+    lines = [
+        f"edgeopt at commit {doc['commit']}. Measured {doc['date']} on {doc['host']} ({doc['cores']} cores); "
+        f"load average (1 min) start / end: {doc['load'][0]:.2f} / {doc['load'][1]:.2f}. One run per variant, "
+        "the same seed and the same per-layer table for both.",
+        "",
+        "Table error = measured screen latency against what the cap assumed (the table through the fit "
+        "in force; `off`: the table as built), fp32 allocations. Budget use = measured p95 / budget of the trained trials.",
+        "",
+        "| model (target) | variant | trials | screened out | feasible | corrected | table error, median abs "
+        "(signed) | budget use, median | final offset ms (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
+        "|---|---|---:|---:|---:|---:|---|---:|---|---|",
+    ]
     for r in doc["rows"]:
         for v in ("off", "on"):
             s = r[v]
@@ -149,7 +164,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % ({_cell(s['median_error_pct'], '+')} %) | "
                 f"{_cell(s['median_budget_use'])} | {_cell(fc.get('offset_ms'))} ({_cell(fc.get('count'))}) | "
                 f"{'met' if sh['passed'] else 'NOT met'} / {sh['test_f1']:.4f} / {sh['p95_ms']:.4f} "
-                f"({sh['budget_ms']:.4f}) |")
+                f"({sh['budget_ms']:.4f}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -161,11 +177,19 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     load0 = os.getloadavg()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="edgeopt-feedback-") as tmp:
         rows = [one(m, args.seed, Path(tmp)) for m in args.models.split(",")]
-    doc = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "host": platform.processor() or platform.machine(),
-           "cores": os.cpu_count(), "load": [load0, os.getloadavg()[0]], "rows": rows}
+    doc = {
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+        "host": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load": [load0, os.getloadavg()[0]],
+        "rows": rows,
+    }
     Path(args.out).with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
     Path(args.out).with_suffix(".md").write_text(markdown(doc))
     print(markdown(doc))

@@ -40,12 +40,20 @@ def one(name: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         floor_at: list[float] = []
-        tables = build_tables(task.model, task, target, Path(out), layers,
-                              check=lambda t: floor_at.append(time.perf_counter() - t0))
+        tables = build_tables(
+            task.model, task, target, Path(out), layers, check=lambda t: floor_at.append(time.perf_counter() - t0)
+        )
         wall = time.perf_counter() - t0
-    return {"model": name, "layers": len(layers), "candidates": sum(map(len, tables.layers.values())),
-            "wall_s": round(wall, 1), "refusal_known_s": round(floor_at[0], 1), **tables.timings,
-            "calibration": tables.calibration, "additivity": tables.additivity}
+    return {
+        "model": name,
+        "layers": len(layers),
+        "candidates": sum(map(len, tables.layers.values())),
+        "wall_s": round(wall, 1),
+        "refusal_known_s": round(floor_at[0], 1),
+        **tables.timings,
+        "calibration": tables.calibration,
+        "additivity": tables.additivity,
+    }
 
 
 def main() -> int:
@@ -57,26 +65,44 @@ def main() -> int:
     import torch
 
     rows = [one(m) for m in args.models]
-    doc = {"host": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__, "load": os.getloadavg(), "rows": rows}
+    doc = {
+        "host": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "load": os.getloadavg(),
+        "rows": rows,
+    }
     Path(args.out + ".json").write_text(json.dumps(doc, indent=1))
-    lines = [f"Tables on `benchmarks/host-1t.toml` (1 onnxruntime thread), {doc['cores']} cores, torch {doc['torch']}, "
-             f"onnxruntime {doc['onnxruntime']}; load at the end {doc['load'][0]:.2f}. `python benchmarks/tables.py`.", "",
-             "| model | layers | candidates | floor known s | latencies s | additivity s | sensitivity s (samples) | total s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Tables on `benchmarks/host-1t.toml` (1 onnxruntime thread), {doc['cores']} cores, torch {doc['torch']}, "
+        f"onnxruntime {doc['onnxruntime']}; load at the end {doc['load'][0]:.2f}. `python benchmarks/tables.py`.",
+        "",
+        "| model | layers | candidates | floor known s | latencies s | additivity s | sensitivity s (samples) | total s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['layers']} | {r['candidates']} | {r['refusal_known_s']} | {r['latency_s']} | "
-                     f"{r['additivity_s']} | {r['sensitivity_s']} ({r['calibration']}) | {r['wall_s']} |")
-    lines += ["", "Additivity (p95, ms): measured whole graph; isolated layers summed + the dense rest; the fitted table "
-              "(the middle plan is held out of the fit).", "",
-              "| model | scale | graph | measured | isolated sum | error | fitted table | error |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['model']} | {r['layers']} | {r['candidates']} | {r['refusal_known_s']} | {r['latency_s']} | "
+            f"{r['additivity_s']} | {r['sensitivity_s']} ({r['calibration']}) | {r['wall_s']} |"
+        )
+    lines += [
+        "",
+        "Additivity (p95, ms): measured whole graph; isolated layers summed + the dense rest; the fitted table "
+        "(the middle plan is held out of the fit).",
+        "",
+        "| model | scale | graph | measured | isolated sum | error | fitted table | error |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         a = r["additivity"]
         for g, v in a["graphs"].items():
             iso_err = 100 * (v["isolated_sum_ms"] / v["measured_ms"] - 1)
-            lines.append(f"| {r['model']} | {a['scale']} | {g}{' (held out)' if g == a['held_out'] else ''} | "
-                         f"{v['measured_ms']:.4f} | {v['isolated_sum_ms']:.4f} | {iso_err:+.1f}% | {v['table_ms']:.4f} | "
-                         f"{v['error_pct']:+.1f}% |")
+            lines.append(
+                f"| {r['model']} | {a['scale']} | {g}{' (held out)' if g == a['held_out'] else ''} | "
+                f"{v['measured_ms']:.4f} | {v['isolated_sum_ms']:.4f} | {iso_err:+.1f}% | {v['table_ms']:.4f} | "
+                f"{v['error_pct']:+.1f}% |"
+            )
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

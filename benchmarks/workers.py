@@ -51,8 +51,27 @@ def throughput(workers: int, seconds: float, tmp: Path, env: dict[str, str]) -> 
     out = tmp / f"w{workers}"
     target = tmp / "tinyhost.toml"
     target.write_text(TARGET)
-    cmd = [sys.executable, "-m", "edgeopt", "-q", "compile", TASK, "--target", str(target), "--out", str(out),
-           "--search-only", "--trials", "100000", "--timeout", str(seconds), "--epochs", "4", "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeopt",
+        "-q",
+        "compile",
+        TASK,
+        "--target",
+        str(target),
+        "--out",
+        str(out),
+        "--search-only",
+        "--trials",
+        "100000",
+        "--timeout",
+        str(seconds),
+        "--epochs",
+        "4",
+        "--seed",
+        "0",
+    ]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     t0 = time.perf_counter()
@@ -63,8 +82,13 @@ def throughput(workers: int, seconds: float, tmp: Path, env: dict[str, str]) -> 
     # A trial that samples a plan already evaluated takes its result in milliseconds: the work a
     # search gets done is the plans it evaluated (trained, pruned or screened out for the first time).
     new = [t for t in done if t.user_attrs.get("repeat_of") is None and t.user_attrs.get("status") != "failed"]
-    return {"workers": workers, "search_s": seconds, "wall_s": round(wall, 1), "trials": len(done),
-            "plans_evaluated": len(new)}
+    return {
+        "workers": workers,
+        "search_s": seconds,
+        "wall_s": round(wall, 1),
+        "trials": len(done),
+        "plans_evaluated": len(new),
+    }
 
 
 def overhead(url: str, n: int) -> float:
@@ -75,7 +99,13 @@ def overhead(url: str, n: int) -> float:
     def objective(trial: optuna.Trial) -> float:
         r = trial.suggest_int("fc1.rank", 1, 64, log=True)
         trial.set_user_attr("plan", {"fc1": {"format": "lowrank", "rank": r}})
-        trial.set_user_attr("record", dict.fromkeys(("latency_ms", "p50", "size", "mem", "params", "macs", "f1", "acc", "prec", "rec", "score", "nodes"), 0.0))
+        trial.set_user_attr(
+            "record",
+            dict.fromkeys(
+                ("latency_ms", "p50", "size", "mem", "params", "macs", "f1", "acc", "prec", "rec", "score", "nodes"),
+                0.0,
+            ),
+        )
         for name in ("latency", "peak_memory", "model_size", "min_f1"):
             trial.set_user_attr(f"constraint.{name}", -0.1)
         return 0.9
@@ -99,22 +129,39 @@ def main() -> None:
     server = pg.start()
     try:
         pg_url = server.url(server.create_database("overhead"))
-        ms = {"sqlite": overhead(f"sqlite:///{tmp / 'overhead.db'}", args.trials), "postgresql": overhead(pg_url, args.trials)}
+        ms = {
+            "sqlite": overhead(f"sqlite:///{tmp / 'overhead.db'}", args.trials),
+            "postgresql": overhead(pg_url, args.trials),
+        }
     finally:
         server.stop()
     load = os.getloadavg()
-    result = {"throughput": runs, "speedup_2_vs_1": round(speedup, 2), "overhead_ms_per_trial": ms,
-              "trials_overhead": args.trials, "loadavg": load, "when": time.strftime("%Y-%m-%d %H:%M")}
+    result = {
+        "throughput": runs,
+        "speedup_2_vs_1": round(speedup, 2),
+        "overhead_ms_per_trial": ms,
+        "trials_overhead": args.trials,
+        "loadavg": load,
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "workers.json").write_text(json.dumps(result, indent=2))
-    md = [f"Measured {result['when']} on {os.cpu_count()} cores (load average at the end {load[0]:.2f}).", "",
-          "| workers | search s | trials finished | distinct plans evaluated |", "|---:|---:|---:|---:|",
-          *[f"| {r['workers']} | {r['search_s']:.0f} | {r['trials']} | {r['plans_evaluated']} |" for r in runs], "",
-          f"2 workers evaluate **{speedup:.2f}×** the plans of 1 in the same search time (goal ≥ 1.6×); "
-          "repeats of an evaluated plan take its result without training and are not counted.", "",
-          "| storage | ms per no-op trial (what an edgeopt trial writes) |", "|---|---:|",
-          *[f"| {k} | {v:.1f} |" for k, v in ms.items()], ""]
+    md = [
+        f"Measured {result['when']} on {os.cpu_count()} cores (load average at the end {load[0]:.2f}).",
+        "",
+        "| workers | search s | trials finished | distinct plans evaluated |",
+        "|---:|---:|---:|---:|",
+        *[f"| {r['workers']} | {r['search_s']:.0f} | {r['trials']} | {r['plans_evaluated']} |" for r in runs],
+        "",
+        f"2 workers evaluate **{speedup:.2f}×** the plans of 1 in the same search time (goal ≥ 1.6×); "
+        "repeats of an evaluated plan take its result without training and are not counted.",
+        "",
+        "| storage | ms per no-op trial (what an edgeopt trial writes) |",
+        "|---|---:|",
+        *[f"| {k} | {v:.1f} |" for k, v in ms.items()],
+        "",
+    ]
     (res / "workers.md").write_text("\n".join(md))
     print("\n".join(md))
 

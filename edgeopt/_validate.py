@@ -23,8 +23,15 @@ from edgeopt.errors import InputError
 
 def describe(value: Any) -> str:
     """How a found value is shown: its kind and its repr (``a string 'x'``, ``an integer -3``)."""
-    kind = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
-            tuple: "an array", dict: "a table"}.get(type(value))
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        tuple: "an array",
+        dict: "a table",
+    }.get(type(value))
     if isinstance(value, dict):
         return "a table"
     if value is None:
@@ -43,9 +50,18 @@ def fail(where: str, key: str, expected: str, found: Any, *, error: type[InputEr
     return error(message(where, key, expected, found))
 
 
-def number(value: Any, where: str, key: str, *, minimum: float | None = None, maximum: float | None = None,
-           min_exclusive: bool = False, max_exclusive: bool = False, integer: bool = False,
-           error: type[InputError] = InputError) -> float | int:
+def number(
+    value: Any,
+    where: str,
+    key: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_exclusive: bool = False,
+    max_exclusive: bool = False,
+    integer: bool = False,
+    error: type[InputError] = InputError,
+) -> float | int:
     """Check a real (or, with ``integer``, an int) within bounds; returns it as float (or int)."""
     ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
     ok = ok and math.isfinite(value)
@@ -58,12 +74,19 @@ def number(value: Any, where: str, key: str, *, minimum: float | None = None, ma
     return int(value) if integer else float(value)
 
 
-def bounds_text(minimum: float | None, maximum: float | None, min_exclusive: bool = False,
-                max_exclusive: bool = False, integer: bool = False) -> str:
+def bounds_text(
+    minimum: float | None,
+    maximum: float | None,
+    min_exclusive: bool = False,
+    max_exclusive: bool = False,
+    integer: bool = False,
+) -> str:
     """``an integer >= 1``, ``a number in (0, 1]``, ``a number > 0``: the expected part of a message."""
     noun = "an integer" if integer else "a number"
     if minimum is not None and maximum is not None:
-        return f"{noun} in {'(' if min_exclusive else '['}{_fmt(minimum)}, {_fmt(maximum)}{')' if max_exclusive else ']'}"
+        return (
+            f"{noun} in {'(' if min_exclusive else '['}{_fmt(minimum)}, {_fmt(maximum)}{')' if max_exclusive else ']'}"
+        )
     if minimum is not None:
         return f"{noun} {'>' if min_exclusive else '>='} {_fmt(minimum)}"
     if maximum is not None:
@@ -71,13 +94,17 @@ def bounds_text(minimum: float | None, maximum: float | None, min_exclusive: boo
     return noun
 
 
-def choice(value: Any, where: str, key: str, choices: Iterable[Any], *,
-           error: type[InputError] = InputError) -> Any:
+def choice(value: Any, where: str, key: str, choices: Iterable[Any], *, error: type[InputError] = InputError) -> Any:
     """Check ``value`` is one of ``choices``."""
     options = list(choices)
     if value not in options:
-        raise fail(where, key, "one of " + ", ".join(repr(c) if isinstance(c, str) else str(c) for c in options),
-                   value, error=error)
+        raise fail(
+            where,
+            key,
+            "one of " + ", ".join(repr(c) if isinstance(c, str) else str(c) for c in options),
+            value,
+            error=error,
+        )
     return value
 
 
@@ -104,11 +131,15 @@ def strings(value: Any, where: str, key: str, *, error: type[InputError] = Input
 
 def pairs(value: Any, where: str, key: str, *, error: type[InputError] = InputError) -> tuple[tuple[float, float], ...]:
     """Check a non-empty array of ``[number > 0, number > 0]`` pairs; returns a tuple of float pairs."""
+
     def positive(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
-    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(v, (list, tuple)) and len(v) == 2 and all(positive(x) for x in v) for v in value)
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, (list, tuple)) and len(v) == 2 and all(positive(x) for x in v) for v in value)
+    )
     if not ok:
         raise fail(where, key, "a non-empty array of [number > 0, number > 0] pairs", value, error=error)
     return tuple((float(a), float(b)) for a, b in value)
@@ -149,9 +180,17 @@ class Spec:
         if value is None and self.optional:
             return None
         if self.kind in ("int", "num"):
-            value = number(value, where, key, minimum=self.minimum, maximum=self.maximum,
-                           min_exclusive=self.min_exclusive, max_exclusive=self.max_exclusive,
-                           integer=self.kind == "int", error=error)
+            value = number(
+                value,
+                where,
+                key,
+                minimum=self.minimum,
+                maximum=self.maximum,
+                min_exclusive=self.min_exclusive,
+                max_exclusive=self.max_exclusive,
+                integer=self.kind == "int",
+                error=error,
+            )
         elif self.kind == "bool":
             value = boolean(value, where, key, error=error)
         elif self.kind == "str":
@@ -177,8 +216,15 @@ def specs(cls: Any) -> dict[str, tuple[Spec, Any]]:
     return {f.name: (f.metadata["spec"], f.default) for f in dataclasses.fields(cls) if "spec" in f.metadata}
 
 
-def read_table(cls: Any, table: Mapping[str, Any], where: str, section: str = "", *,
-               defaults: Mapping[str, Any] | None = None, error: type[InputError] = InputError) -> dict[str, Any]:
+def read_table(
+    cls: Any,
+    table: Mapping[str, Any],
+    where: str,
+    section: str = "",
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    error: type[InputError] = InputError,
+) -> dict[str, Any]:
     """Check the keys of ``table`` declared on ``cls``; returns ``{field: value}`` with defaults filled.
 
     Keys are named ``[section] key`` in messages. ``defaults`` replace the declared ones (and make
@@ -206,5 +252,22 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-__all__ = ["describe", "message", "fail", "number", "bounds_text", "choice", "boolean", "string", "strings",
-           "pairs", "unknown_key", "missing", "Spec", "spec", "specs", "read_table", "check_fields"]
+__all__ = [
+    "describe",
+    "message",
+    "fail",
+    "number",
+    "bounds_text",
+    "choice",
+    "boolean",
+    "string",
+    "strings",
+    "pairs",
+    "unknown_key",
+    "missing",
+    "Spec",
+    "spec",
+    "specs",
+    "read_table",
+    "check_fields",
+]

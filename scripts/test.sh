@@ -22,6 +22,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
 fi
 echo "== lint (ruff, configured in pyproject.toml) =="
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== full suite (compiler + runtime) =="
 .venv/bin/python -m pytest "$@"
 

@@ -46,8 +46,17 @@ class LinearAttention(nn.Module):
     ``key_padding_mask``, ``is_causal``. Attention dropout is applied in training mode as MHA does.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, *, kdim: int | None = None, vdim: int | None = None,
-                 bias: bool = True, dropout: float = 0.0, batch_first: bool = False) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
@@ -71,8 +80,9 @@ class LinearAttention(nn.Module):
             raise ValueError(why)
         e = mha.embed_dim
         bias = mha.in_proj_bias is not None
-        new = cls(e, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=bias, dropout=mha.dropout,
-                  batch_first=mha.batch_first)
+        new = cls(
+            e, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=bias, dropout=mha.dropout, batch_first=mha.batch_first
+        )
         ref = mha.out_proj.weight
         new = new.to(device=ref.device, dtype=ref.dtype)
         if mha._qkv_same_embed_dim:
@@ -114,10 +124,17 @@ class LinearAttention(nn.Module):
                 scores = scores + mask.to(scores.dtype)
         return scores
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
-                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batched = query.dim() == 3
         if not batched:  # unbatched (L, E): as a batch of one
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)

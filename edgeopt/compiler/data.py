@@ -27,8 +27,13 @@ def to_arrays(data: Any, *, name: str = "data") -> tuple[np.ndarray, np.ndarray]
         X, y = _np(data[0]), _np(data[1])
     elif isinstance(data, (DataLoader, Dataset)) or hasattr(data, "__iter__"):
         xs, ys = [], []
-        items = data if isinstance(data, DataLoader) else (data[i] for i in range(len(data))) \
-            if isinstance(data, Dataset) and hasattr(data, "__len__") else data
+        items = (
+            data
+            if isinstance(data, DataLoader)
+            else (data[i] for i in range(len(data)))
+            if isinstance(data, Dataset) and hasattr(data, "__len__")
+            else data
+        )
         batched = isinstance(data, DataLoader) and data.batch_size is not None
         try:
             for item in items:
@@ -41,19 +46,24 @@ def to_arrays(data: Any, *, name: str = "data") -> tuple[np.ndarray, np.ndarray]
             raise InputError(f"{name} is empty (0 samples).")
         X, y = np.concatenate(xs), np.concatenate(ys)
     else:
-        raise InputError(f"{name} must be (X, y) arrays or tensors, a torch Dataset or a DataLoader. "
-                         f"Got {type(data).__name__} instead.")
+        raise InputError(
+            f"{name} must be (X, y) arrays or tensors, a torch Dataset or a DataLoader. "
+            f"Got {type(data).__name__} instead."
+        )
     if X.shape[0] != y.shape[0]:
         raise InputError(f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}.")
     if X.shape[0] == 0:
         raise InputError(f"{name} is empty (0 samples).")
     if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0))):
-        raise InputError(f"{name}: y must be a 1-D array of integer class labels. Got shape {y.shape}, dtype {y.dtype}.")
+        raise InputError(
+            f"{name}: y must be a 1-D array of integer class labels. Got shape {y.shape}, dtype {y.dtype}."
+        )
     return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.int64)
 
 
-def make_loader(X: np.ndarray, y: np.ndarray, *extra: np.ndarray, batch_size: int = 64, shuffle: bool = True,
-                seed: int = 0) -> DataLoader:
+def make_loader(
+    X: np.ndarray, y: np.ndarray, *extra: np.ndarray, batch_size: int = 64, shuffle: bool = True, seed: int = 0
+) -> DataLoader:
     """A DataLoader over tensors, shuffled by its own seeded generator (reproducible)."""
     tensors = [torch.as_tensor(X), torch.as_tensor(y), *(torch.as_tensor(e) for e in extra)]
     gen = torch.Generator().manual_seed(seed)

@@ -34,14 +34,26 @@ from edgeopt.errors import InputError, ModelError
 # that ``decompose`` can trace it for the graph-level formats when a caller passes none.
 EXAMPLE_ATTR = "edgeopt_example_input"
 
-__all__ = ["EXAMPLE_ATTR", "PlanCost", "decompose", "decomposable_layers", "layer_reports", "left_alone", "normalize_plan", "plan_cost"]
+__all__ = [
+    "EXAMPLE_ATTR",
+    "PlanCost",
+    "decompose",
+    "decomposable_layers",
+    "layer_reports",
+    "left_alone",
+    "normalize_plan",
+    "plan_cost",
+]
 
 _LEFT_ALONE: tuple[tuple[type, str], ...] = (
     (nn.Embedding, "embeddings are table lookups, not matrix products"),
     (nn.EmbeddingBag, "embeddings are table lookups, not matrix products"),
     (nn.RNNBase, "recurrent layers keep their gate structure (not supported)"),
-    (nn.MultiheadAttention, "this attention's configuration has no plain-Linear equivalent (add_bias_kv or "
-                            "add_zero_attn); supported ones are swapped for LinearAttention"),
+    (
+        nn.MultiheadAttention,
+        "this attention's configuration has no plain-Linear equivalent (add_bias_kv or "
+        "add_zero_attn); supported ones are swapped for LinearAttention",
+    ),
     (nn.modules.batchnorm._NormBase, "normalization layers have no matrix to decompose"),
     (nn.LayerNorm, "normalization layers have no matrix to decompose"),
     (nn.GroupNorm, "normalization layers have no matrix to decompose"),
@@ -120,8 +132,10 @@ def _as_input(example_input: Any) -> tuple[torch.Tensor, ...] | None:
             return (torch.as_tensor(example_input, dtype=torch.float32),)
     except ImportError:  # pragma: no cover
         pass
-    raise InputError(f"example_input must be a tensor, a tuple of tensors or an input shape (ints). "
-                     f"Got {type(example_input).__name__} instead.")
+    raise InputError(
+        f"example_input must be a tensor, a tuple of tensors or an input shape (ints). "
+        f"Got {type(example_input).__name__} instead."
+    )
 
 
 def _positions(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None) -> dict[int, list[int]]:
@@ -142,15 +156,19 @@ def _positions(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None) -> dic
             acc[0] += math.prod(x.shape[2:])
             acc[1] += math.prod(out.shape[2:])
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
         with torch.no_grad():
             model(*inputs)
     except Exception as exc:
-        raise ModelError(f"The model failed on example_input of shape {[tuple(t.shape) for t in inputs]}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ModelError(
+            f"The model failed on example_input of shape {[tuple(t.shape) for t in inputs]}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     finally:
         for h in handles:
             h.remove()
@@ -199,8 +217,10 @@ def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
         why = _refusal(m)
         if why is None and any(name.startswith(o) for o in owners):
             owner = next(mods[o[:-1]] for o in owners if name.startswith(o))
-            why = (f"it belongs to a MultiheadAttention that reads its weights directly and cannot be swapped for "
-                   f"plain Linears ({attention_refusal(owner)})")
+            why = (
+                f"it belongs to a MultiheadAttention that reads its weights directly and cannot be swapped for "
+                f"plain Linears ({attention_refusal(owner)})"
+            )
         if why is not None:
             refused[name] = why
             if isinstance(m, (nn.Conv1d, nn.Conv2d)) and not isinstance(m, nn.modules.lazy.LazyModuleMixin):
@@ -211,13 +231,17 @@ def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
         params, macs = _dense_cost(m, pos)
         linear = kind == "linear"
         spec = LayerSpec(
-            name=name, kind=kind,
+            name=name,
+            kind=kind,
             in_size=m.in_features if linear else m.in_channels,
             out_size=m.out_features if linear else m.out_channels,
-            kernel_size=() if linear else tuple(m.kernel_size), bias=m.bias is not None,
+            kernel_size=() if linear else tuple(m.kernel_size),
+            bias=m.bias is not None,
             in_positions=(pos[0] if pos else 1) if linear else (pos[0] if pos else None),
             out_positions=(pos[1] if pos else 1) if linear else (pos[1] if pos else None),
-            params=params, macs=macs if macs is not None else m.weight.numel(), formats=(),
+            params=params,
+            macs=macs if macs is not None else m.weight.numel(),
+            formats=(),
         )
         formats, max_rank, notes, extra = [], {}, {}, {}
         for fmt in registered_formats():
@@ -254,8 +278,11 @@ def left_alone(model: nn.Module, example_input: Any = None) -> dict[str, str]:
     normalization, recurrent layers, embeddings, ...), each with the reason, as the report shows them."""
     analysis = _analyze(model, example_input)
     mods = dict(_with_plain_attention(model).named_modules())
-    return {name: why for name, why in analysis.refused.items()
-            if name in mods and any(True for _ in mods[name].parameters(recurse=False))}
+    return {
+        name: why
+        for name, why in analysis.refused.items()
+        if name in mods and any(True for _ in mods[name].parameters(recurse=False))
+    }
 
 
 def normalize_plan(plan: Mapping[str, Any] | None) -> dict[str, FormatConfig]:
@@ -285,13 +312,17 @@ def _resolve(analysis: _Analysis, configs: dict[str, FormatConfig]) -> dict[str,
         spec = analysis.specs[canonical]
         if config.format not in spec.formats:
             reason = spec.notes.get(config.format, "not allowed")
-            raise ModelError(f"Layer '{name}' ({spec.kind} {spec.out_size}x{spec.in_size}) cannot use the "
-                             f"'{config.format}' format: {reason}.")
+            raise ModelError(
+                f"Layer '{name}' ({spec.kind} {spec.out_size}x{spec.in_size}) cannot use the "
+                f"'{config.format}' format: {reason}."
+            )
         if canonical in resolved:
             prev, names = resolved[canonical]
             if prev != config:
-                raise ModelError(f"Layer '{name}' is the same module as '{names[0]}' (tied) but the plan gives "
-                                 f"them different formats: {config.to_dict()} vs {prev.to_dict()}.")
+                raise ModelError(
+                    f"Layer '{name}' is the same module as '{names[0]}' (tied) but the plan gives "
+                    f"them different formats: {config.to_dict()} vs {prev.to_dict()}."
+                )
             names.append(name)
         else:
             resolved[canonical] = (config, [name])
@@ -317,8 +348,13 @@ def plan_cost(model: nn.Module, plan: Mapping[str, Any] | None, example_input: A
             exact = exact and cost.exact
         else:
             macs += spec.macs
-    return PlanCost(params=params, size_bytes=params * BYTES_PER_PARAM + analysis.buffer_bytes, macs=macs,
-                    layers=layers, exact=exact)
+    return PlanCost(
+        params=params,
+        size_bytes=params * BYTES_PER_PARAM + analysis.buffer_bytes,
+        macs=macs,
+        layers=layers,
+        exact=exact,
+    )
 
 
 def _parents(model: nn.Module, target: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -368,8 +404,9 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
         except Exception as exc:
             if isinstance(exc, (InputError, ModelError)):
                 raise
-            raise ModelError(f"Layer '{canonical}': building the '{config.format}' format failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise ModelError(
+                f"Layer '{canonical}': building the '{config.format}' format failed: {type(exc).__name__}: {exc}"
+            ) from exc
         all_names = tuple(sorted(n for n, c in analysis.aliases.items() if c == canonical and n != canonical))
         new.edgeopt_report = dataclasses.replace(report, aliases=all_names)
         if new is not old:
@@ -385,15 +422,22 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
             with torch.no_grad():
                 student.eval()(*inputs)
         except Exception as exc:
-            raise ModelError(f"The decomposed model fails on example_input ({type(exc).__name__}: {exc}); its forward "
-                             f"probably reads a replaced layer's weight directly (layers: {sorted(resolved)}).") from exc
+            raise ModelError(
+                f"The decomposed model fails on example_input ({type(exc).__name__}: {exc}); its forward "
+                f"probably reads a replaced layer's weight directly (layers: {sorted(resolved)})."
+            ) from exc
         finally:
             student.train(model.training)
     return student
 
 
-def _apply_graph_formats(student: nn.Module, analysis: _Analysis, resolved: dict[str, tuple[FormatConfig, list[str]]],
-                         example: Any, model: nn.Module) -> tuple[_Analysis, dict[str, tuple[FormatConfig, list[str]]]]:
+def _apply_graph_formats(
+    student: nn.Module,
+    analysis: _Analysis,
+    resolved: dict[str, tuple[FormatConfig, list[str]]],
+    example: Any,
+    model: nn.Module,
+) -> tuple[_Analysis, dict[str, tuple[FormatConfig, list[str]]]]:
     """Prune ``student`` in place for every graph-level entry (``prune``), give each pruned layer its
     report, and return the analysis of the narrower model (the per-layer formats are built on it)
     with the entries left to build."""

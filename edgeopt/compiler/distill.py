@@ -13,11 +13,26 @@ from edgeopt.compiler.train import fit
 __all__ = ["distill"]
 
 
-def distill(student: nn.Module, teacher: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3,
-            batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.5, patience: int = 5, seed: int = 0,
-            metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-            callback: Callable[[int, float], Any] | None = None, schedule: str = "constant",
-            restore_best: bool = True, train_device: str = "auto") -> float:
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    train: Any,
+    val: Any,
+    *,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    patience: int = 5,
+    seed: int = 0,
+    metric: MetricSpec = "f1_macro",
+    weight_decay: float = 0.0,
+    callback: Callable[[int, float], Any] | None = None,
+    schedule: str = "constant",
+    restore_best: bool = True,
+    train_device: str = "auto",
+) -> float:
     """Fine-tune ``student`` to match ``teacher`` and the labels; return the best validation score.
 
     Loss = alpha * cross-entropy(labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
@@ -39,7 +54,23 @@ def distill(student: nn.Module, teacher: nn.Module, train: Any, val: Any, *, epo
         Where to train: "auto" is CUDA when torch sees one, else the CPU. The student ends on the
         device it started on; the teacher's logits are computed once per (teacher weights, data).
     """
-    return fit(student, train, val, teacher=teacher, epochs=epochs, lr=lr, batch_size=batch_size,
-               temperature=temperature, alpha=alpha, patience=patience, seed=seed, metric=metric,
-               weight_decay=weight_decay, callback=callback, owner="distill", schedule=schedule,
-               restore_best=restore_best, train_device=train_device)[0]
+    return fit(
+        student,
+        train,
+        val,
+        teacher=teacher,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        temperature=temperature,
+        alpha=alpha,
+        patience=patience,
+        seed=seed,
+        metric=metric,
+        weight_decay=weight_decay,
+        callback=callback,
+        owner="distill",
+        schedule=schedule,
+        restore_best=restore_best,
+        train_device=train_device,
+    )[0]

@@ -75,8 +75,11 @@ def _as_inputs(example_input: Any, key: str = "example_input") -> tuple[torch.Te
         items: Sequence = (example_input,)
     elif isinstance(example_input, np.ndarray):
         items = (torch.as_tensor(example_input),)
-    elif isinstance(example_input, (tuple, list)) and example_input and all(
-            isinstance(v, (torch.Tensor, np.ndarray)) for v in example_input):
+    elif (
+        isinstance(example_input, (tuple, list))
+        and example_input
+        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in example_input)
+    ):
         items = [torch.as_tensor(v) for v in example_input]
     else:
         raise fail("export_onnx()", key, "a tensor, an array or a tuple of them", example_input)
@@ -139,6 +142,7 @@ def _no_ir_dump():
 @contextlib.contextmanager
 def _layer_tracker(model: nn.Module, stack: list[str]):
     """Keep the names of the modules being run, so a failure can name its layer."""
+
     def pre(name):
         return lambda mod, args: stack.append(name)
 
@@ -157,20 +161,44 @@ def _layer_tracker(model: nn.Module, stack: list[str]):
             h.remove()
 
 
-def _export(model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, exporter: str, opset: int,
-            in_names: list[str], out_names: list[str]) -> None:
+def _export(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    exporter: str,
+    opset: int,
+    in_names: list[str],
+    out_names: list[str],
+) -> None:
     with _quiet():
         if exporter == "torchscript":
             axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
             with _no_ir_dump():
-                torch.onnx.export(model, inputs, str(path), dynamo=False, input_names=in_names,
-                                  output_names=out_names, dynamic_axes=axes, opset_version=opset,
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    model,
+                    inputs,
+                    str(path),
+                    dynamo=False,
+                    input_names=in_names,
+                    output_names=out_names,
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
         else:
             batch = torch.export.Dim("batch")
-            torch.onnx.export(model, inputs, str(path), dynamo=True, input_names=in_names, output_names=out_names,
-                              dynamic_shapes=tuple({0: batch} for _ in inputs), opset_version=opset,
-                              external_data=False, verbose=False)
+            torch.onnx.export(
+                model,
+                inputs,
+                str(path),
+                dynamo=True,
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_shapes=tuple({0: batch} for _ in inputs),
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
 
 
 def _cleanup(proto) -> None:
@@ -215,8 +243,10 @@ def _verify(model: nn.Module, path: Path, feeds: list[tuple[str, tuple[torch.Ten
             scale = float(np.abs(b).max()) if b.size else 0.0
             dev = float(np.abs(a.astype(np.float64) - b).max()) if b.size else 0.0
             if not np.isfinite(a).all() or dev > rtol * max(scale, 1e-6):
-                raise ModelError(f"ONNX output {k} differs from torch on {label} inputs: max |diff| {dev:.3g} "
-                                 f"> {rtol:g} x max |output| {scale:.3g}.")
+                raise ModelError(
+                    f"ONNX output {k} differs from torch on {label} inputs: max |diff| {dev:.3g} "
+                    f"> {rtol:g} x max |output| {scale:.3g}."
+                )
             worst = max(worst, dev / max(scale, 1e-6))
     return worst
 
@@ -230,10 +260,20 @@ def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, *
     return export_onnx_info(model, example_input, path, **options).path
 
 
-def export_onnx_info(model: nn.Module, example_input: Any, path: str | os.PathLike, *,
-                     metadata: Mapping[str, Any] | None = None, opset: int = 18, verify: bool = True,
-                     verify_inputs: Any = None, rtol: float = 1e-4, exporter: str = "auto",
-                     input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None) -> ExportInfo:
+def export_onnx_info(
+    model: nn.Module,
+    example_input: Any,
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    opset: int = 18,
+    verify: bool = True,
+    verify_inputs: Any = None,
+    rtol: float = 1e-4,
+    exporter: str = "auto",
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+) -> ExportInfo:
     """Export ``model`` to ONNX at ``path``, checked and verified against torch, written atomically;
     returns the written path, the exporter that wrote it, its time, the node count, the deviation.
 
@@ -269,7 +309,7 @@ def export_onnx_info(model: nn.Module, example_input: Any, path: str | os.PathLi
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     errors: list[str] = []
     try:
-        for name in (["torchscript", "dynamo"] if exporter == "auto" else [exporter]):
+        for name in ["torchscript", "dynamo"] if exporter == "auto" else [exporter]:
             t0 = time.perf_counter()
             export_s = _run_exporter(model, trace_inputs, tmp, name, opset, in_names, output_names, errors)
             if export_s is None:
@@ -292,11 +332,16 @@ def export_onnx_info(model: nn.Module, example_input: Any, path: str | os.PathLi
             tmp.unlink()
 
 
-def _trace_inputs(inputs: tuple[torch.Tensor, ...], input_names: Sequence[str] | None
-                  ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+def _trace_inputs(
+    inputs: tuple[torch.Tensor, ...], input_names: Sequence[str] | None
+) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     """The graph's input names, and the inputs to trace with: batch 2, since the dynamo exporter
     specializes a size-1 dim to a constant."""
-    in_names = list(input_names) if input_names else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
+    in_names = (
+        list(input_names)
+        if input_names
+        else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
+    )
     return in_names, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
 
 
@@ -305,16 +350,32 @@ def _verify_feeds(inputs: tuple[torch.Tensor, ...], verify_inputs: Any) -> list[
     gen = torch.Generator().manual_seed(0)
     feeds = []
     for b in (1, 3):
-        feeds.append((f"random batch-{b}", tuple(
-            torch.randn((b, *t.shape[1:]), generator=gen) if t.is_floating_point() else t[:1].expand(b, *t.shape[1:])
-            for t in inputs)))
+        feeds.append(
+            (
+                f"random batch-{b}",
+                tuple(
+                    torch.randn((b, *t.shape[1:]), generator=gen)
+                    if t.is_floating_point()
+                    else t[:1].expand(b, *t.shape[1:])
+                    for t in inputs
+                ),
+            )
+        )
     if verify_inputs is not None:
         feeds.append(("the given real", _as_inputs(verify_inputs, "verify_inputs")))
     return feeds
 
 
-def _run_exporter(model: nn.Module, trace_inputs: tuple[torch.Tensor, ...], tmp: Path, name: str, opset: int,
-                  in_names: list[str], output_names: Sequence[str] | None, errors: list[str]) -> float | None:
+def _run_exporter(
+    model: nn.Module,
+    trace_inputs: tuple[torch.Tensor, ...],
+    tmp: Path,
+    name: str,
+    opset: int,
+    in_names: list[str],
+    output_names: Sequence[str] | None,
+    errors: list[str],
+) -> float | None:
     """Run one exporter into ``tmp``; its seconds, or None (the reason, naming the layer, added to ``errors``)."""
     t0 = time.perf_counter()
     stack: list[str] = []
@@ -335,8 +396,9 @@ def _run_exporter(model: nn.Module, trace_inputs: tuple[torch.Tensor, ...], tmp:
     return time.perf_counter() - t0
 
 
-def _finish_graph(tmp: Path, exporter: str, opset: int, metadata: Mapping[str, Any] | None,
-                  errors: list[str]) -> int | None:
+def _finish_graph(
+    tmp: Path, exporter: str, opset: int, metadata: Mapping[str, Any] | None, errors: list[str]
+) -> int | None:
     """Clean up the exported graph, stamp its metadata, check it and save it back; its node count, or None."""
     import onnx
 
@@ -360,8 +422,9 @@ def _finish_graph(tmp: Path, exporter: str, opset: int, metadata: Mapping[str, A
     return len(proto.graph.node)
 
 
-def _verify_or_note(model: nn.Module, tmp: Path, feeds: list, rtol: float, exporter: str,
-                    errors: list[str]) -> float | None:
+def _verify_or_note(
+    model: nn.Module, tmp: Path, feeds: list, rtol: float, exporter: str, errors: list[str]
+) -> float | None:
     """The worst relative deviation from torch, or None when the graph does not verify (reason added to ``errors``)."""
     try:
         return _verify(model, tmp, feeds, rtol)

@@ -40,9 +40,16 @@ class LowRankConv(nn.Module):
         super().__init__()
         dims = len(conv.kernel_size)
         self.rank = rank
-        self.first = _CONV[dims](conv.in_channels, rank, conv.kernel_size, stride=conv.stride,
-                                 padding=conv.padding, dilation=conv.dilation, bias=False,
-                                 padding_mode=conv.padding_mode)
+        self.first = _CONV[dims](
+            conv.in_channels,
+            rank,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            bias=False,
+            padding_mode=conv.padding_mode,
+        )
         self.second = _CONV[dims](rank, conv.out_channels, 1, bias=conv.bias is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +75,16 @@ class TTConv(nn.Module):
         r1, r2 = int(ranks[1]), int(ranks[2])
         self.ranks = (1, r1, r2, 1)
         self.first = _CONV[dims](conv.in_channels, r1, 1, bias=False)
-        self.core = _CONV[dims](r1, r2, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                                dilation=conv.dilation, bias=False, padding_mode=conv.padding_mode)
+        self.core = _CONV[dims](
+            r1,
+            r2,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            bias=False,
+            padding_mode=conv.padding_mode,
+        )
         self.last = _CONV[dims](r2, conv.out_channels, 1, bias=conv.bias is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,9 +112,9 @@ def tt_matrix_macs(in_modes: Sequence[int], out_modes: Sequence[int], ranks: Seq
     for k in range(d):
         core = ranks[k] * out_modes[k] * in_modes[k] * ranks[k + 1]
         if order == "rtl":  # untouched: inputs before k, outputs after k
-            total += math.prod(in_modes[:k]) * math.prod(out_modes[k + 1:]) * core
+            total += math.prod(in_modes[:k]) * math.prod(out_modes[k + 1 :]) * core
         else:
-            total += math.prod(out_modes[:k]) * math.prod(in_modes[k + 1:]) * core
+            total += math.prod(out_modes[:k]) * math.prod(in_modes[k + 1 :]) * core
     return total
 
 
@@ -124,8 +139,16 @@ class TTLinear(nn.Module):
     Sizes that do not factor well are zero-padded to ``prod(in_modes)``/``prod(out_modes)``.
     """
 
-    def __init__(self, in_features: int, out_features: int, in_modes: Sequence[int], out_modes: Sequence[int],
-                 ranks: Sequence[int], bias: bool = True, order: str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        ranks: Sequence[int],
+        bias: bool = True,
+        order: str | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.in_modes, self.out_modes = tuple(int(n) for n in in_modes), tuple(int(m) for m in out_modes)
@@ -188,12 +211,12 @@ class TTLinear(nn.Module):
         if self.order == "rtl":
             h = x.reshape(-1, n[d - 1]) @ c[d - 1]  # (B n_<d, r_{d-1} m_d)
             for k in range(d - 2, -1, -1):
-                h = c[k] @ h.reshape(-1, n[k] * r[k + 1], math.prod(m[k + 1:]))
+                h = c[k] @ h.reshape(-1, n[k] * r[k + 1], math.prod(m[k + 1 :]))
         else:
             h = x.reshape(-1, n[0], math.prod(n[1:]))
             for k in range(d - 1):
                 h = c[k] @ h
-                rest = math.prod(n[k + 2:])
+                rest = math.prod(n[k + 2 :])
                 h = h.reshape(-1, r[k + 1] * n[k + 1], rest) if k < d - 2 else h.reshape(-1, r[k + 1] * n[k + 1])
             h = h @ c[d - 1]
         h = h.reshape(-1, self.padded_out)
@@ -204,5 +227,7 @@ class TTLinear(nn.Module):
         return h if lead is None else h.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, in_modes={self.in_modes}, "
-                f"out_modes={self.out_modes}, ranks={self.ranks}, order={self.order!r}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, in_modes={self.in_modes}, "
+            f"out_modes={self.out_modes}, ranks={self.ranks}, order={self.order!r}"
+        )

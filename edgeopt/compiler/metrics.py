@@ -56,8 +56,10 @@ def metric_name(metric: MetricSpec) -> str:
     if callable(metric):
         return getattr(metric, "__name__", "custom")
     if metric not in METRICS:
-        raise InputError(f"The 'metric' parameter must be one of {sorted(METRICS)} or a callable(y_true, y_pred). "
-                         f"Got {metric!r} instead.")
+        raise InputError(
+            f"The 'metric' parameter must be one of {sorted(METRICS)} or a callable(y_true, y_pred). "
+            f"Got {metric!r} instead."
+        )
     return metric
 
 
@@ -82,8 +84,10 @@ def compute_metrics(y_true: Any, y_pred: Any, metric: MetricSpec = "f1_macro") -
     if average == "binary":
         extra = set(labels.tolist()) - {0, 1}
         if extra:
-            raise InputError(f"The 'f1' metric is binary (labels 0 and 1). Got labels {sorted(labels.tolist())} "
-                             f"instead; use 'f1_macro'.")
+            raise InputError(
+                f"The 'f1' metric is binary (labels 0 and 1). Got labels {sorted(labels.tolist())} "
+                f"instead; use 'f1_macro'."
+            )
         kwargs["labels"] = [0, 1]
         kwargs["pos_label"] = 1
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, **kwargs)
@@ -93,6 +97,15 @@ def compute_metrics(y_true: Any, y_pred: Any, metric: MetricSpec = "f1_macro") -
     else:
         score = acc if name == "accuracy" else float(f)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    return Metrics(score=score, f1=float(f), precision=float(p), recall=float(r), accuracy=acc,
-                   confusion=tuple(tuple(int(v) for v in row) for row in cm),
-                   labels=tuple(int(v) for v in labels), metric=name, average=average, n=int(y_true.size))
+    return Metrics(
+        score=score,
+        f1=float(f),
+        precision=float(p),
+        recall=float(r),
+        accuracy=acc,
+        confusion=tuple(tuple(int(v) for v in row) for row in cm),
+        labels=tuple(int(v) for v in labels),
+        metric=name,
+        average=average,
+        n=int(y_true.size),
+    )

@@ -64,8 +64,10 @@ def prune_channels(model: nn.Module, keep: dict[str, int], example: Any) -> nn.M
     if not keep:
         return model
     if example is None:
-        raise ModelError("the 'prune' format needs an example input to trace the model "
-                         f"(layers {sorted(keep)}): pass example_input to decompose")
+        raise ModelError(
+            "the 'prune' format needs an example input to trace the model "
+            f"(layers {sorted(keep)}): pass example_input to decompose"
+        )
     example = torch.as_tensor(example)[:1]
     was_training = model.training
     model.eval()
@@ -81,11 +83,15 @@ def prune_channels(model: nn.Module, keep: dict[str, int], example: Any) -> nn.M
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"Layer(s) {sorted(keep)}: pruning through the dependency graph failed "
-                         f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise ModelError(
+            f"Layer(s) {sorted(keep)}: pruning through the dependency graph failed "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     finally:
         model.train(was_training)
     if after.shape != before.shape:
-        raise ModelError(f"Layer(s) {sorted(keep)}: pruning changes the model's output shape "
-                         f"{tuple(before.shape)} -> {tuple(after.shape)}; the layer feeds the output")
+        raise ModelError(
+            f"Layer(s) {sorted(keep)}: pruning changes the model's output shape "
+            f"{tuple(before.shape)} -> {tuple(after.shape)}; the layer feeds the output"
+        )
     return model

@@ -20,8 +20,15 @@ from torch import nn
 
 from edgeopt.errors import InputError
 
-__all__ = ["TRAIN_DEVICES", "TeacherCache", "batched_logits", "data_fingerprint", "model_fingerprint",
-           "resolve_device", "teacher_logits"]
+__all__ = [
+    "TRAIN_DEVICES",
+    "TeacherCache",
+    "batched_logits",
+    "data_fingerprint",
+    "model_fingerprint",
+    "resolve_device",
+    "teacher_logits",
+]
 
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 
@@ -33,14 +40,18 @@ def resolve_device(train_device: str | torch.device = "auto") -> torch.device:
     if train_device not in TRAIN_DEVICES:
         raise InputError(f"train_device must be one of {', '.join(TRAIN_DEVICES)}. Got {train_device!r} instead.")
     if train_device == "cuda" and not torch.cuda.is_available():
-        raise InputError("train_device='cuda' but torch sees no CUDA device (torch.cuda.is_available() is False); "
-                         "use 'auto' or 'cpu'.")
+        raise InputError(
+            "train_device='cuda' but torch sees no CUDA device (torch.cuda.is_available() is False); "
+            "use 'auto' or 'cpu'."
+        )
     if train_device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(train_device)
 
 
-def batched_logits(model: nn.Module, X: Any, *, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+def batched_logits(
+    model: nn.Module, X: Any, *, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """``model`` outputs on X in batches (eval mode, no gradients, modes restored), as float32 on the CPU.
 
     The model runs where its parameters are; batches are moved to ``device`` (the model's device
@@ -53,8 +64,10 @@ def batched_logits(model: nn.Module, X: Any, *, batch_size: int = 256, device: s
     model.eval()
     try:
         with torch.no_grad():
-            outs = [model(X[i:i + batch_size].to(dev, non_blocking=True)).float().cpu()
-                    for i in range(0, len(X), batch_size)]
+            outs = [
+                model(X[i : i + batch_size].to(dev, non_blocking=True)).float().cpu()
+                for i in range(0, len(X), batch_size)
+            ]
     finally:
         for m, t in was.items():
             m.training = t
@@ -67,8 +80,11 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, t in list(model.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16 else
-                 t.detach().float().cpu().numpy().tobytes())
+        h.update(
+            t.detach().cpu().contiguous().numpy().tobytes()
+            if t.dtype != torch.bfloat16
+            else t.detach().float().cpu().numpy().tobytes()
+        )
     return h.hexdigest()
 
 
@@ -130,7 +146,8 @@ def _on_device(teacher: nn.Module, X: Any, batch_size: int, device: torch.device
 _DEFAULT = TeacherCache()
 
 
-def teacher_logits(teacher: nn.Module, X: Any, *, device: str | torch.device = "cpu",
-                   cache: TeacherCache | None = None) -> torch.Tensor:
+def teacher_logits(
+    teacher: nn.Module, X: Any, *, device: str | torch.device = "cpu", cache: TeacherCache | None = None
+) -> torch.Tensor:
     """The teacher's logits on X (float32, CPU), from the process-wide cache (or ``cache``)."""
     return (cache or _DEFAULT).get(teacher, X, device=device)

@@ -55,14 +55,25 @@ class _Loss:
         loss = F.cross_entropy(out, batch[1])
         if len(batch) > 2:  # the teacher's logits
             t = self.temperature
-            kd = F.kl_div(F.log_softmax(out / t, -1), F.log_softmax(batch[2] / t, -1), log_target=True,
-                          reduction="batchmean") * (t * t)
+            kd = F.kl_div(
+                F.log_softmax(out / t, -1), F.log_softmax(batch[2] / t, -1), log_target=True, reduction="batchmean"
+            ) * (t * t)
             loss = self.alpha * loss + (1 - self.alpha) * kd
         return loss
 
 
-def _check_fit_args(owner: str, *, epochs: Any, batch_size: Any, patience: Any, lr: Any, temperature: Any,
-                    alpha: Any, schedule: Any, metric: MetricSpec) -> None:
+def _check_fit_args(
+    owner: str,
+    *,
+    epochs: Any,
+    batch_size: Any,
+    patience: Any,
+    lr: Any,
+    temperature: Any,
+    alpha: Any,
+    schedule: Any,
+    metric: MetricSpec,
+) -> None:
     where = f"{owner}()"
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         number(value, where, key, minimum=1, integer=True)
@@ -73,8 +84,9 @@ def _check_fit_args(owner: str, *, epochs: Any, batch_size: Any, patience: Any, 
     metric_name(metric)
 
 
-def _run_epoch(student: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: _Loss,
-               device: torch.device) -> None:
+def _run_epoch(
+    student: nn.Module, loader: Any, opt: torch.optim.Optimizer, sched: Any, loss_fn: _Loss, device: torch.device
+) -> None:
     """One pass over the loader: forward, loss, backward, step (and the schedule's step per batch).
     Batches stay on the CPU in the loader; each is moved to ``device`` when its turn comes."""
     student.train()
@@ -102,11 +114,27 @@ class _Best:
             self.stale += 1
 
 
-def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None = None, epochs: int = 20,
-        lr: float = 1e-3, batch_size: int = 64, temperature: float = 4.0, alpha: float = 0.5, patience: int = 5,
-        seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-        callback: Callable[[int, float], Any] | None = None, owner: str = "fit", schedule: str = "constant",
-        restore_best: bool = True, train_device: str = "auto") -> tuple[float, list[float]]:
+def fit(
+    student: nn.Module,
+    train: Any,
+    val: Any,
+    *,
+    teacher: nn.Module | None = None,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    patience: int = 5,
+    seed: int = 0,
+    metric: MetricSpec = "f1_macro",
+    weight_decay: float = 0.0,
+    callback: Callable[[int, float], Any] | None = None,
+    owner: str = "fit",
+    schedule: str = "constant",
+    restore_best: bool = True,
+    train_device: str = "auto",
+) -> tuple[float, list[float]]:
     """edgeopt's one training loop: Adam over seeded shuffled batches, validation score per epoch,
     early stopping after ``patience`` epochs without improvement, best weights restored at the end
     (also when ``callback`` raises, e.g. ``optuna.TrialPruned``; its exception propagates).
@@ -123,8 +151,17 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     ``train_device`` "auto" trains on CUDA when torch sees one, else on the CPU; the student ends
     on the device it started on.
     """
-    _check_fit_args(owner, epochs=epochs, batch_size=batch_size, patience=patience, lr=lr, temperature=temperature,
-                    alpha=alpha, schedule=schedule, metric=metric)
+    _check_fit_args(
+        owner,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        lr=lr,
+        temperature=temperature,
+        alpha=alpha,
+        schedule=schedule,
+        metric=metric,
+    )
     Xtr, ytr = to_arrays(train, name="train")
     Xva, yva = to_arrays(val, name="val")
     device = resolve_device(train_device)
@@ -136,7 +173,9 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     home = next((p.device for p in student.parameters()), device)
     student.to(device)
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
+    )
     loss_fn, best = _Loss(float(alpha), float(temperature)), _Best()
     try:
         for epoch in range(epochs):
@@ -154,15 +193,42 @@ def fit(student: nn.Module, train: Any, val: Any, *, teacher: nn.Module | None =
     return float(best.score), best.history
 
 
-def train(model: nn.Module, train: Any, val: Any, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 64,
-          patience: int | None = 5, seed: int = 0, metric: MetricSpec = "f1_macro", weight_decay: float = 0.0,
-          callback: Callable[[int, float], Any] | None = None, restore_best: bool = True,
-          train_device: str = "auto", schedule: str = "constant") -> float:
+def train(
+    model: nn.Module,
+    train: Any,
+    val: Any,
+    *,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    patience: int | None = 5,
+    seed: int = 0,
+    metric: MetricSpec = "f1_macro",
+    weight_decay: float = 0.0,
+    callback: Callable[[int, float], Any] | None = None,
+    restore_best: bool = True,
+    train_device: str = "auto",
+    schedule: str = "constant",
+) -> float:
     """Plain supervised training (cross-entropy) with the same loop; returns the best val score.
 
     ``patience=None`` runs every epoch (no early stop); ``restore_best=False`` keeps the last weights.
     Used by the bundled examples and the tests to train their teachers."""
-    return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, alpha=1.0,
-               patience=epochs if patience is None else patience, seed=seed, metric=metric,
-               weight_decay=weight_decay, callback=callback, owner="train", restore_best=restore_best,
-               train_device=train_device, schedule=schedule)[0]
+    return fit(
+        model,
+        train,
+        val,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        alpha=1.0,
+        patience=epochs if patience is None else patience,
+        seed=seed,
+        metric=metric,
+        weight_decay=weight_decay,
+        callback=callback,
+        owner="train",
+        restore_best=restore_best,
+        train_device=train_device,
+        schedule=schedule,
+    )[0]

@@ -78,13 +78,36 @@ def _signals():
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "resnet8": Architecture("resnet8", "ResNet-8 like MLPerf Tiny's (78K parameters) on digits as 32x32 RGB images",
-                            _resnet8, _digits32, (3, 32, 32), epochs=12, lr=3e-3),
-    "mobilenet": Architecture("mobilenet", "MobileNetV2-style (1.05M parameters, 40 decomposable layers, depthwise "
-                              "blocks) on digits as 32x32 RGB images", _mobilenet, _digits32_once, (3, 32, 32),
-                              epochs=6, lr=3e-3),
-    "vit": Architecture("vit", "ViT on nn.MultiheadAttention (4 layers, width 128, 8x8 patches, 0.56M parameters) on digits as "
-                        "32x32 RGB images", _vit, _digits32, (3, 32, 32), epochs=20, lr=2e-3, weight_decay=1e-4),
-    "cnn1d": Architecture("cnn1d", "1-D CNN (90K parameters) on MNIST-1D-style signals", _cnn1d, _signals, (1, 64),
-                          epochs=15, lr=3e-3),
+    "resnet8": Architecture(
+        "resnet8",
+        "ResNet-8 like MLPerf Tiny's (78K parameters) on digits as 32x32 RGB images",
+        _resnet8,
+        _digits32,
+        (3, 32, 32),
+        epochs=12,
+        lr=3e-3,
+    ),
+    "mobilenet": Architecture(
+        "mobilenet",
+        "MobileNetV2-style (1.05M parameters, 40 decomposable layers, depthwise blocks) on digits as 32x32 RGB images",
+        _mobilenet,
+        _digits32_once,
+        (3, 32, 32),
+        epochs=6,
+        lr=3e-3,
+    ),
+    "vit": Architecture(
+        "vit",
+        "ViT on nn.MultiheadAttention (4 layers, width 128, 8x8 patches, 0.56M parameters) on digits as "
+        "32x32 RGB images",
+        _vit,
+        _digits32,
+        (3, 32, 32),
+        epochs=20,
+        lr=2e-3,
+        weight_decay=1e-4,
+    ),
+    "cnn1d": Architecture(
+        "cnn1d", "1-D CNN (90K parameters) on MNIST-1D-style signals", _cnn1d, _signals, (1, 64), epochs=15, lr=3e-3
+    ),
 }

@@ -16,8 +16,13 @@ def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class CNN1D(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 64, 128),
-                 hidden: int = 128) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        widths: tuple[int, ...] = (32, 64, 64, 128),
+        hidden: int = 128,
+    ) -> None:
         super().__init__()
         stages, cin = [], in_channels
         for i, w in enumerate(widths):

@@ -37,8 +37,16 @@ def _render(digits: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarr
     import torch.nn.functional as F
 
     n, inner = len(digits), size - 8
-    up = F.interpolate(torch.from_numpy(digits[:, None].astype(np.float32)), size=(inner, inner), mode="bilinear",
-                       align_corners=False).clamp_(0, 1).numpy()[:, 0]
+    up = (
+        F.interpolate(
+            torch.from_numpy(digits[:, None].astype(np.float32)),
+            size=(inner, inner),
+            mode="bilinear",
+            align_corners=False,
+        )
+        .clamp_(0, 1)
+        .numpy()[:, 0]
+    )
     out = np.empty((n, 3, size, size), dtype=np.float32)
     shifts = rng.integers(-2, 3, size=(n, 2))
     fg = rng.uniform(0.55, 1.0, size=(n, 3)).astype(np.float32)
@@ -47,7 +55,7 @@ def _render(digits: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarr
     for k in range(n):
         canvas = np.zeros((size, size), dtype=np.float32)
         r, c = 4 + shifts[k, 0], 4 + shifts[k, 1]
-        canvas[r:r + inner, c:c + inner] = up[k]
+        canvas[r : r + inner, c : c + inner] = up[k]
         out[k] = bg[k][:, None, None] + (fg[k] - bg[k])[:, None, None] * canvas[None]
     return (out + noise - 0.5) / 0.5
 
@@ -66,8 +74,11 @@ def digits32(seed: int = 0, *, size: int = 32, train_copies: int = 1):
     rng = np.random.default_rng(seed)
     tr_idx = np.concatenate([tr_i.astype(np.int64)] * train_copies)
     parts = []
-    for idx, y in ((tr_idx, np.concatenate([tr_y] * train_copies)), (va_i.astype(np.int64), va_y),
-                   (te_i.astype(np.int64), te_y)):
+    for idx, y in (
+        (tr_idx, np.concatenate([tr_y] * train_copies)),
+        (va_i.astype(np.int64), va_y),
+        (te_i.astype(np.int64), te_y),
+    ):
         parts.append((np.ascontiguousarray(_render(images[idx], rng, size)), y))
     return tuple(parts)
 

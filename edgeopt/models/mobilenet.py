@@ -40,8 +40,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNet(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, last: int = 480,
-                 blocks=_BLOCKS) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, last: int = 480, blocks=_BLOCKS
+    ) -> None:
         super().__init__()
         c = lambda v: max(4, int(round(v * width)))  # noqa: E731
         cin = c(32)

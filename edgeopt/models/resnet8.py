@@ -34,7 +34,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet8(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, int, int] = (16, 32, 64)
+    ) -> None:
         super().__init__()
         w1, w2, w3 = widths
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())

@@ -15,16 +15,27 @@ __all__ = ["ViT", "vit"]
 
 
 class ViT(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, patch: int = 4,
-                 width: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: int = 32,
+        patch: int = 4,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         tokens = (image_size // patch) ** 2
         self.width, self.tokens = width, tokens
         self.patch_embed = nn.Conv2d(in_channels, width, patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
@@ -36,8 +47,15 @@ class ViT(nn.Module):
         return self.head(self.norm(x.mean(1)))
 
 
-def vit(num_classes: int = 10, in_channels: int = 3, width: int = 128, depth: int = 4, heads: int = 4,
-        image_size: int = 32, patch: int = 8) -> ViT:
+def vit(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width: int = 128,
+    depth: int = 4,
+    heads: int = 4,
+    image_size: int = 32,
+    patch: int = 8,
+) -> ViT:
     """4 layers, width 128, 4 heads, MLP 256, 8x8 patches of a 32x32 image (16 tokens): 0.56M parameters.
 
     (4x4 patches, 64 tokens, cost 4x the compute and learn the 2,000 digits far slower on a CPU.)"""

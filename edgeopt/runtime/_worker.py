@@ -80,7 +80,9 @@ def _first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _profile(ort: Any, model: str, runtime: Runtime, providers: list[str], feeds: dict[str, Any]) -> list[dict[str, Any]]:
+def _profile(
+    ort: Any, model: str, runtime: Runtime, providers: list[str], feeds: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Per-node shapes and sizes of the optimized graph that actually runs, from onnxruntime's profiler.
 
     Weight prepacking is disabled for this session only: prepacked weights drop out of the
@@ -103,19 +105,21 @@ def _profile(ort: Any, model: str, runtime: Runtime, providers: list[str], feeds
     nodes = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
     per_run = len(nodes) // runs if nodes else 0
     out = []
-    for e in nodes[len(nodes) - per_run:]:  # the last run: warm caches, as in the timed loop
+    for e in nodes[len(nodes) - per_run :]:  # the last run: warm caches, as in the timed loop
         a = e.get("args", {})
-        out.append({
-            "name": e["name"][: -len("_kernel_time")],
-            "op": a.get("op_name", ""),
-            "inputs": [list(d.values())[0] for d in a.get("input_type_shape", []) if d],
-            "input_types": [list(d.keys())[0] for d in a.get("input_type_shape", []) if d],
-            "outputs": [list(d.values())[0] for d in a.get("output_type_shape", []) if d],
-            "activation_bytes": int(a.get("activation_size", 0) or 0),
-            "parameter_bytes": int(a.get("parameter_size", 0) or 0),
-            "output_bytes": int(a.get("output_size", 0) or 0),
-            "dur_us": float(e.get("dur", 0)),
-        })
+        out.append(
+            {
+                "name": e["name"][: -len("_kernel_time")],
+                "op": a.get("op_name", ""),
+                "inputs": [list(d.values())[0] for d in a.get("input_type_shape", []) if d],
+                "input_types": [list(d.keys())[0] for d in a.get("input_type_shape", []) if d],
+                "outputs": [list(d.values())[0] for d in a.get("output_type_shape", []) if d],
+                "activation_bytes": int(a.get("activation_size", 0) or 0),
+                "parameter_bytes": int(a.get("parameter_size", 0) or 0),
+                "output_bytes": int(a.get("output_size", 0) or 0),
+                "dur_us": float(e.get("dur", 0)),
+            }
+        )
     return out
 
 
@@ -175,8 +179,12 @@ def run_ab(job: dict[str, Any]) -> dict[str, Any]:
         _first_run_ms(sess, names, feeds)
         sides.append((sess, names, feeds))
     k = max(1, int(ab.get("sub_blocks", 1)))
-    sub = settings.updated(min_time_s=float(settings.min_time_s) / k, min_iters=-(-settings.min_iters // k),
-                           max_iters=max(1, -(-settings.max_iters // k)), warmup=1)
+    sub = settings.updated(
+        min_time_s=float(settings.min_time_s) / k,
+        min_iters=-(-settings.min_iters // k),
+        max_iters=max(1, -(-settings.max_iters // k)),
+        warmup=1,
+    )
     for sess, names, feeds in sides:  # both warm before either is timed
         for _ in range(settings.warmup):
             sess.run(names, feeds)
@@ -189,8 +197,13 @@ def run_ab(job: dict[str, Any]) -> dict[str, Any]:
         samples[side] += got
         sequence.append([side, t0, time.perf_counter_ns()])
     warnings = [warning] if warning else []
-    return {"ab": [{"samples_ns": s, "warnings": warnings} for s in samples], "sequence": sequence,
-            "providers": sides[0][0].get_providers(), "onnxruntime": ort.__version__, "warnings": warnings}
+    return {
+        "ab": [{"samples_ns": s, "warnings": warnings} for s in samples],
+        "sequence": sequence,
+        "providers": sides[0][0].get_providers(),
+        "onnxruntime": ort.__version__,
+        "warnings": warnings,
+    }
 
 
 def _create_session(ort: Any, model: str, runtime: Runtime, providers: list[str]) -> tuple[Any, float]:
@@ -241,8 +254,9 @@ def _timed_loop(sess: Any, out_names: list[str], feeds: dict[str, Any], s: Bench
     return samples, (clock() - loop_start) / 1e9
 
 
-def _add_profile(result: dict[str, Any], ort: Any, model: str, runtime: Runtime, providers: list[str],
-                 feeds: dict[str, Any]) -> None:
+def _add_profile(
+    result: dict[str, Any], ort: Any, model: str, runtime: Runtime, providers: list[str], feeds: dict[str, Any]
+) -> None:
     try:
         result["nodes"] = _profile(ort, model, runtime, providers, feeds)
     except Exception as exc:  # a profiler failure costs the prediction, not the measurement

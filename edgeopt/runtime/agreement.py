@@ -47,7 +47,7 @@ def _dims(shape: Sequence[Any]) -> str:
 
 
 def _type(t: str) -> str:
-    return t[len("tensor("):-1] if t.startswith("tensor(") else t
+    return t[len("tensor(") : -1] if t.startswith("tensor(") else t
 
 
 def describe(session: Any) -> str:
@@ -65,8 +65,9 @@ def _output_key(session: Any) -> dict[str, tuple[str, int]]:
     return {o.name: (o.type, len(o.shape)) for o in session.get_outputs()}
 
 
-def check_signatures(new: Any, old: Any, new_path: str, old_path: str, *, batch: int,
-                     shapes: Mapping[str, Sequence[int]]) -> None:
+def check_signatures(
+    new: Any, old: Any, new_path: str, old_path: str, *, batch: int, shapes: Mapping[str, Sequence[int]]
+) -> None:
     """InputError (one line, both signatures) unless the two sessions take the same inputs (names,
     element types, concrete shapes at ``batch``/``shapes``) and give the same outputs (names,
     element types, ranks). Symbolic dimensions may be named differently."""
@@ -75,13 +76,16 @@ def check_signatures(new: Any, old: Any, new_path: str, old_path: str, *, batch:
         try:
             same = _input_key(new, batch, shapes) == _input_key(old, batch, shapes)
         except InputError:
-            same = [(i.name, i.type, len(i.shape)) for i in new.get_inputs()] == \
-                   [(i.name, i.type, len(i.shape)) for i in old.get_inputs()]
+            same = [(i.name, i.type, len(i.shape)) for i in new.get_inputs()] == [
+                (i.name, i.type, len(i.shape)) for i in old.get_inputs()
+            ]
             if same:
                 raise
     if not same:
-        raise InputError(f"the two models have different signatures: NEW {Path(new_path).name} "
-                         f"{describe(new)}; OLD {Path(old_path).name} {describe(old)}")
+        raise InputError(
+            f"the two models have different signatures: NEW {Path(new_path).name} "
+            f"{describe(new)}; OLD {Path(old_path).name} {describe(old)}"
+        )
 
 
 def _output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dict[str, Any]:
@@ -97,7 +101,8 @@ def _output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dic
     rel = diff[nz] / np.abs(b64[nz]) if nz.any() else np.zeros(0)
     worst = int(np.argmax(diff)) if diff.size else 0
     out: dict[str, Any] = {
-        "shape": list(a.shape), "elements": int(a.size),
+        "shape": list(a.shape),
+        "elements": int(a.size),
         "max_abs_diff": float(diff.max()) if diff.size else 0.0,
         "max_abs_diff_at": [int(i) for i in np.unravel_index(worst, a.shape)] if diff.size else [],
         "max_rel_diff": float(rel.max()) if rel.size else 0.0,
@@ -112,9 +117,18 @@ def _output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dic
     return out
 
 
-def compare_outputs(new_path: str | os.PathLike[str], old_path: str | os.PathLike[str], runtime: Any, *,
-                    batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0,
-                    samples: int = DEFAULT_SAMPLES, atol: float = 1e-4, rtol: float = 1e-3) -> dict[str, Any]:
+def compare_outputs(
+    new_path: str | os.PathLike[str],
+    old_path: str | os.PathLike[str],
+    runtime: Any,
+    *,
+    batch: int = 1,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
+    samples: int = DEFAULT_SAMPLES,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> dict[str, Any]:
     """Run both models on ``samples`` seeded feeds (seeds ``seed .. seed+samples-1``) and compare
     their outputs; raises InputError when their signatures differ, before running anything.
 
@@ -135,15 +149,19 @@ def compare_outputs(new_path: str | os.PathLike[str], old_path: str | os.PathLik
                 outs = sess.run(names, feeds)
             except Exception as exc:
                 first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-                raise ModelError(f"{path}: onnxruntime cannot run the model on generated inputs: {first[:400]}") from None
+                raise ModelError(
+                    f"{path}: onnxruntime cannot run the model on generated inputs: {first[:400]}"
+                ) from None
             for n, v in zip(names, outs):
                 got[n].append(np.asarray(v))
     per: dict[str, dict[str, Any]] = {}
     for n in names:
         a, b = got_new[n], got_old[n]
         if [x.shape for x in a] != [x.shape for x in b]:
-            raise InputError(f"output {n!r}: NEW gives shape {list(a[0].shape)}, OLD {list(b[0].shape)} "
-                             f"on the same inputs; the models are not comparable")
+            raise InputError(
+                f"output {n!r}: NEW gives shape {list(a[0].shape)}, OLD {list(b[0].shape)} "
+                f"on the same inputs; the models are not comparable"
+            )
         cat = (lambda xs: np.concatenate(xs, axis=0)) if a[0].ndim else np.stack
         per[n] = _output_stats(cat(a), cat(b), atol, rtol)
     total = sum(s["elements"] for s in per.values())
@@ -152,9 +170,15 @@ def compare_outputs(new_path: str | os.PathLike[str], old_path: str | os.PathLik
     flips = sum(s["top1_disagreements"] for s in classifiers)
     return {
         "computed_on": "this host",
-        "samples": samples, "batch": batch, "seed": seed, "atol": atol, "rtol": rtol,
-        "inputs": {i.name: {"type": _type(i.type), "shape": list(resolve_shape(i.name, i.shape, batch, shapes))}
-                   for i in new_s.get_inputs()},
+        "samples": samples,
+        "batch": batch,
+        "seed": seed,
+        "atol": atol,
+        "rtol": rtol,
+        "inputs": {
+            i.name: {"type": _type(i.type), "shape": list(resolve_shape(i.name, i.shape, batch, shapes))}
+            for i in new_s.get_inputs()
+        },
         "signature": describe(new_s),
         "outputs": per,
         "max_abs_diff": max((s["max_abs_diff"] for s in per.values()), default=0.0),

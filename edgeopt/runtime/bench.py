@@ -98,9 +98,15 @@ class BenchResult:
         """A readable table for stdout."""
         where = self.environment.get("measured_on", "this host")
         here = self.environment.get("remote_host") or "this host"
-        src = ((f"measured on the device ({here}, over ssh)" if self.environment.get("remote_host") else "measured on the target")
-               if self.latency_source == "measured"
-               else f"PREDICTED for {self.target['name']} from {where} (per-node roofline, x{self.prediction['factor']:.2f})")
+        src = (
+            (
+                f"measured on the device ({here}, over ssh)"
+                if self.environment.get("remote_host")
+                else "measured on the target"
+            )
+            if self.latency_source == "measured"
+            else f"PREDICTED for {self.target['name']} from {where} (per-node roofline, x{self.prediction['factor']:.2f})"
+        )
         lines = [
             f"model      {self.model}",
             f"target     {self.target['name']}: {self.target['description']}",
@@ -112,7 +118,9 @@ class BenchResult:
             f"{self.target['name'][:13]:<14}" + "".join(f"{self.latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS),
         ]
         if self.latency_source == "predicted":
-            lines.append(f"{'this host':<14}" + "".join(f"{self.host_latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS))
+            lines.append(
+                f"{'this host':<14}" + "".join(f"{self.host_latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS)
+            )
         lines += [
             "",
             f"cv                 {self.cv:.3f}{f'  (noisy: > {NOISY_CV:.2f})' if self.cv > NOISY_CV else ''}",
@@ -150,8 +158,15 @@ def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         s = summarize(data)
     except ProtoError as exc:
         raise ModelError(f"{p}: not a valid ONNX model (truncated, or not an ONNX protobuf): {exc}") from None
-    return {"size_bytes": len(data), "params": s.params, "nodes": s.nodes, "opsets": s.opsets,
-            "producer": s.producer, "metadata": s.metadata, "ir_version": s.ir_version}
+    return {
+        "size_bytes": len(data),
+        "params": s.params,
+        "nodes": s.nodes,
+        "opsets": s.opsets,
+        "producer": s.producer,
+        "metadata": s.metadata,
+        "ir_version": s.ir_version,
+    }
 
 
 def _governor() -> str | None:
@@ -172,8 +187,14 @@ def run_child(job: Mapping[str, Any], *, timeout_s: float) -> dict[str, Any]:
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeopt.runtime._worker"], input=json.dumps(dict(job)),
-                              capture_output=True, text=True, timeout=timeout_s, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeopt.runtime._worker"],
+            input=json.dumps(dict(job)),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         raise ModelError(f"{job['model']}: the measurement did not finish within {timeout_s:.0f} s") from None
     try:
@@ -226,8 +247,9 @@ def bench(
     whether it was measured or predicted. Raises ModelError / InputError / TargetError.
     """
     target = Target.load(target)
-    s = (settings or BenchSettings()).updated(batch=batch, min_iters=min_iters, min_time_s=min_time_s,
-                                              max_iters=max_iters, warmup=warmup, seed=seed)
+    s = (settings or BenchSettings()).updated(
+        batch=batch, min_iters=min_iters, min_time_s=min_time_s, max_iters=max_iters, warmup=warmup, seed=seed
+    )
     s = s.updated(batch=target.runtime.batch_size) if s.batch is None else s
     shape_map = parse_shapes(shapes)
     info = model_info(path)
@@ -248,64 +270,108 @@ def bench(
     if measured_here:
         samples, prediction = host_samples, None
     else:
-        prediction = _predict(out.get("nodes"), target, threads, job["model"], warnings,
-                              host_p50_ms=float(np.median(host_samples)))
+        prediction = _predict(
+            out.get("nodes"), target, threads, job["model"], warnings, host_p50_ms=float(np.median(host_samples))
+        )
         samples = host_samples * prediction["factor"]
     return _result(str(path), target, s, info, out, samples, host_samples, prediction, warnings, threads)
 
 
-def measurement_job(model: Path, target: Target, settings: BenchSettings, *, threads: int,
-                    shapes: Mapping[str, Sequence[int]], profile: bool) -> dict[str, Any]:
+def measurement_job(
+    model: Path,
+    target: Target,
+    settings: BenchSettings,
+    *,
+    threads: int,
+    shapes: Mapping[str, Sequence[int]],
+    profile: bool,
+) -> dict[str, Any]:
     """The JSON job the measurement child runs: the target's runtime (at ``threads``), the settings,
     the input shapes, and whether to profile per node (for a prediction)."""
     runtime = dataclasses.asdict(target.runtime.with_threads(threads))
     runtime["providers"] = list(runtime["providers"])
-    job = {"model": str(model), **runtime, **settings.to_dict(), "min_time_s": float(settings.min_time_s),
-           "shapes": {k: list(v) for k, v in shapes.items()}, "profile": profile}
+    job = {
+        "model": str(model),
+        **runtime,
+        **settings.to_dict(),
+        "min_time_s": float(settings.min_time_s),
+        "shapes": {k: list(v) for k, v in shapes.items()},
+        "profile": profile,
+    }
     if target.remote is not None:  # run_child measures on the device
         job["remote"] = target.remote.to_dict()
     return job
 
 
-def _predict(nodes: list[dict[str, Any]] | None, target: Target, threads: int, model: str,
-             warnings: list[str], host_p50_ms: float | None = None) -> dict[str, Any]:
+def _predict(
+    nodes: list[dict[str, Any]] | None,
+    target: Target,
+    threads: int,
+    model: str,
+    warnings: list[str],
+    host_p50_ms: float | None = None,
+) -> dict[str, Any]:
     """The per-node roofline transfer from this host to the target (the ``prediction`` document).
     With the host's measured median (``host_p50_ms``) the target's memory-bound time is its own,
     not scaled by this host's memory error (``predict.transfer``); without it, the plain model ratio."""
     if not nodes:
-        raise ModelError(f"{model}: no per-node profile to predict {target.name} latency from "
-                         f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement")
+        raise ModelError(
+            f"{model}: no per-node profile to predict {target.name} latency from "
+            f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement"
+        )
     cal = host_calibration(threads, target.runtime.allow_spinning)
     host_model, target_model = cal.perf, PerfModel.of(target.device)
     host_us, target_us = run_cost_us(nodes, host_model), run_cost_us(nodes, target_model)
     t = transfer(nodes, host_model, target_model, host_p50_ms * 1e3) if host_p50_ms else {"factor": target_us / host_us}
     return {
-        "method": ("per-node roofline transfer: host samples x factor; the host's model error scales the target's "
-                   "dispatch and compute time, the target's memory-bound time is its own" if host_p50_ms else
-                   "per-node roofline transfer: host samples x cost(target) / cost(host)"),
+        "method": (
+            "per-node roofline transfer: host samples x factor; the host's model error scales the target's "
+            "dispatch and compute time, the target's memory-bound time is its own"
+            if host_p50_ms
+            else "per-node roofline transfer: host samples x cost(target) / cost(host)"
+        ),
         **t,
         "host_model_us": host_us,
         "target_model_us": target_us,
-        "host_perf": {"gflops": host_model.gflops, "mem_bandwidth_gbs": host_model.mem_bandwidth_gbs,
-                      "op_overhead_us": host_model.op_overhead_us, "run_overhead_us": host_model.run_overhead_us,
-                      "calibrated": cal.when},
-        "target_perf": {"gflops": target_model.gflops, "mem_bandwidth_gbs": target_model.mem_bandwidth_gbs,
-                        "op_overhead_us": target_model.op_overhead_us,
-                        "run_overhead_us": target_model.run_overhead_us,
-                        "calibrated": target.device.calibrated, "source": target.device.perf_source},
+        "host_perf": {
+            "gflops": host_model.gflops,
+            "mem_bandwidth_gbs": host_model.mem_bandwidth_gbs,
+            "op_overhead_us": host_model.op_overhead_us,
+            "run_overhead_us": host_model.run_overhead_us,
+            "calibrated": cal.when,
+        },
+        "target_perf": {
+            "gflops": target_model.gflops,
+            "mem_bandwidth_gbs": target_model.mem_bandwidth_gbs,
+            "op_overhead_us": target_model.op_overhead_us,
+            "run_overhead_us": target_model.run_overhead_us,
+            "calibrated": target.device.calibrated,
+            "source": target.device.perf_source,
+        },
         "nodes": len(nodes),
         "target_breakdown_us": breakdown(nodes, target_model),
     }
 
 
-def _result(model: str, target: Target, s: BenchSettings, info: dict[str, Any], out: dict[str, Any],
-            samples: np.ndarray, host_samples: np.ndarray, prediction: dict[str, Any] | None,
-            warnings: list[str], threads: int) -> BenchResult:
+def _result(
+    model: str,
+    target: Target,
+    s: BenchSettings,
+    info: dict[str, Any],
+    out: dict[str, Any],
+    samples: np.ndarray,
+    host_samples: np.ndarray,
+    prediction: dict[str, Any] | None,
+    warnings: list[str],
+    threads: int,
+) -> BenchResult:
     host_summary = stats.summarize(host_samples)
     cv = host_summary["std"] / host_summary["mean"] if host_summary["mean"] > 0 else 0.0
     if cv > NOISY_CV:
-        msg = (f"noisy measurement: coefficient of variation {cv:.2f} > {NOISY_CV:.2f}; close other work "
-               f"or raise --min-time")
+        msg = (
+            f"noisy measurement: coefficient of variation {cv:.2f} > {NOISY_CV:.2f}; close other work "
+            f"or raise --min-time"
+        )
         warnings.append(msg)
         log.warning("warning: %s", msg)
     mean_s = float(np.mean(samples)) / 1e3
@@ -333,8 +399,9 @@ def _result(model: str, target: Target, s: BenchSettings, info: dict[str, Any], 
     )
 
 
-def _environment(target: Target, out: dict[str, Any], info: dict[str, Any], threads: int, *,
-                 measured_here: bool) -> dict[str, Any]:
+def _environment(
+    target: Target, out: dict[str, Any], info: dict[str, Any], threads: int, *, measured_here: bool
+) -> dict[str, Any]:
     """Where and how the measurement ran (the ``environment`` document)."""
     if out.get("device"):
         return _device_environment(target, out, info)
@@ -342,16 +409,27 @@ def _environment(target: Target, out: dict[str, Any], info: dict[str, Any], thre
     return {
         "measured_on": f"this host ({facts['cpu']}, {facts['arch']})",
         "is_target": measured_here,
-        "cpu": facts["cpu"], "arch": facts["arch"], "cores": facts["cores"], "logical_cores": facts["logical_cores"],
-        "memory_mb": facts["memory_mb"], "isa": facts["isa"], "governor": _governor(),
+        "cpu": facts["cpu"],
+        "arch": facts["arch"],
+        "cores": facts["cores"],
+        "logical_cores": facts["logical_cores"],
+        "memory_mb": facts["memory_mb"],
+        "isa": facts["isa"],
+        "governor": _governor(),
         "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "os": platform.platform(), "python": platform.python_version(),
-        "onnxruntime": out.get("onnxruntime"), "providers": out.get("providers"),
-        "intra_op_threads_requested": target.runtime.intra_op_threads, "intra_op_threads_used": threads,
-        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
-        "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": out.get("onnxruntime"),
+        "providers": out.get("providers"),
+        "intra_op_threads_requested": target.runtime.intra_op_threads,
+        "intra_op_threads_used": threads,
+        "inter_op_threads": target.runtime.inter_op_threads,
+        "graph_optimization": target.runtime.graph_optimization,
+        "allow_spinning": target.runtime.allow_spinning,
+        "inputs": out.get("inputs"),
         "peak_memory_exact": out.get("peak_exact"),
-        "model_nodes": info["nodes"], "opsets": info["opsets"],
+        "model_nodes": info["nodes"],
+        "opsets": info["opsets"],
     }
 
 
@@ -361,19 +439,34 @@ def _device_environment(target: Target, out: dict[str, Any], info: dict[str, Any
     facts, before = dev.get("facts") or {}, (dev.get("conditions") or {}).get("before") or {}
     return {
         "measured_on": f"{dev['host']} over ssh ({facts.get('cpu')}, {facts.get('arch')})",
-        "is_target": True, "remote_host": dev["host"],
-        "cpu": facts.get("cpu"), "arch": facts.get("arch"), "cores": facts.get("cores"),
-        "logical_cores": facts.get("logical_cores"), "memory_mb": facts.get("memory_mb"), "isa": facts.get("isa"),
-        "governor": before.get("governor"), "load_avg": before.get("load_avg"),
-        "temperature_c": before.get("temperature_c"), "throttled": before.get("throttled"),
-        "os": dev.get("os"), "python": dev.get("python"), "edgeopt_on_device": dev.get("edgeopt"),
-        "onnxruntime": out.get("onnxruntime") or dev.get("onnxruntime"), "providers": out.get("providers"),
+        "is_target": True,
+        "remote_host": dev["host"],
+        "cpu": facts.get("cpu"),
+        "arch": facts.get("arch"),
+        "cores": facts.get("cores"),
+        "logical_cores": facts.get("logical_cores"),
+        "memory_mb": facts.get("memory_mb"),
+        "isa": facts.get("isa"),
+        "governor": before.get("governor"),
+        "load_avg": before.get("load_avg"),
+        "temperature_c": before.get("temperature_c"),
+        "throttled": before.get("throttled"),
+        "os": dev.get("os"),
+        "python": dev.get("python"),
+        "edgeopt_on_device": dev.get("edgeopt"),
+        "onnxruntime": out.get("onnxruntime") or dev.get("onnxruntime"),
+        "providers": out.get("providers"),
         "intra_op_threads_requested": target.runtime.intra_op_threads,
         "intra_op_threads_used": target.runtime.intra_op_threads,
-        "inter_op_threads": target.runtime.inter_op_threads, "graph_optimization": target.runtime.graph_optimization,
-        "allow_spinning": target.runtime.allow_spinning, "inputs": out.get("inputs"),
-        "peak_memory_exact": out.get("peak_exact"), "model_nodes": info["nodes"], "opsets": info["opsets"],
-        "conditions": dev.get("conditions"), "lease": dev.get("lease"),
+        "inter_op_threads": target.runtime.inter_op_threads,
+        "graph_optimization": target.runtime.graph_optimization,
+        "allow_spinning": target.runtime.allow_spinning,
+        "inputs": out.get("inputs"),
+        "peak_memory_exact": out.get("peak_exact"),
+        "model_nodes": info["nodes"],
+        "opsets": info["opsets"],
+        "conditions": dev.get("conditions"),
+        "lease": dev.get("lease"),
     }
 
 

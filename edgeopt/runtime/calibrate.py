@@ -67,15 +67,31 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: the performance model's flat keys, then the conditions."""
-        return {**self.perf.to_dict(), "threads": self.threads, "allow_spinning": self.allow_spinning,
-                "arch": self.arch, "cpu": self.cpu, "isa": list(self.isa), "onnxruntime": self.onnxruntime,
-                "when": self.when, "seconds": self.seconds}
+        return {
+            **self.perf.to_dict(),
+            "threads": self.threads,
+            "allow_spinning": self.allow_spinning,
+            "arch": self.arch,
+            "cpu": self.cpu,
+            "isa": list(self.isa),
+            "onnxruntime": self.onnxruntime,
+            "when": self.when,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        return cls(PerfModel.from_mapping(data), int(data["threads"]), bool(data.get("allow_spinning", True)),
-                   str(data["arch"]), str(data["cpu"]), tuple(data.get("isa") or ()), str(data["onnxruntime"]),
-                   str(data["when"]), float(data.get("seconds", 0.0)))
+        return cls(
+            PerfModel.from_mapping(data),
+            int(data["threads"]),
+            bool(data.get("allow_spinning", True)),
+            str(data["arch"]),
+            str(data["cpu"]),
+            tuple(data.get("isa") or ()),
+            str(data["onnxruntime"]),
+            str(data["when"]),
+            float(data.get("seconds", 0.0)),
+        )
 
 
 def _chain(n: int, op: str = "Add") -> bytes:
@@ -125,9 +141,21 @@ def _qconv(c_in: int, c_out: int, size: int) -> bytes:
     rng = np.random.default_rng(6)
     f, u8, i8 = np.float32, np.uint8, np.int8
     w = g.const(rng.integers(-127, 128, (c_out, c_in, 3, 3), dtype=i8))
-    g.op("QLinearConv", x, g.const(np.array(0.02, f)), g.const(np.array(128, u8)), w, g.const(np.array(0.01, f)),
-         g.const(np.array(0, i8)), g.const(np.array(0.05, f)), g.const(np.array(128, u8)),
-         g.const(np.zeros(c_out, np.int32)), out="y", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g.op(
+        "QLinearConv",
+        x,
+        g.const(np.array(0.02, f)),
+        g.const(np.array(128, u8)),
+        w,
+        g.const(np.array(0.01, f)),
+        g.const(np.array(0, i8)),
+        g.const(np.array(0.05, f)),
+        g.const(np.array(128, u8)),
+        g.const(np.zeros(c_out, np.int32)),
+        out="y",
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+    )
     g.output("y", [1, c_out, size, size], UINT8)
     return g.to_bytes()
 
@@ -145,7 +173,9 @@ def _block_us(sess: Any, names: list[str], feeds: dict[str, np.ndarray], seconds
     return samples[len(samples) // 2]
 
 
-def _time_all(jobs: dict[str, tuple[Any, dict[str, np.ndarray]]], *, budget_s: float, rounds: int = 7) -> dict[str, float]:
+def _time_all(
+    jobs: dict[str, tuple[Any, dict[str, np.ndarray]]], *, budget_s: float, rounds: int = 7
+) -> dict[str, float]:
     """Median over interleaved rounds of each job's block median, in microseconds."""
     names = {k: [o.name for o in s.get_outputs()] for k, (s, _) in jobs.items()}
     for k, (sess, feeds) in jobs.items():
@@ -173,13 +203,22 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     import onnxruntime as ort
 
     t_start = time.perf_counter()
-    runtime = Runtime(intra_op_threads=threads, inter_op_threads=1, graph_optimization="all",
-                      allow_spinning=allow_spinning)
+    runtime = Runtime(
+        intra_op_threads=threads, inter_op_threads=1, graph_optimization="all", allow_spinning=allow_spinning
+    )
     timings = _time_all(_jobs(runtime), budget_s=budget_s)
     facts = host_facts()
-    return Calibration(_perf_model(timings, tuple(facts["isa"])), threads, allow_spinning, facts["arch"],
-                       facts["cpu"], tuple(facts["isa"]), ort.__version__,
-                       _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), round(time.perf_counter() - t_start, 2))
+    return Calibration(
+        _perf_model(timings, tuple(facts["isa"])),
+        threads,
+        allow_spinning,
+        facts["arch"],
+        facts["cpu"],
+        tuple(facts["isa"]),
+        ort.__version__,
+        _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        round(time.perf_counter() - t_start, 2),
+    )
 
 
 def _jobs(runtime: Runtime) -> dict[str, tuple[Any, dict[str, np.ndarray]]]:
@@ -196,10 +235,14 @@ def _jobs(runtime: Runtime) -> dict[str, tuple[Any, dict[str, np.ndarray]]]:
         "mm_chain": (sess(_chain(_N_MM, "MatMul")), tiny),
         "gemm": (sess(_matmul(_M, _K, _N)), {"x": rng.standard_normal((_M, _K)).astype(np.float32)}),
         "int8": (sess(_matmul_int8(_M, _K, _N)), {"x": rng.integers(0, 256, (_M, _K), dtype=np.uint8)}),
-        "conv": (sess(_conv(_C_IN, _C_OUT, _SIZE)),
-                 {"x": rng.standard_normal((1, _C_IN, _SIZE, _SIZE)).astype(np.float32)}),
-        "qconv": (sess(_qconv(_Q_IN, _C_OUT, _SIZE)),
-                  {"x": rng.integers(0, 256, (1, _Q_IN, _SIZE, _SIZE), dtype=np.uint8)}),
+        "conv": (
+            sess(_conv(_C_IN, _C_OUT, _SIZE)),
+            {"x": rng.standard_normal((1, _C_IN, _SIZE, _SIZE)).astype(np.float32)},
+        ),
+        "qconv": (
+            sess(_qconv(_Q_IN, _C_OUT, _SIZE)),
+            {"x": rng.integers(0, 256, (1, _Q_IN, _SIZE, _SIZE), dtype=np.uint8)},
+        ),
     }
     for mb, kk, nn in BANDWIDTH_POINTS:
         jobs[f"bw{mb}"] = (sess(_matmul(1, kk, nn, seed=mb)), {"x": rng.standard_normal((1, kk)).astype(np.float32)})
@@ -226,10 +269,18 @@ def _perf_model(t: dict[str, float], isa: tuple[str, ...]) -> PerfModel:
         curve.append((float(mb), round(moved / max(t[f"bw{mb}"] - fixed, 1e-3) / 1e3, 2)))
     bw = dict(curve)
     return PerfModel(
-        gflops=round(gflops, 2), mem_bandwidth_gbs=bw[4], op_overhead_us=round(op_overhead, 3),
-        run_overhead_us=round(run_overhead, 3), cache_mb=_llc_mb(), dram_bandwidth_gbs=min(bw[64], bw[4]),
-        matmul_overhead_us=round(mm_overhead, 3), conv_gflops=round(conv_gflops, 2), int8_gops=round(int8_gops, 2),
-        int8_conv_gops=round(int8_conv_gops, 2), bandwidth_curve=tuple(curve), isa=isa,
+        gflops=round(gflops, 2),
+        mem_bandwidth_gbs=bw[4],
+        op_overhead_us=round(op_overhead, 3),
+        run_overhead_us=round(run_overhead, 3),
+        cache_mb=_llc_mb(),
+        dram_bandwidth_gbs=min(bw[64], bw[4]),
+        matmul_overhead_us=round(mm_overhead, 3),
+        conv_gflops=round(conv_gflops, 2),
+        int8_gops=round(int8_gops, 2),
+        int8_conv_gops=round(int8_conv_gops, 2),
+        bandwidth_curve=tuple(curve),
+        isa=isa,
     )
 
 
@@ -239,7 +290,14 @@ def _llc_mb() -> float | None:
     for p in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
         try:
             text = p.read_text().strip().upper()
-            best = max(best, float(text[:-1]) / 1024 if text.endswith("K") else float(text[:-1]) if text.endswith("M") else float(text) / 2**20)
+            best = max(
+                best,
+                float(text[:-1]) / 1024
+                if text.endswith("K")
+                else float(text[:-1])
+                if text.endswith("M")
+                else float(text) / 2**20,
+            )
         except (OSError, ValueError):
             continue
     return best or None
@@ -249,15 +307,22 @@ def snippet(cal: Calibration) -> str:
     """The ``[device]`` lines to paste into a target profile."""
     perf = cal.perf
     threads = cal.threads or "onnxruntime default"
-    lines = [f"# measured by `edgeopt calibrate` on {cal.cpu} ({cal.arch}), onnxruntime {cal.onnxruntime}, "
-             f"{threads} intra-op threads, {cal.when}"]
+    lines = [
+        f"# measured by `edgeopt calibrate` on {cal.cpu} ({cal.arch}), onnxruntime {cal.onnxruntime}, "
+        f"{threads} intra-op threads, {cal.when}"
+    ]
     lines += [f"{k} = {getattr(perf, k)}" for k in ("gflops", "mem_bandwidth_gbs", "op_overhead_us", "run_overhead_us")]
     if perf.cache_mb:
         lines += [f"dram_bandwidth_gbs = {perf.dram_bandwidth_gbs}", f"cache_mb = {perf.cache_mb}"]
-    lines += [f"{k} = {getattr(perf, k)}" for k in ("matmul_overhead_us", "conv_gflops", "int8_gops", "int8_conv_gops")
-              if getattr(perf, k)]
+    lines += [
+        f"{k} = {getattr(perf, k)}"
+        for k in ("matmul_overhead_us", "conv_gflops", "int8_gops", "int8_conv_gops")
+        if getattr(perf, k)
+    ]
     if perf.bandwidth_curve:
-        lines.append(f"bandwidth_curve = {json.dumps([list(p) for p in perf.bandwidth_curve])}  # [working set MiB, GB/s]")
+        lines.append(
+            f"bandwidth_curve = {json.dumps([list(p) for p in perf.bandwidth_curve])}  # [working set MiB, GB/s]"
+        )
     lines += ["calibrated = true", f'perf_source = "edgeopt calibrate, {cal.when}"']
     return "\n".join(lines) + "\n"
 
@@ -314,5 +379,12 @@ def host_calibration(threads: int, allow_spinning: bool = True) -> Calibration:
     return cal
 
 
-__all__ = ["Calibration", "calibrate", "snippet", "cached_calibration", "save_calibration", "host_calibration",
-           "BANDWIDTH_POINTS"]
+__all__ = [
+    "Calibration",
+    "calibrate",
+    "snippet",
+    "cached_calibration",
+    "save_calibration",
+    "host_calibration",
+    "BANDWIDTH_POINTS",
+]

@@ -31,8 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_targets(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("targets", help="list, show and validate target profiles",
-                       description="Built-in target profiles and user profiles (TOML).")
+    p = sub.add_parser(
+        "targets",
+        help="list, show and validate target profiles",
+        description="Built-in target profiles and user profiles (TOML).",
+    )
     tsub = p.add_subparsers(dest="targets_command", metavar="{list,show,validate}")
     q = tsub.add_parser("list", help="list the built-in targets")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -48,37 +51,54 @@ def _register_targets(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="measure this machine's roofline for latency prediction",
-                       description="Run fixed reference micro-models (dispatch cost, fp32 matmul GFLOP/s, "
-                                   "matrix-vector bandwidth) and print a [device] snippet for a target profile.")
-    p.add_argument("--target", default="host", help="take the thread count and spinning from this target (default: host)")
+    p = sub.add_parser(
+        "calibrate",
+        help="measure this machine's roofline for latency prediction",
+        description="Run fixed reference micro-models (dispatch cost, fp32 matmul GFLOP/s, "
+        "matrix-vector bandwidth) and print a [device] snippet for a target profile.",
+    )
+    p.add_argument(
+        "--target", default="host", help="take the thread count and spinning from this target (default: host)"
+    )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the target's)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
-    p.add_argument("--remote", metavar="HOST", help="calibrate the device at HOST over ssh (default: the target's "
-                   "[remote], if any; else this machine)")
-    p.add_argument("--write", action="store_true", help="store the device's numbers in the --target profile file "
-                   "([device] table, atomically, other content kept)")
+    p.add_argument(
+        "--remote",
+        metavar="HOST",
+        help="calibrate the device at HOST over ssh (default: the target's [remote], if any; else this machine)",
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="store the device's numbers in the --target profile file ([device] table, atomically, other content kept)",
+    )
     p.set_defaults(func=_calibrate)
 
 
 def _register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark an ONNX model for a target",
-                       description="Latency (p50..p99), throughput, memory, size of an ONNX model; each measurement "
-                                   "in a fresh process with the target's session options. Off the target, the "
-                                   "target's latency is predicted from this host's measurement and labelled so.")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark an ONNX model for a target",
+        description="Latency (p50..p99), throughput, memory, size of an ONNX model; each measurement "
+        "in a fresh process with the target's session options. Off the target, the "
+        "target's latency is predicted from this host's measurement and labelled so.",
+    )
     _measurement_flags(p, BenchSettings())
     p.set_defaults(func=_bench)
 
 
 def _register_gate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gate", help="check an ONNX model against a target's budgets (exit 0/1/2/3)",
-                       description="Benchmark, then check the target's budgets with a one-sided distribution-free "
-                                   "confidence bound. With --against OLD.onnx, also measure MODEL (NEW) against OLD "
-                                   "in one interleaved run and check the latency ratio NEW/OLD (confidence bounds), "
-                                   "peak memory, size and output agreement. Exit 0 pass, 1 over budget or worse "
-                                   "than OLD, 2 bad input, 3 inconclusive (1 with --strict). Appends a Markdown "
-                                   "table to $GITHUB_STEP_SUMMARY when set.")
+    p = sub.add_parser(
+        "gate",
+        help="check an ONNX model against a target's budgets (exit 0/1/2/3)",
+        description="Benchmark, then check the target's budgets with a one-sided distribution-free "
+        "confidence bound. With --against OLD.onnx, also measure MODEL (NEW) against OLD "
+        "in one interleaved run and check the latency ratio NEW/OLD (confidence bounds), "
+        "peak memory, size and output agreement. Exit 0 pass, 1 over budget or worse "
+        "than OLD, 2 bad input, 3 inconclusive (1 with --strict). Appends a Markdown "
+        "table to $GITHUB_STEP_SUMMARY when set.",
+    )
     _measurement_flags(p, GATE_SETTINGS)
     _against_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
@@ -97,31 +117,70 @@ def _against_flags(p: argparse.ArgumentParser) -> None:
 
     t = Tolerances()
     g = p.add_argument_group("against an older model (--against)")
-    g.add_argument("--against", metavar="OLD.onnx", help="also compare MODEL with OLD.onnx, measured in the same run "
-                   "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)")
-    g.add_argument("--max-slowdown", default=f"{t.max_slowdown:.0%}", metavar="FRACTION",
-                   help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
-                        f"0.05 (default {t.max_slowdown:.0%}%)")
-    g.add_argument("--max-memory-growth", default=f"{t.max_memory_growth:.0%}", metavar="FRACTION",
-                   help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}%; under 1 MB is ignored)")
-    g.add_argument("--max-size-growth", default=f"{t.max_size_growth:.0%}", metavar="FRACTION",
-                   help=f"file size growth allowed (default {t.max_size_growth:.0%}%)")
+    g.add_argument(
+        "--against",
+        metavar="OLD.onnx",
+        help="also compare MODEL with OLD.onnx, measured in the same run "
+        "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)",
+    )
+    g.add_argument(
+        "--max-slowdown",
+        default=f"{t.max_slowdown:.0%}",
+        metavar="FRACTION",
+        help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
+        f"0.05 (default {t.max_slowdown:.0%}%)",
+    )
+    g.add_argument(
+        "--max-memory-growth",
+        default=f"{t.max_memory_growth:.0%}",
+        metavar="FRACTION",
+        help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}%; under 1 MB is ignored)",
+    )
+    g.add_argument(
+        "--max-size-growth",
+        default=f"{t.max_size_growth:.0%}",
+        metavar="FRACTION",
+        help=f"file size growth allowed (default {t.max_size_growth:.0%}%)",
+    )
     g.add_argument("--atol", type=float, default=t.atol, help=f"outputs: absolute tolerance (default {t.atol:g})")
-    g.add_argument("--rtol", type=float, default=t.rtol,
-                   help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})")
-    g.add_argument("--max-top1-disagreement", default="0%", metavar="FRACTION",
-                   help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)")
-    g.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME_S, metavar="SECONDS",
-                   help="time cap of the comparison: pairs of blocks are added until every latency ratio is "
-                        "decided (its interval clears the limit) or this many seconds have passed; then "
-                        f"INCONCLUSIVE, with the noise seen (default {DEFAULT_MAX_TIME_S:g})")
-    g.add_argument("--pairs", type=int, default=None,
-                   help="measure exactly this many pairs of blocks and look once, instead of the sequential run "
-                        "(--max-time is then ignored)")
-    g.add_argument("--agreement-samples", type=int, default=None, metavar="N",
-                   help="generated inputs for the output agreement (default 16)")
-    g.add_argument("--no-budgets", action="store_true",
-                   help="with --against: check only the comparison, not the target's budgets")
+    g.add_argument(
+        "--rtol",
+        type=float,
+        default=t.rtol,
+        help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})",
+    )
+    g.add_argument(
+        "--max-top1-disagreement",
+        default="0%",
+        metavar="FRACTION",
+        help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)",
+    )
+    g.add_argument(
+        "--max-time",
+        type=float,
+        default=DEFAULT_MAX_TIME_S,
+        metavar="SECONDS",
+        help="time cap of the comparison: pairs of blocks are added until every latency ratio is "
+        "decided (its interval clears the limit) or this many seconds have passed; then "
+        f"INCONCLUSIVE, with the noise seen (default {DEFAULT_MAX_TIME_S:g})",
+    )
+    g.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="measure exactly this many pairs of blocks and look once, instead of the sequential run "
+        "(--max-time is then ignored)",
+    )
+    g.add_argument(
+        "--agreement-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generated inputs for the output agreement (default 16)",
+    )
+    g.add_argument(
+        "--no-budgets", action="store_true", help="with --against: check only the comparison, not the target's budgets"
+    )
 
 
 def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> None:
@@ -130,17 +189,40 @@ def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> N
     q.add_argument("--target", "-t", default="host", help="built-in target name or profile path (default: host)")
     q.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON ('-' for stdout)")
     q.add_argument("--batch", type=int, help="size of a symbolic batch dimension (default: the target's batch_size)")
-    q.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2,...",
-                   help="concrete shape for an input with symbolic dimensions (repeatable)")
-    q.add_argument("--min-iters", type=int, default=defaults.min_iters, help=f"minimum timed runs (default {defaults.min_iters})")
-    q.add_argument("--min-time", type=float, default=defaults.min_time_s,
-                   help=f"minimum timed seconds (default {defaults.min_time_s:g})")
-    q.add_argument("--max-iters", type=int, default=defaults.max_iters, help=f"maximum timed runs (default {defaults.max_iters})")
-    q.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
-    q.add_argument("--on-device", action="store_true", default=None,
-                   help="this machine is the target: report the measurement, do not predict")
-    q.add_argument("--remote", metavar="HOST", help="measure on the device at HOST over ssh (user@address or a "
-                   "~/.ssh/config alias; sets the target's [remote] host)")
+    q.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1,D2,...",
+        help="concrete shape for an input with symbolic dimensions (repeatable)",
+    )
+    q.add_argument(
+        "--min-iters", type=int, default=defaults.min_iters, help=f"minimum timed runs (default {defaults.min_iters})"
+    )
+    q.add_argument(
+        "--min-time",
+        type=float,
+        default=defaults.min_time_s,
+        help=f"minimum timed seconds (default {defaults.min_time_s:g})",
+    )
+    q.add_argument(
+        "--max-iters", type=int, default=defaults.max_iters, help=f"maximum timed runs (default {defaults.max_iters})"
+    )
+    q.add_argument(
+        "--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})"
+    )
+    q.add_argument(
+        "--on-device",
+        action="store_true",
+        default=None,
+        help="this machine is the target: report the measurement, do not predict",
+    )
+    q.add_argument(
+        "--remote",
+        metavar="HOST",
+        help="measure on the device at HOST over ssh (user@address or a "
+        "~/.ssh/config alias; sets the target's [remote] host)",
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -194,13 +276,20 @@ def _targets_list(args: argparse.Namespace) -> int:
         print(json.dumps([t.to_dict() for t in rows], indent=2))
         return 0
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    print(f"{'name':<22}{'arch':<9}{'cpu':<28}{'cores':>5}{'lat ms':>8}{' @p':<5}{'mem MB':>8}{'size MB':>9}  perf model")
+    print(
+        f"{'name':<22}{'arch':<9}{'cpu':<28}{'cores':>5}{'lat ms':>8}{' @p':<5}{'mem MB':>8}{'size MB':>9}  perf model"
+    )
     for t in rows:
         b, d = t.budget, t.device
-        perf = ("this host" if t.is_host() else "calibrated" if d.calibrated else "spec-derived") if d.has_perf_model \
+        perf = (
+            ("this host" if t.is_host() else "calibrated" if d.calibrated else "spec-derived")
+            if d.has_perf_model
             else ("this host (calibrated on first use)" if d.detect else "none")
-        print(f"{t.name:<22}{d.arch:<9}{d.cpu[:27]:<28}{d.cores:>5}{fmt(b.latency_ms, 'g'):>8}"
-              f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}{fmt(b.model_size_mb, 'g'):>9}  {perf}")
+        )
+        print(
+            f"{t.name:<22}{d.arch:<9}{d.cpu[:27]:<28}{d.cores:>5}{fmt(b.latency_ms, 'g'):>8}"
+            f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}{fmt(b.model_size_mb, 'g'):>9}  {perf}"
+        )
     return 0
 
 
@@ -256,8 +345,10 @@ def _calibrate_device(args: argparse.Namespace, t: Any, threads: int) -> int:
     from edgeopt.runtime import remote_calibrate as rc
 
     if t.remote is None:
-        raise InputError("--write: the target has no [remote] and no --remote HOST: calibrate the device itself "
-                         "(run this on it, or give --remote)")
+        raise InputError(
+            "--write: the target has no [remote] and no --remote HOST: calibrate the device itself "
+            "(run this on it, or give --remote)"
+        )
     path = rc.writable_profile(args.target) if args.write else None
     log.info("calibrating %s over ssh with %s intra-op threads (a few seconds)...", t.remote.host, threads or "default")
     cal, env = rc.calibrate_on_device(t, threads)
@@ -284,8 +375,13 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    settings = BenchSettings().updated(batch=args.batch, min_iters=args.min_iters, min_time_s=args.min_time,
-                                       max_iters=args.max_iters, warmup=args.warmup)
+    settings = BenchSettings().updated(
+        batch=args.batch,
+        min_iters=args.min_iters,
+        min_time_s=args.min_time,
+        max_iters=args.max_iters,
+        warmup=args.warmup,
+    )
     return {"settings": settings, "shapes": args.shape, "on_device": args.on_device}
 
 
@@ -310,25 +406,46 @@ def _against_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if args.no_budgets:
             raise InputError("--no-budgets: only with --against OLD.onnx (there is nothing else to check)")
         return {}
-    tol = Tolerances(max_slowdown=args.max_slowdown, max_memory_growth=args.max_memory_growth,
-                     max_size_growth=args.max_size_growth, atol=args.atol, rtol=args.rtol,
-                     max_top1_disagreement=args.max_top1_disagreement)
+    tol = Tolerances(
+        max_slowdown=args.max_slowdown,
+        max_memory_growth=args.max_memory_growth,
+        max_size_growth=args.max_size_growth,
+        atol=args.atol,
+        rtol=args.rtol,
+        max_top1_disagreement=args.max_top1_disagreement,
+    )
     max_time = _validate.number(args.max_time, "gate", "--max-time", minimum=0, min_exclusive=True)
-    return {"against": args.against, "budgets": not args.no_budgets, "tolerances": tol, "pairs": args.pairs,
-            "max_time_s": max_time, "agreement_samples": args.agreement_samples}
+    return {
+        "against": args.against,
+        "budgets": not args.no_budgets,
+        "tolerances": tol,
+        "pairs": args.pairs,
+        "max_time_s": max_time,
+        "agreement_samples": args.agreement_samples,
+    }
 
 
 def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
 
-    target = _target(args).with_budget(latency_ms=args.latency_ms, peak_memory_mb=args.memory_mb,
-                                       model_size_mb=args.size_mb, latency_percentile=args.percentile)
+    target = _target(args).with_budget(
+        latency_ms=args.latency_ms,
+        peak_memory_mb=args.memory_mb,
+        model_size_mb=args.size_mb,
+        latency_percentile=args.percentile,
+    )
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     _check_outputs(args.json_out, args.junit, args.summary)
     try:
-        g = gate(args.model, target, confidence=args.confidence, strict=args.strict, **_against_kwargs(args),
-                 **_bench_kwargs(args))
+        g = gate(
+            args.model,
+            target,
+            confidence=args.confidence,
+            strict=args.strict,
+            **_against_kwargs(args),
+            **_bench_kwargs(args),
+        )
     except DeviceError as exc:  # the device was lost: nothing was decided
         exc.exit_code = 1 if args.strict else 3
         raise

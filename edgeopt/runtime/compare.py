@@ -112,7 +112,7 @@ LOOKS, FIRST_LOOK, GROWTH, ALPHA_SHARES = 8, 10, 1.5, 16
 DEFAULT_MAX_TIME_S = 60.0
 MEMORY_SLACK_MB = 1.0  # peak-memory differences below this are allocator noise, not growth
 MEDIAN = 50.0
-SUB_BLOCKS = 8   # per model and pair, in the pair's one process (A B B A ...): even, so each model leads half
+SUB_BLOCKS = 8  # per model and pair, in the pair's one process (A B B A ...): even, so each model leads half
 FRESH_PAIRS = 2  # in-process pairs: single-model fresh-process pairs measured first, for memory and profile
 
 
@@ -129,8 +129,10 @@ def parse_fraction(value: Any, name: str) -> float:
     if isinstance(value, bool) or not math.isfinite(out) or out < 0:
         raise InputError(f"{name}: expected a fraction such as 0.05 or a percentage such as 5%, found {text!r}")
     if not percent and out >= 1:
-        raise InputError(f"{name}: expected a fraction in [0, 1) such as 0.05 or a percentage such as 5%, "
-                         f"found {text} (write {text}% for a percentage)")
+        raise InputError(
+            f"{name}: expected a fraction in [0, 1) such as 0.05 or a percentage such as 5%, "
+            f"found {text} (write {text}% for a percentage)"
+        )
     return out
 
 
@@ -138,12 +140,12 @@ def parse_fraction(value: Any, name: str) -> float:
 class Tolerances:
     """How much worse NEW may be than OLD. Fractions: 0.05 = 5%; ``"5%"`` strings are accepted."""
 
-    max_slowdown: float = 0.05           # latency ratio NEW/OLD at the percentile and the median
-    max_memory_growth: float = 0.10      # peak memory ratio (differences below MEMORY_SLACK_MB ignored)
-    max_size_growth: float = 0.10        # file size ratio
-    atol: float = 1e-4                   # outputs: |new - old| <= atol + rtol * |old|, every element
+    max_slowdown: float = 0.05  # latency ratio NEW/OLD at the percentile and the median
+    max_memory_growth: float = 0.10  # peak memory ratio (differences below MEMORY_SLACK_MB ignored)
+    max_size_growth: float = 0.10  # file size ratio
+    atol: float = 1e-4  # outputs: |new - old| <= atol + rtol * |old|, every element
     rtol: float = 1e-3
-    max_top1_disagreement: float = 0.0   # classifier outputs: share of rows whose arg-max differs
+    max_top1_disagreement: float = 0.0  # classifier outputs: share of rows whose arg-max differs
 
     def __post_init__(self) -> None:
         for name in ("max_slowdown", "max_memory_growth", "max_size_growth", "max_top1_disagreement"):
@@ -167,12 +169,15 @@ class Tolerances:
 def pair_ratios(new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[Sequence[float]], q: float) -> np.ndarray:
     """r_i = Q_q(NEW block i) / Q_q(OLD block i) for each pair i (nearest-rank percentiles)."""
     if len(new_blocks) != len(old_blocks) or not new_blocks:
-        raise ValueError(f"need the same number (>= 1) of NEW and OLD blocks, got {len(new_blocks)} and {len(old_blocks)}")
+        raise ValueError(
+            f"need the same number (>= 1) of NEW and OLD blocks, got {len(new_blocks)} and {len(old_blocks)}"
+        )
     return np.array([stats.percentile(a, q) / stats.percentile(b, q) for a, b in zip(new_blocks, old_blocks)])
 
 
-def ratio_interval(new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[Sequence[float]], q: float,
-                   confidence: float) -> tuple[float, float | None, float | None]:
+def ratio_interval(
+    new_blocks: Sequence[Sequence[float]], old_blocks: Sequence[Sequence[float]], q: float, confidence: float
+) -> tuple[float, float | None, float | None]:
     """(ratio, lower, upper): the median of the per-pair ratios at percentile q and its one-sided
     sign-test bounds at ``confidence`` (order statistics of the ratios; None where there are too
     few pairs for that confidence)."""
@@ -208,8 +213,16 @@ def sequential_looks(confidence: float) -> tuple[int, ...]:
     return tuple(looks)
 
 
-def ratio_check(name: str, ratio: float, lower: float | None, upper: float | None, limit: float, *,
-                source: str = "measured", detail: str = "") -> Check:
+def ratio_check(
+    name: str,
+    ratio: float,
+    lower: float | None,
+    upper: float | None,
+    limit: float,
+    *,
+    source: str = "measured",
+    detail: str = "",
+) -> Check:
     """A Check on a NEW/OLD ratio: ``budget`` is the limit 1 + tolerance, unit ``x``."""
     if upper is not None and upper <= limit:
         passed = True
@@ -217,8 +230,10 @@ def ratio_check(name: str, ratio: float, lower: float | None, upper: float | Non
         passed = False
     else:
         passed = None
-        detail = detail or (f"the limit {limit:.4g}x lies inside the confidence interval; measure longer "
-                            f"(--pairs, --min-time) to decide")
+        detail = detail or (
+            f"the limit {limit:.4g}x lies inside the confidence interval; measure longer "
+            f"(--pairs, --min-time) to decide"
+        )
     return Check(name, limit, ratio, upper, lower, passed, "x", source, detail)
 
 
@@ -239,11 +254,19 @@ class Side:
     prediction_factor: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "latency_ms": self.latency_ms, "host_latency_ms": self.host_latency_ms,
-                "blocks": self.blocks, "iterations": self.iterations, "peak_memory_mb": self.peak_memory_mb,
-                "peak_memory_range_mb": list(self.peak_memory_range_mb),
-                "model_size_bytes": self.model_size_bytes, "model_size_mb": self.model_size_bytes / MB,
-                "params": self.params, "prediction_factor": self.prediction_factor}
+        return {
+            "model": self.model,
+            "latency_ms": self.latency_ms,
+            "host_latency_ms": self.host_latency_ms,
+            "blocks": self.blocks,
+            "iterations": self.iterations,
+            "peak_memory_mb": self.peak_memory_mb,
+            "peak_memory_range_mb": list(self.peak_memory_range_mb),
+            "model_size_bytes": self.model_size_bytes,
+            "model_size_mb": self.model_size_bytes / MB,
+            "params": self.params,
+            "prediction_factor": self.prediction_factor,
+        }
 
 
 @dataclass(frozen=True)
@@ -284,9 +307,15 @@ class Comparison:
             "confidence": self.confidence,
             "tolerances": {k: getattr(self.tolerances, k) for k in self.tolerances.__dataclass_fields__},
             "latency_ratio": {
-                f"p{q:g}": {"new_ms": self.new.latency_ms[f"p{q:g}"], "old_ms": self.old.latency_ms[f"p{q:g}"],
-                            "ratio": c.measured, "lower_bound": c.lower_bound, "upper_bound": c.upper_bound,
-                            "limit": c.budget, "status": c.status}
+                f"p{q:g}": {
+                    "new_ms": self.new.latency_ms[f"p{q:g}"],
+                    "old_ms": self.old.latency_ms[f"p{q:g}"],
+                    "ratio": c.measured,
+                    "lower_bound": c.lower_bound,
+                    "upper_bound": c.upper_bound,
+                    "limit": c.budget,
+                    "status": c.status,
+                }
                 for q, c in self._latency_checks()
             },
             "checks": [dict(asdict(c), status=c.status) for c in self.checks],
@@ -305,16 +334,30 @@ class Comparison:
         """One line: how it was measured."""
         m = self.method
         seq = m.get("sequential")
-        run = "" if seq is None else (
-            f"sequential: {seq['elapsed_s']:.0f} s, look {len(seq['looks'])} of {seq['max_looks']}, "
-            + {"decided": "decided", "time cap": f"stopped at the {seq['max_time_s']:g} s cap, within noise",
-               "last look": "stopped at the last look, within noise"}[seq["stopped"]] + "; ")
-        how = ("one fresh process per pair, NEW and OLD interleaved in it" if m.get("in_process")
-               else "fresh process per block")
-        return (f"NEW and OLD {self.latency_source} in {m['pairs']} counterbalanced pairs of blocks "
-                f"({m['block_time_s']:.2g} s each, {how}; {run}ratio bounds one-sided at "
-                f"{self.confidence:.0%}{' over all looks' if seq else ''}, median of per-pair ratios, "
-                f"sign-test order statistics)")
+        run = (
+            ""
+            if seq is None
+            else (
+                f"sequential: {seq['elapsed_s']:.0f} s, look {len(seq['looks'])} of {seq['max_looks']}, "
+                + {
+                    "decided": "decided",
+                    "time cap": f"stopped at the {seq['max_time_s']:g} s cap, within noise",
+                    "last look": "stopped at the last look, within noise",
+                }[seq["stopped"]]
+                + "; "
+            )
+        )
+        how = (
+            "one fresh process per pair, NEW and OLD interleaved in it"
+            if m.get("in_process")
+            else "fresh process per block"
+        )
+        return (
+            f"NEW and OLD {self.latency_source} in {m['pairs']} counterbalanced pairs of blocks "
+            f"({m['block_time_s']:.2g} s each, {how}; {run}ratio bounds one-sided at "
+            f"{self.confidence:.0%}{' over all looks' if seq else ''}, median of per-pair ratios, "
+            f"sign-test order statistics)"
+        )
 
     def to_markdown(self) -> str:
         icon = VERDICT_ICON
@@ -330,8 +373,10 @@ class Comparison:
         for c in self.checks:
             new, old = self._sides(c)
             if c.unit == "x":
-                lines.append(f"| {c.name} | {new} | {old} | {c.measured:.4f} | {f4(c.lower_bound)} | "
-                             f"{f4(c.upper_bound)} | {c.budget:.4g} | {icon[c.status]} |")
+                lines.append(
+                    f"| {c.name} | {new} | {old} | {c.measured:.4f} | {f4(c.lower_bound)} | "
+                    f"{f4(c.upper_bound)} | {c.budget:.4g} | {icon[c.status]} |"
+                )
             else:
                 detail = c.detail.replace("|", "\\|")
                 lines.append(f"| {c.name} | {detail} | | {f4(c.measured)} | | | {f4(c.budget)} | {icon[c.status]} |")
@@ -339,7 +384,7 @@ class Comparison:
 
     def _sides(self, c: Check) -> tuple[str, str]:
         if c.name.startswith("latency_ratio_p"):
-            key = "p" + c.name[len("latency_ratio_p"):]
+            key = "p" + c.name[len("latency_ratio_p") :]
             return f"{self.new.latency_ms[key]:.4g} ms", f"{self.old.latency_ms[key]:.4g} ms"
         if c.name == "peak_memory_ratio":
             return f"{self.new.peak_memory_mb:.3g} MB", f"{self.old.peak_memory_mb:.3g} MB"
@@ -352,12 +397,16 @@ class Comparison:
         for c in self.checks:
             new, old = self._sides(c)
             if c.unit == "x":
-                lines.append(f"  {c.status.upper():<13} {c.name:<22} {c.measured:>8.4f}x  "
-                             f"[{'-' if c.lower_bound is None else f'{c.lower_bound:.4f}'}, "
-                             f"{'-' if c.upper_bound is None else f'{c.upper_bound:.4f}'}]  limit {c.budget:.4g}x"
-                             f"  (NEW {new}, OLD {old}){'  ' + c.detail if c.detail and c.passed is not True else ''}")
+                lines.append(
+                    f"  {c.status.upper():<13} {c.name:<22} {c.measured:>8.4f}x  "
+                    f"[{'-' if c.lower_bound is None else f'{c.lower_bound:.4f}'}, "
+                    f"{'-' if c.upper_bound is None else f'{c.upper_bound:.4f}'}]  limit {c.budget:.4g}x"
+                    f"  (NEW {new}, OLD {old}){'  ' + c.detail if c.detail and c.passed is not True else ''}"
+                )
             else:
-                lines.append(f"  {c.status.upper():<13} {c.name:<22} {c.measured:>9.4g}  limit {c.budget:.4g}  {c.detail}")
+                lines.append(
+                    f"  {c.status.upper():<13} {c.name:<22} {c.measured:>9.4g}  limit {c.budget:.4g}  {c.detail}"
+                )
         return lines
 
 
@@ -365,13 +414,22 @@ class Comparison:
 def block_settings(total: BenchSettings, pairs: int) -> BenchSettings:
     """One block's share of ``total`` (per model): its time and runs split over ``pairs`` blocks."""
     per_block_iters = max(1, math.ceil(total.min_iters / pairs))
-    return total.updated(min_time_s=float(total.min_time_s) / pairs, min_iters=per_block_iters,
-                         max_iters=max(total.max_iters, per_block_iters))
+    return total.updated(
+        min_time_s=float(total.min_time_s) / pairs,
+        min_iters=per_block_iters,
+        max_iters=max(total.max_iters, per_block_iters),
+    )
 
 
-def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: int, *, timeout_s: float,
-               into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None, in_process: bool = False,
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def run_blocks(
+    new_job: Mapping[str, Any],
+    old_job: Mapping[str, Any],
+    pairs: int,
+    *,
+    timeout_s: float,
+    into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    in_process: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one
     ``bench.run_child`` job (a fresh process; on the device when the target is remote). Only the
     first block of each model profiles per node, when its job asks for it (a prediction). With
@@ -389,7 +447,7 @@ def run_blocks(new_job: Mapping[str, Any], old_job: Mapping[str, Any], pairs: in
             old_out.append(out["ab"][1])
             continue
         order = ((new_job, new_out), (old_job, old_out))
-        for job, outs in (order if i % 2 == 0 else order[::-1]):
+        for job, outs in order if i % 2 == 0 else order[::-1]:
             outs.append(bench.run_child(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
     return new_out, old_out
 
@@ -420,14 +478,23 @@ class _Plan:
         return getattr(self.target, "remote", None) is None
 
 
-def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: BenchSettings | None,
-          pairs: int | None, max_time_s: float, shapes: Any, on_device: bool | None) -> _Plan:
+def _plan(
+    target: Target | str,
+    confidence: float,
+    tol: Tolerances,
+    settings: BenchSettings | None,
+    pairs: int | None,
+    max_time_s: float,
+    shapes: Any,
+    on_device: bool | None,
+) -> _Plan:
     from edgeopt import _validate
     from edgeopt.errors import TargetError
     from edgeopt.runtime.inputs import parse_shapes
 
-    confidence = _validate.number(confidence, "compare()", "confidence", minimum=0, maximum=1,
-                                  min_exclusive=True, max_exclusive=True)
+    confidence = _validate.number(
+        confidence, "compare()", "confidence", minimum=0, maximum=1, min_exclusive=True, max_exclusive=True
+    )
     if pairs is None:  # sequential
         max_time_s = _validate.number(max_time_s, "compare()", "max_time_s", minimum=0, min_exclusive=True)
         looks = sequential_looks(confidence)
@@ -438,14 +505,29 @@ def _plan(target: Target | str, confidence: float, tol: Tolerances, settings: Be
     total = settings or GATE_SETTINGS
     total = total.updated(batch=target.runtime.batch_size) if total.batch is None else total
     # as bench: a remote target measures on the device (bench.run_child dispatches the job there)
-    measured_here = getattr(target, "remote", None) is not None or (target.is_host() if on_device is None else bool(on_device))
+    measured_here = getattr(target, "remote", None) is not None or (
+        target.is_host() if on_device is None else bool(on_device)
+    )
     if not measured_here and not target.device.has_perf_model:
-        raise TargetError(f"{target.source}: [device] gflops: expected a performance model to predict "
-                          f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "
-                          f"device and paste its snippet, or pass --on-device")
+        raise TargetError(
+            f"{target.source}: [device] gflops: expected a performance model to predict "
+            f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "
+            f"device and paste its snippet, or pass --on-device"
+        )
     threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
-    return _Plan(target, total, block_settings(total, looks[0]), looks[0], parse_shapes(shapes), measured_here,
-                 threads, float(confidence), tol, looks, max_time_s)
+    return _Plan(
+        target,
+        total,
+        block_settings(total, looks[0]),
+        looks[0],
+        parse_shapes(shapes),
+        measured_here,
+        threads,
+        float(confidence),
+        tol,
+        looks,
+        max_time_s,
+    )
 
 
 def compare(
@@ -488,15 +570,35 @@ def compare(
     infos = bench.model_info(new), bench.model_info(old)
     # Agreement first: different signatures are bad input, found before any timing.
     agree = agreement.compare_outputs(
-        new, old, plan.target.runtime.with_threads(plan.threads), batch=int(plan.total.batch), shapes=plan.shapes,
-        seed=plan.total.seed, samples=agreement_samples or agreement.DEFAULT_SAMPLES, atol=tol.atol, rtol=tol.rtol)
-    jobs = [bench.measurement_job(Path(p).resolve(), plan.target, plan.block, threads=plan.threads,
-                                  shapes=plan.shapes, profile=not plan.measured_here) for p in (new, old)]
+        new,
+        old,
+        plan.target.runtime.with_threads(plan.threads),
+        batch=int(plan.total.batch),
+        shapes=plan.shapes,
+        seed=plan.total.seed,
+        samples=agreement_samples or agreement.DEFAULT_SAMPLES,
+        atol=tol.atol,
+        rtol=tol.rtol,
+    )
+    jobs = [
+        bench.measurement_job(
+            Path(p).resolve(),
+            plan.target,
+            plan.block,
+            threads=plan.threads,
+            shapes=plan.shapes,
+            profile=not plan.measured_here,
+        )
+        for p in (new, old)
+    ]
     look = _Look(plan, (str(new), str(old)), infos, jobs, agree)
     fresh = look.fresh_blocks()
     if plan.sequential:
-        log.info("measuring NEW and OLD in counterbalanced pairs of %.2g s blocks until decided, at most %g s",
-                 plan.block.min_time_s, plan.max_time_s)
+        log.info(
+            "measuring NEW and OLD in counterbalanced pairs of %.2g s blocks until decided, at most %g s",
+            plan.block.min_time_s,
+            plan.max_time_s,
+        )
         return _sequential(look, started, fresh)
     log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
     outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s, in_process=plan.in_process)
@@ -521,8 +623,12 @@ class _Look:
         log.info("measuring NEW and OLD alone in %d counterbalanced pairs of fresh processes (memory)", FRESH_PAIRS)
         return run_blocks(self.jobs[0], self.jobs[1], FRESH_PAIRS, timeout_s=self.plan.block.timeout_s)
 
-    def __call__(self, outs: tuple[list[dict[str, Any]], list[dict[str, Any]]], confidence: float,
-                 fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> Comparison:
+    def __call__(
+        self,
+        outs: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+        confidence: float,
+        fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+    ) -> Comparison:
         """The comparison, its latency bounds at one-sided ``confidence`` (this look's), from the
         latency pairs ``outs``; memory, profile and session figures from ``fresh`` (default: ``outs``)."""
         from edgeopt.runtime import bench
@@ -533,10 +639,16 @@ class _Look:
         predictions: list[dict[str, Any] | None] = [None, None]
         if not plan.measured_here:
             # Each side's own host median, so the target's memory-bound time is its own (predict.transfer).
-            host_p50 = [float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
-                        for o in outs]
-            predictions = [bench._predict(o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings),
-                                          host_p50_ms=p50) for o, j, p50 in zip(fresh, jobs, host_p50)]
+            host_p50 = [
+                float(np.median(np.concatenate([np.asarray(b["samples_ns"], dtype=float) for b in o]))) / 1e6
+                for o in outs
+            ]
+            predictions = [
+                bench._predict(
+                    o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings), host_p50_ms=p50
+                )
+                for o, j, p50 in zip(fresh, jobs, host_p50)
+            ]
         return _comparison(plan, self.paths, self.infos, (outs, fresh), predictions, self.agree, warnings, confidence)
 
 
@@ -546,8 +658,9 @@ def decided(c: Comparison) -> bool:
     return c.verdict == FAIL or all(x.passed is not None for x in latency)
 
 
-def _sequential(look: _Look, started: float,
-                fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None) -> Comparison:
+def _sequential(
+    look: _Look, started: float, fresh: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+) -> Comparison:
     """Add counterbalanced pairs (two at a time) up to each scheduled look and look; stop when
     ``decided`` or at the final look: the last scheduled one, or the one taken when the time cap
     would be passed before the next scheduled look (module docstring). ``fresh``: the memory blocks
@@ -559,8 +672,9 @@ def _sequential(look: _Look, started: float,
     for k, n in enumerate(plan.looks):
         capped = False
         while len(outs[0]) < n and not capped:
-            run_blocks(look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs,
-                       in_process=plan.in_process)
+            run_blocks(
+                look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs, in_process=plan.in_process
+            )
             per_round = 2 * (time.monotonic() - t0) / len(outs[0])
             # the first look is always completed: fewer pairs have no bounds at its confidence
             capped = len(outs[0]) >= plan.looks[0] and time.monotonic() - started + per_round > plan.max_time_s
@@ -575,42 +689,67 @@ def _sequential(look: _Look, started: float,
 
 
 def _look_record(c: Comparison, k: int, confidence: float, elapsed_s: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"look": k + 1, "pairs": c.new.blocks, "elapsed_s": round(elapsed_s, 3),
-                           "confidence": confidence}
+    out: dict[str, Any] = {
+        "look": k + 1,
+        "pairs": c.new.blocks,
+        "elapsed_s": round(elapsed_s, 3),
+        "confidence": confidence,
+    }
     for q, x in c._latency_checks():
-        out[f"p{q:g}"] = {"ratio": x.measured, "lower_bound": x.lower_bound, "upper_bound": x.upper_bound,
-                          "status": x.status}
+        out[f"p{q:g}"] = {
+            "ratio": x.measured,
+            "lower_bound": x.lower_bound,
+            "upper_bound": x.upper_bound,
+            "status": x.status,
+        }
     return out
 
 
-def _sequential_result(c: Comparison, plan: _Plan, history: list[dict[str, Any]], stop: str,
-                       elapsed_s: float) -> Comparison:
+def _sequential_result(
+    c: Comparison, plan: _Plan, history: list[dict[str, Any]], stop: str, elapsed_s: float
+) -> Comparison:
     """``c`` with the sequential run's record in ``method["sequential"]`` and, on a latency check
     left inconclusive, the noise it saw in its detail."""
     n = c.new.blocks
-    seq = {"design": "group-sequential sign test: looks at geometrically growing pair counts; Bonferroni alpha "
-                     f"spending, alpha/{ALPHA_SHARES} per look, the rest at the final look (the last scheduled or "
-                     "the time cap's), so the stopping look's bounds hold at the confidence",
-           "looks_planned": list(plan.looks), "max_looks": LOOKS, "max_time_s": plan.max_time_s, "stopped": stop,
-           "elapsed_s": round(elapsed_s, 3), "pairs": n, "look_confidence": history[-1]["confidence"],
-           "looks": history}
+    seq = {
+        "design": "group-sequential sign test: looks at geometrically growing pair counts; Bonferroni alpha "
+        f"spending, alpha/{ALPHA_SHARES} per look, the rest at the final look (the last scheduled or "
+        "the time cap's), so the stopping look's bounds hold at the confidence",
+        "looks_planned": list(plan.looks),
+        "max_looks": LOOKS,
+        "max_time_s": plan.max_time_s,
+        "stopped": stop,
+        "elapsed_s": round(elapsed_s, 3),
+        "pairs": n,
+        "look_confidence": history[-1]["confidence"],
+        "looks": history,
+    }
     checks = []
     for x in c.checks:
         if x.name.startswith("latency_ratio_") and x.passed is None:
-            r = pair_ratios(c.new_samples_ms, c.old_samples_ms, float(x.name[len("latency_ratio_p"):]))
+            r = pair_ratios(c.new_samples_ms, c.old_samples_ms, float(x.name[len("latency_ratio_p") :]))
             q1, q3 = np.percentile(r, [25, 75])
-            where = (f"the {plan.max_time_s:g} s cap" if stop == "time cap" else f"the last look ({n} pairs)")
-            x = replace(x, detail=f"within noise at {where}: the limit {x.budget:.4g}x lies inside the interval "
-                                  f"after {n} pairs in {elapsed_s:.0f} s (per-pair ratios' middle half "
-                                  f"{q1:.3f}-{q3:.3f}); a longer --max-time may decide")
+            where = f"the {plan.max_time_s:g} s cap" if stop == "time cap" else f"the last look ({n} pairs)"
+            x = replace(
+                x,
+                detail=f"within noise at {where}: the limit {x.budget:.4g}x lies inside the interval "
+                f"after {n} pairs in {elapsed_s:.0f} s (per-pair ratios' middle half "
+                f"{q1:.3f}-{q3:.3f}); a longer --max-time may decide",
+            )
         checks.append(x)
     return replace(c, checks=tuple(checks), method=dict(c.method, sequential=seq))
 
 
-def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, Any]],
-                blocks_fresh: tuple[Sequence[list[dict[str, Any]]], Sequence[list[dict[str, Any]]]],
-                predictions: Sequence[dict[str, Any] | None],
-                agree: dict[str, Any], warnings: list[str], look_confidence: float) -> Comparison:
+def _comparison(
+    plan: _Plan,
+    paths: tuple[str, str],
+    infos: Sequence[dict[str, Any]],
+    blocks_fresh: tuple[Sequence[list[dict[str, Any]]], Sequence[list[dict[str, Any]]]],
+    predictions: Sequence[dict[str, Any] | None],
+    agree: dict[str, Any],
+    warnings: list[str],
+    look_confidence: float,
+) -> Comparison:
     """Latency from the pairs' blocks, memory (and the session figures) from the fresh blocks."""
     (outs, fresh), in_process = blocks_fresh, plan.in_process
     tol, q = plan.tol, float(plan.target.budget.latency_percentile)
@@ -633,36 +772,87 @@ def _comparison(plan: _Plan, paths: tuple[str, str], infos: Sequence[dict[str, A
         lat, host_lat = stats.summarize(pooled), stats.summarize(host_pooled)
         lat.setdefault(f"p{q:g}", stats.percentile(pooled, q))
         host_lat.setdefault(f"p{q:g}", stats.percentile(host_pooled, q))
-        sides.append(Side(paths[k], lat, host_lat, len(outs[k]), int(pooled.size), float(np.median(mem[k])),
-                          (float(mem[k].min()), float(mem[k].max())), int(infos[k]["size_bytes"]),
-                          int(infos[k]["params"]), None if plan.measured_here else factors[k]))
-    method = {"design": "counterbalanced pairs NEW OLD | OLD NEW | ..., " + (
-                  f"one fresh process per pair, NEW and OLD in {SUB_BLOCKS} interleaved sub-blocks each (A B B A "
-                  f"...); memory from {len(fresh[0])} fresh single-model blocks each" if in_process
-                  else "one fresh process per block"),
-              "in_process": in_process,
-              "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
-              "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
-              "pairs": len(outs[0]), "block_time_s": plan.block.min_time_s, "block_min_iters": plan.block.min_iters,
-              "warmup": plan.block.warmup, "seed": plan.total.seed, "batch": plan.total.batch,
-              "intra_op_threads": plan.threads, "memory_slack_mb": MEMORY_SLACK_MB, "predictions": list(predictions)}
-    return Comparison(sides[0], sides[1], tuple(checks), agree, tol, plan.confidence, q, source, plan.target.name,
-                      method, tuple(tuple(map(float, b)) for b in blocks[0]),
-                      tuple(tuple(map(float, b)) for b in blocks[1]),
-                      _new_bench(plan, paths[0], infos[0], fresh[0], blocks[0], host_blocks[0], predictions[0], mem[0],
-                                 warnings), tuple(warnings))
+        sides.append(
+            Side(
+                paths[k],
+                lat,
+                host_lat,
+                len(outs[k]),
+                int(pooled.size),
+                float(np.median(mem[k])),
+                (float(mem[k].min()), float(mem[k].max())),
+                int(infos[k]["size_bytes"]),
+                int(infos[k]["params"]),
+                None if plan.measured_here else factors[k],
+            )
+        )
+    method = {
+        "design": "counterbalanced pairs NEW OLD | OLD NEW | ..., "
+        + (
+            f"one fresh process per pair, NEW and OLD in {SUB_BLOCKS} interleaved sub-blocks each (A B B A "
+            f"...); memory from {len(fresh[0])} fresh single-model blocks each"
+            if in_process
+            else "one fresh process per block"
+        ),
+        "in_process": in_process,
+        "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
+        "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
+        "pairs": len(outs[0]),
+        "block_time_s": plan.block.min_time_s,
+        "block_min_iters": plan.block.min_iters,
+        "warmup": plan.block.warmup,
+        "seed": plan.total.seed,
+        "batch": plan.total.batch,
+        "intra_op_threads": plan.threads,
+        "memory_slack_mb": MEMORY_SLACK_MB,
+        "predictions": list(predictions),
+    }
+    return Comparison(
+        sides[0],
+        sides[1],
+        tuple(checks),
+        agree,
+        tol,
+        plan.confidence,
+        q,
+        source,
+        plan.target.name,
+        method,
+        tuple(tuple(map(float, b)) for b in blocks[0]),
+        tuple(tuple(map(float, b)) for b in blocks[1]),
+        _new_bench(plan, paths[0], infos[0], fresh[0], blocks[0], host_blocks[0], predictions[0], mem[0], warnings),
+        tuple(warnings),
+    )
 
 
-def _new_bench(plan: _Plan, path: str, info: dict[str, Any], outs: list[dict[str, Any]], blocks: list[np.ndarray],
-               host_blocks: list[np.ndarray], prediction: dict[str, Any] | None, mem: np.ndarray,
-               warnings: list[str]) -> Any:
+def _new_bench(
+    plan: _Plan,
+    path: str,
+    info: dict[str, Any],
+    outs: list[dict[str, Any]],
+    blocks: list[np.ndarray],
+    host_blocks: list[np.ndarray],
+    prediction: dict[str, Any] | None,
+    mem: np.ndarray,
+    warnings: list[str],
+) -> Any:
     """NEW's blocks pooled into one BenchResult (the budget checks run on it); memory, session and
     first-inference figures are those of the block with the median peak memory."""
     from edgeopt.runtime import bench
 
     median_block = outs[int(np.argsort(mem)[len(mem) // 2])]
-    return bench._result(path, plan.target, plan.total, info, median_block, np.concatenate(blocks),
-                         np.concatenate(host_blocks), prediction, list(warnings), plan.threads)
+    return bench._result(
+        path,
+        plan.target,
+        plan.total,
+        info,
+        median_block,
+        np.concatenate(blocks),
+        np.concatenate(host_blocks),
+        prediction,
+        list(warnings),
+        plan.threads,
+    )
 
 
 def memory_check(new_mb: np.ndarray, old_mb: np.ndarray, growth: float) -> Check:
@@ -674,15 +864,20 @@ def memory_check(new_mb: np.ndarray, old_mb: np.ndarray, growth: float) -> Check
     med_new, med_old = float(np.median(new_mb)), float(np.median(old_mb))
     tiny = 1e-9
     ratio = med_new / max(med_old, tiny)
-    lower, upper = float(new_mb.min()) / max(float(old_mb.max()), tiny), float(new_mb.max()) / max(float(old_mb.min()), tiny)
+    lower, upper = (
+        float(new_mb.min()) / max(float(old_mb.max()), tiny),
+        float(new_mb.max()) / max(float(old_mb.min()), tiny),
+    )
     if new_mb.max() <= limit * old_mb.min() + MEMORY_SLACK_MB:
         passed = True
     elif new_mb.min() > limit * old_mb.max() + MEMORY_SLACK_MB:
         passed = False
     else:
         passed = None
-    detail = (f"NEW {med_new:.3g} MB, OLD {med_old:.3g} MB (medians of the blocks); growth under "
-              f"{MEMORY_SLACK_MB:g} MB is ignored")
+    detail = (
+        f"NEW {med_new:.3g} MB, OLD {med_old:.3g} MB (medians of the blocks); growth under "
+        f"{MEMORY_SLACK_MB:g} MB is ignored"
+    )
     return Check("peak_memory_ratio", limit, ratio, upper, lower, passed, "x", "measured", detail)
 
 
@@ -694,19 +889,55 @@ def agreement_checks(agree: Mapping[str, Any], tol: Tolerances) -> list[Check]:
     if worst is not None:
         name, s = worst
         where = f" at {name}{s['max_abs_diff_at']}" if s["max_abs_diff"] > 0 else ""
-    detail = (f"max abs diff {agree['max_abs_diff']:.3g}{where}, max rel diff {agree['max_rel_diff']:.3g}, "
-              f"{agree['mismatched_share']:.2%} of elements outside atol {tol.atol:g} + rtol {tol.rtol:g} x |old| "
-              f"({agree['samples']} generated inputs)")
-    out = [Check("outputs_close", tol.atol, agree["max_abs_diff"], None, None, bool(agree["close"]), "", "measured",
-                 detail)]
+    detail = (
+        f"max abs diff {agree['max_abs_diff']:.3g}{where}, max rel diff {agree['max_rel_diff']:.3g}, "
+        f"{agree['mismatched_share']:.2%} of elements outside atol {tol.atol:g} + rtol {tol.rtol:g} x |old| "
+        f"({agree['samples']} generated inputs)"
+    )
+    out = [
+        Check(
+            "outputs_close", tol.atol, agree["max_abs_diff"], None, None, bool(agree["close"]), "", "measured", detail
+        )
+    ]
     if agree.get("top1_disagreement") is not None:
         share = agree["top1_disagreement"]
-        out.append(Check("top1_disagreement", tol.max_top1_disagreement, share, None, None,
-                         share <= tol.max_top1_disagreement, "", "measured",
-                         f"{agree['top1_disagreements']} of {agree['rows']} rows change their arg-max"))
+        out.append(
+            Check(
+                "top1_disagreement",
+                tol.max_top1_disagreement,
+                share,
+                None,
+                None,
+                share <= tol.max_top1_disagreement,
+                "",
+                "measured",
+                f"{agree['top1_disagreements']} of {agree['rows']} rows change their arg-max",
+            )
+        )
     return out
 
 
-__all__ = ["compare", "run_blocks", "Tolerances", "Side", "Comparison", "ratio_interval", "ratio_check", "parse_fraction", "combine",
-           "pair_ratios", "min_pairs", "decided", "look_confidence", "sequential_looks", "DEFAULT_PAIRS", "MIN_PAIRS",
-           "MEMORY_SLACK_MB", "DEFAULT_MAX_TIME_S", "LOOKS", "ALPHA_SHARES", "SUB_BLOCKS", "FRESH_PAIRS"]
+__all__ = [
+    "compare",
+    "run_blocks",
+    "Tolerances",
+    "Side",
+    "Comparison",
+    "ratio_interval",
+    "ratio_check",
+    "parse_fraction",
+    "combine",
+    "pair_ratios",
+    "min_pairs",
+    "decided",
+    "look_confidence",
+    "sequential_looks",
+    "DEFAULT_PAIRS",
+    "MIN_PAIRS",
+    "MEMORY_SLACK_MB",
+    "DEFAULT_MAX_TIME_S",
+    "LOOKS",
+    "ALPHA_SHARES",
+    "SUB_BLOCKS",
+    "FRESH_PAIRS",
+]

@@ -87,7 +87,7 @@ def _probe_model(ir_version: int, opset: int, domain: str = "") -> bytes:
     g.output("y", [1])
     model = g.to_bytes(opset=opset)
     assert model.startswith(p._int(1, 8))  # the writer puts ir_version first
-    return p._int(1, ir_version) + model[len(p._int(1, 8)):]
+    return p._int(1, ir_version) + model[len(p._int(1, 8)) :]
 
 
 def _loads(ort: Any, model: bytes) -> bool:
@@ -138,8 +138,11 @@ def _read(path: str) -> str | None:
 def throttled_flags(value: int) -> dict[str, Any]:
     """Decode ``vcgencmd get_throttled``: bits 0-3 now, 16-19 since boot."""
     names = ("under_voltage", "arm_freq_capped", "throttled", "soft_temp_limit")
-    return {"raw": hex(value), **{n: bool(value >> i & 1) for i, n in enumerate(names)},
-            **{f"{n}_since_boot": bool(value >> (16 + i) & 1) for i, n in enumerate(names)}}
+    return {
+        "raw": hex(value),
+        **{n: bool(value >> i & 1) for i, n in enumerate(names)},
+        **{f"{n}_since_boot": bool(value >> (16 + i) & 1) for i, n in enumerate(names)},
+    }
 
 
 def _vcgencmd() -> dict[str, Any] | None:
@@ -167,8 +170,11 @@ def conditions() -> dict[str, Any]:
     out: dict[str, Any] = {
         "governor": governors[0] if len(governors) == 1 else (governors or None),
         "cur_freq_mhz": [int(f) // 1000 for f in freqs if f and f.isdigit()] or None,
-        "temperature_c": temps or None, "throttled": _vcgencmd(), "load_avg": load,
-        "cpus": os.cpu_count() or 1, "when": time.time(),
+        "temperature_c": temps or None,
+        "throttled": _vcgencmd(),
+        "load_avg": load,
+        "cpus": os.cpu_count() or 1,
+        "when": time.time(),
     }
     out["warnings"] = condition_warnings(out)
     return out
@@ -180,15 +186,18 @@ def condition_warnings(c: dict[str, Any]) -> list[str]:
     thr = c.get("throttled") or {}
     now = [k for k in ("under_voltage", "arm_freq_capped", "throttled", "soft_temp_limit") if thr.get(k)]
     if now:
-        w.append(f"the board is throttled now ({', '.join(now)}; vcgencmd get_throttled = {thr['raw']}): "
-                 f"latency is not representative")
+        w.append(
+            f"the board is throttled now ({', '.join(now)}; vcgencmd get_throttled = {thr['raw']}): "
+            f"latency is not representative"
+        )
     hot = max((c.get("temperature_c") or {}).values(), default=None)
     if hot is not None and hot >= 80:
         w.append(f"the board is hot ({hot:.0f} C): it may throttle during the measurement")
     load, cpus = c.get("load_avg"), c.get("cpus") or 1
     if load and load[0] > 0.5 * cpus:
-        w.append(f"the board is busy (load average {load[0]:.2f} over {cpus} CPUs): other work competes "
-                 f"with the measurement")
+        w.append(
+            f"the board is busy (load average {load[0]:.2f} over {cpus} CPUs): other work competes with the measurement"
+        )
     if c.get("governor") == "powersave":
         w.append("CPU governor is powersave: the clock stays low (set performance for release runs)")
     return w
@@ -199,10 +208,19 @@ def hello(workdir: Path) -> dict[str, Any]:
 
     from edgeopt._version import __version__
 
-    return {"protocol": PROTOCOL, "edgeopt": __version__, "python": platform.python_version(),
-            "executable": sys.executable, "onnxruntime": ort.__version__, **onnx_limits(ort),
-            "providers": list(ort.get_available_providers()), "facts": _host_facts(),
-            "os": platform.platform(), "workdir": str(workdir), "conditions": conditions()}
+    return {
+        "protocol": PROTOCOL,
+        "edgeopt": __version__,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "onnxruntime": ort.__version__,
+        **onnx_limits(ort),
+        "providers": list(ort.get_available_providers()),
+        "facts": _host_facts(),
+        "os": platform.platform(),
+        "workdir": str(workdir),
+        "conditions": conditions(),
+    }
 
 
 # --------------------------------------------------------------------------- models
@@ -242,8 +260,10 @@ def _holder(workdir: Path) -> str:
     try:
         h = json.loads((workdir / "lease.json").read_text())
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["since"]))
-        return (f"pid {h['pid']} on the device, client {h['client']} (user {h['user']}), since {since} "
-                f"({time.time() - h['since']:.0f} s), {h['what']}")
+        return (
+            f"pid {h['pid']} on the device, client {h['client']} (user {h['user']}), since {since} "
+            f"({time.time() - h['since']:.0f} s), {h['what']}"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "another process (no holder info yet)"
 
@@ -262,14 +282,20 @@ def lease(workdir: Path, what: str, timeout_s: float):
             except BlockingIOError:
                 waited = time.monotonic() - start
                 if waited >= timeout_s:
-                    raise Failure("lease", f"the device stayed busy for {timeout_s:.0f} s: lease held by "
-                                           f"{_holder(workdir)}") from None
+                    raise Failure(
+                        "lease", f"the device stayed busy for {timeout_s:.0f} s: lease held by {_holder(workdir)}"
+                    ) from None
                 if waited - last >= LEASE_REPORT_EVERY_S:
                     _note(f"waiting for the device lease ({waited:.0f} s): held by {_holder(workdir)}")
                     last = waited
                 time.sleep(0.1)
-        info = {"pid": os.getpid(), "client": _client(), "user": os.environ.get("USER") or str(os.getuid()),
-                "since": time.time(), "what": what}
+        info = {
+            "pid": os.getpid(),
+            "client": _client(),
+            "user": os.environ.get("USER") or str(os.getuid()),
+            "since": time.time(),
+            "what": what,
+        }
         tmp = workdir / f".lease.{os.getpid()}.json"
         tmp.write_text(json.dumps(info))
         os.replace(tmp, workdir / "lease.json")
@@ -290,11 +316,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 def run_child(args: list[str], payload: dict[str, Any], timeout_s: float, stdin_watch: Any | None) -> dict[str, Any]:
     """``python -m ARGS`` with ``payload`` on stdin; its JSON from stdout. Killed after
     ``timeout_s`` or when ``stdin_watch`` (the client's stdin) reaches end of file."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
-                            env=dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+        env=dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0")),
+    )
     gone = threading.Event()
     if stdin_watch is not None:
+
         def watch() -> None:
             with contextlib.suppress(Exception):
                 while stdin_watch.read(1):
@@ -302,21 +335,26 @@ def run_child(args: list[str], payload: dict[str, Any], timeout_s: float, stdin_
             gone.set()
             with contextlib.suppress(OSError):
                 proc.kill()
+
         threading.Thread(target=watch, daemon=True).start()
     try:
         out, err = proc.communicate(json.dumps(payload), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise Failure("timeout", f"the measurement did not finish within {timeout_s:g} s on the device "
-                                 f"(the device-side process was killed)") from None
+        raise Failure(
+            "timeout",
+            f"the measurement did not finish within {timeout_s:g} s on the device (the device-side process was killed)",
+        ) from None
     if gone.is_set():
         raise Failure("gone", "the client went away; measurement abandoned")
     try:
         return json.loads(out)
     except ValueError:
         tail = (err.strip().splitlines() or ["no output"])[-1]
-        raise Failure("internal", f"the measurement process died on the device (exit {proc.returncode}): {tail}") from None
+        raise Failure(
+            "internal", f"the measurement process died on the device (exit {proc.returncode}): {tail}"
+        ) from None
 
 
 def measure(workdir: Path, job: dict[str, Any], timeout_s: float, lease_timeout_s: float, stdin: Any) -> dict[str, Any]:
@@ -334,13 +372,19 @@ def measure(workdir: Path, job: dict[str, Any], timeout_s: float, lease_timeout_
     return {"result": result, "lease": held, "conditions": {"before": before, "after": after}, "facts": _host_facts()}
 
 
-def calibrate_here(workdir: Path, req: dict[str, Any], timeout_s: float, lease_timeout_s: float, stdin: Any) -> dict[str, Any]:
+def calibrate_here(
+    workdir: Path, req: dict[str, Any], timeout_s: float, lease_timeout_s: float, stdin: Any
+) -> dict[str, Any]:
     with lease(workdir, f"calibrating ({req.get('threads', 0)} threads)", lease_timeout_s) as held:
         before = conditions()
         result = run_child(["edgeopt.runtime.device", "calibrate-child"], req, timeout_s, stdin)
         held["released"] = time.time()
-    return {"calibration": result, "lease": held, "conditions": {"before": before, "after": conditions()},
-            "facts": _host_facts()}
+    return {
+        "calibration": result,
+        "lease": held,
+        "conditions": {"before": before, "after": conditions()},
+        "facts": _host_facts(),
+    }
 
 
 # --------------------------------------------------------------------------- entry point
@@ -384,8 +428,11 @@ def _calibrate_child() -> int:
     req = json.loads(sys.stdin.read())
     from edgeopt.runtime.calibrate import calibrate
 
-    cal = calibrate(int(req.get("threads", 0)), allow_spinning=bool(req.get("allow_spinning", True)),
-                    budget_s=float(req.get("budget_s", 2.0)))
+    cal = calibrate(
+        int(req.get("threads", 0)),
+        allow_spinning=bool(req.get("allow_spinning", True)),
+        budget_s=float(req.get("budget_s", 2.0)),
+    )
     sys.stdout.write(json.dumps(cal.to_dict() if hasattr(cal, "to_dict") else cal))
     return 0
 

@@ -84,8 +84,10 @@ class GateResult:
         ]
         fmt = lambda v, u: "–" if v is None else f"{v:.4g} {u}".strip()  # noqa: E731
         for c in self.checks:
-            lines.append(f"| {c.name} | {fmt(c.budget, c.unit)} | {fmt(c.measured, c.unit)} | "
-                         f"{fmt(c.lower_bound, c.unit)} | {fmt(c.upper_bound, c.unit)} | {c.source} | {icon[c.status]} |")
+            lines.append(
+                f"| {c.name} | {fmt(c.budget, c.unit)} | {fmt(c.measured, c.unit)} | "
+                f"{fmt(c.lower_bound, c.unit)} | {fmt(c.upper_bound, c.unit)} | {c.source} | {icon[c.status]} |"
+            )
         if not self.checks:
             lines.append("| (no budgets checked) | | | | | | |")
         if self.comparison is not None:
@@ -98,21 +100,39 @@ class GateResult:
         every = self.all_checks
         failures = sum(c.status == FAIL or (self.strict and c.status == INCONCLUSIVE) for c in every)
         skipped = sum(c.status == INCONCLUSIVE and not self.strict for c in every)
-        suite = ET.Element("testsuite", name=f"edgeopt.gate.{self.target_name}", tests=str(len(every)),
-                           failures=str(failures), errors="0", skipped=str(skipped))
+        suite = ET.Element(
+            "testsuite",
+            name=f"edgeopt.gate.{self.target_name}",
+            tests=str(len(every)),
+            failures=str(failures),
+            errors="0",
+            skipped=str(skipped),
+        )
         props = ET.SubElement(suite, "properties")
-        for k, v in (("model", self.bench.model), ("target", self.target_name), ("verdict", self.verdict),
-                     ("latency_source", self.bench.latency_source), ("where", self._where())):
+        for k, v in (
+            ("model", self.bench.model),
+            ("target", self.target_name),
+            ("verdict", self.verdict),
+            ("latency_source", self.bench.latency_source),
+            ("where", self._where()),
+        ):
             ET.SubElement(props, "property", name=k, value=str(v))
         if self.comparison is not None:
             ET.SubElement(props, "property", name="against", value=self.comparison.old.model)
         for c in self.checks:
-            self._testcase(suite, f"edgeopt.gate.{self.target_name}", c,
-                           f"{c.name}: measured {c.measured:.4g} {c.unit} ({c.source}) vs budget {c.budget:.4g} {c.unit}")
+            self._testcase(
+                suite,
+                f"edgeopt.gate.{self.target_name}",
+                c,
+                f"{c.name}: measured {c.measured:.4g} {c.unit} ({c.source}) vs budget {c.budget:.4g} {c.unit}",
+            )
         for c in self.comparison.checks if self.comparison is not None else ():
             bounds = "" if c.lower_bound is None else f" [{c.lower_bound:.4g}, {c.upper_bound:.4g}]"
-            head = (f"{c.name}: NEW/OLD {c.measured:.4g}{bounds} ({c.source}) vs limit {c.budget:.4g}" if c.unit == "x"
-                    else f"{c.name}: {c.measured:.4g} vs limit {c.budget:.4g}")
+            head = (
+                f"{c.name}: NEW/OLD {c.measured:.4g}{bounds} ({c.source}) vs limit {c.budget:.4g}"
+                if c.unit == "x"
+                else f"{c.name}: {c.measured:.4g} vs limit {c.budget:.4g}"
+            )
             self._testcase(suite, f"edgeopt.gate.{self.target_name}.against", c, head)
         root = ET.Element("testsuites", name="edgeopt.gate", tests=suite.get("tests"), failures=suite.get("failures"))
         root.append(suite)
@@ -128,13 +148,20 @@ class GateResult:
             ET.SubElement(case, "skipped", message=msg)
 
     def to_text(self) -> str:
-        lines = [f"edgeopt gate: {self.verdict.upper()}  ({Path(self.bench.model).name} on {self.target_name}; {self._where()})"]
+        lines = [
+            f"edgeopt gate: {self.verdict.upper()}  ({Path(self.bench.model).name} on {self.target_name}; {self._where()})"
+        ]
         for c in self.checks:
-            bound = "" if c.upper_bound is None and c.lower_bound is None else \
-                f"  [{'-' if c.lower_bound is None else f'{c.lower_bound:.4g}'}, " \
+            bound = (
+                ""
+                if c.upper_bound is None and c.lower_bound is None
+                else f"  [{'-' if c.lower_bound is None else f'{c.lower_bound:.4g}'}, "
                 f"{'-' if c.upper_bound is None else f'{c.upper_bound:.4g}'}] @{self.confidence:.0%}"
-            lines.append(f"  {c.status.upper():<13} {c.name:<16} {c.measured:>10.4g} {c.unit:<3} budget "
-                         f"{c.budget:.4g} {c.unit}{bound}{'  ' + c.detail if c.detail else ''}")
+            )
+            lines.append(
+                f"  {c.status.upper():<13} {c.name:<16} {c.measured:>10.4g} {c.unit:<3} budget "
+                f"{c.budget:.4g} {c.unit}{bound}{'  ' + c.detail if c.detail else ''}"
+            )
         if self.comparison is not None:
             lines += self.comparison.text_lines()
         return "\n".join(lines)
@@ -150,8 +177,11 @@ def latency_check(samples_ms, percentile: float, budget_ms: float, confidence: f
     else:
         passed = None
         need = stats.min_samples_for_upper_bound(percentile, confidence)
-        detail = (f"only {len(samples_ms)} runs, need >= {need} for an upper bound" if upper is None
-                  else "the budget lies inside the confidence interval; run longer (--min-time) to decide")
+        detail = (
+            f"only {len(samples_ms)} runs, need >= {need} for an upper bound"
+            if upper is None
+            else "the budget lies inside the confidence interval; run longer (--min-time) to decide"
+        )
     q = f"{percentile:g}"
     return Check(f"latency_p{q}", budget_ms, measured, upper, lower, passed, "ms", source, detail)
 
@@ -183,13 +213,15 @@ def gate(
     measurement keywords (``settings``, ``min_time_s``, ...) are per model, split over the first
     look's pairs.
     """
-    confidence = _validate.number(confidence, "gate()", "confidence", minimum=0, maximum=1, min_exclusive=True,
-                                  max_exclusive=True)
+    confidence = _validate.number(
+        confidence, "gate()", "confidence", minimum=0, maximum=1, min_exclusive=True, max_exclusive=True
+    )
     target = Target.load(target)
     comparison = None
     if against is not None:
-        comparison = compare(path, against, target, confidence=confidence, tolerances=tolerances,
-                             **_compare_kwargs(bench_kwargs))
+        comparison = compare(
+            path, against, target, confidence=confidence, tolerances=tolerances, **_compare_kwargs(bench_kwargs)
+        )
         r = comparison.new_bench
     else:
         if not budgets:
@@ -204,7 +236,9 @@ def _budget_checks(r: BenchResult, target: Target, confidence: float) -> list[Ch
     b = target.budget
     checks: list[Check] = []
     if b.latency_ms is not None:
-        checks.append(latency_check(r.samples_ms, b.latency_percentile, b.latency_ms, confidence, source=r.latency_source))
+        checks.append(
+            latency_check(r.samples_ms, b.latency_percentile, b.latency_ms, confidence, source=r.latency_source)
+        )
     if b.peak_memory_mb is not None:
         checks.append(_fixed_check("peak_memory", r.peak_memory_mb, b.peak_memory_mb, "MB"))
     if b.model_size_mb is not None:

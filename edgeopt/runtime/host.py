@@ -17,11 +17,24 @@ from typing import Any
 MB = 1024 * 1024  # budgets in "MB" are MiB throughout edgeopt
 
 _ARM_PARTS = {
-    0xD03: "cortex-a53", 0xD04: "cortex-a35", 0xD05: "cortex-a55", 0xD07: "cortex-a57",
-    0xD08: "cortex-a72", 0xD09: "cortex-a73", 0xD0A: "cortex-a75", 0xD0B: "cortex-a76",
-    0xD0C: "neoverse-n1", 0xD0D: "cortex-a77", 0xD40: "neoverse-v1", 0xD41: "cortex-a78",
-    0xD42: "cortex-a78ae", 0xD44: "cortex-x1", 0xD46: "cortex-a510", 0xD47: "cortex-a710",
-    0xD49: "neoverse-n2", 0xD4B: "cortex-a78c",
+    0xD03: "cortex-a53",
+    0xD04: "cortex-a35",
+    0xD05: "cortex-a55",
+    0xD07: "cortex-a57",
+    0xD08: "cortex-a72",
+    0xD09: "cortex-a73",
+    0xD0A: "cortex-a75",
+    0xD0B: "cortex-a76",
+    0xD0C: "neoverse-n1",
+    0xD0D: "cortex-a77",
+    0xD40: "neoverse-v1",
+    0xD41: "cortex-a78",
+    0xD42: "cortex-a78ae",
+    0xD44: "cortex-x1",
+    0xD46: "cortex-a510",
+    0xD47: "cortex-a710",
+    0xD49: "neoverse-n2",
+    0xD4B: "cortex-a78c",
 }
 
 
@@ -46,8 +59,28 @@ def host_facts() -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 cpu = _ARM_PARTS.get(int(value, 16), f"arm-part-{value}")
     cpu = cpu or platform.processor() or arch
-    isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                       "amx_tile", "amx_int8", "neon", "asimd", "asimddp", "sve", "i8mm", "bf16") if f in flags]
+    isa = [
+        f
+        for f in (
+            "sse4_2",
+            "avx",
+            "avx2",
+            "fma",
+            "avx512f",
+            "avx512_vnni",
+            "avx_vnni",
+            "avx512_bf16",
+            "amx_tile",
+            "amx_int8",
+            "neon",
+            "asimd",
+            "asimddp",
+            "sve",
+            "i8mm",
+            "bf16",
+        )
+        if f in flags
+    ]
     try:
         import psutil
 
@@ -55,8 +88,14 @@ def host_facts() -> dict[str, Any]:
         memory_mb = int(psutil.virtual_memory().total // MB)
     except Exception:  # pragma: no cover - psutil is a dependency; be robust anyway
         cores, memory_mb = os.cpu_count() or 1, 0
-    return {"arch": arch, "cpu": cpu, "cores": int(cores), "logical_cores": os.cpu_count() or 1,
-            "memory_mb": memory_mb, "isa": isa}
+    return {
+        "arch": arch,
+        "cpu": cpu,
+        "cores": int(cores),
+        "logical_cores": os.cpu_count() or 1,
+        "memory_mb": memory_mb,
+        "isa": isa,
+    }
 
 
 def _norm(text: str) -> str:

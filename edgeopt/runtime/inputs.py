@@ -13,10 +13,18 @@ import numpy as np
 from edgeopt.errors import InputError
 
 _DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
-    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -49,8 +57,10 @@ def resolve_shape(name: str, shape: Sequence[Any], batch: int, shapes: Mapping[s
     if name in shapes:
         given = tuple(shapes[name])
         if len(given) != len(shape):
-            raise InputError(f"--shape {name}: the model's input {name!r} has rank {len(shape)} "
-                             f"(shape {_show(shape)}), found {len(given)} dimensions {list(given)}")
+            raise InputError(
+                f"--shape {name}: the model's input {name!r} has rank {len(shape)} "
+                f"(shape {_show(shape)}), found {len(given)} dimensions {list(given)}"
+            )
         for axis, (want, got) in enumerate(zip(shape, given)):
             if isinstance(want, int) and want > 0 and want != got:
                 raise InputError(f"--shape {name}: axis {axis} of input {name!r} is fixed at {want}, found {got}")
@@ -64,15 +74,18 @@ def resolve_shape(name: str, shape: Sequence[Any], batch: int, shapes: Mapping[s
         else:
             raise InputError(
                 f"input {name!r} has symbolic dimension {dim!r} at axis {axis} (shape {_show(shape)}); "
-                f"give its shape with --shape {name}=" + ",".join(
+                f"give its shape with --shape {name}="
+                + ",".join(
                     str(d) if isinstance(d, int) and d > 0 else (str(batch) if i == 0 else "N")
-                    for i, d in enumerate(shape))
+                    for i, d in enumerate(shape)
+                )
             )
     return tuple(out)
 
 
-def make_feeds(session_inputs: Sequence[Any], *, batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def make_feeds(
+    session_inputs: Sequence[Any], *, batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Random feeds for onnxruntime ``session.get_inputs()``: normal floats, small non-negative ints
     (valid as indices into any embedding), random bools."""
     shapes = shapes or {}

@@ -68,7 +68,9 @@ def tensor(name: str, array: np.ndarray) -> bytes:
     array = np.ascontiguousarray(array)
     data_type = _NP_TO_ONNX[array.dtype]
     return (
-        _packed(1, array.shape) + _int(2, data_type) + _bytes(8, name)
+        _packed(1, array.shape)
+        + _int(2, data_type)
+        + _bytes(8, name)
         + _bytes(9, array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
     )
 
@@ -192,16 +194,16 @@ def _fields(buf: memoryview) -> Iterable[tuple[int, int, Any]]:
         elif wire == 1:
             if pos + 8 > len(buf):
                 raise ProtoError("truncated fixed64")
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = buf[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _read_varint(buf, pos)
             if pos + length > len(buf):
                 raise ProtoError(f"truncated field {field_no}: needs {length} bytes, {len(buf) - pos} left")
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
             if pos + 4 > len(buf):
                 raise ProtoError("truncated fixed32")
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ProtoError(f"unsupported wire type {wire}")
         yield field_no, wire, value

@@ -16,13 +16,27 @@ from typing import Any
 
 from edgeopt._validate import spec, specs
 
-MATMUL_OPS = {"MatMul", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat",
-              "DynamicQuantizeMatMul", "MatMulNBits"}
+MATMUL_OPS = {
+    "MatMul",
+    "FusedMatMul",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+}
 GEMM_OPS = {"Gemm", "FusedGemm", "QGemm"}
 CONV_OPS = {"Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcConv", "NchwcConv", "NhwcFusedConv"}
 #: kernels whose multiply-adds run on 8-bit integers
-INT8_OPS = {"MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
-            "QLinearConv", "ConvInteger"}
+INT8_OPS = {
+    "MatMulInteger",
+    "QLinearMatMul",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+    "QLinearConv",
+    "ConvInteger",
+}
 HEAVY_OPS = MATMUL_OPS | GEMM_OPS | CONV_OPS | {"ConvTranspose"}
 
 #: int8 multiply-add throughput relative to fp32 FMA, by the best instruction the CPU has, as
@@ -63,7 +77,6 @@ def int8_speedup(isa: Sequence[str]) -> float:
         if have.intersection(names):
             return factor
     return 1.0
-
 
 
 @dataclass(frozen=True)
@@ -163,11 +176,20 @@ class PerfModel:
         """From flat keys (a profile's ``[device]`` table, a calibration's JSON), unvalidated."""
         curve = data.get("bandwidth_curve")
         run = data.get("run_overhead_us")
-        return cls(float(data["gflops"]), float(data["mem_bandwidth_gbs"]), float(data["op_overhead_us"]),
-                   float(run) if run is not None else None,
-                   data.get("cache_mb"), data.get("dram_bandwidth_gbs"), data.get("matmul_overhead_us"),
-                   data.get("conv_gflops"), data.get("int8_gops"), data.get("int8_conv_gops"),
-                   tuple((float(a), float(b)) for a, b in curve) if curve else None, tuple(data.get("isa") or ()))
+        return cls(
+            float(data["gflops"]),
+            float(data["mem_bandwidth_gbs"]),
+            float(data["op_overhead_us"]),
+            float(run) if run is not None else None,
+            data.get("cache_mb"),
+            data.get("dram_bandwidth_gbs"),
+            data.get("matmul_overhead_us"),
+            data.get("conv_gflops"),
+            data.get("int8_gops"),
+            data.get("int8_conv_gops"),
+            tuple((float(a), float(b)) for a, b in curve) if curve else None,
+            tuple(data.get("isa") or ()),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The flat keys of a profile's ``[device]`` table (without ``isa``, a device fact)."""
@@ -180,10 +202,32 @@ class PerfModel:
 REQUIRED_KEYS = ("gflops", "mem_bandwidth_gbs", "op_overhead_us")
 #: every key of the model in a profile's [device] table, in the order profiles, `targets show` and
 #: the calibration JSON list them
-KEYS = (*REQUIRED_KEYS, "run_overhead_us", "dram_bandwidth_gbs", "cache_mb", "matmul_overhead_us", "conv_gflops",
-        "int8_gops", "int8_conv_gops", "bandwidth_curve")
+KEYS = (
+    *REQUIRED_KEYS,
+    "run_overhead_us",
+    "dram_bandwidth_gbs",
+    "cache_mb",
+    "matmul_overhead_us",
+    "conv_gflops",
+    "int8_gops",
+    "int8_conv_gops",
+    "bandwidth_curve",
+)
 if set(KEYS) != set(specs(PerfModel)):  # pragma: no cover - a declaration mistake, caught on import
     raise RuntimeError("perf.KEYS must list exactly PerfModel's declared fields")
 
-__all__ = ["PerfModel", "REQUIRED_KEYS", "KEYS", "INT8_OPS", "INT8_SPEEDUP", "int8_speedup", "MATMUL_OPS", "GEMM_OPS",
-           "CONV_OPS", "HEAVY_OPS", "INT8_CONV_EFFICIENCY", "INT8_CONV_MIN", "INT8_CONV_REF_K"]
+__all__ = [
+    "PerfModel",
+    "REQUIRED_KEYS",
+    "KEYS",
+    "INT8_OPS",
+    "INT8_SPEEDUP",
+    "int8_speedup",
+    "MATMUL_OPS",
+    "GEMM_OPS",
+    "CONV_OPS",
+    "HEAVY_OPS",
+    "INT8_CONV_EFFICIENCY",
+    "INT8_CONV_MIN",
+    "INT8_CONV_REF_K",
+]

@@ -134,8 +134,9 @@ def split_cost_us(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> tuple
     return memory, rest
 
 
-def transfer(nodes: Sequence[Mapping[str, Any]], host: PerfModel, target: PerfModel,
-             host_measured_us: float) -> dict[str, float]:
+def transfer(
+    nodes: Sequence[Mapping[str, Any]], host: PerfModel, target: PerfModel, host_measured_us: float
+) -> dict[str, float]:
     """The factor that scales this host's samples to the target (see the module's docstring), with
     its parts: ``host_model_us``, ``host_model_error`` (measured / modelled on this host),
     ``target_model_us``, ``target_memory_us`` and ``target_us`` (the predicted median)."""
@@ -143,15 +144,28 @@ def transfer(nodes: Sequence[Mapping[str, Any]], host: PerfModel, target: PerfMo
     memory, rest = split_cost_us(nodes, target)
     error = host_measured_us / host_us if host_us > 0 and host_measured_us > 0 else 1.0
     target_us = error * rest + memory
-    return {"factor": target_us / host_measured_us if host_measured_us > 0 else (memory + rest) / host_us,
-            "host_model_us": host_us, "host_model_error": error, "target_model_us": memory + rest,
-            "target_memory_us": memory, "target_us": target_us}
+    return {
+        "factor": target_us / host_measured_us if host_measured_us > 0 else (memory + rest) / host_us,
+        "host_model_us": host_us,
+        "host_model_error": error,
+        "target_model_us": memory + rest,
+        "target_memory_us": memory,
+        "target_us": target_us,
+    }
 
 
 def breakdown(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> dict[str, float]:
     """Where the predicted time goes: dispatch overhead, compute-bound and memory-bound nodes (us)."""
-    out = {"run_overhead_us": model.run_overhead_us, "dispatch_us": 0.0, "compute_bound_us": 0.0,
-           "memory_bound_us": 0.0, "flops": 0.0, "int8_ops": 0.0, "bytes": 0.0, "nodes": float(len(nodes))}
+    out = {
+        "run_overhead_us": model.run_overhead_us,
+        "dispatch_us": 0.0,
+        "compute_bound_us": 0.0,
+        "memory_bound_us": 0.0,
+        "flops": 0.0,
+        "int8_ops": 0.0,
+        "bytes": 0.0,
+        "nodes": float(len(nodes)),
+    }
     bw = model.bandwidth_for(working_set_bytes(nodes))
     out["bandwidth_gbs"] = bw
     for n in nodes:
@@ -167,6 +181,22 @@ def breakdown(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> dict[str,
 
 
 # Re-exported: the performance model and the int8 tables live in edgeopt.runtime.perf.
-__all__ = ["PerfModel", "INT8_OPS", "INT8_SPEEDUP", "INT8_CONV_EFFICIENCY", "INT8_CONV_MIN", "INT8_CONV_REF_K",
-           "int8_speedup", "node_flops", "node_bytes", "working_set_bytes", "node_rate", "node_cost_us",
-           "run_cost_us", "transfer_factor", "split_cost_us", "transfer", "breakdown"]
+__all__ = [
+    "PerfModel",
+    "INT8_OPS",
+    "INT8_SPEEDUP",
+    "INT8_CONV_EFFICIENCY",
+    "INT8_CONV_MIN",
+    "INT8_CONV_REF_K",
+    "int8_speedup",
+    "node_flops",
+    "node_bytes",
+    "working_set_bytes",
+    "node_rate",
+    "node_cost_us",
+    "run_cost_us",
+    "transfer_factor",
+    "split_cost_us",
+    "transfer",
+    "breakdown",
+]

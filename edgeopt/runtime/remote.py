@@ -43,9 +43,17 @@ CONTROL_PERSIST_S = 120
 KEEPALIVE_S = 5  # ServerAliveInterval; 3 missed -> the connection is declared lost (15 s)
 RETRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 #: ssh (exit 255) errors that retrying cannot fix
-PERMANENT = ("Permission denied", "Host key verification failed", "Could not resolve hostname",
-             "REMOTE HOST IDENTIFICATION HAS CHANGED", "Bad configuration option", "no address associated",
-             "Too many authentication failures", "Name or service not known", "illegal option")
+PERMANENT = (
+    "Permission denied",
+    "Host key verification failed",
+    "Could not resolve hostname",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "Bad configuration option",
+    "no address associated",
+    "Too many authentication failures",
+    "Name or service not known",
+    "illegal option",
+)
 UPGRADE = "python3 -m pip install -U edgeopt"
 
 
@@ -66,13 +74,26 @@ class RemoteSpec:
 
     host: str = spec("str", nonempty=True, doc="anything ssh accepts: pi@10.0.0.7, a Host alias from ~/.ssh/config")
     python: str = spec("str", default="python3", nonempty=True, doc="the device's interpreter with edgeopt installed")
-    ssh_options: tuple[str, ...] = spec("strs", default=(), doc="extra ssh arguments, e.g. [\"-p\", \"2222\"]")
-    workdir: str | None = spec("str", default=None, optional=True, nonempty=True,
-                               doc="work directory on the device (default: <edgeopt cache dir there>/remote)")
+    ssh_options: tuple[str, ...] = spec("strs", default=(), doc='extra ssh arguments, e.g. ["-p", "2222"]')
+    workdir: str | None = spec(
+        "str",
+        default=None,
+        optional=True,
+        nonempty=True,
+        doc="work directory on the device (default: <edgeopt cache dir there>/remote)",
+    )
     connect_timeout_s: float = spec("num", default=10.0, minimum=0, min_exclusive=True, doc="ssh ConnectTimeout")
-    timeout_s: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True,
-                                   doc="per measurement on the device (default: bench's own estimate)")
-    lease_timeout_s: float = spec("num", default=600.0, minimum=0, doc="how long to wait while another client holds the device")
+    timeout_s: float | None = spec(
+        "num",
+        default=None,
+        minimum=0,
+        min_exclusive=True,
+        optional=True,
+        doc="per measurement on the device (default: bench's own estimate)",
+    )
+    lease_timeout_s: float = spec(
+        "num", default=600.0, minimum=0, doc="how long to wait while another client holds the device"
+    )
 
     def __post_init__(self) -> None:
         for name, value in check_fields(self, "[remote]").items():
@@ -109,8 +130,9 @@ def check_host(host: Any, key: str = "--remote") -> str:
     if not isinstance(host, str) or not host.strip():  # pragma: no cover - the declaration checks it first
         raise InputError(f"{key}: expected a host (user@address or a Host alias from ~/.ssh/config), found {host!r}")
     if host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
-        raise InputError(f"{key}: expected a host (user@address or a Host alias), found {host!r} "
-                         f"(no leading '-', no spaces)")
+        raise InputError(
+            f"{key}: expected a host (user@address or a Host alias), found {host!r} (no leading '-', no spaces)"
+        )
     return host
 
 
@@ -122,8 +144,10 @@ def control_dir() -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise DeviceError(f"{path}: expected a directory owned by you with mode 0700 for ssh control sockets, "
-                          f"found uid {st.st_uid} mode {oct(st.st_mode & 0o777)}; remove it or set EDGEOPT_SSH_CONTROL_DIR")
+        raise DeviceError(
+            f"{path}: expected a directory owned by you with mode 0700 for ssh control sockets, "
+            f"found uid {st.st_uid} mode {oct(st.st_mode & 0o777)}; remove it or set EDGEOPT_SSH_CONTROL_DIR"
+        )
     return path
 
 
@@ -143,10 +167,15 @@ class Transport:
 
     def ssh_args(self) -> list[str]:
         s = self.spec
-        ours = {"BatchMode": "yes", "ConnectTimeout": str(max(1, round(s.connect_timeout_s))),
-                "ServerAliveInterval": str(KEEPALIVE_S), "ServerAliveCountMax": "3",
-                "ControlMaster": "auto", "ControlPersist": str(CONTROL_PERSIST_S),
-                "ControlPath": str(self.control / "%C")}
+        ours = {
+            "BatchMode": "yes",
+            "ConnectTimeout": str(max(1, round(s.connect_timeout_s))),
+            "ServerAliveInterval": str(KEEPALIVE_S),
+            "ServerAliveCountMax": "3",
+            "ControlMaster": "auto",
+            "ControlPersist": str(CONTROL_PERSIST_S),
+            "ControlPath": str(self.control / "%C"),
+        }
         return ["ssh", *s.ssh_options, *(a for k, v in ours.items() for a in ("-o", f"{k}={v}")), "--", s.host]
 
     def command(self, *words: str) -> str:
@@ -157,13 +186,19 @@ class Transport:
         exe = f'"$HOME"/{shlex.quote(python[2:])}' if python.startswith("~/") else shlex.quote(python)
         return " ".join([exe, shlex.join(["-m", "edgeopt.runtime.device", *words, *extra])])
 
-    def run_once(self, words: Sequence[str], stdin: bytes | None, timeout_s: float, *, keep_open: bool = False) -> Reply:
+    def run_once(
+        self, words: Sequence[str], stdin: bytes | None, timeout_s: float, *, keep_open: bool = False
+    ) -> Reply:
         """One ssh invocation. With ``keep_open`` stdin stays open until the reply is in (the
         device abandons the work when it closes). Progress notes from the device are logged."""
         from edgeopt.runtime.device import NOTE
 
-        proc = subprocess.Popen([*self.ssh_args(), self.command(*words)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*self.ssh_args(), self.command(*words)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         out: list[bytes] = []
         err: list[str] = []
 
@@ -175,7 +210,7 @@ class Transport:
             for raw in iter(proc.stderr.readline, b""):
                 line = raw.decode(errors="replace").rstrip()
                 if line.startswith(NOTE):
-                    log.warning("%s: %s", self.spec.host, line[len(NOTE):])
+                    log.warning("%s: %s", self.spec.host, line[len(NOTE) :])
                 elif line:
                     err.append(line)
 
@@ -195,29 +230,42 @@ class Transport:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise DeviceError(f"{self.spec.host}: no answer within {timeout_s:.0f} s; the device-side process was "
-                              f"stopped (its stdin closed)") from None
+            raise DeviceError(
+                f"{self.spec.host}: no answer within {timeout_s:.0f} s; the device-side process was "
+                f"stopped (its stdin closed)"
+            ) from None
         for t in threads:
             t.join(2)
         with contextlib.suppress(OSError):
             proc.stdin.close()
         return Reply(code, b"".join(out), "\n".join(err))
 
-    def call(self, words: Sequence[str], stdin: bytes | None = None, *, timeout_s: float = 60.0,
-             keep_open: bool = False, retries: int = 3) -> dict[str, Any]:
+    def call(
+        self,
+        words: Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        timeout_s: float = 60.0,
+        keep_open: bool = False,
+        retries: int = 3,
+    ) -> dict[str, Any]:
         """Run a device command; its JSON reply. ssh failures (exit 255) are retried with backoff."""
         for attempt in range(retries + 1):
             try:
                 reply = self.run_once(words, stdin, timeout_s, keep_open=keep_open)
             except OSError as exc:  # no ssh binary
-                raise DeviceError(f"{self.spec.host}: cannot run ssh: {exc.strerror or exc} (install openssh-client)") from None
+                raise DeviceError(
+                    f"{self.spec.host}: cannot run ssh: {exc.strerror or exc} (install openssh-client)"
+                ) from None
             if reply.code != 255:
                 return self._parse(reply)
             why = (reply.stderr.strip().splitlines() or ["ssh exited with 255"])[-1]
             if any(p.lower() in reply.stderr.lower() for p in PERMANENT) or attempt == retries:
                 raise DeviceError(f"{self.spec.host}: cannot reach the device over ssh: {why}")
             wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-            log.warning("%s: ssh failed (%s); retrying in %.0f s (%d/%d)", self.spec.host, why, wait, attempt + 1, retries)
+            log.warning(
+                "%s: ssh failed (%s); retrying in %.0f s (%d/%d)", self.spec.host, why, wait, attempt + 1, retries
+            )
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -229,8 +277,10 @@ class Transport:
             doc = None
         if isinstance(doc, dict) and "protocol" in doc:
             return doc
-        return {"error": {"kind": "no-edgeopt", "message": reply.stderr.strip() or text or f"exit {reply.code}"},
-                "exit": reply.code}
+        return {
+            "error": {"kind": "no-edgeopt", "message": reply.stderr.strip() or text or f"exit {reply.code}"},
+            "exit": reply.code,
+        }
 
 
 # --------------------------------------------------------------------------- the device
@@ -296,21 +346,36 @@ class Device:
         req = {"threads": threads, "allow_spinning": allow_spinning, "budget_s": budget_s}
         limit = 120.0 + 10 * budget_s
         words = ["calibrate", "--timeout", f"{limit:g}", "--lease-timeout", f"{self.spec.lease_timeout_s:g}"]
-        doc = self.transport.call(words, (json.dumps(req) + "\n").encode(),
-                                  timeout_s=limit + self.spec.lease_timeout_s + 60, keep_open=True)
+        doc = self.transport.call(
+            words, (json.dumps(req) + "\n").encode(), timeout_s=limit + self.spec.lease_timeout_s + 60, keep_open=True
+        )
         body = self._reply(doc)
         return dict(body["calibration"], device=self._device_env(hello, body))
 
     def conditions(self) -> dict[str, Any]:
-        return self._reply(self.transport.call(["conditions"], timeout_s=self.spec.connect_timeout_s + 30))["conditions"]
+        return self._reply(self.transport.call(["conditions"], timeout_s=self.spec.connect_timeout_s + 30))[
+            "conditions"
+        ]
 
     def _device_env(self, hello: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
         cond = body.get("conditions") or {}
-        warnings = list(dict.fromkeys((cond.get("before") or {}).get("warnings", []) + (cond.get("after") or {}).get("warnings", [])))
-        return {"host": self.host, "facts": body.get("facts") or hello.get("facts"), "edgeopt": hello.get("edgeopt"),
-                "onnxruntime": hello.get("onnxruntime"), "python": hello.get("python"), "os": hello.get("os"),
-                "providers": hello.get("providers"), "conditions": cond, "lease": body.get("lease"),
-                "warnings": warnings}
+        warnings = list(
+            dict.fromkeys(
+                (cond.get("before") or {}).get("warnings", []) + (cond.get("after") or {}).get("warnings", [])
+            )
+        )
+        return {
+            "host": self.host,
+            "facts": body.get("facts") or hello.get("facts"),
+            "edgeopt": hello.get("edgeopt"),
+            "onnxruntime": hello.get("onnxruntime"),
+            "python": hello.get("python"),
+            "os": hello.get("os"),
+            "providers": hello.get("providers"),
+            "conditions": cond,
+            "lease": body.get("lease"),
+            "warnings": warnings,
+        }
 
     def _reply(self, doc: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
         err = doc.get("error")
@@ -330,11 +395,15 @@ def not_installed(host: str, python: str, stderr: str) -> EdgeoptError:
     """What a failed ``PYTHON -m edgeopt.runtime.device`` means, as one actionable line."""
     last = (stderr.strip().splitlines() or [""])[-1]
     if "No module named edgeopt.runtime.device" in stderr or "No module named 'edgeopt.runtime.device'" in stderr:
-        return DeviceVersionError(f"{host}: the device's edgeopt is too old to be measured on (no edgeopt.runtime.device): "
-                                  f"upgrade it there: `{shlex.quote(python)} -m pip install -U edgeopt`")
+        return DeviceVersionError(
+            f"{host}: the device's edgeopt is too old to be measured on (no edgeopt.runtime.device): "
+            f"upgrade it there: `{shlex.quote(python)} -m pip install -U edgeopt`"
+        )
     if "No module named edgeopt" in stderr or "No module named 'edgeopt'" in stderr:
-        return DeviceVersionError(f"{host}: edgeopt is not installed for {python} on the device: "
-                                  f"`{shlex.quote(python)} -m pip install edgeopt` there (or set [remote] python)")
+        return DeviceVersionError(
+            f"{host}: edgeopt is not installed for {python} on the device: "
+            f"`{shlex.quote(python)} -m pip install edgeopt` there (or set [remote] python)"
+        )
     if "not found" in last or "No such file" in last:
         return DeviceError(f"{host}: {python} not found on the device ({last}); set [remote] python to its interpreter")
     return DeviceError(f"{host}: the device-side edgeopt failed: {last or 'no output'}")
@@ -352,10 +421,15 @@ def check_protocol(host: str, python: str, doc: Mapping[str, Any]) -> dict[str, 
     theirs = doc.get("protocol")
     if theirs != PROTOCOL:
         older = not isinstance(theirs, int) or theirs < PROTOCOL
-        where = (f"upgrade it on the device: `{shlex.quote(python)} -m pip install -U edgeopt`" if older
-                 else "upgrade edgeopt here: `pip install -U edgeopt`")
-        raise DeviceVersionError(f"{host}: the device runs edgeopt {doc.get('edgeopt', '?')} (remote protocol {theirs}), "
-                                 f"this client edgeopt {__version__} speaks protocol {PROTOCOL}: {where}")
+        where = (
+            f"upgrade it on the device: `{shlex.quote(python)} -m pip install -U edgeopt`"
+            if older
+            else "upgrade edgeopt here: `pip install -U edgeopt`"
+        )
+        raise DeviceVersionError(
+            f"{host}: the device runs edgeopt {doc.get('edgeopt', '?')} (remote protocol {theirs}), "
+            f"this client edgeopt {__version__} speaks protocol {PROTOCOL}: {where}"
+        )
     return dict(doc)
 
 
@@ -364,14 +438,18 @@ def check_model_support(host: str, hello: Mapping[str, Any], info: Mapping[str, 
     ort_v = hello.get("onnxruntime", "?")
     need_ir, max_ir = info.get("ir_version"), hello.get("max_ir_version")
     if need_ir and max_ir and need_ir > max_ir:
-        raise DeviceVersionError(f"{name}: needs ONNX IR version {need_ir}, but onnxruntime {ort_v} on {host} loads up to "
-                                 f"IR {max_ir}: upgrade onnxruntime on the device (pip install -U onnxruntime) or export for IR {max_ir}")
+        raise DeviceVersionError(
+            f"{name}: needs ONNX IR version {need_ir}, but onnxruntime {ort_v} on {host} loads up to "
+            f"IR {max_ir}: upgrade onnxruntime on the device (pip install -U onnxruntime) or export for IR {max_ir}"
+        )
     limits = hello.get("max_opset") or {}
     for domain, need in (info.get("opsets") or {}).items():
         have = limits.get("ai.onnx" if domain in ("", "ai.onnx") else domain)
         if have and need > have:
-            raise DeviceVersionError(f"{name}: needs ONNX opset {need} ({domain}), but onnxruntime {ort_v} on {host} loads up to "
-                                     f"opset {have}: upgrade onnxruntime on the device (pip install -U onnxruntime) or export with opset {have}")
+            raise DeviceVersionError(
+                f"{name}: needs ONNX opset {need} ({domain}), but onnxruntime {ort_v} on {host} loads up to "
+                f"opset {have}: upgrade onnxruntime on the device (pip install -U onnxruntime) or export with opset {have}"
+            )
 
 
 _DEVICES: dict[tuple, Device] = {}

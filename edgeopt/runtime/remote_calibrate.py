@@ -43,8 +43,11 @@ def _value_end(lines: list[str], i: int) -> int:
     """Index after the value starting on line ``i`` (a multi-line array runs until its brackets close)."""
     depth, j = 0, i
     while j < len(lines):
-        text = re.sub(r"\"(?:\\.|[^\"\\])*\"|'[^']*'", "", lines[j].split("#", 1)[0] if j > i or "=" not in lines[j]
-                      else lines[j].split("=", 1)[1].split("#", 1)[0])
+        text = re.sub(
+            r"\"(?:\\.|[^\"\\])*\"|'[^']*'",
+            "",
+            lines[j].split("#", 1)[0] if j > i or "=" not in lines[j] else lines[j].split("=", 1)[1].split("#", 1)[0],
+        )
         depth += text.count("[") - text.count("]")
         j += 1
         if depth <= 0:
@@ -56,8 +59,14 @@ def merged_text(text: str, new_lines: list[str]) -> str:
     """``text`` with the performance-model keys of its ``[device]`` table replaced by ``new_lines``
     (a ``[device]`` table is added when there is none); everything else untouched."""
     lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if (m := _HEADER.match(ln)) and m.group(1) == "device"
-                  and not ln.lstrip().startswith("[[")), None)
+    start = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if (m := _HEADER.match(ln)) and m.group(1) == "device" and not ln.lstrip().startswith("[[")
+        ),
+        None,
+    )
     if start is None:
         return text.rstrip("\n") + "\n\n[device]\n" + "\n".join(new_lines) + "\n"
     end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
@@ -75,7 +84,7 @@ def merged_text(text: str, new_lines: list[str]) -> str:
     while body and not body[-1].strip():
         body.pop()
     tail = [""] if end < len(lines) else []
-    out = lines[:start + 1] + body + new_lines + tail + lines[end:]
+    out = lines[: start + 1] + body + new_lines + tail + lines[end:]
     return "\n".join(out) + "\n"
 
 
@@ -93,8 +102,10 @@ def write_profile(path: str | Path, cal: Calibration, host: str) -> Path:
 def writable_profile(spec: str) -> Path:
     """The file ``--write`` will change; a built-in profile cannot be written."""
     if spec in Target.builtin_names() and not spec.endswith(".toml"):
-        raise InputError(f"--write: {spec} is a built-in profile; make your own that extends it "
-                         f"(printf 'extends = \"{spec}\"\\nname = \"my-{spec}\"\\n' > my-{spec}.toml) and write that")
+        raise InputError(
+            f"--write: {spec} is a built-in profile; make your own that extends it "
+            f'(printf \'extends = "{spec}"\\nname = "my-{spec}"\\n\' > my-{spec}.toml) and write that'
+        )
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"--write: {spec}: no such profile file")

@@ -17,8 +17,12 @@ from typing import Any
 from edgeopt._validate import spec
 
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
-_GRAPH_LEVEL = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_GRAPH_LEVEL = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 CPU = "CPUExecutionProvider"
 
 
@@ -37,8 +41,11 @@ class Runtime:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Runtime:
         """The fields present in a flat mapping (a measurement job), defaults for the rest; unvalidated."""
-        known = {k: data[k] for k in ("intra_op_threads", "inter_op_threads", "graph_optimization",
-                                      "allow_spinning", "batch_size") if k in data}
+        known = {
+            k: data[k]
+            for k in ("intra_op_threads", "inter_op_threads", "graph_optimization", "allow_spinning", "batch_size")
+            if k in data
+        }
         if "providers" in data:
             known["providers"] = tuple(data["providers"])
         return cls(**known)
@@ -47,8 +54,9 @@ class Runtime:
         return replace(self, intra_op_threads=int(intra_op_threads))
 
 
-def session_options(runtime: Runtime | None = None, *, profile_prefix: str | None = None,
-                    prepacking: bool = True) -> Any:
+def session_options(
+    runtime: Runtime | None = None, *, profile_prefix: str | None = None, prepacking: bool = True
+) -> Any:
     """``onnxruntime.SessionOptions`` for ``runtime`` (default: ``Runtime()``, onnxruntime's defaults
     with spinning on): thread counts, graph optimization level, sequential execution unless
     inter-op threads > 1, intra- and inter-op spinning, warnings-only logging.
@@ -62,8 +70,9 @@ def session_options(runtime: Runtime | None = None, *, profile_prefix: str | Non
     so.intra_op_num_threads = int(rt.intra_op_threads)
     so.inter_op_num_threads = int(rt.inter_op_threads)
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_LEVEL[rt.graph_optimization])
-    so.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if int(rt.inter_op_threads) <= 1
-                         else ort.ExecutionMode.ORT_PARALLEL)
+    so.execution_mode = (
+        ort.ExecutionMode.ORT_SEQUENTIAL if int(rt.inter_op_threads) <= 1 else ort.ExecutionMode.ORT_PARALLEL
+    )
     spin = "1" if rt.allow_spinning else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
@@ -86,8 +95,10 @@ def available_providers(wanted: Sequence[str]) -> tuple[list[str], str | None]:
     missing = [p for p in wanted if p not in available]
     warning = None
     if missing:
-        warning = (f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build "
-                   f"({', '.join(available)}); falling back to {', '.join(have) if have else CPU}")
+        warning = (
+            f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build "
+            f"({', '.join(available)}); falling back to {', '.join(have) if have else CPU}"
+        )
     return have or [CPU], warning
 
 

@@ -34,15 +34,18 @@ class BenchSettings:
         for name, value in check_fields(self, WHERE).items():
             object.__setattr__(self, name, value)
         if self.max_iters < self.min_iters:
-            raise InputError(f"{WHERE}: max_iters: expected an integer >= min_iters ({self.min_iters}), "
-                             f"found an integer {self.max_iters}")
+            raise InputError(
+                f"{WHERE}: max_iters: expected an integer >= min_iters ({self.min_iters}), "
+                f"found an integer {self.max_iters}"
+            )
 
     def updated(self, **changes: Any) -> BenchSettings:
         """A copy with the given fields replaced; None leaves a field as it is (keyword API, CLI flags)."""
         unknown = sorted(set(changes) - set(specs(BenchSettings)))
         if unknown:
-            raise InputError(f"{WHERE}: {unknown[0]}: unknown setting; expected one of "
-                             f"{', '.join(specs(BenchSettings))}")
+            raise InputError(
+                f"{WHERE}: {unknown[0]}: unknown setting; expected one of {', '.join(specs(BenchSettings))}"
+            )
         given = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **given) if given else self
 

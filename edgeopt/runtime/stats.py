@@ -30,8 +30,12 @@ def percentile(samples: Sequence[float], q: float) -> float:
 def summarize(samples: Sequence[float]) -> dict[str, float]:
     xs = np.asarray(samples, dtype=float)
     out = {f"p{q}": percentile(xs, q) for q in (50, 90, 95, 99)}
-    out.update(mean=float(xs.mean()), std=float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
-               min=float(xs.min()), max=float(xs.max()))
+    out.update(
+        mean=float(xs.mean()),
+        std=float(xs.std(ddof=1)) if xs.size > 1 else 0.0,
+        min=float(xs.min()),
+        max=float(xs.max()),
+    )
     return out
 
 

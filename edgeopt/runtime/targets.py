@@ -43,13 +43,27 @@ log = logging.getLogger("edgeopt.targets")
 ARCHES = ("x86_64", "aarch64", "armv7l")
 # Execution providers onnxruntime knows by name (whether or not this build has them).
 KNOWN_PROVIDERS = (
-    "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
-    "OpenVINOExecutionProvider", "DnnlExecutionProvider", "XnnpackExecutionProvider",
-    "ACLExecutionProvider", "ArmNNExecutionProvider", "CoreMLExecutionProvider",
-    "NnapiExecutionProvider", "QNNExecutionProvider", "ROCMExecutionProvider",
-    "MIGraphXExecutionProvider", "DmlExecutionProvider", "WebGpuExecutionProvider",
-    "VitisAIExecutionProvider", "AzureExecutionProvider", "RknpuExecutionProvider",
-    "CANNExecutionProvider", "SNPEExecutionProvider", "TvmExecutionProvider",
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "DnnlExecutionProvider",
+    "XnnpackExecutionProvider",
+    "ACLExecutionProvider",
+    "ArmNNExecutionProvider",
+    "CoreMLExecutionProvider",
+    "NnapiExecutionProvider",
+    "QNNExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "DmlExecutionProvider",
+    "WebGpuExecutionProvider",
+    "VitisAIExecutionProvider",
+    "AzureExecutionProvider",
+    "RknpuExecutionProvider",
+    "CANNExecutionProvider",
+    "SNPEExecutionProvider",
+    "TvmExecutionProvider",
 )
 _PERF_KEYS = frozenset(specs(PerfModel))
 _TOP = {"name": Spec("str", nonempty=True), "description": Spec("str")}
@@ -87,10 +101,17 @@ class Device:
     def to_dict(self) -> dict[str, Any]:
         """The flat ``[device]`` table: facts, the performance model's keys (None without one), provenance."""
         perf = self.perf.to_dict() if self.perf is not None else dict.fromkeys(_PERF_KEYS_ORDERED)
-        return {"arch": self.arch, "cpu": self.cpu, "cores": self.cores, "memory_mb": self.memory_mb,
-                "isa": list(self.isa), **perf, "calibrated": self.calibrated, "perf_source": self.perf_source,
-                "detect": self.detect}
-
+        return {
+            "arch": self.arch,
+            "cpu": self.cpu,
+            "cores": self.cores,
+            "memory_mb": self.memory_mb,
+            "isa": list(self.isa),
+            **perf,
+            "calibrated": self.calibrated,
+            "perf_source": self.perf_source,
+            "detect": self.detect,
+        }
 
 
 @dataclass(frozen=True)
@@ -157,11 +178,19 @@ class Target:
     ) -> Target:
         """A copy with the given budget fields replaced (CLI overrides); None leaves a field as is.
         Checked against ``Budget``'s declarations (``latency_ms override: expected a number > 0, ...``)."""
-        given = {"latency_ms": latency_ms, "peak_memory_mb": peak_memory_mb, "model_size_mb": model_size_mb,
-                 "min_f1": min_f1, "latency_percentile": latency_percentile}
+        given = {
+            "latency_ms": latency_ms,
+            "peak_memory_mb": peak_memory_mb,
+            "model_size_mb": model_size_mb,
+            "min_f1": min_f1,
+            "latency_percentile": latency_percentile,
+        }
         declared = specs(Budget)
-        changes = {k: declared[k][0].check(v, "", f"{k} override", error=TargetError)
-                   for k, v in given.items() if v is not None}
+        changes = {
+            k: declared[k][0].check(v, "", f"{k} override", error=TargetError)
+            for k, v in given.items()
+            if v is not None
+        }
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
 
     def with_remote(self, host: str | None) -> Target:
@@ -196,8 +225,14 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         runtime = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.runtime).items()}
-        d = {"name": self.name, "description": self.description, "device": self.device.to_dict(),
-             "runtime": runtime, "budget": dataclasses.asdict(self.budget), "source": self.source}
+        d = {
+            "name": self.name,
+            "description": self.description,
+            "device": self.device.to_dict(),
+            "runtime": runtime,
+            "budget": dataclasses.asdict(self.budget),
+            "source": self.source,
+        }
         if self.remote is not None:
             d["remote"] = self.remote.to_dict()
         return d
@@ -264,8 +299,10 @@ def _resolve(data: dict[str, Any], path: Path, display: str, chain: tuple[Path, 
 
 def _parent(spec: Any, child: Path, display: str) -> tuple[Path, str]:
     """Where ``extends = spec`` points: a built-in name, or a path relative to the child file."""
-    expected = (f"a built-in target name ({', '.join(Target.builtin_names())}) or a path to a .toml file "
-                f"relative to {child.name}")
+    expected = (
+        f"a built-in target name ({', '.join(Target.builtin_names())}) or a path to a .toml file "
+        f"relative to {child.name}"
+    )
     if not isinstance(spec, str) or not spec.strip():
         raise _validate.fail(display, "extends", expected, spec, error=TargetError)
     builtin = _builtin(spec)
@@ -300,20 +337,29 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
         raise _validate.missing(display, "name", error=TargetError)
     device = _parse_device(_section(data, "device", {*specs(Device), *_PERF_KEYS}, display), display)
     runtime = _parse_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
-    budget = Budget(**read_table(Budget, _section(data, "budget", set(specs(Budget)), display), display, "budget",
-                                 error=TargetError))
+    budget = Budget(
+        **read_table(
+            Budget, _section(data, "budget", set(specs(Budget)), display), display, "budget", error=TargetError
+        )
+    )
     warnings = []
     if device.cores and runtime.intra_op_threads > device.cores:
-        warnings.append(f"{display}: [runtime] intra_op_threads = {runtime.intra_op_threads} is more than "
-                        f"[device] cores = {device.cores}: threads will contend for cores")
+        warnings.append(
+            f"{display}: [runtime] intra_op_threads = {runtime.intra_op_threads} is more than "
+            f"[device] cores = {device.cores}: threads will contend for cores"
+        )
     if device.detect and not device.has_perf_model:
         device = _with_host_calibration(device, runtime)
-    remote = (RemoteSpec.from_table(_section(data, "remote", set(specs(RemoteSpec)), display), display)
-              if "remote" in data else None)
+    remote = (
+        RemoteSpec.from_table(_section(data, "remote", set(specs(RemoteSpec)), display), display)
+        if "remote" in data
+        else None
+    )
     for w in warnings:
         log.warning("warning: %s", w)
-    return Target(top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings),
-                  remote)
+    return Target(
+        top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings), remote
+    )
 
 
 def _section(data: dict[str, Any], key: str, allowed: set[str], display: str) -> dict[str, Any]:
@@ -330,8 +376,9 @@ def _parse_device(table: dict[str, Any], display: str) -> Device:
     """``[device]``: the facts (detected where ``detect = true`` and absent) and the performance model."""
     detect = _validate.boolean(table.get("detect", False), display, "[device] detect", error=TargetError)
     facts = host_facts() if detect else {}
-    detected = {k: (tuple(facts[k]) if k == "isa" else facts[k]) for k in ("arch", "cpu", "cores", "memory_mb", "isa")
-                if detect}
+    detected = {
+        k: (tuple(facts[k]) if k == "isa" else facts[k]) for k in ("arch", "cpu", "cores", "memory_mb", "isa") if detect
+    }
     values = read_table(Device, table, display, "device", defaults=detected, error=TargetError)
     return Device(**values, perf=_parse_perf(table, display, values["isa"]))
 
@@ -343,8 +390,10 @@ def _parse_perf(table: dict[str, Any], display: str, isa: tuple[str, ...]) -> Pe
         return None
     if len(present) < len(REQUIRED_KEYS):
         missing = sorted(set(REQUIRED_KEYS) - set(present))
-        raise TargetError(f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
-                          f"is set (all three describe the device for latency prediction)")
+        raise TargetError(
+            f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
+            f"is set (all three describe the device for latency prediction)"
+        )
     return PerfModel(**read_table(PerfModel, table, display, "device", error=TargetError), isa=isa)
 
 
@@ -352,14 +401,17 @@ def _parse_runtime(table: dict[str, Any], display: str) -> Runtime:
     values = read_table(Runtime, table, display, "runtime", error=TargetError)
     providers = values["providers"]
     if not providers:
-        raise _validate.fail(display, "[runtime] providers", "a non-empty array of execution provider names", [],
-                             error=TargetError)
+        raise _validate.fail(
+            display, "[runtime] providers", "a non-empty array of execution provider names", [], error=TargetError
+        )
     for p in providers:
         if p not in KNOWN_PROVIDERS:
             close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TargetError(f"{display}: [runtime] providers: expected known execution provider names such as "
-                              f"CPUExecutionProvider, found unknown provider {p!r}{hint}")
+            raise TargetError(
+                f"{display}: [runtime] providers: expected known execution provider names such as "
+                f"CPUExecutionProvider, found unknown provider {p!r}{hint}"
+            )
     return Runtime(**values)
 
 
@@ -368,8 +420,9 @@ def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
     cal = cached_calibration(runtime.intra_op_threads)
     if cal is None:
         return device
-    return dataclasses.replace(device, perf=dataclasses.replace(cal.perf, isa=device.isa), calibrated=True,
-                               perf_source=cal.source)
+    return dataclasses.replace(
+        device, perf=dataclasses.replace(cal.perf, isa=device.isa), calibrated=True, perf_source=cal.source
+    )
 
 
 def _toml_value(v: Any) -> str:
@@ -382,5 +435,15 @@ def _toml_value(v: Any) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-__all__ = ["Target", "Device", "Runtime", "Budget", "PerfModel", "host_facts", "KNOWN_PROVIDERS", "MB", "ARCHES",
-           "GRAPH_OPTIMIZATIONS"]
+__all__ = [
+    "Target",
+    "Device",
+    "Runtime",
+    "Budget",
+    "PerfModel",
+    "host_facts",
+    "KNOWN_PROVIDERS",
+    "MB",
+    "ARCHES",
+    "GRAPH_OPTIMIZATIONS",
+]

@@ -19,8 +19,9 @@ def _w(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
 
 
-def mlp(dims: Sequence[int] = (64, 1024, 1024, 10), *, rank: int | None = None, seed: int = 0,
-        batch: int | str = "batch") -> GraphBuilder:
+def mlp(
+    dims: Sequence[int] = (64, 1024, 1024, 10), *, rank: int | None = None, seed: int = 0, batch: int | str = "batch"
+) -> GraphBuilder:
     """An MLP (MatMul + Add + Relu per layer). With ``rank``, each hidden layer W (in x out) is a
     low-rank product U (in x r) V (r x out), the last layer stays dense, as a compiled student does."""
     rng = np.random.default_rng(seed)
@@ -47,8 +48,14 @@ def cnn(*, channels: Sequence[int] = (1, 8, 16), size: int = 28, classes: int = 
     g = GraphBuilder("cnn")
     h = g.input("image", ["batch", channels[0], size, size])
     for cin, cout in zip(channels[:-1], channels[1:]):
-        h = g.op("Conv", h, g.const(_w(rng, cout, cin, 3, 3)), g.const(np.zeros(cout, np.float32)),
-                 kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        h = g.op(
+            "Conv",
+            h,
+            g.const(_w(rng, cout, cin, 3, 3)),
+            g.const(np.zeros(cout, np.float32)),
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        )
         h = g.op("Relu", h)
         h = g.op("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2])
     h = g.op("GlobalAveragePool", h)

@@ -20,24 +20,35 @@ DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP m
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="search per-layer formats and ranks under a target's budgets; ship the best",
-                       description="Compile a trained model for a target: TT / low-rank / dense per layer, searched "
-                       "by Optuna under the target's budgets. Exit 0 when the artifact meets every budget, 1 when "
-                       "none did (best effort written, with the reasons), 2 on bad input.")
+    p = sub.add_parser(
+        "compile",
+        help="search per-layer formats and ranks under a target's budgets; ship the best",
+        description="Compile a trained model for a target: TT / low-rank / dense per layer, searched "
+        "by Optuna under the target's budgets. Exit 0 when the artifact meets every budget, 1 when "
+        "none did (best effort written, with the reasons), 2 on bad input.",
+    )
     p.add_argument("task", nargs="?", help="path/to/file.py:function returning an edgeopt.Task")
     p.add_argument("--example", help="a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced")
     _common(p, default_out=None)
     p.set_defaults(func=cmd_compile)
     _one_line_errors(p)
 
-    d = sub.add_parser("demo", help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (minutes)",
-                       description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
-                       f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.")
+    d = sub.add_parser(
+        "demo",
+        help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (minutes)",
+        description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
+        f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.",
+    )
     d.add_argument("--out", default="runs/demo", help="output dir (default: runs/demo)")
-    d.add_argument("--trials", type=_checked("--trials", "trials", "demo"), default=60,
-                   help="search trials (default: 60)")
-    d.add_argument("--timeout", type=_checked("--timeout", "timeout", "demo"), default=120.0,
-                   help="stop the search after S seconds (default: 120)")
+    d.add_argument(
+        "--trials", type=_checked("--trials", "trials", "demo"), default=60, help="search trials (default: 60)"
+    )
+    d.add_argument(
+        "--timeout",
+        type=_checked("--timeout", "timeout", "demo"),
+        default=120.0,
+        help="stop the search after S seconds (default: 120)",
+    )
     d.add_argument("--seed", type=_checked("--seed", "seed", "demo"), default=0)
     d.add_argument("--target", default=DEMO_TARGET, help=f"target profile (default: {DEMO_TARGET})")
     d.add_argument("--json", help="also write the report JSON to this file")
@@ -98,7 +109,7 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
         where = parser.prog.split()[-1]
         mine = message.find(f": {where}: --")
         if message.startswith("argument ") and mine > 0:
-            message = message[mine + 2:]
+            message = message[mine + 2 :]
         else:
             message = f"{where}: {message} (see {parser.prog} --help)"
         parser.exit(2, f"edgeopt: error: {message}\n")
@@ -110,40 +121,98 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     where = p.prog.split()[-1]  # "compile": messages read "edgeopt: error: compile: --trials: expected ..."
     p.add_argument("--target", "-t", required=True, help="target profile name or path")
     p.add_argument("--out", "-o", required=default_out is None, default=default_out, help="output dir")
-    p.add_argument("--trials", type=_checked("--trials", "trials", where), default=30,
-                   help="trials to run now (re-running with the same --out resumes)")
+    p.add_argument(
+        "--trials",
+        type=_checked("--trials", "trials", where),
+        default=30,
+        help="trials to run now (re-running with the same --out resumes)",
+    )
     p.add_argument("--timeout", type=_checked("--timeout", "timeout", where), help="stop the search after S seconds")
-    p.add_argument("--time-budget", type=_checked("--time-budget", "time_budget", where), metavar="S",
-                   help=f"seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune "
-                   f"(default {TIME_BUDGET_S:.0f}; 0: no limit)")
-    p.add_argument("--storage", type=_checked("--storage", "name", where), help="Optuna storage URL (default: sqlite study.db in --out), for many workers")
+    p.add_argument(
+        "--time-budget",
+        type=_checked("--time-budget", "time_budget", where),
+        metavar="S",
+        help=f"seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune "
+        f"(default {TIME_BUDGET_S:.0f}; 0: no limit)",
+    )
+    p.add_argument(
+        "--storage",
+        type=_checked("--storage", "name", where),
+        help="Optuna storage URL (default: sqlite study.db in --out), for many workers",
+    )
     p.add_argument("--study", type=_checked("--study", "name", where), help="study name (default: TASK-TARGET)")
-    p.add_argument("--workers", type=_checked("--workers", "workers", where), default=1, metavar="N",
-                   help="N local worker processes on the study (one torch thread each), then ship the best "
-                   "(default: 1, this process)")
-    p.add_argument("--search-only", action="store_true",
-                   help="run the trials and stop without shipping: a worker of a search that another run ships "
-                   "(--trials 0 with the same --storage and --study)")
+    p.add_argument(
+        "--workers",
+        type=_checked("--workers", "workers", where),
+        default=1,
+        metavar="N",
+        help="N local worker processes on the study (one torch thread each), then ship the best "
+        "(default: 1, this process)",
+    )
+    p.add_argument(
+        "--search-only",
+        action="store_true",
+        help="run the trials and stop without shipping: a worker of a search that another run ships "
+        "(--trials 0 with the same --storage and --study)",
+    )
     p.add_argument("--seed", type=_checked("--seed", "seed", where), default=0)
-    p.add_argument("--objective", choices=("f1", "pareto"), default="f1",
-                   help="f1: best F1 under the budgets; pareto: F1 vs target latency as two objectives")
+    p.add_argument(
+        "--objective",
+        choices=("f1", "pareto"),
+        default="f1",
+        help="f1: best F1 under the budgets; pareto: F1 vs target latency as two objectives",
+    )
     p.add_argument("--int8", action="store_true", help="add onnxruntime int8 quantization to the search")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help=argparse.SUPPRESS)
-    p.add_argument("--epochs", type=_checked("--epochs", "trial_epochs", where), help=f"distillation epochs per trial (default: {TRIAL_EPOCHS})")
-    p.add_argument("--train-device", choices=("auto", "cpu", "cuda"),
-                   help="where distillation runs (default: auto, CUDA when torch sees one)")
-    p.add_argument("--final-epochs", type=_checked("--final-epochs", "final_epochs", where), help=f"fine-tuning epochs for the chosen plan (default: {FINAL_EPOCHS})")
-    p.add_argument("--latency-ms", type=_checked("--latency-ms", "budget.latency_ms", where), help="override the target's latency budget")
-    p.add_argument("--memory-mb", type=_checked("--memory-mb", "budget.peak_memory_mb", where), help="override the target's peak-memory budget")
-    p.add_argument("--size-mb", type=_checked("--size-mb", "budget.model_size_mb", where), help="override the target's model-size budget")
-    p.add_argument("--min-f1", type=_checked("--min-f1", "budget.min_f1", where), help="override the target's quality floor (compared with the task's metric)")
-    p.add_argument("--max-quality-drop", type=_checked("--max-quality-drop", "max_quality_drop", where), metavar="D",
-                   help=f"without --min-f1 or a min_f1 in the profile, the artifact must score at least the input "
-                   f"model's score less D on the same split, or exit 1 (default {MAX_QUALITY_DROP}, i.e. "
-                   f"{100 * MAX_QUALITY_DROP:.0f} pt; 1 turns it off)")
+    p.add_argument(
+        "--epochs",
+        type=_checked("--epochs", "trial_epochs", where),
+        help=f"distillation epochs per trial (default: {TRIAL_EPOCHS})",
+    )
+    p.add_argument(
+        "--train-device",
+        choices=("auto", "cpu", "cuda"),
+        help="where distillation runs (default: auto, CUDA when torch sees one)",
+    )
+    p.add_argument(
+        "--final-epochs",
+        type=_checked("--final-epochs", "final_epochs", where),
+        help=f"fine-tuning epochs for the chosen plan (default: {FINAL_EPOCHS})",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=_checked("--latency-ms", "budget.latency_ms", where),
+        help="override the target's latency budget",
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=_checked("--memory-mb", "budget.peak_memory_mb", where),
+        help="override the target's peak-memory budget",
+    )
+    p.add_argument(
+        "--size-mb",
+        type=_checked("--size-mb", "budget.model_size_mb", where),
+        help="override the target's model-size budget",
+    )
+    p.add_argument(
+        "--min-f1",
+        type=_checked("--min-f1", "budget.min_f1", where),
+        help="override the target's quality floor (compared with the task's metric)",
+    )
+    p.add_argument(
+        "--max-quality-drop",
+        type=_checked("--max-quality-drop", "max_quality_drop", where),
+        metavar="D",
+        help=f"without --min-f1 or a min_f1 in the profile, the artifact must score at least the input "
+        f"model's score less D on the same split, or exit 1 (default {MAX_QUALITY_DROP}, i.e. "
+        f"{100 * MAX_QUALITY_DROP:.0f} pt; 1 turns it off)",
+    )
     p.add_argument("--json", help="also write the report JSON to this file")
-    p.add_argument("--remote", metavar="HOST", help="measure every trial on the device at HOST over ssh "
-                   "(sets the target's [remote] host)")
+    p.add_argument(
+        "--remote",
+        metavar="HOST",
+        help="measure every trial on the device at HOST over ssh (sets the target's [remote] host)",
+    )
     p.add_argument("--on-device", action="store_true", help="this machine is the target: measure, do not predict")
 
 
@@ -158,8 +227,12 @@ def _target(args: argparse.Namespace) -> object:
 
 
 def _budget(args: argparse.Namespace) -> dict:
-    return {"latency_ms": getattr(args, "latency_ms", None), "peak_memory_mb": getattr(args, "memory_mb", None),
-            "model_size_mb": getattr(args, "size_mb", None), "min_f1": getattr(args, "min_f1", None)}
+    return {
+        "latency_ms": getattr(args, "latency_ms", None),
+        "peak_memory_mb": getattr(args, "memory_mb", None),
+        "model_size_mb": getattr(args, "size_mb", None),
+        "min_f1": getattr(args, "min_f1", None),
+    }
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -198,8 +271,10 @@ def _check_task_arg(args: argparse.Namespace) -> None:
     if not sep or not path or not func:
         raise _validate.fail(where, "TASK", "path/to/file.py:function", args.task)
     if not os.path.isfile(path):
-        raise InputError(_validate.message(where, "TASK", "path/to/file.py:function", args.task)
-                         + f", whose file {path!r} does not exist")
+        raise InputError(
+            _validate.message(where, "TASK", "path/to/file.py:function", args.task)
+            + f", whose file {path!r} does not exist"
+        )
 
 
 def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -225,8 +300,12 @@ def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
         check_storage(args.storage, where, "--storage")
     kwargs: dict[str, Any] = {}
-    for key, attr in (("trial_epochs", "epochs"), ("final_epochs", "final_epochs"), ("train_device", "train_device"),
-                      ("max_quality_drop", "max_quality_drop")):
+    for key, attr in (
+        ("trial_epochs", "epochs"),
+        ("final_epochs", "final_epochs"),
+        ("train_device", "train_device"),
+        ("max_quality_drop", "max_quality_drop"),
+    ):
         if getattr(args, attr, None) is not None:
             kwargs[key] = getattr(args, attr)
     if getattr(args, "workers", 1) > 1:
@@ -234,9 +313,20 @@ def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
     if getattr(args, "time_budget", None) is not None:
         kwargs["time_budget_s"] = args.time_budget or None
     config = CompileConfig(
-        trials=args.trials, out=args.out, storage=args.storage, study_name=args.study, seed=args.seed,
-        timeout=args.timeout, objective=args.objective, int8=args.int8, budget=_budget(args), sampler=args.sampler,
-        progress=not getattr(args, "quiet", False), search_only=getattr(args, "search_only", False), **kwargs)
+        trials=args.trials,
+        out=args.out,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        timeout=args.timeout,
+        objective=args.objective,
+        int8=args.int8,
+        budget=_budget(args),
+        sampler=args.sampler,
+        progress=not getattr(args, "quiet", False),
+        search_only=getattr(args, "search_only", False),
+        **kwargs,
+    )
     return config, target
 
 
@@ -245,9 +335,16 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     (:mod:`edgeopt.search.workers` adds the storage, study, out dir, trials, seed and timeout)."""
     argv = [args.task] if args.task else ["--example", args.example]
     argv += ["--target", args.target, "--objective", args.objective, "--sampler", args.sampler]
-    flags = {"--epochs": "epochs", "--train-device": "train_device", "--final-epochs": "final_epochs",
-             "--latency-ms": "latency_ms", "--memory-mb": "memory_mb", "--size-mb": "size_mb", "--min-f1": "min_f1",
-             "--remote": "remote"}
+    flags = {
+        "--epochs": "epochs",
+        "--train-device": "train_device",
+        "--final-epochs": "final_epochs",
+        "--latency-ms": "latency_ms",
+        "--memory-mb": "memory_mb",
+        "--size-mb": "size_mb",
+        "--min-f1": "min_f1",
+        "--remote": "remote",
+    }
     for flag, attr in flags.items():
         if getattr(args, attr, None) is not None:
             argv += [flag, str(getattr(args, attr))]
@@ -286,9 +383,11 @@ def _run(task: Any, args: argparse.Namespace, config: Any, target: Any) -> int:
     rep = result.report
     if result.search_only:
         s = rep["search"]
-        print(f"searched: {s['this_worker']} trials here; study {s['study']} has {s['trials']} trials from "
-              f"{s['workers']} workers, {s['feasible']} feasible. Ship it from any machine with: "
-              f"edgeopt compile ... --storage URL --study {s['study']} --trials 0 --out DIR")
+        print(
+            f"searched: {s['this_worker']} trials here; study {s['study']} has {s['trials']} trials from "
+            f"{s['workers']} workers, {s['feasible']} feasible. Ship it from any machine with: "
+            f"edgeopt compile ... --storage URL --study {s['study']} --trials 0 --out DIR"
+        )
         return result.exit_code
     print(render_text_table(comparison_rows(rep)))
     print()
@@ -315,5 +414,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     rep = rebuild(args.dir)
     out = Path(args.dir)
-    print(f"rebuilt {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'} and {len(rep.get('plots', {}))} plots")
+    print(
+        f"rebuilt {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'} and {len(rep.get('plots', {}))} plots"
+    )
     return 0

@@ -48,22 +48,24 @@ _WHERE = "compile()"
 _Spec = _validate.Spec
 # The declared bounds of CompileConfig's scalar fields: checked on construction, and by the CLI on each
 # flag as it is parsed (``edgeopt compile: --trials: expected an integer >= 0, found ...``).
-SPECS = MappingProxyType({
-    "trials": _Spec("int", minimum=0),
-    "seed": _Spec("int"),
-    "timeout": _Spec("num", minimum=0, min_exclusive=True, optional=True),
-    "max_quality_drop": _Spec("num", minimum=0, maximum=1, optional=True),
-    "time_budget_s": _Spec("num", minimum=0, min_exclusive=True, optional=True),
-    "objective": _Spec("str", choices=OBJECTIVES),
-    "sampler": _Spec("str", choices=SAMPLERS),
-    "train_device": _Spec("str", choices=TRAIN_DEVICES),
-    "search": _Spec("str", choices=SEARCHES),
-    "workers": _Spec("int", minimum=1),
-    "trial_epochs": _Spec("int", minimum=1),
-    "final_epochs": _Spec("int", minimum=0),
-    "f1_tolerance": _Spec("num", minimum=0, maximum=1),
-    "lr": _Spec("num", minimum=0, min_exclusive=True),
-})
+SPECS = MappingProxyType(
+    {
+        "trials": _Spec("int", minimum=0),
+        "seed": _Spec("int"),
+        "timeout": _Spec("num", minimum=0, min_exclusive=True, optional=True),
+        "max_quality_drop": _Spec("num", minimum=0, maximum=1, optional=True),
+        "time_budget_s": _Spec("num", minimum=0, min_exclusive=True, optional=True),
+        "objective": _Spec("str", choices=OBJECTIVES),
+        "sampler": _Spec("str", choices=SAMPLERS),
+        "train_device": _Spec("str", choices=TRAIN_DEVICES),
+        "search": _Spec("str", choices=SEARCHES),
+        "workers": _Spec("int", minimum=1),
+        "trial_epochs": _Spec("int", minimum=1),
+        "final_epochs": _Spec("int", minimum=0),
+        "f1_tolerance": _Spec("num", minimum=0, maximum=1),
+        "lr": _Spec("num", minimum=0, min_exclusive=True),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -224,5 +226,19 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
     return MappingProxyType({k: v for k, v in value.items() if not (drop_none and v is None)})
 
 
-__all__ = ["SPECS", "check_out_dir", "check_out_file", "FINALISTS", "FINALIST_BENCH", "FINAL_BENCH", "FINAL_EPOCHS", "MAX_QUALITY_DROP", "PROVENANCE_BYTES", "SCREEN_BENCH",
-           "TIME_BUDGET_S", "TIME_SPLIT", "TRIAL_EPOCHS", "CompileConfig"]
+__all__ = [
+    "SPECS",
+    "check_out_dir",
+    "check_out_file",
+    "FINALISTS",
+    "FINALIST_BENCH",
+    "FINAL_BENCH",
+    "FINAL_EPOCHS",
+    "MAX_QUALITY_DROP",
+    "PROVENANCE_BYTES",
+    "SCREEN_BENCH",
+    "TIME_BUDGET_S",
+    "TIME_SPLIT",
+    "TRIAL_EPOCHS",
+    "CompileConfig",
+]

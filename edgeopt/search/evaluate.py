@@ -56,8 +56,9 @@ def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
         onnx.save(model, str(tmp))
 
 
-def int8_metrics(student: Any, example_input: Any, X_calib: np.ndarray, X: np.ndarray, y: np.ndarray,
-                 metric: Any) -> dict[str, Any]:
+def int8_metrics(
+    student: Any, example_input: Any, X_calib: np.ndarray, X: np.ndarray, y: np.ndarray, metric: Any
+) -> dict[str, Any]:
     """Score the int8 model itself: export ``student``, quantize with onnxruntime, predict with onnxruntime."""
     import tempfile
 

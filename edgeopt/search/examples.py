@@ -32,6 +32,7 @@ def _split(X: np.ndarray, y: np.ndarray, seed: int = 0):
 
     X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)
     X_val, X_te, y_val, y_te = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed)
+
     def f(a):
         return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -56,8 +57,15 @@ def _imbalanced_data():
     from sklearn.preprocessing import StandardScaler
 
     X, y = make_classification(
-        n_samples=6000, n_features=24, n_informative=8, n_redundant=4, n_clusters_per_class=3,
-        weights=[0.95, 0.05], flip_y=0.01, class_sep=1.5, random_state=7,
+        n_samples=6000,
+        n_features=24,
+        n_informative=8,
+        n_redundant=4,
+        n_clusters_per_class=3,
+        weights=[0.95, 0.05],
+        flip_y=0.01,
+        class_sep=1.5,
+        random_state=7,
     )
     X = StandardScaler().fit_transform(X)
     return _split(X, y)
@@ -97,12 +105,18 @@ def _digits_cnn():
 
     return nn.Sequential(
         OrderedDict(
-            conv1=nn.Conv2d(1, 32, 3, padding=1), bn1=nn.BatchNorm2d(32), act1=nn.ReLU(),
-            conv2=nn.Conv2d(32, 64, 3, padding=1), bn2=nn.BatchNorm2d(64), act2=nn.ReLU(),
+            conv1=nn.Conv2d(1, 32, 3, padding=1),
+            bn1=nn.BatchNorm2d(32),
+            act1=nn.ReLU(),
+            conv2=nn.Conv2d(32, 64, 3, padding=1),
+            bn2=nn.BatchNorm2d(64),
+            act2=nn.ReLU(),
             pool=nn.MaxPool2d(2),
-            conv3=nn.Conv2d(64, 64, 3, padding=1), act3=nn.ReLU(),
+            conv3=nn.Conv2d(64, 64, 3, padding=1),
+            act3=nn.ReLU(),
             flatten=nn.Flatten(),
-            fc1=nn.Linear(64 * 4 * 4, 256), act4=nn.ReLU(),
+            fc1=nn.Linear(64 * 4 * 4, 256),
+            act4=nn.ReLU(),
             fc2=nn.Linear(256, 10),
         )
     )
@@ -126,25 +140,43 @@ def _architecture(name: str) -> Example:
     from edgeopt.models import ARCHITECTURES
 
     a = ARCHITECTURES[name]
-    return Example(name, a.description, "f1_macro", a.data, a.build, epochs=a.epochs, lr=a.lr,
-                   weight_decay=a.weight_decay, schedule=a.schedule)
+    return Example(
+        name,
+        a.description,
+        "f1_macro",
+        a.data,
+        a.build,
+        epochs=a.epochs,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        schedule=a.schedule,
+    )
 
 
 EXAMPLES: dict[str, Example] = {
     "digits-mlp": Example(
         "digits-mlp",
         "MLP 64→1024→1024→10 (about 1.2M parameters) on scikit-learn's 8×8 digits",
-        "f1_macro", lambda: _digits_data(image=False), lambda: _mlp([64, 1024, 1024, 10]), epochs=40,
+        "f1_macro",
+        lambda: _digits_data(image=False),
+        lambda: _mlp([64, 1024, 1024, 10]),
+        epochs=40,
     ),
     "digits-cnn": Example(
         "digits-cnn",
         "small CNN (3 conv + 2 linear, BatchNorm) on scikit-learn's 8×8 digits as 1×8×8 images",
-        "f1_macro", lambda: _digits_data(image=True), _digits_cnn, epochs=30,
+        "f1_macro",
+        lambda: _digits_data(image=True),
+        _digits_cnn,
+        epochs=30,
     ),
     "imbalanced": Example(
         "imbalanced",
         "binary task with 5% positives (make_classification), MLP 24→256→256→2: accuracy looks fine, F1 does not",
-        "f1", _imbalanced_data, lambda: _mlp([24, 256, 256, 2]), epochs=40,
+        "f1",
+        _imbalanced_data,
+        lambda: _mlp([24, 256, 256, 2]),
+        epochs=40,
     ),
     # real architectures written in edgeopt.models (issue 9): ResNet-8, MobileNet-style, ViT, 1-D CNN
     **{name: _architecture(name) for name in ("resnet8", "mobilenet", "vit", "cnn1d")},
@@ -192,8 +224,18 @@ def load_example(name: str, *, seed: int = 0):
         log.info("training example %s (once; cached in %s)", name, path.parent)
         torch.manual_seed(seed)
         model = ex.model()
-        train_model(model, train, val, epochs=ex.epochs, lr=ex.lr, seed=seed, patience=None, metric="f1_macro",
-                    weight_decay=ex.weight_decay, schedule=ex.schedule)
+        train_model(
+            model,
+            train,
+            val,
+            epochs=ex.epochs,
+            lr=ex.lr,
+            seed=seed,
+            patience=None,
+            metric="f1_macro",
+            weight_decay=ex.weight_decay,
+            schedule=ex.schedule,
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             torch.save(model.state_dict(), tmp)

@@ -58,8 +58,10 @@ class Problem:
         self.par = [np.array([c.params for c in cs], dtype=float) for cs in cands]
         scale = max(1.0, sum(float(p.max()) for p in self.par))
         w = weights or {}
-        self.cost = [w.get(n, 1.0) * np.array([c.sensitivity for c in cs], dtype=float) + size_weight * p / scale
-                     for n, cs, p in zip(self.names, cands, self.par, strict=True)]
+        self.cost = [
+            w.get(n, 1.0) * np.array([c.sensitivity for c in cs], dtype=float) + size_weight * p / scale
+            for n, cs, p in zip(self.names, cands, self.par, strict=True)
+        ]
 
     def totals(self, idx: list[int]) -> tuple[float, float, float]:
         lat = self.rest + sum(float(a[i]) for a, i in zip(self.lat, idx, strict=True))
@@ -80,8 +82,10 @@ def _sweep(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
     mus = GRID if math.isfinite(par_cap) else [0.0]
     lams = GRID if math.isfinite(lat_cap) else [0.0]
     for lam, mu in itertools.product(lams, mus):
-        idx = [int(np.argmin(c + lam * la / lat_n + mu * pa / par_n + 1e-12 * la))
-               for c, la, pa in zip(p.cost, p.lat, p.par, strict=True)]
+        idx = [
+            int(np.argmin(c + lam * la / lat_n + mu * pa / par_n + 1e-12 * la))
+            for c, la, pa in zip(p.cost, p.lat, p.par, strict=True)
+        ]
         if _fits(p, idx, lat_cap, par_cap):
             cost = p.totals(idx)[2]
             if cost < best_cost:
@@ -94,8 +98,10 @@ def _repair(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
     lat_n = max(lat_cap - p.rest, 1e-9) if math.isfinite(lat_cap) else math.inf
     par_n = max(par_cap - p.fixed, 1.0) if math.isfinite(par_cap) else math.inf
     for wl, wp in ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0)):
-        idx = [int(np.argmin(wl * la / lat_n + wp * pa / par_n + 1e-9 * c))
-               for la, pa, c in zip(p.lat, p.par, p.cost, strict=True)]
+        idx = [
+            int(np.argmin(wl * la / lat_n + wp * pa / par_n + 1e-9 * c))
+            for la, pa, c in zip(p.lat, p.par, p.cost, strict=True)
+        ]
         if _fits(p, idx, lat_cap, par_cap):
             return idx
     return None
@@ -122,8 +128,14 @@ def _improve(p: Problem, idx: list[int], lat_cap: float, par_cap: float) -> list
         idx = best
 
 
-def allocate(tables: Any, *, latency_ms: float | None = None, max_params: float | None = None,
-             weights: dict[str, float] | None = None, size_weight: float = 0.0) -> Allocation:
+def allocate(
+    tables: Any,
+    *,
+    latency_ms: float | None = None,
+    max_params: float | None = None,
+    weights: dict[str, float] | None = None,
+    size_weight: float = 0.0,
+) -> Allocation:
     """The allocation of least (weighted) sensitivity with the table's latency (rest included)
     ``<= latency_ms`` and total parameters ``<= max_params`` (None: no cap). Infeasible caps give the
     fastest allocation with ``feasible=False``."""

@@ -80,8 +80,13 @@ def table_correction(study: Any) -> TableFit:
     for t in study.get_trials(deepcopy=False, states=states) if study is not None else []:
         table = (t.user_attrs.get("allocation") or {}).get("table_latency_ms")
         rec = TrialRecord.from_trial(t) if table else None
-        if rec is not None and rec.screen is not None and rec.repeat_of is None and rec.dtype is DType.FP32 \
-                and rec.screen.latency_ms > 0:
+        if (
+            rec is not None
+            and rec.screen is not None
+            and rec.repeat_of is None
+            and rec.dtype is DType.FP32
+            and rec.screen.latency_ms > 0
+        ):
             pts.append((table, rec.screen.latency_ms))
     if len(pts) < FEEDBACK_MIN:
         return TableFit(count=len(pts))
@@ -117,11 +122,13 @@ class AllocationSpace:
         names = list(self.tables.layers)
         k = min(3, max(1, len(names)))
         size = math.ceil(len(names) / k)
-        return [names[i:i + size] for i in range(0, len(names), size)]
+        return [names[i : i + size] for i in range(0, len(names), size)]
 
     def knobs(self, trial: Any) -> dict[str, float]:
-        out = {"fraction": trial.suggest_float("fraction", 0.5, FRACTION_MAX),
-               "size_weight": trial.suggest_float("size_weight", 0.0, 1.0)}
+        out = {
+            "fraction": trial.suggest_float("fraction", 0.5, FRACTION_MAX),
+            "size_weight": trial.suggest_float("size_weight", 0.0, 1.0),
+        }
         for i, _ in enumerate(self.stages):
             out[f"stage{i}"] = trial.suggest_float(f"stage{i}", 0.25, 4.0, log=True)
         return out
@@ -129,8 +136,13 @@ class AllocationSpace:
     def allocation(self, knobs: dict[str, float], fit: TableFit | None = None) -> Allocation:
         """The knobs' allocation under :meth:`cap`."""
         weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
-        return allocate(self.tables, latency_ms=self.cap(knobs["fraction"], fit), max_params=self.max_params,
-                        weights=weights, size_weight=knobs.get("size_weight", 0.0))
+        return allocate(
+            self.tables,
+            latency_ms=self.cap(knobs["fraction"], fit),
+            max_params=self.max_params,
+            weights=weights,
+            size_weight=knobs.get("size_weight", 0.0),
+        )
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """The trial's plan: its knobs' allocation under the table as the screens so far correct it (the
@@ -138,9 +150,16 @@ class AllocationSpace:
         knobs = self.knobs(trial)
         fit = table_correction(getattr(trial, "study", None))
         alloc = self.allocation(knobs, fit)
-        trial.set_user_attr("allocation", {"table_latency_ms": round(alloc.latency_ms, 5), "params": alloc.params,
-                                           "sensitivity": round(alloc.sensitivity, 5), "feasible": alloc.feasible,
-                                           "fit": fit.to_dict()})
+        trial.set_user_attr(
+            "allocation",
+            {
+                "table_latency_ms": round(alloc.latency_ms, 5),
+                "params": alloc.params,
+                "sensitivity": round(alloc.sensitivity, 5),
+                "feasible": alloc.feasible,
+                "fit": fit.to_dict(),
+            },
+        )
         return self.tables.plan_of(alloc.choice)
 
     def warm_params(self) -> list[tuple[str, dict[str, float]]]:
@@ -164,9 +183,20 @@ def refusal(tables: Any, target: Any, max_params: float | None) -> str | None:
     if budget and f.latency_ms > budget:
         return f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
     if max_params is not None and f.min_params > max_params:
-        return (f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
-                f"({f.min_params} parameters, {max_params:.0f} allowed)")
+        return (
+            f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
+            f"({f.min_params} parameters, {max_params:.0f} allowed)"
+        )
     return None
 
 
-__all__ = ["FEEDBACK_MIN", "WARM_FRACTIONS", "WARM_LABEL", "AllocationSpace", "params_cap", "refusal", "table_correction", "TableFit"]
+__all__ = [
+    "FEEDBACK_MIN",
+    "WARM_FRACTIONS",
+    "WARM_LABEL",
+    "AllocationSpace",
+    "params_cap",
+    "refusal",
+    "table_correction",
+    "TableFit",
+]

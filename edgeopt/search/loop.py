@@ -74,13 +74,32 @@ class CompileResult:
 
 
 def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); shadows the builtin only here
-    task: Any, target: Any, *, trials: int = 30, out: str | os.PathLike = "runs/x", storage: str | None = None,
-    study_name: str | None = None, seed: int = 0, timeout: float | None = None, objective: str = "f1",
-    int8: bool = False, budget: Mapping[str, Any] | None = None, trial_epochs: int = TRIAL_EPOCHS,
-    final_epochs: int = FINAL_EPOCHS, sampler: str = "tpe", final_bench: Mapping[str, Any] | None = None,
-    f1_tolerance: float = 0.005, lr: float = 3e-3, progress: bool = True, train_device: str = "auto",
-    search_only: bool = False, workers: int = 1, worker_argv: tuple[str, ...] | None = None,
-    search: str = "allocation", time_budget_s: float | None = TIME_BUDGET_S, max_quality_drop: float | None = MAX_QUALITY_DROP,
+    task: Any,
+    target: Any,
+    *,
+    trials: int = 30,
+    out: str | os.PathLike = "runs/x",
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    timeout: float | None = None,
+    objective: str = "f1",
+    int8: bool = False,
+    budget: Mapping[str, Any] | None = None,
+    trial_epochs: int = TRIAL_EPOCHS,
+    final_epochs: int = FINAL_EPOCHS,
+    sampler: str = "tpe",
+    final_bench: Mapping[str, Any] | None = None,
+    f1_tolerance: float = 0.005,
+    lr: float = 3e-3,
+    progress: bool = True,
+    train_device: str = "auto",
+    search_only: bool = False,
+    workers: int = 1,
+    worker_argv: tuple[str, ...] | None = None,
+    search: str = "allocation",
+    time_budget_s: float | None = TIME_BUDGET_S,
+    max_quality_drop: float | None = MAX_QUALITY_DROP,
     config: CompileConfig | None = None,
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
@@ -119,8 +138,13 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
         warm = inputs.allocation.warm_params if inputs.allocation is not None else warm  # fractions 1.0, .85, .7
         # Shipping another run's search (--trials 0 with --storage): the study must be there.
-        study = open_study(config, task_name=task.name, target_name=target.name, warm_start=warm,
-                           must_exist=config.trials == 0 and config.storage is not None)
+        study = open_study(
+            config,
+            task_name=task.name,
+            target_name=target.name,
+            warm_start=warm,
+            must_exist=config.trials == 0 and config.storage is not None,
+        )
         _check_study_matches(study, task.name, target.name)
         screen = Screen(task, target, ScreenCache(study._storage, model_scope(task)))
         deadline = _deadline(config, t_start, "search")
@@ -129,19 +153,29 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
     recs = records(study)
-    choice = select(recs, inputs.baseline, target.budget, config.f1_tolerance,
-                    _remeasure(inputs, screen) if inputs.space else None)
+    choice = select(
+        recs, inputs.baseline, target.budget, config.f1_tolerance, _remeasure(inputs, screen) if inputs.space else None
+    )
     finalists_s = time.perf_counter() - t0
     shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
-    state = _state(inputs, config, study, choice, shipped, search_wall=search_wall, finalists_s=finalists_s,
-                   wall_s=time.perf_counter() - t_start)
+    state = _state(
+        inputs,
+        config,
+        study,
+        choice,
+        shipped,
+        search_wall=search_wall,
+        finalists_s=finalists_s,
+        wall_s=time.perf_counter() - t_start,
+    )
     write_state(config.out, state)
     rep = report_mod.write_report(config.out, study=study, state=state)
     return _result(config.out, rep, shipped, choice.notes)
 
 
-def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen,
-            deadline: float | None = None) -> float:
+def _search(
+    inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen, deadline: float | None = None
+) -> float:
     """This process's trials, or (``workers`` > 1) those of local worker processes on the study."""
     from edgeopt.search import workers
 
@@ -149,9 +183,16 @@ def _search(inputs: SearchInputs, config: CompileConfig, study: Any, screen: Scr
     try:
         if config.workers > 1:
             return workers.run_workers(config, study, inputs.task.metric_name)
-        return run_search(study, workers.Tagged(Objective(inputs, config, study, screen)), trials=config.trials,
-                          timeout=config.timeout, metric_name=inputs.task.metric_name, progress=config.progress,
-                          callbacks=(stop,) if stop else (), deadline=deadline)
+        return run_search(
+            study,
+            workers.Tagged(Objective(inputs, config, study, screen)),
+            trials=config.trials,
+            timeout=config.timeout,
+            metric_name=inputs.task.metric_name,
+            progress=config.progress,
+            callbacks=(stop,) if stop else (),
+            deadline=deadline,
+        )
     finally:
         if study.edgeopt_slot is not None:
             release_slot(study, study.edgeopt_slot)
@@ -163,8 +204,10 @@ def _deadline(config: CompileConfig, t_start: float, stage: str) -> float | None
         return None
     end = t_start + TIME_SPLIT[stage] * config.time_budget_s
     if stage == "search" and time.perf_counter() >= end:
-        log.warning("time budget: %.0f s spent before the search (tables, baseline); no trial runs",
-                    time.perf_counter() - t_start)
+        log.warning(
+            "time budget: %.0f s spent before the search (tables, baseline); no trial runs",
+            time.perf_counter() - t_start,
+        )
     return end
 
 
@@ -173,15 +216,19 @@ def _final_config(config: CompileConfig, recs: list[TrialRecord], t_start: float
     what is left of it (less the export/bench reserve) at the trials' median seconds per epoch."""
     if config.time_budget_s is None or config.final_epochs == 0:
         return config
-    per_epoch = [r.timings["distill"] / config.trial_epochs for r in recs
-                 if r.status is Status.TRAINED and r.timings.get("distill")]
+    per_epoch = [
+        r.timings["distill"] / config.trial_epochs
+        for r in recs
+        if r.status is Status.TRAINED and r.timings.get("distill")
+    ]
     if not per_epoch:
         return config
     left = t_start + (1 - TIME_SPLIT["ship_reserve"]) * config.time_budget_s - time.perf_counter()
     epochs = max(1, min(config.final_epochs, int(left / statistics.median(per_epoch))))
     if epochs < config.final_epochs:
-        log.info("time budget: %.0f s left, the final fine-tune runs %d epochs (of %d)", left, epochs,
-                 config.final_epochs)
+        log.info(
+            "time budget: %.0f s left, the final fine-tune runs %d epochs (of %d)", left, epochs, config.final_epochs
+        )
     return replace(config, final_epochs=epochs)
 
 
@@ -201,11 +248,23 @@ def _searched(config: CompileConfig, study: Any, search_wall: float) -> CompileR
     mine = sum(1 for r in recs if r.worker is not None and r.worker.endswith(f":{os.getpid()}"))
     feasible = [r for r in recs if r.feasible]
     best = max(feasible, key=lambda r: r.score or 0.0, default=None)
-    summary = {"study": study.study_name, "trials": len(recs), "this_worker": mine, "feasible": len(feasible),
-               "workers": len({r.worker for r in recs if r.worker}), "search_wall_s": round(search_wall, 2),
-               "best": None if best is None else {"trial": best.number, "plan": best.plan, "val": best.val}}
-    return CompileResult(out=config.out, passed=False, best_plan=best.plan if best else {},
-                         report={"search": summary}, model_path=config.out / "model.onnx", search_only=True)
+    summary = {
+        "study": study.study_name,
+        "trials": len(recs),
+        "this_worker": mine,
+        "feasible": len(feasible),
+        "workers": len({r.worker for r in recs if r.worker}),
+        "search_wall_s": round(search_wall, 2),
+        "best": None if best is None else {"trial": best.number, "plan": best.plan, "val": best.val},
+    }
+    return CompileResult(
+        out=config.out,
+        passed=False,
+        best_plan=best.plan if best else {},
+        report={"search": summary},
+        model_path=config.out / "model.onnx",
+        search_only=True,
+    )
 
 
 def _resolve_target(target: Any, overrides: Mapping[str, Any]) -> Any:
@@ -233,7 +292,9 @@ def _compile_session(config: CompileConfig) -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThirdPartyWarnings("the compile"):  # onnxruntime's quantizer, once each at the end (the CLI's outer one counts)
+        with ThirdPartyWarnings(
+            "the compile"
+        ):  # onnxruntime's quantizer, once each at the end (the CLI's outer one counts)
             yield
     finally:
         torch.set_num_threads(threads)
@@ -252,8 +313,17 @@ def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
     return remeasure
 
 
-def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choice, shipped: Shipped, *,
-           search_wall: float, finalists_s: float, wall_s: float) -> dict[str, Any]:
+def _state(
+    inputs: SearchInputs,
+    config: CompileConfig,
+    study: Any,
+    choice: Choice,
+    shipped: Shipped,
+    *,
+    search_wall: float,
+    finalists_s: float,
+    wall_s: float,
+) -> dict[str, Any]:
     """``compile.json``: what the report is rebuilt from."""
     target, out = inputs.target, config.out
     floor = inputs.implicit_floor
@@ -265,11 +335,28 @@ def _state(inputs: SearchInputs, config: CompileConfig, study: Any, choice: Choi
         "task": inputs.task.describe(),
         "space": inputs.space.to_dict(),
         "objective": config.objective,
-        "baseline": report_mod.artifact_entry(inputs.baseline, inputs.base_cost, inputs.baseline_path, out,
-                                              target=target, metric=inputs.task.metric_name, implicit_floor=floor),
-        "best": report_mod.artifact_entry(shipped.measured, shipped.cost, shipped.path, out, plan=shipped.plan,
-                                          dtype=shipped.dtype.value, trial=shipped.trial, timings=shipped.timings,
-                                          target=target, metric=inputs.task.metric_name, implicit_floor=floor),
+        "baseline": report_mod.artifact_entry(
+            inputs.baseline,
+            inputs.base_cost,
+            inputs.baseline_path,
+            out,
+            target=target,
+            metric=inputs.task.metric_name,
+            implicit_floor=floor,
+        ),
+        "best": report_mod.artifact_entry(
+            shipped.measured,
+            shipped.cost,
+            shipped.path,
+            out,
+            plan=shipped.plan,
+            dtype=shipped.dtype.value,
+            trial=shipped.trial,
+            timings=shipped.timings,
+            target=target,
+            metric=inputs.task.metric_name,
+            implicit_floor=floor,
+        ),
         "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
@@ -289,9 +376,13 @@ def _tables_state(inputs: SearchInputs, shipped: Shipped, study: Any) -> dict[st
     if inputs.allocation is None:
         return None
     from edgeopt.search.knobs import table_correction
+
     latency_at = getattr(shipped.measured.bench, "latency_at", None)
-    measured = (float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
-                if latency_at is not None and shipped.dtype.value == "fp32" else None)
+    measured = (
+        float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
+        if latency_at is not None and shipped.dtype.value == "fp32"
+        else None
+    )
     out = inputs.allocation.tables.report(shipped.plan, measured)
     out["screens"] = table_correction(study).to_dict()
     out["left_alone"] = _left_alone(inputs)
@@ -311,5 +402,11 @@ def _left_alone(inputs: SearchInputs) -> list[dict[str, Any]]:
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:
     checks = rep["best"]["budget"]["checks"]
     reasons = [f"{c['name']}: measured {c['measured']} > budget {c['budget']}" for c in checks if not c["passed"]]
-    return CompileResult(out=out, passed=bool(rep["best"]["budget"]["passed"]), best_plan=shipped.plan, report=rep,
-                         model_path=shipped.path, reasons=reasons + notes)
+    return CompileResult(
+        out=out,
+        passed=bool(rep["best"]["budget"]["passed"]),
+        best_plan=shipped.plan,
+        report=rep,
+        model_path=shipped.path,
+        reasons=reasons + notes,
+    )

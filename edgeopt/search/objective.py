@@ -71,13 +71,15 @@ class Objective:
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
-        record = TrialRecord(number=trial.number, plan=self._plan(trial),
-                             dtype=DType(self.inputs.space.sample_precision(trial)))
+        record = TrialRecord(
+            number=trial.number, plan=self._plan(trial), dtype=DType(self.inputs.space.sample_precision(trial))
+        )
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another
             # worker's running trial of it is waited for; edgeopt.search.shared).
-            repeat = find_repeat(self.study, record.plan, record.dtype) or claim_plan(self.study, trial, record.plan,
-                                                                                      record.dtype)
+            repeat = find_repeat(self.study, record.plan, record.dtype) or claim_plan(
+                self.study, trial, record.plan, record.dtype
+            )
             if repeat is not None:
                 return self._repeat(trial, record, *repeat)
             return self._run(trial, record)
@@ -119,8 +121,12 @@ class Objective:
         record.timings["decompose"] = time.perf_counter() - t0
         m = record.screen = self.screen.measure(student, record.plan, record.dtype.value, record.timings)
         record.size_bytes = m.size_bytes
-        record.constraints = Constraints.measure(self.budget, latency_ms=m.latency_ms, peak_memory_mb=m.peak_memory_mb,
-                                                 size_bytes=m.size_bytes + PROVENANCE_BYTES)
+        record.constraints = Constraints.measure(
+            self.budget,
+            latency_ms=m.latency_ms,
+            peak_memory_mb=m.peak_memory_mb,
+            size_bytes=m.size_bytes + PROVENANCE_BYTES,
+        )
         record.constraints.tell(trial, CONSTRAINT_NAMES[:3])  # the quality constraint comes after training
         if not record.constraints.feasible:
             # Over budget before any training: infeasible, no epochs spent. The quality is unknown:
@@ -129,8 +135,13 @@ class Objective:
             return self._screened_out(record, m.latency_ms)
         record.val = self._distill(trial, record, student)
         record.status = Status.TRAINED
-        record.constraints = Constraints.measure(self.budget, latency_ms=m.latency_ms, peak_memory_mb=m.peak_memory_mb,
-                                                 size_bytes=m.size_bytes + PROVENANCE_BYTES, score=record.score)
+        record.constraints = Constraints.measure(
+            self.budget,
+            latency_ms=m.latency_ms,
+            peak_memory_mb=m.peak_memory_mb,
+            size_bytes=m.size_bytes + PROVENANCE_BYTES,
+            score=record.score,
+        )
         trial.set_constraint("min_f1", record.constraints.min_f1)
         if self.config.objective == "pareto":
             return record.score, m.latency_ms
@@ -160,9 +171,18 @@ class Objective:
 
         t0 = time.perf_counter()
         try:
-            distill(student, self.inputs.teacher, (task.X_train, task.y_train), (task.X_val, task.y_val),
-                    epochs=config.trial_epochs, lr=config.lr, seed=config.seed, metric=task.metric, callback=on_epoch,
-                    train_device=config.train_device)
+            distill(
+                student,
+                self.inputs.teacher,
+                (task.X_train, task.y_train),
+                (task.X_val, task.y_val),
+                epochs=config.trial_epochs,
+                lr=config.lr,
+                seed=config.seed,
+                metric=task.metric,
+                callback=on_epoch,
+                train_device=config.train_device,
+            )
         finally:
             record.timings["distill"] = time.perf_counter() - t0
         if record.dtype is DType.INT8:

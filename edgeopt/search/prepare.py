@@ -54,8 +54,9 @@ class SearchInputs:
         return size <= (size_mb * MIB if size_mb else self.base_cost.size_bytes / 8)
 
 
-def rank_caps(teacher: Any, task: Any, layers: dict[str, Any], target: Any, base_cost: Any, *,
-              int8: bool) -> dict[tuple[str, str], int]:
+def rank_caps(
+    teacher: Any, task: Any, layers: dict[str, Any], target: Any, base_cost: Any, *, int8: bool
+) -> dict[tuple[str, str], int]:
     """Per (layer, format): the largest rank at which that layer alone still fits the size budget."""
     if not target.budget.model_size_mb:
         return {}
@@ -92,8 +93,12 @@ def _largest_rank_within(teacher: Any, task: Any, name: str, fmt: str, hi: int, 
 
 def measure_baseline(teacher: Any, task: Any, target: Any, out: Path, config: CompileConfig) -> Measured:
     """The input model exported the same way as the artifact, verified, scored and measured first."""
-    meta = {"edgeopt.version": __version__, "edgeopt.role": "baseline", "edgeopt.target": target.name,
-            "edgeopt.task": task.name}
+    meta = {
+        "edgeopt.version": __version__,
+        "edgeopt.role": "baseline",
+        "edgeopt.target": target.name,
+        "edgeopt.task": task.name,
+    }
     path = out / "baseline.onnx"
     export_verified(teacher, task, path, meta)
     log.info("baseline: benchmarking %s on %s", path.name, target.name)
@@ -115,8 +120,18 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
     alloc = allocation_space(teacher, task, target, layers, base_cost, config) if space else None
     baseline = measure_baseline(teacher, task, target, config.out, config)
-    return SearchInputs(task, target, teacher, layers, base_cost, space, baseline, config.out / "baseline.onnx",
-                        allocation=alloc, implicit_floor=implicit_floor(target, baseline, config.max_quality_drop))
+    return SearchInputs(
+        task,
+        target,
+        teacher,
+        layers,
+        base_cost,
+        space,
+        baseline,
+        config.out / "baseline.onnx",
+        allocation=alloc,
+        implicit_floor=implicit_floor(target, baseline, config.max_quality_drop),
+    )
 
 
 def implicit_floor(target: Any, baseline: Measured, max_drop: float | None) -> dict[str, Any] | None:
@@ -130,8 +145,9 @@ def implicit_floor(target: Any, baseline: Measured, max_drop: float | None) -> d
     return {"max_drop": max_drop, "scores": scores}
 
 
-def allocation_space(teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any,
-                     config: CompileConfig) -> Any:
+def allocation_space(
+    teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any, config: CompileConfig
+) -> Any:
     """The tables and the allocation's caps (``search="allocation"``); a budget below the floor is refused
     here, before the baseline or any training (:class:`~edgeopt.errors.BudgetRefused`, exit code 1)."""
     if config.search != "allocation":
@@ -160,19 +176,33 @@ def write_refusal(out: Path, why: str, tables: Any, target: Any) -> None:
     from edgeopt.search.knapsack import floor
 
     f = floor(tables)
-    rep = {"schema": "edgeopt.report/refused", "refused": why, "target": target.name,
-           "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
-           "floor": {"latency_ms": f.latency_ms, "top": [{"part": n, "ms": ms} for n, ms in f.top],
-                     "min_params": f.min_params},
-           "tables": tables.to_dict()}
+    rep = {
+        "schema": "edgeopt.report/refused",
+        "refused": why,
+        "target": target.name,
+        "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
+        "floor": {
+            "latency_ms": f.latency_ms,
+            "top": [{"part": n, "ms": ms} for n, ms in f.top],
+            "min_params": f.min_params,
+        },
+        "tables": tables.to_dict(),
+    }
     atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
     rows = "\n".join(f"| {n} | {ms:.4f} |" for n, ms in f.top)
     whole = (tables.additivity.get("graphs") or {}).get("fastest")
-    measured = (f" The fastest plan measured as one graph: {whole['measured_ms']:.4f} ms (the isolated layers "
-                f"summed: {whole['isolated_sum_ms']:.4f} ms)." if whole else "")
-    atomic_write_text(out / "report.md", f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
-                      f"(tables built in {tables.build_s:.1f} s).{measured}\n\n| part of the fastest plan | ms |\n"
-                      f"|---|---|\n{rows}\n")
+    measured = (
+        f" The fastest plan measured as one graph: {whole['measured_ms']:.4f} ms (the isolated layers "
+        f"summed: {whole['isolated_sum_ms']:.4f} ms)."
+        if whole
+        else ""
+    )
+    atomic_write_text(
+        out / "report.md",
+        f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
+        f"(tables built in {tables.build_s:.1f} s).{measured}\n\n| part of the fastest plan | ms |\n"
+        f"|---|---|\n{rows}\n",
+    )
 
 
 __all__ = ["SearchInputs", "measure_baseline", "prepare", "rank_caps"]

@@ -67,8 +67,9 @@ class RepeatedWarnings(logging.Filter):
         return self.counts[key] == 1
 
     def summary(self) -> list[str]:
-        return [f"{self.first[k]} (and {n - 1} more like it during {self.during})"
-                for k, n in self.counts.items() if n > 1]
+        return [
+            f"{self.first[k]} (and {n - 1} more like it during {self.during})" for k, n in self.counts.items() if n > 1
+        ]
 
     def close(self) -> None:
         for lg in self.loggers:
@@ -132,8 +133,10 @@ class ThirdPartyWarnings(logging.Handler):
         self.first.setdefault(key, f"{source}: {message}")
 
     def summary(self) -> list[str]:
-        return [f"warning from {self.first[k]} ({'once' if n == 1 else f'{n} times'} during {self.during})"
-                for k, n in self.counts.items()]
+        return [
+            f"warning from {self.first[k]} ({'once' if n == 1 else f'{n} times'} during {self.during})"
+            for k, n in self.counts.items()
+        ]
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno >= logging.WARNING and not record.name.startswith("edgeopt"):
@@ -144,8 +147,15 @@ class ThirdPartyWarnings(logging.Handler):
             if record.levelno >= h.level:
                 h.handle(record)
 
-    def _warning(self, message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-                 line: str | None = None) -> None:
+    def _warning(
+        self,
+        message: Any,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         self.add(_source(filename), f"{category.__name__}: {str(message).strip()}")
 
 
@@ -154,7 +164,7 @@ def _source(path: str) -> str:
     parts = os.path.normpath(path or "?").split(os.sep)
     for marker in ("site-packages", "dist-packages"):
         if marker in parts:
-            rest = [p.removesuffix(".py") for p in parts[parts.index(marker) + 1:]]
+            rest = [p.removesuffix(".py") for p in parts[parts.index(marker) + 1 :]]
             return ".".join(p for p in rest[:2] if p != "__init__") or "?"
     return os.path.basename(path).removesuffix(".py") or "?"
 
@@ -175,8 +185,9 @@ class Progress:
 
     def tally(self) -> str:
         c = self.counts
-        return (f"feasible {c['feasible']}, screened {c[Status.SCREENED_OUT.value]}, pruned {c[Status.PRUNED.value]}"
-                + (f", failed {c[Status.FAILED.value]}" if c[Status.FAILED.value] else ""))
+        return f"feasible {c['feasible']}, screened {c[Status.SCREENED_OUT.value]}, pruned {c[Status.PRUNED.value]}" + (
+            f", failed {c[Status.FAILED.value]}" if c[Status.FAILED.value] else ""
+        )
 
     def __call__(self, study: Any, trial: Any) -> None:
         self.done += 1
@@ -193,8 +204,16 @@ class Progress:
         else:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
-            log.info("trial %d/%d %-12s best feasible %s %s; %s; ETA %.0fs",
-                     self.done, self.total, rec.status.value, self.metric, best, self.tally(), eta)
+            log.info(
+                "trial %d/%d %-12s best feasible %s %s; %s; ETA %.0fs",
+                self.done,
+                self.total,
+                rec.status.value,
+                self.metric,
+                best,
+                self.tally(),
+                eta,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -221,8 +240,17 @@ class Deadline:
             study.stop()
 
 
-def run_search(study: Any, objective: Any, *, trials: int, timeout: float | None, metric_name: str,
-               progress: bool, callbacks: tuple[Any, ...] = (), deadline: float | None = None) -> float:
+def run_search(
+    study: Any,
+    objective: Any,
+    *,
+    trials: int,
+    timeout: float | None,
+    metric_name: str,
+    progress: bool,
+    callbacks: tuple[Any, ...] = (),
+    deadline: float | None = None,
+) -> float:
     """Run ``trials`` trials (or until ``timeout``, or ``deadline``); a failing trial fails alone. Returns
     the wall time. ``callbacks`` run after each trial, after the progress line (e.g. a worker's stop at
     the study's total)."""
@@ -235,8 +263,14 @@ def run_search(study: Any, objective: Any, *, trials: int, timeout: float | None
     prog = Progress(trials, metric_name, progress)
     quiet, others = RepeatedWarnings(), ThirdPartyWarnings("the search").start()
     try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(Exception,), callbacks=[prog, *callbacks],
-                       gc_after_trial=False)
+        study.optimize(
+            objective,
+            n_trials=trials,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[prog, *callbacks],
+            gc_after_trial=False,
+        )
     finally:
         prog.close()
         quiet.close()

@@ -24,7 +24,10 @@ class _Reader:
 
     def __init__(self, input_name: str, samples: np.ndarray, batch: int = 1) -> None:
         self._it = iter(
-            [{input_name: np.ascontiguousarray(samples[i : i + batch], dtype=np.float32)} for i in range(0, len(samples), batch)]
+            [
+                {input_name: np.ascontiguousarray(samples[i : i + batch], dtype=np.float32)}
+                for i in range(0, len(samples), batch)
+            ]
         )
 
     def get_next(self):
@@ -53,8 +56,13 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, calibration
         if "Conv" in ops and calibration is not None and len(calibration):
             nxt = Path(tmp) / "static.onnx"
             quantize_static(
-                str(cur), str(nxt), _Reader(input_name, calibration[:128]), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv"], activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                str(cur),
+                str(nxt),
+                _Reader(input_name, calibration[:128]),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"],
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 per_channel=True,
             )
             cur = nxt

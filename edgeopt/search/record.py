@@ -88,12 +88,23 @@ class Constraints:
     min_f1: float = 0.0
 
     @classmethod
-    def measure(cls, budget: Any, *, latency_ms: float | None = None, peak_memory_mb: float | None = None,
-                size_bytes: float | None = None, score: float | None = None) -> Constraints:
+    def measure(
+        cls,
+        budget: Any,
+        *,
+        latency_ms: float | None = None,
+        peak_memory_mb: float | None = None,
+        size_bytes: float | None = None,
+        score: float | None = None,
+    ) -> Constraints:
         """Violations of ``budget`` (a ``Budget``) by what was measured; unmeasured ones are 0."""
         size_mb = None if size_bytes is None else size_bytes / MIB
-        return cls(LATENCY.violation(latency_ms, budget), PEAK_MEMORY.violation(peak_memory_mb, budget),
-                   MODEL_SIZE.violation(size_mb, budget), QUALITY.violation(score, budget))
+        return cls(
+            LATENCY.violation(latency_ms, budget),
+            PEAK_MEMORY.violation(peak_memory_mb, budget),
+            MODEL_SIZE.violation(size_mb, budget),
+            QUALITY.violation(score, budget),
+        )
 
     def values(self) -> list[float]:
         return [float(getattr(self, name)) for name in CONSTRAINT_NAMES]
@@ -139,18 +150,27 @@ class ScreenResult:
     nodes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"latency_ms": self.latency_ms, "latency_p50_ms": self.latency_p50_ms,
-                "latency_source": self.latency_source, "peak_memory_mb": self.peak_memory_mb,
-                "size_bytes": self.size_bytes, "nodes": self.nodes}
+        return {
+            "latency_ms": self.latency_ms,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_source": self.latency_source,
+            "peak_memory_mb": self.peak_memory_mb,
+            "size_bytes": self.size_bytes,
+            "nodes": self.nodes,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ScreenResult | None:
         if not d or "latency_ms" not in d:
             return None
-        return cls(latency_ms=float(d["latency_ms"]), latency_p50_ms=float(d.get("latency_p50_ms", math.inf)),
-                   latency_source=str(d.get("latency_source", "measured")),
-                   peak_memory_mb=float(d.get("peak_memory_mb", math.nan)), size_bytes=int(d.get("size_bytes", 0)),
-                   nodes=int(d.get("nodes", 0)))
+        return cls(
+            latency_ms=float(d["latency_ms"]),
+            latency_p50_ms=float(d.get("latency_p50_ms", math.inf)),
+            latency_source=str(d.get("latency_source", "measured")),
+            peak_memory_mb=float(d.get("peak_memory_mb", math.nan)),
+            size_bytes=int(d.get("size_bytes", 0)),
+            nodes=int(d.get("nodes", 0)),
+        )
 
 
 # --------------------------------------------------------------------------- the record
@@ -200,12 +220,22 @@ class TrialRecord:
     # -- Optuna user attributes: the one conversion each way
     def user_attrs(self) -> dict[str, Any]:
         """What :meth:`save` stores (JSON-able)."""
-        attrs: dict[str, Any] = {"status": self.status.value, "plan": self.plan, "dtype": self.dtype.value,
-                                 "val": self.val, "time_s": {k: round(v, 4) for k, v in self.timings.items()}}
-        optional = {"params": self.params, "macs": self.macs, "size_bytes": self.size_bytes,
-                    "screen": self.screen.to_dict() if self.screen else None,
-                    "constraints": self.constraints.values() if self.constraints else None,
-                    "repeat_of": self.repeat_of, "error": self.error}
+        attrs: dict[str, Any] = {
+            "status": self.status.value,
+            "plan": self.plan,
+            "dtype": self.dtype.value,
+            "val": self.val,
+            "time_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        optional = {
+            "params": self.params,
+            "macs": self.macs,
+            "size_bytes": self.size_bytes,
+            "screen": self.screen.to_dict() if self.screen else None,
+            "constraints": self.constraints.values() if self.constraints else None,
+            "repeat_of": self.repeat_of,
+            "error": self.error,
+        }
         attrs.update({k: v for k, v in optional.items() if v is not None})
         # Read by people in optuna-dashboard (the structured keys above are what edgeopt reads back).
         attrs["plan_str"] = plan_str(self.plan, self.dtype.value)
@@ -223,16 +253,32 @@ class TrialRecord:
         """A record from stored user attributes (this version's or an older study's)."""
         screen = ScreenResult.from_dict(attrs.get("screen"))
         if screen is None and attrs.get("latency_ms") is not None:  # very old studies: top level only
-            screen = ScreenResult(float(attrs["latency_ms"]), math.inf, str(attrs.get("latency_source", "measured")),
-                                  math.nan, int(attrs.get("size_bytes") or 0), 0)
+            screen = ScreenResult(
+                float(attrs["latency_ms"]),
+                math.inf,
+                str(attrs.get("latency_source", "measured")),
+                math.nan,
+                int(attrs.get("size_bytes") or 0),
+                0,
+            )
         default_status = {"fail": Status.FAILED, "pruned": Status.PRUNED}.get(state, Status.RUNNING)
         return cls(
-            number=number, status=Status(attrs.get("status", default_status)), plan=attrs.get("plan") or {},
-            dtype=DType(attrs.get("dtype", attrs.get("precision", "fp32"))), params=attrs.get("params"),
-            macs=attrs.get("macs"), size_bytes=attrs.get("size_bytes"), screen=screen, val=attrs.get("val") or {},
-            constraints=Constraints.from_values(attrs.get("constraints")), timings=dict(attrs.get("time_s") or {}),
-            repeat_of=attrs.get("repeat_of"), warm_start=attrs.get("warm_start"), error=attrs.get("error"),
-            state=state, worker=attrs.get("worker"),
+            number=number,
+            status=Status(attrs.get("status", default_status)),
+            plan=attrs.get("plan") or {},
+            dtype=DType(attrs.get("dtype", attrs.get("precision", "fp32"))),
+            params=attrs.get("params"),
+            macs=attrs.get("macs"),
+            size_bytes=attrs.get("size_bytes"),
+            screen=screen,
+            val=attrs.get("val") or {},
+            constraints=Constraints.from_values(attrs.get("constraints")),
+            timings=dict(attrs.get("time_s") or {}),
+            repeat_of=attrs.get("repeat_of"),
+            warm_start=attrs.get("warm_start"),
+            error=attrs.get("error"),
+            state=state,
+            worker=attrs.get("worker"),
         )
 
     @classmethod
@@ -243,8 +289,12 @@ class TrialRecord:
         values = getattr(trial, "values", None)
         duration = getattr(trial, "duration", None)
         error = rec.error or (getattr(trial, "system_attrs", None) or {}).get("fail_reason")
-        return replace(rec, values=tuple(values) if values else None, error=error,
-                       duration_s=duration.total_seconds() if duration else None)
+        return replace(
+            rec,
+            values=tuple(values) if values else None,
+            error=error,
+            duration_s=duration.total_seconds() if duration else None,
+        )
 
     def copy_result_of(self, other: TrialRecord) -> None:
         """Take ``other``'s measurements and outcome (a repeated plan is not trained twice)."""
@@ -268,5 +318,17 @@ def records(study: Any, states: tuple[Any, ...] | None = None) -> list[TrialReco
     return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False, states=states)]
 
 
-__all__ = ["CONSTRAINTS", "CONSTRAINT_NAMES", "MIB", "Constraint", "Constraints", "DType", "ScreenResult", "Status",
-           "TrialRecord", "plan_str", "quality_floor_label", "records"]
+__all__ = [
+    "CONSTRAINTS",
+    "CONSTRAINT_NAMES",
+    "MIB",
+    "Constraint",
+    "Constraints",
+    "DType",
+    "ScreenResult",
+    "Status",
+    "TrialRecord",
+    "plan_str",
+    "quality_floor_label",
+    "records",
+]

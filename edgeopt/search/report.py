@@ -37,8 +37,9 @@ def _lat(d: dict[str, Any] | None) -> dict[str, float] | None:
     return {k: float(d[k]) for k in ("p50", "p90", "p95", "p99", "mean") if k in d and d[k] is not None}
 
 
-def quality_check(metrics: dict[str, Any], budget: Any, metric: str,
-                  implicit: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def quality_check(
+    metrics: dict[str, Any], budget: Any, metric: str, implicit: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The quality floor as a budget check: the task's metric (``score``) on test (else val) against
     the profile's ``min_f1``, named after the metric (``quality floor (accuracy, test)``). The implicit
     floor (``implicit``: ``max_drop`` and the input model's ``scores`` per split) is the input model's
@@ -54,13 +55,30 @@ def quality_check(metrics: dict[str, Any], budget: Any, metric: str,
         name = f"{name[:-1]}: input model less {100 * float(implicit['max_drop']):.0f} pt)"
     if floor is None:
         return None
-    return {"name": name, "budget": floor, "measured": value,
-            "upper_bound": None, "lower_bound": None, "passed": value is not None and value >= floor}
+    return {
+        "name": name,
+        "budget": floor,
+        "measured": value,
+        "upper_bound": None,
+        "lower_bound": None,
+        "passed": value is not None and value >= floor,
+    }
 
 
-def artifact_entry(measured: Any, cost: Any, path: Path, out: Path, *, plan: dict | None = None,
-                   dtype: str = "fp32", trial: int | None = None, timings: dict | None = None,
-                   target: Any = None, metric: str = "score", implicit_floor: dict | None = None) -> dict[str, Any]:
+def artifact_entry(
+    measured: Any,
+    cost: Any,
+    path: Path,
+    out: Path,
+    *,
+    plan: dict | None = None,
+    dtype: str = "fp32",
+    trial: int | None = None,
+    timings: dict | None = None,
+    target: Any = None,
+    metric: str = "score",
+    implicit_floor: dict | None = None,
+) -> dict[str, Any]:
     """One side of the baseline-vs-best comparison (``measured``: gate, bench, metrics), as it goes
     into report.json."""
     g = measured.gate
@@ -82,8 +100,11 @@ def artifact_entry(measured: Any, cost: Any, path: Path, out: Path, *, plan: dic
         "host_latency_ms": _lat(getattr(b, "host_latency_ms", None)),
         "peak_memory_mb": float(getattr(b, "peak_memory_mb", float("nan"))),
         "iterations": int(getattr(b, "iterations", 0) or 0),
-        "budget": {"passed": verdict == "pass" and all(c["passed"] for c in checks), "verdict": verdict,
-                   "checks": checks},
+        "budget": {
+            "passed": verdict == "pass" and all(c["passed"] for c in checks),
+            "verdict": verdict,
+            "checks": checks,
+        },
     }
     if plan is not None:
         entry.update({"plan": plan, "dtype": dtype, "trial": trial, "time_s": timings or {}})
@@ -156,25 +177,50 @@ def comparison_rows(rep: dict[str, Any]) -> list[list[str]]:
     base, best = rep["baseline"], rep["best"]
     src = best.get("latency_source", "measured")
     rows = [["", "baseline (dense fp32)", "edgeopt", "change"]]
-    rows.append(["params", f"{base['params']:,}", f"{best['params']:,}",
-                 change(base["params"], best["params"], "fewer", "more", "same", band=0)])
-    rows.append(["size", _mb(base["size_bytes"]), _mb(best["size_bytes"]),
-                 change(base["size_bytes"], best["size_bytes"], "smaller", "larger", "same size", band=0)])
+    rows.append(
+        [
+            "params",
+            f"{base['params']:,}",
+            f"{best['params']:,}",
+            change(base["params"], best["params"], "fewer", "more", "same", band=0),
+        ]
+    )
+    rows.append(
+        [
+            "size",
+            _mb(base["size_bytes"]),
+            _mb(best["size_bytes"]),
+            change(base["size_bytes"], best["size_bytes"], "smaller", "larger", "same size", band=0),
+        ]
+    )
     for p in ("p50", "p95"):
         a = (base.get("latency_ms") or {}).get(p)
         b = (best.get("latency_ms") or {}).get(p)
-        rows.append([f"latency {p} ({src})", _fmt(a, ".4f") + " ms", _fmt(b, ".4f") + " ms",
-                     change(a, b, "faster", "slower", "same speed")])
-    rows.append(["peak memory", _fmt(base.get("peak_memory_mb"), ".1f") + " MB",
-                 _fmt(best.get("peak_memory_mb"), ".1f") + " MB", ""])
+        rows.append(
+            [
+                f"latency {p} ({src})",
+                _fmt(a, ".4f") + " ms",
+                _fmt(b, ".4f") + " ms",
+                change(a, b, "faster", "slower", "same speed"),
+            ]
+        )
+    rows.append(
+        [
+            "peak memory",
+            _fmt(base.get("peak_memory_mb"), ".1f") + " MB",
+            _fmt(best.get("peak_memory_mb"), ".1f") + " MB",
+            "",
+        ]
+    )
     for split in ("test", "val"):
         mb, mx = (base["metrics"] or {}).get(split), (best["metrics"] or {}).get(split)
         if not mb or not mx:
             continue
         for k in ("f1", "precision", "recall", "accuracy"):
             d = (mx[k] - mb[k]) * 100 if mx.get(k) is not None and mb.get(k) is not None else None
-            rows.append([f"{split} {k}", _fmt(mb.get(k), ".4f"), _fmt(mx.get(k), ".4f"),
-                         "" if d is None else f"{d:+.2f} pt"])
+            rows.append(
+                [f"{split} {k}", _fmt(mb.get(k), ".4f"), _fmt(mx.get(k), ".4f"), "" if d is None else f"{d:+.2f} pt"]
+            )
     return rows
 
 
@@ -183,8 +229,16 @@ def budget_rows(rep: dict[str, Any]) -> list[list[str]]:
     base_checks = {c["name"]: c for c in rep["baseline"]["budget"]["checks"]}
     for c in rep["best"]["budget"]["checks"]:
         b = base_checks.get(c["name"], {})
-        rows.append([c["name"], _fmt(c["budget"]), _fmt(_round(b.get("measured"))), _fmt(_round(c["measured"])),
-                     _fmt(_round(c.get("upper_bound"))), "PASS" if c["passed"] else "FAIL"])
+        rows.append(
+            [
+                c["name"],
+                _fmt(c["budget"]),
+                _fmt(_round(b.get("measured"))),
+                _fmt(_round(c["measured"])),
+                _fmt(_round(c.get("upper_bound"))),
+                "PASS" if c["passed"] else "FAIL",
+            ]
+        )
     return rows
 
 
@@ -195,10 +249,16 @@ def _round(v: Any) -> Any:
 def plan_rows(rep: dict[str, Any]) -> list[list[str]]:
     rows = [["layer", "format", "rank(s)", "params (dense → edgeopt)", "MACs share", "est. latency share on target"]]
     for layer in rep.get("layers", []):
-        rows.append([layer["name"], layer["format"], _fmt(layer.get("ranks")),
-                     f"{layer['dense_params']:,} → {layer['params']:,}",
-                     f"{layer['macs_share'] * 100:.1f}%",
-                     "–" if layer["latency_share"] is None else f"{layer['latency_share'] * 100:.1f}%"])
+        rows.append(
+            [
+                layer["name"],
+                layer["format"],
+                _fmt(layer.get("ranks")),
+                f"{layer['dense_params']:,} → {layer['params']:,}",
+                f"{layer['macs_share'] * 100:.1f}%",
+                "–" if layer["latency_share"] is None else f"{layer['latency_share'] * 100:.1f}%",
+            ]
+        )
     return rows
 
 
@@ -206,9 +266,17 @@ def trial_rows(rep: dict[str, Any], limit: int = 15) -> list[list[str]]:
     rows = [["#", "status", "plan", "params", "latency ms", "val F1", "time s"]]
     trials = sorted(rep["trials"], key=lambda t: (not t["feasible"], -(t["val"].get("score") or 0), t["number"]))
     for t in trials[:limit]:
-        rows.append([str(t["number"]), t["status"] + (" ✓" if t["feasible"] else ""), _plan_short(t["plan"], _dtype(t)),
-                     _fmt(t["params"], ","), _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f"),
-                     _fmt(t["duration_s"], ".1f")])
+        rows.append(
+            [
+                str(t["number"]),
+                t["status"] + (" ✓" if t["feasible"] else ""),
+                _plan_short(t["plan"], _dtype(t)),
+                _fmt(t["params"], ","),
+                _fmt(t["latency_ms"], ".4f"),
+                _fmt(t["val"].get("f1"), ".4f"),
+                _fmt(t["duration_s"], ".1f"),
+            ]
+        )
     return rows
 
 
@@ -266,8 +334,10 @@ def _inline(text: str) -> str:
     parts = str(text).split("`")
     if len(parts) % 2 == 0:  # an unpaired backtick is text
         parts[-2:] = ["`".join(parts[-2:])]
-    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else _BOLD.sub(r"<b>\1</b>", html.escape(p))
-                   for i, p in enumerate(parts))
+    return "".join(
+        f"<code>{html.escape(p)}</code>" if i % 2 else _BOLD.sub(r"<b>\1</b>", html.escape(p))
+        for i, p in enumerate(parts)
+    )
 
 
 # ----------------------------------------------------------------------------- layers
@@ -300,12 +370,19 @@ def layer_breakdown(state: dict[str, Any]) -> list[dict[str, Any]]:
         ranks = layer.get("ranks")
         bonds = tuple(ranks) if isinstance(ranks, (list, tuple)) and len(ranks) > 1 else None
         nodes = layer_onnx_node_count(layer["format"], layer.get("kind", "linear"), bonds)
-        times.append(nodes * model.overhead_for(op) + max(2 * layer["macs"] / (model.rate_for(op) * 1e3),
-                                                           4 * layer["params"] / (bandwidth * 1e3)))
+        times.append(
+            nodes * model.overhead_for(op)
+            + max(2 * layer["macs"] / (model.rate_for(op) * 1e3), 4 * layer["params"] / (bandwidth * 1e3))
+        )
     total_t = sum(t for t in times if t) or None
-    return [dict(layer, macs_share=layer["macs"] / total_macs,
-                 latency_share=(t / total_t) if (t is not None and total_t) else None)
-            for layer, t in zip(layers, times)]
+    return [
+        dict(
+            layer,
+            macs_share=layer["macs"] / total_macs,
+            latency_share=(t / total_t) if (t is not None and total_t) else None,
+        )
+        for layer, t in zip(layers, times)
+    ]
 
 
 # ----------------------------------------------------------------------------- plots
@@ -348,20 +425,41 @@ def _latency_vs_score(plt: Any, rep: dict[str, Any]) -> Any:
     infeas = [t for t in trained if not t["feasible"]]
     screened = [t for t in trials if t["status"] == "screened-out"]
     if feas:
-        ax.scatter([t["latency_ms"] for t in feas], [t["val"]["score"] for t in feas], c="tab:blue", label="feasible", zorder=3)
+        ax.scatter(
+            [t["latency_ms"] for t in feas], [t["val"]["score"] for t in feas], c="tab:blue", label="feasible", zorder=3
+        )
         front = _front([(t["latency_ms"], t["val"]["score"]) for t in feas])
         ax.plot(*zip(*front), c="tab:blue", alpha=0.5, drawstyle="steps-post", label="Pareto front")
     if infeas:
-        ax.scatter([t["latency_ms"] for t in infeas], [t["val"]["score"] for t in infeas], c="tab:orange",
-                   marker="x", label="trained, infeasible", zorder=3)
+        ax.scatter(
+            [t["latency_ms"] for t in infeas],
+            [t["val"]["score"] for t in infeas],
+            c="tab:orange",
+            marker="x",
+            label="trained, infeasible",
+            zorder=3,
+        )
     if screened:
         ymin = min([t["val"].get("score") or 1 for t in trained] + [rep["baseline"]["metrics"]["val"]["score"]]) - 0.02
-        ax.scatter([t["latency_ms"] for t in screened], [ymin] * len(screened), c="lightgray", marker="|", s=120,
-                   label="screened out (over budget, untrained)")
+        ax.scatter(
+            [t["latency_ms"] for t in screened],
+            [ymin] * len(screened),
+            c="lightgray",
+            marker="|",
+            s=120,
+            label="screened out (over budget, untrained)",
+        )
     for side, color, label in (("baseline", "black", "baseline (dense)"), ("best", "tab:green", "shipped artifact")):
         entry = rep[side]
-        ax.scatter([(entry["latency_ms"] or {}).get(f"p{pct}")], [entry["metrics"]["val"]["score"]], marker="*",
-                   s=200, c=color, label=label, zorder=4)
+        ax.scatter(
+            [(entry["latency_ms"] or {}).get(f"p{pct}")],
+            [entry["metrics"]["val"]["score"]],
+            marker="*",
+            s=200,
+            c=color,
+            label=label,
+            zorder=4,
+        )
     if budget.get("latency_ms"):
         ax.axvline(budget["latency_ms"], c="red", ls="--", lw=1, label=f"latency budget ({budget['latency_ms']} ms)")
     if budget.get(QUALITY.budget_field):
@@ -371,8 +469,11 @@ def _latency_vs_score(plt: Any, rep: dict[str, Any]) -> Any:
     ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms, {src})")
     ax.set_ylabel(f"validation {metric}")
     n_size = sum(1 for t in rep["trials"] if t["status"] == "screened-out" and t["latency_ms"] is None)
-    ax.set_title(f"Target latency vs {metric}, every trial"
-                 + (f" ({n_size} more over the size budget, never built)" if n_size else ""), fontsize=10)
+    ax.set_title(
+        f"Target latency vs {metric}, every trial"
+        + (f" ({n_size} more over the size budget, never built)" if n_size else ""),
+        fontsize=10,
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return fig
@@ -394,8 +495,10 @@ def _optuna_plots(study: Any, rep: dict[str, Any]) -> list[tuple[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ax = ovm.plot_optimization_history(
-            study, target=lambda t: TrialRecord.from_trial(t).val.get("score", t.values[0]),
-            target_name=f"validation {metric}")
+            study,
+            target=lambda t: TrialRecord.from_trial(t).val.get("score", t.values[0]),
+            target_name=f"validation {metric}",
+        )
         figs.append(("history.png", ax.figure))
         if len(study.directions) == 2:
             ax = ovm.plot_pareto_front(study, target_names=[f"val {metric}", f"latency ms ({src})"])
@@ -531,8 +634,9 @@ def headline(rep: dict[str, Any]) -> str:
     latb = (base.get("latency_ms") or {}).get("p50")
     parts = [f"The artifact {verdict} of `{rep['target']['name']}`"]
     if best["params"]:
-        parts.append(change(base["params"], best["params"], "fewer parameters", "more parameters",
-                            "as many parameters", band=0))
+        parts.append(
+            change(base["params"], best["params"], "fewer parameters", "more parameters", "as many parameters", band=0)
+        )
     if lat and latb:
         parts.append(f"{change(latb, lat, 'lower', 'higher', 'the same')} p50 latency ({best.get('latency_source')})")
     if f1b is not None and f1x is not None:
@@ -548,9 +652,25 @@ def render_markdown(rep: dict[str, Any]) -> str:
 def report_blocks(rep: dict[str, Any]) -> list[str]:
     """The report as blocks, each one Markdown line (a heading, a paragraph, a ``- `` bullet, a plot, "" between)
     or a :class:`Table`: ``report.md`` joins them, ``report.html`` renders each as HTML."""
-    lines = [f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}", "", headline(rep), "",
-             *_md_context(rep), "", "## Baseline vs edgeopt", "", Table(comparison_rows(rep)), "",
-             "## Budgets", "", Table(budget_rows(rep)), "", *_md_floor(rep), "## Chosen plan", ""]
+    lines = [
+        f"# edgeopt report — {rep['task']['name']} on {rep['target']['name']}",
+        "",
+        headline(rep),
+        "",
+        *_md_context(rep),
+        "",
+        "## Baseline vs edgeopt",
+        "",
+        Table(comparison_rows(rep)),
+        "",
+        "## Budgets",
+        "",
+        Table(budget_rows(rep)),
+        "",
+        *_md_floor(rep),
+        "## Chosen plan",
+        "",
+    ]
     if rep.get("layers"):
         lines += [Table(plan_rows(rep)), ""]
     else:
@@ -574,8 +694,11 @@ def _md_context(rep: dict[str, Any]) -> list[str]:
         f"{task['samples']['train']}/{task['samples']['val']}/{task['samples']['test']} "
         "train/val/test samples. The test split is scored only on the two shipped files.",
         f"Target: {rep['target'].get('description', rep['target']['name'])}. Latency is **{source}** "
-        + ("(this host's measurement transferred to the target by its calibration)."
-           if source == "predicted" else "(measured on the target)."),
+        + (
+            "(this host's measurement transferred to the target by its calibration)."
+            if source == "predicted"
+            else "(measured on the target)."
+        ),
     ]
 
 
@@ -583,46 +706,84 @@ def _md_floor(rep: dict[str, Any]) -> list[str]:
     q = rep.get("quality_floor")
     if not q:
         return []
-    return [f"Quality floor of the artifact: the input model's score less {100 * q['max_drop']:.0f} pt on the same "
-            "split (the profile gives no `min_f1`; `--max-quality-drop` changes it). Trials are not held to it: "
-            "their few epochs of distillation leave most students below what the final fine-tune reaches.", ""]
+    return [
+        f"Quality floor of the artifact: the input model's score less {100 * q['max_drop']:.0f} pt on the same "
+        "split (the profile gives no `min_f1`; `--max-quality-drop` changes it). Trials are not held to it: "
+        "their few epochs of distillation leave most students below what the final fine-tune reaches.",
+        "",
+    ]
 
 
 def _md_tables(t: dict[str, Any] | None) -> list[str]:
     """The per-layer tables: what was chosen per layer, and whether the layers add up to the graph."""
     if not t:
         return []
-    lines = ["## Per-layer tables", "",
-             f"{t['layers']} layers, {t['candidates']} candidates, built in {t['build_s']:.1f} s"
-             f"{' (read from tables.json)' if t.get('cached') else ''}; sensitivity = KL to the input model's "
-             f"outputs with only that layer replaced, on {t.get('calibration_samples') or '?'} training samples.", ""]
+    lines = [
+        "## Per-layer tables",
+        "",
+        f"{t['layers']} layers, {t['candidates']} candidates, built in {t['build_s']:.1f} s"
+        f"{' (read from tables.json)' if t.get('cached') else ''}; sensitivity = KL to the input model's "
+        f"outputs with only that layer replaced, on {t.get('calibration_samples') or '?'} training samples.",
+        "",
+    ]
     a = t.get("additivity") or {}
-    checks = [[name, _fmt(g["measured_ms"], ".4f"), _fmt(g["isolated_sum_ms"], ".4f"), _fmt(g["table_ms"], ".4f"),
-               f"{g['error_pct']:+.1f}%"] for name, g in (a.get("graphs") or {}).items()]
+    checks = [
+        [
+            name,
+            _fmt(g["measured_ms"], ".4f"),
+            _fmt(g["isolated_sum_ms"], ".4f"),
+            _fmt(g["table_ms"], ".4f"),
+            f"{g['error_pct']:+.1f}%",
+        ]
+        for name, g in (a.get("graphs") or {}).items()
+    ]
     if t.get("shipped"):
         s = t["shipped"]
-        checks.append(["shipped plan", _fmt(s["measured_ms"], ".4f"), "", _fmt(s["table_ms"], ".4f"),
-                       f"{s['error_pct']:+.1f}%" if s.get("error_pct") is not None else "-"])
+        checks.append(
+            [
+                "shipped plan",
+                _fmt(s["measured_ms"], ".4f"),
+                "",
+                _fmt(s["table_ms"], ".4f"),
+                f"{s['error_pct']:+.1f}%" if s.get("error_pct") is not None else "-",
+            ]
+        )
     if checks:
-        lines += [f"Do the layers add up? Whole graphs measured against the table (`rest + {a.get('scale', 1)} × "
-                  f"layers`, fitted on the dense and fastest graphs; the others are held out):", "",
-                  Table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"],
-                                         *checks]), ""]
+        lines += [
+            f"Do the layers add up? Whole graphs measured against the table (`rest + {a.get('scale', 1)} × "
+            f"layers`, fitted on the dense and fastest graphs; the others are held out):",
+            "",
+            Table([["graph", "measured ms", "isolated layers + rest ms", "table ms", "table error"], *checks]),
+            "",
+        ]
     sc = t.get("screens") or {}
     if sc.get("count"):
-        what = (f"{1e3 * sc['offset_ms']:+.1f} µs off the table (the median, shrunk by two standard errors; at most "
-                f"half the headroom over the floor counts); trials after the first {FEEDBACK_MIN} were allocated under "
-                "the budget less that"
-                if sc["count"] >= FEEDBACK_MIN else f"too few to correct the table (it takes {FEEDBACK_MIN})")
+        what = (
+            f"{1e3 * sc['offset_ms']:+.1f} µs off the table (the median, shrunk by two standard errors; at most "
+            f"half the headroom over the floor counts); trials after the first {FEEDBACK_MIN} were allocated under "
+            "the budget less that"
+            if sc["count"] >= FEEDBACK_MIN
+            else f"too few to correct the table (it takes {FEEDBACK_MIN})"
+        )
         lines += [f"The screens against the table: {sc['count']} allocations measured whole, {what}.", ""]
     rows = [["layer", "candidates", "dense ms", "chosen", "chosen ms", "sensitivity", "why"]] + [
-        [r["layer"], str(r["candidates"]), _fmt(r["dense_ms"], ".4f"), r["chosen"], _fmt(r["chosen_ms"], ".4f"),
-         _fmt(r["sensitivity"], ".3g"), r.get("why", "")] for r in t.get("rows") or []]
+        [
+            r["layer"],
+            str(r["candidates"]),
+            _fmt(r["dense_ms"], ".4f"),
+            r["chosen"],
+            _fmt(r["chosen_ms"], ".4f"),
+            _fmt(r["sensitivity"], ".3g"),
+            r.get("why", ""),
+        ]
+        for r in t.get("rows") or []
+    ]
     if len(rows) > 1:
         lines += [Table(rows), ""]
     for g in t.get("left_alone") or []:
-        lines.append(f"- Left dense, not decomposable: {g['count']} layer(s) (e.g. {', '.join(g['layers'])}): "
-                     f"{g['reason']}.")
+        lines.append(
+            f"- Left dense, not decomposable: {g['count']} layer(s) (e.g. {', '.join(g['layers'])}): {g['reason']}."
+        )
     lines += [f"- {n}" for n in t.get("notes") or []]
     return lines
 
@@ -637,26 +798,56 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
         f"{_workers_note(s)}): {s['feasible']} feasible, "
         f"{s['screened_out']} screened out before training, {s['pruned']} pruned, {s['failed']} failed; "
         f"{s['wall_s']:.1f} s in trials. Time per stage: "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items())) + ".",
+        + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items()))
+        + ".",
         "",
     ]
     lines += [f"- {note}" for note in s.get("notes") or []]
     if s.get("finalists"):
-        rows = [["trial", "plan", "val F1", "re-measured p50 ms", "re-measured budgeted pct ms", "within budget",
-                 "nodes", "shipped"]]
+        rows = [
+            [
+                "trial",
+                "plan",
+                "val F1",
+                "re-measured p50 ms",
+                "re-measured budgeted pct ms",
+                "within budget",
+                "nodes",
+                "shipped",
+            ]
+        ]
         for f in s["finalists"]:
-            rows.append([str(f["trial"]), _plan_short(f["plan"], _dtype(f)), _fmt(f["val_score"], ".4f"),
-                         _fmt(f["latency_p50_ms"], ".4f"), _fmt(f["latency_ms"], ".4f"),
-                         "yes" if f.get("within_budget", True) else "no", str(f["nodes"]), "✓" if f["shipped"] else ""])
-        lines += ["", "Finalists (validation F1 within the tolerance of the best), measured again for longer; of "
-                  "those within the latency budget, the fastest (within 3%) with the fewest nodes ships:", "",
-                  Table(rows)]
+            rows.append(
+                [
+                    str(f["trial"]),
+                    _plan_short(f["plan"], _dtype(f)),
+                    _fmt(f["val_score"], ".4f"),
+                    _fmt(f["latency_p50_ms"], ".4f"),
+                    _fmt(f["latency_ms"], ".4f"),
+                    "yes" if f.get("within_budget", True) else "no",
+                    str(f["nodes"]),
+                    "✓" if f["shipped"] else "",
+                ]
+            )
+        lines += [
+            "",
+            "Finalists (validation F1 within the tolerance of the best), measured again for longer; of "
+            "those within the latency budget, the fastest (within 3%) with the fewest nodes ships:",
+            "",
+            Table(rows),
+        ]
     if s.get("pareto_front") is not None:
         front = [t for t in rep["trials"] if t["number"] in set(s["pareto_front"])]
         rows = [["#", "plan", "params", "latency ms", "val F1"]] + [
-            [str(t["number"]), _plan_short(t["plan"], _dtype(t)), _fmt(t["params"], ","),
-             _fmt(t["latency_ms"], ".4f"), _fmt(t["val"].get("f1"), ".4f")]
-            for t in sorted(front, key=lambda t: t["latency_ms"] or 0)]
+            [
+                str(t["number"]),
+                _plan_short(t["plan"], _dtype(t)),
+                _fmt(t["params"], ","),
+                _fmt(t["latency_ms"], ".4f"),
+                _fmt(t["val"].get("f1"), ".4f"),
+            ]
+            for t in sorted(front, key=lambda t: t["latency_ms"] or 0)
+        ]
         lines += ["", "Pareto front (validation F1 vs target latency, feasible trials):", "", Table(rows)]
     return lines
 
@@ -670,8 +861,11 @@ code{background:#f5f5f5;padding:1px 4px}"""
 def render_html(rep: dict[str, Any], out: Path) -> str:
     """A self-contained page of the same blocks as ``report.md``: tables inline, plots embedded as base64 PNG."""
     title = f"edgeopt — {html.escape(rep['task']['name'])} on {html.escape(rep['target']['name'])}"
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{title}</title>",
-             f"<style>{_CSS}</style></head><body>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{title}</title>",
+        f"<style>{_CSS}</style></head><body>",
+    ]
     parts += html_blocks(report_blocks(rep), out, headline=headline(rep), passed=rep["best"]["budget"]["passed"])
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -718,7 +912,9 @@ def rebuild(out: str | os.PathLike) -> dict[str, Any]:
     out = Path(out)
     state_path = out / "compile.json"
     if not state_path.exists():
-        raise InputError(f"{out} is not an edgeopt output dir: {state_path.name} is missing (run `edgeopt compile` first).")
+        raise InputError(
+            f"{out} is not an edgeopt output dir: {state_path.name} is missing (run `edgeopt compile` first)."
+        )
     try:
         state = json.loads(state_path.read_text())
     except ValueError as exc:

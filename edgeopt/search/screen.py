@@ -42,8 +42,16 @@ class Screen:
     def key(self, plan: dict[str, Any], dtype: str) -> str:
         return hashlib.sha256(f"{self.target.name}|{dtype}|{plan_key(plan)}".encode()).hexdigest()[:20]
 
-    def measure(self, student: Any, plan: dict[str, Any], dtype: str, timings: dict[str, float], *,
-                bench_kwargs: Mapping[str, Any] | None = None, cache: bool = True) -> ScreenResult:
+    def measure(
+        self,
+        student: Any,
+        plan: dict[str, Any],
+        dtype: str,
+        timings: dict[str, float],
+        *,
+        bench_kwargs: Mapping[str, Any] | None = None,
+        cache: bool = True,
+    ) -> ScreenResult:
         """Export ``student`` (quantized when ``dtype`` is int8), bench it on the target; add the time
         spent to ``timings`` (``export``, ``bench``)."""
         key = self.key(plan, str(dtype))
@@ -89,9 +97,12 @@ class Screen:
         result = bench(path, self.target, **dict(bench_kwargs or SCREEN_BENCH))
         pct = self.target.budget.latency_percentile or 95
         return ScreenResult(
-            latency_ms=float(result.latency_at(pct)), latency_p50_ms=float(result.latency_ms["p50"]),
-            latency_source=result.latency_source, peak_memory_mb=float(result.peak_memory_mb),
-            size_bytes=int(result.model_size_bytes), nodes=onnx_node_count(path),
+            latency_ms=float(result.latency_at(pct)),
+            latency_p50_ms=float(result.latency_ms["p50"]),
+            latency_source=result.latency_source,
+            peak_memory_mb=float(result.peak_memory_mb),
+            size_bytes=int(result.model_size_bytes),
+            nodes=onnx_node_count(path),
         )
 
     def _save(self) -> None:

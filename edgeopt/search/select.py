@@ -90,8 +90,11 @@ def is_dense_plan(plan: dict[str, Any]) -> bool:
 def screened(record: TrialRecord) -> dict[str, Any]:
     """The screen's own figures of a trial, in the shape ``remeasure`` returns."""
     s = record.screen
-    return {"latency_p50_ms": s.latency_p50_ms if s else math.inf, "latency_ms": s.latency_ms if s else math.inf,
-            "nodes": s.nodes if s else 0}
+    return {
+        "latency_p50_ms": s.latency_p50_ms if s else math.inf,
+        "latency_ms": s.latency_ms if s else math.inf,
+        "nodes": s.nodes if s else 0,
+    }
 
 
 def candidates(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -108,8 +111,9 @@ def _distinct_by_score(feasible: list[TrialRecord]) -> list[TrialRecord]:
     return list(unique.values())
 
 
-def _dropped(r: TrialRecord, m: dict[str, Any], latency_budget: float | None, dense: DenseRef | None,
-             f1_tolerance: float = 0.0) -> str | None:
+def _dropped(
+    r: TrialRecord, m: dict[str, Any], latency_budget: float | None, dense: DenseRef | None, f1_tolerance: float = 0.0
+) -> str | None:
     """Why a re-measured finalist may not ship (None: it may): over the latency budget; on budgets dense
     meets, slower than dense, or (its val F1 tied with dense's, within ``f1_tolerance``) not faster by
     more than :data:`SAME_SPEED`. Dense itself is held to its release measurement (its gate), not to these."""
@@ -127,10 +131,16 @@ def _dropped(r: TrialRecord, m: dict[str, Any], latency_budget: float | None, de
     return None
 
 
-def pick_from_tier(tier: list[TrialRecord], measure: Remeasure, latency_budget: float | None,
-                   dense: DenseRef | None = None, f1_tolerance: float = 0.0) -> tuple[TrialRecord | None, list[dict[str, Any]]]:
+def pick_from_tier(
+    tier: list[TrialRecord],
+    measure: Remeasure,
+    latency_budget: float | None,
+    dense: DenseRef | None = None,
+    f1_tolerance: float = 0.0,
+) -> tuple[TrialRecord | None, list[dict[str, Any]]]:
     """The fastest few of one tier re-measured (and dense, when it is in the tier); the one to ship (or
     None) and a row per finalist."""
+
     def is_dense(r: TrialRecord) -> bool:
         return dense is not None and r is dense.record
 
@@ -143,24 +153,50 @@ def pick_from_tier(tier: list[TrialRecord], measure: Remeasure, latency_budget: 
             measured[dense.record.number] = dense.measured
     dropped = {r.number: _dropped(r, measured[r.number], latency_budget, dense, f1_tolerance) for r in finalists}
     within = [r for r in finalists if dropped[r.number] is None]
-    safe = [r for r in within if is_dense(r) or latency_budget is None
-            or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget]
+    safe = [
+        r
+        for r in within
+        if is_dense(r) or latency_budget is None or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget
+    ]
     within = safe or within
     best = None
     if within:
         fastest = min(measured[r.number]["latency_p50_ms"] for r in within)
         quick = [r for r in within if measured[r.number]["latency_p50_ms"] <= SAME_SPEED * fastest]
-        best = min(quick, key=lambda r: (not is_dense(r), measured[r.number]["nodes"], -r.score,
-                                         r.params if r.params is not None else math.inf))
-    rows = [dict(measured[r.number], trial=DENSE if is_dense(r) else r.number, plan=r.plan, dtype=r.dtype.value,
-                 val_score=r.score, within_budget=dropped[r.number] != OVER, shipped=r is best, dropped=dropped[r.number],
-                 dense=is_dense(r) or is_dense_plan(r.plan)) for r in finalists]
+        best = min(
+            quick,
+            key=lambda r: (
+                not is_dense(r),
+                measured[r.number]["nodes"],
+                -r.score,
+                r.params if r.params is not None else math.inf,
+            ),
+        )
+    rows = [
+        dict(
+            measured[r.number],
+            trial=DENSE if is_dense(r) else r.number,
+            plan=r.plan,
+            dtype=r.dtype.value,
+            val_score=r.score,
+            within_budget=dropped[r.number] != OVER,
+            shipped=r is best,
+            dropped=dropped[r.number],
+            dense=is_dense(r) or is_dense_plan(r.plan),
+        )
+        for r in finalists
+    ]
     return best, rows
 
 
-def choose_finalist(records: list[TrialRecord], f1_tolerance: float = 0.0, remeasure: Remeasure | None = None,
-                    latency_budget: float | None = None, quality_floor: float | None = None,
-                    dense: TrialRecord | None = None) -> Choice:
+def choose_finalist(
+    records: list[TrialRecord],
+    f1_tolerance: float = 0.0,
+    remeasure: Remeasure | None = None,
+    latency_budget: float | None = None,
+    quality_floor: float | None = None,
+    dense: TrialRecord | None = None,
+) -> Choice:
     """The plan to ship among complete trials: the best feasible tier's fastest re-measured finalist
     within the latency budget. ``dense``: the input model as a finalist (:func:`dense_record`), given
     when it meets every budget; no plan slower than it then ships, and it ships when no plan holds up.
@@ -189,8 +225,12 @@ def choose_finalist(records: list[TrialRecord], f1_tolerance: float = 0.0, remea
     # Nothing held up under the longer measurement: ship the screen's best, and say so.
     best = max(feasible, key=lambda r: (r.score, -r.latency_p50_ms))
     why = "no finalist met the latency budget when measured again for longer; shipping the best plan by the screen"
-    return Choice(best, [why], rows, {"shipped": "screen-best", "trial": best.number, "reason": "nothing-held-up",
-                                      "why": why, "dense": None})
+    return Choice(
+        best,
+        [why],
+        rows,
+        {"shipped": "screen-best", "trial": best.number, "reason": "nothing-held-up", "why": why, "dense": None},
+    )
 
 
 def _row_of(rows: list[dict[str, Any]], record: TrialRecord) -> dict[str, Any]:
@@ -204,16 +244,23 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
     if ref is not None and best is ref.record:
         plans = [r for r in rows if r["trial"] != DENSE]
         rival = max(plans, key=lambda r: (r["val_score"], -r["latency_p50_ms"]), default=None)
-        detail = "no feasible plan)" if rival is None else (
-            f"the best plan, trial {rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
-            f"p50 {rival['latency_p50_ms']:.4f} vs {ref.measured['latency_p50_ms']:.4f} ms"
-            + (f"; {rival['dropped'].split(' (')[0]}" if rival["dropped"] else "") + ")")
+        detail = (
+            "no feasible plan)"
+            if rival is None
+            else (
+                f"the best plan, trial {rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
+                f"p50 {rival['latency_p50_ms']:.4f} vs {ref.measured['latency_p50_ms']:.4f} ms"
+                + (f"; {rival['dropped'].split(' (')[0]}" if rival["dropped"] else "")
+                + ")"
+            )
+        )
         why = f"{BASELINE_NOTE} ({detail}"
         decision.update(shipped="dense", trial=None, reason="dense-not-beaten", why=why)
         return Choice(None, [why], rows, decision)
     row = _row_of(rows, best)
-    decision.update(shipped="plan", trial=best.number, latency_p50_ms=row["latency_p50_ms"],
-                    latency_ms=row["latency_ms"])
+    decision.update(
+        shipped="plan", trial=best.number, latency_p50_ms=row["latency_p50_ms"], latency_ms=row["latency_ms"]
+    )
     what = f"{'dense int8' if is_dense_plan(best.plan) else 'plan'} (trial {best.number})"
     if ref is None:
         why = f"{what} shipped: the dense model misses a budget; this is the best feasible plan, fastest of its tier"
@@ -225,8 +272,10 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
         why = f"{what} shipped: val F1 {best.score:.4f} beats dense's {ref.record.score:.4f}, and it is not slower ({speed})"
         decision.update(reason="better-f1", why=why)
     else:
-        why = (f"{what} shipped: val F1 {best.score:.4f} tied with dense's {ref.record.score:.4f} (within "
-               f"{f1_tolerance:g}), {100 * (1 - row['latency_p50_ms'] / d):.0f}% faster ({speed})")
+        why = (
+            f"{what} shipped: val F1 {best.score:.4f} tied with dense's {ref.record.score:.4f} (within "
+            f"{f1_tolerance:g}), {100 * (1 - row['latency_p50_ms'] / d):.0f}% faster ({speed})"
+        )
         decision.update(reason="faster-at-tied-f1", why=why)
     return Choice(best, [why], rows, decision)
 
@@ -237,19 +286,29 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
     :data:`QUALITY_MARGIN` of it (none: the input model ships, and the note says how far the best was)."""
     if not trials:
         why = "no trial completed: the input model is shipped as it is"
-        return Choice(None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible", "why": why})
+        return Choice(
+            None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible", "why": why}
+        )
     if quality_floor is not None:
         trained = [r for r in trials if r.val and r.val.get("score") is not None]
         near = [r for r in trained if r.score >= quality_floor - QUALITY_MARGIN]
         if not near:
             best = max(trained, key=lambda r: r.score, default=None)
-            how = "none was trained" if best is None else (
-                f"the best trained plan (trial {best.number}) scores {best.score:.4f}, "
-                f"{100 * (quality_floor - best.score):.1f} pt below")
-            why = (f"no trial met every budget, and no plan is within {100 * QUALITY_MARGIN:.0f} pt of the quality "
-                   f"floor {quality_floor:.4f} ({how}): the input model is shipped as it is")
-            return Choice(None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible",
-                                                 "why": why})
+            how = (
+                "none was trained"
+                if best is None
+                else (
+                    f"the best trained plan (trial {best.number}) scores {best.score:.4f}, "
+                    f"{100 * (quality_floor - best.score):.1f} pt below"
+                )
+            )
+            why = (
+                f"no trial met every budget, and no plan is within {100 * QUALITY_MARGIN:.0f} pt of the quality "
+                f"floor {quality_floor:.4f} ({how}): the input model is shipped as it is"
+            )
+            return Choice(
+                None, [why], decision={"shipped": "dense", "trial": None, "reason": "nothing-feasible", "why": why}
+            )
         trials = near
 
     def violation(r: TrialRecord) -> float:
@@ -257,10 +316,13 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
 
     best = min(trials, key=lambda r: (violation(r), -(r.score or 0.0)))
     names = best.constraints.violated() if best.constraints is not None else []
-    why = (f"no trial met every budget in the search; shipping the closest plan (over on: "
-           f"{', '.join(names) or 'none'}), after the longer final fine-tune")
-    return Choice(best, [why], decision={"shipped": "closest", "trial": best.number, "reason": "nothing-feasible",
-                                         "why": why})
+    why = (
+        f"no trial met every budget in the search; shipping the closest plan (over on: "
+        f"{', '.join(names) or 'none'}), after the longer final fine-tune"
+    )
+    return Choice(
+        best, [why], decision={"shipped": "closest", "trial": best.number, "reason": "nothing-feasible", "why": why}
+    )
 
 
 def dense_record(baseline: Any, budget: Any) -> TrialRecord | None:
@@ -276,11 +338,24 @@ def dense_record(baseline: Any, budget: Any) -> TrialRecord | None:
     pct = float(getattr(budget, "latency_percentile", None) or 95)
     at = getattr(bench, "latency_at", None)
     lat = float(at(pct)) if at is not None else float(bench.latency_ms.get(f"p{pct:g}", p50))
-    screen = ScreenResult(latency_ms=lat, latency_p50_ms=p50, latency_source=str(getattr(bench, "latency_source", "")),
-                          peak_memory_mb=float(getattr(bench, "peak_memory_mb", math.nan)),
-                          size_bytes=int(getattr(bench, "model_size_bytes", 0) or 0), nodes=0)
-    return TrialRecord(number=DENSE_NUMBER, status=Status.TRAINED, plan={}, dtype=DType.FP32, screen=screen,
-                       val={"score": score}, constraints=Constraints(), state="complete")
+    screen = ScreenResult(
+        latency_ms=lat,
+        latency_p50_ms=p50,
+        latency_source=str(getattr(bench, "latency_source", "")),
+        peak_memory_mb=float(getattr(bench, "peak_memory_mb", math.nan)),
+        size_bytes=int(getattr(bench, "model_size_bytes", 0) or 0),
+        nodes=0,
+    )
+    return TrialRecord(
+        number=DENSE_NUMBER,
+        status=Status.TRAINED,
+        plan={},
+        dtype=DType.FP32,
+        screen=screen,
+        val={"score": score},
+        constraints=Constraints(),
+        state="complete",
+    )
 
 
 def _as_shipped(record: TrialRecord, dense_score: float) -> TrialRecord:
@@ -291,16 +366,32 @@ def _as_shipped(record: TrialRecord, dense_score: float) -> TrialRecord:
     return replace(record, val={**record.val, "score": dense_score})
 
 
-def select(records: list[TrialRecord], baseline: Any, budget: Any, f1_tolerance: float,
-           remeasure: Remeasure | None) -> Choice:
+def select(
+    records: list[TrialRecord], baseline: Any, budget: Any, f1_tolerance: float, remeasure: Remeasure | None
+) -> Choice:
     """The whole selection: :func:`choose_finalist` with the dense input model a finalist when it
     meets every budget (:func:`dense_record`); dense int8 trials scored as they would ship."""
     floor = budget.min_f1 if budget.min_f1 is not None else baseline.metrics["val"]["score"]
     base_score = baseline.metrics["val"]["score"]
     recs = [_as_shipped(r, base_score) for r in records]
-    return choose_finalist(recs, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor,
-                           dense=dense_record(baseline, budget))
+    return choose_finalist(
+        recs, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor, dense=dense_record(baseline, budget)
+    )
 
 
-__all__ = ["BASELINE_NOTE", "DENSE", "QUALITY_MARGIN", "Choice", "DenseRef", "candidates", "choose_finalist", "closest",
-           "decide", "dense_record", "is_dense_plan", "pick_from_tier", "screened", "select"]
+__all__ = [
+    "BASELINE_NOTE",
+    "DENSE",
+    "QUALITY_MARGIN",
+    "Choice",
+    "DenseRef",
+    "candidates",
+    "choose_finalist",
+    "closest",
+    "decide",
+    "dense_record",
+    "is_dense_plan",
+    "pick_from_tier",
+    "screened",
+    "select",
+]

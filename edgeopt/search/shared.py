@@ -43,11 +43,19 @@ def _tables() -> Any:
         import sqlalchemy as sa
 
         md = sa.MetaData()
-        sa.Table(CLAIMS, md, sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
-                 sa.Column("claim_key", sa.String(64), primary_key=True),
-                 sa.Column("owner", sa.BigInteger, nullable=False))
-        sa.Table(SCREEN_CACHE, md, sa.Column("cache_key", sa.String(64), primary_key=True),
-                 sa.Column("value", sa.Text, nullable=False))
+        sa.Table(
+            CLAIMS,
+            md,
+            sa.Column("study_id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("claim_key", sa.String(64), primary_key=True),
+            sa.Column("owner", sa.BigInteger, nullable=False),
+        )
+        sa.Table(
+            SCREEN_CACHE,
+            md,
+            sa.Column("cache_key", sa.String(64), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
         _TABLES = md
     return _TABLES
 
@@ -112,8 +120,9 @@ def claim_owner(engine: Any, study_id: int, key: str) -> int | None:
 
     table = _tables().tables[CLAIMS]
     with engine.connect() as conn:
-        return conn.execute(sa.select(table.c.owner).where(table.c.study_id == study_id,
-                                                           table.c.claim_key == key)).scalar()
+        return conn.execute(
+            sa.select(table.c.owner).where(table.c.study_id == study_id, table.c.claim_key == key)
+        ).scalar()
 
 
 def take_over(engine: Any, study_id: int, key: str, old: int, new: int) -> bool:
@@ -122,8 +131,11 @@ def take_over(engine: Any, study_id: int, key: str, old: int, new: int) -> bool:
 
     table = _tables().tables[CLAIMS]
     with engine.begin() as conn:
-        res = conn.execute(sa.update(table).where(table.c.study_id == study_id, table.c.claim_key == key,
-                                                  table.c.owner == old).values(owner=new))
+        res = conn.execute(
+            sa.update(table)
+            .where(table.c.study_id == study_id, table.c.claim_key == key, table.c.owner == old)
+            .values(owner=new)
+        )
         return res.rowcount == 1
 
 
@@ -132,8 +144,9 @@ def release(engine: Any, study_id: int, key: str, owner: int) -> None:
 
     table = _tables().tables[CLAIMS]
     with engine.begin() as conn:
-        conn.execute(sa.delete(table).where(table.c.study_id == study_id, table.c.claim_key == key,
-                                            table.c.owner == owner))
+        conn.execute(
+            sa.delete(table).where(table.c.study_id == study_id, table.c.claim_key == key, table.c.owner == owner)
+        )
 
 
 def plan_claim_key(plan: dict[str, Any], dtype: Any) -> str:
@@ -178,8 +191,11 @@ def claim_plan(study: Any, trial: Any, plan: dict[str, Any], dtype: Any) -> tupl
             continue
         if waited_since is None:
             waited_since = time.monotonic()
-            log.info("trial %d: the same plan is being trained by trial %d (another worker); waiting for its "
-                     "result", trial.number, frozen.number)
+            log.info(
+                "trial %d: the same plan is being trained by trial %d (another worker); waiting for its result",
+                trial.number,
+                frozen.number,
+            )
         _fail_stale(study)
         time.sleep(WAIT_POLL_S)
 
@@ -195,7 +211,7 @@ def _trial_of_study(study: Any, trial_id: int) -> Any:
 
 
 def _owner_outcome(frozen: Any) -> str:
-    """"done" (a result to copy), "running" (wait for it) or "gone" (failed, missing: take the plan over)."""
+    """ "done" (a result to copy), "running" (wait for it) or "gone" (failed, missing: take the plan over)."""
     import optuna
 
     if frozen is None:
@@ -278,8 +294,12 @@ class ScreenCache:
         if self.engine is None:
             return
         # Another worker may have measured it first: its value stays (both are valid).
-        insert_if_absent(self.engine, _tables().tables[SCREEN_CACHE], cache_key=self._key(key),
-                         value=json.dumps(value, sort_keys=True))
+        insert_if_absent(
+            self.engine,
+            _tables().tables[SCREEN_CACHE],
+            cache_key=self._key(key),
+            value=json.dumps(value, sort_keys=True),
+        )
 
 
 def model_scope(task: Any) -> str:
@@ -288,5 +308,15 @@ def model_scope(task: Any) -> str:
     return hashlib.sha256(f"{getattr(task, 'name', '')}|{tuple(shape or ())}|{task.model!r}".encode()).hexdigest()
 
 
-__all__ = ["CLAIMS", "SCREEN_CACHE", "ScreenCache", "claim_once", "claim_plan", "create_tables", "model_scope",
-           "plan_claim_key", "release_slot", "worker_slot"]
+__all__ = [
+    "CLAIMS",
+    "SCREEN_CACHE",
+    "ScreenCache",
+    "claim_once",
+    "claim_plan",
+    "create_tables",
+    "model_scope",
+    "plan_claim_key",
+    "release_slot",
+    "worker_slot",
+]

@@ -85,9 +85,19 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
         t0 = time.perf_counter()
         # The plan was selected on validation; selecting its weights on validation again over-fits
         # that small split (seen: +0.01 val, -0.8 pt test). Anneal the rate and keep the last epoch.
-        distill(student, teacher, (task.X_train, task.y_train), (task.X_val, task.y_val), epochs=config.final_epochs,
-                lr=config.lr, seed=config.seed, metric=task.metric, schedule="cosine", restore_best=False,
-                train_device=config.train_device)
+        distill(
+            student,
+            teacher,
+            (task.X_train, task.y_train),
+            (task.X_val, task.y_val),
+            epochs=config.final_epochs,
+            lr=config.lr,
+            seed=config.seed,
+            metric=task.metric,
+            schedule="cosine",
+            restore_best=False,
+            train_device=config.train_device,
+        )
         timings["distill"] = time.perf_counter() - t0
     return student.eval(), timings
 
@@ -100,9 +110,15 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
     dtype = chosen.dtype if chosen is not None else DType.FP32
     student, timings = fine_tune(teacher, plan, task, config)
     model_path = config.out / "model.onnx"
-    meta = {"edgeopt.version": __version__, "edgeopt.role": "artifact", "edgeopt.target": target.name,
-            "edgeopt.task": task.name, "edgeopt.plan": json.dumps(plan, sort_keys=True), "edgeopt.dtype": dtype.value,
-            "edgeopt.precision": dtype.value}  # the old key, for readers of earlier artifacts
+    meta = {
+        "edgeopt.version": __version__,
+        "edgeopt.role": "artifact",
+        "edgeopt.target": target.name,
+        "edgeopt.task": task.name,
+        "edgeopt.plan": json.dumps(plan, sort_keys=True),
+        "edgeopt.dtype": dtype.value,
+        "edgeopt.precision": dtype.value,
+    }  # the old key, for readers of earlier artifacts
     with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
         staged = Path(tmp) / "model.onnx"
         timings.update(export_verified(student, task, staged, meta))
@@ -115,8 +131,15 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
         timings["bench"] = time.perf_counter() - t0
         with atomic_path(model_path) as dest:  # the artifact appears whole or not at all
             staged.replace(dest)
-    return Shipped(plan=plan, dtype=dtype, measured=measured, cost=plan_cost(teacher, plan, task.example_input),
-                   path=model_path, trial=chosen.number if chosen is not None else None, timings=timings)
+    return Shipped(
+        plan=plan,
+        dtype=dtype,
+        measured=measured,
+        cost=plan_cost(teacher, plan, task.example_input),
+        path=model_path,
+        trial=chosen.number if chosen is not None else None,
+        timings=timings,
+    )
 
 
 def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, best_cost: Any) -> list[dict[str, Any]]:
@@ -129,15 +152,17 @@ def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, be
         base_l = getattr(base_cost, "layers", {}).get(name)
         best_l = getattr(best_cost, "layers", {}).get(name)
         dense_params = int(getattr(base_l, "params", 0) or getattr(spec, "params", 0))
-        rows.append({
-            "name": name,
-            "kind": getattr(spec, "kind", "linear"),
-            "format": entry["format"],
-            "ranks": list(getattr(best_l, "ranks", None) or []) or get_handler(entry["format"]).rank_of(entry),
-            "params": int(getattr(best_l, "params", 0) or dense_params),
-            "dense_params": dense_params,
-            "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": getattr(spec, "kind", "linear"),
+                "format": entry["format"],
+                "ranks": list(getattr(best_l, "ranks", None) or []) or get_handler(entry["format"]).rank_of(entry),
+                "params": int(getattr(best_l, "params", 0) or dense_params),
+                "dense_params": dense_params,
+                "macs": int(getattr(best_l, "macs", 0) or getattr(spec, "macs", 0) or 0),
+            }
+        )
     return rows
 
 
@@ -157,5 +182,13 @@ def write_state(out: Path, state: dict[str, Any]) -> Path:
     return atomic_write_text(out / "compile.json", json.dumps(state, indent=2, default=json_default))
 
 
-__all__ = ["Measured", "Shipped", "export_verified", "fine_tune", "layer_table", "measure_artifact", "ship",
-           "write_state"]
+__all__ = [
+    "Measured",
+    "Shipped",
+    "export_verified",
+    "fine_tune",
+    "layer_table",
+    "measure_artifact",
+    "ship",
+    "write_state",
+]

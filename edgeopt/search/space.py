@@ -30,16 +30,27 @@ class LayerChoice:
     rank_bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "formats": list(self.formats), "ranks": {k: list(v) for k, v in self.rank_bounds.items()}}
+        return {
+            "name": self.name,
+            "formats": list(self.formats),
+            "ranks": {k: list(v) for k, v in self.rank_bounds.items()},
+        }
 
 
-def _rank_limit(handler: FormatHandler, name: str, spec: Any, rank_limits: dict[str, int] | None,
-                rank_caps: dict[tuple[str, str], int] | None) -> int:
+def _rank_limit(
+    handler: FormatHandler,
+    name: str,
+    spec: Any,
+    rank_limits: dict[str, int] | None,
+    rank_caps: dict[tuple[str, str], int] | None,
+) -> int:
     """The largest rank searched for ``handler``'s format on layer ``name`` (0: not offered)."""
     hi = handler.max_search_rank(spec)
     if rank_limits and handler.name in rank_limits:
         hi = min(hi, rank_limits[handler.name])
-    if rank_caps and (name, handler.name) in rank_caps:  # e.g. the rank above which the layer alone busts the size budget
+    if (
+        rank_caps and (name, handler.name) in rank_caps
+    ):  # e.g. the rank above which the layer alone busts the size budget
         hi = min(hi, rank_caps[(name, handler.name)])
     return hi
 
@@ -70,8 +81,12 @@ class SearchSpace:
             offered = [DEFAULT_FORMAT]
             for handler in registered_handlers():
                 fmt = handler.name
-                if fmt == DEFAULT_FORMAT or (wanted is not None and fmt not in wanted) or \
-                        (allowed is not None and fmt not in allowed) or (wanted is None and handler.graph_level):
+                if (
+                    fmt == DEFAULT_FORMAT
+                    or (wanted is not None and fmt not in wanted)
+                    or (allowed is not None and fmt not in allowed)
+                    or (wanted is None and handler.graph_level)
+                ):
                     continue
                 if handler.has_rank:
                     hi = _rank_limit(handler, name, spec, rank_limits, rank_caps)
@@ -110,8 +125,9 @@ class SearchSpace:
                 plan[c.name] = dict(default)
         return plan
 
-    def largest_uniform_plan(self, fmt: str, fits: Callable[[dict[str, Any]], bool],
-                             only: set[str] | None = None) -> dict[str, Any] | None:
+    def largest_uniform_plan(
+        self, fmt: str, fits: Callable[[dict[str, Any]], bool], only: set[str] | None = None
+    ) -> dict[str, Any] | None:
         """The uniform-rank plan of ``fmt`` (over ``only``, if given) with the largest rank for which
         ``fits(plan)`` holds."""
         his = [c.rank_bounds[fmt][1] for c in self.choices if fmt in c.rank_bounds and (only is None or c.name in only)]

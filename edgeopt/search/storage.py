@@ -54,8 +54,26 @@ HEARTBEAT_S = 15
 # connection costs one reconnect, not a failed trial) and recycled before server-side timeouts.
 SERVER_ENGINE = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800}
 # Filesystems on which SQLite's locking cannot be trusted (and which other machines may mount).
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "fuse.sshfs", "9p", "ceph", "glusterfs",
-              "fuse.glusterfs", "lustre", "afs", "gpfs", "beegfs", "fuse.s3fs", "fuse.gcsfuse")
+NETWORK_FS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb",
+    "smb2",
+    "smb3",
+    "smbfs",
+    "fuse.sshfs",
+    "9p",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "lustre",
+    "afs",
+    "gpfs",
+    "beegfs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+)
 POSTGRES_HINT = 'pip install "edgeopt[postgres]"'
 _STORAGES: dict[tuple[str, int], Any] = {}  # one storage (one engine, one pool) per URL per process
 
@@ -73,7 +91,7 @@ def normalize_url(url: str) -> str:
     """``postgresql://`` (and ``postgres://``) means psycopg 3, not SQLAlchemy's default psycopg2."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -97,7 +115,7 @@ def _check_driver(url: str) -> None:
                 f"storage {redact(url)} needs the PostgreSQL driver psycopg 3, which is not installed: {POSTGRES_HINT}"
             ) from None
     elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        refuse_network_sqlite(Path(url[len("sqlite:///"):]))
+        refuse_network_sqlite(Path(url[len("sqlite:///") :]))
 
 
 def refuse_network_sqlite(db: Path, mounts: str = "/proc/mounts") -> None:
@@ -144,12 +162,14 @@ def check_storage(url: str, where: str, key: str) -> None:
         sqlalchemy.engine.make_url(norm).get_dialect()
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{where}: {key}: expected a database URL (sqlite:///FILE, postgresql://USER@HOST/DB), "
-                         f"found {redact(url)!r} ({detail})") from None
+        raise InputError(
+            f"{where}: {key}: expected a database URL (sqlite:///FILE, postgresql://USER@HOST/DB), "
+            f"found {redact(url)!r} ({detail})"
+        ) from None
     _check_driver(norm)
     prefix = "sqlite:///"
-    if norm.startswith(prefix) and norm != "sqlite:///:memory:" and not Path(norm[len(prefix):]).exists():
-        check_out_file(norm[len(prefix):], where, key)
+    if norm.startswith(prefix) and norm != "sqlite:///:memory:" and not Path(norm[len(prefix) :]).exists():
+        check_out_file(norm[len(prefix) :], where, key)
 
 
 def make_storage(url: str) -> Any:
@@ -173,7 +193,7 @@ def make_storage(url: str) -> Any:
 def _still_there(url: str) -> bool:
     """A cached SQLite storage whose file was deleted would silently start an empty database."""
     prefix = "sqlite:///"
-    return not url.startswith(prefix) or url == "sqlite:///:memory:" or Path(url[len(prefix):]).exists()
+    return not url.startswith(prefix) or url == "sqlite:///:memory:" or Path(url[len(prefix) :]).exists()
 
 
 def _open_storage(url: str, hb: int) -> Any:
@@ -187,9 +207,16 @@ def _open_storage(url: str, hb: int) -> Any:
     with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        return _retry_races(lambda: optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=hb, grace_period=3 * hb,
-            heartbeat_stale_trial_callback=retry), url)
+        return _retry_races(
+            lambda: optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=hb,
+                grace_period=3 * hb,
+                heartbeat_stale_trial_callback=retry,
+            ),
+            url,
+        )
 
 
 def _retry_races(make: Callable[[], Any], url: str) -> Any:
@@ -206,8 +233,10 @@ def _retry_races(make: Callable[[], Any], url: str) -> Any:
                 if any(r in str(exc) for r in races) and attempt < 7:
                     time.sleep(0.25 * (attempt + 1))
                     continue
-                raise InputError(f"cannot open storage {redact(url)}: {type(exc).__name__}: "
-                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                raise InputError(
+                    f"cannot open storage {redact(url)}: {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -223,7 +252,7 @@ def _sqlite_creation_lock(url: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows: fall back to the retries
         yield
         return
-    lock_path = Path(url[len(prefix):] + ".lock")
+    lock_path = Path(url[len(prefix) :] + ".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a")  # noqa: SIM115 - held across the yield, closed in the finally below
@@ -256,7 +285,7 @@ def sqlite_searcher(url: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    path = Path(url[len(prefix):] + ".search.lock")
+    path = Path(url[len(prefix) :] + ".search.lock")
     try:
         handle = open(path, "a")  # noqa: SIM115 - held across the yield, closed in the finally below
     except OSError:
@@ -266,9 +295,11 @@ def sqlite_searcher(url: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            log.warning("another process is searching %s: several processes on one SQLite file wait for each "
-                        "other's writes; on one machine use --workers N, on several a PostgreSQL --storage",
-                        url[len(prefix):])
+            log.warning(
+                "another process is searching %s: several processes on one SQLite file wait for each "
+                "other's writes; on one machine use --workers N, on several a PostgreSQL --storage",
+                url[len(prefix) :],
+            )
         yield
     finally:
         handle.close()
@@ -310,17 +341,26 @@ def fail_stale_trials(study: Any) -> list[int]:
     if grace is None or not running or not hasattr(stor, "_get_stale_trial_ids"):
         return []
     stale = set(stor._get_stale_trial_ids(study._study_id))
-    silent = _without_heartbeat(getattr(stor, "_backend", stor), [t._trial_id for t in running if t._trial_id not in stale])
+    silent = _without_heartbeat(
+        getattr(stor, "_backend", stor), [t._trial_id for t in running if t._trial_id not in stale]
+    )
     now = datetime.datetime.now()  # the clock Optuna's datetime_start is written with
     gone = [(t, f"its worker is gone: no heartbeat for over {grace} s") for t in running if t._trial_id in stale]
-    gone += [(t, f"its worker is gone: no heartbeat at all, started over {grace} s ago") for t in running
-             if t._trial_id in silent and t.datetime_start is not None
-             and (now - t.datetime_start).total_seconds() > grace]
+    gone += [
+        (t, f"its worker is gone: no heartbeat at all, started over {grace} s ago")
+        for t in running
+        if t._trial_id in silent and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
+    ]
     failed = fail_trials(study, gone, retry=True)
     if failed:
-        log.warning("study %s: failed %d trial(s) left running by a worker that is gone (no heartbeat for over "
-                    "%d s): %s; each is queued again once", study.study_name, len(failed), grace,
-                    ", ".join(f"#{n}" for n in failed))
+        log.warning(
+            "study %s: failed %d trial(s) left running by a worker that is gone (no heartbeat for over "
+            "%d s): %s; each is queued again once",
+            study.study_name,
+            len(failed),
+            grace,
+            ", ".join(f"#{n}" for n in failed),
+        )
     return failed
 
 
@@ -387,8 +427,9 @@ def make_sampler(config: CompileConfig, n_existing: int) -> Any:
         # Constraint values reach TPE through Trial.set_constraint (Optuna >= 5), so it learns
         # where the feasible region is; group=True keeps the conditional rank parameters together.
         # The warm start stands in for most of TPE's random start-up trials.
-        return optuna.samplers.TPESampler(seed=config.seed + n_existing, multivariate=True, group=True,
-                                          n_startup_trials=4)
+        return optuna.samplers.TPESampler(
+            seed=config.seed + n_existing, multivariate=True, group=True, n_startup_trials=4
+        )
     return optuna.samplers.RandomSampler(seed=config.seed + n_existing)
 
 
@@ -405,9 +446,14 @@ def make_pruner(config: CompileConfig) -> Any:
 SLOT_SEED_STRIDE = 100_003  # worker slot k samples with seed + trials so far + k * stride
 
 
-def open_study(config: CompileConfig, *, task_name: str, target_name: str,
-               warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None,
-               must_exist: bool = False) -> Any:
+def open_study(
+    config: CompileConfig,
+    *,
+    task_name: str,
+    target_name: str,
+    warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None,
+    must_exist: bool = False,
+) -> Any:
     """Create or resume the study; a fresh TPE study gets the ``warm_start()`` params enqueued first
     (by exactly one worker when several start together). ``must_exist``: a missing study is an error.
 
@@ -427,27 +473,43 @@ def open_study(config: CompileConfig, *, task_name: str, target_name: str,
     n_existing = _existing_trials(optuna, stor, study_name, url, config.directions)
     if must_exist and n_existing < 0:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(stor, include_best_trial=False))
-        raise InputError(f"study {study_name!r} not found in {redact(url)} (studies there: "
-                         f"{', '.join(names) or 'none'}); give --study NAME of the search to ship")
+        raise InputError(
+            f"study {study_name!r} not found in {redact(url)} (studies there: "
+            f"{', '.join(names) or 'none'}); give --study NAME of the search to ship"
+        )
     n_existing = max(0, n_existing)
-    study = optuna.create_study(study_name=study_name, storage=stor, directions=config.directions,
-                                sampler=optuna.samplers.RandomSampler(seed=config.seed),
-                                pruner=make_pruner(config), load_if_exists=True)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=stor,
+        directions=config.directions,
+        sampler=optuna.samplers.RandomSampler(seed=config.seed),
+        pruner=make_pruner(config),
+        load_if_exists=True,
+    )
     fail_stale_trials(study)
     study.edgeopt_slot = shared.worker_slot(study) if config.trials > 0 else None
     study.sampler = sampler = make_sampler(config, n_existing + SLOT_SEED_STRIDE * (study.edgeopt_slot or 0))
-    if (config.sampler == "tpe" and n_existing == 0 and warm_start is not None
-            and shared.claim_once(study, "warm-start")):
+    if (
+        config.sampler == "tpe"
+        and n_existing == 0
+        and warm_start is not None
+        and shared.claim_once(study, "warm-start")
+    ):
         for label, params in warm_start():
             study.enqueue_trial(params, user_attrs={"warm_start": label})
-    for key, value in (("target", target_name), ("task", task_name), ("objective", config.objective),
-                       ("sampler", type(sampler).__name__)):
+    for key, value in (
+        ("target", target_name),
+        ("task", task_name),
+        ("objective", config.objective),
+        ("sampler", type(sampler).__name__),
+    ):
         study.set_user_attr(key, value)
     return study
 
 
-def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
-                       ) -> list[tuple[str, dict[str, Any]]]:
+def uniform_warm_start(
+    space: Any, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
+) -> list[tuple[str, dict[str, Any]]]:
     """The largest uniform-rank plans that ``fits`` accepts, as ``(label, Optuna params)``.
 
     What a user would try by hand, and the baselines edgeopt must beat; TPE then improves layer by
@@ -469,8 +531,28 @@ def uniform_warm_start(space: Any, layers: dict[str, Any], fits: Callable[[dict[
     return out
 
 
-__all__ = ["DEFAULT_DB", "HEARTBEAT_S", "POSTGRES_HINT", "WORKER_ENV", "check_storage", "default_study_name",
-           "fail_stale_trials", "fail_trials", "grace_period_s", "filesystem_type",
-           "heartbeat_interval", "load_study", "make_pruner", "make_sampler", "make_storage", "normalize_url",
-           "open_study", "redact", "refuse_network_sqlite", "sqlite_searcher", "storage_url", "stored_url",
-           "uniform_warm_start"]
+__all__ = [
+    "DEFAULT_DB",
+    "HEARTBEAT_S",
+    "POSTGRES_HINT",
+    "WORKER_ENV",
+    "check_storage",
+    "default_study_name",
+    "fail_stale_trials",
+    "fail_trials",
+    "grace_period_s",
+    "filesystem_type",
+    "heartbeat_interval",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "normalize_url",
+    "open_study",
+    "redact",
+    "refuse_network_sqlite",
+    "sqlite_searcher",
+    "storage_url",
+    "stored_url",
+    "uniform_warm_start",
+]

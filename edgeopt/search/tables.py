@@ -78,24 +78,51 @@ class Tables:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: latencies, additivity, sensitivity
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "key": self.key, "dense_ms": self.dense_ms, "rest_ms": self.rest_ms,
-                "build_s": self.build_s, "fixed_params": self.fixed_params, "notes": self.notes,
-                "additivity": self.additivity, "calibration": self.calibration, "timings": self.timings,
-                "layers": {n: [asdict(c) for c in cands] for n, cands in self.layers.items()}}
+        return {
+            "schema": SCHEMA,
+            "key": self.key,
+            "dense_ms": self.dense_ms,
+            "rest_ms": self.rest_ms,
+            "build_s": self.build_s,
+            "fixed_params": self.fixed_params,
+            "notes": self.notes,
+            "additivity": self.additivity,
+            "calibration": self.calibration,
+            "timings": self.timings,
+            "layers": {n: [asdict(c) for c in cands] for n, cands in self.layers.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tables:
         layers = {n: [Candidate(**c) for c in cands] for n, cands in d["layers"].items()}
-        return cls(layers, float(d["dense_ms"]), float(d["rest_ms"]), float(d["build_s"]), d.get("key", ""),
-                   True, int(d.get("fixed_params", 0)), list(d.get("notes", [])), dict(d.get("additivity") or {}),
-                   int(d.get("calibration", 0)), dict(d.get("timings") or {}))
+        return cls(
+            layers,
+            float(d["dense_ms"]),
+            float(d["rest_ms"]),
+            float(d["build_s"]),
+            d.get("key", ""),
+            True,
+            int(d.get("fixed_params", 0)),
+            list(d.get("notes", [])),
+            dict(d.get("additivity") or {}),
+            int(d.get("calibration", 0)),
+            dict(d.get("timings") or {}),
+        )
 
     def summary(self) -> dict[str, Any]:
         """What the report shows of the tables: size, build time, the additivity check."""
-        return {"layers": len(self.layers), "candidates": sum(map(len, self.layers.values())),
-                "build_s": self.build_s, "cached": self.cached, "dense_ms": self.dense_ms, "rest_ms": self.rest_ms,
-                "calibration_samples": self.calibration, "timings": self.timings, "additivity": self.additivity,
-                "notes": self.notes}
+        return {
+            "layers": len(self.layers),
+            "candidates": sum(map(len, self.layers.values())),
+            "build_s": self.build_s,
+            "cached": self.cached,
+            "dense_ms": self.dense_ms,
+            "rest_ms": self.rest_ms,
+            "calibration_samples": self.calibration,
+            "timings": self.timings,
+            "additivity": self.additivity,
+            "notes": self.notes,
+        }
 
     def report(self, plan: dict[str, Any], measured_ms: float | None) -> dict[str, Any]:
         """:meth:`summary`, the shipped ``plan``'s table latency against ``measured_ms`` (one more
@@ -104,14 +131,25 @@ class Tables:
         out = self.summary()
         predicted = self.latency_of(plan)
         if predicted is not None and measured_ms:
-            out["shipped"] = {"table_ms": round(predicted, 5), "measured_ms": round(measured_ms, 5),
-                              "error_pct": round(100 * (predicted / measured_ms - 1), 2)}
+            out["shipped"] = {
+                "table_ms": round(predicted, 5),
+                "measured_ms": round(measured_ms, 5),
+                "error_pct": round(100 * (predicted / measured_ms - 1), 2),
+            }
         out["rows"] = []
         for name, cands in self.layers.items():
             hit = next((c for c in cands if c.entry == (plan.get(name) or {})), cands[0])
-            out["rows"].append({"layer": name, "candidates": len(cands), "dense_ms": round(cands[0].latency_ms, 5),
-                                "chosen": hit.label, "chosen_ms": round(hit.latency_ms, 5),
-                                "sensitivity": hit.sensitivity, "why": _why(cands, hit)})
+            out["rows"].append(
+                {
+                    "layer": name,
+                    "candidates": len(cands),
+                    "dense_ms": round(cands[0].latency_ms, 5),
+                    "chosen": hit.label,
+                    "chosen_ms": round(hit.latency_ms, 5),
+                    "sensitivity": hit.sensitivity,
+                    "why": _why(cands, hit),
+                }
+            )
         return out
 
     def plan_of(self, choice: dict[str, int]) -> dict[str, Any]:
@@ -144,7 +182,7 @@ def _why(cands: list[Candidate], hit: Candidate) -> str:
 def ladder_ranks(hi: int) -> list[int]:
     """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to ``hi``: powers of two and the rungs half way between
     (in log rank), so that an allocation can fit its budget more closely than a factor of two."""
-    ranks = {r for k in range(20) for r in (2 ** k, 3 * 2 ** k // 2) if 1 <= r <= hi}
+    ranks = {r for k in range(20) for r in (2**k, 3 * 2**k // 2) if 1 <= r <= hi}
     return sorted(ranks)
 
 
@@ -202,7 +240,9 @@ def _interpolate(rows: list[Candidate], measured: set[int]) -> None:
         if i in measured:
             continue
         fmt, r = c.entry["format"], _rank(c.entry)
-        same = [(_rank(rows[j].entry), rows[j].latency_ms) for j in sorted(measured) if rows[j].entry.get("format") == fmt]
+        same = [
+            (_rank(rows[j].entry), rows[j].latency_ms) for j in sorted(measured) if rows[j].entry.get("format") == fmt
+        ]
         lo = max((p for p in same if p[0] <= r), default=same[0])
         hi = min((p for p in same if p[0] >= r), default=same[-1])
         w = 0.0 if hi[0] == lo[0] else (r - lo[0]) / (hi[0] - lo[0])
@@ -241,8 +281,10 @@ def input_shapes(teacher: Any, example: Any, names: list[str]) -> dict[str, tupl
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     for name in names:
+
         def hook(mod: Any, args: Any, out: Any, name: str = name) -> None:
             shapes.setdefault(name, (1, *tuple(args[0].shape[1:])))
+
         handles.append(mods[name].register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -306,14 +348,17 @@ def _latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ct
             student = decompose(teacher, {name: entry} if entry else {}).eval()
             alone = _Alone.make(student.get_submodule(name))
             lat = max(0.0, bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"]) - ctx["floor"][shape])
-        params = int(plan_cost(teacher, {name: entry}, ctx["example"]).layers[name].params) if entry else int(spec.params)
+        params = (
+            int(plan_cost(teacher, {name: entry}, ctx["example"]).layers[name].params) if entry else int(spec.params)
+        )
         rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
     _interpolate(rows, measured)
     return rows
 
 
-def _buildable(teacher: Any, name: str, rungs: list[tuple[str, dict[str, Any]]],
-               ctx: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _buildable(
+    teacher: Any, name: str, rungs: list[tuple[str, dict[str, Any]]], ctx: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
     """``rungs`` less those of a graph-level format that cannot be applied to this layer (pruning the
     classifier changes the output; an attention projection's heads break): tried once, at its
     smallest rank; the reason goes to the tables' notes."""
@@ -348,6 +393,7 @@ def _buildable(teacher: Any, name: str, rungs: list[tuple[str, dict[str, Any]]],
 def _narrowed(teacher: Any, student: Any, name: str) -> tuple[list[str], list[str]]:
     """The layers other than ``name`` whose output channels ``student`` lost (its dependency group),
     and those that lost input channels only (its consumers)."""
+
     def width(m: Any, which: str) -> int:
         return int(getattr(m, f"{which}_features", 0) or getattr(m, f"{which}_channels", 0))
 
@@ -388,11 +434,15 @@ def _refusal_notes(refused: list[str], coupled: dict[str, str]) -> list[str]:
     out = []
     if refused:
         names = [r.split(": ", 1)[0] for r in refused]
-        out.append(f"{len(refused)} layer(s) cannot be pruned ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
-                   f"the first: {refused[0]}")
+        out.append(
+            f"{len(refused)} layer(s) cannot be pruned ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
+            f"the first: {refused[0]}"
+        )
     if coupled:
-        out.append("pruned only with their dependency group's first layer: "
-                   + ", ".join(f"{n} (with {root})" for n, root in coupled.items()))
+        out.append(
+            "pruned only with their dependency group's first layer: "
+            + ", ".join(f"{n} (with {root})" for n, root in coupled.items())
+        )
     return out
 
 
@@ -407,8 +457,12 @@ def _graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str
     from edgeopt.runtime.bench import bench
 
     path = ctx["tmp"] / f"{name}.onnx"
-    export_onnx(decompose(teacher, plan, example_input=ctx["example"]).eval(), torch.as_tensor(ctx["example"]), path,
-                verify=False)
+    export_onnx(
+        decompose(teacher, plan, example_input=ctx["example"]).eval(),
+        torch.as_tensor(ctx["example"]),
+        path,
+        verify=False,
+    )
     return min(float(bench(path, ctx["target"], **GRAPH_BENCH).latency_at(ctx["pct"])) for _ in range(repeats))
 
 
@@ -422,10 +476,15 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     and set the rest so that the table gives the first two exactly; the third is the held-out check."""
     fastest = _at(tables, lambda lats: min(range(len(lats)), key=lats.__getitem__))
     middle = _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2])
-    sums = {k: sum(tables.layers[n][i].latency_ms for n, i in choice.items())
-            for k, choice in (("dense", dict.fromkeys(tables.layers, 0)), ("fastest", fastest), ("middle", middle))}
-    measured = {"dense": tables.dense_ms, "fastest": _graph_ms(teacher, tables.plan_of(fastest), ctx, "fastest"),
-                "middle": _graph_ms(teacher, tables.plan_of(middle), ctx, "middle")}
+    sums = {
+        k: sum(tables.layers[n][i].latency_ms for n, i in choice.items())
+        for k, choice in (("dense", dict.fromkeys(tables.layers, 0)), ("fastest", fastest), ("middle", middle))
+    }
+    measured = {
+        "dense": tables.dense_ms,
+        "fastest": _graph_ms(teacher, tables.plan_of(fastest), ctx, "fastest"),
+        "middle": _graph_ms(teacher, tables.plan_of(middle), ctx, "middle"),
+    }
     span = sums["dense"] - sums["fastest"]
     scale, fit = 1.0, "none: the fastest plan is no faster than dense, or the layers barely differ"
     if span > 0.02 * measured["dense"] and measured["dense"] > measured["fastest"]:
@@ -436,7 +495,8 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         tables.notes.append(
             f"the fastest plan by the table measures {measured['fastest']:.4f} ms as one graph, no faster than dense "
             f"({measured['dense']:.4f} ms): the isolated layers' latencies do not hold in this graph on this target, "
-            "so the allocation's latency is a guess and the screen decides")
+            "so the allocation's latency is a guess and the screen decides"
+        )
         log.warning("tables: %s", tables.notes[-1])
     rest = measured["dense"] - scale * sums["dense"]
     if rest < 0:  # the layers alone take longer than the graph: no rest, the scale fits both graphs in ratio
@@ -452,10 +512,18 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     after = {k: rest + scale * sums[k] for k in sums}
     tables.rest_ms = rest
     tables.additivity = {
-        "scale": round(scale, 4), "rest_ms": round(rest, 5), "fit": fit,
-        "graphs": {k: {"measured_ms": round(measured[k], 5), "isolated_sum_ms": round(before[k], 5),
-                       "table_ms": round(after[k], 5), "error_pct": round(100 * (after[k] / measured[k] - 1), 2)}
-                   for k in sums},
+        "scale": round(scale, 4),
+        "rest_ms": round(rest, 5),
+        "fit": fit,
+        "graphs": {
+            k: {
+                "measured_ms": round(measured[k], 5),
+                "isolated_sum_ms": round(before[k], 5),
+                "table_ms": round(after[k], 5),
+                "error_pct": round(100 * (after[k] / measured[k] - 1), 2),
+            }
+            for k in sums
+        },
         "held_out": "middle",
     }
 
@@ -482,7 +550,9 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
     X = torch.as_tensor(task.X_train[balanced_order(task.y_train, CALIBRATION)])
     rungs = sum(len(_kl_measured(cs)) for cs in tables.layers.values())
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    torch.set_num_threads(
+        max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
     try:
         probe = min(32, len(X))
         per_sample = _forward_s(teacher, X[:probe]) / probe
@@ -505,8 +575,11 @@ def _kl_measured(cands: list[Candidate]) -> list[Candidate]:
     (one dependency graph traced per rung) its first, middle and last. :func:`_between` fills the rest."""
     graph = [i for i, c in enumerate(cands) if _graph_level(c.entry)]
     spread = set(_spread(graph, GRAPH_LEVEL_MEASURED))
-    return [c for i, c in enumerate(cands)
-            if c.entry and (i in spread if _graph_level(c.entry) else _power_of_two(_rank(c.entry)))]
+    return [
+        c
+        for i, c in enumerate(cands)
+        if c.entry and (i in spread if _graph_level(c.entry) else _power_of_two(_rank(c.entry)))
+    ]
 
 
 def balanced_order(y: Any, n: int) -> Any:
@@ -530,8 +603,11 @@ def _between(cands: list[Candidate]) -> None:
         if not c.entry or not math.isnan(c.sensitivity):
             continue
         r, fmt = _rank(c.entry), c.entry["format"]
-        known = {_rank(o.entry): o.sensitivity for o in cands
-                 if o.entry and o.entry["format"] == fmt and not math.isnan(o.sensitivity)}
+        known = {
+            _rank(o.entry): o.sensitivity
+            for o in cands
+            if o.entry and o.entry["format"] == fmt and not math.isnan(o.sensitivity)
+        }
         lo = max((k for k in known if k < r), default=None)
         hi = min((k for k in known if k > r), default=None)
         if lo is None or hi is None:
@@ -542,8 +618,9 @@ def _between(cands: list[Candidate]) -> None:
         c.sensitivity = math.exp((1 - w) * math.log(a) + w * math.log(b)) if a > 0 and b > 0 else (1 - w) * a + w * b
 
 
-def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any], *,
-                 check: Any = None) -> Tables:
+def build_tables(
+    teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any], *, check: Any = None
+) -> Tables:
     """The tables of ``teacher`` on ``target`` (read from ``out/tables.json`` when its key matches).
     ``check(tables)`` runs when the latencies are known, before the sensitivities (a refusal raises there)."""
     import torch
@@ -562,8 +639,13 @@ def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[s
     teacher = teacher.eval()
     shapes = input_shapes(teacher, example, list(layers))
     with torch.no_grad(), _quiet_bench(), tempfile.TemporaryDirectory(prefix="edgeopt-tables-") as tmpdir:
-        ctx: dict[str, Any] = {"target": target, "tmp": Path(tmpdir), "pct": float(target.budget.latency_percentile or 95),
-                               "example": task.example_input, "floor": {}}
+        ctx: dict[str, Any] = {
+            "target": target,
+            "tmp": Path(tmpdir),
+            "pct": float(target.budget.latency_percentile or 95),
+            "example": task.example_input,
+            "floor": {},
+        }
         for shape in set(shapes.values()):
             ctx["floor"][shape] = bench_module(_Alone.make(torch.nn.ReLU()), shape, target, ctx["tmp"], ctx["pct"])
         ctx["widths"] = {name: int(spec.out_size) for name, spec in layers.items()}
@@ -572,20 +654,38 @@ def build_tables(teacher: Any, task: Any, target: Any, out: Path, layers: dict[s
         t1 = time.perf_counter()
         dense_ms = _graph_ms(teacher, {}, ctx, "dense")
         fixed = int(plan_cost(teacher, {}, task.example_input).params) - sum(int(s.params) for s in layers.values())
-        tables = Tables(rows, dense_ms, 0.0, 0.0, key, False, fixed, notes=_refusal_notes(ctx.get("refused", []), ctx.get("coupled", {})))
+        tables = Tables(
+            rows,
+            dense_ms,
+            0.0,
+            0.0,
+            key,
+            False,
+            fixed,
+            notes=_refusal_notes(ctx.get("refused", []), ctx.get("coupled", {})),
+        )
         fit_additivity(tables, teacher, ctx)
     t2 = time.perf_counter()
     tables.timings = {"latency_s": round(t1 - t0, 2), "additivity_s": round(t2 - t1, 2)}
-    log.info("tables: %d layers, latencies in %.1f s; additivity scale %.2f, held-out error %+.1f%%", len(rows),
-             t2 - t0, tables.additivity["scale"], tables.additivity["graphs"]["middle"]["error_pct"])
+    log.info(
+        "tables: %d layers, latencies in %.1f s; additivity scale %.2f, held-out error %+.1f%%",
+        len(rows),
+        t2 - t0,
+        tables.additivity["scale"],
+        tables.additivity["graphs"]["middle"]["error_pct"],
+    )
     if check is not None:
         tables.build_s = round(t2 - t0, 3)
         check(tables)
     fill_sensitivities(teacher, task, tables)
     tables.timings["sensitivity_s"] = round(time.perf_counter() - t2, 2)
     tables.build_s = round(time.perf_counter() - t0, 3)
-    log.info("tables: sensitivities of %d candidates on %d samples in %.1f s",
-             sum(len(c) - 1 for c in rows.values()), tables.calibration, tables.timings["sensitivity_s"])
+    log.info(
+        "tables: sensitivities of %d candidates on %d samples in %.1f s",
+        sum(len(c) - 1 for c in rows.values()),
+        tables.calibration,
+        tables.timings["sensitivity_s"],
+    )
     with contextlib.suppress(OSError):  # the cache is an optimization
         atomic_write_text(Path(out) / "tables.json", json.dumps(tables.to_dict(), indent=1))
     return tables
@@ -621,5 +721,17 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.3f}" if math.isfinite(ms) else "inf"
 
 
-__all__ = ["Candidate", "TABLE_BENCH", "Tables", "build_tables", "fill_sensitivities", "fit_additivity", "fmt_ms",
-           "kl", "ladder", "measured_subset", "table_key", "top_contributors"]
+__all__ = [
+    "Candidate",
+    "TABLE_BENCH",
+    "Tables",
+    "build_tables",
+    "fill_sensitivities",
+    "fit_additivity",
+    "fmt_ms",
+    "kl",
+    "ladder",
+    "measured_subset",
+    "table_key",
+    "top_contributors",
+]

@@ -53,9 +53,7 @@ class Task:
         from edgeopt.compiler.data import to_arrays
 
         if not isinstance(self.model, torch.nn.Module):
-            raise InputError(
-                f"Task.model must be a torch.nn.Module, got {type(self.model).__name__} instead."
-            )
+            raise InputError(f"Task.model must be a torch.nn.Module, got {type(self.model).__name__} instead.")
         if not (callable(self.metric) or self.metric in _METRICS):
             raise InputError(
                 f"The 'metric' parameter of Task must be one of {', '.join(_METRICS)} or a "
@@ -83,7 +81,11 @@ class Task:
         """Run the model on two samples: the output must be [N, C] logits covering every label."""
         import torch
 
-        shapes = {s: getattr(self, f"X_{s}").shape[1:] for s in ("train", "val", "test") if getattr(self, f"X_{s}") is not None}
+        shapes = {
+            s: getattr(self, f"X_{s}").shape[1:]
+            for s in ("train", "val", "test")
+            if getattr(self, f"X_{s}") is not None
+        }
         if len(set(shapes.values())) != 1:
             raise InputError(f"Task splits have different sample shapes: {shapes}.")
         was_training = self.model.training
@@ -109,7 +111,9 @@ class Task:
             if y is None:
                 continue
             if y.ndim != 1:
-                raise InputError(f"Task.{split} labels must be a 1-D array of class indices, got shape {list(y.shape)}.")
+                raise InputError(
+                    f"Task.{split} labels must be a 1-D array of class indices, got shape {list(y.shape)}."
+                )
             if y.size and (y.min() < 0 or y.max() >= self.num_classes):
                 raise InputError(
                     f"Task.{split} labels must lie in [0, {self.num_classes - 1}] (the model has "

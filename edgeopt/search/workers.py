@@ -93,10 +93,24 @@ class Tagged:
 def worker_command(config: CompileConfig, study_name: str, index: int) -> list[str]:
     """The command line of local worker ``index``."""
     assert config.worker_argv is not None
-    cmd = [sys.executable, "-m", "edgeopt", "compile", *config.worker_argv, "--search-only",
-           "--storage", storage_url(config.storage, config.out), "--study", study_name,
-           "--out", str(config.out / "workers" / f"w{index}"), "--trials", str(config.trials),
-           "--seed", str(config.seed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeopt",
+        "compile",
+        *config.worker_argv,
+        "--search-only",
+        "--storage",
+        storage_url(config.storage, config.out),
+        "--study",
+        study_name,
+        "--out",
+        str(config.out / "workers" / f"w{index}"),
+        "--trials",
+        str(config.trials),
+        "--seed",
+        str(config.seed),
+    ]
     if config.timeout:
         cmd += ["--timeout", str(config.timeout)]
     return cmd
@@ -105,17 +119,27 @@ def worker_command(config: CompileConfig, study_name: str, index: int) -> list[s
 def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
     """Start ``config.workers`` worker processes on ``study``, wait for them; returns the wall time."""
     if not config.worker_argv:
-        raise InputError(f"compile(): workers: {config.workers} worker processes need the task as an edgeopt "
-                         "command line: run `edgeopt compile … --workers N`, or start processes that each call "
-                         "compile(..., storage=URL, study_name=NAME, search_only=True)")
+        raise InputError(
+            f"compile(): workers: {config.workers} worker processes need the task as an edgeopt "
+            "command line: run `edgeopt compile … --workers N`, or start processes that each call "
+            "compile(..., storage=URL, study_name=NAME, search_only=True)"
+        )
     if config.trials <= 0:
         return 0.0
     total = sum(1 for t in study.get_trials(deepcopy=False) if not _waiting(t)) + config.trials
-    env = dict(os.environ, **{WORKER_ENV: str(os.getpid()), TOTAL_ENV: str(total), "OMP_NUM_THREADS": "1",
-                              "MKL_NUM_THREADS": "1"})
+    env = dict(
+        os.environ,
+        **{WORKER_ENV: str(os.getpid()), TOTAL_ENV: str(total), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
     procs: list[tuple[subprocess.Popen, Path]] = []
-    log.info("search: %d workers on study %s in %s, %d trials (logs in %s)", config.workers, study.study_name,
-             redact(storage_url(config.storage, config.out)), config.trials, config.out / "workers")
+    log.info(
+        "search: %d workers on study %s in %s, %d trials (logs in %s)",
+        config.workers,
+        study.study_name,
+        redact(storage_url(config.storage, config.out)),
+        config.trials,
+        config.out / "workers",
+    )
     t0 = time.perf_counter()
     try:
         for i in range(config.workers):
@@ -123,8 +147,18 @@ def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
             wdir.mkdir(parents=True, exist_ok=True)
             _share_tables(config.out, wdir)
             with open(wdir / "worker.log", "w") as logf:
-                procs.append((subprocess.Popen(worker_command(config, study.study_name, i), stdout=logf,
-                                               stderr=subprocess.STDOUT, env=env, start_new_session=True), wdir))
+                procs.append(
+                    (
+                        subprocess.Popen(
+                            worker_command(config, study.study_name, i),
+                            stdout=logf,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                            start_new_session=True,
+                        ),
+                        wdir,
+                    )
+                )
         _watch(study, procs, total, metric_name)
     finally:
         for p, _ in procs:
@@ -163,12 +197,21 @@ def _watch(study: Any, procs: list[tuple[subprocess.Popen, Path]], total: int, m
                 dead.add(p.pid)
                 failed = fail_dead_workers_trials(study, {_name(p)}, retry=True)
                 if failed:
-                    log.warning("worker %s (pid %d) died (exit %d); its trial %s failed and queued again", wdir.name,
-                                p.pid, p.returncode, ", ".join(f"#{n}" for n in failed))
+                    log.warning(
+                        "worker %s (pid %d) died (exit %d); its trial %s failed and queued again",
+                        wdir.name,
+                        p.pid,
+                        p.returncode,
+                        ", ".join(f"#{n}" for n in failed),
+                    )
         if time.monotonic() - last >= STATUS_EVERY_S:
             last = time.monotonic()
-            log.info("search: %s (%d of %d workers running)", status_line(study, total, metric_name),
-                     sum(p.poll() is None for p, _ in procs), len(procs))
+            log.info(
+                "search: %s (%d of %d workers running)",
+                status_line(study, total, metric_name),
+                sum(p.poll() is None for p, _ in procs),
+                len(procs),
+            )
 
 
 def status_line(study: Any, total: int, metric_name: str) -> str:
@@ -177,8 +220,10 @@ def status_line(study: Any, total: int, metric_name: str) -> str:
     done = sum(r.state not in ("running", "waiting") for r in recs)
     running = sum(r.state == "running" for r in recs)
     best = max((r.score for r in recs if r.feasible and r.score is not None), default=None)
-    return (f"{done}/{total} trials finished, {running} running, best feasible {metric_name} "
-            f"{'-' if best is None else f'{best:.4f}'}")
+    return (
+        f"{done}/{total} trials finished, {running} running, best feasible {metric_name} "
+        f"{'-' if best is None else f'{best:.4f}'}"
+    )
 
 
 def _report_exits(procs: list[tuple[subprocess.Popen, Path]]) -> None:
@@ -192,8 +237,14 @@ def _report_exits(procs: list[tuple[subprocess.Popen, Path]]) -> None:
             tail = f": {lines[-1]}" if lines and p.returncode > 0 else ""
         except OSError:
             pass
-        log.warning("worker %s (pid %d) %s%s (log: %s); its trial in flight, if any, is failed and retried by "
-                    "the others", wdir.name, p.pid, how, tail, wdir / "worker.log")
+        log.warning(
+            "worker %s (pid %d) %s%s (log: %s); its trial in flight, if any, is failed and retried by the others",
+            wdir.name,
+            p.pid,
+            how,
+            tail,
+            wdir / "worker.log",
+        )
 
 
 def fail_dead_workers_trials(study: Any, dead: set[str], *, retry: bool = False) -> list[int]:
@@ -203,8 +254,9 @@ def fail_dead_workers_trials(study: Any, dead: set[str], *, retry: bool = False)
     import optuna
 
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return fail_trials(study, [(t, "its worker process exited") for t in running
-                               if t.user_attrs.get("worker") in dead], retry=retry)
+    return fail_trials(
+        study, [(t, "its worker process exited") for t in running if t.user_attrs.get("worker") in dead], retry=retry
+    )
 
 
 def _settle(study: Any) -> None:
@@ -215,13 +267,25 @@ def _settle(study: Any) -> None:
     grace = grace_period_s(study._storage)
     deadline = time.monotonic() + (grace or 0) + 2
     while grace is not None:
-        untagged = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                    if "worker" not in t.user_attrs]
+        untagged = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if "worker" not in t.user_attrs
+        ]
         fail_stale_trials(study)
         if not untagged or time.monotonic() > deadline:
             return
         time.sleep(1.0)
 
 
-__all__ = ["TOTAL_ENV", "StopAtTotal", "Tagged", "fail_dead_workers_trials", "run_workers", "status_line",
-           "stop_at_total", "worker_command", "worker_name"]
+__all__ = [
+    "TOTAL_ENV",
+    "StopAtTotal",
+    "Tagged",
+    "fail_dead_workers_trials",
+    "run_workers",
+    "status_line",
+    "stop_at_total",
+    "worker_command",
+    "worker_name",
+]

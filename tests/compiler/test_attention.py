@@ -34,8 +34,14 @@ def test_linear_attention_equals_mha(batch_first, bias):
     kpm = torch.zeros(b, length, dtype=torch.bool)
     kpm[:, -2:] = True
     causal = torch.ones(length, length, dtype=torch.bool).triu(1)
-    for kw in ({}, {"need_weights": False}, {"key_padding_mask": kpm}, {"attn_mask": torch.randn(length, length)},
-               {"attn_mask": causal, "is_causal": True}, {"average_attn_weights": False}):
+    for kw in (
+        {},
+        {"need_weights": False},
+        {"key_padding_mask": kpm},
+        {"attn_mask": torch.randn(length, length)},
+        {"attn_mask": causal, "is_causal": True},
+        {"average_attn_weights": False},
+    ):
         ref, got = mha(x, x, x, **kw), lin(x, x, x, **kw)
         assert _close(ref[0], got[0]), kw
         assert (ref[1] is None) == (got[1] is None)
@@ -101,9 +107,11 @@ def test_vit_projections_become_decomposable_and_export(tmp_path):
     dense_copy = decompose(model, {})
     with torch.no_grad():
         assert _close(model(x), dense_copy(x))
-    plan = {"encoder.layers.0.self_attn.q_proj": {"format": "lowrank", "rank": 4},
-            "encoder.layers.1.self_attn.out_proj": {"format": "tt", "rank": 2},
-            "encoder.layers.0.linear1": {"format": "lowrank", "rank": 4}}
+    plan = {
+        "encoder.layers.0.self_attn.q_proj": {"format": "lowrank", "rank": 4},
+        "encoder.layers.1.self_attn.out_proj": {"format": "tt", "rank": 2},
+        "encoder.layers.0.linear1": {"format": "lowrank", "rank": 4},
+    }
     student = decompose(model, plan, example_input=(1, 3, 8, 8))
     assert isinstance(model.encoder.layers[0].self_attn, nn.MultiheadAttention)  # the teacher is untouched
     assert isinstance(student.encoder.layers[0].self_attn, LinearAttention)
@@ -142,7 +150,7 @@ class _PlainAttention(nn.Module):
         self.width = width
 
     def forward(self, x):  # (B, T, width)
-        scores = (self.q(x) @ self.k(x).transpose(1, 2)) / self.width ** 0.5
+        scores = (self.q(x) @ self.k(x).transpose(1, 2)) / self.width**0.5
         return self.head(self.proj(scores.softmax(-1) @ self.v(x)).mean(1))
 
 

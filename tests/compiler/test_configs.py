@@ -30,8 +30,10 @@ def test_rank_spec_rejected_with_one_clear_line(bad):
 def test_the_one_message_template():
     with pytest.raises(InputError) as err:
         TTConfig(rank=-3)
-    assert str(err.value) == ("TTConfig: rank: expected an int >= 1, a float in (0, 1) (relative error), or a list "
-                              "of ints >= 1 that starts and ends with 1, found an integer -3")
+    assert str(err.value) == (
+        "TTConfig: rank: expected an int >= 1, a float in (0, 1) (relative error), or a list "
+        "of ints >= 1 that starts and ends with 1, found an integer -3"
+    )
 
 
 def test_rank_forms_normalize_in_one_place():
@@ -62,15 +64,27 @@ def test_ranks_is_a_deprecated_alias_of_the_one_rank_key(fmt):
     assert config.to_dict() == {"format": fmt, "rank": [1, 4, 1]}  # always written under the one key
 
 
-@pytest.mark.parametrize("entry,match", [
-    ({"format": "svd"}, r"^plan\['fc1'\]: format: expected one of 'dense', 'lowrank', 'tt', 'prune', found a string 'svd'$"),
-    ({"rank": 3}, r"^plan\['fc1'\]: format: expected one of .*, found nothing$"),
-    ({"format": "lowrank", "rank": -3}, r"^LowRankConfig, layer 'fc1': rank: expected an int >= 1, .*, found an integer -3$"),
-    ({"format": "lowrank", "rank": 3, "alpha": 1}, r"^LowRankConfig, layer 'fc1': alpha: expected one of \['rank'\]"),
-    ({"format": "tt", "rank": 3, "ranks": 3}, "given once"),
-    ({"format": "tt", "rank": 3, "in_modes": [8, 8], "out_modes": [4, 4, 4]}, "as many modes"),
-    ({"format": "tt", "rank": 3, "in_modes": [0, 8]}, r"^TTConfig, layer 'fc1': in_modes: expected a list"),
-])
+@pytest.mark.parametrize(
+    "entry,match",
+    [
+        (
+            {"format": "svd"},
+            r"^plan\['fc1'\]: format: expected one of 'dense', 'lowrank', 'tt', 'prune', found a string 'svd'$",
+        ),
+        ({"rank": 3}, r"^plan\['fc1'\]: format: expected one of .*, found nothing$"),
+        (
+            {"format": "lowrank", "rank": -3},
+            r"^LowRankConfig, layer 'fc1': rank: expected an int >= 1, .*, found an integer -3$",
+        ),
+        (
+            {"format": "lowrank", "rank": 3, "alpha": 1},
+            r"^LowRankConfig, layer 'fc1': alpha: expected one of \['rank'\]",
+        ),
+        ({"format": "tt", "rank": 3, "ranks": 3}, "given once"),
+        ({"format": "tt", "rank": 3, "in_modes": [8, 8], "out_modes": [4, 4, 4]}, "as many modes"),
+        ({"format": "tt", "rank": 3, "in_modes": [0, 8]}, r"^TTConfig, layer 'fc1': in_modes: expected a list"),
+    ],
+)
 def test_bad_plan_entries(entry, match):
     with pytest.raises(InputError, match=match):
         parse_config(entry, layer="fc1")

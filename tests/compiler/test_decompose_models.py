@@ -63,9 +63,13 @@ def test_decomposable_layers_lists_what_may_change():
 def test_nested_batchnorm_residual_tied_and_functional():
     model = Net().eval()
     x = torch.randn(*X)
-    plan = {"stem": {"format": "tt", "rank": 100}, "body.1.0.conv": {"format": "lowrank", "rank": 72},
-            "fc": {"format": "lowrank", "rank": 8}, "alias": {"format": "tt", "rank": [1, 100, 1]},
-            "head": {"format": "dense"}}
+    plan = {
+        "stem": {"format": "tt", "rank": 100},
+        "body.1.0.conv": {"format": "lowrank", "rank": 72},
+        "fc": {"format": "lowrank", "rank": 8},
+        "alias": {"format": "tt", "rank": [1, 100, 1]},
+        "head": {"format": "dense"},
+    }
     student = decompose(model, plan, example_input=x).eval()
     torch.testing.assert_close(student(x), model(x), rtol=1e-4, atol=1e-5)  # full ranks: same function
     assert isinstance(student.shared, TTLinear) and student.shared is student.alias  # decomposed once, shared
@@ -86,10 +90,15 @@ def test_student_exports_and_trains():
     assert all(p.grad is not None for p in student.stem.parameters())
 
 
-@pytest.mark.parametrize("name,match", [
-    ("dw", "grouped/depthwise"), ("body.0.bn", "normalization"), ("pool", "not a Linear"),
-    ("nope", "not in the model; decomposable layers: body.0.conv"),
-])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("dw", "grouped/depthwise"),
+        ("body.0.bn", "normalization"),
+        ("pool", "not a Linear"),
+        ("nope", "not in the model; decomposable layers: body.0.conv"),
+    ],
+)
 def test_layers_left_alone_get_clear_errors(name, match):
     with pytest.raises(ModelError, match=match):
         decompose(Net(), {name: {"format": "lowrank", "rank": 2}})

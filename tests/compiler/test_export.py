@@ -22,8 +22,12 @@ def _mlp():
 
 def test_metadata_dynamic_batch_and_atomic_write(tmp_path):
     model = decompose(_mlp(), {"0": {"format": "tt", "rank": 4}, "2": {"format": "lowrank", "rank": 8}})
-    info = export_onnx_info(model, torch.randn(1, 16), tmp_path / "sub" / "m.onnx",
-                            metadata={"plan": {"2": {"format": "lowrank", "rank": 8}}, "target": "rpi4"})
+    info = export_onnx_info(
+        model,
+        torch.randn(1, 16),
+        tmp_path / "sub" / "m.onnx",
+        metadata={"plan": {"2": {"format": "lowrank", "rank": 8}}, "target": "rpi4"},
+    )
     path = info.path
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
@@ -40,7 +44,9 @@ def test_metadata_dynamic_batch_and_atomic_write(tmp_path):
 
 
 def test_conv_model_round_trip(tmp_path):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5)
+    )
     student = decompose(model, {"0": {"format": "tt", "rank": 4}})
     export_onnx(student, torch.randn(2, 3, 6, 6), tmp_path / "c.onnx", verify_inputs=torch.randn(4, 3, 6, 6))
 

@@ -49,8 +49,12 @@ LAYERS = {
 }
 # The per-layer contract: a layer in, a module of the same function out. Graph-level formats (prune)
 # change the layer's neighbours and its width, so they have their own tests (tests/compiler/test_prune.py).
-CASES = [(fmt, kind) for fmt in registered_formats() for kind in LAYERS
-         if kind in get_handler(fmt).kinds and not get_handler(fmt).graph_level]
+CASES = [
+    (fmt, kind)
+    for fmt in registered_formats()
+    for kind in LAYERS
+    if kind in get_handler(fmt).kinds and not get_handler(fmt).graph_level
+]
 RANKED = [c for c in CASES if get_handler(c[0]).has_rank]
 
 
@@ -199,7 +203,7 @@ class BlockLowRank(nn.Module):
 
     def reconstruct(self):
         a = self.first.weight
-        return torch.cat([self.top.weight @ a[: self.rank], self.bottom.weight @ a[self.rank:]])
+        return torch.cat([self.top.weight @ a[: self.rank], self.bottom.weight @ a[self.rank :]])
 
 
 @register_format

@@ -123,8 +123,17 @@ def test_cosine_schedule_keeps_last_weights_when_asked():
     teacher = torch.nn.Sequential(torch.nn.Linear(6, 2))
     seen = []
     student = copy.deepcopy(teacher)
-    distill(student, teacher, (X, y), (X, y), epochs=5, patience=1, schedule="cosine", restore_best=False,
-            callback=lambda e, s: seen.append(e))
+    distill(
+        student,
+        teacher,
+        (X, y),
+        (X, y),
+        epochs=5,
+        patience=1,
+        schedule="cosine",
+        restore_best=False,
+        callback=lambda e, s: seen.append(e),
+    )
     assert seen == [0, 1, 2, 3, 4]  # patience does not stop it
     with pytest.raises(InputError, match=r"^distill\(\): schedule: expected one of 'constant', 'cosine'"):
         distill(copy.deepcopy(teacher), teacher, (X, y), (X, y), epochs=1, schedule="step")

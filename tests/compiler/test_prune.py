@@ -36,7 +36,9 @@ def test_resnet8_residual_group_is_pruned_together_and_exports(tmp_path):
     # stack2's residual: conv2, the shortcut and the BatchNorms after them lose the same channels
     assert student.get_submodule("stack2.conv2").out_channels == 16
     assert student.get_submodule("stack2.shortcut.0").out_channels == 16
-    assert student.get_submodule("stack3.conv1").first.in_channels == 16  # the low-rank layer built on the narrower input
+    assert (
+        student.get_submodule("stack3.conv1").first.in_channels == 16
+    )  # the low-rank layer built on the narrower input
     assert _params(student) < _params(model) and _params(model) == 78042  # the teacher is untouched
     reports = {r.name: r for r in layer_reports(student)}
     assert reports["stack2.conv2"].format == "prune" and reports["stack2.conv2"].ranks == (1, 16, 1)

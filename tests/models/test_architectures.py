@@ -105,8 +105,9 @@ def test_trains_beats_chance_decomposes_and_exports(name, digits16, signals, tmp
     assert len(plan) >= 3, f"{name}: a non-trivial plan needs several layers, got {plan}"
     student = decompose(work, plan, example_input=(1, *shape))
     assert len(layer_reports(student)) == len(plan)
-    info = export_onnx_info(student, torch.as_tensor(test[0][:1]), tmp_path / f"{name}.onnx",
-                            verify_inputs=torch.as_tensor(test[0][:8]))
+    info = export_onnx_info(
+        student, torch.as_tensor(test[0][:1]), tmp_path / f"{name}.onnx", verify_inputs=torch.as_tensor(test[0][:8])
+    )
     onnx.checker.check_model(onnx.load(str(info.path)), full_check=True)
     assert info.max_rel_deviation is not None and info.max_rel_deviation < 1e-4
     assert info.exporter == "torchscript", f"{name}: needed the dynamo fallback"

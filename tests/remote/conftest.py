@@ -15,8 +15,10 @@ from . import sshd as _sshd
 def openssh():
     missing = _sshd.have_openssh()
     if missing:
-        pytest.skip(f"OpenSSH not installed ({missing}): apt-get install -y openssh-server openssh-client "
-                    f"(scripts/test.sh does)")
+        pytest.skip(
+            f"OpenSSH not installed ({missing}): apt-get install -y openssh-server openssh-client "
+            f"(scripts/test.sh does)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +60,13 @@ def spec(sshd, device_python, tmp_path):
     """A RemoteSpec for the loopback device, with its own work dir."""
     from edgeopt.runtime.remote import RemoteSpec
 
-    return RemoteSpec(host=_sshd.ALIAS, python=device_python, ssh_options=sshd.ssh_options,
-                      workdir=str(tmp_path / "device work"), connect_timeout_s=5)
+    return RemoteSpec(
+        host=_sshd.ALIAS,
+        python=device_python,
+        ssh_options=sshd.ssh_options,
+        workdir=str(tmp_path / "device work"),
+        connect_timeout_s=5,
+    )
 
 
 def pytest_configure(config):

@@ -88,8 +88,12 @@ def _descendants(root: int) -> list[tuple[int, str]]:
 
 
 def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeopt-test", "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeopt-test", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def start_sshd(base: Path, control_dir: Path | None = None, port: int | None = None) -> Sshd:
@@ -105,23 +109,45 @@ def start_sshd(base: Path, control_dir: Path | None = None, port: int | None = N
         f"ListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\nPidFile {base / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {base / 'authorized_keys'}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers {user}\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n")
+        f"AllowUsers {user}\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n"
+    )
     cfg = base / "ssh_config"
     cfg.write_text(
         f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {base / 'id_user'}\n"
         f"  IdentitiesOnly yes\n  UserKnownHostsFile {base / 'known_hosts'}\n"
-        "  StrictHostKeyChecking accept-new\n  LogLevel ERROR\n")
+        "  StrictHostKeyChecking accept-new\n  LogLevel ERROR\n"
+    )
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
     with open(base / "sshd.log", "ab") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(base / "sshd_config"), "-p", str(port)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(base / "sshd_config"), "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     server = Sshd(base, port, proc, cfg, user)
     deadline = time.monotonic() + 20
     while True:
-        r = subprocess.run(["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "-o", "ControlMaster=no",
-                            "-o", "ControlPath=none", ALIAS, "true"], capture_output=True, text=True, timeout=20)
+        r = subprocess.run(
+            [
+                "ssh",
+                "-F",
+                str(cfg),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                ALIAS,
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         if r.returncode == 0:
             return server
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -144,7 +170,9 @@ def _source_hash(extra: tuple[str, ...]) -> str:
 def device_venv(extra: tuple[str, ...] = (), cache: Path | None = None) -> Path:
     """A venv with only the runtime half of this checkout installed (non-editable, no torch);
     returns its python. Built once per source hash under ``cache`` (default: the temp dir)."""
-    cache = cache or Path(os.environ.get("EDGEOPT_TEST_VENV_CACHE") or Path(tempfile.gettempdir()) / "edgeopt-device-venvs")
+    cache = cache or Path(
+        os.environ.get("EDGEOPT_TEST_VENV_CACHE") or Path(tempfile.gettempdir()) / "edgeopt-device-venvs"
+    )
     cache.mkdir(parents=True, exist_ok=True)
     name = _source_hash(extra) + ("-" + hashlib.sha256(repr(extra).encode()).hexdigest()[:6] if extra else "")
     venv = cache / name
@@ -157,10 +185,18 @@ def device_venv(extra: tuple[str, ...] = (), cache: Path | None = None) -> Path:
         shutil.copytree(REPO / "edgeopt", src / "edgeopt", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for f in ("pyproject.toml", "README.md"):
             shutil.copy(REPO / f, src / f)
-        subprocess.run([sys.executable if not _is_venv() else _base_python(), "-m", "venv", str(build / "venv")],
-                       check=True, capture_output=True, timeout=120)
-        r = subprocess.run([str(build / "venv/bin/python"), "-m", "pip", "install", "-q", "--no-cache-dir",
-                            str(src), *extra], capture_output=True, text=True, timeout=600)
+        subprocess.run(
+            [sys.executable if not _is_venv() else _base_python(), "-m", "venv", str(build / "venv")],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        r = subprocess.run(
+            [str(build / "venv/bin/python"), "-m", "pip", "install", "-q", "--no-cache-dir", str(src), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"pip install into the device venv failed: {r.stderr[-2000:]}")
         shutil.rmtree(src)
@@ -174,8 +210,11 @@ def device_venv(extra: tuple[str, ...] = (), cache: Path | None = None) -> Path:
 
 def _prune(cache: Path, keep: int) -> None:
     """Drop all but the ``keep`` newest venvs (each source change makes a new one)."""
-    venvs = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
+    venvs = sorted(
+        (p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for old in venvs[keep:]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -185,4 +224,6 @@ def _is_venv() -> bool:
 
 
 def _base_python() -> str:
-    return shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or os.path.join(sys.base_prefix, "bin", "python3")
+    return shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or os.path.join(
+        sys.base_prefix, "bin", "python3"
+    )

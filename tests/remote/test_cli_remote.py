@@ -24,15 +24,18 @@ QUICK = ["--min-iters", "20", "--min-time", "0.05", "--warmup", "3"]
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    return {"small": testing.mlp((16, 32, 4)).save(d / "small.onnx"),
-            "opset21": testing.mlp((16, 32, 4)).save(d / "opset21.onnx", opset=21)}
+    return {
+        "small": testing.mlp((16, 32, 4)).save(d / "small.onnx"),
+        "opset21": testing.mlp((16, 32, 4)).save(d / "opset21.onnx", opset=21),
+    }
 
 
 def profile(tmp_path: Path, spec, extra: str = "", name: str = "loop.toml") -> Path:
     """A profile for the loopback device: extends rpi4 (budgets, threads), with a [remote]."""
     p = tmp_path / name
     opts = ", ".join(json.dumps(o) for o in spec.ssh_options)
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(
+        textwrap.dedent(f"""\
         # the loopback "device"
         extends = "rpi4"
         name = "loop"
@@ -53,7 +56,9 @@ def profile(tmp_path: Path, spec, extra: str = "", name: str = "loop.toml") -> P
         ssh_options = [{opts}]
         workdir = "{spec.workdir}"
         connect_timeout_s = 5
-        """) + extra)
+        """)
+        + extra
+    )
     return p
 
 
@@ -84,7 +89,9 @@ def test_gate_cli_through_the_device(spec, tmp_path, models, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert code in (0, 3) and doc["latency_source"] == "measured" and doc["measured_on"].startswith(spec.host)
     assert doc["checks"][0]["source"] == "measured"
-    code = main(["gate", str(models["small"]), "--target", str(profile(tmp_path, spec)), "--latency-ms", "0.0001", *QUICK])
+    code = main(
+        ["gate", str(models["small"]), "--target", str(profile(tmp_path, spec)), "--latency-ms", "0.0001", *QUICK]
+    )
     assert code == 1
 
 
@@ -122,13 +129,18 @@ def test_model_newer_than_the_devices_onnxruntime(sshd, old_ort_python, tmp_path
     assert "needs ONNX opset 21" in err[0] and "onnxruntime 1.17" in err[0] and "up to opset 20" in err[0]
     assert not (tmp_path / "w" / "models").exists()  # nothing was uploaded
     # the same device measures an opset-17 model
-    assert main(["bench", str(models["small"]), "--target", str(profile(tmp_path, dataclasses.replace(old))), *QUICK]) == 0
+    assert (
+        main(["bench", str(models["small"]), "--target", str(profile(tmp_path, dataclasses.replace(old))), *QUICK]) == 0
+    )
 
 
-@pytest.mark.parametrize("fake, expect", [
-    ("protocol0", "pip install -U edgeopt"),  # speaks an older protocol
-    ("nodevice", "too old to be measured on"),  # predates remote measurement
-])
+@pytest.mark.parametrize(
+    "fake, expect",
+    [
+        ("protocol0", "pip install -U edgeopt"),  # speaks an older protocol
+        ("nodevice", "too old to be measured on"),  # predates remote measurement
+    ],
+)
 def test_device_edgeopt_too_old(sshd, device_python, tmp_path, models, capsys, fake, expect):
     """A wrapper interpreter that puts a fake, older edgeopt first on the path."""
     from edgeopt.runtime.remote import RemoteSpec
@@ -139,7 +151,8 @@ def test_device_edgeopt_too_old(sshd, device_python, tmp_path, models, capsys, f
     (pkg / "runtime" / "__init__.py").write_text("")
     if fake == "protocol0":
         (pkg / "runtime" / "device.py").write_text(
-            "import json; print(json.dumps({'protocol': 0, 'edgeopt': '0.0.9'}))\n")
+            "import json; print(json.dumps({'protocol': 0, 'edgeopt': '0.0.9'}))\n"
+        )
     wrapper = tmp_path / "old python"
     wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_path / "fake"}" exec "{device_python}" "$@"\n')
     wrapper.chmod(0o755)
@@ -157,8 +170,25 @@ def test_device_lost_mid_measurement(openssh, device_python, tmp_path, models, c
     s = RemoteSpec(_sshd.ALIAS, python=device_python, ssh_options=server.ssh_options, workdir=str(tmp_path / "w"))
     p = profile(tmp_path, s)
     codes: list[int] = []
-    t = threading.Thread(target=lambda: codes.append(main([command, str(models["small"]), "--target", str(p),
-                                                            "--min-time", "60", "--min-iters", "20", "--max-iters", "1000000000"])), daemon=True)
+    t = threading.Thread(
+        target=lambda: codes.append(
+            main(
+                [
+                    command,
+                    str(models["small"]),
+                    "--target",
+                    str(p),
+                    "--min-time",
+                    "60",
+                    "--min-iters",
+                    "20",
+                    "--max-iters",
+                    "1000000000",
+                ]
+            )
+        ),
+        daemon=True,
+    )
     t.start()
     deadline = time.monotonic() + 60
     while not (tmp_path / "w" / "lease.json").exists() and time.monotonic() < deadline:

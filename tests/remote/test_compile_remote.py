@@ -31,8 +31,27 @@ def test_compile_measures_on_the_device(spec, tmp_path, capsys):
     out = tmp_path / "run"
     p = profile(tmp_path, spec)
     p.write_text(p.read_text().replace(f'host = "{spec.host}"', 'host = "placeholder"'))  # --remote sets it
-    code = main(["compile", "--example", "digits-mlp", "--target", str(p), "--remote", spec.host, "--out", str(out),
-                 "--trials", "2", "--epochs", "1", "--final-epochs", "1", "--json", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "compile",
+            "--example",
+            "digits-mlp",
+            "--target",
+            str(p),
+            "--remote",
+            spec.host,
+            "--out",
+            str(out),
+            "--trials",
+            "2",
+            "--epochs",
+            "1",
+            "--final-epochs",
+            "1",
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code in (0, 1), capsys.readouterr().err
     text = json.dumps(json.loads((tmp_path / "r.json").read_text()))
     assert '"latency_source": "measured"' in text and spec.host in text and '"predicted"' not in text

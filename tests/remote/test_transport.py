@@ -20,9 +20,21 @@ from edgeopt.runtime.device import PROTOCOL
 
 from . import sshd as _sshd
 
-QUICK = {"providers": ["CPUExecutionProvider"], "intra_op_threads": 1, "inter_op_threads": 1,
-         "graph_optimization": "all", "allow_spinning": True, "batch": 1, "shapes": {}, "warmup": 3,
-         "min_iters": 20, "min_time_s": 0.05, "max_iters": 10000, "profile": False, "seed": 0}
+QUICK = {
+    "providers": ["CPUExecutionProvider"],
+    "intra_op_threads": 1,
+    "inter_op_threads": 1,
+    "graph_optimization": "all",
+    "allow_spinning": True,
+    "batch": 1,
+    "shapes": {},
+    "warmup": 3,
+    "min_iters": 20,
+    "min_time_s": 0.05,
+    "max_iters": 10000,
+    "profile": False,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +88,9 @@ def test_upload_by_hash_once_and_names_are_quoted(spec, tmp_path, small_model):
 
 
 def test_workdir_with_a_quote_and_tilde_expansion(sshd, device_python, tmp_path, small_model):
-    spec = remote.RemoteSpec(_sshd.ALIAS, python=device_python, ssh_options=sshd.ssh_options,
-                             workdir=str(tmp_path / "it's here"))
+    spec = remote.RemoteSpec(
+        _sshd.ALIAS, python=device_python, ssh_options=sshd.ssh_options, workdir=str(tmp_path / "it's here")
+    )
     assert remote.Device(spec).measure(dict(QUICK, model=str(small_model)), timeout_s=60)["samples_ns"]
     assert (tmp_path / "it's here" / "models").is_dir()
 
@@ -89,8 +102,11 @@ def test_host_that_looks_like_an_option_is_refused():
 
 def test_unreachable_host_fails_within_seconds(openssh, control_dir, tmp_path, small_model):
     port = _sshd.free_port()  # nothing listens there
-    spec = remote.RemoteSpec("nobody@127.0.0.1", ssh_options=("-p", str(port), "-o", f"UserKnownHostsFile={tmp_path}/kh"),
-                             connect_timeout_s=3)
+    spec = remote.RemoteSpec(
+        "nobody@127.0.0.1",
+        ssh_options=("-p", str(port), "-o", f"UserKnownHostsFile={tmp_path}/kh"),
+        connect_timeout_s=3,
+    )
     t0 = time.monotonic()
     with pytest.raises(remote.DeviceError, match=r"^nobody@127\.0\.0\.1: cannot reach the device over ssh: .*refused"):
         remote.run_job(job(small_model, spec), timeout_s=30)
@@ -132,15 +148,21 @@ def _lease_is_free(workdir: Path) -> bool:
 def test_two_clients_never_time_the_board_together(spec, small_model, tmp_path):
     """Two separate client processes at once: the lease serializes them, the second says who holds it."""
     spec_json = json.dumps(spec.to_dict())
-    script = ("import json,sys,logging; logging.basicConfig(level=logging.WARNING, format='%(message)s');"
-              "from edgeopt.runtime import remote; "
-              "j=dict(json.loads(sys.argv[1]), model=sys.argv[2], remote=json.loads(sys.argv[3])); "
-              "o=remote.run_job(j, timeout_s=120); print(json.dumps(o['device']['lease']))")
+    script = (
+        "import json,sys,logging; logging.basicConfig(level=logging.WARNING, format='%(message)s');"
+        "from edgeopt.runtime import remote; "
+        "j=dict(json.loads(sys.argv[1]), model=sys.argv[2], remote=json.loads(sys.argv[3])); "
+        "o=remote.run_job(j, timeout_s=120); print(json.dumps(o['device']['lease']))"
+    )
     j = json.dumps(dict(QUICK, min_time_s=3.0, max_iters=10**8))  # a measurement of 3 s, not capped by count
 
     def client() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", script, j, str(small_model), spec_json],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", script, j, str(small_model), spec_json],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     # The second client starts once the first holds the lease (its holder file appears), so the two
     # contend however slowly either one connects on a loaded machine.
@@ -161,8 +183,9 @@ def test_two_clients_never_time_the_board_together(spec, small_model, tmp_path):
 def test_server_killed_mid_measurement(openssh, device_python, tmp_path, small_model, control_dir):
     server = _sshd.start_sshd(tmp_path / "sshd2")
     work = tmp_path / "work"
-    spec = remote.RemoteSpec(_sshd.ALIAS, python=device_python, ssh_options=server.ssh_options, workdir=str(work),
-                             connect_timeout_s=3)
+    spec = remote.RemoteSpec(
+        _sshd.ALIAS, python=device_python, ssh_options=server.ssh_options, workdir=str(work), connect_timeout_s=3
+    )
     err: list[BaseException] = []
 
     def run():

@@ -11,15 +11,34 @@ from edgeopt.runtime.targets import Target
 
 from .conftest import QUICK
 
-SCHEMA_KEYS = {"schema", "model", "target", "latency_ms", "iterations", "throughput_per_s", "peak_memory_mb",
-               "model_size_bytes", "params", "environment", "latency_source", "host_latency_ms"}
+SCHEMA_KEYS = {
+    "schema",
+    "model",
+    "target",
+    "latency_ms",
+    "iterations",
+    "throughput_per_s",
+    "peak_memory_mb",
+    "model_size_bytes",
+    "params",
+    "environment",
+    "latency_source",
+    "host_latency_ms",
+}
 
 
 def test_bench_on_host_is_measured(fixtures):
     r = bench(fixtures / "mlp_small.onnx", "host", **QUICK)
     assert r.latency_source == "measured" and r.latency_ms == r.host_latency_ms
     assert r.iterations >= 20 and len(r.samples_ms) == r.iterations
-    assert 0 < r.latency_ms["min"] <= r.latency_ms["p50"] <= r.latency_ms["p95"] <= r.latency_ms["p99"] <= r.latency_ms["max"]
+    assert (
+        0
+        < r.latency_ms["min"]
+        <= r.latency_ms["p50"]
+        <= r.latency_ms["p95"]
+        <= r.latency_ms["p99"]
+        <= r.latency_ms["max"]
+    )
     assert r.latency_at(95) == r.latency_ms["p95"]
     assert r.params == 64 * 128 + 128 + 128 * 10 + 10
     assert r.model_size_bytes == (fixtures / "mlp_small.onnx").stat().st_size
@@ -72,17 +91,26 @@ def test_batch_fills_symbolic_leading_dim(fixtures):
 
 
 def test_several_inputs_float_and_int_need_shape_for_symbolic_dims(fixtures):
-    with pytest.raises(InputError, match=r"input 'features' has symbolic dimension 'seq' at axis 1 .*--shape features=1,N,16"):
+    with pytest.raises(
+        InputError, match=r"input 'features' has symbolic dimension 'seq' at axis 1 .*--shape features=1,N,16"
+    ):
         bench(fixtures / "multi_input.onnx", "host", **QUICK)
     r = bench(fixtures / "multi_input.onnx", "host", shapes=["features=2,7,16"], **QUICK)
-    assert r.environment["inputs"] == {"features": {"shape": [2, 7, 16], "dtype": "float32"},
-                                       "ids": {"shape": [1, 4], "dtype": "int64"}}
+    assert r.environment["inputs"] == {
+        "features": {"shape": [2, 7, 16], "dtype": "float32"},
+        "ids": {"shape": [1, 4], "dtype": "int64"},
+    }
 
 
-@pytest.mark.parametrize("spec, needle", [
-    (["features=1,7"], "has rank 3"), (["nope=1,2"], "no input of that name"), (["features"], "expected NAME=D1,D2"),
-    (["features=1,7,8"], "axis 2 of input 'features' is fixed at 16, found 8"),
-])
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        (["features=1,7"], "has rank 3"),
+        (["nope=1,2"], "no input of that name"),
+        (["features"], "expected NAME=D1,D2"),
+        (["features=1,7,8"], "axis 2 of input 'features' is fixed at 16, found 8"),
+    ],
+)
 def test_bad_shapes(fixtures, spec, needle):
     with pytest.raises(InputError, match=needle):
         bench(fixtures / "multi_input.onnx", "host", shapes=spec, **QUICK)
@@ -116,9 +144,14 @@ def test_model_onnxruntime_cannot_load(tmp_path):
 
 
 def test_unavailable_provider_falls_back_with_warning(fixtures, tmp_path):
-    text = Target.load("host").to_toml().replace('providers = ["CPUExecutionProvider"]',
-                                                  'providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]')
-    text = text.replace("detect = true", "detect = true").replace('\ncalibrated = false', '')
+    text = (
+        Target.load("host")
+        .to_toml()
+        .replace(
+            'providers = ["CPUExecutionProvider"]', 'providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]'
+        )
+    )
+    text = text.replace("detect = true", "detect = true").replace("\ncalibrated = false", "")
     p = tmp_path / "cuda.toml"
     p.write_text(text)
     r = bench(fixtures / "mlp_small.onnx", p, on_device=True, **QUICK)
@@ -127,8 +160,11 @@ def test_unavailable_provider_falls_back_with_warning(fixtures, tmp_path):
 
 
 def test_bad_bench_arguments(fixtures):
-    for kwargs, needle in (({"min_iters": 0}, "min_iters"), ({"batch": 0}, "batch"),
-                           ({"min_iters": 10, "max_iters": 5}, "max_iters")):
+    for kwargs, needle in (
+        ({"min_iters": 0}, "min_iters"),
+        ({"batch": 0}, "batch"),
+        ({"min_iters": 10, "max_iters": 5}, "max_iters"),
+    ):
         with pytest.raises(InputError, match=needle):
             bench(fixtures / "mlp_small.onnx", "host", **kwargs)
     with pytest.raises(TargetError):

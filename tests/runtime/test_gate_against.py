@@ -58,7 +58,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("ab")
     return {
         "base": chain(6).save(d / "base.onnx"),
-        "double": chain(12).save(d / "double.onnx"),        # extra layers: twice the cost
+        "double": chain(12).save(d / "double.onnx"),  # extra layers: twice the cost
         "reweighted": chain(6, seed=1).save(d / "reweighted.onnx"),  # same cost, other outputs
         "other_sig": chain(6, width=96).save(d / "other_sig.onnx"),
     }
@@ -115,9 +115,9 @@ def test_ratio_check_three_ways():
 
 def test_memory_check_ignores_allocator_noise_and_catches_growth():
     old = np.array([20.0, 20.1, 20.05])
-    assert memory_check(old + 0.5, old, 0.10).status == "pass"           # +0.5 MB: under the slack
-    assert memory_check(old * 1.5, old, 0.10).status == "fail"           # +50%
-    grown = np.array([21.0, 24.0, 23.5])                                  # within noise of the limit
+    assert memory_check(old + 0.5, old, 0.10).status == "pass"  # +0.5 MB: under the slack
+    assert memory_check(old * 1.5, old, 0.10).status == "fail"  # +50%
+    grown = np.array([21.0, 24.0, 23.5])  # within noise of the limit
     assert memory_check(grown, old, 0.10).status == "inconclusive"
     assert MEMORY_SLACK_MB == 1.0
 
@@ -149,9 +149,13 @@ def test_agreement_numbers_match_onnxruntime(models, host1):
     from edgeopt.runtime.inputs import make_feeds
 
     a = compare_outputs(models["reweighted"], models["base"], host1.runtime, samples=4, atol=1e-4, rtol=1e-3)
-    new, old = (ort.InferenceSession(str(models[k]), providers=["CPUExecutionProvider"]) for k in ("reweighted", "base"))
-    ys = [(new.run(None, f)[0], old.run(None, f)[0]) for f in
-          (make_feeds(new.get_inputs(), batch=1, seed=s) for s in range(4))]
+    new, old = (
+        ort.InferenceSession(str(models[k]), providers=["CPUExecutionProvider"]) for k in ("reweighted", "base")
+    )
+    ys = [
+        (new.run(None, f)[0], old.run(None, f)[0])
+        for f in (make_feeds(new.get_inputs(), batch=1, seed=s) for s in range(4))
+    ]
     yn, yo = np.concatenate([y[0] for y in ys]), np.concatenate([y[1] for y in ys])
     assert a["max_abs_diff"] == pytest.approx(float(np.abs(yn - yo).max()), rel=1e-6)
     assert a["top1_disagreement"] == pytest.approx(float(np.mean(yn.argmax(1) != yo.argmax(1))))
@@ -161,8 +165,11 @@ def test_agreement_numbers_match_onnxruntime(models, host1):
 
 
 def test_different_signatures_are_bad_input_before_measuring(models, host1):
-    with pytest.raises(InputError, match=r"different signatures: NEW base.onnx \(x: float\[16,128\]\).*"
-                                         r"OLD other_sig.onnx \(x: float\[16,96\]\)"):
+    with pytest.raises(
+        InputError,
+        match=r"different signatures: NEW base.onnx \(x: float\[16,128\]\).*"
+        r"OLD other_sig.onnx \(x: float\[16,96\]\)",
+    ):
         compare(models["base"], models["other_sig"], host1)
 
 
@@ -171,7 +178,9 @@ def test_same_model_against_itself_passes(self_gate):
     c = self_gate.comparison
     seq = c.method["sequential"]
     assert seq["stopped"] == "decided" and seq["pairs"] >= sequential_looks(0.95)[0], seq
-    assert c.method["pairs"] == seq["pairs"] == seq["looks"][-1]["pairs"] and c.new.blocks == c.old.blocks == seq["pairs"]
+    assert (
+        c.method["pairs"] == seq["pairs"] == seq["looks"][-1]["pairs"] and c.new.blocks == c.old.blocks == seq["pairs"]
+    )
     assert seq["elapsed_s"] <= seq["max_time_s"] + 15 and seq["max_time_s"] == 60
     lat = [x for x in c.checks if x.name.startswith("latency_ratio_")]
     assert [x.name for x in lat] == ["latency_ratio_p95", "latency_ratio_p50"]
@@ -201,8 +210,14 @@ def test_gate_reports_carry_the_comparison(self_gate):
     assert {"pairs", "elapsed_s", "confidence", "p95", "p50"} <= set(seq["looks"][-1])
     root = ET.fromstring(self_gate.to_junit().split("\n", 1)[1])
     against = [c.get("name") for c in root.iter("testcase") if c.get("classname").endswith(".against")]
-    assert against == ["latency_ratio_p95", "latency_ratio_p50", "peak_memory_ratio", "model_size_ratio",
-                       "outputs_close", "top1_disagreement"]
+    assert against == [
+        "latency_ratio_p95",
+        "latency_ratio_p50",
+        "peak_memory_ratio",
+        "model_size_ratio",
+        "outputs_close",
+        "top1_disagreement",
+    ]
     md = self_gate.to_markdown()
     assert "#### against `base.onnx`" in md and "| latency_ratio_p95 |" in md
     assert "against base.onnx: PASS" in self_gate.to_text()
@@ -225,11 +240,19 @@ def test_an_ab_job_interleaves_both_models_in_one_process(models, host1):
     from edgeopt.runtime import bench
     from edgeopt.runtime.compare import SUB_BLOCKS
 
-    job = bench.measurement_job(models["double"].resolve(), host1, QUICK.updated(min_time_s=0.08, min_iters=16),
-                                threads=1, shapes={}, profile=False)
+    job = bench.measurement_job(
+        models["double"].resolve(),
+        host1,
+        QUICK.updated(min_time_s=0.08, min_iters=16),
+        threads=1,
+        shapes={},
+        profile=False,
+    )
     for first in (0, 1):
-        out = bench.run_child(dict(job, ab={"other": str(models["base"].resolve()), "first": first,
-                                            "sub_blocks": SUB_BLOCKS}), timeout_s=120)
+        out = bench.run_child(
+            dict(job, ab={"other": str(models["base"].resolve()), "first": first, "sub_blocks": SUB_BLOCKS}),
+            timeout_s=120,
+        )
         seq = out["sequence"]
         assert [side for side, _, _ in seq] == [first ^ (j % 4 in (1, 2)) for j in range(2 * SUB_BLOCKS)]
         assert all(a[2] <= b[1] for a, b in zip(seq, seq[1:])) and all(t0 < t1 for _, t0, t1 in seq)
@@ -260,8 +283,9 @@ def test_output_disagreement_fails_with_the_numbers(models, host1):
     assert top1.measured == c.agreement["top1_disagreement"] > 0
     d = c.to_dict()["agreement"]
     assert d["outputs"]["y"]["max_abs_diff"] == c.agreement["max_abs_diff"] and d["outputs"]["y"]["rows"] == 256
-    loose = compare(models["reweighted"], models["base"], host1, pairs=5, settings=QUICK, atol=100.0,
-                    max_top1_disagreement="100%")
+    loose = compare(
+        models["reweighted"], models["base"], host1, pairs=5, settings=QUICK, atol=100.0, max_top1_disagreement="100%"
+    )
     assert loose.check("outputs_close").status == loose.check("top1_disagreement").status == "pass"
 
 
@@ -273,16 +297,49 @@ def test_cli_exit_codes(models, tmp_path, monkeypatch, capsys):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = tmp_path / "g.json"
-    assert main(["gate", str(models["base"]), "--against", str(models["base"]), *quick,
-                 "--max-slowdown", "1000%", "--json", str(out)]) == 0  # 5 quick pairs: p95's bound reached 2.5x once
+    assert (
+        main(
+            [
+                "gate",
+                str(models["base"]),
+                "--against",
+                str(models["base"]),
+                *quick,
+                "--max-slowdown",
+                "1000%",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )  # 5 quick pairs: p95's bound reached 2.5x once
     assert json.loads(out.read_text())["comparison"]["tolerances"]["max_slowdown"] == 10.0
     assert "#### against `base.onnx`" in summary.read_text()
-    assert main(["gate", str(models["double"]), "--against", str(models["base"]), *quick,
-                 "--atol", "inf", "--max-top1-disagreement", "100%", "--no-budgets"]) == 1
+    assert (
+        main(
+            [
+                "gate",
+                str(models["double"]),
+                "--against",
+                str(models["base"]),
+                *quick,
+                "--atol",
+                "inf",
+                "--max-top1-disagreement",
+                "100%",
+                "--no-budgets",
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
     assert main(["gate", str(models["base"]), "--against", str(models["other_sig"]), *quick]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "base.onnx (x: float[16,128])" in err and "other_sig.onnx (x: float[16,96])" in err
+    assert (
+        len(err.splitlines()) == 1
+        and "base.onnx (x: float[16,128])" in err
+        and "other_sig.onnx (x: float[16,96])" in err
+    )
     assert main(["gate", str(models["base"]), "--against", str(models["base"]), "--max-slowdown", "5"]) == 2
     assert "write 5% for a percentage" in capsys.readouterr().err
     assert main(["gate", str(models["base"]), "--no-budgets"]) == 2
@@ -305,7 +362,9 @@ def test_inconclusive_exits_3_and_1_with_strict(self_gate):
 
 
 def test_compare_imports_no_torch_or_onnx():
-    code = ("import sys, edgeopt.runtime.compare, edgeopt.runtime.agreement, edgeopt.runtime.gate;"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))")
+    code = (
+        "import sys, edgeopt.runtime.compare, edgeopt.runtime.agreement, edgeopt.runtime.gate;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr

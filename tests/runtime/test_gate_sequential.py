@@ -78,7 +78,7 @@ def test_optional_stopping_keeps_the_error_rate():
 
 def test_same_ratio_passes_and_a_slower_one_fails_sequentially():
     rng = np.random.default_rng(1)
-    assert _runs(rng, 0.0, 1.05, runs=200)[0] >= 0.95       # at the limit's 5%: PASS (by some look)
+    assert _runs(rng, 0.0, 1.05, runs=200)[0] >= 0.95  # at the limit's 5%: PASS (by some look)
     assert _runs(rng, np.log(1.12), 1.05, runs=200)[1] >= 0.95  # 12% slower: FAIL
 
 
@@ -93,8 +93,14 @@ def pair(tmp_path_factory):
 def template(pair):
     """One real measurement's result: its samples are replaced by synthetic ones below."""
     host = Target.load("host")
-    job = bench.measurement_job(pair[0].resolve(), host, bench.BenchSettings(min_iters=5, min_time_s=0, warmup=1),
-                                threads=1, shapes={}, profile=False)
+    job = bench.measurement_job(
+        pair[0].resolve(),
+        host,
+        bench.BenchSettings(min_iters=5, min_time_s=0, warmup=1),
+        threads=1,
+        shapes={},
+        profile=False,
+    )
     return bench.run_child(job, timeout_s=120)
 
 
@@ -133,8 +139,14 @@ def synthetic(monkeypatch, pair, template):
             return block(job["model"], slow=1.0 if job.get("remote") else 100.0)
 
         monkeypatch.setattr(bench, "run_child", run_child)
-        return compare(pair[1], pair[0], target or dataclasses.replace(Target.load("host")), atol=float("inf"),
-                       max_top1_disagreement=1.0, **kw)
+        return compare(
+            pair[1],
+            pair[0],
+            target or dataclasses.replace(Target.load("host")),
+            atol=float("inf"),
+            max_top1_disagreement=1.0,
+            **kw,
+        )
 
     return run
 
@@ -172,8 +184,10 @@ def test_in_process_pairs_alternate_and_memory_blocks_come_first(synthetic, pair
     c = synthetic(1.0, max_time_s=600)
     jobs = synthetic.jobs
     new_path, old_path = str(pair[1].resolve()), str(pair[0].resolve())
-    fresh, ab = jobs[: 2 * cmp.FRESH_PAIRS], jobs[2 * cmp.FRESH_PAIRS:]
-    assert [j["model"] for j in fresh] == [new_path, old_path, old_path, new_path] and not any(j.get("ab") for j in fresh)
+    fresh, ab = jobs[: 2 * cmp.FRESH_PAIRS], jobs[2 * cmp.FRESH_PAIRS :]
+    assert [j["model"] for j in fresh] == [new_path, old_path, old_path, new_path] and not any(
+        j.get("ab") for j in fresh
+    )
     assert len(ab) == c.method["pairs"] and all(j["model"] == new_path and j["ab"]["other"] == old_path for j in ab)
     assert [j["ab"]["first"] for j in ab] == [i % 2 for i in range(len(ab))]
     assert all(j["ab"]["sub_blocks"] == cmp.SUB_BLOCKS for j in ab) and not any(j["profile"] for j in ab)

@@ -15,8 +15,8 @@ import edgeopt
 from edgeopt.cli import main
 assert main(["targets", "list"]) == 0
 assert main(["targets", "show", "rpi4"]) == 0
-assert main(["targets", "validate", "{FIXTURES.parent.parent / 'edgeopt/runtime/profiles/rpi4.toml'}"]) == 0
-model = r"{FIXTURES / 'mlp_small.onnx'}"
+assert main(["targets", "validate", "{FIXTURES.parent.parent / "edgeopt/runtime/profiles/rpi4.toml"}"]) == 0
+model = r"{FIXTURES / "mlp_small.onnx"}"
 assert main(["bench", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) == 0
 # 5 runs cannot bound a p95 (59 are needed): inconclusive, exit 3; memory and size pass
 assert main(["gate", model, "-t", "rpi4", "--min-iters", "5", "--max-iters", "5", "--min-time", "0", "--warmup", "1"]) == 3

@@ -16,7 +16,10 @@ from edgeopt.runtime.targets import Target
 
 def test_node_flops():
     assert node_flops({"op": "MatMul", "inputs": [[1, 64], [64, 128]], "outputs": [[1, 128]]}) == 2 * 64 * 128
-    assert node_flops({"op": "FusedGemm", "inputs": [[4, 64], [64, 128], [128]], "outputs": [[4, 128]]}) == 2 * 4 * 64 * 128 + 4 * 128
+    assert (
+        node_flops({"op": "FusedGemm", "inputs": [[4, 64], [64, 128], [128]], "outputs": [[4, 128]]})
+        == 2 * 4 * 64 * 128 + 4 * 128
+    )
     conv = {"op": "Conv", "inputs": [[1, 3, 8, 8], [16, 3, 3, 3], [16]], "outputs": [[1, 16, 8, 8]]}
     assert node_flops(conv) == 2 * 16 * 64 * 27
     assert node_flops({"op": "Relu", "inputs": [[1, 100]], "outputs": [[1, 100]]}) == 100
@@ -25,8 +28,14 @@ def test_node_flops():
 def test_roofline_regimes():
     m = PerfModel(gflops=10, mem_bandwidth_gbs=1, op_overhead_us=2, run_overhead_us=5)
     tiny = {"op": "Add", "inputs": [[1]], "outputs": [[1]], "activation_bytes": 4, "output_bytes": 4}
-    big = {"op": "MatMul", "inputs": [[1, 1000], [1000, 1000]], "outputs": [[1, 1000]],
-           "activation_bytes": 4000, "parameter_bytes": 4_000_000, "output_bytes": 4000}
+    big = {
+        "op": "MatMul",
+        "inputs": [[1, 1000], [1000, 1000]],
+        "outputs": [[1, 1000]],
+        "activation_bytes": 4000,
+        "parameter_bytes": 4_000_000,
+        "output_bytes": 4000,
+    }
     assert run_cost_us([tiny], m) == pytest.approx(5 + 2 + 0.008)
     assert run_cost_us([big], m) == pytest.approx(5 + 2 + 4008)  # memory-bound: 4.008 MB at 1 GB/s
     fast = PerfModel(100, 10, 1, 2)
@@ -52,7 +61,12 @@ def test_calibrate_and_cache(tmp_path, monkeypatch):
     # the snippet pastes into a profile that validates
     toml = Target.load("rpi4").to_toml()
     start, end = toml.index("gflops"), toml.index("perf_source")
-    toml = toml[:start] + "\n".join(line for line in cal_mod.snippet(c).splitlines() if not line.startswith("#")) + "\n" + toml[toml.index("\n", end) + 1:]
+    toml = (
+        toml[:start]
+        + "\n".join(line for line in cal_mod.snippet(c).splitlines() if not line.startswith("#"))
+        + "\n"
+        + toml[toml.index("\n", end) + 1 :]
+    )
     p = tmp_path / "mine.toml"
     p.write_text(toml)
     t = Target.load(p)
@@ -72,7 +86,11 @@ def test_writer_reader_round_trip_and_errors(tmp_path):
     g = testing.mlp((8, 16, 4))
     data = g.to_bytes(metadata={"edgeopt.target": "rpi4"})
     s = summarize(data)
-    assert s.params == 8 * 16 + 16 + 16 * 4 + 4 and s.opsets == {"ai.onnx": 17} and s.metadata == {"edgeopt.target": "rpi4"}
+    assert (
+        s.params == 8 * 16 + 16 + 16 * 4 + 4
+        and s.opsets == {"ai.onnx": 17}
+        and s.metadata == {"edgeopt.target": "rpi4"}
+    )
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     y = sess.run(None, {"x": np.ones((3, 8), np.float32)})[0]
     assert y.shape == (3, 4)

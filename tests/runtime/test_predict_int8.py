@@ -35,8 +35,14 @@ def test_int8_speedup_follows_isa():
 
 
 def _mm(op, k, n, weight_bytes):
-    return {"op": op, "inputs": [[1, k], [k, n]], "outputs": [[64, n]], "activation_bytes": 4 * 64 * k,
-            "parameter_bytes": weight_bytes, "output_bytes": 4 * 64 * n}
+    return {
+        "op": op,
+        "inputs": [[1, k], [k, n]],
+        "outputs": [[64, n]],
+        "activation_bytes": 4 * 64 * k,
+        "parameter_bytes": weight_bytes,
+        "output_bytes": 4 * 64 * n,
+    }
 
 
 def test_int8_compute_rate_from_isa_and_calibration():
@@ -54,8 +60,14 @@ def test_int8_compute_rate_from_isa_and_calibration():
 
 
 def test_int8_weights_bytes_at_batch_1():
-    fp32 = {"op": "MatMul", "inputs": [[1, 1024], [1024, 1024]], "outputs": [[1, 1024]], "activation_bytes": 4096,
-            "parameter_bytes": 4 << 20, "output_bytes": 4096}
+    fp32 = {
+        "op": "MatMul",
+        "inputs": [[1, 1024], [1024, 1024]],
+        "outputs": [[1, 1024]],
+        "activation_bytes": 4096,
+        "parameter_bytes": 4 << 20,
+        "output_bytes": 4096,
+    }
     q = dict(fp32, op="DynamicQuantizeMatMul", parameter_bytes=1 << 20)
     rpi4 = PerfModel.of(Target.load("rpi4").device)
     assert run_cost_us([fp32], rpi4) / run_cost_us([q], rpi4) > 2.5  # memory-bound: 4x fewer weight bytes
@@ -70,8 +82,14 @@ def test_bandwidth_curve_interpolates():
 
 
 def test_profile_with_new_perf_keys(tmp_path):
-    toml = Target.load("rpi5").to_toml().replace("calibrated = false", "calibrated = false\nint8_gops = 120.0\n"
-                                                 "conv_gflops = 30.0\nbandwidth_curve = [[1, 40.0], [8, 9.0]]")
+    toml = (
+        Target.load("rpi5")
+        .to_toml()
+        .replace(
+            "calibrated = false",
+            "calibrated = false\nint8_gops = 120.0\nconv_gflops = 30.0\nbandwidth_curve = [[1, 40.0], [8, 9.0]]",
+        )
+    )
     p = tmp_path / "t.toml"
     p.write_text(toml)
     d = Target.load(p).device

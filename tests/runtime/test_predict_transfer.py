@@ -7,8 +7,14 @@ import pytest
 from edgeopt.runtime.perf import PerfModel
 from edgeopt.runtime.predict import run_cost_us, split_cost_us, transfer, transfer_factor
 
-BIG = {"op": "MatMul", "inputs": [[1, 1024], [1024, 1024]], "outputs": [[1, 1024]],
-       "activation_bytes": 4096, "parameter_bytes": 4 * 2**20, "output_bytes": 4096}
+BIG = {
+    "op": "MatMul",
+    "inputs": [[1, 1024], [1024, 1024]],
+    "outputs": [[1, 1024]],
+    "activation_bytes": 4096,
+    "parameter_bytes": 4 * 2**20,
+    "output_bytes": 4096,
+}
 TINY = {"op": "Add", "inputs": [[1, 16]], "outputs": [[1, 16]], "activation_bytes": 64, "output_bytes": 64}
 RPI = PerfModel(gflops=12, mem_bandwidth_gbs=4, op_overhead_us=10, run_overhead_us=30)
 

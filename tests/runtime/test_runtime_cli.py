@@ -37,11 +37,18 @@ def test_targets_list_show_validate(capsys, tmp_path):
 
 def test_validate_bad_file_is_one_line_exit_2(capsys, tmp_path):
     p = tmp_path / "bad.toml"
-    p.write_text('name = "x"\n[device]\narch = "x86_64"\ncpu = "c"\ncores = 2\nmemory_mb = 10\n[budget]\nlatency_ms = -1\n')
+    p.write_text(
+        'name = "x"\n[device]\narch = "x86_64"\ncpu = "c"\ncores = 2\nmemory_mb = 10\n[budget]\nlatency_ms = -1\n'
+    )
     code, out, err = run(capsys, "targets", "validate", p)
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and str(p) in lines[0] and "[budget] latency_ms" in lines[0] and "found a float -1" in lines[0].replace("an integer", "a float")
+    assert (
+        len(lines) == 1
+        and str(p) in lines[0]
+        and "[budget] latency_ms" in lines[0]
+        and "found a float -1" in lines[0].replace("an integer", "a float")
+    )
     assert "Traceback" not in err
 
 
@@ -64,8 +71,21 @@ def test_gate_writes_json_junit_summary_and_step_summary(capsys, tmp_path, fixtu
     step = tmp_path / "step.md"
     step.write_text("previous step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
-    args = ["gate", fixtures / "mlp_lowrank16.onnx", "-t", "rpi4", "--json", tmp_path / "g.json",
-            "--junit", tmp_path / "g.xml", "--summary", tmp_path / "g.md", *FAST, "--max-iters", "20000"]
+    args = [
+        "gate",
+        fixtures / "mlp_lowrank16.onnx",
+        "-t",
+        "rpi4",
+        "--json",
+        tmp_path / "g.json",
+        "--junit",
+        tmp_path / "g.xml",
+        "--summary",
+        tmp_path / "g.md",
+        *FAST,
+        "--max-iters",
+        "20000",
+    ]
     code, out, _ = run(capsys, *args)
     d = json.loads((tmp_path / "g.json").read_text())
     # a 74 KiB rank-16 MLP is far inside rpi4's device budgets (p95 50 ms, 512 MiB, 64 MiB); at
@@ -82,25 +102,67 @@ def test_gate_writes_json_junit_summary_and_step_summary(capsys, tmp_path, fixtu
 def test_gate_over_budget_exit_1_and_overrides(capsys, tmp_path, fixtures):
     code, out, _ = run(capsys, "gate", fixtures / "mlp_small.onnx", "--size-mb", "0.001", *FAST)
     assert code == 1 and "FAIL" in out
-    code, out, _ = run(capsys, "gate", fixtures / "mlp_small.onnx", "--size-mb", "10", "--latency-ms", "1000",
-                       "--memory-mb", "4000", "--min-iters", "10", "--max-iters", "10", "--min-time", "0")
+    code, out, _ = run(
+        capsys,
+        "gate",
+        fixtures / "mlp_small.onnx",
+        "--size-mb",
+        "10",
+        "--latency-ms",
+        "1000",
+        "--memory-mb",
+        "4000",
+        "--min-iters",
+        "10",
+        "--max-iters",
+        "10",
+        "--min-time",
+        "0",
+    )
     assert code == 3 and "INCONCLUSIVE" in out  # 10 runs cannot bound a p95 at 95%
-    code, _, _ = run(capsys, "gate", fixtures / "mlp_small.onnx", "--latency-ms", "1000", "--strict",
-                     "--min-iters", "10", "--max-iters", "10", "--min-time", "0")
+    code, _, _ = run(
+        capsys,
+        "gate",
+        fixtures / "mlp_small.onnx",
+        "--latency-ms",
+        "1000",
+        "--strict",
+        "--min-iters",
+        "10",
+        "--max-iters",
+        "10",
+        "--min-time",
+        "0",
+    )
     assert code == 1
 
 
-@pytest.mark.parametrize("model, needle", [("missing.onnx", "model file not found"),
-                                           ("truncated.onnx", "not a valid ONNX model"),
-                                           ("not_onnx.onnx", "not a valid ONNX model"),
-                                           ("multi_input.onnx", "--shape features=")])
+@pytest.mark.parametrize(
+    "model, needle",
+    [
+        ("missing.onnx", "model file not found"),
+        ("truncated.onnx", "not a valid ONNX model"),
+        ("not_onnx.onnx", "not a valid ONNX model"),
+        ("multi_input.onnx", "--shape features="),
+    ],
+)
 def test_bad_input_exit_2_and_nothing_written(capsys, tmp_path, fixtures, model, needle, monkeypatch):
     step = tmp_path / "step.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
     keep = tmp_path / "keep.json"
     keep.write_text("old")
-    code, out, err = run(capsys, "gate", fixtures / model, "--json", keep, "--junit", tmp_path / "j.xml",
-                         "--summary", tmp_path / "s.md", *FAST)
+    code, out, err = run(
+        capsys,
+        "gate",
+        fixtures / model,
+        "--json",
+        keep,
+        "--junit",
+        tmp_path / "j.xml",
+        "--summary",
+        tmp_path / "s.md",
+        *FAST,
+    )
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert keep.read_text() == "old"
     assert not (tmp_path / "j.xml").exists() and not (tmp_path / "s.md").exists() and not step.exists()
@@ -127,9 +189,16 @@ def test_calibrate_prints_device_snippet(capsys, tmp_path):
 
 def test_subprocess_smoke(fixtures):
     """The installed entry point, as CI calls it: exit code and one-line error, no traceback."""
-    p = subprocess.run([sys.executable, "-m", "edgeopt", "gate", str(fixtures / "truncated.onnx")],
-                       capture_output=True, text=True, env=dict(os.environ))
+    p = subprocess.run(
+        [sys.executable, "-m", "edgeopt", "gate", str(fixtures / "truncated.onnx")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
     assert p.returncode == 2 and p.stderr.startswith("edgeopt: error:") and "Traceback" not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "edgeopt", "bench", str(fixtures / "mlp_small.onnx"), *FAST],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "edgeopt", "bench", str(fixtures / "mlp_small.onnx"), *FAST],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0 and "p50" in p.stdout

@@ -24,16 +24,19 @@ def test_bench_settings_defaults_declared_once():
         s.min_iters = 3
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"min_iters": 0}, r"bench settings: min_iters: expected an integer >= 1, found an integer 0"),
-    ({"min_iters": True}, r"min_iters: expected an integer >= 1, found a boolean True"),
-    ({"warmup": -1}, r"warmup: expected an integer >= 0, found an integer -1"),
-    ({"min_time_s": -0.5}, r"min_time_s: expected a number >= 0, found a float -0.5"),
-    ({"min_time_s": "1"}, r"min_time_s: expected a number >= 0, found a string '1'"),
-    ({"max_iters": 2.5}, r"max_iters: expected an integer >= 1, found a float 2.5"),
-    ({"batch": 0}, r"batch: expected an integer >= 1, found an integer 0"),
-    ({"min_iters": 10, "max_iters": 5}, r"max_iters: expected an integer >= min_iters \(10\), found an integer 5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"min_iters": 0}, r"bench settings: min_iters: expected an integer >= 1, found an integer 0"),
+        ({"min_iters": True}, r"min_iters: expected an integer >= 1, found a boolean True"),
+        ({"warmup": -1}, r"warmup: expected an integer >= 0, found an integer -1"),
+        ({"min_time_s": -0.5}, r"min_time_s: expected a number >= 0, found a float -0.5"),
+        ({"min_time_s": "1"}, r"min_time_s: expected a number >= 0, found a string '1'"),
+        ({"max_iters": 2.5}, r"max_iters: expected an integer >= 1, found a float 2.5"),
+        ({"batch": 0}, r"batch: expected an integer >= 1, found an integer 0"),
+        ({"min_iters": 10, "max_iters": 5}, r"max_iters: expected an integer >= min_iters \(10\), found an integer 5"),
+    ],
+)
 def test_bench_settings_validation(kwargs, needle):
     with pytest.raises(InputError, match=needle):
         BenchSettings(**kwargs)
@@ -53,16 +56,18 @@ def test_bench_settings_updated_and_from_mapping():
 
 def test_measurement_job_carries_runtime_and_settings(tmp_path):
     t = Target.load("rpi4")
-    job = measurement_job(tmp_path / "m.onnx", t, BenchSettings(min_iters=7, batch=2), threads=2,
-                          shapes={"x": (1, 3)}, profile=True)
+    job = measurement_job(
+        tmp_path / "m.onnx", t, BenchSettings(min_iters=7, batch=2), threads=2, shapes={"x": (1, 3)}, profile=True
+    )
     assert Runtime.from_mapping(job) == dataclasses.replace(t.runtime, intra_op_threads=2)
     assert BenchSettings.from_mapping(job) == BenchSettings(min_iters=7, batch=2)
     assert job["shapes"] == {"x": [1, 3]} and job["profile"] is True
 
 
 def test_bench_takes_settings_and_keyword_overrides(fixtures):
-    r = bench(fixtures / "mlp_small.onnx", "host", settings=BenchSettings(min_iters=25, min_time_s=0, warmup=1),
-              max_iters=25)
+    r = bench(
+        fixtures / "mlp_small.onnx", "host", settings=BenchSettings(min_iters=25, min_time_s=0, warmup=1), max_iters=25
+    )
     assert r.iterations == 25 and r.batch_size == 1
     with pytest.raises(InputError, match="warmup"):
         bench(fixtures / "mlp_small.onnx", "host", warmup=-1)

@@ -115,20 +115,35 @@ def test_with_budget_overrides():
     "edit, needle",
     [
         (("latency_ms = 20.0", "latency_ms = 0"), r"\[budget\] latency_ms: expected a number > 0, found an integer 0"),
-        (("model_size_mb = 4.0", "model_size_mb = -1.0"), r"\[budget\] model_size_mb: expected a number > 0, found a float -1.0"),
+        (
+            ("model_size_mb = 4.0", "model_size_mb = -1.0"),
+            r"\[budget\] model_size_mb: expected a number > 0, found a float -1.0",
+        ),
         (("cores = 4", 'cores = "four"'), r"\[device\] cores: expected an integer > 0, found a string 'four'"),
         (("cores = 4", "cores = 0"), r"\[device\] cores: expected an integer > 0, found an integer 0"),
         (("batch_size = 1", "batch_size = 0"), r"\[runtime\] batch_size: expected an integer > 0"),
-        (("arch = \"aarch64\"", "arch = \"riscv\""), r"\[device\] arch: expected one of 'x86_64', 'aarch64', 'armv7l', found a string 'riscv'"),
-        (("allow_spinning = true", "allow_spinning = 1"), r"\[runtime\] allow_spinning: expected true or false, found an integer 1"),
-        (("graph_optimization = \"all\"", "graph_optimization = \"max\""), r"graph_optimization: expected one of 'disable', 'basic', 'extended', 'all'"),
+        (
+            ('arch = "aarch64"', 'arch = "riscv"'),
+            r"\[device\] arch: expected one of 'x86_64', 'aarch64', 'armv7l', found a string 'riscv'",
+        ),
+        (
+            ("allow_spinning = true", "allow_spinning = 1"),
+            r"\[runtime\] allow_spinning: expected true or false, found an integer 1",
+        ),
+        (
+            ('graph_optimization = "all"', 'graph_optimization = "max"'),
+            r"graph_optimization: expected one of 'disable', 'basic', 'extended', 'all'",
+        ),
         (("[runtime]", "[runtime]\nthreads = 4"), r"\[runtime\] threads: unknown key; expected one of"),
-        (("name = \"mine\"", "name = \"mine\"\nversion = 2"), r"version: unknown key"),
-        (("CPUExecutionProvider", "CPUProvider"), r"providers: expected known execution provider names .*found unknown provider 'CPUProvider' \(did you mean CPUExecutionProvider\?\)"),
-        (("name = \"mine\"\n", ""), r"name: required key is missing"),
+        (('name = "mine"', 'name = "mine"\nversion = 2'), r"version: unknown key"),
+        (
+            ("CPUExecutionProvider", "CPUProvider"),
+            r"providers: expected known execution provider names .*found unknown provider 'CPUProvider' \(did you mean CPUExecutionProvider\?\)",
+        ),
+        (('name = "mine"\n', ""), r"name: required key is missing"),
         (("gflops = 10.0\n", ""), r"\[device\] gflops: required when any of"),
         (("min_f1 = 0.90", "min_f1 = 1.5"), r"\[budget\] min_f1: expected a number in \(0, 1\], found a float 1.5"),
-        (("isa = [\"neon\"]", "isa = \"neon\""), r"\[device\] isa: expected an array of strings, found a string 'neon'"),
+        (('isa = ["neon"]', 'isa = "neon"'), r"\[device\] isa: expected an array of strings, found a string 'neon'"),
     ],
 )
 def test_validation_errors_name_file_key_expected_found(tmp_path, edit, needle):
@@ -189,7 +204,13 @@ def test_extends_path_relative_to_the_child_and_chains(tmp_path):
     leaf = tmp_path / "sub" / "leaf.toml"
     leaf.write_text('extends = "../mid.toml"\nname = "leaf"\n[device]\ncores = 2\n[runtime]\nintra_op_threads = 2\n')
     t = Target.load(leaf)
-    assert (t.name, t.device.cores, t.device.cpu, t.budget.model_size_mb, t.budget.latency_ms) == ("leaf", 2, "cortex-a72", 8.0, 20.0)
+    assert (t.name, t.device.cores, t.device.cpu, t.budget.model_size_mb, t.budget.latency_ms) == (
+        "leaf",
+        2,
+        "cortex-a72",
+        8.0,
+        20.0,
+    )
 
 
 def test_extends_cycle_is_refused_naming_the_chain(tmp_path):
@@ -203,11 +224,17 @@ def test_extends_cycle_is_refused_naming_the_chain(tmp_path):
         Target.load(tmp_path / "self.toml")
 
 
-@pytest.mark.parametrize("value, needle", [
-    ('"rpi9"', r"extends: expected a built-in target name \(.*rpi4.*\) or a path to a \.toml file relative to t\.toml .*found a string 'rpi9'"),
-    ('"nope/parent.toml"', r"extends: expected .*no such file.*found a string 'nope/parent\.toml'"),
-    ("3", r"extends: expected a built-in target name .*found an integer 3"),
-])
+@pytest.mark.parametrize(
+    "value, needle",
+    [
+        (
+            '"rpi9"',
+            r"extends: expected a built-in target name \(.*rpi4.*\) or a path to a \.toml file relative to t\.toml .*found a string 'rpi9'",
+        ),
+        ('"nope/parent.toml"', r"extends: expected .*no such file.*found a string 'nope/parent\.toml'"),
+        ("3", r"extends: expected a built-in target name .*found an integer 3"),
+    ],
+)
 def test_extends_unknown_parent_is_one_line_naming_file_and_key(tmp_path, value, needle):
     p = write(tmp_path, f'extends = {value}\nname = "x"\n')
     with pytest.raises(TargetError, match=needle) as info:
@@ -217,7 +244,9 @@ def test_extends_unknown_parent_is_one_line_naming_file_and_key(tmp_path, value,
 
 def test_merged_profile_is_validated_like_the_rest(tmp_path):
     p = write(tmp_path, 'extends = "rpi4"\nname = "x"\n[budget]\nlatency_ms = -2\n')
-    with pytest.raises(TargetError, match=r"t\.toml: \[budget\] latency_ms: expected a number > 0, found an integer -2"):
+    with pytest.raises(
+        TargetError, match=r"t\.toml: \[budget\] latency_ms: expected a number > 0, found an integer -2"
+    ):
         Target.load(p)
     p = write(tmp_path, 'extends = "rpi4"\nname = "x"\n[device]\ngflops = "fast"\n')
     with pytest.raises(TargetError, match=r"\[device\] gflops: expected a number > 0, found a string 'fast'"):

@@ -36,12 +36,19 @@ def torch_import_s() -> float:
     return time.perf_counter() - t0
 
 
-def _compile(argv: list[str], cache: Path, prefix: tuple[str, ...] = (), **kw
-             ) -> tuple[subprocess.CompletedProcess, float]:
+def _compile(
+    argv: list[str], cache: Path, prefix: tuple[str, ...] = (), **kw
+) -> tuple[subprocess.CompletedProcess, float]:
     env = dict(os.environ, EDGEOPT_CACHE_DIR=str(cache))
     t0 = time.perf_counter()
-    r = subprocess.run([*prefix, sys.executable, "-c", RUN, "compile", *argv], capture_output=True, text=True,
-                       env=env, timeout=300, **kw)
+    r = subprocess.run(
+        [*prefix, sys.executable, "-c", RUN, "compile", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        **kw,
+    )
     return r, time.perf_counter() - t0
 
 
@@ -104,8 +111,9 @@ def test_out_under_a_read_only_directory_fails_fast(tmp_path, torch_import_s):
     try:
         cache = ro / "cache"
         ro.chmod(0o555)
-        r, wall = _compile(["--example", "digits-mlp", "--target", "rpi5", "--out", str(ro / "run")], cache,
-                           prefix, cwd="/")
+        r, wall = _compile(
+            ["--example", "digits-mlp", "--target", "rpi5", "--out", str(ro / "run")], cache, prefix, cwd="/"
+        )
         _assert_refused(r, "--out", f"where '{ro}' is not writable")
         assert list(ro.iterdir()) == []
         assert wall < torch_import_s
@@ -125,9 +133,27 @@ def test_config_is_built_from_the_flags():
     from edgeopt.cli import build_parser
     from edgeopt.search.cli import compile_config
 
-    args = build_parser().parse_args(["compile", "--example", "digits-mlp", "--target", "rpi5", "--out", "o",
-                                      "--trials", "3", "--final-epochs", "0", "--time-budget", "0", "--epochs", "2",
-                                      "--latency-ms", "5"])
+    args = build_parser().parse_args(
+        [
+            "compile",
+            "--example",
+            "digits-mlp",
+            "--target",
+            "rpi5",
+            "--out",
+            "o",
+            "--trials",
+            "3",
+            "--final-epochs",
+            "0",
+            "--time-budget",
+            "0",
+            "--epochs",
+            "2",
+            "--latency-ms",
+            "5",
+        ]
+    )
     config, target = compile_config(args)
     assert (config.trials, config.final_epochs, config.trial_epochs, config.time_budget_s) == (3, 0, 2, None)
     assert dict(config.budget) == {"latency_ms": 5} and target.name == "rpi5"

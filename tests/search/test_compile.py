@@ -133,7 +133,8 @@ def test_model_without_decomposable_layers_is_still_benchmarked_and_gated(digits
 
 def _write_task_file(tmp_path: Path) -> Path:
     f = tmp_path / "task_def.py"
-    f.write_text(textwrap.dedent("""
+    f.write_text(
+        textwrap.dedent("""
         import numpy as np, torch, edgeopt
         from sklearn.datasets import load_digits
         def make():
@@ -146,14 +147,21 @@ def _write_task_file(tmp_path: Path) -> Path:
                 opt.zero_grad(); torch.nn.functional.cross_entropy(m(torch.from_numpy(X[:1000])), torch.from_numpy(y[:1000])).backward(); opt.step()
             return edgeopt.Task(m.eval(), train=(X[:1000], y[:1000]), val=(X[1000:1400], y[1000:1400]),
                                 test=(X[1400:], y[1400:]), name="cli-task")
-    """))
+    """)
+    )
     return f
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "edgeopt", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=kw.get("cwd", REPO))
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeopt", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=kw.get("cwd", REPO),
+    )
 
 
 @pytest.mark.slow
@@ -161,9 +169,23 @@ def test_two_processes_share_one_study(tmp_path, make_target):
     task = _write_task_file(tmp_path)
     target = make_target(model_size_mb=0.04)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    common = ["--target", target, "--storage", url, "--study", "shared", "--trials", "3", "--epochs", "2",
-              "--final-epochs", "2"]
-    procs = [_cli("compile", f"{task}:make", "--out", str(tmp_path / f"w{i}"), "--seed", str(i), *common) for i in (0, 1)]
+    common = [
+        "--target",
+        target,
+        "--storage",
+        url,
+        "--study",
+        "shared",
+        "--trials",
+        "3",
+        "--epochs",
+        "2",
+        "--final-epochs",
+        "2",
+    ]
+    procs = [
+        _cli("compile", f"{task}:make", "--out", str(tmp_path / f"w{i}"), "--seed", str(i), *common) for i in (0, 1)
+    ]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_so, se) in zip(procs, outs):
         assert p.returncode == 0, se  # the dense 9.7k-parameter model fits 0.04 MiB: at worst it ships
@@ -185,8 +207,10 @@ def test_killing_compile_loses_at_most_the_trial_in_flight(tmp_path, make_target
         time.sleep(1.0)
         if db.exists():
             try:
-                done = sum(t.state.is_finished() for t in optuna.load_study(study_name="cli-task-testhost",
-                                                                          storage=f"sqlite:///{db}").trials)
+                done = sum(
+                    t.state.is_finished()
+                    for t in optuna.load_study(study_name="cli-task-testhost", storage=f"sqlite:///{db}").trials
+                )
             except Exception:
                 continue
             if done >= 2:
@@ -200,8 +224,20 @@ def test_killing_compile_loses_at_most_the_trial_in_flight(tmp_path, make_target
     assert len(finished) >= 2
     assert not (out / "model.onnx").exists()
     # Resuming runs more trials in the same study and ships an artifact.
-    q = _cli("compile", f"{task}:make", "--target", target, "--out", str(out), "--trials", "2", "--epochs", "2",
-             "--final-epochs", "2")
+    q = _cli(
+        "compile",
+        f"{task}:make",
+        "--target",
+        target,
+        "--out",
+        str(out),
+        "--trials",
+        "2",
+        "--epochs",
+        "2",
+        "--final-epochs",
+        "2",
+    )
     _so, se = q.communicate(timeout=400)
     assert q.returncode == 0, se  # the dense 9.7k-parameter model fits 0.04 MiB: at worst it ships
     study = optuna.load_study(study_name="cli-task-testhost", storage=f"sqlite:///{db}")
@@ -235,8 +271,9 @@ def test_quality_floor_is_the_tasks_metric_everywhere(digits_splits, small_mlp_t
     """With metric="accuracy", the floor is checked against accuracy in the search and in the report."""
     train, val, test = digits_splits
     task = edgeopt.Task(small_mlp_task.model, train=train, val=val, test=test, metric="accuracy", name="acc")
-    res = edgeopt.compile(task, make_target(model_size_mb=0.2, min_f1=0.5), trials=2, out=tmp_path / "run",
-                          progress=False, **FAST)
+    res = edgeopt.compile(
+        task, make_target(model_size_mb=0.2, min_f1=0.5), trials=2, out=tmp_path / "run", progress=False, **FAST
+    )
     rep = res.report
     check = next(c for c in rep["best"]["budget"]["checks"] if c["name"].startswith("quality floor"))
     assert check["name"] == "quality floor (accuracy, test)"
@@ -277,8 +314,11 @@ def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, mak
     md = (out / "report.md").read_text()
     assert "## Per-layer tables" in md and "Do the layers add up?" in md and "Quality floor of the artifact:" in md
     study = _study(out, "small-mlp-testhost")
-    assert [t.user_attrs.get("warm_start") for t in study.trials] == ["allocation 1.0", "allocation 0.85",
-                                                                        "allocation 0.7"]
+    assert [t.user_attrs.get("warm_start") for t in study.trials] == [
+        "allocation 1.0",
+        "allocation 0.85",
+        "allocation 0.7",
+    ]
     assert [t.params["fraction"] for t in study.trials] == [1.0, 0.85, 0.7]
     assert all(t.user_attrs["allocation"]["feasible"] for t in study.trials)
     assert (out / "tables.json").exists()
@@ -287,8 +327,9 @@ def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, mak
 def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tmp_path):
     target = make_target(model_size_mb=0.2)
     out = tmp_path / "pareto"
-    res = edgeopt.compile(small_mlp_task, target, trials=5, out=out, objective="pareto", int8=True, seed=1,
-                          progress=False, **FAST)
+    res = edgeopt.compile(
+        small_mlp_task, target, trials=5, out=out, objective="pareto", int8=True, seed=1, progress=False, **FAST
+    )
     study = _study(out, "small-mlp-testhost")
     assert len(study.directions) == 2
     assert (out / "plots" / "pareto_front.png").exists()
@@ -299,7 +340,9 @@ def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tm
     if rep["best"]["dtype"] == "int8":  # the shipped file is the quantized one, scored by onnxruntime
         ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
         assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul"}
-    with pytest.raises(edgeopt.InputError, match="compile\\(\\): objective: expected one of 'f1', 'pareto', found a string 'speed'"):
+    with pytest.raises(
+        edgeopt.InputError, match="compile\\(\\): objective: expected one of 'f1', 'pareto', found a string 'speed'"
+    ):
         edgeopt.compile(small_mlp_task, target, trials=1, out=tmp_path / "x", objective="speed")
     # The same study cannot switch objectives.
     with pytest.raises(edgeopt.InputError, match="same --objective"):

@@ -20,17 +20,20 @@ def test_defaults_and_frozen():
         c.trials = 3  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"trials": -1}, "compile(): trials: expected an integer >= 0, found an integer -1"),
-    ({"trials": 2.5}, "compile(): trials: expected an integer >= 0, found a float 2.5"),
-    ({"objective": "speed"}, "compile(): objective: expected one of 'f1', 'pareto', found a string 'speed'"),
-    ({"sampler": "grid"}, "compile(): sampler: expected one of 'tpe', 'random', found a string 'grid'"),
-    ({"lr": 0}, "compile(): lr: expected a number > 0, found an integer 0"),
-    ({"f1_tolerance": 2}, "compile(): f1_tolerance: expected a number in [0, 1], found an integer 2"),
-    ({"int8": "yes"}, "compile(): int8: expected a boolean, found a string 'yes'"),
-    ({"budget": {"latency": 1}}, "compile(): budget['latency']: expected one of the keys latency_ms"),
-    ({"timeout": -5.0}, "compile(): timeout: expected a number > 0, found a float -5.0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"trials": -1}, "compile(): trials: expected an integer >= 0, found an integer -1"),
+        ({"trials": 2.5}, "compile(): trials: expected an integer >= 0, found a float 2.5"),
+        ({"objective": "speed"}, "compile(): objective: expected one of 'f1', 'pareto', found a string 'speed'"),
+        ({"sampler": "grid"}, "compile(): sampler: expected one of 'tpe', 'random', found a string 'grid'"),
+        ({"lr": 0}, "compile(): lr: expected a number > 0, found an integer 0"),
+        ({"f1_tolerance": 2}, "compile(): f1_tolerance: expected a number in [0, 1], found an integer 2"),
+        ({"int8": "yes"}, "compile(): int8: expected a boolean, found a string 'yes'"),
+        ({"budget": {"latency": 1}}, "compile(): budget['latency']: expected one of the keys latency_ms"),
+        ({"timeout": -5.0}, "compile(): timeout: expected a number > 0, found a float -5.0"),
+    ],
+)
 def test_bad_values_fail_with_the_one_template(kwargs, message):
     with pytest.raises(InputError) as info:
         CompileConfig(**kwargs)

@@ -18,8 +18,16 @@ def _tables(rng: np.random.Generator, layers: int = 3, cands: int = 4) -> Tables
         lat = np.sort(rng.uniform(0.05, 1.0, cands))[::-1]  # dense first and slowest
         sens = np.concatenate([[0.0], np.sort(rng.uniform(0.0, 2.0, cands - 1))])
         params = np.sort(rng.integers(10, 1000, cands))[::-1]
-        rows[f"l{i}"] = [Candidate(f"c{j}", {} if j == 0 else {"format": "lowrank", "rank": j},
-                                   int(params[j]), float(lat[j]), float(sens[j])) for j in range(cands)]
+        rows[f"l{i}"] = [
+            Candidate(
+                f"c{j}",
+                {} if j == 0 else {"format": "lowrank", "rank": j},
+                int(params[j]),
+                float(lat[j]),
+                float(sens[j]),
+            )
+            for j in range(cands)
+        ]
     return Tables(rows, dense_ms=0.0, rest_ms=0.1, build_s=0.0, fixed_params=5)
 
 

@@ -41,11 +41,19 @@ def test_progress_counts_feasible_screened_pruned(caplog):
     caplog.set_level(logging.INFO, logger="edgeopt.compile")
     prog = Progress(4, "f1", enabled=False)
     study = optuna.create_study(directions=["maximize"])
-    for status, violation in ((Status.TRAINED, -0.1), (Status.SCREENED_OUT, 0.5), (Status.PRUNED, -0.1),
-                              (Status.SCREENED_OUT, 0.2)):
+    for status, violation in (
+        (Status.TRAINED, -0.1),
+        (Status.SCREENED_OUT, 0.5),
+        (Status.PRUNED, -0.1),
+        (Status.SCREENED_OUT, 0.2),
+    ):
         trial = study.ask()
-        rec = TrialRecord(plan={}, status=status, val={"score": 0.9} if status is Status.TRAINED else None,
-                          constraints=Constraints(latency=violation))
+        rec = TrialRecord(
+            plan={},
+            status=status,
+            val={"score": 0.9} if status is Status.TRAINED else None,
+            constraints=Constraints(latency=violation),
+        )
         rec.save(trial)
         study.tell(trial, 0.0)
         prog(study, study.trials[-1])

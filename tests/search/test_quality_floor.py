@@ -22,7 +22,9 @@ def test_floor_is_the_input_model_less_the_drop_unless_the_profile_sets_one():
     from edgeopt.search.prepare import implicit_floor
 
     assert implicit_floor(_target(latency_ms=1.0), _baseline(0.95), 0.05) == {
-        "max_drop": 0.05, "scores": {"val": 0.95, "test": pytest.approx(0.89)}}
+        "max_drop": 0.05,
+        "scores": {"val": 0.95, "test": pytest.approx(0.89)},
+    }
     assert implicit_floor(_target(min_f1=0.5), _baseline(0.95), 0.05) is None  # the profile's own floor wins
     assert implicit_floor(_target(), _baseline(0.95), None) is None  # turned off
 

@@ -26,8 +26,9 @@ def test_constraints_are_relative_violations_and_unmeasured_ones_count_as_met():
     assert c.violated() == ["latency", "min_f1"] and not c.feasible
     assert c.total_violation() == pytest.approx(0.6)
     assert Constraints.measure(BUDGET).values() == [0.0] * 4
-    assert Constraints.measure(NS(latency_ms=None, peak_memory_mb=None, model_size_mb=None, min_f1=None),
-                               latency_ms=9.0, score=0.1).feasible
+    assert Constraints.measure(
+        NS(latency_ms=None, peak_memory_mb=None, model_size_mb=None, min_f1=None), latency_ms=9.0, score=0.1
+    ).feasible
     assert list(c.to_dict()) == list(CONSTRAINT_NAMES)
 
 
@@ -39,10 +40,20 @@ def test_constraints_are_told_to_optuna_by_name_in_order():
 
 
 def test_record_round_trips_through_user_attributes():
-    rec = TrialRecord(number=3, status=Status.TRAINED, plan={"fc1": {"format": "lowrank", "rank": 8}},
-                      dtype=DType.INT8, params=100, macs=200, size_bytes=400,
-                      screen=ScreenResult(0.2, 0.1, "predicted", 12.0, 400, 8), val={"score": 0.95, "f1": 0.95},
-                      constraints=Constraints(latency=-0.5), timings={"distill": 1.234567}, repeat_of=1)
+    rec = TrialRecord(
+        number=3,
+        status=Status.TRAINED,
+        plan={"fc1": {"format": "lowrank", "rank": 8}},
+        dtype=DType.INT8,
+        params=100,
+        macs=200,
+        size_bytes=400,
+        screen=ScreenResult(0.2, 0.1, "predicted", 12.0, 400, 8),
+        val={"score": 0.95, "f1": 0.95},
+        constraints=Constraints(latency=-0.5),
+        timings={"distill": 1.234567},
+        repeat_of=1,
+    )
     attrs = rec.user_attrs()
     assert attrs["dtype"] == "int8" and attrs["status"] == "trained" and "precision" not in attrs
     back = TrialRecord.from_attrs(attrs, number=3, state="complete")
@@ -53,9 +64,16 @@ def test_record_round_trips_through_user_attributes():
 
 def test_records_of_older_studies_still_read():
     """Studies written before the record: ``precision`` for the dtype, latency at the top level."""
-    old = {"plan": {"fc": {"format": "tt", "ranks": 4}}, "precision": "int8", "status": "screened-out",
-           "latency_ms": 0.7, "latency_source": "predicted", "size_bytes": 10, "val": {},
-           "constraints": [0.4, 0, 0, 0]}
+    old = {
+        "plan": {"fc": {"format": "tt", "ranks": 4}},
+        "precision": "int8",
+        "status": "screened-out",
+        "latency_ms": 0.7,
+        "latency_source": "predicted",
+        "size_bytes": 10,
+        "val": {},
+        "constraints": [0.4, 0, 0, 0],
+    }
     rec = TrialRecord.from_attrs(old, number=0, state="complete")
     assert rec.dtype is DType.INT8 and rec.status is Status.SCREENED_OUT and rec.latency_ms == 0.7
     assert rec.constraints.violated() == ["latency"] and not rec.feasible

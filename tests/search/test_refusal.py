@@ -15,8 +15,9 @@ def test_latency_budget_below_the_floor_is_refused_fast(small_mlp_task, make_tar
 
     t0 = time.perf_counter()
     with pytest.raises(BudgetRefused) as info:
-        edgeopt.compile(small_mlp_task, make_target(), trials=3, out=tmp_path / "run", budget={"latency_ms": 1e-4},
-                        progress=False)
+        edgeopt.compile(
+            small_mlp_task, make_target(), trials=3, out=tmp_path / "run", budget={"latency_ms": 1e-4}, progress=False
+        )
     assert time.perf_counter() - t0 < 60
     assert info.value.exit_code == 1
     msg = str(info.value)

@@ -48,10 +48,31 @@ def compiled(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     (tmp / "task_def.py").write_text(textwrap.dedent(TASK))
     (tmp / "testhost.toml").write_text(TARGET_TOML.format(name="testhost", budget="model_size_mb = 0.2"))
     out = tmp / "run"
-    r = subprocess.run([sys.executable, "-m", "edgeopt", "compile", f"{tmp / 'task_def.py'}:make", "--target",
-                        str(tmp / "testhost.toml"), "--out", str(out), "--int8", "--trials", "4", "--epochs", "2",
-                        "--final-epochs", "3"], capture_output=True, text=True, timeout=900, cwd=REPO,
-                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            f"{tmp / 'task_def.py'}:make",
+            "--target",
+            str(tmp / "testhost.toml"),
+            "--out",
+            str(out),
+            "--int8",
+            "--trials",
+            "4",
+            "--epochs",
+            "2",
+            "--final-epochs",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     assert r.returncode in (0, 1), r.stderr[-3000:]
     return out, r
 
@@ -124,11 +145,14 @@ def test_html_has_every_heading_table_and_line_of_the_markdown(compiled):
     page.feed((out / "report.html").read_text())
     headings = [_plain(line.lstrip("#").strip()) for line in md.splitlines() if line.startswith("#")]
     assert "Per-layer tables" in headings and "Chosen plan" in headings
-    assert page.headings[:len(headings)] == headings
+    assert page.headings[: len(headings)] == headings
     tables = _md_tables(md)
     assert len(tables) >= 5 and page.tables == tables  # every table, every cell, in order
-    lines = [_plain(ln.removeprefix("- ")) for ln in md.splitlines()
-             if ln and not ln.startswith(("#", "|", "![")) and not set(ln) <= set("|-")]
+    lines = [
+        _plain(ln.removeprefix("- "))
+        for ln in md.splitlines()
+        if ln and not ln.startswith(("#", "|", "![")) and not set(ln) <= set("|-")
+    ]
     missing = [ln for ln in lines if ln not in page.texts]
     assert not missing, missing
     assert any(t.startswith("Do the layers add up?") for t in page.texts)  # the additivity/fit line
@@ -150,7 +174,11 @@ def test_cli_prints_each_third_party_warning_once(compiled):
     assert "WARNING:root" not in r.stderr and "pre-processing" not in r.stdout
     lines = [ln for ln in r.stderr.splitlines() if "onnxruntime" in ln]
     assert lines, r.stderr[-3000:]
-    assert all(ln.startswith("warning from onnxruntime.quantization: ") and "times during the compile)" in ln
-               or ln.endswith("(once during the compile)") for ln in lines), lines
+    assert all(
+        ln.startswith("warning from onnxruntime.quantization: ")
+        and "times during the compile)" in ln
+        or ln.endswith("(once during the compile)")
+        for ln in lines
+    ), lines
     kinds = Counter(ln.split(": ", 1)[1].rsplit(" (", 1)[0] for ln in lines)
     assert max(kinds.values()) == 1, kinds

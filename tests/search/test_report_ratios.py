@@ -7,18 +7,21 @@ import pytest
 from edgeopt.search.report import change, comparison_rows, headline
 
 
-@pytest.mark.parametrize(("before", "after", "text"), [
-    (2.0, 1.0, "2.0× faster"),
-    (1.0, 1.25, "1.25× slower"),
-    (0.8, 1.0, "1.25× slower"),  # what read "0.8× faster"
-    (1.0, 0.8, "1.25× faster"),
-    (1.0, 1.01, "same speed"),  # within the band
-    (1.01, 1.0, "same speed"),
-    (1.0, 1.03, "1.03× slower"),
-    (30.0, 1.0, "30.0× faster"),
-    (None, 1.0, ""),
-    (1.0, 0, ""),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "text"),
+    [
+        (2.0, 1.0, "2.0× faster"),
+        (1.0, 1.25, "1.25× slower"),
+        (0.8, 1.0, "1.25× slower"),  # what read "0.8× faster"
+        (1.0, 0.8, "1.25× faster"),
+        (1.0, 1.01, "same speed"),  # within the band
+        (1.01, 1.0, "same speed"),
+        (1.0, 1.03, "1.03× slower"),
+        (30.0, 1.0, "30.0× faster"),
+        (None, 1.0, ""),
+        (1.0, 0, ""),
+    ],
+)
 def test_change_says_which_way(before, after, text):
     assert change(before, after, "faster", "slower", "same speed") == text
 
@@ -29,9 +32,15 @@ def test_counts_have_no_band():
 
 
 def _entry(params: int, size: int, p50: float, p95: float, f1: float) -> dict:
-    return {"params": params, "size_bytes": size, "latency_ms": {"p50": p50, "p95": p95}, "peak_memory_mb": 10.0,
-            "latency_source": "predicted", "budget": {"passed": True, "checks": []},
-            "metrics": {"test": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1}}}
+    return {
+        "params": params,
+        "size_bytes": size,
+        "latency_ms": {"p50": p50, "p95": p95},
+        "peak_memory_mb": 10.0,
+        "latency_source": "predicted",
+        "budget": {"passed": True, "checks": []},
+        "metrics": {"test": {"f1": f1, "precision": f1, "recall": f1, "accuracy": f1}},
+    }
 
 
 def _rep(base: dict, best: dict) -> dict:

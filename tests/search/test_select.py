@@ -11,10 +11,25 @@ MET = Constraints()
 
 
 def _rec(n, score, p50, *, status=Status.TRAINED, constraints=MET, nodes=4, state="complete"):
-    screen = ScreenResult(latency_ms=p50 * 1.1, latency_p50_ms=p50, latency_source="measured", peak_memory_mb=10.0,
-                          size_bytes=1000, nodes=nodes)
-    return TrialRecord(number=n, status=status, plan={"fc": {"format": "lowrank", "rank": n}}, dtype=DType.FP32,
-                       params=100 + n, screen=screen, val={"score": score}, constraints=constraints, state=state)
+    screen = ScreenResult(
+        latency_ms=p50 * 1.1,
+        latency_p50_ms=p50,
+        latency_source="measured",
+        peak_memory_mb=10.0,
+        size_bytes=1000,
+        nodes=nodes,
+    )
+    return TrialRecord(
+        number=n,
+        status=status,
+        plan={"fc": {"format": "lowrank", "rank": n}},
+        dtype=DType.FP32,
+        params=100 + n,
+        screen=screen,
+        val={"score": score},
+        constraints=constraints,
+        state=state,
+    )
 
 
 def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
@@ -68,8 +83,10 @@ def test_no_feasible_trial_ships_the_closest_and_names_the_budgets_it_misses():
     worse = _rec(2, 0.99, 0.1, constraints=Constraints(model_size=2.0, latency=0.1))
     choice = choose_finalist([worse, over], 0.005)
     assert choice.record.number == 1
-    assert choice.notes == ["no trial met every budget in the search; shipping the closest plan (over on: model_size), "
-                            "after the longer final fine-tune"]
+    assert choice.notes == [
+        "no trial met every budget in the search; shipping the closest plan (over on: model_size), "
+        "after the longer final fine-tune"
+    ]
     assert choose_finalist([], 0.005).record is None
 
 
@@ -80,6 +97,7 @@ def _baseline(verdict="pass", score=0.95, p50=0.10, p95=None):
 
 def _dense(p50):
     """A remeasure that knows the dense model's p50 (plan {} fp32) and the screen's figures of the plans."""
+
     def remeasure(r):
         if r.number == DENSE_NUMBER:
             return {"latency_p50_ms": p50, "latency_ms": p50 * 1.1, "nodes": 3}
@@ -104,8 +122,13 @@ def test_dense_meeting_every_budget_ships_when_the_tied_plans_are_not_faster():
     assert select([_rec(1, 0.95, 0.098)], _baseline(), LOOSE, 0.005, _dense(0.10)).record is None
     # Better on the screen but slower when re-measured beside dense: dense (the screen is not trusted).
     slow = _rec(1, 0.95, 0.05)
-    choice = select([slow], _baseline(), LOOSE, 0.005,
-                    lambda r: {"latency_p50_ms": 0.10 if r is not slow else 0.12, "latency_ms": 0.2, "nodes": 4})
+    choice = select(
+        [slow],
+        _baseline(),
+        LOOSE,
+        0.005,
+        lambda r: {"latency_p50_ms": 0.10 if r is not slow else 0.12, "latency_ms": 0.2, "nodes": 4},
+    )
     assert choice.record is None
 
 
@@ -128,7 +151,9 @@ def test_the_fastest_of_the_tied_ships_and_dense_is_one_of_them():
     # A tied plan within 3 % of dense is not faster than dense by more than noise, whatever its node count.
     near, faster = _rec(5, 0.95, 0.098, nodes=2), _rec(6, 0.95, 0.0955, nodes=9)
     choice = select([near, faster], _baseline(score=0.95), LOOSE, 0.005, _dense(0.10))
-    assert choice.record is faster and "not 3% faster" in next(f for f in choice.finalists if f["trial"] == 5)["dropped"]
+    assert (
+        choice.record is faster and "not 3% faster" in next(f for f in choice.finalists if f["trial"] == 5)["dropped"]
+    )
     # Dense measured faster than every tied plan: dense ships.
     assert select(tied, _baseline(score=0.95), LOOSE, 0.005, _dense(0.04)).record is None
     # Dense is measured twice (before and after the plans); the faster of the two counts.
@@ -149,8 +174,9 @@ def test_dense_int8_trial_is_a_finalist_scored_as_it_ships():
     dense_int8.plan, dense_int8.dtype = {}, DType.INT8
     dense_fp32_trial = _rec(5, 0.97, 0.01)
     dense_fp32_trial.plan = {}  # the input model itself: never a candidate of its own
-    choice = select([dense_int8, dense_fp32_trial, _rec(1, 0.95, 0.09)], _baseline(score=0.95), LOOSE, 0.005,
-                    _dense(0.10))
+    choice = select(
+        [dense_int8, dense_fp32_trial, _rec(1, 0.95, 0.09)], _baseline(score=0.95), LOOSE, 0.005, _dense(0.10)
+    )
     assert choice.record is dense_int8 or choice.record.number == 4
     assert choice.record.score == 0.95 and choice.decision["reason"] == "faster-at-tied-f1"
     assert "dense int8 (trial 4)" in choice.notes[0]
@@ -177,8 +203,13 @@ def test_dense_within_budget_ships_when_no_plan_is_feasible_or_none_holds_up():
     assert choice.record is None and "no feasible plan" in choice.notes[0]
     budget = NS(min_f1=0.9, latency_ms=0.25)
     over = {"latency_p50_ms": 0.3, "latency_ms": 0.4, "nodes": 4}
-    choice = select([_rec(1, 0.99, 0.01)], _baseline(), budget, 0.005,
-                    lambda r: over if r.number == 1 else {"latency_p50_ms": 0.1, "latency_ms": 0.2, "nodes": 3})
+    choice = select(
+        [_rec(1, 0.99, 0.01)],
+        _baseline(),
+        budget,
+        0.005,
+        lambda r: over if r.number == 1 else {"latency_p50_ms": 0.1, "latency_ms": 0.2, "nodes": 3},
+    )
     assert choice.record is None and choice.finalists[0]["within_budget"] is False
 
 

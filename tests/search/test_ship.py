@@ -38,8 +38,9 @@ def test_ship_fine_tunes_the_chosen_plan(small_mlp_task, tmp_path):
     shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
     assert shipped.trial == 7 and shipped.plan == plan and "distill" in shipped.timings
     assert shipped.cost.params < sum(p.numel() for p in small_mlp_task.model.parameters())
-    rows = layer_table({"0": type("S", (), {"params": 16640, "kind": "linear", "macs": 16384})()}, plan,
-                       None, shipped.cost)
+    rows = layer_table(
+        {"0": type("S", (), {"params": 16640, "kind": "linear", "macs": 16384})()}, plan, None, shipped.cost
+    )
     assert rows[0]["format"] == "lowrank" and rows[0]["params"] < rows[0]["dense_params"]
 
 

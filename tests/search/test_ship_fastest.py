@@ -24,8 +24,17 @@ def test_loose_budgets_ship_dense_or_a_plan_faster_than_dense(small_mlp_task, ma
     # trained plan with dense, so speed alone decides, and plans slower than dense are in the running.
     target_path = make_target(model_size_mb=1.0, latency_ms=50.0, peak_memory_mb=1024, min_f1=0.5)
     out = tmp_path / "run"
-    res = edgeopt.compile(small_mlp_task, target_path, trials=6, out=out, seed=0, progress=False, search="layers",
-                          f1_tolerance=0.05, **FAST)
+    res = edgeopt.compile(
+        small_mlp_task,
+        target_path,
+        trials=6,
+        out=out,
+        seed=0,
+        progress=False,
+        search="layers",
+        f1_tolerance=0.05,
+        **FAST,
+    )
     assert res.passed
     state = json.loads((out / "compile.json").read_text())
     sel, best = state["selection"], state["best"]
@@ -46,5 +55,7 @@ def test_loose_budgets_ship_dense_or_a_plan_faster_than_dense(small_mlp_task, ma
     # sequential until decided): a single interleaved timing read 1.31x once on a loaded CI host.
     c = compare(out / "model.onnx", out / "baseline.onnx", Target.load(target_path), max_slowdown=MAX_SLOWDOWN)
     p50 = c.check("latency_ratio_p50")
-    assert p50.passed is not False, (f"the shipped plan measures {p50.measured:.2f}x dense's p50 "
-                                     f"[{p50.lower_bound}, {p50.upper_bound}], over {MAX_SLOWDOWN}")
+    assert p50.passed is not False, (
+        f"the shipped plan measures {p50.measured:.2f}x dense's p50 "
+        f"[{p50.lower_bound}, {p50.upper_bound}], over {MAX_SLOWDOWN}"
+    )

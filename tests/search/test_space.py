@@ -17,8 +17,9 @@ from edgeopt.search.space import SearchSpace  # noqa: E402  (imported after the 
 
 def _model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                               torch.nn.Linear(256, 10))
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
 
 
 class _Task:
@@ -109,9 +110,33 @@ def test_layer_latency_estimate_uses_the_targets_performance_model():
 
     device = Target.load("rpi4").to_dict()["device"]
     layers = [
-        {"name": "big", "kind": "linear", "format": "dense", "ranks": None, "params": 1_049_600, "dense_params": 1_049_600, "macs": 1_048_576},
-        {"name": "lr", "kind": "linear", "format": "lowrank", "ranks": [1, 8, 1], "params": 17_408, "dense_params": 1_049_600, "macs": 16_384},
-        {"name": "tt", "kind": "linear", "format": "tt", "ranks": [1, 4, 1], "params": 2_048, "dense_params": 65_600, "macs": 20_000},
+        {
+            "name": "big",
+            "kind": "linear",
+            "format": "dense",
+            "ranks": None,
+            "params": 1_049_600,
+            "dense_params": 1_049_600,
+            "macs": 1_048_576,
+        },
+        {
+            "name": "lr",
+            "kind": "linear",
+            "format": "lowrank",
+            "ranks": [1, 8, 1],
+            "params": 17_408,
+            "dense_params": 1_049_600,
+            "macs": 16_384,
+        },
+        {
+            "name": "tt",
+            "kind": "linear",
+            "format": "tt",
+            "ranks": [1, 4, 1],
+            "params": 2_048,
+            "dense_params": 65_600,
+            "macs": 20_000,
+        },
     ]
     rows = layer_breakdown({"target": {"device": device}, "layers": layers})
     shares = {r["name"]: r["latency_share"] for r in rows}

@@ -27,25 +27,31 @@ def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
     study = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
     assert study.study_name == "t-host" and study.user_attrs["sampler"] == "TPESampler"
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert [(t.system_attrs["fixed_params"], t.user_attrs["warm_start"]) for t in waiting] == [(warm[0][1], "uniform lowrank")]
+    assert [(t.system_attrs["fixed_params"], t.user_attrs["warm_start"]) for t in waiting] == [
+        (warm[0][1], "uniform lowrank")
+    ]
     # Resumed: not warm-started again.
     again = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
     assert len(again.trials) == 1
     with pytest.raises(InputError, match="same --objective"):
         open_study(CompileConfig(out=tmp_path, objective="pareto"), task_name="t", target_name="host")
-    random = open_study(CompileConfig(out=tmp_path, sampler="random", study_name="r"), task_name="t",
-                        target_name="host", warm_start=lambda: warm)
+    random = open_study(
+        CompileConfig(out=tmp_path, sampler="random", study_name="r"),
+        task_name="t",
+        target_name="host",
+        warm_start=lambda: warm,
+    )
     assert random.trials == [] and random.user_attrs["sampler"] == "RandomSampler"
 
 
 def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
     """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    code = ("import sys, optuna; from edgeopt.search.storage import make_storage; "
-            "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)")
+    code = (
+        "import sys, optuna; from edgeopt.search.storage import make_storage; "
+        "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
     assert len(optuna.get_all_study_summaries(storage=url)) == 1
-
-

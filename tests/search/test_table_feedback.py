@@ -20,13 +20,25 @@ def study(tmp_path):
     return optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
 
 
-def _screened(study, table_ms: float, measured_ms: float, *, dtype: DType = DType.FP32, repeat_of: int | None = None,
-              state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE) -> None:
-    rec = TrialRecord(status=Status.TRAINED, dtype=dtype, repeat_of=repeat_of,
-                      screen=ScreenResult(measured_ms, measured_ms, "measured", 10.0, 1000, 5))
+def _screened(
+    study,
+    table_ms: float,
+    measured_ms: float,
+    *,
+    dtype: DType = DType.FP32,
+    repeat_of: int | None = None,
+    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
+) -> None:
+    rec = TrialRecord(
+        status=Status.TRAINED,
+        dtype=dtype,
+        repeat_of=repeat_of,
+        screen=ScreenResult(measured_ms, measured_ms, "measured", 10.0, 1000, 5),
+    )
     attrs = {**rec.user_attrs(), "allocation": {"table_latency_ms": table_ms}}
-    study.add_trial(optuna.trial.create_trial(state=state, value=0.9 if state.name == "COMPLETE" else None,
-                                              user_attrs=attrs))
+    study.add_trial(
+        optuna.trial.create_trial(state=state, value=0.9 if state.name == "COMPLETE" else None, user_attrs=attrs)
+    )
 
 
 def test_the_fit_is_the_median_offset_of_the_screened_allocations(study):

@@ -36,8 +36,13 @@ def test_task_accepts_arrays_tensors_and_loaders():
     [
         ({"model": "not a model"}, "must be a torch.nn.Module"),
         ({"metric": "auc"}, "'metric' parameter of Task"),
-        ({"train": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64)),
-          "val": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64))}, "cannot run on Task.train"),
+        (
+            {
+                "train": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64)),
+                "val": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64)),
+            },
+            "cannot run on Task.train",
+        ),
         ({"val": (np.zeros((4, 5), np.float32), np.zeros(4, np.int64))}, "different sample shapes"),
         ({"val": (np.zeros((4, 4), np.float32), np.full(4, 7))}, "labels must lie in [0, 2]"),
         ({"val": (np.zeros((4, 4), np.float32), np.zeros((4, 2), np.int64))}, "1-D array"),

@@ -106,7 +106,10 @@ def test_nested_the_outer_one_counts_and_prints_once(caplog):
     outer_rep.close()
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "slow op" in m] == [
-        "warning from test_third_party_warnings: slow op (2 times during the compile)"]
+        "warning from test_third_party_warnings: slow op (2 times during the compile)"
+    ]
     assert [m for m in messages if "noisy" in m] == [
-        "noisy measurement 0.3", "repeated: noisy measurement 0.3 (and 2 more like it during the compile)"]
+        "noisy measurement 0.3",
+        "repeated: noisy measurement 0.3 (and 2 more like it during the compile)",
+    ]
     assert not any(f.__class__.__name__ == "RepeatedWarnings" for f in bench.filters)

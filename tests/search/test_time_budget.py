@@ -26,9 +26,17 @@ def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, m
     caplog.set_level(logging.INFO, logger="edgeopt.compile")
     budget = 30.0
     t0 = time.perf_counter()
-    res = edgeopt.compile(small_mlp_task, make_target(latency_ms=100.0), trials=500, out=tmp_path / "run",
-                          progress=False, time_budget_s=budget, trial_epochs=3, final_epochs=2000,
-                          final_bench={"min_iters": 60, "min_time_s": 0.2, "max_iters": 5000})
+    res = edgeopt.compile(
+        small_mlp_task,
+        make_target(latency_ms=100.0),
+        trials=500,
+        out=tmp_path / "run",
+        progress=False,
+        time_budget_s=budget,
+        trial_epochs=3,
+        final_epochs=2000,
+        final_bench={"min_iters": 60, "min_time_s": 0.2, "max_iters": 5000},
+    )
     wall = time.perf_counter() - t0
     assert wall <= budget * 1.2 + 5, wall  # a generous margin: two shared cores
     n = len(res.report["trials"]) if isinstance(res.report.get("trials"), list) else None

@@ -34,8 +34,9 @@ atomic_write_text(d / "replaced.json", "new")  # a new file: the umask's mode, n
 
 
 def _child(umask: int, argv: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, preexec_fn=lambda: os.umask(umask), capture_output=True, text=True,
-                          timeout=300, cwd=REPO, **kw)
+    return subprocess.run(
+        argv, preexec_fn=lambda: os.umask(umask), capture_output=True, text=True, timeout=300, cwd=REPO, **kw
+    )
 
 
 def _modes(d: Path) -> dict[str, int]:
@@ -63,7 +64,21 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_bench_json_follows_the_umask(tmp_path, umask, mode):
     out = tmp_path / "bench.json"
     edgeopt = Path(sys.executable).with_name("edgeopt")
-    r = _child(umask, [str(edgeopt), "bench", str(FIXTURE), "--json", str(out), "--min-iters", "5",
-                       "--min-time", "0.01", "--warmup", "1"])
+    r = _child(
+        umask,
+        [
+            str(edgeopt),
+            "bench",
+            str(FIXTURE),
+            "--json",
+            str(out),
+            "--min-iters",
+            "5",
+            "--min-time",
+            "0.01",
+            "--warmup",
+            "1",
+        ],
+    )
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE(out.stat().st_mode) == mode

@@ -18,8 +18,9 @@ TASK_SPEC = f"{HERE / 'tiny_task.py'}:make_task"
 @pytest.fixture(scope="session")
 def pg_server():
     if _pg.pg_bindir() is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql "
-                    "(scripts/test.sh does)")
+        pytest.skip(
+            "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql (scripts/test.sh does)"
+        )
     pytest.importorskip("psycopg", reason='the postgres extra is not installed: pip install "edgeopt[postgres]"')
     server = _pg.start()
     yield server

@@ -51,8 +51,11 @@ class Server:
         return name
 
     def stop(self) -> None:
-        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                        "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -66,14 +69,45 @@ def start() -> Server:
         shutil.chown(base, "postgres", "postgres")
     port = _free_port()
     run = {"capture_output": True, "text": True, "timeout": 120}
-    r = subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "edgeopt",
-                        "-E", "UTF8", "--no-sync"], **run)
+    r = subprocess.run(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(base / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "edgeopt",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        **run,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"initdb failed: {r.stderr.strip()[-800:]}")
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    r = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"),
-                        "-o", opts, "-w", "-t", "60", "start"], **run)
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    r = subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(base / "data"),
+            "-l",
+            str(base / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        **run,
+    )
     if r.returncode != 0:
         log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
         raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip()[-400:]} {log[-800:]}")

@@ -21,8 +21,11 @@ from .conftest import TASK_SPEC
 pytestmark = pytest.mark.compile
 
 optuna = pytest.importorskip("optuna")
-RUNNING, FAIL, WAITING = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL,
-                          optuna.trial.TrialState.WAITING)
+RUNNING, FAIL, WAITING = (
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.FAIL,
+    optuna.trial.TrialState.WAITING,
+)
 SEARCH = ["--epochs", "2", "--final-epochs", "2", "--seed", "0"]
 
 
@@ -69,8 +72,11 @@ def test_opening_the_study_fails_stale_trials_with_and_without_heartbeats(tmp_pa
 
 
 def _victim(args: list[str], out) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _kill_mid_trial(victim: subprocess.Popen, url: str, name: str, pid: int | None = None) -> int:
@@ -83,9 +89,14 @@ def _kill_mid_trial(victim: subprocess.Popen, url: str, name: str, pid: int | No
         except KeyError:  # the study is not created yet
             continue
         now = datetime.datetime.now()
-        mine = [t for t in trials.values() if t.state == RUNNING and t.datetime_start is not None
-                and (now - t.datetime_start).total_seconds() >= 1.0
-                and (pid is None or t.user_attrs.get("worker", "").endswith(f":{pid}"))]
+        mine = [
+            t
+            for t in trials.values()
+            if t.state == RUNNING
+            and t.datetime_start is not None
+            and (now - t.datetime_start).total_seconds() >= 1.0
+            and (pid is None or t.user_attrs.get("worker", "").endswith(f":{pid}"))
+        ]
         if mine:
             os.kill(pid or victim.pid, signal.SIGKILL)
             return mine[0].number
@@ -101,12 +112,33 @@ def test_shipping_after_a_sigkilled_worker_fails_its_trial_on_postgres(pg_url, t
     victim.wait(timeout=30)
     assert _states(pg_url, "k")[number].state == RUNNING  # nothing failed it
     time.sleep(4)  # past the grace period (3 s)
-    ship = subprocess.run([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, "--target", tiny_target,
-                           "--storage", pg_url, "--study", "k", "--trials", "0", "--out", str(tmp_path / "ship"),
-                           *SEARCH], capture_output=True, text=True, timeout=600)
+    ship = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            TASK_SPEC,
+            "--target",
+            tiny_target,
+            "--storage",
+            pg_url,
+            "--study",
+            "k",
+            "--trials",
+            "0",
+            "--out",
+            str(tmp_path / "ship"),
+            *SEARCH,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ship.returncode in (0, 1), ship.stderr
-    assert f"failed 1 trial(s) left running by a worker that is gone (no heartbeat for over 3 s): #{number}" \
-        in ship.stderr
+    assert (
+        f"failed 1 trial(s) left running by a worker that is gone (no heartbeat for over 3 s): #{number}" in ship.stderr
+    )
     trials = _states(pg_url, "k")
     assert trials[number].state == FAIL and "its worker is gone" in trials[number].system_attrs["fail_reason"]
     assert not [t for t in trials.values() if t.state == RUNNING]
@@ -119,9 +151,30 @@ def test_workers_parent_fails_a_sigkilled_workers_trial_at_once(tiny_env, tiny_t
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "out"
     url = f"sqlite:///{out / 'study.db'}"
-    parent = subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, "--target", tiny_target,
-                               "--workers", "2", "--trials", "6", "--out", str(out), "--epochs", "40",
-                               "--final-epochs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            TASK_SPEC,
+            "--target",
+            tiny_target,
+            "--workers",
+            "2",
+            "--trials",
+            "6",
+            "--out",
+            str(out),
+            "--epochs",
+            "40",
+            "--final-epochs",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     workers: list = []
     while len(workers) < 2 and time.monotonic() < deadline:

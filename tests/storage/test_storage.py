@@ -141,8 +141,9 @@ def test_a_plan_being_trained_by_another_trial_is_waited_for_and_its_result_take
         import time
 
         time.sleep(0.5)
-        TrialRecord(number=owner.number, plan=plan, dtype=DType.FP32, status=Status.TRAINED,
-                    val={"score": 0.9}).save(owner)
+        TrialRecord(number=owner.number, plan=plan, dtype=DType.FP32, status=Status.TRAINED, val={"score": 0.9}).save(
+            owner
+        )
         study.tell(owner, 0.9)
 
     t = threading.Thread(target=finish)

@@ -19,8 +19,13 @@ optuna = pytest.importorskip("optuna")
 
 
 def _compile(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _trials(url: str, study: str) -> list:
@@ -45,10 +50,33 @@ SEARCH = ["--epochs", "2", "--final-epochs", "2", "--seed", "0"]
 @pytest.mark.slow
 def test_two_workers_on_postgres_are_one_search_and_ship_from_another_dir(pg_url, tiny_env, tiny_target, tmp_path):
     # Two independent workers (as on two machines) on one PostgreSQL study, searching only.
-    procs = [subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, "--target", tiny_target,
-                               "--storage", pg_url, "--study", "s", "--trials", "4", "--search-only",
-                               "--out", str(tmp_path / f"w{i}"), *SEARCH], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeopt",
+                "compile",
+                TASK_SPEC,
+                "--target",
+                tiny_target,
+                "--storage",
+                pg_url,
+                "--study",
+                "s",
+                "--trials",
+                "4",
+                "--search-only",
+                "--out",
+                str(tmp_path / f"w{i}"),
+                *SEARCH,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     trials = _trials(pg_url, "s")
@@ -57,8 +85,19 @@ def test_two_workers_on_postgres_are_one_search_and_ship_from_another_dir(pg_url
     trained = _trained_plans(trials)
     assert trained and not [k for k, n in Counter(trained).items() if n > 1], "a plan was trained twice"
     # Ship the study's best from a third directory, with only the storage and the task.
-    ship = _compile("--target", tiny_target, "--storage", pg_url.replace("postgresql://", "postgresql+psycopg://"),
-                    "--study", "s", "--trials", "0", "--out", str(tmp_path / "ship"), *SEARCH)
+    ship = _compile(
+        "--target",
+        tiny_target,
+        "--storage",
+        pg_url.replace("postgresql://", "postgresql+psycopg://"),
+        "--study",
+        "s",
+        "--trials",
+        "0",
+        "--out",
+        str(tmp_path / "ship"),
+        *SEARCH,
+    )
     assert ship.returncode == 0, ship.stderr
     report = json.loads((tmp_path / "ship" / "report.json").read_text())
     assert report["search"]["trials"] == len(trials)
@@ -77,11 +116,25 @@ def test_workers_flag_runs_local_workers_on_one_sqlite_study(tiny_env, tiny_targ
 
 
 @pytest.mark.slow
-def test_three_local_workers_on_postgres_train_no_plan_twice_and_count_in_the_report(pg_url, tiny_env, tiny_target,
-                                                                                    tmp_path):
+def test_three_local_workers_on_postgres_train_no_plan_twice_and_count_in_the_report(
+    pg_url, tiny_env, tiny_target, tmp_path
+):
     out = tmp_path / "out"
-    r = _compile("--target", tiny_target, "--storage", pg_url, "--study", "three", "--workers", "3", "--trials", "9",
-                 "--out", str(out), *SEARCH)
+    r = _compile(
+        "--target",
+        tiny_target,
+        "--storage",
+        pg_url,
+        "--study",
+        "three",
+        "--workers",
+        "3",
+        "--trials",
+        "9",
+        "--out",
+        str(out),
+        *SEARCH,
+    )
     assert r.returncode in (0, 1), r.stderr  # 1: shipped, a budget missed (the tiny target's size budget)
     trials = _trials(pg_url, "three")
     assert len(trials) >= 9
@@ -99,34 +152,81 @@ def test_three_local_workers_on_postgres_train_no_plan_twice_and_count_in_the_re
 
 
 def test_shipping_a_study_that_is_not_there_is_one_line(pg_url, tiny_env, tiny_target, tmp_path):
-    r = _compile("--target", tiny_target, "--storage", pg_url, "--study", "nope", "--trials", "0",
-                 "--out", str(tmp_path / "ship"), *SEARCH)
+    r = _compile(
+        "--target",
+        tiny_target,
+        "--storage",
+        pg_url,
+        "--study",
+        "nope",
+        "--trials",
+        "0",
+        "--out",
+        str(tmp_path / "ship"),
+        *SEARCH,
+    )
     assert r.returncode == 2
     assert "study 'nope' not found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "ship" / "model.onnx").exists()
 
 
 def test_missing_driver_says_which_extra_to_install(tiny_env, tiny_target, tmp_path):
-    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None; "
-            "from edgeopt.cli import main; sys.exit(main(sys.argv[1:]))")
-    r = subprocess.run([sys.executable, "-c", code, "compile", TASK_SPEC, "--target", tiny_target, "--storage",
-                        "postgresql://u@127.0.0.1:1/db", "--trials", "1", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None; "
+        "from edgeopt.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "compile",
+            TASK_SPEC,
+            "--target",
+            tiny_target,
+            "--storage",
+            "postgresql://u@127.0.0.1:1/db",
+            "--trials",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr
-    assert 'edgeopt[postgres]' in r.stderr and "Traceback" not in r.stderr
+    assert "edgeopt[postgres]" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()[-1]) < 400
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retried(pg_url, tiny_env, tiny_target,
-                                                                                   tmp_path):
+def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retried(
+    pg_url, tiny_env, tiny_target, tmp_path
+):
     import signal
     import time
 
     args = ["--target", tiny_target, "--storage", pg_url, "--study", "k", "--search-only", *SEARCH]
     # The victim's trials train long (200 epochs), so it dies mid-trial.
-    victim = subprocess.Popen([sys.executable, "-m", "edgeopt", "compile", TASK_SPEC, *args, "--trials", "50", "--epochs", "200",
-                               "--out", str(tmp_path / "victim")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeopt",
+            "compile",
+            TASK_SPEC,
+            *args,
+            "--trials",
+            "50",
+            "--epochs",
+            "200",
+            "--out",
+            str(tmp_path / "victim"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # Kill it inside a trial that has been running for 1 s: really training (a repeat of an evaluated
     # plan ends in milliseconds), and past its first heartbeat (Optuna writes it just after starting a
     # trial; one killed before that has none and is never seen as stale).
@@ -138,8 +238,12 @@ def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retri
         time.sleep(0.2)
         if _has_study(pg_url, "k"):
             now = datetime.datetime.now()
-            training = any(t.state == optuna.trial.TrialState.RUNNING and t.datetime_start is not None
-                           and (now - t.datetime_start).total_seconds() >= 1.0 for t in _trials(pg_url, "k"))
+            training = any(
+                t.state == optuna.trial.TrialState.RUNNING
+                and t.datetime_start is not None
+                and (now - t.datetime_start).total_seconds() >= 1.0
+                for t in _trials(pg_url, "k")
+            )
     assert training, "the victim never trained a trial for 1 s"
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)

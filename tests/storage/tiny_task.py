@@ -22,8 +22,9 @@ def _splits():
 def _model():
     import torch
 
-    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(),
-                               torch.nn.Linear(128, 10))
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
 
 
 def train_teacher(path) -> None:

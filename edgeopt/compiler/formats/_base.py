@@ -32,8 +32,9 @@ RANK_KEY = "rank"  # the one key of a rank in every plan entry and config
 DEPRECATED_RANK_KEYS = ("ranks",)  # still read (older plans and studies), normalized to RANK_KEY
 
 
-def param_error(owner: str, param: str, expected: str, got: Any, *, layer: str | None = None,
-                cls: type[InputError] = InputError) -> InputError:
+def param_error(
+    owner: str, param: str, expected: str, got: Any, *, layer: str | None = None, cls: type[InputError] = InputError
+) -> InputError:
     """A bad config value in ``edgeopt._validate``'s one template:
     ``TTConfig, layer 'fc1': rank: expected an int >= 1 ..., found an integer -3``."""
     return fail(_where(owner, layer), param, expected, got, error=cls)
@@ -148,23 +149,26 @@ class FormatConfig:
         for alias, name in aliases.items():
             if alias in d:
                 if name in d:
-                    raise param_error(cls.__name__, alias, f"given once (it is another name for '{name}')",
-                                      d[alias], layer=layer)
+                    raise param_error(
+                        cls.__name__, alias, f"given once (it is another name for '{name}')", d[alias], layer=layer
+                    )
                 if alias in DEPRECATED_RANK_KEYS:
-                    warnings.warn(f"plan entry key '{alias}' is deprecated: write '{RANK_KEY}'", DeprecationWarning,
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"plan entry key '{alias}' is deprecated: write '{RANK_KEY}'", DeprecationWarning, stacklevel=3
+                    )
                 d[name] = d.pop(alias)
         unknown = sorted(set(d) - names - {"format"})
         if unknown:
-            raise param_error(cls.__name__, unknown[0], f"one of {sorted(names) or '(no options)'}",
-                              d[unknown[0]], layer=layer)
+            raise param_error(
+                cls.__name__, unknown[0], f"one of {sorted(names) or '(no options)'}", d[unknown[0]], layer=layer
+            )
         kwargs = {k: v for k, v in d.items() if k != "format"}
         try:
             return cls(**kwargs)
         except InputError as exc:
             prefix = f"{cls.__name__}: "
             if layer and str(exc).startswith(prefix):
-                raise type(exc)(_where(cls.__name__, layer) + ": " + str(exc)[len(prefix):]) from None
+                raise type(exc)(_where(cls.__name__, layer) + ": " + str(exc)[len(prefix) :]) from None
             raise
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,7 +236,9 @@ class FormatHandler:
             rank = list(rank)
         return prefix if rank is None else f"{prefix}{rank}"
 
-    def onnx_node_count(self, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True) -> int:  # pragma: no cover
+    def onnx_node_count(
+        self, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True
+    ) -> int:  # pragma: no cover
         """Nodes of the exported graph for one layer of ``kind`` in this format at bond ``ranks``
         (``LayerReport.ranks``), with or without a bias."""
         raise NotImplementedError
@@ -265,7 +271,9 @@ class FormatHandler:
         """Extra LayerSpec fields this format chooses for a layer (e.g. TT modes)."""
         return {}
 
-    def build(self, module: nn.Module, spec: LayerSpec, config: FormatConfig) -> tuple[nn.Module, LayerReport]:  # pragma: no cover
+    def build(
+        self, module: nn.Module, spec: LayerSpec, config: FormatConfig
+    ) -> tuple[nn.Module, LayerReport]:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -278,9 +286,18 @@ def rel_error(w: Any, w_hat: Any) -> float:
 
 def make_report(spec: LayerSpec, fmt: str, cost: LayerCost, err: float, **extra: Any) -> LayerReport:
     macs_known = spec.kind == "linear" or spec.out_positions is not None
-    return LayerReport(name=spec.name, format=fmt, kind=spec.kind, params=cost.params,
-                       macs=cost.macs if macs_known else None, rel_error=err, dense_params=spec.params,
-                       dense_macs=spec.macs if macs_known else None, ranks=cost.ranks, **extra)
+    return LayerReport(
+        name=spec.name,
+        format=fmt,
+        kind=spec.kind,
+        params=cost.params,
+        macs=cost.macs if macs_known else None,
+        rel_error=err,
+        dense_params=spec.params,
+        dense_macs=spec.macs if macs_known else None,
+        ranks=cost.ranks,
+        **extra,
+    )
 
 
 _REGISTRY: dict[str, FormatHandler] = {}

@@ -89,8 +89,9 @@ class LowRankHandler(FormatHandler):
 
     def cost(self, spec: LayerSpec, config: LowRankConfig, rank: int | None = None) -> LayerCost:
         if rank is None:
-            (_, rank, _), exact = resolve_ranks(config.rank, [_full_rank(spec)], owner="LowRankConfig",
-                                                param="rank", layer=spec.name)
+            (_, rank, _), exact = resolve_ranks(
+                config.rank, [_full_rank(spec)], owner="LowRankConfig", param="rank", layer=spec.name
+            )
         else:
             exact = True
         per_pos = rank * spec.in_size * spec.kernel_numel, rank * spec.out_size
@@ -108,13 +109,17 @@ class LowRankHandler(FormatHandler):
         if isinstance(config.rank, float):
             rank = svd_rank_for_tolerance(s.numpy(), config.rank)
         else:
-            (_, rank, _), _ = resolve_ranks(config.rank, [_full_rank(spec)], owner="LowRankConfig", param="rank",
-                                            layer=spec.name)
+            (_, rank, _), _ = resolve_ranks(
+                config.rank, [_full_rank(spec)], owner="LowRankConfig", param="rank", layer=spec.name
+            )
         root = s[:rank].sqrt()
         a = (root[:, None] * vh[:rank]).to(w.dtype)  # (r, in*K)
         b = (u[:, :rank] * root[None, :]).to(w.dtype)  # (out, r)
-        new = LowRankLinear(spec.in_size, spec.out_size, rank, bias=spec.bias) if spec.kind == "linear" \
+        new = (
+            LowRankLinear(spec.in_size, spec.out_size, rank, bias=spec.bias)
+            if spec.kind == "linear"
             else LowRankConv(module, rank)
+        )
         new = new.to(device=w.device, dtype=w.dtype)
         with torch.no_grad():
             new.first.weight.copy_(a.reshape(new.first.weight.shape))

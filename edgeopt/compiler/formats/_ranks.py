@@ -43,8 +43,12 @@ def validate_rank_spec(spec: Any, *, owner: str, param: str = "rank", n_bonds: i
         return float(spec)
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         ranks = tuple(spec)
-        if (len(ranks) < 3 or any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in ranks)
-                or ranks[0] != 1 or ranks[-1] != 1):
+        if (
+            len(ranks) < 3
+            or any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in ranks)
+            or ranks[0] != 1
+            or ranks[-1] != 1
+        ):
             raise param_error(owner, param, RANK_EXPECTED, list(spec))
         if n_bonds is not None and len(ranks) != n_bonds + 1:
             raise param_error(owner, param, f"a list of {n_bonds + 1} ranks (1, r1, ..., 1)", list(spec))
@@ -52,8 +56,15 @@ def validate_rank_spec(spec: Any, *, owner: str, param: str = "rank", n_bonds: i
     raise param_error(owner, param, RANK_EXPECTED, spec)
 
 
-def resolve_ranks(spec: RankSpec, max_ranks: Sequence[int], *, owner: str, param: str = "rank",
-                  layer: str | None = None, shape: Sequence[int] | None = None) -> tuple[tuple[int, ...], bool]:
+def resolve_ranks(
+    spec: RankSpec,
+    max_ranks: Sequence[int],
+    *,
+    owner: str,
+    param: str = "rank",
+    layer: str | None = None,
+    shape: Sequence[int] | None = None,
+) -> tuple[tuple[int, ...], bool]:
     """Turn a spec into ``(1, r1, ..., 1)`` for bonds whose maxima are ``max_ranks``.
 
     Returns ``(ranks, exact)``; for a tolerance the ranks are the bond maxima (an upper bound,
@@ -66,8 +77,9 @@ def resolve_ranks(spec: RankSpec, max_ranks: Sequence[int], *, owner: str, param
     elif isinstance(spec, int):
         ranks, exact = [1, *(min(spec, m) for m in inner), 1], True
     elif len(spec) != len(inner) + 2:
-        raise param_error(owner, param, f"a list of {len(inner) + 2} ranks (1, r1, ..., 1) for this layer",
-                          list(spec), layer=layer)
+        raise param_error(
+            owner, param, f"a list of {len(inner) + 2} ranks (1, r1, ..., 1) for this layer", list(spec), layer=layer
+        )
     else:
         ranks, exact = [1, *(min(r, m) for r, m in zip(spec[1:-1], inner)), 1], True
     if shape is not None:  # a bond cannot exceed what its neighbours can carry (TT-SVD would clip it)
@@ -152,8 +164,9 @@ def tt_svd(tensor: np.ndarray, ranks: Sequence[int]) -> list[np.ndarray]:
         return [f.copy() for f in hit]
     tl.set_backend("numpy")
     big = tensor.size > 250_000 and max(ranks) * 4 < min(tensor.shape[0], tensor.size // tensor.shape[0])
-    tt = tensor_train(tensor, rank=list(ranks), svd="randomized_svd" if big else "truncated_svd",
-                      random_state=0 if big else None)
+    tt = tensor_train(
+        tensor, rank=list(ranks), svd="randomized_svd" if big else "truncated_svd", random_state=0 if big else None
+    )
     factors = [np.asarray(f) for f in tt.factors]
     _TT_CACHE[key] = factors
     while len(_TT_CACHE) > _TT_CACHE_SIZE:

@@ -53,7 +53,7 @@ def balanced_factors(n: int, d: int) -> tuple[int, ...] | None:
                     best[:] = [f, ratio]
             return
         f = lo
-        while f ** k <= rest:
+        while f**k <= rest:
             if rest % f == 0:
                 rec(rest // f, k - 1, f, (*acc, f))
             f += 1
@@ -108,12 +108,17 @@ class TTConfig(FormatConfig):
             v = getattr(self, name)
             if v is None:
                 continue
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) < 2 or any(
-                    isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 for m in v):
+            if (
+                isinstance(v, (str, bytes))
+                or not hasattr(v, "__len__")
+                or len(v) < 2
+                or any(isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 for m in v)
+            ):
                 raise param_error("TTConfig", name, "a list of at least 2 ints >= 1", v)
             object.__setattr__(self, name, tuple(int(m) for m in v))
-        if self.num_cores is not None and (isinstance(self.num_cores, bool) or not isinstance(self.num_cores, int)
-                                           or self.num_cores < 2):
+        if self.num_cores is not None and (
+            isinstance(self.num_cores, bool) or not isinstance(self.num_cores, int) or self.num_cores < 2
+        ):
             raise param_error("TTConfig", "num_cores", "an int >= 2", self.num_cores)
         lengths = {len(v) for v in (self.in_modes, self.out_modes) if v is not None}
         if self.num_cores is not None:
@@ -121,9 +126,17 @@ class TTConfig(FormatConfig):
         if isinstance(self.rank, tuple) and (self.in_modes or self.out_modes or self.num_cores):
             lengths.add(len(self.rank) - 1)
         if len(lengths) > 1:
-            raise param_error("TTConfig", "in_modes", "as many modes as out_modes, num_cores and ranks-1 imply",
-                              {"in_modes": self.in_modes, "out_modes": self.out_modes, "num_cores": self.num_cores,
-                               "rank": self.rank})
+            raise param_error(
+                "TTConfig",
+                "in_modes",
+                "as many modes as out_modes, num_cores and ranks-1 imply",
+                {
+                    "in_modes": self.in_modes,
+                    "out_modes": self.out_modes,
+                    "num_cores": self.num_cores,
+                    "rank": self.rank,
+                },
+            )
 
 
 @dataclass(frozen=True)
@@ -154,13 +167,21 @@ def _linear_modes(spec: LayerSpec, config: TTConfig | None) -> tuple[tuple[int, 
         given = getattr(config, f"{side}_modes", None) if config is not None else None
         if given is not None:
             if math.prod(given) < size:
-                raise param_error("TTConfig", f"{side}_modes", f"modes whose product is >= {size}", list(given),
-                                  layer=spec.name, cls=ModelError)
+                raise param_error(
+                    "TTConfig",
+                    f"{side}_modes",
+                    f"modes whose product is >= {size}",
+                    list(given),
+                    layer=spec.name,
+                    cls=ModelError,
+                )
             modes[side] = given
             continue
         f, reason = choose_modes(size, d)
         if f is None:
-            raise layer_error(spec.name, f"cannot use the '{TTConfig.format}' format: {reason}; name in_modes/out_modes in the plan")
+            raise layer_error(
+                spec.name, f"cannot use the '{TTConfig.format}' format: {reason}; name in_modes/out_modes in the plan"
+            )
         modes[side] = f
     return modes["in"], modes["out"]
 
@@ -190,8 +211,13 @@ class TTHandler(FormatHandler):
     def _linear_plan(self, spec: LayerSpec, config: TTConfig, ranks_spec=None) -> _TTLinearPlan:
         in_modes, out_modes = _linear_modes(spec, config)
         shape = [m * n for m, n in zip(out_modes, in_modes)]
-        ranks, exact = resolve_ranks(config.rank if ranks_spec is None else ranks_spec, tt_max_ranks(shape),
-                                     owner="TTConfig", layer=spec.name, shape=shape)
+        ranks, exact = resolve_ranks(
+            config.rank if ranks_spec is None else ranks_spec,
+            tt_max_ranks(shape),
+            owner="TTConfig",
+            layer=spec.name,
+            shape=shape,
+        )
         return _TTLinearPlan(in_modes, out_modes, ranks, exact)
 
     def spec_fields(self, spec: LayerSpec) -> dict:
@@ -233,6 +259,7 @@ class TTHandler(FormatHandler):
             def params(r: int) -> int:
                 ranks, _ = resolve_ranks(r, bonds, owner="TTConfig", shape=shape)
                 return _tt_conv_params(shape, ranks) + bias
+
         return uniform_max_rank(params, max(bonds), spec.params)
 
     # ---- both
@@ -243,22 +270,36 @@ class TTHandler(FormatHandler):
         if spec.kind == "linear":
             plan = self._linear_plan(spec, config, ranks)
             _, macs = best_tt_order(plan.in_modes, plan.out_modes, plan.ranks)
-            return LayerCost(self.name, _tt_linear_params(plan.in_modes, plan.out_modes, plan.ranks) + bias, macs,
-                             plan.ranks, plan.exact if ranks is None else True)
+            return LayerCost(
+                self.name,
+                _tt_linear_params(plan.in_modes, plan.out_modes, plan.ranks) + bias,
+                macs,
+                plan.ranks,
+                plan.exact if ranks is None else True,
+            )
         ranks_, exact = self._conv_ranks(spec, config, ranks)
         cin, k, cout = _conv_shape(spec)
-        macs = cin * ranks_[1] * spec.positions("in") + (ranks_[1] * k * ranks_[2] + ranks_[2] * cout) * spec.positions("out")
-        return LayerCost(self.name, _tt_conv_params(_conv_shape(spec), ranks_) + bias, macs, ranks_,
-                         exact if ranks is None else True)
+        macs = cin * ranks_[1] * spec.positions("in") + (ranks_[1] * k * ranks_[2] + ranks_[2] * cout) * spec.positions(
+            "out"
+        )
+        return LayerCost(
+            self.name, _tt_conv_params(_conv_shape(spec), ranks_) + bias, macs, ranks_, exact if ranks is None else True
+        )
 
     def _conv_ranks(self, spec: LayerSpec, config: TTConfig, ranks=None):
         if config.in_modes or config.out_modes or config.num_cores:
-            raise param_error("TTConfig", "in_modes", "left out for a conv layer (its TT is over in channels, kernel, "
-                              "out channels)", config.in_modes or config.out_modes or config.num_cores, layer=spec.name,
-                              cls=ModelError)
+            raise param_error(
+                "TTConfig",
+                "in_modes",
+                "left out for a conv layer (its TT is over in channels, kernel, out channels)",
+                config.in_modes or config.out_modes or config.num_cores,
+                layer=spec.name,
+                cls=ModelError,
+            )
         shape = _conv_shape(spec)
-        return resolve_ranks(config.rank if ranks is None else ranks, tt_max_ranks(shape), owner="TTConfig",
-                             layer=spec.name, shape=shape)
+        return resolve_ranks(
+            config.rank if ranks is None else ranks, tt_max_ranks(shape), owner="TTConfig", layer=spec.name, shape=shape
+        )
 
     def build(self, module, spec, config):
         import torch
@@ -279,8 +320,10 @@ class TTHandler(FormatHandler):
             t = t.reshape([m[k] * n[k] for k in range(d)])
             ranks = tt_ranks_for_tolerance(t, config.rank) if isinstance(config.rank, float) else plan.ranks
             factors = tt_svd(t, ranks)
-            cores = [torch.from_numpy(np.ascontiguousarray(f)).reshape(f.shape[0], m[k], n[k], f.shape[-1])
-                     for k, f in enumerate(factors)]
+            cores = [
+                torch.from_numpy(np.ascontiguousarray(f)).reshape(f.shape[0], m[k], n[k], f.shape[-1])
+                for k, f in enumerate(factors)
+            ]
             ranks = (1, *(c.shape[-1] for c in cores))
             new = TTLinear(spec.in_size, spec.out_size, n, m, ranks, bias=spec.bias)
             new.load_cores([c.to(w.dtype) for c in cores])

@@ -111,3 +111,57 @@ def test_no_function_is_longer_than_a_screen():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {sorted(long)}"
+
+
+MAX_MODULE_LINES = 400
+# The runtime half runs on devices with only onnxruntime, numpy and psutil: it may import the shared
+# leaf modules and itself, never the compiler, the search, the compile pipeline or the report.
+RUNTIME = "edgeopt.runtime"
+RUNTIME_MAY_IMPORT = ("edgeopt.runtime", "edgeopt.errors", "edgeopt._validate", "edgeopt._io", "edgeopt._version")
+
+
+def dynamic_imports() -> dict[str, set[str]]:
+    """module -> edgeopt modules named by a string constant (``importlib.import_module("edgeopt.x")``,
+    ``-m edgeopt.x``, a lazy table): an import the ``import`` statements do not show."""
+    mods = _modules()
+    found: dict[str, set[str]] = {name: set() for name in mods}
+    for name, (_path, tree) in mods.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("edgeopt."):
+                t = node.value
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                if t and t != name and t != "edgeopt":
+                    found[name].add(t)
+    return found
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for name, targets in graph.items():
+        if name == RUNTIME or name.startswith(RUNTIME + "."):
+            bad += [f"{name} -> {t}" for t in sorted(targets) if not t.startswith(RUNTIME_MAY_IMPORT)]
+    return bad
+
+
+def test_layering_rule_sees_a_violation():
+    assert layering_violations({"edgeopt.runtime.bench": {"edgeopt.compiler.export", "edgeopt._io"}}) == [
+        "edgeopt.runtime.bench -> edgeopt.compiler.export"
+    ]
+
+
+def test_the_runtime_never_imports_the_compiler_half_not_even_through_importlib():
+    graph = import_graph()
+    for name, targets in dynamic_imports().items():
+        graph[name] |= targets
+    bad = layering_violations(graph)
+    assert not bad, f"the runtime half imports the compiler half: {bad}"
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = []
+    for name, (path, _tree) in _modules().items():
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        if n > MAX_MODULE_LINES:
+            long.append(f"{name}: {n} lines")
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {sorted(long)}"

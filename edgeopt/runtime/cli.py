@@ -368,10 +368,17 @@ def _calibrate_device(args: argparse.Namespace, t: Any, threads: int) -> int:
 
 # --------------------------------------------------------------------------- bench / gate
 def _target(args: argparse.Namespace) -> Any:
-    """--target, measured on --remote HOST when given."""
-    from edgeopt.runtime.targets import Target
+    """The effective target: --target, measured on --remote HOST when given, with gate's budget flags."""
+    from edgeopt.runtime.targets import resolve_target
 
-    return Target.load(args.target).with_remote(args.remote)
+    return resolve_target(
+        args.target,
+        remote=args.remote,
+        latency_ms=getattr(args, "latency_ms", None),
+        peak_memory_mb=getattr(args, "memory_mb", None),
+        model_size_mb=getattr(args, "size_mb", None),
+        latency_percentile=getattr(args, "percentile", None),
+    )
 
 
 def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,12 +436,7 @@ def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
 
-    target = _target(args).with_budget(
-        latency_ms=args.latency_ms,
-        peak_memory_mb=args.memory_mb,
-        model_size_mb=args.size_mb,
-        latency_percentile=args.percentile,
-    )
+    target = _target(args)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     _check_outputs(args.json_out, args.junit, args.summary)
     try:

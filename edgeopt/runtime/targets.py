@@ -113,7 +113,7 @@ class Target:
             for k, v in given.items()
             if v is not None
         }
-        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes)) if changes else self
 
     def with_remote(self, host: str | None) -> Target:
         """A copy measured on ``host`` over SSH (``--remote HOST``): sets the profile's ``[remote]``

@@ -1,20 +1,24 @@
-"""The tables of a target profile as frozen values: ``[device]`` (:class:`Device`), ``[budget]``
-(:class:`Budget`) and ``[remote]`` (:class:`RemoteSpec`, where the device is reached). Each field's
-type and bounds are declared once, here; ``targets`` reads the files against these declarations.
-A leaf module: standard library, ``edgeopt._validate`` and ``perf`` only (no transport).
+"""The tables of a target profile as frozen values: ``[device]`` (:class:`Device`, its performance
+model read by :func:`read_perf`), ``[runtime]`` (:func:`read_runtime`), ``[budget]`` (:class:`Budget`)
+and ``[remote]`` (:class:`RemoteSpec`, where the device is reached). Each field's type and bounds
+are declared once, on its dataclass; ``targets`` reads the files against those declarations.
+Standard library, ``edgeopt._validate``, ``perf`` and ``session`` only: no transport, no files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeopt import _validate
 from edgeopt._validate import check_fields, read_table, spec, specs
 from edgeopt.errors import InputError, TargetError
 from edgeopt.runtime.perf import KEYS as _PERF_KEYS_ORDERED
-from edgeopt.runtime.perf import PerfModel
+from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
+from edgeopt.runtime.session import Runtime
 
 ARCHES = ("x86_64", "aarch64", "armv7l")
 # Execution providers onnxruntime knows by name (whether or not this build has them).
@@ -99,6 +103,39 @@ class Budget:
     min_f1: float | None = spec("num", default=None, minimum=0, maximum=1, min_exclusive=True, optional=True)
 
 
+# --------------------------------------------------------------------------- reading tables
+def read_perf(table: dict[str, Any], display: str, isa: tuple[str, ...]) -> PerfModel | None:
+    """The performance model in ``[device]``: none, or all of gflops, mem_bandwidth_gbs, op_overhead_us."""
+    present = [k for k in REQUIRED_KEYS if k in table]
+    if not present:
+        return None
+    if len(present) < len(REQUIRED_KEYS):
+        missing = sorted(set(REQUIRED_KEYS) - set(present))
+        raise TargetError(
+            f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
+            f"is set (all three describe the device for latency prediction)"
+        )
+    return PerfModel(**read_table(PerfModel, table, display, "device", error=TargetError), isa=isa)
+
+
+def read_runtime(table: dict[str, Any], display: str) -> Runtime:
+    values = read_table(Runtime, table, display, "runtime", error=TargetError)
+    providers = values["providers"]
+    if not providers:
+        raise _validate.fail(
+            display, "[runtime] providers", "a non-empty array of execution provider names", [], error=TargetError
+        )
+    for p in providers:
+        if p not in KNOWN_PROVIDERS:
+            close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise TargetError(
+                f"{display}: [runtime] providers: expected known execution provider names such as "
+                f"CPUExecutionProvider, found unknown provider {p!r}{hint}"
+            )
+    return Runtime(**values)
+
+
 @dataclass(frozen=True)
 class RemoteSpec:
     """Where and how to reach the device: a profile's ``[remote]`` table, or ``--remote HOST``. The
@@ -166,4 +203,4 @@ def check_host(host: Any, key: str = "--remote") -> str:
     return host
 
 
-__all__ = ["ARCHES", "KNOWN_PROVIDERS", "Device", "Budget", "RemoteSpec", "check_host"]
+__all__ = ["ARCHES", "KNOWN_PROVIDERS", "Device", "Budget", "RemoteSpec", "check_host", "read_perf", "read_runtime"]

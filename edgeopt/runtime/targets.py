@@ -5,16 +5,17 @@ ship in ``edgeopt/runtime/profiles`` and are found by name; any path works too. 
 ``extends = "NAME or path"`` another: the parent is loaded first (a built-in name, or a path
 relative to the child file) and the child's tables and keys are merged over it.
 
-Each field's type and bounds are declared once, on its dataclass (``_validate.spec``): ``Device``
-here, ``PerfModel`` in ``perf``, ``Runtime`` in ``session``, ``Budget`` here; the file, overrides
-(``with_budget``) and the CLI flags are checked against those declarations. Every problem is a
-``TargetError`` whose message names the file, the key, what was expected and what was found.
+Each field's type and bounds are declared once, on its dataclass (``_validate.spec``): ``Device``,
+``Budget`` and ``RemoteSpec`` in ``profile_tables``, ``PerfModel`` in ``perf``, ``Runtime`` in
+``session``; the file, overrides (``resolve_target``) and the CLI flags are checked against those
+declarations. A top-level ``backend = "NAME"`` names the measurement backend
+(``edgeopt.runtime.backends``). Every problem is a ``TargetError`` whose message names the file,
+the key, what was expected and what was found.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import sys
@@ -29,8 +30,8 @@ from edgeopt.errors import TargetError
 from edgeopt.runtime.backends._base import backend_names
 from edgeopt.runtime.calibrate import cached_calibration
 from edgeopt.runtime.host import MB, cpu_matches, host_facts
-from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
-from edgeopt.runtime.profile_tables import ARCHES, KNOWN_PROVIDERS, Budget, Device, RemoteSpec
+from edgeopt.runtime.perf import PerfModel
+from edgeopt.runtime.profile_tables import ARCHES, KNOWN_PROVIDERS, Budget, Device, RemoteSpec, read_perf, read_runtime
 from edgeopt.runtime.session import GRAPH_OPTIMIZATIONS, Runtime
 
 if sys.version_info >= (3, 11):
@@ -290,7 +291,7 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
     if "backend" in top:
         _validate.choice(top["backend"], display, "backend", backend_names(), error=TargetError)
     device = _parse_device(_section(data, "device", {*specs(Device), *_PERF_KEYS}, display), display)
-    runtime = _parse_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
+    runtime = read_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
     budget = Budget(
         **read_table(
             Budget, _section(data, "budget", set(specs(Budget)), display), display, "budget", error=TargetError
@@ -342,39 +343,7 @@ def _parse_device(table: dict[str, Any], display: str) -> Device:
         k: (tuple(facts[k]) if k == "isa" else facts[k]) for k in ("arch", "cpu", "cores", "memory_mb", "isa") if detect
     }
     values = read_table(Device, table, display, "device", defaults=detected, error=TargetError)
-    return Device(**values, perf=_parse_perf(table, display, values["isa"]))
-
-
-def _parse_perf(table: dict[str, Any], display: str, isa: tuple[str, ...]) -> PerfModel | None:
-    """The performance model in ``[device]``: none, or all of gflops, mem_bandwidth_gbs, op_overhead_us."""
-    present = [k for k in REQUIRED_KEYS if k in table]
-    if not present:
-        return None
-    if len(present) < len(REQUIRED_KEYS):
-        missing = sorted(set(REQUIRED_KEYS) - set(present))
-        raise TargetError(
-            f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
-            f"is set (all three describe the device for latency prediction)"
-        )
-    return PerfModel(**read_table(PerfModel, table, display, "device", error=TargetError), isa=isa)
-
-
-def _parse_runtime(table: dict[str, Any], display: str) -> Runtime:
-    values = read_table(Runtime, table, display, "runtime", error=TargetError)
-    providers = values["providers"]
-    if not providers:
-        raise _validate.fail(
-            display, "[runtime] providers", "a non-empty array of execution provider names", [], error=TargetError
-        )
-    for p in providers:
-        if p not in KNOWN_PROVIDERS:
-            close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TargetError(
-                f"{display}: [runtime] providers: expected known execution provider names such as "
-                f"CPUExecutionProvider, found unknown provider {p!r}{hint}"
-            )
-    return Runtime(**values)
+    return Device(**values, perf=read_perf(table, display, values["isa"]))
 
 
 def _with_host_calibration(device: Device, runtime: Runtime) -> Device:

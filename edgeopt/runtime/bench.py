@@ -202,6 +202,7 @@ def bench(
         the size given to a symbolic leading dimension.
     shapes : concrete shapes for inputs with other symbolic dims (``["x=1,3,224,224"]`` or a dict).
     on_device : force "this machine is the target" (True) or "predict" (False); default: detect.
+        A profile's ``backend`` or ``[remote]`` decides first (``backends.backend_for``).
 
     Returns a BenchResult; ``latency_ms`` is the target's number and ``latency_source`` says
     whether it was measured or predicted. Raises ModelError / InputError / TargetError.

@@ -5,6 +5,7 @@ the CLI, with real onnxruntime sessions, selected by nothing but ``backend = "ad
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -138,6 +139,8 @@ def test_backend_for_decides_once_from_the_profile(tmp_path):
     assert type(ssh) is SshBackend and ssh.describe() == "pi@10.0.0.7 over ssh" and not ssh.pairs_in_process
     assert backend_for(rpi4).predicts and backend_for(rpi4).threads == rpi4.host_threads()
     assert {"local", "predicted", "ssh"} <= set(backend_names())
+    with pytest.raises(TargetError, match=r"host\.toml: backend: expected one of 'local', .* found a string 'gone'"):
+        backend_for(dataclasses.replace(host, backend="gone"))
 
 
 def test_predicting_needs_a_performance_model(tmp_path):

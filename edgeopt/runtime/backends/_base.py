@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgeopt.errors import InputError, ModelError
+from edgeopt import _validate
+from edgeopt.errors import InputError, ModelError, TargetError
 
 if TYPE_CHECKING:
     from edgeopt.runtime.settings import BenchSettings
@@ -184,6 +185,7 @@ def backend_for(target: Target, *, on_device: bool | None = None) -> Measurement
     else:
         here = target.is_host() if on_device is None else bool(on_device)
         name = "local" if here else "predicted"
+    _validate.choice(name, target.source, "backend", _REGISTRY, error=TargetError)  # unregistered since loading
     return get_backend(name)(target)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.errors import ModelError
+from edgeopt.errors import ModelError, TargetError
 from edgeopt.runtime.backends._base import MeasurementBackend, checked
 from edgeopt.runtime.onnx_proto import ProtoError, summarize
 from edgeopt.runtime.profile_tables import RemoteSpec
@@ -52,8 +52,6 @@ class SshBackend(MeasurementBackend):
 
     def __init__(self, target: Target):
         if target.remote is None:
-            from edgeopt.errors import TargetError
-
             raise TargetError(f"{target.source}: [remote] host: expected the device's address for backend 'ssh'")
         super().__init__(target)
         self.spec: RemoteSpec = target.remote

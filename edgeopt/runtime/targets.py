@@ -117,8 +117,8 @@ class Target:
         return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes)) if changes else self
 
     def with_remote(self, host: str | None) -> Target:
-        """A copy measured on ``host`` over SSH (``--remote HOST``): sets the profile's ``[remote]``
-        host, keeping its other ``[remote]`` keys; None leaves the target as it is."""
+        """A copy measured on the device at ``host`` (``--remote HOST``; over SSH unless the profile
+        names another backend): sets ``[remote]`` host, keeping its other keys; None: unchanged."""
         if host is None:
             return self
         if self.remote is None:

@@ -17,6 +17,7 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt._io import atomic_write_text
 from edgeopt.errors import InputError
+from edgeopt.runtime.cli_targets import register_targets
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 
 log = logging.getLogger("edgeopt")
@@ -24,30 +25,10 @@ log = logging.getLogger("edgeopt")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the runtime half's commands: targets, calibrate, bench, gate."""
-    _register_targets(sub)
+    register_targets(sub)
     _register_calibrate(sub)
     _register_bench(sub)
     _register_gate(sub)
-
-
-def _register_targets(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "targets",
-        help="list, show and validate target profiles",
-        description="Built-in target profiles and user profiles (TOML).",
-    )
-    tsub = p.add_subparsers(dest="targets_command", metavar="{list,show,validate}")
-    q = tsub.add_parser("list", help="list the built-in targets")
-    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    q.set_defaults(func=_targets_list)
-    q = tsub.add_parser("show", help="print a target profile, extends resolved (built-in name or path)")
-    q.add_argument("target")
-    q.add_argument("--json", action="store_true", help="print JSON instead of TOML")
-    q.set_defaults(func=_targets_show)
-    q = tsub.add_parser("validate", help="check target profile files; exit 2 on the first problem")
-    q.add_argument("files", nargs="+", metavar="FILE")
-    q.set_defaults(func=_targets_validate)
-    p.set_defaults(func=lambda a: (p.print_help(sys.stderr), 2)[1])
 
 
 def _register_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -264,56 +245,6 @@ def _check_outputs(*paths: str | None) -> None:
             raise InputError(f"cannot write {p}: it is a directory")
 
 
-# --------------------------------------------------------------------------- targets
-def _targets_list(args: argparse.Namespace) -> int:
-    from edgeopt.runtime.targets import Target
-
-    rows = []
-    for name in Target.builtin_names():
-        t = Target.load(name)
-        rows.append(t)
-    if args.json:
-        print(json.dumps([t.to_dict() for t in rows], indent=2))
-        return 0
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    print(
-        f"{'name':<22}{'arch':<9}{'cpu':<28}{'cores':>5}{'lat ms':>8}{' @p':<5}{'mem MB':>8}{'size MB':>9}  perf model"
-    )
-    for t in rows:
-        b, d = t.budget, t.device
-        perf = (
-            ("this host" if t.is_host() else "calibrated" if d.calibrated else "spec-derived")
-            if d.has_perf_model
-            else ("this host (calibrated on first use)" if d.detect else "none")
-        )
-        print(
-            f"{t.name:<22}{d.arch:<9}{d.cpu[:27]:<28}{d.cores:>5}{fmt(b.latency_ms, 'g'):>8}"
-            f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}{fmt(b.model_size_mb, 'g'):>9}  {perf}"
-        )
-    return 0
-
-
-def _targets_show(args: argparse.Namespace) -> int:
-    from edgeopt.runtime.targets import Target
-
-    t = Target.load(args.target)
-    if args.json:
-        print(json.dumps(dict(t.to_dict(), is_host=t.is_host()), indent=2))
-    else:
-        print(f"# {t.source}" + ("  (this machine)" if t.is_host() else ""))
-        print(t.to_toml(), end="")
-    return 0
-
-
-def _targets_validate(args: argparse.Namespace) -> int:
-    from edgeopt.runtime.targets import Target
-
-    for f in args.files:
-        t = Target.load(f)
-        print(f"ok: {f} ({t.name}{'; ' + str(len(t.warnings)) + ' warning(s)' if t.warnings else ''})")
-    return 0
-
-
 # --------------------------------------------------------------------------- calibrate
 def _calibrate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.calibrate import calibrate, save_calibration, snippet
@@ -368,10 +299,16 @@ def _calibrate_device(args: argparse.Namespace, t: Any, threads: int) -> int:
 
 # --------------------------------------------------------------------------- bench / gate
 def _target(args: argparse.Namespace) -> Any:
-    """--target, measured on --remote HOST when given."""
-    from edgeopt.runtime.targets import Target
+    """The effective target: --target, measured on --remote HOST when given, with gate's budget flags."""
+    from edgeopt.runtime.targets import resolve_target
 
-    return Target.load(args.target).with_remote(args.remote)
+    flags = {
+        "latency_ms": "latency_ms",
+        "peak_memory_mb": "memory_mb",
+        "model_size_mb": "size_mb",
+        "latency_percentile": "percentile",
+    }
+    return resolve_target(args.target, remote=args.remote, **{k: getattr(args, f, None) for k, f in flags.items()})
 
 
 def _bench_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,12 +366,7 @@ def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
 
-    target = _target(args).with_budget(
-        latency_ms=args.latency_ms,
-        peak_memory_mb=args.memory_mb,
-        model_size_mb=args.size_mb,
-        latency_percentile=args.percentile,
-    )
+    target = _target(args)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     _check_outputs(args.json_out, args.junit, args.summary)
     try:

@@ -14,10 +14,10 @@ fresh process brings (its allocator state, its core, the neighbours while it run
 of the pair alike and cancels in its ratio, and a pair costs one process start instead of two. The
 pairs stay independent (one process each), which is all the interval below assumes. Peak memory and
 the per-node profile (a prediction's) need a process per model: they come from ``FRESH_PAIRS``
-counterbalanced pairs of single-model blocks (``bench.run_child``: a fresh process with the target's
+counterbalanced pairs of single-model blocks (the local backend: a fresh process with the target's
 session options, warm-up, then a timed loop) measured first, whose latency is not used.
 
-A remote target (``bench.run_child`` over SSH uploads one model per job) keeps one fresh process per
+A remote target (the ssh backend uploads one model per job) keeps one fresh process per
 block on the device: every block there is a single-model job, its latency paired as above and its
 memory used too.
 
@@ -96,6 +96,7 @@ import numpy as np
 
 from edgeopt.errors import InputError
 from edgeopt.runtime import stats
+from edgeopt.runtime.backends import MeasurementBackend, backend_for
 from edgeopt.runtime.checks import FAIL, VERDICT_ICON, Check, combine
 from edgeopt.runtime.host import MB
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
@@ -426,29 +427,28 @@ def run_blocks(
     old_job: Mapping[str, Any],
     pairs: int,
     *,
+    backend: MeasurementBackend,
     timeout_s: float,
     into: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
     in_process: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one
-    ``bench.run_child`` job (a fresh process; on the device when the target is remote). Only the
+    """Measure ``pairs`` counterbalanced pairs NEW OLD | OLD NEW | ...; each block is one job of the
+    target's ``backend`` (a fresh process; on the device when the target is remote). Only the
     first block of each model profiles per node, when its job asks for it (a prediction). With
     ``in_process``, each pair is one A/B job instead (both models in one fresh process, interleaved
     in sub-blocks; here only), its first model alternating. With ``into`` (the lists of an earlier
     call), the pairs are appended, the alternation continued."""
-    from edgeopt.runtime import bench
-
     new_out, old_out = into if into is not None else ([], [])
     for i in range(len(new_out), len(new_out) + pairs):
         if in_process:
             ab = {"other": old_job["model"], "first": i % 2, "sub_blocks": SUB_BLOCKS}
-            out = bench.run_child(dict(new_job, profile=False, ab=ab), timeout_s=2 * timeout_s)
+            out = backend.measure(dict(new_job, profile=False, ab=ab), timeout_s=2 * timeout_s)
             new_out.append(out["ab"][0])
             old_out.append(out["ab"][1])
             continue
         order = ((new_job, new_out), (old_job, old_out))
         for job, outs in order if i % 2 == 0 else order[::-1]:
-            outs.append(bench.run_child(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
+            outs.append(backend.measure(dict(job, profile=bool(job.get("profile")) and not outs), timeout_s=timeout_s))
     return new_out, old_out
 
 
@@ -457,6 +457,7 @@ class _Plan:
     """What ``compare`` was asked for, validated."""
 
     target: Target
+    backend: MeasurementBackend
     total: BenchSettings
     block: BenchSettings
     pairs: int  # the fixed design's pairs; the sequential design's first look
@@ -475,7 +476,7 @@ class _Plan:
     @property
     def in_process(self) -> bool:
         """Pairs as A/B jobs, both models in one process: on this host, not over SSH (one model per job)."""
-        return getattr(self.target, "remote", None) is None
+        return self.backend.pairs_in_process
 
 
 def _plan(
@@ -489,7 +490,6 @@ def _plan(
     on_device: bool | None,
 ) -> _Plan:
     from edgeopt import _validate
-    from edgeopt.errors import TargetError
     from edgeopt.runtime.inputs import parse_shapes
 
     confidence = _validate.number(
@@ -504,19 +504,11 @@ def _plan(
     target = Target.load(target)
     total = settings or GATE_SETTINGS
     total = total.updated(batch=target.runtime.batch_size) if total.batch is None else total
-    # as bench: a remote target measures on the device (bench.run_child dispatches the job there)
-    measured_here = getattr(target, "remote", None) is not None or (
-        target.is_host() if on_device is None else bool(on_device)
-    )
-    if not measured_here and not target.device.has_perf_model:
-        raise TargetError(
-            f"{target.source}: [device] gflops: expected a performance model to predict "
-            f"{target.name} latency from this host, found none; run `edgeopt calibrate` on the "
-            f"device and paste its snippet, or pass --on-device"
-        )
-    threads = target.runtime.intra_op_threads if measured_here else target.host_threads()
+    backend = backend_for(target, on_device=on_device)  # as bench: decided once
+    measured_here, threads = not backend.predicts, backend.threads
     return _Plan(
         target,
+        backend,
         total,
         block_settings(total, looks[0]),
         looks[0],
@@ -580,17 +572,7 @@ def compare(
         atol=tol.atol,
         rtol=tol.rtol,
     )
-    jobs = [
-        bench.measurement_job(
-            Path(p).resolve(),
-            plan.target,
-            plan.block,
-            threads=plan.threads,
-            shapes=plan.shapes,
-            profile=not plan.measured_here,
-        )
-        for p in (new, old)
-    ]
+    jobs = [plan.backend.job(Path(p).resolve(), plan.block, plan.shapes) for p in (new, old)]
     look = _Look(plan, (str(new), str(old)), infos, jobs, agree)
     fresh = look.fresh_blocks()
     if plan.sequential:
@@ -601,7 +583,9 @@ def compare(
         )
         return _sequential(look, started, fresh)
     log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
-    outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s, in_process=plan.in_process)
+    outs = run_blocks(
+        jobs[0], jobs[1], plan.pairs, backend=plan.backend, timeout_s=plan.block.timeout_s, in_process=plan.in_process
+    )
     return look(outs, plan.confidence, fresh)
 
 
@@ -621,7 +605,9 @@ class _Look:
         if not self.plan.in_process:
             return None
         log.info("measuring NEW and OLD alone in %d counterbalanced pairs of fresh processes (memory)", FRESH_PAIRS)
-        return run_blocks(self.jobs[0], self.jobs[1], FRESH_PAIRS, timeout_s=self.plan.block.timeout_s)
+        return run_blocks(
+            self.jobs[0], self.jobs[1], FRESH_PAIRS, backend=self.plan.backend, timeout_s=self.plan.block.timeout_s
+        )
 
     def __call__(
         self,
@@ -631,8 +617,6 @@ class _Look:
     ) -> Comparison:
         """The comparison, its latency bounds at one-sided ``confidence`` (this look's), from the
         latency pairs ``outs``; memory, profile and session figures from ``fresh`` (default: ``outs``)."""
-        from edgeopt.runtime import bench
-
         plan, jobs = self.plan, self.jobs
         fresh = fresh or outs
         warnings = sorted({w for o in outs[0] + outs[1] + fresh[0] + fresh[1] for w in o.get("warnings", [])})
@@ -644,9 +628,7 @@ class _Look:
                 for o in outs
             ]
             predictions = [
-                bench._predict(
-                    o[0].get("nodes"), plan.target, plan.threads, j["model"], list(warnings), host_p50_ms=p50
-                )
+                plan.backend.predict(o[0].get("nodes"), model=j["model"], warnings=warnings, host_p50_ms=p50)
                 for o, j, p50 in zip(fresh, jobs, host_p50)
             ]
         return _comparison(plan, self.paths, self.infos, (outs, fresh), predictions, self.agree, warnings, confidence)
@@ -673,7 +655,13 @@ def _sequential(
         capped = False
         while len(outs[0]) < n and not capped:
             run_blocks(
-                look.jobs[0], look.jobs[1], 2, timeout_s=plan.block.timeout_s, into=outs, in_process=plan.in_process
+                look.jobs[0],
+                look.jobs[1],
+                2,
+                backend=plan.backend,
+                timeout_s=plan.block.timeout_s,
+                into=outs,
+                in_process=plan.in_process,
             )
             per_round = 2 * (time.monotonic() - t0) / len(outs[0])
             # the first look is always completed: fewer pairs have no bounds at its confidence
@@ -851,7 +839,7 @@ def _new_bench(
         np.concatenate(host_blocks),
         prediction,
         list(warnings),
-        plan.threads,
+        plan.backend,
     )
 
 

@@ -20,7 +20,6 @@ refused, reset, timed out) are retried with backoff; authentication and host-key
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -35,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt._validate import check_fields, read_table, spec
 from edgeopt.errors import EdgeoptError, InputError, ModelError
+from edgeopt.runtime.profile_tables import RemoteSpec, check_host  # noqa: F401 - importable here, as before
 
 log = logging.getLogger("edgeopt.remote")
 CONTROL_PERSIST_S = 120
@@ -54,7 +53,6 @@ PERMANENT = (
     "Name or service not known",
     "illegal option",
 )
-UPGRADE = "python3 -m pip install -U edgeopt"
 
 
 class DeviceError(EdgeoptError):
@@ -65,75 +63,6 @@ class DeviceError(EdgeoptError):
 
 class DeviceVersionError(InputError):
     """The device's edgeopt or onnxruntime cannot serve this client or model (exit 2)."""
-
-
-@dataclass(frozen=True)
-class RemoteSpec:
-    """Where and how to reach a device: a profile's ``[remote]`` table (declared here, validated
-    like every other table), or ``--remote HOST``."""
-
-    host: str = spec("str", nonempty=True, doc="anything ssh accepts: pi@10.0.0.7, a Host alias from ~/.ssh/config")
-    python: str = spec("str", default="python3", nonempty=True, doc="the device's interpreter with edgeopt installed")
-    ssh_options: tuple[str, ...] = spec("strs", default=(), doc='extra ssh arguments, e.g. ["-p", "2222"]')
-    workdir: str | None = spec(
-        "str",
-        default=None,
-        optional=True,
-        nonempty=True,
-        doc="work directory on the device (default: <edgeopt cache dir there>/remote)",
-    )
-    connect_timeout_s: float = spec("num", default=10.0, minimum=0, min_exclusive=True, doc="ssh ConnectTimeout")
-    timeout_s: float | None = spec(
-        "num",
-        default=None,
-        minimum=0,
-        min_exclusive=True,
-        optional=True,
-        doc="per measurement on the device (default: bench's own estimate)",
-    )
-    lease_timeout_s: float = spec(
-        "num", default=600.0, minimum=0, doc="how long to wait while another client holds the device"
-    )
-
-    def __post_init__(self) -> None:
-        for name, value in check_fields(self, "[remote]").items():
-            object.__setattr__(self, name, tuple(value) if name == "ssh_options" else value)
-        check_host(self.host, "[remote] host")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["ssh_options"] = list(self.ssh_options)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RemoteSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known and v is not None}
-        if "ssh_options" in kw:
-            kw["ssh_options"] = tuple(kw["ssh_options"])
-        return cls(**kw)
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str) -> RemoteSpec:
-        """From a profile's ``[remote]`` table; TargetError naming the file and key."""
-        from edgeopt.errors import TargetError
-
-        values = read_table(cls, table, where, "remote", error=TargetError)
-        try:
-            return cls(**values)
-        except InputError as exc:
-            raise TargetError(f"{where}: {exc}") from None
-
-
-def check_host(host: Any, key: str = "--remote") -> str:
-    """A destination ssh will take as a host, never as an option or two words."""
-    if not isinstance(host, str) or not host.strip():  # pragma: no cover - the declaration checks it first
-        raise InputError(f"{key}: expected a host (user@address or a Host alias from ~/.ssh/config), found {host!r}")
-    if host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
-        raise InputError(
-            f"{key}: expected a host (user@address or a Host alias), found {host!r} (no leading '-', no spaces)"
-        )
-    return host
 
 
 # --------------------------------------------------------------------------- ssh transport
@@ -452,33 +381,4 @@ def check_model_support(host: str, hello: Mapping[str, Any], info: Mapping[str, 
             )
 
 
-_DEVICES: dict[tuple, Device] = {}
-_LOCK = threading.Lock()
-
-
-def device_for(spec: RemoteSpec | Mapping[str, Any]) -> Device:
-    """One Device per spec in this process (its handshake and uploads are remembered)."""
-    spec = spec if isinstance(spec, RemoteSpec) else RemoteSpec.from_dict(spec)
-    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in spec.to_dict().items()))
-    with _LOCK:
-        if key not in _DEVICES:
-            _DEVICES[key] = Device(spec)
-        return _DEVICES[key]
-
-
-def run_job(job: Mapping[str, Any], *, timeout_s: float) -> dict[str, Any]:
-    """What ``bench.run_child`` does for a job with a ``remote``: the handshake, the model's opset
-    checked against the device, the upload, then the measurement there."""
-    from edgeopt.runtime.onnx_proto import ProtoError, summarize
-
-    device = device_for(job["remote"])
-    data = Path(job["model"]).read_bytes()
-    try:
-        s = summarize(data)
-    except ProtoError as exc:
-        raise ModelError(f"{job['model']}: not a valid ONNX model: {exc}") from None
-    device.check_model({"ir_version": s.ir_version, "opsets": s.opsets}, str(job["model"]))
-    return device.measure(job, timeout_s)
-
-
-__all__ = ["RemoteSpec", "Device", "DeviceError", "DeviceVersionError", "device_for", "run_job", "check_host"]
+__all__ = ["Transport", "Device", "DeviceError", "DeviceVersionError", "check_protocol", "check_model_support"]

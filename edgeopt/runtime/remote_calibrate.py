@@ -12,9 +12,9 @@ from typing import Any
 
 from edgeopt._io import atomic_path
 from edgeopt.errors import InputError
+from edgeopt.runtime.backends import backend_for
 from edgeopt.runtime.calibrate import Calibration, snippet
 from edgeopt.runtime.perf import KEYS as PERF_KEYS
-from edgeopt.runtime.remote import device_for
 from edgeopt.runtime.targets import Target
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(#.*)?$")
@@ -27,7 +27,7 @@ def calibrate_on_device(target: Target, threads: int, budget_s: float = 2.0) -> 
     """Run ``edgeopt calibrate`` on the target's device; (the calibration, the device's environment)."""
     if target.remote is None:  # pragma: no cover - the CLI checks first
         raise InputError(f"{target.name}: no [remote] to calibrate on; use --remote HOST")
-    raw = device_for(target.remote).calibrate(threads, target.runtime.allow_spinning, budget_s)
+    raw = backend_for(target).calibrate(threads, target.runtime.allow_spinning, budget_s)
     env = raw.pop("device")
     return Calibration.from_dict(raw), env
 

@@ -5,16 +5,17 @@ ship in ``edgeopt/runtime/profiles`` and are found by name; any path works too. 
 ``extends = "NAME or path"`` another: the parent is loaded first (a built-in name, or a path
 relative to the child file) and the child's tables and keys are merged over it.
 
-Each field's type and bounds are declared once, on its dataclass (``_validate.spec``): ``Device``
-here, ``PerfModel`` in ``perf``, ``Runtime`` in ``session``, ``Budget`` here; the file, overrides
-(``with_budget``) and the CLI flags are checked against those declarations. Every problem is a
-``TargetError`` whose message names the file, the key, what was expected and what was found.
+Each field's type and bounds are declared once, on its dataclass (``_validate.spec``): ``Device``,
+``Budget`` and ``RemoteSpec`` in ``profile_tables``, ``PerfModel`` in ``perf``, ``Runtime`` in
+``session``; the file, overrides (``resolve_target``) and the CLI flags are checked against those
+declarations. A top-level ``backend = "NAME"`` names the measurement backend
+(``edgeopt.runtime.backends``). Every problem is a ``TargetError`` whose message names the file,
+the key, what was expected and what was found.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import sys
@@ -24,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt import _validate
-from edgeopt._validate import Spec, read_table, spec, specs
+from edgeopt._validate import Spec, read_table, specs
 from edgeopt.errors import TargetError
+from edgeopt.runtime.backends._base import backend_names
 from edgeopt.runtime.calibrate import cached_calibration
 from edgeopt.runtime.host import MB, cpu_matches, host_facts
-from edgeopt.runtime.perf import KEYS as _PERF_KEYS_ORDERED
-from edgeopt.runtime.perf import REQUIRED_KEYS, PerfModel
-from edgeopt.runtime.remote import RemoteSpec
+from edgeopt.runtime.perf import PerfModel
+from edgeopt.runtime.profile_tables import ARCHES, KNOWN_PROVIDERS, Budget, Device, RemoteSpec, read_perf, read_runtime
 from edgeopt.runtime.session import GRAPH_OPTIMIZATIONS, Runtime
 
 if sys.version_info >= (3, 11):
@@ -40,91 +41,11 @@ else:  # pragma: no cover
 
 log = logging.getLogger("edgeopt.targets")
 
-ARCHES = ("x86_64", "aarch64", "armv7l")
-# Execution providers onnxruntime knows by name (whether or not this build has them).
-KNOWN_PROVIDERS = (
-    "CPUExecutionProvider",
-    "CUDAExecutionProvider",
-    "TensorrtExecutionProvider",
-    "OpenVINOExecutionProvider",
-    "DnnlExecutionProvider",
-    "XnnpackExecutionProvider",
-    "ACLExecutionProvider",
-    "ArmNNExecutionProvider",
-    "CoreMLExecutionProvider",
-    "NnapiExecutionProvider",
-    "QNNExecutionProvider",
-    "ROCMExecutionProvider",
-    "MIGraphXExecutionProvider",
-    "DmlExecutionProvider",
-    "WebGpuExecutionProvider",
-    "VitisAIExecutionProvider",
-    "AzureExecutionProvider",
-    "RknpuExecutionProvider",
-    "CANNExecutionProvider",
-    "SNPEExecutionProvider",
-    "TvmExecutionProvider",
-)
 _PERF_KEYS = frozenset(specs(PerfModel))
-_TOP = {"name": Spec("str", nonempty=True), "description": Spec("str")}
+_TOP = {"name": Spec("str", nonempty=True), "description": Spec("str"), "backend": Spec("str", nonempty=True)}
 
 
 # --------------------------------------------------------------------------- values
-@dataclass(frozen=True)
-class Device:
-    """What the hardware is, and its performance model (``perf``, for latency prediction; None
-    when the profile has none). In the file the performance model's keys sit flat in ``[device]``."""
-
-    arch: str = spec("str", choices=ARCHES)
-    cpu: str = spec("str", nonempty=True)
-    cores: int = spec("int", minimum=0, min_exclusive=True)
-    memory_mb: int = spec("int", minimum=0, min_exclusive=True)
-    isa: tuple[str, ...] = spec("strs", default=())
-    perf: PerfModel | None = None
-    #: measured by `edgeopt calibrate` (True) or derived from specs (False)
-    calibrated: bool = spec("bool", default=False)
-    perf_source: str = spec("str", default="", doc="where gflops / bandwidth / overhead come from")
-    #: fields absent from the file are detected from the machine running edgeopt
-    detect: bool = spec("bool", default=False)
-
-    @property
-    def has_perf_model(self) -> bool:
-        return self.perf is not None
-
-    def __getattr__(self, name: str) -> Any:
-        """``device.gflops`` and the other performance-model keys read through ``perf`` (None without one)."""
-        if name in _PERF_KEYS:
-            perf = self.__dict__.get("perf")
-            return getattr(perf, name) if perf is not None else None
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The flat ``[device]`` table: facts, the performance model's keys (None without one), provenance."""
-        perf = self.perf.to_dict() if self.perf is not None else dict.fromkeys(_PERF_KEYS_ORDERED)
-        return {
-            "arch": self.arch,
-            "cpu": self.cpu,
-            "cores": self.cores,
-            "memory_mb": self.memory_mb,
-            "isa": list(self.isa),
-            **perf,
-            "calibrated": self.calibrated,
-            "perf_source": self.perf_source,
-            "detect": self.detect,
-        }
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What a deployable artifact must meet; None where the profile sets no budget. Sizes in MiB."""
-
-    latency_ms: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
-    latency_percentile: float = spec("num", default=95.0, minimum=0, maximum=100, min_exclusive=True)
-    peak_memory_mb: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
-    model_size_mb: float | None = spec("num", default=None, minimum=0, min_exclusive=True, optional=True)
-    min_f1: float | None = spec("num", default=None, minimum=0, maximum=1, min_exclusive=True, optional=True)
-
-
 @dataclass(frozen=True)
 class Target:
     """A device profile. Load with ``Target.load("rpi4")`` or ``Target.load("path/to/file.toml")``."""
@@ -136,8 +57,10 @@ class Target:
     budget: Budget = field(default_factory=Budget)
     source: str = ""
     warnings: tuple[str, ...] = ()
-    #: the device itself, reached over SSH (``[remote]``): measured there, not predicted
+    #: where the device is reached (``[remote]``): measured there, not predicted
     remote: RemoteSpec | None = None
+    #: the measurement backend the profile names (``backend = "ssh"``); None: chosen by ``backend_for``
+    backend: str | None = None
 
     # -- loading
     @staticmethod
@@ -191,11 +114,11 @@ class Target:
             for k, v in given.items()
             if v is not None
         }
-        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes))
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes)) if changes else self
 
     def with_remote(self, host: str | None) -> Target:
-        """A copy measured on ``host`` over SSH (``--remote HOST``): sets the profile's ``[remote]``
-        host, keeping its other ``[remote]`` keys; None leaves the target as it is."""
+        """A copy measured on the device at ``host`` (``--remote HOST``; over SSH unless the profile
+        names another backend): sets ``[remote]`` host, keeping its other keys; None: unchanged."""
         if host is None:
             return self
         if self.remote is None:
@@ -235,12 +158,15 @@ class Target:
         }
         if self.remote is not None:
             d["remote"] = self.remote.to_dict()
+        if self.backend is not None:
+            d["backend"] = self.backend
         return d
 
     def to_toml(self) -> str:
         """The resolved profile as TOML (what `edgeopt targets show` prints; ``extends`` merged in)."""
         d = self.to_dict()
         lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
+        lines += [f"backend = {_toml_value(d['backend'])}"] if "backend" in d else []
         for section in ("device", "runtime", "budget", "remote"):
             if section not in d:
                 continue
@@ -250,6 +176,33 @@ class Target:
                     continue
                 lines.append(f"{k} = {_toml_value(v)}")
         return "\n".join(lines) + "\n"
+
+
+def resolve_target(
+    target: Target | str | os.PathLike[str],
+    *,
+    remote: str | None = None,
+    on_device: bool = False,
+    latency_ms: float | None = None,
+    peak_memory_mb: float | None = None,
+    model_size_mb: float | None = None,
+    min_f1: float | None = None,
+    latency_percentile: float | None = None,
+) -> Target:
+    """The effective target of a command, resolved once where it starts (``bench``, ``gate``,
+    ``compile``): the profile (a Target, a built-in name or a path), measured on ``remote``
+    (``--remote HOST``) or on this machine (``on_device``), with the given budget fields replaced
+    (None leaves one as it is). Every override is checked against its declaration (TargetError,
+    one line). The Target returned is final: pass it on, do not apply the overrides again."""
+    t = Target.load(target).with_remote(remote)
+    t = t.as_host() if on_device else t
+    return t.with_budget(
+        latency_ms=latency_ms,
+        peak_memory_mb=peak_memory_mb,
+        model_size_mb=model_size_mb,
+        min_f1=min_f1,
+        latency_percentile=latency_percentile,
+    )
 
 
 # --------------------------------------------------------------------------- files and extends
@@ -335,8 +288,10 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
     top = {k: sp.check(data[k], display, k, error=TargetError) for k, sp in _TOP.items() if k in data}
     if "name" not in top:
         raise _validate.missing(display, "name", error=TargetError)
+    if "backend" in top:
+        _validate.choice(top["backend"], display, "backend", backend_names(), error=TargetError)
     device = _parse_device(_section(data, "device", {*specs(Device), *_PERF_KEYS}, display), display)
-    runtime = _parse_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
+    runtime = read_runtime(_section(data, "runtime", set(specs(Runtime)), display), display)
     budget = Budget(
         **read_table(
             Budget, _section(data, "budget", set(specs(Budget)), display), display, "budget", error=TargetError
@@ -358,7 +313,15 @@ def _parse(data: dict[str, Any], display: str, *, source: str | None = None) -> 
     for w in warnings:
         log.warning("warning: %s", w)
     return Target(
-        top["name"], top.get("description", ""), device, runtime, budget, source or display, tuple(warnings), remote
+        top["name"],
+        top.get("description", ""),
+        device,
+        runtime,
+        budget,
+        source or display,
+        tuple(warnings),
+        remote,
+        top.get("backend"),
     )
 
 
@@ -380,39 +343,7 @@ def _parse_device(table: dict[str, Any], display: str) -> Device:
         k: (tuple(facts[k]) if k == "isa" else facts[k]) for k in ("arch", "cpu", "cores", "memory_mb", "isa") if detect
     }
     values = read_table(Device, table, display, "device", defaults=detected, error=TargetError)
-    return Device(**values, perf=_parse_perf(table, display, values["isa"]))
-
-
-def _parse_perf(table: dict[str, Any], display: str, isa: tuple[str, ...]) -> PerfModel | None:
-    """The performance model in ``[device]``: none, or all of gflops, mem_bandwidth_gbs, op_overhead_us."""
-    present = [k for k in REQUIRED_KEYS if k in table]
-    if not present:
-        return None
-    if len(present) < len(REQUIRED_KEYS):
-        missing = sorted(set(REQUIRED_KEYS) - set(present))
-        raise TargetError(
-            f"{display}: [device] {missing[0]}: required when any of {', '.join(REQUIRED_KEYS)} "
-            f"is set (all three describe the device for latency prediction)"
-        )
-    return PerfModel(**read_table(PerfModel, table, display, "device", error=TargetError), isa=isa)
-
-
-def _parse_runtime(table: dict[str, Any], display: str) -> Runtime:
-    values = read_table(Runtime, table, display, "runtime", error=TargetError)
-    providers = values["providers"]
-    if not providers:
-        raise _validate.fail(
-            display, "[runtime] providers", "a non-empty array of execution provider names", [], error=TargetError
-        )
-    for p in providers:
-        if p not in KNOWN_PROVIDERS:
-            close = difflib.get_close_matches(p, KNOWN_PROVIDERS, n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TargetError(
-                f"{display}: [runtime] providers: expected known execution provider names such as "
-                f"CPUExecutionProvider, found unknown provider {p!r}{hint}"
-            )
-    return Runtime(**values)
+    return Device(**values, perf=read_perf(table, display, values["isa"]))
 
 
 def _with_host_calibration(device: Device, runtime: Runtime) -> Device:
@@ -437,6 +368,8 @@ def _toml_value(v: Any) -> str:
 
 __all__ = [
     "Target",
+    "resolve_target",
+    "RemoteSpec",
     "Device",
     "Runtime",
     "Budget",

@@ -216,14 +216,14 @@ def _common(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--on-device", action="store_true", help="this machine is the target: measure, do not predict")
 
 
-def _target(args: argparse.Namespace) -> object:
-    """--target, measured on --remote HOST or (--on-device) on this machine."""
-    if not getattr(args, "remote", None) and not getattr(args, "on_device", False):
-        return args.target
-    from edgeopt.runtime.targets import Target
+def _target(args: argparse.Namespace) -> Any:
+    """The effective target, resolved once: --target, measured on --remote HOST or (--on-device) on
+    this machine, with the budget flags applied (checked: TargetError, one line)."""
+    from edgeopt.runtime.targets import resolve_target
 
-    t = Target.load(args.target).with_remote(getattr(args, "remote", None))
-    return t.as_host() if getattr(args, "on_device", False) else t
+    overrides = {k: v for k, v in _budget(args).items() if v is not None}
+    remote, on_device = getattr(args, "remote", None), getattr(args, "on_device", False)
+    return resolve_target(args.target, remote=remote, on_device=on_device, **overrides)
 
 
 def _budget(args: argparse.Namespace) -> dict:
@@ -288,13 +288,6 @@ def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
     if getattr(args, "json", None):
         check_out_file(args.json, where, "--json")
     target = _target(args)
-    if isinstance(target, str):
-        from edgeopt.runtime.targets import Target
-
-        target = Target.load(target)
-    overrides = {k: v for k, v in _budget(args).items() if v is not None}
-    if overrides:
-        target.with_budget(**overrides)  # checked here; compile() applies them
     if getattr(args, "storage", None):
         from edgeopt.search.storage import check_storage
 

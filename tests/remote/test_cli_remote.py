@@ -120,7 +120,7 @@ def test_model_newer_than_the_devices_onnxruntime(sshd, old_ort_python, tmp_path
     """onnxruntime 1.17 loads up to opset 20: an opset-21 model is refused before anything is sent."""
     import dataclasses
 
-    from edgeopt.runtime.remote import RemoteSpec
+    from edgeopt.runtime.targets import RemoteSpec
 
     old = RemoteSpec(_sshd.ALIAS, python=old_ort_python, ssh_options=sshd.ssh_options, workdir=str(tmp_path / "w"))
     code = main(["bench", str(models["opset21"]), "--target", str(profile(tmp_path, old)), *QUICK])
@@ -143,7 +143,7 @@ def test_model_newer_than_the_devices_onnxruntime(sshd, old_ort_python, tmp_path
 )
 def test_device_edgeopt_too_old(sshd, device_python, tmp_path, models, capsys, fake, expect):
     """A wrapper interpreter that puts a fake, older edgeopt first on the path."""
-    from edgeopt.runtime.remote import RemoteSpec
+    from edgeopt.runtime.targets import RemoteSpec
 
     pkg = tmp_path / "fake" / "edgeopt"
     (pkg / "runtime").mkdir(parents=True)
@@ -165,7 +165,7 @@ def test_device_edgeopt_too_old(sshd, device_python, tmp_path, models, capsys, f
 @pytest.mark.parametrize("command, expected", [("bench", 2), ("gate", 3)])
 def test_device_lost_mid_measurement(openssh, device_python, tmp_path, models, capsys, command, expected):
     server = _sshd.start_sshd(tmp_path / "sshd")
-    from edgeopt.runtime.remote import RemoteSpec
+    from edgeopt.runtime.targets import RemoteSpec
 
     s = RemoteSpec(_sshd.ALIAS, python=device_python, ssh_options=server.ssh_options, workdir=str(tmp_path / "w"))
     p = profile(tmp_path, s)

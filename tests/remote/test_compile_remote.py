@@ -18,7 +18,10 @@ def test_compile_flags_make_the_target(tmp_path):
     assert t.remote.host == "pi@10.0.0.7" and t.name == "rpi4"
     t = _target(argparse.Namespace(target="rpi4", remote=None, on_device=True))
     assert t.is_host() and t.remote is None
-    assert _target(argparse.Namespace(target="rpi4", remote=None, on_device=False)) == "rpi4"
+    assert (
+        _target(argparse.Namespace(target="rpi4", remote=None, on_device=False, latency_ms=3.0)).budget.latency_ms
+        == 3.0
+    )
 
 
 @pytest.mark.compile

@@ -16,6 +16,7 @@ import pytest
 
 from edgeopt.errors import EdgeoptError, ModelError
 from edgeopt.runtime import remote, testing
+from edgeopt.runtime.backends.ssh import run_job
 from edgeopt.runtime.device import PROTOCOL
 
 from . import sshd as _sshd
@@ -61,7 +62,7 @@ def remote_device(spec):
 
 
 def test_measure_returns_raw_samples_and_the_device(spec, small_model):
-    out = remote.run_job(job(small_model, spec), timeout_s=60)
+    out = run_job(spec, job(small_model, spec), timeout_s=60)
     assert len(out["samples_ns"]) >= 20 and all(isinstance(s, int) and s > 0 for s in out["samples_ns"])
     dev = out["device"]
     assert dev["host"] == _sshd.ALIAS and dev["onnxruntime"] and dev["facts"]["arch"]
@@ -109,7 +110,7 @@ def test_unreachable_host_fails_within_seconds(openssh, control_dir, tmp_path, s
     )
     t0 = time.monotonic()
     with pytest.raises(remote.DeviceError, match=r"^nobody@127\.0\.0\.1: cannot reach the device over ssh: .*refused"):
-        remote.run_job(job(small_model, spec), timeout_s=30)
+        run_job(spec, job(small_model, spec), timeout_s=30)
     assert time.monotonic() - t0 < 20
 
 
@@ -117,7 +118,7 @@ def test_device_side_timeout_kills_the_worker(spec, small_model):
     spec = remote_with(spec, timeout_s=3)
     t0 = time.monotonic()
     with pytest.raises(ModelError, match="did not finish within 3 s on the device"):
-        remote.run_job(job(small_model, spec, min_time_s=60.0, min_iters=10**9, max_iters=10**9), timeout_s=60)
+        run_job(spec, job(small_model, spec, min_time_s=60.0, min_iters=10**9, max_iters=10**9), timeout_s=60)
     assert time.monotonic() - t0 < 30
     assert not _workers_running()
 
@@ -150,9 +151,9 @@ def test_two_clients_never_time_the_board_together(spec, small_model, tmp_path):
     spec_json = json.dumps(spec.to_dict())
     script = (
         "import json,sys,logging; logging.basicConfig(level=logging.WARNING, format='%(message)s');"
-        "from edgeopt.runtime import remote; "
+        "from edgeopt.runtime.backends.ssh import run_job; "
         "j=dict(json.loads(sys.argv[1]), model=sys.argv[2], remote=json.loads(sys.argv[3])); "
-        "o=remote.run_job(j, timeout_s=120); print(json.dumps(o['device']['lease']))"
+        "o=run_job(j['remote'], j, timeout_s=120); print(json.dumps(o['device']['lease']))"
     )
     j = json.dumps(dict(QUICK, min_time_s=3.0, max_iters=10**8))  # a measurement of 3 s, not capped by count
 
@@ -190,7 +191,7 @@ def test_server_killed_mid_measurement(openssh, device_python, tmp_path, small_m
 
     def run():
         try:
-            remote.run_job(job(small_model, spec, min_time_s=60.0, min_iters=10**9, max_iters=10**9), timeout_s=120)
+            run_job(spec, job(small_model, spec, min_time_s=60.0, min_iters=10**9, max_iters=10**9), timeout_s=120)
         except BaseException as exc:
             err.append(exc)
 

@@ -13,6 +13,7 @@ import pytest
 
 import edgeopt.runtime.compare as cmp
 from edgeopt.runtime import bench
+from edgeopt.runtime.backends import LocalBackend, SshBackend
 from edgeopt.runtime.compare import (
     ALPHA_SHARES,
     LOOKS,
@@ -21,8 +22,7 @@ from edgeopt.runtime.compare import (
     ratio_interval,
     sequential_looks,
 )
-from edgeopt.runtime.remote import RemoteSpec
-from edgeopt.runtime.targets import Target
+from edgeopt.runtime.targets import RemoteSpec, Target
 
 from .test_gate_against import chain
 
@@ -138,7 +138,15 @@ def synthetic(monkeypatch, pair, template):
             clock.now += 0.5
             return block(job["model"], slow=1.0 if job.get("remote") else 100.0)
 
-        monkeypatch.setattr(bench, "run_child", run_child)
+        # every job goes through the target's backend: here (local) or on the device (ssh)
+        monkeypatch.setattr(
+            LocalBackend, "measure", lambda self, job, *, timeout_s: run_child(job, timeout_s=timeout_s)
+        )
+        monkeypatch.setattr(
+            SshBackend,
+            "measure",
+            lambda self, job, *, timeout_s: run_child(dict(job, remote=True), timeout_s=timeout_s),
+        )
         return compare(
             pair[1],
             pair[0],

@@ -64,6 +64,11 @@ def _register_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the cached calibration even when this run was noisier than the cached one",
+    )
+    p.add_argument(
         "--remote",
         metavar="HOST",
         help="calibrate the device at HOST over ssh (default: the target's [remote], if any; else this machine)",
@@ -316,7 +321,7 @@ def _targets_validate(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- calibrate
 def _calibrate(args: argparse.Namespace) -> int:
-    from edgeopt.runtime.calibrate import calibrate, save_calibration, snippet
+    from edgeopt.runtime.calibrate import calibrate, refusal, save_calibration, snippet
     from edgeopt.runtime.targets import Target
 
     t = Target.load(args.target).with_remote(args.remote)
@@ -325,9 +330,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     _check_outputs(args.json_out)
     if t.remote is not None or args.write:
         return _calibrate_device(args, t, threads)
-    log.info("calibrating with %s intra-op threads (about a second)...", threads or "default")
+    log.info("calibrating with %s intra-op threads (5-15 s; longer on a busy host)...", threads or "default")
     cal = calibrate(threads, allow_spinning=t.runtime.allow_spinning)
-    if not args.no_cache:
+    log.info("measured in %.1f s, noise %.3f", cal.seconds, cal.noise)
+    why = None if args.no_cache or args.force else refusal(cal)
+    if why:
+        log.warning("warning: %s", why)
+    elif not args.no_cache:
         path = save_calibration(cal)
         if path:
             log.info("cached in %s", path)

@@ -119,7 +119,7 @@ def synthetic(monkeypatch, pair, template):
     A/B pair (one job, both blocks) takes 1 s of a fake clock, a single-model block 0.5 s. The
     single-model blocks (memory) are 100x slower: their latency must not count. ``run.jobs``: the jobs."""
     clock = FakeClock()
-    monkeypatch.setattr(cmp, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(cmp._run, "time", types.SimpleNamespace(monotonic=clock.monotonic))
 
     def run(ratio, target=None, **kw):
         rng = np.random.default_rng(7)

@@ -17,6 +17,7 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt._io import atomic_write_text
 from edgeopt.errors import InputError
+from edgeopt.runtime.cli_against import add_against_flags, against_kwargs
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 
 log = logging.getLogger("edgeopt")
@@ -105,7 +106,7 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
         "table to $GITHUB_STEP_SUMMARY when set.",
     )
     _measurement_flags(p, GATE_SETTINGS)
-    _against_flags(p)
+    add_against_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
     p.add_argument("--summary", metavar="FILE", help="write the Markdown table to FILE")
     p.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the bounds (default 0.95)")
@@ -115,77 +116,6 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=float, help="override the peak memory budget")
     p.add_argument("--size-mb", type=float, help="override the model size budget")
     p.set_defaults(func=_gate)
-
-
-def _against_flags(p: argparse.ArgumentParser) -> None:
-    from edgeopt.runtime.compare import DEFAULT_MAX_TIME_S, Tolerances
-
-    t = Tolerances()
-    g = p.add_argument_group("against an older model (--against)")
-    g.add_argument(
-        "--against",
-        metavar="OLD.onnx",
-        help="also compare MODEL with OLD.onnx, measured in the same run "
-        "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)",
-    )
-    g.add_argument(
-        "--max-slowdown",
-        default=f"{t.max_slowdown:.0%}",
-        metavar="FRACTION",
-        help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
-        f"0.05 (default {t.max_slowdown:.0%}%)",
-    )
-    g.add_argument(
-        "--max-memory-growth",
-        default=f"{t.max_memory_growth:.0%}",
-        metavar="FRACTION",
-        help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}%; under 1 MB is ignored)",
-    )
-    g.add_argument(
-        "--max-size-growth",
-        default=f"{t.max_size_growth:.0%}",
-        metavar="FRACTION",
-        help=f"file size growth allowed (default {t.max_size_growth:.0%}%)",
-    )
-    g.add_argument("--atol", type=float, default=t.atol, help=f"outputs: absolute tolerance (default {t.atol:g})")
-    g.add_argument(
-        "--rtol",
-        type=float,
-        default=t.rtol,
-        help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})",
-    )
-    g.add_argument(
-        "--max-top1-disagreement",
-        default="0%",
-        metavar="FRACTION",
-        help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)",
-    )
-    g.add_argument(
-        "--max-time",
-        type=float,
-        default=DEFAULT_MAX_TIME_S,
-        metavar="SECONDS",
-        help="time cap of the comparison: pairs of blocks are added until every latency ratio is "
-        "decided (its interval clears the limit) or this many seconds have passed; then "
-        f"INCONCLUSIVE, with the noise seen (default {DEFAULT_MAX_TIME_S:g})",
-    )
-    g.add_argument(
-        "--pairs",
-        type=int,
-        default=None,
-        help="measure exactly this many pairs of blocks and look once, instead of the sequential run "
-        "(--max-time is then ignored)",
-    )
-    g.add_argument(
-        "--agreement-samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="generated inputs for the output agreement (default 16)",
-    )
-    g.add_argument(
-        "--no-budgets", action="store_true", help="with --against: check only the comparison, not the target's budgets"
-    )
 
 
 def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> None:
@@ -407,33 +337,6 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _against_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``gate()`` keywords of --against and its tolerances (checked before anything is measured)."""
-    from edgeopt.runtime.compare import Tolerances
-
-    if not args.against:
-        if args.no_budgets:
-            raise InputError("--no-budgets: only with --against OLD.onnx (there is nothing else to check)")
-        return {}
-    tol = Tolerances(
-        max_slowdown=args.max_slowdown,
-        max_memory_growth=args.max_memory_growth,
-        max_size_growth=args.max_size_growth,
-        atol=args.atol,
-        rtol=args.rtol,
-        max_top1_disagreement=args.max_top1_disagreement,
-    )
-    max_time = _validate.number(args.max_time, "gate", "--max-time", minimum=0, min_exclusive=True)
-    return {
-        "against": args.against,
-        "budgets": not args.no_budgets,
-        "tolerances": tol,
-        "pairs": args.pairs,
-        "max_time_s": max_time,
-        "agreement_samples": args.agreement_samples,
-    }
-
-
 def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
@@ -452,7 +355,7 @@ def _gate(args: argparse.Namespace) -> int:
             target,
             confidence=args.confidence,
             strict=args.strict,
-            **_against_kwargs(args),
+            **against_kwargs(args),
             **_bench_kwargs(args),
         )
     except DeviceError as exc:  # the device was lost: nothing was decided

@@ -92,7 +92,7 @@ class Comparison:
                 }
                 for q, c in self._latency_checks()
             },
-            "checks": [dict(asdict(c), status=c.status) for c in self.checks],
+            "checks": [dict(asdict(c), status=c.status, statement=c.statement) for c in self.checks],
             "agreement": self.agreement,
             "method": self.method,
             "warnings": list(self.warnings),
@@ -115,6 +115,8 @@ class Comparison:
                 f"sequential: {seq['elapsed_s']:.0f} s, look {len(seq['looks'])} of {seq['max_looks']}, "
                 + {
                     "decided": "decided",
+                    "check failed": f"stopped: {', '.join(seq.get('failed_checks') or ['a check'])} failed "
+                    "(latency not decided)",
                     "time cap": f"stopped at the {seq['max_time_s']:g} s cap, within noise",
                     "last look": "stopped at the last look, within noise",
                 }[seq["stopped"]]

@@ -12,31 +12,25 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.runtime import stats
 from edgeopt.runtime.checks import FAIL, Check
+from edgeopt.runtime.compare._assemble import _comparison
 from edgeopt.runtime.compare._design import (
     ALPHA_SHARES,
     DEFAULT_MAX_TIME_S,
     FRESH_PAIRS,
     LOOKS,
-    MEDIAN,
-    MEMORY_SLACK_MB,
-    SUB_BLOCKS,
     Tolerances,
-    agreement_checks,
     look_confidence,
-    memory_check,
     pair_ratios,
-    ratio_check,
-    ratio_interval,
 )
 from edgeopt.runtime.compare._plan import _Plan, _plan, run_blocks
-from edgeopt.runtime.compare._result import Comparison, Side
-from edgeopt.runtime.host import MB
+from edgeopt.runtime.compare._result import Comparison
 from edgeopt.runtime.settings import BenchSettings
 from edgeopt.runtime.targets import Target
 
 log = logging.getLogger("edgeopt.gate")
+# Why a sequential run stopped (``method["sequential"]["stopped"]``).
+STOP_DECIDED, STOP_FAILED, STOP_CAP, STOP_LAST = "decided", "check failed", "time cap", "last look"
 
 
 def compare(
@@ -71,35 +65,14 @@ def compare(
 
     Raises InputError (bad input, different signatures), ModelError, TargetError.
     """
-    from edgeopt.runtime import agreement, bench
+    from edgeopt.runtime import bench
 
     started = time.monotonic()
     tol = replace(tolerances, **tolerance_kwargs) if tolerances is not None else Tolerances(**tolerance_kwargs)
     plan = _plan(target, confidence, tol, settings, pairs, max_time_s, shapes, on_device)
     infos = bench.model_info(new), bench.model_info(old)
-    # Agreement first: different signatures are bad input, found before any timing.
-    agree = agreement.compare_outputs(
-        new,
-        old,
-        plan.target.runtime.with_threads(plan.threads),
-        batch=int(plan.total.batch),
-        shapes=plan.shapes,
-        seed=plan.total.seed,
-        samples=agreement_samples or agreement.DEFAULT_SAMPLES,
-        atol=tol.atol,
-        rtol=tol.rtol,
-    )
-    jobs = [
-        bench.measurement_job(
-            Path(p).resolve(),
-            plan.target,
-            plan.block,
-            threads=plan.threads,
-            shapes=plan.shapes,
-            profile=not plan.measured_here,
-        )
-        for p in (new, old)
-    ]
+    agree = _agreement(new, old, plan, agreement_samples)
+    jobs = [_job(p, plan) for p in (new, old)]
     look = _Look(plan, (str(new), str(old)), infos, jobs, agree)
     fresh = look.fresh_blocks()
     if plan.sequential:
@@ -112,6 +85,37 @@ def compare(
     log.info("measuring NEW and OLD in %d counterbalanced pairs of %.2g s blocks", plan.pairs, plan.block.min_time_s)
     outs = run_blocks(jobs[0], jobs[1], plan.pairs, timeout_s=plan.block.timeout_s, in_process=plan.in_process)
     return look(outs, plan.confidence, fresh)
+
+
+def _agreement(new: Any, old: Any, plan: _Plan, samples: int | None) -> dict[str, Any]:
+    """Output agreement, first: different signatures are bad input, found before any timing."""
+    from edgeopt.runtime import agreement
+
+    return agreement.compare_outputs(
+        new,
+        old,
+        plan.target.runtime.with_threads(plan.threads),
+        batch=int(plan.total.batch),
+        shapes=plan.shapes,
+        seed=plan.total.seed,
+        samples=samples or agreement.DEFAULT_SAMPLES,
+        atol=plan.tol.atol,
+        rtol=plan.tol.rtol,
+    )
+
+
+def _job(path: Any, plan: _Plan) -> dict[str, Any]:
+    """One model's measurement job, one block long (profiled when the target is predicted)."""
+    from edgeopt.runtime import bench
+
+    return bench.measurement_job(
+        Path(path).resolve(),
+        plan.target,
+        plan.block,
+        threads=plan.threads,
+        shapes=plan.shapes,
+        profile=not plan.measured_here,
+    )
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ def _sequential(
         c = look(outs, conf, fresh)
         history.append(_look_record(c, k, conf, time.monotonic() - started))
         if decided(c) or final:
-            stop = "decided" if decided(c) else "time cap" if capped else "last look"
+            stop = _stop_reason(c, capped)
             return _sequential_result(c, plan, history, stop, time.monotonic() - started)
     raise AssertionError("unreachable: the last look is final")  # pragma: no cover
 
@@ -214,6 +218,39 @@ def _look_record(c: Comparison, k: int, confidence: float, elapsed_s: float) -> 
     return out
 
 
+def _stop_reason(c: Comparison, capped: bool) -> str:
+    """Why the run stops at this look: every latency check decided, a check failed (the verdict is
+    FAIL whatever the undecided latency says), or the final look (the time cap's or the last)."""
+    latency = [x for x in c.checks if x.name.startswith("latency_ratio_")]
+    if all(x.passed is not None for x in latency):
+        return STOP_DECIDED
+    if c.verdict == FAIL:
+        return STOP_FAILED
+    return STOP_CAP if capped else STOP_LAST
+
+
+def _undecided_detail(
+    c: Comparison, x: Check, plan: _Plan, stop: str, failed: list[str], looks: int, elapsed_s: float
+) -> str:
+    """What an undecided latency check says, true to why the run stopped: a failed check stopped it
+    early (more time would not have been spent), or the noise at the cap or the last look."""
+    n = c.new.blocks
+    if stop == STOP_FAILED:
+        at = "the first look" if looks == 1 else f"look {looks}"
+        return (
+            f"not decided: the run stopped at {at} ({n} pairs) because {', '.join(failed)} failed; "
+            f"the limit {x.budget:.4g}x lies inside the interval so far"
+        )
+    r = pair_ratios(c.new_samples_ms, c.old_samples_ms, float(x.name[len("latency_ratio_p") :]))
+    q1, q3 = np.percentile(r, [25, 75])
+    where = f"the {plan.max_time_s:g} s cap" if stop == STOP_CAP else f"the last look ({n} pairs)"
+    return (
+        f"within noise at {where}: the limit {x.budget:.4g}x lies inside the interval after {n} pairs in "
+        f"{elapsed_s:.0f} s (per-pair ratios' middle half {q1:.3f}-{q3:.3f})"
+        + ("; a longer --max-time may decide" if stop == STOP_CAP else "")
+    )
+
+
 def _sequential_result(
     c: Comparison, plan: _Plan, history: list[dict[str, Any]], stop: str, elapsed_s: float
 ) -> Comparison:
@@ -233,132 +270,13 @@ def _sequential_result(
         "look_confidence": history[-1]["confidence"],
         "looks": history,
     }
-    checks = []
-    for x in c.checks:
-        if x.name.startswith("latency_ratio_") and x.passed is None:
-            r = pair_ratios(c.new_samples_ms, c.old_samples_ms, float(x.name[len("latency_ratio_p") :]))
-            q1, q3 = np.percentile(r, [25, 75])
-            where = f"the {plan.max_time_s:g} s cap" if stop == "time cap" else f"the last look ({n} pairs)"
-            x = replace(
-                x,
-                detail=f"within noise at {where}: the limit {x.budget:.4g}x lies inside the interval "
-                f"after {n} pairs in {elapsed_s:.0f} s (per-pair ratios' middle half "
-                f"{q1:.3f}-{q3:.3f}); a longer --max-time may decide",
-            )
-        checks.append(x)
+    failed = [x.name for x in c.checks if x.passed is False]
+    if stop == STOP_FAILED:
+        seq["failed_checks"] = failed
+    checks = [
+        replace(x, detail=_undecided_detail(c, x, plan, stop, failed, len(history), elapsed_s))
+        if x.name.startswith("latency_ratio_") and x.passed is None
+        else x
+        for x in c.checks
+    ]
     return replace(c, checks=tuple(checks), method=dict(c.method, sequential=seq))
-
-
-def _comparison(
-    plan: _Plan,
-    paths: tuple[str, str],
-    infos: Sequence[dict[str, Any]],
-    blocks_fresh: tuple[Sequence[list[dict[str, Any]]], Sequence[list[dict[str, Any]]]],
-    predictions: Sequence[dict[str, Any] | None],
-    agree: dict[str, Any],
-    warnings: list[str],
-    look_confidence: float,
-) -> Comparison:
-    """Latency from the pairs' blocks, memory (and the session figures) from the fresh blocks."""
-    (outs, fresh), in_process = blocks_fresh, plan.in_process
-    tol, q = plan.tol, float(plan.target.budget.latency_percentile)
-    source = "measured" if plan.measured_here else "predicted"
-    factors = [1.0 if p is None else float(p["factor"]) for p in predictions]
-    host_blocks = [[np.asarray(o["samples_ns"], dtype=float) / 1e6 for o in side] for side in outs]
-    blocks = [[b * f for b in side] for side, f in zip(host_blocks, factors)]
-    checks: list[Check] = []
-    for pct in dict.fromkeys((q, MEDIAN)):
-        r, lo, hi = ratio_interval(blocks[0], blocks[1], pct, look_confidence)
-        checks.append(ratio_check(f"latency_ratio_p{pct:g}", r, lo, hi, 1.0 + tol.max_slowdown, source=source))
-    mem = [np.array([max(0, o["peak_rss_bytes"] - o["rss_before_bytes"]) / MB for o in side]) for side in fresh]
-    checks.append(memory_check(mem[0], mem[1], tol.max_memory_growth))
-    size = infos[0]["size_bytes"] / max(infos[1]["size_bytes"], 1)
-    checks.append(ratio_check("model_size_ratio", size, size, size, 1.0 + tol.max_size_growth))
-    checks += agreement_checks(agree, tol)
-    sides = []
-    for k in range(2):
-        pooled, host_pooled = np.concatenate(blocks[k]), np.concatenate(host_blocks[k])
-        lat, host_lat = stats.summarize(pooled), stats.summarize(host_pooled)
-        lat.setdefault(f"p{q:g}", stats.percentile(pooled, q))
-        host_lat.setdefault(f"p{q:g}", stats.percentile(host_pooled, q))
-        sides.append(
-            Side(
-                paths[k],
-                lat,
-                host_lat,
-                len(outs[k]),
-                int(pooled.size),
-                float(np.median(mem[k])),
-                (float(mem[k].min()), float(mem[k].max())),
-                int(infos[k]["size_bytes"]),
-                int(infos[k]["params"]),
-                None if plan.measured_here else factors[k],
-            )
-        )
-    method = {
-        "design": "counterbalanced pairs NEW OLD | OLD NEW | ..., "
-        + (
-            f"one fresh process per pair, NEW and OLD in {SUB_BLOCKS} interleaved sub-blocks each (A B B A "
-            f"...); memory from {len(fresh[0])} fresh single-model blocks each"
-            if in_process
-            else "one fresh process per block"
-        ),
-        "in_process": in_process,
-        "estimate": "median over pairs of Q_q(NEW block) / Q_q(OLD block)",
-        "interval": "sign-test order statistics of the per-pair ratios, one-sided bounds",
-        "pairs": len(outs[0]),
-        "block_time_s": plan.block.min_time_s,
-        "block_min_iters": plan.block.min_iters,
-        "warmup": plan.block.warmup,
-        "seed": plan.total.seed,
-        "batch": plan.total.batch,
-        "intra_op_threads": plan.threads,
-        "memory_slack_mb": MEMORY_SLACK_MB,
-        "predictions": list(predictions),
-    }
-    return Comparison(
-        sides[0],
-        sides[1],
-        tuple(checks),
-        agree,
-        tol,
-        plan.confidence,
-        q,
-        source,
-        plan.target.name,
-        method,
-        tuple(tuple(map(float, b)) for b in blocks[0]),
-        tuple(tuple(map(float, b)) for b in blocks[1]),
-        _new_bench(plan, paths[0], infos[0], fresh[0], blocks[0], host_blocks[0], predictions[0], mem[0], warnings),
-        tuple(warnings),
-    )
-
-
-def _new_bench(
-    plan: _Plan,
-    path: str,
-    info: dict[str, Any],
-    outs: list[dict[str, Any]],
-    blocks: list[np.ndarray],
-    host_blocks: list[np.ndarray],
-    prediction: dict[str, Any] | None,
-    mem: np.ndarray,
-    warnings: list[str],
-) -> Any:
-    """NEW's blocks pooled into one BenchResult (the budget checks run on it); memory, session and
-    first-inference figures are those of the block with the median peak memory."""
-    from edgeopt.runtime import bench
-
-    median_block = outs[int(np.argsort(mem)[len(mem) // 2])]
-    return bench._result(
-        path,
-        plan.target,
-        plan.total,
-        info,
-        median_block,
-        np.concatenate(blocks),
-        np.concatenate(host_blocks),
-        prediction,
-        list(warnings),
-        plan.threads,
-    )

@@ -43,7 +43,9 @@ bounds reported are the stopping look's and hold at ``confidence`` whatever the 
 each bound and check, as in the fixed design). Early looks catch clear cases cheaply; a close case
 is decided at the final look, at nearly the fixed design's level. So a PASS or FAIL is as sound as
 a fixed-size run's, and INCONCLUSIVE means "within the noise seen at the cap": the check says its
-interval, pairs and seconds. ``pairs=N`` instead measures exactly N pairs and looks once at
+interval, pairs and seconds. A check that fails (size, outputs, memory) stops the run at that look
+with the verdict FAIL; a latency ratio not yet decided then says so ("not decided: the run stopped
+at the first look because outputs_close failed"), not that more time might decide it. ``pairs=N`` instead measures exactly N pairs and looks once at
 ``confidence`` (the fixed design of issue 12, ``min_time_s / N`` per block).
 
 The ratio and its interval
@@ -74,7 +76,8 @@ correction; it assumes only that the pairs are independent and exchangeable.
 Verdict, for each check with limit L = 1 + tolerance: PASS when the upper bound <= L, FAIL when the
 lower bound > L, INCONCLUSIVE otherwise. A predicted target scales each side by its per-node
 transfer factor (``predict``; constant per model), so the predicted ratio is the host ratio times
-factor(NEW) / factor(OLD), and says ``predicted``.
+factor(NEW) / factor(OLD), and says ``predicted``; each side's predicted percentiles have this host's
+stalls clipped first (``predict.predicted_samples``), as ``bench``'s do.
 
 Also compared: peak memory (the blocks' median; PASS when every NEW block is within
 (1 + tolerance) x every OLD block plus ``MEMORY_SLACK_MB``, FAIL when no NEW block is, else

@@ -21,6 +21,7 @@ from edgeopt.runtime.compare._design import (
 from edgeopt.runtime.compare._plan import _Plan
 from edgeopt.runtime.compare._result import Comparison, Side
 from edgeopt.runtime.host import MB
+from edgeopt.runtime.predict import predicted_samples
 
 
 def _comparison(
@@ -91,7 +92,13 @@ def _side(
 ) -> Side:
     """One model's figures: its blocks pooled (target scale and host), memory over the blocks."""
     q = float(plan.target.budget.latency_percentile)
-    pooled, host_pooled = np.concatenate(blocks), np.concatenate(host_blocks)
+    host_pooled = np.concatenate(host_blocks)
+    # predicted: the host's stalls clipped, as bench does, so a stall x factor is not the target's tail
+    pooled = (
+        np.concatenate(blocks)
+        if plan.measured_here
+        else predicted_samples(host_pooled, factor, stats.dispersion(host_pooled))
+    )
     lat, host_lat = stats.summarize(pooled), stats.summarize(host_pooled)
     lat.setdefault(f"p{q:g}", stats.percentile(pooled, q))
     host_lat.setdefault(f"p{q:g}", stats.percentile(host_pooled, q))

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 # How a verdict reads in Markdown summaries (gate and gate --against).
@@ -29,6 +30,10 @@ class Check:
     @property
     def status(self) -> str:
         return PASS if self.passed else FAIL if self.passed is False else INCONCLUSIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, with ``status`` (pass / fail / inconclusive) and ``statement`` (the line to print)."""
+        return dict(asdict(self), status=self.status, statement=self.statement)
 
     @property
     def statement(self) -> str:

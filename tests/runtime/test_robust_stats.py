@@ -146,3 +146,14 @@ def test_an_inconclusive_check_never_reads_as_over_budget():
         "PASS latency_p95: upper bound 0.098 ms <= budget 0.1 ms"
     )
     assert Check("model_size", 1.0, 0.5, 0.5, 0.5, True, "MB").statement == "PASS model_size: 0.5 MB <= budget 1 MB"
+
+
+def test_an_inconclusive_gate_states_its_interval(fixtures):
+    """10 runs cannot bound a p95 at 95 %: the gate's JSON says so in each check's statement."""
+    from edgeopt.runtime.gate import gate
+
+    g = gate(fixtures / "mlp_small.onnx", "host", min_iters=10, max_iters=10, min_time_s=0, warmup=1)
+    (lat,) = [c for c in g.to_dict()["checks"] if c["name"].startswith("latency_")]
+    assert lat["status"] == "inconclusive" and g.verdict == "inconclusive"
+    assert lat["statement"].startswith("INCONCLUSIVE latency_p95: not decided") and "no upper bound" in lat["statement"]
+    assert "FAIL" not in lat["statement"] and ">" not in lat["statement"].split(";")[0]

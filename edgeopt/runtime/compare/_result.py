@@ -70,7 +70,6 @@ class Comparison:
         return next(c for c in self.checks if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
 
         return {
             "verdict": self.verdict,
@@ -92,7 +91,7 @@ class Comparison:
                 }
                 for q, c in self._latency_checks()
             },
-            "checks": [dict(asdict(c), status=c.status, statement=c.statement) for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
             "agreement": self.agreement,
             "method": self.method,
             "warnings": list(self.warnings),

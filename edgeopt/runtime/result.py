@@ -36,7 +36,7 @@ class BenchResult:
     latency_ms: dict[str, float]
     host_latency_ms: dict[str, float]
     latency_source: str  # "measured" | "predicted"
-    samples_ms: tuple[float, ...]  # the target's scale (predicted: host samples x transfer factor)
+    samples_ms: tuple[float, ...]  # the target's scale (predicted: host samples, stalls clipped, x factor)
     host_samples_ms: tuple[float, ...]
     iterations: int
     throughput_per_s: float
@@ -192,8 +192,9 @@ def bench_result(
     warnings: list[str],
     **figures: Any,
 ) -> BenchResult:
-    """A BenchResult from the target's samples (``samples``: measured, or host samples x factor),
-    the host's, the prediction and the other ``figures`` (memory, size, session times, environment)."""
+    """A BenchResult from the target's samples (``samples``: measured; predicted ones are made again
+    from ``host_samples`` with their stalls clipped), the host's, the prediction and the other
+    ``figures`` (memory, size, session times, environment)."""
     s = summary(
         np.asarray(samples, dtype=float),
         np.asarray(host_samples, dtype=float),

@@ -117,6 +117,27 @@ def _output_stats(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> dic
     return out
 
 
+def _run_both(
+    new: tuple[Any, Any], old: tuple[Any, Any], names: list[str], *, batch: int, shapes: dict, seed: int, samples: int
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """Each model's outputs, by name, on ``samples`` seeded feeds; ModelError naming the model that cannot run."""
+    got_new: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    got_old: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for k in range(samples):
+        feeds = make_feeds(new[0].get_inputs(), batch=batch, shapes=shapes, seed=seed + k)
+        for (sess, path), got in ((new, got_new), (old, got_old)):
+            try:
+                outs = sess.run(names, feeds)
+            except Exception as exc:
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+                raise ModelError(
+                    f"{path}: onnxruntime cannot run the model on generated inputs: {first[:400]}"
+                ) from None
+            for n, v in zip(names, outs):
+                got[n].append(np.asarray(v))
+    return got_new, got_old
+
+
 def compare_outputs(
     new_path: str | os.PathLike[str],
     old_path: str | os.PathLike[str],
@@ -140,20 +161,9 @@ def compare_outputs(
     new_s, old_s = _open(new_path, runtime), _open(old_path, runtime)
     check_signatures(new_s, old_s, str(new_path), str(old_path), batch=batch, shapes=shapes)
     names = [o.name for o in new_s.get_outputs()]
-    got_new: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    got_old: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for k in range(samples):
-        feeds = make_feeds(new_s.get_inputs(), batch=batch, shapes=shapes, seed=seed + k)
-        for sess, got, path in ((new_s, got_new, new_path), (old_s, got_old, old_path)):
-            try:
-                outs = sess.run(names, feeds)
-            except Exception as exc:
-                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-                raise ModelError(
-                    f"{path}: onnxruntime cannot run the model on generated inputs: {first[:400]}"
-                ) from None
-            for n, v in zip(names, outs):
-                got[n].append(np.asarray(v))
+    got_new, got_old = _run_both(
+        (new_s, new_path), (old_s, old_path), names, batch=batch, shapes=shapes, seed=seed, samples=samples
+    )
     per: dict[str, dict[str, Any]] = {}
     for n in names:
         a, b = got_new[n], got_old[n]
@@ -164,6 +174,12 @@ def compare_outputs(
             )
         cat = (lambda xs: np.concatenate(xs, axis=0)) if a[0].ndim else np.stack
         per[n] = _output_stats(cat(a), cat(b), atol, rtol)
+    return _summary(per, new_s, samples=samples, batch=batch, seed=seed, atol=atol, rtol=rtol, shapes=shapes)
+
+
+def _summary(per: dict[str, dict[str, Any]], new_s: Any, **run: Any) -> dict[str, Any]:
+    """The agreement document from the per-output statistics (``compare_outputs``' return value)."""
+    samples, batch, seed, atol, rtol, shapes = (run[k] for k in ("samples", "batch", "seed", "atol", "rtol", "shapes"))
     total = sum(s["elements"] for s in per.values())
     classifiers = [s for s in per.values() if "top1_disagreement" in s]
     rows = sum(s["rows"] for s in classifiers)

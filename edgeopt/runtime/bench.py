@@ -11,124 +11,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.errors import ModelError
-from edgeopt.runtime import stats
 from edgeopt.runtime.backends._base import MeasurementBackend, backend_for, measurement_job
 from edgeopt.runtime.backends.local import run_worker
 from edgeopt.runtime.host import MB
 from edgeopt.runtime.inputs import parse_shapes
 from edgeopt.runtime.onnx_proto import ProtoError, summarize
+from edgeopt.runtime.result import SCHEMA, BenchResult, bench_result
 from edgeopt.runtime.settings import BenchSettings
 from edgeopt.runtime.targets import Target
 
 log = logging.getLogger("edgeopt.bench")
-SCHEMA = "edgeopt.bench/1"
-NOISY_CV = 0.10  # coefficient of variation above which a run is flagged as noisy
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    """What one benchmark measured. ``latency_ms`` is the target's number (measured or predicted)."""
-
-    model: str
-    target: dict[str, Any]
-    latency_ms: dict[str, float]
-    host_latency_ms: dict[str, float]
-    latency_source: str  # "measured" | "predicted"
-    samples_ms: tuple[float, ...]  # the target's scale (predicted: host samples x transfer factor)
-    host_samples_ms: tuple[float, ...]
-    iterations: int
-    throughput_per_s: float
-    batch_size: int
-    peak_memory_mb: float
-    process_peak_memory_mb: float
-    model_size_bytes: int
-    params: int
-    session_create_ms: float
-    first_inference_ms: float
-    cv: float
-    environment: dict[str, Any]
-    prediction: dict[str, Any] | None = None
-    warnings: tuple[str, ...] = field(default_factory=tuple)
-
-    def latency_at(self, percentile: float) -> float:
-        """The target's latency at any percentile (nearest rank), in ms."""
-        return stats.percentile(self.samples_ms, percentile)
-
-    @property
-    def model_size_mb(self) -> float:
-        return self.model_size_bytes / MB
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``edgeopt.bench/1`` document."""
-        return {
-            "schema": SCHEMA,
-            "model": self.model,
-            "target": self.target,
-            "latency_ms": self.latency_ms,
-            "latency_source": self.latency_source,
-            "host_latency_ms": self.host_latency_ms,
-            "iterations": self.iterations,
-            "batch_size": self.batch_size,
-            "throughput_per_s": self.throughput_per_s,
-            "cv": self.cv,
-            "session_create_ms": self.session_create_ms,
-            "first_inference_ms": self.first_inference_ms,
-            "peak_memory_mb": self.peak_memory_mb,
-            "process_peak_memory_mb": self.process_peak_memory_mb,
-            "model_size_bytes": self.model_size_bytes,
-            "params": self.params,
-            "environment": self.environment,
-            "prediction": self.prediction,
-            "warnings": list(self.warnings),
-        }
-
-    def to_text(self) -> str:
-        """A readable table for stdout."""
-        where = self.environment.get("measured_on", "this host")
-        here = self.environment.get("remote_host") or "this host"
-        src = (
-            (
-                f"measured on the device ({here}, over ssh)"
-                if self.environment.get("remote_host")
-                else "measured on the target"
-            )
-            if self.latency_source == "measured"
-            else f"PREDICTED for {self.target['name']} from {where} (per-node roofline, x{self.prediction['factor']:.2f})"
-        )
-        lines = [
-            f"model      {self.model}",
-            f"target     {self.target['name']}: {self.target['description']}",
-            f"latency    {src}",
-            f"measured   {where}, {self.iterations} runs, batch {self.batch_size}, "
-            f"{self.environment.get('intra_op_threads_used') or 'default'} intra-op threads",
-            "",
-            f"{'latency (ms)':<14}" + "".join(f"{k:>10}" for k in stats.SUMMARY_KEYS),
-            f"{self.target['name'][:13]:<14}" + "".join(f"{self.latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS),
-        ]
-        if self.latency_source == "predicted":
-            lines.append(
-                f"{'this host':<14}" + "".join(f"{self.host_latency_ms[k]:>10.4f}" for k in stats.SUMMARY_KEYS)
-            )
-        lines += [
-            "",
-            f"cv                 {self.cv:.3f}{f'  (noisy: > {NOISY_CV:.2f})' if self.cv > NOISY_CV else ''}",
-            f"throughput         {self.throughput_per_s:,.1f} inferences/s ({self.latency_source})",
-            f"session create     {self.session_create_ms:.2f} ms ({here})",
-            f"first inference    {self.first_inference_ms:.3f} ms ({here})",
-            f"peak memory        {self.peak_memory_mb:.2f} MB added by the model "
-            f"(process peak {self.process_peak_memory_mb:.1f} MB, {here})",
-            f"model size         {self.model_size_bytes:,} bytes ({self.model_size_mb:.3f} MB)",
-            f"parameters         {self.params:,}",
-            f"onnxruntime        {self.environment.get('onnxruntime')} {', '.join(self.environment.get('providers', []))}",
-        ]
-        return "\n".join(lines)
 
 
 def _check_model(path: str | os.PathLike[str]) -> tuple[Path, bytes]:
@@ -240,26 +138,13 @@ def _result(
     warnings: list[str],
     backend: MeasurementBackend,
 ) -> BenchResult:
-    host_summary = stats.summarize(host_samples)
-    cv = host_summary["std"] / host_summary["mean"] if host_summary["mean"] > 0 else 0.0
-    if cv > NOISY_CV:
-        msg = (
-            f"noisy measurement: coefficient of variation {cv:.2f} > {NOISY_CV:.2f}; close other work "
-            f"or raise --min-time"
-        )
-        warnings.append(msg)
-        log.warning("warning: %s", msg)
-    mean_s = float(np.mean(samples)) / 1e3
-    return BenchResult(
-        model=model,
-        target=target.to_dict(),
-        latency_ms=stats.summarize(samples),
-        host_latency_ms=host_summary,
-        latency_source="measured" if prediction is None else "predicted",
-        samples_ms=tuple(float(x) for x in samples),
-        host_samples_ms=tuple(float(x) for x in host_samples),
-        iterations=len(host_samples),
-        throughput_per_s=s.batch / mean_s if mean_s > 0 else float("inf"),
+    return bench_result(
+        model,
+        target.to_dict(),
+        samples,
+        host_samples,
+        prediction,
+        warnings,
         batch_size=s.batch,
         peak_memory_mb=max(0, out["peak_rss_bytes"] - out["rss_before_bytes"]) / MB,
         process_peak_memory_mb=out["process_peak_rss_bytes"] / MB,
@@ -267,10 +152,7 @@ def _result(
         params=info["params"],
         session_create_ms=out["session_create_ms"],
         first_inference_ms=out["first_inference_ms"],
-        cv=cv,
         environment=backend.environment(out, info),
-        prediction=prediction,
-        warnings=tuple(warnings),
     )
 
 

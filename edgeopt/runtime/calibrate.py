@@ -11,7 +11,11 @@ Micro-models, built in memory (no file, no onnx package), run with the given thr
 
 Robust to a loaded machine: every micro-model is timed in short blocks, interleaved with the others
 round after round, so a burst of other work hits all of them alike; each block gives its median
-(the p50 is what the predictor is checked against), and a figure is the median over rounds.
+(the p50 is what the predictor is checked against), and a figure is the median over rounds. The
+run's ``noise`` is the largest relative spread (1.48 x MAD / median) of a micro-model's round
+medians: one disturbed figure (the DRAM bandwidth, say) spoils every prediction it feeds, so the
+worst one is what counts. A run noisier than the cached calibration (by more than
+``NOISIER_BY``) does not replace it unless forced (:func:`refusal`).
 The host's result is cached (``edgeopt._io.cache_dir()``: ``$EDGEOPT_CACHE_DIR`` or
 ``~/.cache/edgeopt``) per CPU model, onnxruntime version and thread count.
 
@@ -35,13 +39,19 @@ from typing import Any
 import numpy as np
 
 from edgeopt._io import atomic_write_text, cache_dir
+from edgeopt.runtime import stats
 from edgeopt.runtime.host import host_facts
-from edgeopt.runtime.onnx_proto import INT32, UINT8, GraphBuilder
+from edgeopt.runtime.micromodels import chain as _chain
+from edgeopt.runtime.micromodels import conv as _conv
+from edgeopt.runtime.micromodels import matmul as _matmul
+from edgeopt.runtime.micromodels import matmul_int8 as _matmul_int8
+from edgeopt.runtime.micromodels import qconv as _qconv
 from edgeopt.runtime.perf import PerfModel
 from edgeopt.runtime.session import Runtime, open_session
 
 log = logging.getLogger("edgeopt.calibrate")
 CACHE_VERSION = 3
+NOISIER_BY = 1.25  # a new run must be this many times noisier than the cached one to be refused
 #: (working-set MiB, K, N) of the bandwidth curve's matrix-vector products
 BANDWIDTH_POINTS = ((1, 512, 512), (4, 1024, 1024), (16, 2048, 2048), (32, 4096, 2048), (64, 4096, 4096))
 
@@ -59,6 +69,7 @@ class Calibration:
     onnxruntime: str
     when: str
     seconds: float
+    noise: float | None = None  # largest relative spread of a micro-model over the rounds; None: not recorded
 
     @property
     def source(self) -> str:
@@ -77,6 +88,7 @@ class Calibration:
             "onnxruntime": self.onnxruntime,
             "when": self.when,
             "seconds": self.seconds,
+            "noise": self.noise,
         }
 
     @classmethod
@@ -91,73 +103,8 @@ class Calibration:
             str(data["onnxruntime"]),
             str(data["when"]),
             float(data.get("seconds", 0.0)),
+            None if data.get("noise") is None else float(data["noise"]),
         )
-
-
-def _chain(n: int, op: str = "Add") -> bytes:
-    g = GraphBuilder("dispatch")
-    x = g.input("x", [1, 16])
-    rng = np.random.default_rng(3)
-    c = g.const(np.full((1, 16), 1e-3, np.float32))
-    for i in range(n):
-        w = c if op == "Add" else g.const((rng.standard_normal((16, 16)) / 4).astype(np.float32))
-        x = g.op(op, x, w, out="y" if i == n - 1 else None)
-    g.output("y", [1, 16])
-    return g.to_bytes()
-
-
-def _matmul(m: int, k: int, n: int, seed: int = 0) -> bytes:
-    g = GraphBuilder("matmul")
-    x = g.input("x", [m, k])
-    w = g.const(np.random.default_rng(seed).standard_normal((k, n)).astype(np.float32))
-    g.op("MatMul", x, w, out="y")
-    g.output("y", [m, n])
-    return g.to_bytes()
-
-
-def _matmul_int8(m: int, k: int, n: int) -> bytes:
-    g = GraphBuilder("matmul_int8")
-    x = g.input("x", [m, k], UINT8)
-    w = g.const(np.random.default_rng(4).integers(-127, 128, (k, n), dtype=np.int8))
-    g.op("MatMulInteger", x, w, out="y")
-    g.output("y", [m, n], INT32)
-    return g.to_bytes()
-
-
-def _conv(c_in: int, c_out: int, size: int) -> bytes:
-    g = GraphBuilder("conv")
-    x = g.input("x", [1, c_in, size, size])
-    rng = np.random.default_rng(5)
-    w = g.const((rng.standard_normal((c_out, c_in, 3, 3)) / 10).astype(np.float32))
-    g.op("Conv", x, w, g.const(np.zeros(c_out, np.float32)), out="y", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    g.output("y", [1, c_out, size, size])
-    return g.to_bytes()
-
-
-def _qconv(c_in: int, c_out: int, size: int) -> bytes:
-    """QLinearConv, what a static QDQ int8 conv becomes after onnxruntime's graph optimizations."""
-    g = GraphBuilder("qconv")
-    x = g.input("x", [1, c_in, size, size], UINT8)
-    rng = np.random.default_rng(6)
-    f, u8, i8 = np.float32, np.uint8, np.int8
-    w = g.const(rng.integers(-127, 128, (c_out, c_in, 3, 3), dtype=i8))
-    g.op(
-        "QLinearConv",
-        x,
-        g.const(np.array(0.02, f)),
-        g.const(np.array(128, u8)),
-        w,
-        g.const(np.array(0.01, f)),
-        g.const(np.array(0, i8)),
-        g.const(np.array(0.05, f)),
-        g.const(np.array(128, u8)),
-        g.const(np.zeros(c_out, np.int32)),
-        out="y",
-        kernel_shape=[3, 3],
-        pads=[1, 1, 1, 1],
-    )
-    g.output("y", [1, c_out, size, size], UINT8)
-    return g.to_bytes()
 
 
 def _block_us(sess: Any, names: list[str], feeds: dict[str, np.ndarray], seconds: float, min_runs: int) -> float:
@@ -175,8 +122,9 @@ def _block_us(sess: Any, names: list[str], feeds: dict[str, np.ndarray], seconds
 
 def _time_all(
     jobs: dict[str, tuple[Any, dict[str, np.ndarray]]], *, budget_s: float, rounds: int = 7
-) -> dict[str, float]:
-    """Median over interleaved rounds of each job's block median, in microseconds."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median over interleaved rounds of each job's block median, in microseconds, and each job's
+    noise: the relative spread of its round medians (1.48 x MAD / median, ``stats.dispersion``)."""
     names = {k: [o.name for o in s.get_outputs()] for k, (s, _) in jobs.items()}
     for k, (sess, feeds) in jobs.items():
         for _ in range(3):
@@ -186,7 +134,8 @@ def _time_all(
     for _ in range(rounds):
         for k, (sess, feeds) in jobs.items():
             got[k].append(_block_us(sess, names[k], feeds, per_block, min_runs=3))
-    return {k: statistics.median(v) for k, v in got.items()}
+    medians = {k: statistics.median(v) for k, v in got.items()}
+    return medians, {k: stats.dispersion(v).relative_spread for k, v in got.items()}
 
 
 #: the micro-models' sizes: a 64x1024 @ 1024x1024 GEMM (short runs, ~1 ms: a time slice lost to other
@@ -206,7 +155,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
     runtime = Runtime(
         intra_op_threads=threads, inter_op_threads=1, graph_optimization="all", allow_spinning=allow_spinning
     )
-    timings = _time_all(_jobs(runtime), budget_s=budget_s)
+    timings, noise = _time_all(_jobs(runtime), budget_s=budget_s)
     facts = host_facts()
     return Calibration(
         _perf_model(timings, tuple(facts["isa"])),
@@ -218,6 +167,7 @@ def calibrate(threads: int = 0, *, allow_spinning: bool = True, budget_s: float 
         ort.__version__,
         _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         round(time.perf_counter() - t_start, 2),
+        round(max(noise.values()), 4),
     )
 
 
@@ -369,11 +319,28 @@ def save_calibration(cal: Calibration) -> Path | None:
         return None
 
 
+def refusal(cal: Calibration) -> str | None:
+    """Why ``cal`` must not replace the cached calibration (one line, with how to force it), or None:
+    it may, being no noisier than the cached one (by ``NOISIER_BY``), or there being none to compare."""
+    cached = cached_calibration(cal.threads, cal.allow_spinning)
+    if cached is None or cached.noise is None or cal.noise is None or cal.noise <= NOISIER_BY * cached.noise:
+        return None
+    return (
+        f"not cached: this run's noise {cal.noise:.3f} (largest relative spread of a micro-model over its rounds) "
+        f"is over {NOISIER_BY:g}x the cached calibration's {cached.noise:.3f} ({cached.when}), which stays in use; "
+        f"calibrate again on a quieter host, or pass --force to replace it"
+    )
+
+
 def host_calibration(threads: int, allow_spinning: bool = True) -> Calibration:
-    """This host's calibration at ``threads``: from the cache, or measured now (about a second) and cached."""
+    """This host's calibration at ``threads``: from the cache, or measured now (5-15 s) and cached."""
     cal = cached_calibration(threads, allow_spinning)
     if cal is None:
-        log.info("calibrating this host (%s intra-op threads, once; cached in %s)", threads or "default", _cache_file())
+        log.info(
+            "calibrating this host (%s intra-op threads, 5-15 s, once; cached in %s)",
+            threads or "default",
+            _cache_file(),
+        )
         cal = calibrate(threads, allow_spinning=allow_spinning)
         save_calibration(cal)
     return cal
@@ -386,5 +353,7 @@ __all__ = [
     "cached_calibration",
     "save_calibration",
     "host_calibration",
+    "refusal",
     "BANDWIDTH_POINTS",
+    "NOISIER_BY",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt._io import atomic_write_text
 from edgeopt.errors import InputError
+from edgeopt.runtime.cli_against import add_against_flags, against_kwargs
 from edgeopt.runtime.cli_targets import register_targets
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 
@@ -44,6 +45,11 @@ def _register_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the target's)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
     p.add_argument("--no-cache", action="store_true", help="do not store the result in the host calibration cache")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the cached calibration even when this run was noisier than the cached one",
+    )
     p.add_argument(
         "--remote",
         metavar="HOST",
@@ -81,7 +87,7 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
         "table to $GITHUB_STEP_SUMMARY when set.",
     )
     _measurement_flags(p, GATE_SETTINGS)
-    _against_flags(p)
+    add_against_flags(p)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per check)")
     p.add_argument("--summary", metavar="FILE", help="write the Markdown table to FILE")
     p.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the bounds (default 0.95)")
@@ -91,77 +97,6 @@ def _register_gate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-mb", type=float, help="override the peak memory budget")
     p.add_argument("--size-mb", type=float, help="override the model size budget")
     p.set_defaults(func=_gate)
-
-
-def _against_flags(p: argparse.ArgumentParser) -> None:
-    from edgeopt.runtime.compare import DEFAULT_MAX_TIME_S, Tolerances
-
-    t = Tolerances()
-    g = p.add_argument_group("against an older model (--against)")
-    g.add_argument(
-        "--against",
-        metavar="OLD.onnx",
-        help="also compare MODEL with OLD.onnx, measured in the same run "
-        "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)",
-    )
-    g.add_argument(
-        "--max-slowdown",
-        default=f"{t.max_slowdown:.0%}",
-        metavar="FRACTION",
-        help="latency ratio NEW/OLD allowed above 1, at the budget's percentile and the median: 5%% or "
-        f"0.05 (default {t.max_slowdown:.0%}%)",
-    )
-    g.add_argument(
-        "--max-memory-growth",
-        default=f"{t.max_memory_growth:.0%}",
-        metavar="FRACTION",
-        help=f"peak memory growth allowed (default {t.max_memory_growth:.0%}%; under 1 MB is ignored)",
-    )
-    g.add_argument(
-        "--max-size-growth",
-        default=f"{t.max_size_growth:.0%}",
-        metavar="FRACTION",
-        help=f"file size growth allowed (default {t.max_size_growth:.0%}%)",
-    )
-    g.add_argument("--atol", type=float, default=t.atol, help=f"outputs: absolute tolerance (default {t.atol:g})")
-    g.add_argument(
-        "--rtol",
-        type=float,
-        default=t.rtol,
-        help=f"outputs: relative tolerance, |new-old| <= atol + rtol*|old| (default {t.rtol:g})",
-    )
-    g.add_argument(
-        "--max-top1-disagreement",
-        default="0%",
-        metavar="FRACTION",
-        help="classifier outputs (N, C): share of rows whose arg-max may differ (default 0%%)",
-    )
-    g.add_argument(
-        "--max-time",
-        type=float,
-        default=DEFAULT_MAX_TIME_S,
-        metavar="SECONDS",
-        help="time cap of the comparison: pairs of blocks are added until every latency ratio is "
-        "decided (its interval clears the limit) or this many seconds have passed; then "
-        f"INCONCLUSIVE, with the noise seen (default {DEFAULT_MAX_TIME_S:g})",
-    )
-    g.add_argument(
-        "--pairs",
-        type=int,
-        default=None,
-        help="measure exactly this many pairs of blocks and look once, instead of the sequential run "
-        "(--max-time is then ignored)",
-    )
-    g.add_argument(
-        "--agreement-samples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="generated inputs for the output agreement (default 16)",
-    )
-    g.add_argument(
-        "--no-budgets", action="store_true", help="with --against: check only the comparison, not the target's budgets"
-    )
 
 
 def _measurement_flags(q: argparse.ArgumentParser, defaults: BenchSettings) -> None:
@@ -247,7 +182,7 @@ def _check_outputs(*paths: str | None) -> None:
 
 # --------------------------------------------------------------------------- calibrate
 def _calibrate(args: argparse.Namespace) -> int:
-    from edgeopt.runtime.calibrate import calibrate, save_calibration, snippet
+    from edgeopt.runtime.calibrate import calibrate, refusal, save_calibration, snippet
     from edgeopt.runtime.targets import Target
 
     t = Target.load(args.target).with_remote(args.remote)
@@ -256,9 +191,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     _check_outputs(args.json_out)
     if t.remote is not None or args.write:
         return _calibrate_device(args, t, threads)
-    log.info("calibrating with %s intra-op threads (about a second)...", threads or "default")
+    log.info("calibrating with %s intra-op threads (5-15 s; longer on a busy host)...", threads or "default")
     cal = calibrate(threads, allow_spinning=t.runtime.allow_spinning)
-    if not args.no_cache:
+    log.info("measured in %.1f s, noise %.3f", cal.seconds, cal.noise)
+    why = None if args.no_cache or args.force else refusal(cal)
+    if why:
+        log.warning("warning: %s", why)
+    elif not args.no_cache:
         path = save_calibration(cal)
         if path:
             log.info("cached in %s", path)
@@ -335,33 +274,6 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _against_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``gate()`` keywords of --against and its tolerances (checked before anything is measured)."""
-    from edgeopt.runtime.compare import Tolerances
-
-    if not args.against:
-        if args.no_budgets:
-            raise InputError("--no-budgets: only with --against OLD.onnx (there is nothing else to check)")
-        return {}
-    tol = Tolerances(
-        max_slowdown=args.max_slowdown,
-        max_memory_growth=args.max_memory_growth,
-        max_size_growth=args.max_size_growth,
-        atol=args.atol,
-        rtol=args.rtol,
-        max_top1_disagreement=args.max_top1_disagreement,
-    )
-    max_time = _validate.number(args.max_time, "gate", "--max-time", minimum=0, min_exclusive=True)
-    return {
-        "against": args.against,
-        "budgets": not args.no_budgets,
-        "tolerances": tol,
-        "pairs": args.pairs,
-        "max_time_s": max_time,
-        "agreement_samples": args.agreement_samples,
-    }
-
-
 def _gate(args: argparse.Namespace) -> int:
     from edgeopt.runtime.gate import gate
     from edgeopt.runtime.remote import DeviceError
@@ -375,7 +287,7 @@ def _gate(args: argparse.Namespace) -> int:
             target,
             confidence=args.confidence,
             strict=args.strict,
-            **_against_kwargs(args),
+            **against_kwargs(args),
             **_bench_kwargs(args),
         )
     except DeviceError as exc:  # the device was lost: nothing was decided

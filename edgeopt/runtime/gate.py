@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class GateResult:
             "strict": self.strict,
             "latency_source": self.bench.latency_source,
             "measured_on": self.bench.environment.get("measured_on"),
-            "checks": [dict(asdict(c), status=c.status) for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
             "bench": self.bench.to_dict(),
             "comparison": self.comparison.to_dict() if self.comparison is not None else None,
         }

@@ -21,7 +21,8 @@ Bytes come from the profiler, so an int8 graph is costed with its int8 weight by
 quantize / dequantize nodes with their own dispatch and traffic.
 
 The target's latency distribution is this host's measured one scaled by one factor (the host's
-run-to-run jitter is carried over), chosen by :func:`transfer` so that the target's median is
+run-to-run spread is carried over; its stalls are not, see :func:`predicted_samples`), chosen by
+:func:`transfer` so that the target's median is
 
     r x (run overhead + dispatch + compute-bound time on the target) + memory-bound time on the target
 
@@ -41,7 +42,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgeopt.runtime.perf import CONV_OPS as _CONV
 from edgeopt.runtime.perf import GEMM_OPS as _GEMM
@@ -56,6 +59,9 @@ from edgeopt.runtime.perf import (
     int8_speedup,
 )
 from edgeopt.runtime.perf import MATMUL_OPS as _MATMUL
+
+if TYPE_CHECKING:
+    from edgeopt.runtime.stats import Dispersion
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -154,6 +160,20 @@ def transfer(
     }
 
 
+def predicted_samples(host_samples_ms: Sequence[float], factor: float, host: Dispersion) -> np.ndarray:
+    """The target's latency samples: this host's, each stall clipped to the stall threshold
+    (``host``: the host samples' ``stats.dispersion``), times the transfer ``factor``.
+
+    A stall is other work on this host, not the model: scaled by the factor it became the target's
+    tail (a 32 ms host stall x 14 read as the rpi4's "predicted max" of 452.9 ms). Clipped, the
+    predicted percentiles below the stall share are unchanged and the tail above it is this host's
+    own run-to-run spread, scaled; the target's own stalls (its other processes, throttling) are
+    not predicted.
+    """
+    xs = np.asarray(host_samples_ms, dtype=float)
+    return np.minimum(xs, host.stall_threshold_ms) * float(factor)
+
+
 def breakdown(nodes: Sequence[Mapping[str, Any]], model: PerfModel) -> dict[str, float]:
     """Where the predicted time goes: dispatch overhead, compute-bound and memory-bound nodes (us)."""
     out = {
@@ -198,5 +218,6 @@ __all__ = [
     "transfer_factor",
     "split_cost_us",
     "transfer",
+    "predicted_samples",
     "breakdown",
 ]

@@ -119,7 +119,7 @@ def synthetic(monkeypatch, pair, template):
     A/B pair (one job, both blocks) takes 1 s of a fake clock, a single-model block 0.5 s. The
     single-model blocks (memory) are 100x slower: their latency must not count. ``run.jobs``: the jobs."""
     clock = FakeClock()
-    monkeypatch.setattr(cmp, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(cmp._run, "time", types.SimpleNamespace(monotonic=clock.monotonic))
 
     def run(ratio, target=None, **kw):
         rng = np.random.default_rng(7)
@@ -147,14 +147,8 @@ def synthetic(monkeypatch, pair, template):
             "measure",
             lambda self, job, *, timeout_s: run_child(dict(job, remote=True), timeout_s=timeout_s),
         )
-        return compare(
-            pair[1],
-            pair[0],
-            target or dataclasses.replace(Target.load("host")),
-            atol=float("inf"),
-            max_top1_disagreement=1.0,
-            **kw,
-        )
+        kw = {"atol": float("inf"), "max_top1_disagreement": 1.0, **kw}
+        return compare(pair[1], pair[0], target or dataclasses.replace(Target.load("host")), **kw)
 
     return run
 
@@ -217,6 +211,32 @@ def test_a_clearly_slower_model_fails_at_the_first_look(synthetic):
     seq = c.method["sequential"]
     assert c.verdict == "fail" and seq["stopped"] == "decided" and seq["pairs"] == 10
     assert c.check("latency_ratio_p50").lower_bound > 1.05
+
+
+def test_a_failed_check_stops_the_run_and_the_latency_rows_say_so(synthetic):
+    """The outputs differ (atol 0): FAIL at the first look, the latency ratios not decided. The header
+    names the check that stopped the run, not "decided"; the latency rows say it stopped them, with no
+    --max-time hint (more time would not have been spent)."""
+    c = synthetic(1.0, atol=0.0, max_time_s=600)
+    seq = c.method["sequential"]
+    assert c.verdict == "fail" and seq["stopped"] == "check failed" and seq["pairs"] == 10
+    assert seq["failed_checks"] == ["outputs_close"]
+    p95 = c.check("latency_ratio_p95")
+    assert p95.status == "inconclusive"
+    assert p95.detail.startswith(
+        "not decided: the run stopped at the first look (10 pairs) because outputs_close failed"
+    )
+    text = "\n".join(c.text_lines()) + c.to_markdown()
+    assert "--max-time" not in text and "stopped: outputs_close failed (latency not decided)" in c.describe()
+    assert "decided;" not in c.describe()
+
+
+def test_the_last_look_gives_no_max_time_hint(synthetic, monkeypatch):
+    monkeypatch.setattr(cmp._run, "LOOKS", 1)
+    monkeypatch.setattr(cmp._design, "LOOKS", 1)
+    c = synthetic(1.04, max_time_s=600)
+    seq = c.method["sequential"]
+    assert seq["stopped"] == "last look" and "--max-time" not in c.check("latency_ratio_p95").detail
 
 
 def test_the_cap_look_comes_before_the_cap(synthetic):

@@ -405,11 +405,14 @@ def _run(task: Any, args: argparse.Namespace, config: Any, target: Any) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgeopt._deps import require_compile_stack
-
-    require_compile_stack()
     from pathlib import Path
 
+    from edgeopt._deps import require_compile_stack
+    from edgeopt.errors import InputError
+
+    if not Path(args.dir).is_dir():  # before the compile stack loads: a typo answers at once
+        raise InputError(f"{args.dir}: no such directory (expected an `edgeopt compile --out` directory).")
+    require_compile_stack()
     from edgeopt.report import rebuild
 
     rep = rebuild(args.dir)

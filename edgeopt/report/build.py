@@ -201,13 +201,14 @@ def credit_prunes(tables: dict[str, Any] | None, plan: dict[str, Any], graph: di
     read its output). The table prices the rung as their difference, which is negative when they save more."""
     if not tables or not tables.get("rows"):
         return tables
-    from edgeopt.compiler.formats import get_handler
+    from edgeopt.compiler.formats import registered_handlers
 
+    handlers = {h.name: h for h in registered_handlers()}  # a format no longer registered is left as priced
     names = {r["layer"] for r in tables["rows"]}
     rows = []
     for r in tables["rows"]:
-        entry, width = plan.get(r["layer"]), graph["widths"].get(r["layer"])
-        handler = get_handler(entry) if entry and entry.get("format") else None
+        entry, width = plan.get(r["layer"]) or {}, graph["widths"].get(r["layer"])
+        handler = handlers.get(entry.get("format"))
         if handler is not None and handler.graph_level and width and handler.rank_of(entry):
             own = float(handler.rank_of(entry)) / width * r["dense_ms"]
             r = dict(
@@ -271,9 +272,13 @@ def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, A
 
     rep = build(study, state, read_graph(out / (state["baseline"] or {}).get("onnx", "baseline.onnx")))
     rep["plots"] = draw_plots(out, study, rep)
-    atomic_write_text(out / "report.json", json.dumps(rep, indent=2, default=str))
-    atomic_write_text(out / "report.md", render_markdown(rep))
-    atomic_write_text(out / "report.html", render_html(rep, out))
+    texts = {  # every rendering before any file: a renderer that fails leaves the previous report whole
+        "report.json": json.dumps(rep, indent=2, default=str),
+        "report.md": render_markdown(rep),
+        "report.html": render_html(rep, out),
+    }
+    for name, text in texts.items():
+        atomic_write_text(out / name, text)
     return rep
 
 

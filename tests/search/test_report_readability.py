@@ -71,6 +71,8 @@ def test_a_prune_saving_is_credited_to_the_layer_it_narrows():
     assert rows[1][4] == "0.0155" and "0.7120 ms in fc2 (its input narrowed)" in rows[1][5]
     assert "0.0466 ms here" in rows[1][5] and rows[1][7] == ""  # no "saves +0.7586 ms" for a 0.0621 ms layer
     assert rows[3][5] == "–" and rows[3][7].startswith("dense:")
+    gone = credit_prunes(TABLES, {"fc1": {"format": "gone", "rank": 3}}, GRAPH)  # a format no longer registered
+    assert gone["rows"][0] == TABLES["rows"][0]
 
 
 def test_the_overlap_of_two_savings_in_one_layer_is_said():

@@ -213,7 +213,8 @@ def _md_screens(sc: dict[str, Any]) -> list[str]:
         if sc["count"] >= FEEDBACK_MIN
         else f"too few to correct the table (it takes {FEEDBACK_MIN})"
     )
-    return [f"The screens against the table: {sc['count']} allocations measured whole, {what}."]
+    n = sc["count"]
+    return [f"The screens against the table: {n} allocation{'s' if n != 1 else ''} measured whole, {what}."]
 
 
 def _workers_note(s: dict[str, Any]) -> str:

@@ -251,17 +251,32 @@ def _search_summary(study: Any, state: dict[str, Any], trials: list[dict[str, An
     counts["repeats"] = sum(1 for t in trials if t["repeat_of"] is not None)
     # Every worker's trials are the study's (``host:pid`` of whoever ran each; older trials have none).
     by_worker: dict[str, int] = {}
+    spans: dict[str, list] = {}
     for t in study.get_trials(deepcopy=False):
         name = t.user_attrs.get("worker")
         if name:
             by_worker[name] = by_worker.get(name, 0) + 1
+            if t.datetime_start is not None:
+                span = spans.setdefault(name, [t.datetime_start, t.datetime_complete or t.datetime_start])
+                span[0], span[1] = min(span[0], t.datetime_start), max(span[1], t.datetime_complete or span[1])
     counts["workers"] = dict(sorted(by_worker.items()))
+    counts["concurrent_workers"] = concurrent(list(spans.values()))
     if len(study.directions) == 2:  # F1 vs target latency: the feasible non-dominated trials
         try:
             counts["pareto_front"] = sorted(t.number for t in study.best_trials)
         except Exception:  # Optuna raises when no trial is feasible; then there is no front
             counts["pareto_front"] = []
     return counts
+
+
+def concurrent(spans: list) -> int:
+    """The most workers whose (first start, last end) spans overlap: a resumed study's runs follow one another."""
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, Any]:

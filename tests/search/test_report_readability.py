@@ -247,3 +247,22 @@ def test_the_whole_markdown_of_a_hand_built_report_has_no_negative_latency():
     for line in md.splitlines():
         if " ms" in line and line.startswith("|"):
             assert not re.search(r"\| -\d", line), line
+
+
+def test_a_sequential_resume_reads_as_a_resume_not_as_workers():
+    from datetime import datetime, timedelta
+
+    from edgeopt.report.build import concurrent
+    from edgeopt.report.markdown import _workers_note
+
+    t0 = datetime(2026, 1, 1)
+    at = [t0 + timedelta(seconds=s) for s in range(6)]
+    assert concurrent([[at[0], at[2]], [at[2], at[4]]]) == 1  # the resume starts when the first run ended
+    assert concurrent([[at[0], at[3]], [at[1], at[4]], [at[5], at[5]]]) == 2
+    workers = {"host:1": 3, "host:2": 2}
+    assert _workers_note({"workers": workers, "concurrent_workers": 1}) == ", resumed: 2 runs one after the other"
+    assert _workers_note({"workers": workers, "concurrent_workers": 2}) == ", 2 workers"
+    assert _workers_note({"workers": {**workers, "host:3": 1}, "concurrent_workers": 2}) == (
+        ", 2 workers (3 processes in all)"
+    )
+    assert _workers_note({"workers": {"host:1": 5}, "concurrent_workers": 1}) == ""

@@ -218,13 +218,12 @@ def _md_screens(sc: dict[str, Any]) -> list[str]:
 
 
 def _workers_note(s: dict[str, Any]) -> str:
-    """``, 3 workers`` when processes ran the study's trials side by side; ``, resumed: 2 runs one after the
-    other`` when each ran after the last had stopped (older reports, with no spans, count processes)."""
+    """``, 3 workers`` (the processes that ran the study's trials) when some of them ran side by side;
+    ``, resumed: 2 runs one after the other`` when each started after the last had stopped."""
     n = len(s.get("workers") or {})
-    side_by_side = s.get("concurrent_workers", n)
-    if side_by_side > 1:
-        return f", {side_by_side} workers" + (f" ({n} processes in all)" if n > side_by_side else "")
-    return f", resumed: {n} runs one after the other" if n > 1 else ""
+    if n > 1 and s.get("concurrent_workers", n) == 1:
+        return f", resumed: {n} runs one after the other"
+    return f", {n} workers" if n > 1 else ""
 
 
 def _md_search(rep: dict[str, Any]) -> list[str]:

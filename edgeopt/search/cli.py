@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo",
         help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (minutes)",
-        description="Compile the bundled seed-size example (digits-mlp, about 1.2M parameters) "
+        description="Compile the bundled seed-size example (digits-mlp, 1,126,410 parameters) "
         f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.",
     )
     d.add_argument("--out", default="runs/demo", help="output dir (default: runs/demo)")
@@ -363,8 +363,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(task: Any, args: argparse.Namespace, config: Any, target: Any) -> int:
     import edgeopt
+    from edgeopt.report import budget_rows, comparison_rows, headline, render_text_table
     from edgeopt.search.progress import RepeatedWarnings, ThirdPartyWarnings
-    from edgeopt.search.report import budget_rows, comparison_rows, headline, render_text_table
 
     # Repeated warnings, and other packages' (onnxruntime's quantizer), each once with its count, at the end.
     repeated = RepeatedWarnings(during="the compile")
@@ -398,12 +398,15 @@ def _run(task: Any, args: argparse.Namespace, config: Any, target: Any) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgeopt._deps import require_compile_stack
-
-    require_compile_stack()
     from pathlib import Path
 
-    from edgeopt.search.report import rebuild
+    from edgeopt._deps import require_compile_stack
+    from edgeopt.errors import InputError
+
+    if not Path(args.dir).is_dir():  # before the compile stack loads: a typo answers at once
+        raise InputError(f"{args.dir}: no such directory (expected an `edgeopt compile --out` directory).")
+    require_compile_stack()
+    from edgeopt.report import rebuild
 
     rep = rebuild(args.dir)
     out = Path(args.dir)

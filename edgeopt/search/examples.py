@@ -1,6 +1,6 @@
 """Bundled example tasks, trained deterministically on scikit-learn's bundled data and cached.
 
-- ``digits-mlp``: 64→1024→1024→10 MLP on the 8×8 digits (about 1.2M parameters, the seed size).
+- ``digits-mlp``: 64→1024→1024→10 MLP on the 8×8 digits (1,126,410 parameters, the seed size).
 - ``digits-cnn``: a small CNN on the same digits as 1×8×8 images.
 - ``imbalanced``: a binary task with 5% positives, where accuracy looks fine and F1 does not.
 - ``resnet8``, ``mobilenet``, ``vit``, ``cnn1d``: the architectures of ``edgeopt.models`` (MLPerf Tiny's
@@ -156,7 +156,7 @@ def _architecture(name: str) -> Example:
 EXAMPLES: dict[str, Example] = {
     "digits-mlp": Example(
         "digits-mlp",
-        "MLP 64→1024→1024→10 (about 1.2M parameters) on scikit-learn's 8×8 digits",
+        "MLP 64→1024→1024→10 (1,126,410 parameters) on scikit-learn's 8×8 digits",
         "f1_macro",
         lambda: _digits_data(image=False),
         lambda: _mlp([64, 1024, 1024, 10]),

@@ -7,7 +7,7 @@
    (:mod:`~edgeopt.search.record`), run by :mod:`~edgeopt.search.progress`.
 5. :mod:`~edgeopt.search.select` — finalists re-measured; the dense model when nothing beats it.
 6. :mod:`~edgeopt.search.ship` — fine-tune, export, quantize, measure, gate, write the artifact.
-7. :mod:`~edgeopt.search.report` — ``report.json``/``.md``/``.html`` and plots.
+7. :mod:`~edgeopt.report` — ``report.json``/``.md``/``.html`` and plots.
 
 The test split is used only in stage 6, on the files that ship. See ``docs/architecture.md``.
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeopt import report as report_mod
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
-from edgeopt.search import report as report_mod
 from edgeopt.search.config import (
     FINAL_EPOCHS,
     FINALIST_BENCH,

@@ -248,7 +248,7 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
             "no feasible plan)"
             if rival is None
             else (
-                f"the best plan, trial {rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
+                f"the best plan, trial #{rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
                 f"p50 {rival['latency_p50_ms']:.4f} vs {ref.measured['latency_p50_ms']:.4f} ms"
                 + (f"; {rival['dropped'].split(' (')[0]}" if rival["dropped"] else "")
                 + ")"
@@ -261,7 +261,7 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
     decision.update(
         shipped="plan", trial=best.number, latency_p50_ms=row["latency_p50_ms"], latency_ms=row["latency_ms"]
     )
-    what = f"{'dense int8' if is_dense_plan(best.plan) else 'plan'} (trial {best.number})"
+    what = f"{'dense int8' if is_dense_plan(best.plan) else 'plan'} (trial #{best.number})"
     if ref is None:
         why = f"{what} shipped: the dense model misses a budget; this is the best feasible plan, fastest of its tier"
         decision.update(reason="dense-over-budget", why=why)
@@ -298,7 +298,7 @@ def closest(trials: list[TrialRecord], quality_floor: float | None = None) -> Ch
                 "none was trained"
                 if best is None
                 else (
-                    f"the best trained plan (trial {best.number}) scores {best.score:.4f}, "
+                    f"the best trained plan (trial #{best.number}) scores {best.score:.4f}, "
                     f"{100 * (quality_floor - best.score):.1f} pt below"
                 )
             )

@@ -30,7 +30,7 @@ def test_floor_is_the_input_model_less_the_drop_unless_the_profile_sets_one():
 
 
 def test_the_artifact_is_checked_against_the_input_model_on_the_same_split():
-    from edgeopt.search.report import quality_check
+    from edgeopt.report import quality_check
 
     budget = _target(latency_ms=1.0).budget
     implicit = {"max_drop": 0.05, "scores": {"val": 0.95, "test": 0.89}}

@@ -166,7 +166,7 @@ def test_page_is_rendered_and_self_contained(compiled):
     page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", (out / "report.html").read_text())
     for raw in ("`", "**", "|---", "](plots/", "<p>- ", "<p>#"):
         assert raw not in page, raw
-    assert "<code>" in page and "<ul><li>" in page
+    assert "<code>" in page and re.search(r"<ul>\s*<li>", page)
 
 
 def test_cli_prints_each_third_party_warning_once(compiled):
@@ -182,3 +182,15 @@ def test_cli_prints_each_third_party_warning_once(compiled):
     ), lines
     kinds = Counter(ln.split(": ", 1)[1].rsplit(" (", 1)[0] for ln in lines)
     assert max(kinds.values()) == 1, kinds
+
+
+def test_a_real_report_prints_no_negative_latency_and_names_trials_by_number(compiled):
+    """Every millisecond cell of every table is a time (or says why not); trials read ``#k``, Optuna's number."""
+    out, _ = compiled
+    md = (out / "report.md").read_text()
+    for head, *body in _md_tables(md):
+        cols = [i for i, h in enumerate(head) if " ms" in f" {h}" or h == "saves"]
+        cells = [r[i] for r in body for i in cols]
+        assert not [c for c in cells if c.lstrip().startswith("-")], (head, cells)
+        if head[0] in ("#", "trial"):
+            assert all(re.fullmatch(r"#\d+", r[0]) for r in body), body

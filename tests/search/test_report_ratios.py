@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeopt.search.report import change, comparison_rows, headline
+from edgeopt.report import change, comparison_rows, headline
 
 
 @pytest.mark.parametrize(

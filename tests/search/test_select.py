@@ -179,7 +179,7 @@ def test_dense_int8_trial_is_a_finalist_scored_as_it_ships():
     )
     assert choice.record is dense_int8 or choice.record.number == 4
     assert choice.record.score == 0.95 and choice.decision["reason"] == "faster-at-tied-f1"
-    assert "dense int8 (trial 4)" in choice.notes[0]
+    assert "dense int8 (trial #4)" in choice.notes[0]
     assert 5 not in {f["trial"] for f in choice.finalists}
     # Slower than dense fp32: dense fp32 ships.
     assert select([dense_int8], _baseline(score=0.95), LOOSE, 0.005, _dense(0.05)).record is None

@@ -106,7 +106,7 @@ def test_rank_bounds_are_the_handlers_search_limits():
 
 
 def test_layer_latency_estimate_uses_the_targets_performance_model():
-    from edgeopt.search.report import layer_breakdown
+    from edgeopt.report import layer_breakdown
 
     device = Target.load("rpi4").to_dict()["device"]
     layers = [

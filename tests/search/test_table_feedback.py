@@ -112,7 +112,7 @@ def test_the_fraction_is_of_the_budget_squeezed_above_the_floor_and_the_offset_b
 
 
 def test_the_report_says_the_screens_offset():
-    from edgeopt.search.report import _md_tables
+    from edgeopt.report.markdown import _md_tables
 
     base = {"layers": 3, "candidates": 9, "build_s": 1.0}
     md = "\n".join(_md_tables({**base, "screens": {"offset_ms": -0.0101, "count": 7}}))

@@ -5,7 +5,7 @@ a ``rank`` field if it has one, validated in ``__post_init__``) and a ``FormatHa
 (``build``, ``cost``, ``onnx_node_count``; ``max_rank`` and ``search_rank_limit`` if it has a rank)
 decorated with :func:`register_format`, and import it below. Nothing else changes: the search
 space, ``plan_cost``, ``decompose``, export and the report reach it through the registry
-(``registered_handlers``, ``get_handler``) and the module functions ``short_label`` and
+(``registered_handlers``, ``get_handler``) and the module functions ``short_label``, ``rank_text`` and
 ``layer_onnx_node_count``. ``tests/compiler/test_format_contract.py`` shows it with a format
 defined only in the test.
 """
@@ -22,6 +22,7 @@ from edgeopt.compiler.formats._base import (
     layer_onnx_node_count,
     make_report,
     parse_config,
+    rank_text,
     register_format,
     registered_formats,
     registered_handlers,
@@ -56,6 +57,7 @@ __all__ = [
     "layer_onnx_node_count",
     "make_report",
     "parse_config",
+    "rank_text",
     "register_format",
     "registered_formats",
     "registered_handlers",

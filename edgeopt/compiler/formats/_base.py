@@ -236,6 +236,14 @@ class FormatHandler:
             rank = list(rank)
         return prefix if rank is None else f"{prefix}{rank}"
 
+    def rank_text(self, ranks: Sequence[int] | None, *, width: int | None = None) -> str:
+        """How a report prints a layer's bond ``ranks`` (``LayerReport.ranks``, ``[1, 4, 1]``) in words:
+        ``rank 4``; ``width`` is the dense layer's output count, for formats that keep a share of it."""
+        inner = list(ranks or [])[1:-1]
+        if not inner:
+            return "–"
+        return f"rank {inner[0]}" if len(inner) == 1 else f"ranks {inner}"
+
     def onnx_node_count(
         self, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True
     ) -> int:  # pragma: no cover
@@ -350,6 +358,15 @@ def short_label(entry: Mapping[str, Any] | FormatConfig | str | None) -> str:
         return handler.short_label(entry)
     rank = next((entry[k] for k in (RANK_KEY, *DEPRECATED_RANK_KEYS) if k in entry), None)
     return f"{entry.get('format')}{'' if rank is None else rank}"
+
+
+def rank_text(fmt: str, ranks: Sequence[int] | None, *, width: int | None = None) -> str:
+    """A layer's ranks in words (``rank 4``, ``256 of 1024 outputs``), as its format reads them; tolerant
+    of formats no longer registered."""
+    handler = _REGISTRY.get(fmt)
+    if handler is None:
+        return "–" if not ranks else str(list(ranks))
+    return handler.rank_text(ranks, width=width)
 
 
 def layer_onnx_node_count(fmt: str, kind: str, ranks: Sequence[int] | None = None, *, bias: bool = True) -> int:

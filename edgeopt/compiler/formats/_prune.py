@@ -57,6 +57,12 @@ class PruneHandler(FormatHandler):
     def onnx_node_count(self, kind: str, ranks=None, *, bias: bool = True) -> int:
         return 1  # still one Gemm or Conv, narrower
 
+    def rank_text(self, ranks=None, *, width: int | None = None) -> str:
+        kept = list(ranks or [])[1:-1]
+        if not kept:
+            return "–"
+        return f"{kept[0]:,} of {width:,} outputs" if width else f"{kept[0]:,} outputs kept"
+
     def max_rank(self, spec: LayerSpec) -> int:
         return spec.out_size - 1  # keeping every channel is dense
 

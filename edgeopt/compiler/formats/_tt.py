@@ -201,6 +201,9 @@ class TTHandler(FormatHandler):
     # contraction becomes compute-bound), so the search does not spend trials there.
     search_rank_limit = 32
 
+    def rank_text(self, ranks=None, *, width: int | None = None) -> str:
+        return f"TT {list(ranks)}" if ranks else "–"  # the boundary 1s are how TT ranks are written
+
     def onnx_node_count(self, kind: str, ranks=None, *, bias: bool = True) -> int:
         if kind != "linear":
             return 3  # 1x1 conv -> k x k conv -> 1x1 conv (bias in the last)

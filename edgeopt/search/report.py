@@ -25,7 +25,7 @@ from edgeopt._version import __version__
 from edgeopt.errors import InputError
 from edgeopt.search.knobs import FEEDBACK_MIN
 from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
-from edgeopt.search.storage import load_study
+from edgeopt.search.study import load_study
 
 SCHEMA = "edgeopt.report/1"
 

@@ -243,22 +243,27 @@ def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
             macs=macs if macs is not None else m.weight.numel(),
             formats=(),
         )
-        formats, max_rank, notes, extra = [], {}, {}, {}
-        for fmt in registered_formats():
-            handler = get_handler(fmt)
-            reason = handler.check(spec)
-            if reason is not None:
-                notes[fmt] = reason
-                continue
-            formats.append(fmt)
-            r = handler.max_rank(spec)
-            if r is not None:
-                max_rank[fmt] = r
-            extra.update(handler.spec_fields(spec))
-        specs[name] = dataclasses.replace(spec, formats=tuple(formats), max_rank=max_rank, notes=notes, **extra)
+        specs[name] = _with_formats(spec)
     params = sum(p.numel() for p in model.parameters())
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     return _Analysis(specs, refused, aliases, params, buffer_bytes, other)
+
+
+def _with_formats(spec: LayerSpec) -> LayerSpec:
+    """``spec`` with the registered formats that accept it, their rank caps and why the others refuse."""
+    formats, max_rank, notes, extra = [], {}, {}, {}
+    for fmt in registered_formats():
+        handler = get_handler(fmt)
+        reason = handler.check(spec)
+        if reason is not None:
+            notes[fmt] = reason
+            continue
+        formats.append(fmt)
+        r = handler.max_rank(spec)
+        if r is not None:
+            max_rank[fmt] = r
+        extra.update(handler.spec_fields(spec))
+    return dataclasses.replace(spec, formats=tuple(formats), max_rank=max_rank, notes=notes, **extra)
 
 
 def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str, LayerSpec]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +31,11 @@ from edgeopt.compiler.formats import (
 from edgeopt.compiler.formats._base import BYTES_PER_PARAM
 from edgeopt.errors import InputError, ModelError
 
-# A model may carry its example input under this attribute (``prepare`` sets it on the teacher), so
-# that ``decompose`` can trace it for the graph-level formats when a caller passes none.
-EXAMPLE_ATTR = "edgeopt_example_input"
+# Each built layer's report, keyed by the module: nothing is set on torch's objects, and a report goes
+# when its module does.
+_REPORTS: weakref.WeakKeyDictionary[nn.Module, LayerReport] = weakref.WeakKeyDictionary()
 
 __all__ = [
-    "EXAMPLE_ATTR",
     "PlanCost",
     "decompose",
     "decomposable_layers",
@@ -243,22 +243,27 @@ def _analyze(model: nn.Module, example_input: Any = None) -> _Analysis:
             macs=macs if macs is not None else m.weight.numel(),
             formats=(),
         )
-        formats, max_rank, notes, extra = [], {}, {}, {}
-        for fmt in registered_formats():
-            handler = get_handler(fmt)
-            reason = handler.check(spec)
-            if reason is not None:
-                notes[fmt] = reason
-                continue
-            formats.append(fmt)
-            r = handler.max_rank(spec)
-            if r is not None:
-                max_rank[fmt] = r
-            extra.update(handler.spec_fields(spec))
-        specs[name] = dataclasses.replace(spec, formats=tuple(formats), max_rank=max_rank, notes=notes, **extra)
+        specs[name] = _with_formats(spec)
     params = sum(p.numel() for p in model.parameters())
     buffer_bytes = sum(b.numel() * b.element_size() for b in model.buffers())
     return _Analysis(specs, refused, aliases, params, buffer_bytes, other)
+
+
+def _with_formats(spec: LayerSpec) -> LayerSpec:
+    """``spec`` with the registered formats that accept it, their rank caps and why the others refuse."""
+    formats, max_rank, notes, extra = [], {}, {}, {}
+    for fmt in registered_formats():
+        handler = get_handler(fmt)
+        reason = handler.check(spec)
+        if reason is not None:
+            notes[fmt] = reason
+            continue
+        formats.append(fmt)
+        r = handler.max_rank(spec)
+        if r is not None:
+            max_rank[fmt] = r
+        extra.update(handler.spec_fields(spec))
+    return dataclasses.replace(spec, formats=tuple(formats), max_rank=max_rank, notes=notes, **extra)
 
 
 def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str, LayerSpec]:
@@ -381,13 +386,13 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
         relative error; ``"ranks"`` is read as a deprecated alias), ``{"format": "prune", "rank":
         16}`` (16 output channels kept), ``{"format": "dense"}``, a ``FormatConfig`` or a format name.
     example_input : tensor or shape, optional
-        Traced by the prune format (else ``model.edgeopt_example_input``); gives conv layers' MACs.
+        Traced by the prune format (which needs it); gives conv layers' MACs.
 
     Returns
     -------
     torch.nn.Module
-        The student. Each decomposed layer carries an ``edgeopt_report`` (:class:`LayerReport`;
-        :func:`layer_reports`). A module reachable under several names (tied) stays shared.
+        The student. :func:`layer_reports` gives each decomposed layer's :class:`LayerReport`. A module
+        reachable under several names (tied) stays shared.
     """
     configs = normalize_plan(plan)
     student = copy.deepcopy(model)
@@ -395,7 +400,7 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
     analysis = _analyze(student, example_input)
     resolved = _resolve(analysis, configs)
     if any(get_handler(cfg).graph_level for cfg, _ in resolved.values()):
-        analysis, resolved = _apply_graph_formats(student, analysis, resolved, example_input, model)
+        analysis, resolved = _apply_graph_formats(student, analysis, resolved, example_input)
     modules = dict(student.named_modules())
     for canonical, (config, _names) in resolved.items():
         old = modules[canonical]
@@ -408,27 +413,34 @@ def decompose(model: nn.Module, plan: Mapping[str, Any] | None, *, example_input
                 f"Layer '{canonical}': building the '{config.format}' format failed: {type(exc).__name__}: {exc}"
             ) from exc
         all_names = tuple(sorted(n for n, c in analysis.aliases.items() if c == canonical and n != canonical))
-        new.edgeopt_report = dataclasses.replace(report, aliases=all_names)
+        _REPORTS[new] = dataclasses.replace(report, aliases=all_names)
         if new is not old:
             new.train(old.training)
             for p in new.parameters():
                 p.requires_grad_(old.weight.requires_grad)
             for parent, attr in _parents(student, old):
                 setattr(parent, attr, new)
-    student.edgeopt_plan = {name: cfg.to_dict() for name, cfg in configs.items()}
-    inputs = _as_input(example_input)
-    if inputs is not None and resolved:
-        try:
-            with torch.no_grad():
-                student.eval()(*inputs)
-        except Exception as exc:
-            raise ModelError(
-                f"The decomposed model fails on example_input ({type(exc).__name__}: {exc}); its forward "
-                f"probably reads a replaced layer's weight directly (layers: {sorted(resolved)})."
-            ) from exc
-        finally:
-            student.train(model.training)
+    if resolved:
+        _check_forward(student, _as_input(example_input), sorted(resolved), model.training)
     return student
+
+
+def _check_forward(
+    student: nn.Module, inputs: tuple[torch.Tensor, ...] | None, layers: list[str], training: bool
+) -> None:
+    """The student runs on the example input (when there is one), and is left in the teacher's mode."""
+    if inputs is None:
+        return
+    try:
+        with torch.no_grad():
+            student.eval()(*inputs)
+    except Exception as exc:
+        raise ModelError(
+            f"The decomposed model fails on example_input ({type(exc).__name__}: {exc}); its forward "
+            f"probably reads a replaced layer's weight directly (layers: {layers})."
+        ) from exc
+    finally:
+        student.train(training)
 
 
 def _apply_graph_formats(
@@ -436,15 +448,12 @@ def _apply_graph_formats(
     analysis: _Analysis,
     resolved: dict[str, tuple[FormatConfig, list[str]]],
     example: Any,
-    model: nn.Module,
 ) -> tuple[_Analysis, dict[str, tuple[FormatConfig, list[str]]]]:
     """Prune ``student`` in place for every graph-level entry (``prune``), give each pruned layer its
     report, and return the analysis of the narrower model (the per-layer formats are built on it)
     with the entries left to build."""
     from edgeopt.compiler.prune import prune_channels
 
-    if example is None:
-        example = getattr(model, EXAMPLE_ATTR, None)
     inputs = _as_input(example)
     graph = {c: cfg for c, (cfg, _) in resolved.items() if get_handler(cfg).graph_level}
     modules = dict(student.named_modules())
@@ -458,7 +467,7 @@ def _apply_graph_formats(
         params = sum(p.numel() for p in m.parameters(recurse=False))
         now = after.specs.get(c, spec)
         cost = LayerCost(cfg.format, params, now.macs, (1, now.out_size, 1), exact=True)
-        m.edgeopt_report = make_report(spec, cfg.format, cost, err)
+        _REPORTS[m] = make_report(spec, cfg.format, cost, err)
     return after, {c: v for c, v in resolved.items() if not get_handler(v[0]).graph_level}
 
 
@@ -466,7 +475,7 @@ def layer_reports(student: nn.Module) -> list[LayerReport]:
     """The :class:`LayerReport` of every layer ``decompose`` touched, in module order."""
     out = []
     for name, m in student.named_modules():
-        report = getattr(m, "edgeopt_report", None)
-        if isinstance(report, LayerReport):
+        report = _REPORTS.get(m)
+        if report is not None:
             out.append(dataclasses.replace(report, name=name) if name and name != report.name else report)
     return out

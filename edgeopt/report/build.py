@@ -16,7 +16,7 @@ from edgeopt._version import __version__
 from edgeopt.errors import InputError
 from edgeopt.report._graph import read_graph
 from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
-from edgeopt.search.storage import load_study
+from edgeopt.search.study import load_study
 
 SCHEMA = "edgeopt.report/1"
 

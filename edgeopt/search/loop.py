@@ -45,9 +45,9 @@ from edgeopt.search.progress import ThirdPartyWarnings, run_search
 from edgeopt.search.record import MIB, Status, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
-from edgeopt.search.shared import ScreenCache, model_scope, release_slot
 from edgeopt.search.ship import Shipped, layer_table, ship, write_state
-from edgeopt.search.storage import make_storage, open_study, sqlite_searcher, storage_url, uniform_warm_start
+from edgeopt.search.storage import make_storage, sqlite_searcher, storage_url
+from edgeopt.search.study import StudyHandle, model_scope, open_study, uniform_warm_start
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -138,17 +138,18 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
         warm = inputs.allocation.warm_params if inputs.allocation is not None else warm  # fractions 1.0, .85, .7
         # Shipping another run's search (--trials 0 with --storage): the study must be there.
-        study = open_study(
+        handle = open_study(
             config,
             task_name=task.name,
             target_name=target.name,
             warm_start=warm,
             must_exist=config.trials == 0 and config.storage is not None,
         )
+        study = handle.study
         _check_study_matches(study, task.name, target.name)
-        screen = Screen(task, target, ScreenCache(study._storage, model_scope(task)))
+        screen = Screen(task, target, handle.screen_cache(model_scope(task)))
         deadline = _deadline(config, t_start, "search")
-        search_wall = _search(inputs, config, study, screen, deadline) if inputs.space else 0.0
+        search_wall = _search(inputs, config, handle, screen, deadline) if inputs.space else 0.0
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
@@ -174,11 +175,12 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
 
 
 def _search(
-    inputs: SearchInputs, config: CompileConfig, study: Any, screen: Screen, deadline: float | None = None
+    inputs: SearchInputs, config: CompileConfig, handle: StudyHandle, screen: Screen, deadline: float | None = None
 ) -> float:
     """This process's trials, or (``workers`` > 1) those of local worker processes on the study."""
     from edgeopt.search import workers
 
+    study = handle.study
     stop = workers.stop_at_total()
     try:
         if config.workers > 1:
@@ -194,8 +196,7 @@ def _search(
             deadline=deadline,
         )
     finally:
-        if study.edgeopt_slot is not None:
-            release_slot(study, study.edgeopt_slot)
+        handle.release_slot()
 
 
 def _deadline(config: CompileConfig, t_start: float, stage: str) -> float | None:
@@ -306,7 +307,9 @@ def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
     from edgeopt.compiler.decompose import decompose
 
     def remeasure(rec: TrialRecord) -> dict[str, Any]:
-        student = decompose(inputs.teacher, rec.plan) if rec.plan else inputs.teacher
+        student = (
+            decompose(inputs.teacher, rec.plan, example_input=inputs.task.example_input) if rec.plan else inputs.teacher
+        )
         m = screen.measure(student, rec.plan, rec.dtype.value, {}, bench_kwargs=FINALIST_BENCH, cache=False)
         return m.to_dict()
 

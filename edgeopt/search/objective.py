@@ -21,7 +21,7 @@ from edgeopt.search.knobs import WARM_LABEL
 from edgeopt.search.prepare import SearchInputs
 from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
 from edgeopt.search.screen import Screen
-from edgeopt.search.shared import claim_plan
+from edgeopt.search.study import StudyHandle
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -76,9 +76,9 @@ class Objective:
         )
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another
-            # worker's running trial of it is waited for; edgeopt.search.shared).
-            repeat = find_repeat(self.study, record.plan, record.dtype) or claim_plan(
-                self.study, trial, record.plan, record.dtype
+            # worker's running trial of it is waited for; edgeopt.search.study).
+            repeat = find_repeat(self.study, record.plan, record.dtype) or StudyHandle(self.study).claim_plan(
+                trial, record.plan, record.dtype
             )
             if repeat is not None:
                 return self._repeat(trial, record, *repeat)
@@ -117,7 +117,7 @@ class Objective:
             on_paper.tell(trial)
             return self._screened_out(record, 10 * inputs.latency_scale)
         t0 = time.perf_counter()
-        student = decompose(inputs.teacher, record.plan)
+        student = decompose(inputs.teacher, record.plan, example_input=inputs.task.example_input)
         record.timings["decompose"] = time.perf_counter() - t0
         m = record.screen = self.screen.measure(student, record.plan, record.dtype.value, record.timings)
         record.size_bytes = m.size_bytes

@@ -107,11 +107,10 @@ def measure_baseline(teacher: Any, task: Any, target: Any, out: Path, config: Co
 
 def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
     """The search's inputs; the baseline is measured before any trial."""
-    from edgeopt.compiler.decompose import EXAMPLE_ATTR, decomposable_layers, plan_cost
+    from edgeopt.compiler.decompose import decomposable_layers, plan_cost
     from edgeopt.search.space import SearchSpace
 
     teacher = task.model.eval()
-    setattr(teacher, EXAMPLE_ATTR, task.example_input)  # so decompose can trace it for the prune format
     layers = decomposable_layers(teacher, task.example_input)
     base_cost = plan_cost(teacher, {}, task.example_input)
     caps = rank_caps(teacher, task, layers, target, base_cost, int8=config.int8)

@@ -2,7 +2,7 @@
 
 Only the plan's structure matters for latency and memory, not its weights, so a trial is measured
 before any training and ends there when it is over a budget. Results are cached by
-(target, dtype, plan): in the study's database (:class:`~edgeopt.search.shared.ScreenCache`, shared
+(target, dtype, plan): in the study's database (:class:`~edgeopt.search.study.ScreenCache`, shared
 by every worker and later run), or in a JSON file when given a path. Finalists are measured again
 without the cache.
 """
@@ -26,7 +26,7 @@ from edgeopt.search.space import plan_key
 
 class Screen:
     """Latency and memory of a plan's untrained graph on the target, cached by plan: ``cache`` is a
-    :class:`~edgeopt.search.shared.ScreenCache` (the study's database) or a JSON file's path."""
+    :class:`~edgeopt.search.study.ScreenCache` (the study's database) or a JSON file's path."""
 
     def __init__(self, task: Any, target: Any, cache: Path | Any) -> None:
         self.task, self.target = task, target

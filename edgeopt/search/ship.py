@@ -76,7 +76,7 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    student = decompose(teacher, plan) if plan else copy.deepcopy(teacher)
+    student = decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher)
     timings["decompose"] = time.perf_counter() - t0
     from edgeopt.compiler.formats import DEFAULT_FORMAT
 

@@ -1,19 +1,14 @@
-"""Where a study lives and how it is opened: the one module that knows.
+"""Where a study lives: the one module that knows.
 
 The storage URL is ``--storage`` when given, else SQLite ``OUT/study.db``; the study name defaults to
 ``<task>-<target>``. :func:`make_storage` opens any Optuna RDB storage with heartbeats (a killed
-worker's trial is marked failed) and survives workers that create a new database together.
-:func:`open_study` creates or resumes the study with its sampler and pruner, and warm-starts a
-fresh one with the largest uniform-rank plans that fit the size budget. Whenever edgeopt opens a study
-(:func:`open_study`, :func:`load_study`), trials left RUNNING by a worker that is gone are failed
-(:func:`fail_stale_trials`): Optuna itself does that only when a worker starts its next trial.
+worker's trial is marked failed) and survives workers that create a new database together. Opening
+the study itself is :mod:`edgeopt.search.study`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import datetime
 import logging
 import os
 import time
@@ -23,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError, MissingDependencyError
-from edgeopt.search.config import CompileConfig
 
 DEFAULT_DB = "study.db"
 log = logging.getLogger("edgeopt.compile")
@@ -183,9 +177,9 @@ def make_storage(url: str) -> Any:
         return cached
     _check_driver(url)
     stor = _open_storage(url, hb)
-    from edgeopt.search import shared
+    from edgeopt.search.study.claims import create_tables
 
-    _retry_races(lambda: shared.create_tables(stor), url)
+    _retry_races(lambda: create_tables(stor), url)
     _STORAGES[(url, hb)] = stor
     return stor
 
@@ -305,232 +299,6 @@ def sqlite_searcher(url: str) -> Iterator[None]:
         handle.close()
 
 
-def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:
-    """The study an output dir's ``compile.json`` points at."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=make_storage(stored_url(recorded_storage, out)))
-    fail_stale_trials(study)
-    return study
-
-
-# --------------------------------------------------------------------------- trials of workers that are gone
-def grace_period_s(stor: Any) -> int | None:
-    """Seconds without a heartbeat after which a RUNNING trial's worker counts as gone (None: no heartbeats)."""
-    backend = getattr(stor, "_backend", stor)  # a study's storage is Optuna's cache in front of the RDB one
-    interval = getattr(backend, "heartbeat_interval", None)
-    if not interval:
-        return None
-    return getattr(backend, "grace_period", None) or 2 * interval
-
-
-def fail_stale_trials(study: Any) -> list[int]:
-    """Fail the study's RUNNING trials whose worker is gone, and queue each again once (the storage's
-    retry callback, as Optuna does); returns their numbers.
-
-    Gone: the trial's last heartbeat is older than the grace period (:data:`HEARTBEAT_S` x 3) -- a worker
-    killed with SIGKILL, or on a machine that went down -- or it has no heartbeat at all (its process
-    died between creating the trial and the first heartbeat, or ran without heartbeats) and started longer
-    ago than the grace period. Optuna fails stale trials only when a worker starts a trial, so a study whose
-    workers have all finished kept them RUNNING for ever; edgeopt calls this whenever it opens a study."""
-    import optuna
-
-    stor, grace = study._storage, grace_period_s(study._storage)
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if grace is None or not running or not hasattr(stor, "_get_stale_trial_ids"):
-        return []
-    stale = set(stor._get_stale_trial_ids(study._study_id))
-    silent = _without_heartbeat(
-        getattr(stor, "_backend", stor), [t._trial_id for t in running if t._trial_id not in stale]
-    )
-    now = datetime.datetime.now()  # the clock Optuna's datetime_start is written with
-    gone = [(t, f"its worker is gone: no heartbeat for over {grace} s") for t in running if t._trial_id in stale]
-    gone += [
-        (t, f"its worker is gone: no heartbeat at all, started over {grace} s ago")
-        for t in running
-        if t._trial_id in silent and t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
-    ]
-    failed = fail_trials(study, gone, retry=True)
-    if failed:
-        log.warning(
-            "study %s: failed %d trial(s) left running by a worker that is gone (no heartbeat for over "
-            "%d s): %s; each is queued again once",
-            study.study_name,
-            len(failed),
-            grace,
-            ", ".join(f"#{n}" for n in failed),
-        )
-    return failed
-
-
-def _without_heartbeat(stor: Any, trial_ids: list[int]) -> set[int]:
-    """Those of ``trial_ids`` with no heartbeat record (Optuna's RDB tables; none known if they cannot be read)."""
-    if not trial_ids:
-        return set()
-    try:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        hb = models.TrialHeartbeatModel
-        with _create_scoped_session(stor.scoped_session) as session:
-            have = {tid for (tid,) in session.query(hb.trial_id).filter(hb.trial_id.in_(trial_ids))}
-    except Exception as exc:  # another Optuna's private layout: only stale heartbeats count
-        log.debug("heartbeat records not readable (%s): trials without one are left alone", exc)
-        return set()
-    return set(trial_ids) - have
-
-
-def fail_trials(study: Any, trials: list[tuple[Any, str]], *, retry: bool) -> list[int]:
-    """Set each RUNNING ``(trial, reason)`` to FAIL with the reason (system attribute ``fail_reason``); with
-    ``retry``, the storage's stale-trial callback queues it again (at most once). A trial another process
-    finished or failed first is skipped. Returns the numbers failed here."""
-    import optuna
-
-    stor, failed = study._storage, []
-    callback = stor.get_heartbeat_stale_trial_callback() if retry else None
-    for t, reason in trials:
-        try:
-            stor.set_trial_system_attr(t._trial_id, "fail_reason", reason)  # only while it is RUNNING
-            if not stor.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        failed.append(t.number)
-        if callback is not None:
-            frozen = copy.deepcopy(stor.get_trial(t._trial_id))
-            frozen.system_attrs.pop("fail_reason", None)  # the retry is a fresh trial, not a failed one
-            callback(study, frozen)
-    return failed
-
-
-# --------------------------------------------------------------------------- creating the study
-def _existing_trials(optuna: Any, stor: Any, study_name: str, url: str, directions: list[str]) -> int:
-    """Trials already in the study (-1 when there is no such study); refuses a study made with the other objective."""
-    try:
-        existing = optuna.load_study(study_name=study_name, storage=stor)
-    except KeyError:
-        return -1
-    if [d.name.lower() for d in existing.directions] != directions:
-        raise InputError(
-            f"study {study_name!r} in {url} was created with objective "
-            f"{'pareto' if len(existing.directions) == 2 else 'f1'}; rerun with the same --objective or another --study."
-        )
-    return len(existing.trials)
-
-
-def make_sampler(config: CompileConfig, n_existing: int) -> Any:
-    """TPE (multivariate, grouped) or Optuna's RandomSampler, seeded by the config's seed and the trials so far."""
-    import optuna
-
-    if config.sampler == "tpe":
-        # Constraint values reach TPE through Trial.set_constraint (Optuna >= 5), so it learns
-        # where the feasible region is; group=True keeps the conditional rank parameters together.
-        # The warm start stands in for most of TPE's random start-up trials.
-        return optuna.samplers.TPESampler(
-            seed=config.seed + n_existing, multivariate=True, group=True, n_startup_trials=4
-        )
-    return optuna.samplers.RandomSampler(seed=config.seed + n_existing)
-
-
-def make_pruner(config: CompileConfig) -> Any:
-    """Prune only the clearly hopeless: below the best 75% at the same epoch, after half the epochs.
-
-    A low-rank layer initialized by SVD starts far below the teacher and recovers within a few epochs
-    of distillation: a trial is judged only after that warm-up."""
-    import optuna
-
-    return optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=max(1, config.trial_epochs // 2))
-
-
-SLOT_SEED_STRIDE = 100_003  # worker slot k samples with seed + trials so far + k * stride
-
-
-def open_study(
-    config: CompileConfig,
-    *,
-    task_name: str,
-    target_name: str,
-    warm_start: Callable[[], list[tuple[str, dict[str, Any]]]] | None = None,
-    must_exist: bool = False,
-) -> Any:
-    """Create or resume the study; a fresh TPE study gets the ``warm_start()`` params enqueued first
-    (by exactly one worker when several start together). ``must_exist``: a missing study is an error.
-
-    A process that will run trials (``config.trials > 0``) takes a worker slot (``study.edgeopt_slot``;
-    :func:`edgeopt.search.shared.release_slot` when done): slot k samples with its own seed, so
-    workers started together do not propose the same plans. A lone worker has slot 0 and the seed
-    of ``config.seed`` plus the trials so far, as before.
-
-    ``warm_start`` returns ``(label, Optuna params)`` pairs; it is called only for a new TPE study."""
-    import optuna
-
-    from edgeopt.search import shared
-
-    url = storage_url(config.storage, config.out)
-    study_name = config.study_name or default_study_name(task_name, target_name)
-    stor = make_storage(url)
-    n_existing = _existing_trials(optuna, stor, study_name, url, config.directions)
-    if must_exist and n_existing < 0:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(stor, include_best_trial=False))
-        raise InputError(
-            f"study {study_name!r} not found in {redact(url)} (studies there: "
-            f"{', '.join(names) or 'none'}); give --study NAME of the search to ship"
-        )
-    n_existing = max(0, n_existing)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=stor,
-        directions=config.directions,
-        sampler=optuna.samplers.RandomSampler(seed=config.seed),
-        pruner=make_pruner(config),
-        load_if_exists=True,
-    )
-    fail_stale_trials(study)
-    study.edgeopt_slot = shared.worker_slot(study) if config.trials > 0 else None
-    study.sampler = sampler = make_sampler(config, n_existing + SLOT_SEED_STRIDE * (study.edgeopt_slot or 0))
-    if (
-        config.sampler == "tpe"
-        and n_existing == 0
-        and warm_start is not None
-        and shared.claim_once(study, "warm-start")
-    ):
-        for label, params in warm_start():
-            study.enqueue_trial(params, user_attrs={"warm_start": label})
-    for key, value in (
-        ("target", target_name),
-        ("task", task_name),
-        ("objective", config.objective),
-        ("sampler", type(sampler).__name__),
-    ):
-        study.set_user_attr(key, value)
-    return study
-
-
-def uniform_warm_start(
-    space: Any, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
-) -> list[tuple[str, dict[str, Any]]]:
-    """The largest uniform-rank plans that ``fits`` accepts, as ``(label, Optuna params)``.
-
-    What a user would try by hand, and the baselines edgeopt must beat; TPE then improves layer by
-    layer from there. Also the uniform plan over the big layers only: squeezing a small layer (a
-    10-class head) saves little and can cost F1 (rank below the class count)."""
-    from edgeopt.compiler.formats import registered_handlers
-
-    total = sum(int(getattr(spec, "params", 0)) for spec in layers.values()) or 1
-    big = {name for name, spec in layers.items() if int(getattr(spec, "params", 0)) >= 0.1 * total}
-    ranked = [h.name for h in registered_handlers() if h.has_rank]  # registry order: lowrank, tt, ...
-    seen: list[dict[str, Any]] = []
-    out: list[tuple[str, dict[str, Any]]] = []
-    tries = [(fmt, None, f"uniform {fmt}") for fmt in ranked] + [(ranked[0], big, f"uniform {ranked[0]}, big layers")]
-    for fmt, only, label in tries:
-        plan = space.largest_uniform_plan(fmt, fits, only)
-        if plan is not None and plan not in seen:
-            seen.append(plan)
-            out.append((label, space.trial_params(plan)))
-    return out
-
-
 __all__ = [
     "DEFAULT_DB",
     "HEARTBEAT_S",
@@ -538,21 +306,13 @@ __all__ = [
     "WORKER_ENV",
     "check_storage",
     "default_study_name",
-    "fail_stale_trials",
-    "fail_trials",
-    "grace_period_s",
     "filesystem_type",
     "heartbeat_interval",
-    "load_study",
-    "make_pruner",
-    "make_sampler",
     "make_storage",
     "normalize_url",
-    "open_study",
     "redact",
     "refuse_network_sqlite",
     "sqlite_searcher",
     "storage_url",
     "stored_url",
-    "uniform_warm_start",
 ]

@@ -5,7 +5,7 @@ Every worker is an ordinary ``edgeopt compile … --search-only`` process on the
 study: Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats
 fail a killed worker's trial and queue it again once (:mod:`edgeopt.search.storage`), and the plan
 claims and the latency screen's cache in the same database keep two workers from training or
-measuring one plan twice (:mod:`edgeopt.search.shared`).
+measuring one plan twice (:mod:`edgeopt.search.study`).
 
 ``--workers N`` (:func:`run_workers`): the calling process measures the baseline and creates the
 study (with its warm start), starts N workers with one torch thread each (logs in
@@ -38,7 +38,8 @@ from typing import Any
 from edgeopt.errors import InputError
 from edgeopt.search.config import CompileConfig
 from edgeopt.search.record import TrialRecord
-from edgeopt.search.storage import WORKER_ENV, fail_stale_trials, fail_trials, grace_period_s, redact, storage_url
+from edgeopt.search.storage import WORKER_ENV, redact, storage_url
+from edgeopt.search.study import StudyHandle
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -254,8 +255,8 @@ def fail_dead_workers_trials(study: Any, dead: set[str], *, retry: bool = False)
     import optuna
 
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return fail_trials(
-        study, [(t, "its worker process exited") for t in running if t.user_attrs.get("worker") in dead], retry=retry
+    return StudyHandle(study).fail_trials(
+        [(t, "its worker process exited") for t in running if t.user_attrs.get("worker") in dead], retry=retry
     )
 
 
@@ -264,7 +265,8 @@ def _settle(study: Any) -> None:
     naming itself) is failed once its heartbeat goes stale -- waited for here, at most the grace period."""
     import optuna
 
-    grace = grace_period_s(study._storage)
+    handle = StudyHandle(study)
+    grace = handle.grace_period_s()
     deadline = time.monotonic() + (grace or 0) + 2
     while grace is not None:
         untagged = [
@@ -272,7 +274,7 @@ def _settle(study: Any) -> None:
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             if "worker" not in t.user_attrs
         ]
-        fail_stale_trials(study)
+        handle.fail_stale_trials()
         if not untagged or time.monotonic() > deadline:
             return
         time.sleep(1.0)

@@ -98,13 +98,14 @@ def test_bad_prune_entries_are_one_line_errors():
         decompose(model, {"features.0.0": {"format": "prune", "rank": 0.5}}, example_input=x)
 
 
-def test_the_example_input_can_ride_on_the_model():
-    from edgeopt.compiler.decompose import EXAMPLE_ATTR
-
+def test_decompose_sets_no_attribute_on_torch_modules():
+    """Reports live beside the modules (a weak side table), not on them: a student pickles as plain torch."""
     model, x = _arch("cnn1d")
-    setattr(model, EXAMPLE_ATTR, x)
-    student = decompose(model, {"features.1.0": {"format": "prune", "rank": 8}})
+    student = decompose(model, {"features.1.0": {"format": "prune", "rank": 8}}, example_input=x)
     assert student.get_submodule("features.1.0").out_channels == 8
+    assert [r.name for r in layer_reports(student)] == ["features.1.0"]
+    for m in (model, *model.modules(), student, *student.modules()):
+        assert not [k for k in vars(m) if k.startswith("edgeopt")], type(m).__name__
 
 
 def test_only_the_allocation_offers_prune_by_default():

@@ -11,7 +11,8 @@ optuna = pytest.importorskip("optuna")
 
 from edgeopt.errors import InputError  # noqa: E402 - after the importorskip that guards optuna
 from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.storage import open_study, storage_url, stored_url  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.storage import storage_url, stored_url  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.study import open_study  # noqa: E402 - after the pytest.importorskip guards
 
 
 def test_the_study_lives_in_out_unless_a_storage_is_given(tmp_path):
@@ -24,7 +25,9 @@ def test_the_study_lives_in_out_unless_a_storage_is_given(tmp_path):
 def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
     config = CompileConfig(out=tmp_path, trials=1)
     warm = [("uniform lowrank", {"fc.format": "lowrank", "fc.lowrank_rank": 4})]
-    study = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
+    handle = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
+    study = handle.study
+    assert handle.slot == 0 and not hasattr(study, "edgeopt_slot")  # the slot is the handle's, not Optuna's
     assert study.study_name == "t-host" and study.user_attrs["sampler"] == "TPESampler"
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [(t.system_attrs["fixed_params"], t.user_attrs["warm_start"]) for t in waiting] == [
@@ -32,7 +35,9 @@ def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
     ]
     # Resumed: not warm-started again.
     again = open_study(config, task_name="t", target_name="host", warm_start=lambda: warm)
-    assert len(again.trials) == 1
+    assert len(again.study.trials) == 1 and again.slot == 1  # the first handle still holds slot 0
+    handle.release_slot()
+    assert open_study(config, task_name="t", target_name="host").slot == 0
     with pytest.raises(InputError, match="same --objective"):
         open_study(CompileConfig(out=tmp_path, objective="pareto"), task_name="t", target_name="host")
     random = open_study(
@@ -41,7 +46,7 @@ def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
         target_name="host",
         warm_start=lambda: warm,
     )
-    assert random.trials == [] and random.user_attrs["sampler"] == "RandomSampler"
+    assert random.study.trials == [] and random.study.user_attrs["sampler"] == "RandomSampler"
 
 
 def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):

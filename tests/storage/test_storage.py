@@ -78,16 +78,16 @@ def any_url(request, tmp_path):
 
 
 def test_a_plan_claim_is_won_by_exactly_one_of_many_racers(any_url):
-    from edgeopt.search import shared
+    from edgeopt.search.study import _optuna, claims
 
     stor = storage.make_storage(any_url)
-    study = optuna.create_study(study_name="claims", storage=stor)
+    sid = _optuna.study_id(optuna.create_study(study_name="claims", storage=stor))
     wins: list[int] = []
     barrier = threading.Barrier(6)
 
     def racer(owner: int) -> None:
         barrier.wait()
-        if shared.try_claim(stor.engine, study._study_id, "plan:x", owner):
+        if claims.try_claim(stor.engine, sid, "plan:x", owner):
             wins.append(owner)
 
     threads = [threading.Thread(target=racer, args=(i + 1,)) for i in range(6)]
@@ -96,13 +96,13 @@ def test_a_plan_claim_is_won_by_exactly_one_of_many_racers(any_url):
     for t in threads:
         t.join()
     assert len(wins) == 1
-    assert shared.claim_owner(stor.engine, study._study_id, "plan:x") == wins[0]
-    assert not shared.take_over(stor.engine, study._study_id, "plan:x", wins[0] + 100, 99)  # compare-and-set
-    assert shared.take_over(stor.engine, study._study_id, "plan:x", wins[0], 99)
+    assert claims.claim_owner(stor.engine, sid, "plan:x") == wins[0]
+    assert not claims.take_over(stor.engine, sid, "plan:x", wins[0] + 100, 99)  # compare-and-set
+    assert claims.take_over(stor.engine, sid, "plan:x", wins[0], 99)
 
 
 def test_the_screen_cache_is_shared_through_the_storage(any_url):
-    from edgeopt.search.shared import ScreenCache
+    from edgeopt.search.study import ScreenCache
 
     stor = storage.make_storage(any_url)
     first, second = ScreenCache(stor, "model-a"), ScreenCache(stor, "model-a")
@@ -116,25 +116,29 @@ def test_the_screen_cache_is_shared_through_the_storage(any_url):
 def test_a_studys_own_storage_reaches_the_shared_tables(any_url):
     """Optuna wraps the RDB storage of a study (``_CachedStorage``): claims, slots and the screen cache
     must reach the database through it, or every worker would silently work alone."""
-    from edgeopt.search import shared
+    from edgeopt.search.study import StudyHandle
 
     study = optuna.create_study(study_name="wrapped", storage=storage.make_storage(any_url))
-    assert shared.storage_engine(study._storage) is not None
-    assert shared.worker_slot(study) == 0 and shared.worker_slot(study) == 1  # each process its own slot
-    assert shared.claim_once(study, "warm-start") and not shared.claim_once(study, "warm-start")
-    shared.ScreenCache(study._storage, "m").put("k", {"latency_ms": 1.0})
-    assert shared.ScreenCache(study._storage, "m").get("k") == {"latency_ms": 1.0}
+    first, second = StudyHandle(study), StudyHandle(study)
+    assert first.engine is not None
+    assert first.take_slot() == 0 and second.take_slot() == 1  # each process its own slot
+    first.release_slot()
+    assert first.slot is None and StudyHandle(study).take_slot() == 0  # a released slot is taken again
+    assert first.claim_once("warm-start") and not second.claim_once("warm-start")
+    first.screen_cache("m").put("k", {"latency_ms": 1.0})
+    assert second.screen_cache("m").get("k") == {"latency_ms": 1.0}
 
 
 def test_a_plan_being_trained_by_another_trial_is_waited_for_and_its_result_taken(any_url, monkeypatch):
-    from edgeopt.search import shared
     from edgeopt.search.record import DType, Status, TrialRecord
+    from edgeopt.search.study import StudyHandle, handle
 
-    monkeypatch.setattr(shared, "WAIT_POLL_S", 0.05)
+    monkeypatch.setattr(handle, "WAIT_POLL_S", 0.05)
     study = optuna.create_study(study_name="wait", storage=storage.make_storage(any_url))
+    claim_plan = StudyHandle(study).claim_plan
     plan = {"fc1": {"format": "lowrank", "rank": 4}}
     owner = study.ask()
-    assert shared.claim_plan(study, owner, plan, DType.FP32) is None  # first: trains it
+    assert claim_plan(owner, plan, DType.FP32) is None  # first: trains it
     second = study.ask()
 
     def finish() -> None:
@@ -148,12 +152,12 @@ def test_a_plan_being_trained_by_another_trial_is_waited_for_and_its_result_take
 
     t = threading.Thread(target=finish)
     t.start()
-    frozen, rec = shared.claim_plan(study, second, plan, DType.FP32)  # waits for the owner's result
+    frozen, rec = claim_plan(second, plan, DType.FP32)  # waits for the owner's result
     t.join()
     assert frozen.number == owner.number and rec.status is Status.TRAINED and frozen.value == 0.9
     # A failed owner's plan is taken over by the next trial that samples it.
     other = {"fc1": {"format": "lowrank", "rank": 8}}
     failed = study.ask()
-    assert shared.claim_plan(study, failed, other, DType.FP32) is None
+    assert claim_plan(failed, other, DType.FP32) is None
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
-    assert shared.claim_plan(study, study.ask(), other, DType.FP32) is None
+    assert claim_plan(study.ask(), other, DType.FP32) is None

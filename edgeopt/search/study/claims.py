@@ -20,19 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import time
 from typing import Any
 
-from edgeopt.search.record import Status, TrialRecord
 from edgeopt.search.space import plan_key
-
-log = logging.getLogger("edgeopt.compile")
+from edgeopt.search.study._optuna import engine_of
 
 CLAIMS, SCREEN_CACHE = "edgeopt_claims", "edgeopt_screen_cache"
-WAIT_POLL_S = 0.5  # how often a worker waiting for another's trial of the same plan looks again
-CLAIM_RETRIES = 20  # a claim that vanishes or cannot be taken over this often: the plan is trained anyway
 _TABLES: Any = None
 
 
@@ -62,23 +55,9 @@ def _tables() -> Any:
 
 def create_tables(storage: Any) -> None:
     """Create the tables beside Optuna's (idempotent; concurrent creators are retried by the caller)."""
-    engine = storage_engine(storage)
+    engine = engine_of(storage)
     if engine is not None:
         _tables().create_all(engine, checkfirst=True)
-
-
-def storage_engine(storage: Any) -> Any:
-    """The SQLAlchemy engine of an Optuna RDB storage, None for any other storage. A study's
-    ``_storage`` is the RDB storage wrapped in Optuna's ``_CachedStorage`` (its ``_backend``)."""
-    for candidate in (storage, getattr(storage, "_backend", None)):
-        engine = getattr(candidate, "engine", None)
-        if engine is not None:
-            return engine
-    return None
-
-
-def _engine(study: Any) -> Any:
-    return storage_engine(study._storage)
 
 
 # --------------------------------------------------------------------------- claims
@@ -153,114 +132,6 @@ def plan_claim_key(plan: dict[str, Any], dtype: Any) -> str:
     return "plan:" + hashlib.sha256(f"{dtype}|{plan_key(plan)}".encode()).hexdigest()[:40]
 
 
-def claim_plan(study: Any, trial: Any, plan: dict[str, Any], dtype: Any) -> tuple[Any, TrialRecord] | None:
-    """Own ``plan`` for ``trial`` (None: train it), or the finished trial of another worker that owns it
-    (``(frozen trial, record)``: copy its result). While the owner's trial runs this waits; when it
-    failed, or its worker died (its heartbeat stopped), the claim is taken over and None returned."""
-    engine = _engine(study)
-    if engine is None:
-        return None
-    key, me = plan_claim_key(plan, dtype), int(trial._trial_id)
-    waited_since: float | None = None
-    vanished = 0
-    while True:
-        if try_claim(engine, study._study_id, key, me):
-            return None
-        owner = claim_owner(engine, study._study_id, key)
-        if owner == me:  # already this trial's (a claim made by an earlier attempt of the same trial)
-            return None
-        if owner is None:  # released between the INSERT and the SELECT: try again, a bounded number of times
-            vanished += 1
-            if vanished > CLAIM_RETRIES:
-                log.warning("trial %d: could not claim its plan in the storage; training it", trial.number)
-                return None
-            time.sleep(WAIT_POLL_S * min(vanished, 4))
-            continue
-        frozen = _trial_of_study(study, owner)
-        outcome = _owner_outcome(frozen)
-        if outcome == "done":
-            return frozen, TrialRecord.from_trial(frozen)
-        if outcome == "gone":
-            if take_over(engine, study._study_id, key, owner, me):
-                return None
-            vanished += 1
-            if vanished > CLAIM_RETRIES:
-                log.warning("trial %d: could not take over its plan's claim; training it", trial.number)
-                return None
-            time.sleep(WAIT_POLL_S)
-            continue
-        if waited_since is None:
-            waited_since = time.monotonic()
-            log.info(
-                "trial %d: the same plan is being trained by trial %d (another worker); waiting for its result",
-                trial.number,
-                frozen.number,
-            )
-        _fail_stale(study)
-        time.sleep(WAIT_POLL_S)
-
-
-def _trial_of_study(study: Any, trial_id: int) -> Any:
-    """The trial ``trial_id`` when it belongs to ``study`` (ids may be reused after a study is deleted)."""
-    try:
-        frozen = study._storage.get_trial(trial_id)
-        same = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, frozen.number) == trial_id
-    except KeyError:
-        return None
-    return frozen if same else None
-
-
-def _owner_outcome(frozen: Any) -> str:
-    """ "done" (a result to copy), "running" (wait for it) or "gone" (failed, missing: take the plan over)."""
-    import optuna
-
-    if frozen is None:
-        return "gone"
-    state = frozen.state
-    if state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
-        return "running"
-    if state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-        rec = TrialRecord.from_trial(frozen)
-        if rec.status in (Status.TRAINED, Status.PRUNED, Status.SCREENED_OUT) and rec.repeat_of is None:
-            return "done"
-    return "gone"
-
-
-def _fail_stale(study: Any) -> None:
-    """Fail (and queue the retry of) trials whose worker stopped sending heartbeats: Optuna does this only
-    when a worker starts a trial, and a worker waiting on a dead one would otherwise wait forever."""
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def claim_once(study: Any, key: str) -> bool:
-    """True for exactly one caller per study and key (e.g. the warm start of a new study); True without a database."""
-    engine = _engine(study)
-    return engine is None or try_claim(engine, study._study_id, key, 0)
-
-
-def worker_slot(study: Any) -> int:
-    """The lowest free worker slot of the study, claimed for this process (0 for a lone worker)."""
-    engine = _engine(study)
-    if engine is None:
-        return 0
-    for slot in range(10_000):
-        if try_claim(engine, study._study_id, f"worker:{slot}", os.getpid()):
-            return slot
-    raise RuntimeError("no free worker slot")  # pragma: no cover
-
-
-def release_slot(study: Any, slot: int) -> None:
-    engine = _engine(study)
-    if engine is not None:
-        release(engine, study._study_id, f"worker:{slot}", os.getpid())
-
-
 # --------------------------------------------------------------------------- the latency screen's cache
 class ScreenCache:
     """The latency screen's results in the storage's database, shared by every worker and run.
@@ -269,7 +140,7 @@ class ScreenCache:
     studies of several models whose layers have the same names."""
 
     def __init__(self, storage: Any, scope: str) -> None:
-        self.engine = storage_engine(storage)
+        self.engine = engine_of(storage)
         self.scope = scope
         self.local: dict[str, dict[str, Any]] = {}
 
@@ -312,11 +183,12 @@ __all__ = [
     "CLAIMS",
     "SCREEN_CACHE",
     "ScreenCache",
-    "claim_once",
-    "claim_plan",
+    "claim_owner",
     "create_tables",
+    "insert_if_absent",
     "model_scope",
     "plan_claim_key",
-    "release_slot",
-    "worker_slot",
+    "release",
+    "take_over",
+    "try_claim",
 ]

@@ -12,8 +12,9 @@ onnx = pytest.importorskip("onnx")
 
 from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
 from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.finetune import fine_tune  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.ship import fine_tune, layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.ship import layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 
@@ -46,8 +47,8 @@ def test_ship_fine_tunes_the_chosen_plan(small_mlp_task, tmp_path):
 
 def test_fine_tune_leaves_the_teacher_alone(small_mlp_task):
     before = [p.detach().clone() for p in small_mlp_task.model.parameters()]
-    student, timings = fine_tune(small_mlp_task.model, {}, small_mlp_task, CompileConfig())
-    assert student is not small_mlp_task.model and "distill" not in timings
+    tuned = fine_tune(small_mlp_task.model, {}, small_mlp_task, CompileConfig())
+    assert tuned.student is not small_mlp_task.model and "distill" not in tuned.timings and tuned.best_epoch == 0
     assert all(torch.equal(a, b) for a, b in zip(before, small_mlp_task.model.parameters()))
 
 

@@ -218,8 +218,8 @@ def _check_line(c: dict[str, Any]) -> str:
         return f"{name}: not measured (budget {b})"
     if c.get("passed") is False:
         side = ">" if m > b else "<"
-        bound = lo if side == ">" else hi
-        sure = f" (its confidence bound {bound:.6g} too)" if bound is not None else ""
+        kind, bound = ("lower", lo) if side == ">" else ("upper", hi)
+        sure = f" ({kind} bound {bound:.6g} too)" if bound is not None else ""
         return f"{name}: measured {m:.6g} {side} budget {b:.6g}{sure}"
     within = "within" if m <= b else "over"
     bounds = ", ".join(f"{k} bound {v:.6g}" for k, v in (("lower", lo), ("upper", hi)) if v is not None)

@@ -93,3 +93,18 @@ def test_batchnorm_folded_at_export_is_counted_as_bench_counts_it(digits_splits,
         shipped.measured.bench.model_size_bytes,
         model_info(shipped.path)["nodes"],
     )
+
+
+def test_a_trial_records_the_parameters_of_its_screened_file(digits_splits, tmp_path):
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.search.record import ScreenResult
+    from edgeopt.search.screen import Screen
+
+    task = _task(MLP(), digits_splits)
+    plan = {"fc1": {"format": "prune", "rank": 32}, "fc2": {"format": "lowrank", "rank": 4}}
+    screen = Screen(task, Target.load("host"), tmp_path / "cache.json")
+    m = screen.measure(decompose(task.model, plan), plan, "fp32", {}, bench_kwargs=QUICK)
+    assert m.params == (32 * 64 + 32) + (4 * (32 + 64) + 64) + (10 * 64 + 10)
+    assert m.params < plan_cost(task.model, plan, task.example_input).params  # the estimate is an upper bound
+    assert ScreenResult.from_dict(m.to_dict()) == m
+    assert ScreenResult.from_dict({k: v for k, v in m.to_dict().items() if k != "params"}).params is None

@@ -39,7 +39,10 @@ class Tuned:
 
 @dataclass(frozen=True)
 class FineTune:
-    """What the final fine-tune shipped against the trial it started from (``compile.json``'s ``finetune``)."""
+    """What the final fine-tune shipped against the trial it started from (``compile.json``'s ``finetune``).
+
+    ``epochs`` and ``best_epoch`` (from 1) are those of the training whose weights shipped: the fine-tune's,
+    or after a fall-back the trial's trained again; ``tolerance_pt`` is in points (0.5 = 0.005)."""
 
     selected_trial: int
     trial_val_score: float | None
@@ -95,15 +98,16 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
     return tuned
 
 
-def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Any:
+def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
     """The selected trial's student again: trained as the objective trains a trial (``trial_epochs``, the
     compile's seed, early stopping on validation, best weights), which on the CPU gives its weights back."""
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.distill import distill
 
-    student = decompose(teacher, plan) if plan else copy.deepcopy(teacher)
+    t0 = time.perf_counter()
+    again = Tuned(decompose(teacher, plan) if plan else copy.deepcopy(teacher))
     distill(
-        student,
+        again.student,
         teacher,
         (task.X_train, task.y_train),
         (task.X_val, task.y_val),
@@ -111,22 +115,23 @@ def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: Compile
         lr=config.lr,
         seed=config.seed,
         metric=task.metric,
+        callback=lambda _epoch, score: again.history.append(float(score)),
         train_device=config.train_device,
     )
-    return student.eval()
+    again.timings["retrain"] = time.perf_counter() - t0
+    again.student.eval()
+    return again
 
 
 def verdict_note(trial: int, trial_score: float | None, tuned: float, tol: float, metric: str) -> str:
     """The note when the fine-tuned file stands: within the tolerance of the trial, or the trial unscored."""
     if trial_score is None:
         return f"trial {trial} has no validation score to hold the fine-tune to"
-    return (
-        f"the fine-tuned artifact's val {metric} {tuned:.4f} is within {tol * 100:.2f} pt of "
-        f"trial {trial}'s {trial_score:.4f}"
-        if tuned >= trial_score - tol
-        else f"the fine-tuned artifact's val {metric} {tuned:.4f} is {(trial_score - tuned) * 100:.2f} pt below "
-        f"trial {trial}'s {trial_score:.4f}"
-    )
+    head = f"the fine-tuned artifact's val {metric} {tuned:.4f}"
+    if tuned >= trial_score:
+        return f"{head} is not below trial {trial}'s {trial_score:.4f} ({(tuned - trial_score) * 100:+.2f} pt)"
+    below = f"{head} is {(trial_score - tuned) * 100:.2f} pt below trial {trial}'s {trial_score:.4f}"
+    return f"{below}, within the {tol * 100:.2f} pt tolerance" if tuned >= trial_score - tol else below
 
 
 def fallback_note(
@@ -151,9 +156,10 @@ def report(ft: FineTune, metric: str) -> None:
         f"(best epoch {ft.best_epoch} of {ft.epochs}{'; fell back to the trial' if ft.fell_back else ''})"
     )
     short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
-    (log.warning if ft.fell_back or short else log.info)(
-        "%s", line if not (ft.fell_back or short) else f"{line}: {ft.note}"
-    )
+    if ft.fell_back or short:  # what shipped is not the fine-tune, or is below the trial: said, with why
+        log.warning("%s: %s", line, ft.note)
+    else:
+        log.info("%s", line)
 
 
 __all__ = ["FineTune", "Tuned", "fallback_note", "fine_tune", "report", "retrain_trial", "tolerance", "verdict_note"]

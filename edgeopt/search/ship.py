@@ -1,5 +1,7 @@
-"""Shipping the chosen plan: fine-tune, export (verified against torch), quantize, measure, gate, and
-write the artifacts — ``model.onnx`` and ``compile.json`` — atomically.
+"""Shipping the chosen plan: fine-tune (held to the selected trial's validation score:
+:mod:`edgeopt.search.finetune`), export (verified against torch), quantize, measure, gate, and write the
+artifacts — ``model.onnx`` and ``compile.json`` — atomically, with figures counted from the file
+(:mod:`edgeopt.search.figures`).
 
 The file that ships is the file that was measured: it is staged in a temporary dir inside ``out``,
 scored on val and test with onnxruntime (the only place the test split is used), stamped with its
@@ -118,30 +120,28 @@ def _hold_to_trial(
     if chosen is None:
         return path, tuned.student, None
     task, tol, metric = stage.task, ft.tolerance(config), stage.task.metric_name
-    trial_score = chosen.score
-    student, fell_back = tuned.student, False
+    trial_score, fell_back = chosen.score, False
     note = ft.verdict_note(chosen.number, trial_score, score, tol, metric)
     if trial_score is not None and score < trial_score - tol:
         log.info("the fine-tuned artifact is below trial %d on val: training the trial's student again", chosen.number)
-        t0 = time.perf_counter()
         again = ft.retrain_trial(teacher, dict(chosen.plan), task, config)
-        stage.timings["retrain"] = time.perf_counter() - t0
-        again_path, again_score = stage(again, "trial")
+        stage.timings.update(again.timings)
+        again_path, again_score = stage(again.student, "trial")
         note = ft.fallback_note(chosen.number, trial_score, score, again_score, config, metric)
         if again_score >= score:
-            path, student, score, fell_back = again_path, again, again_score, True
+            path, tuned, score, fell_back = again_path, again, again_score, True
     record = ft.FineTune(
         selected_trial=chosen.number,
         trial_val_score=trial_score,
         artifact_val_score=score,
         tolerance_pt=round(tol * 100, 6),
-        best_epoch=0 if fell_back else tuned.best_epoch,
-        epochs=config.trial_epochs if fell_back else len(tuned.history),
+        best_epoch=tuned.best_epoch,
+        epochs=len(tuned.history),
         fell_back=fell_back,
         note=note,
     )
     ft.report(record, metric)
-    return path, student, record
+    return path, tuned.student, record
 
 
 def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, config: CompileConfig) -> Shipped:

@@ -33,20 +33,25 @@ def test_the_fine_tune_ends_with_its_best_validation_epoch(small_mlp_task):
 
 def test_the_trial_student_is_trained_again_to_the_same_weights(small_mlp_task):
     config = CompileConfig(trial_epochs=3)
-    a, b = (retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config) for _ in range(2))
+    a, b = (retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config).student for _ in range(2))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_an_artifact_below_the_trial_falls_back_to_the_trial_and_says_so(small_mlp_task, tmp_path, caplog):
     config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=1, trial_epochs=10)
-    trial_score = _val(retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config), small_mlp_task)
+    trial_score = _val(retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config).student, small_mlp_task)
     chosen = TrialRecord(number=5, status=Status.TRAINED, plan=PLAN, val={"score": trial_score})
     shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
     ft = shipped.finetune
     assert ft["fell_back"] and ft["selected_trial"] == 5 and ft["trial_val_score"] == trial_score
     assert ft["artifact_val_score"] == pytest.approx(trial_score, abs=0.005)  # onnxruntime's score of the file
     assert ft["artifact_val_score"] == shipped.measured.metrics["val"]["score"]
-    assert ft["tolerance_pt"] == pytest.approx(0.5) and ft["epochs"] == 10 and "trained again" in ft["note"]
+    assert (
+        ft["tolerance_pt"] == pytest.approx(0.5)
+        and ft["epochs"] <= 10
+        and ft["best_epoch"] >= 1
+        and "trained again" in ft["note"]
+    )
     assert any("final fine-tune: trial 5" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     assert "retrain" in shipped.timings
 
@@ -56,7 +61,9 @@ def test_an_artifact_within_the_tolerance_ships_the_fine_tune(small_mlp_task, tm
     chosen = TrialRecord(number=2, status=Status.TRAINED, plan=PLAN, val={"score": 0.1})
     shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
     ft = shipped.finetune
-    assert not ft["fell_back"] and ft["epochs"] == 3 and 1 <= ft["best_epoch"] <= 3 and "within" in ft["note"]
+    assert (
+        not ft["fell_back"] and ft["epochs"] == 3 and 1 <= ft["best_epoch"] <= 3 and "not below trial 2's" in ft["note"]
+    )
     score = onnx_metrics(shipped.path, small_mlp_task.X_val, small_mlp_task.y_val, small_mlp_task.metric)["score"]
     assert ft["artifact_val_score"] == score and "retrain" not in shipped.timings
 

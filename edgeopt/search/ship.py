@@ -208,6 +208,8 @@ def gate_outcome(budget: dict[str, Any]) -> tuple[str, list[str]]:
     checks = budget.get("checks", [])
     verdict = "fail" if any(c.get("passed") is False for c in checks) else str(budget.get("verdict", "unknown"))
     lines = [_check_line(c) for c in checks if not c.get("passed")]
+    if verdict == "inconclusive":
+        lines.insert(0, "final gate: INCONCLUSIVE, a budget could not be decided either way (exit 3)")
     return verdict, lines
 
 

@@ -64,9 +64,9 @@ def test_an_undecided_final_gate_is_reported_as_undecided_and_exits_3(tmp_path):
     latency = {"name": "latency_p95", "budget": 0.1032, "measured": 0.101386, "upper_bound": 0.1101, "passed": None}
     size = {"name": "model_size", "budget": 50.0, "measured": 0.03, "upper_bound": None, "passed": True}
     verdict, lines = gate_outcome({"verdict": "inconclusive", "passed": False, "checks": [latency, size]})
-    assert verdict == "inconclusive" and len(lines) == 1
-    assert lines[0].startswith("latency_p95: undecided: measured 0.101386 is within budget 0.1032")
-    assert "upper bound 0.1101" in lines[0] and ">" not in lines[0]
+    assert verdict == "inconclusive" and len(lines) == 2 and lines[0].startswith("final gate: INCONCLUSIVE")
+    assert lines[1].startswith("latency_p95: undecided: measured 0.101386 is within budget 0.1032")
+    assert "upper bound 0.1101" in lines[1] and ">" not in lines[1]
     result = CompileResult(tmp_path, False, {}, {}, tmp_path / "model.onnx", inconclusive=verdict == "inconclusive")
     assert result.exit_code == 3
     floor = {"name": "quality floor (f1)", "budget": 0.7, "measured": 0.6, "passed": False}

@@ -35,10 +35,9 @@ def distill(
 ) -> float:
     """Fine-tune ``student`` to match ``teacher`` and the labels; return the best validation score.
 
-    Loss = alpha * cross-entropy(labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)),
-    Adam, early stopping on the validation ``metric`` after ``patience`` epochs without
-    improvement. ``student`` ends with its best-validation weights, in eval mode; ``teacher`` is
-    not changed. Seeded: the same call gives the same weights on CPU.
+    Loss = alpha * cross-entropy(labels) + (1 - alpha) * T^2 * KL(softmax(teacher/T) || softmax(student/T)), Adam,
+    early stopping on the validation ``metric`` after ``patience`` epochs without improvement. ``student`` ends with
+    its best-validation weights, in eval mode; ``teacher`` is unchanged; the same call gives the same weights on CPU.
 
     Parameters
     ----------
@@ -48,8 +47,8 @@ def distill(
     restore_best : bool
         End with the best-validation weights (default) or, if False, the last ones (no early stop).
     callback : callable(epoch, score), optional
-        Called after each epoch with the validation score; its exceptions propagate (the search
-        raises ``optuna.TrialPruned`` there), after the best weights are restored.
+        Called after each epoch with the validation score; its exceptions (the search's
+        ``optuna.TrialPruned``) propagate after the best weights are restored.
     train_device : {"auto", "cpu", "cuda"}
         Where to train: "auto" is CUDA when torch sees one, else the CPU. The student ends on the
         device it started on; the teacher's logits are computed once per (teacher weights, data).

@@ -32,15 +32,14 @@ from torch import nn
 
 from edgeopt._validate import choice, fail, number
 from edgeopt._version import __version__
+from edgeopt.compiler._verify import torch_outputs, verify_feeds, verify_or_note
 from edgeopt.errors import ModelError
-from edgeopt.runtime.session import Runtime, open_session
 
 __all__ = ["ExportInfo", "export_onnx", "export_onnx_info", "onnx_node_count", "onnx_op_counts"]
 
 log = logging.getLogger("edgeopt.export")
 
 _EXPORTERS = ("auto", "torchscript", "dynamo")
-_VERIFY_RUNTIME = Runtime(intra_op_threads=1, inter_op_threads=1)  # one thread: the check is not a benchmark
 
 
 @dataclass(frozen=True)
@@ -222,35 +221,6 @@ def _cleanup(proto) -> None:
         graph.initializer.remove(t)
 
 
-def _torch_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    with torch.no_grad():
-        out = model(*inputs)
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o.detach().cpu().float().numpy() for o in outs]
-
-
-def _verify(model: nn.Module, path: Path, feeds: list[tuple[str, tuple[torch.Tensor, ...]]], rtol: float) -> float:
-    """Compare onnxruntime with torch on each feed; raise ModelError on the first mismatch."""
-    sess = open_session(path, _VERIFY_RUNTIME)
-    names = [i.name for i in sess.get_inputs()]
-    worst = 0.0
-    for label, inputs in feeds:
-        ref = _torch_outputs(model, inputs)
-        got = sess.run(None, {n: t.cpu().numpy() for n, t in zip(names, inputs)})
-        for k, (a, b) in enumerate(zip(got, ref)):
-            if a.shape != b.shape:
-                raise ModelError(f"ONNX output {k} has shape {a.shape} on {label} inputs; torch gives {b.shape}.")
-            scale = float(np.abs(b).max()) if b.size else 0.0
-            dev = float(np.abs(a.astype(np.float64) - b).max()) if b.size else 0.0
-            if not np.isfinite(a).all() or dev > rtol * max(scale, 1e-6):
-                raise ModelError(
-                    f"ONNX output {k} differs from torch on {label} inputs: max |diff| {dev:.3g} "
-                    f"> {rtol:g} x max |output| {scale:.3g}."
-                )
-            worst = max(worst, dev / max(scale, 1e-6))
-    return worst
-
-
 def export_onnx(model: nn.Module, example_input: Any, path: str | os.PathLike, **options: Any) -> Path:
     """Export ``model`` to ONNX at ``path``, checked and verified against torch, written atomically.
 
@@ -305,31 +275,43 @@ def export_onnx_info(
     in_names, trace_inputs = _trace_inputs(inputs, input_names)
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    feeds = _verify_feeds(inputs, verify_inputs) if verify else []
+    real = None if verify_inputs is None else _as_inputs(verify_inputs, "verify_inputs")
+    feeds = verify_feeds(inputs, real) if verify else []
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    errors: list[str] = []
     try:
-        for name in ["torchscript", "dynamo"] if exporter == "auto" else [exporter]:
-            t0 = time.perf_counter()
-            export_s = _run_exporter(model, trace_inputs, tmp, name, opset, in_names, output_names, errors)
-            if export_s is None:
-                continue
-            written = _finish_graph(tmp, name, opset, metadata, errors)
-            if written is None:
-                continue
-            deviation = _verify_or_note(model, tmp, feeds, rtol, name, errors) if verify else None
-            if verify and deviation is None:
-                continue
-            os.replace(tmp, path)
-            if errors:  # a fallback: one line, not the failed exporter's output
-                log.info("ONNX export of %s: %s; used the %s exporter", type(model).__name__, errors[-1], name)
-            return ExportInfo(path, name, export_s, time.perf_counter() - t0, written, deviation)
-        raise ModelError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
+        names = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+        graph = (trace_inputs, opset, in_names, output_names, metadata)
+        return _first_verified(model, names, graph, tmp, path, feeds if verify else None, rtol)
     finally:
         for m, t in modes.items():
             m.training = t
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _first_verified(
+    model: nn.Module, names: list[str], graph: tuple, tmp: Path, path: Path, feeds: list | None, rtol: float
+) -> ExportInfo:
+    """The first exporter of ``names`` whose graph is written, checked and (``feeds`` not None) verified,
+    renamed from ``tmp`` to ``path``; ModelError with every exporter's reason when none is."""
+    trace_inputs, opset, in_names, output_names, metadata = graph
+    errors: list[str] = []
+    for name in names:
+        t0 = time.perf_counter()
+        export_s = _run_exporter(model, trace_inputs, tmp, name, opset, in_names, output_names, errors)
+        if export_s is None:
+            continue
+        written = _finish_graph(tmp, name, opset, metadata, errors)
+        if written is None:
+            continue
+        deviation = verify_or_note(model, tmp, feeds, rtol, name, errors) if feeds is not None else None
+        if feeds is not None and deviation is None:
+            continue
+        os.replace(tmp, path)
+        if errors:  # a fallback: one line, not the failed exporter's output
+            log.info("ONNX export of %s: %s; used the %s exporter", type(model).__name__, errors[-1], name)
+        return ExportInfo(path, name, export_s, time.perf_counter() - t0, written, deviation)
+    raise ModelError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
 
 
 def _trace_inputs(
@@ -343,27 +325,6 @@ def _trace_inputs(
         else (["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))])
     )
     return in_names, tuple(t[:1].expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
-
-
-def _verify_feeds(inputs: tuple[torch.Tensor, ...], verify_inputs: Any) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
-    """Seeded random inputs at batch 1 and 3 (integer inputs repeat the example), and the real ones if given."""
-    gen = torch.Generator().manual_seed(0)
-    feeds = []
-    for b in (1, 3):
-        feeds.append(
-            (
-                f"random batch-{b}",
-                tuple(
-                    torch.randn((b, *t.shape[1:]), generator=gen)
-                    if t.is_floating_point()
-                    else t[:1].expand(b, *t.shape[1:])
-                    for t in inputs
-                ),
-            )
-        )
-    if verify_inputs is not None:
-        feeds.append(("the given real", _as_inputs(verify_inputs, "verify_inputs")))
-    return feeds
 
 
 def _run_exporter(
@@ -383,7 +344,7 @@ def _run_exporter(
         with _layer_tracker(model, stack), torch.no_grad():
             out_names = list(output_names) if output_names else None
             if out_names is None:
-                n_out = len(_torch_outputs(model, trace_inputs))
+                n_out = len(torch_outputs(model, trace_inputs))
                 out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
             stack.clear()
             _export(model, trace_inputs, tmp, name, opset, in_names, out_names)
@@ -420,14 +381,3 @@ def _finish_graph(
         return None
     onnx.save(proto, str(tmp))
     return len(proto.graph.node)
-
-
-def _verify_or_note(
-    model: nn.Module, tmp: Path, feeds: list, rtol: float, exporter: str, errors: list[str]
-) -> float | None:
-    """The worst relative deviation from torch, or None when the graph does not verify (reason added to ``errors``)."""
-    try:
-        return _verify(model, tmp, feeds, rtol)
-    except ModelError as exc:
-        errors.append(f"{exporter} exporter: {exc}")
-        return None

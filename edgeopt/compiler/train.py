@@ -64,7 +64,6 @@ class _Loss:
 
 def _check_fit_args(
     owner: str,
-    *,
     epochs: Any,
     batch_size: Any,
     patience: Any,
@@ -114,6 +113,21 @@ class _Best:
             self.stale += 1
 
 
+def _optimizer(student: nn.Module, lr: float, weight_decay: float, schedule: str, steps: int) -> tuple[Any, Any]:
+    """Adam over the trainable parameters, and the cosine schedule over ``steps`` batches (or none)."""
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if schedule == "cosine" else None
+
+
+def _train_loader(train: Any, teacher: nn.Module | None, device: torch.device, batch_size: int, seed: int) -> Any:
+    """Seeded shuffled batches of the training data, with the teacher's logits when there is a teacher."""
+    Xtr, ytr = to_arrays(train, name="train")
+    extra = []
+    if teacher is not None:
+        extra.append(teacher_logits(teacher, Xtr, device=device).numpy())  # fixed teacher: once per (weights, data)
+    return make_loader(Xtr, ytr, *extra, batch_size=batch_size, shuffle=True, seed=seed)
+
+
 def fit(
     student: nn.Module,
     train: Any,
@@ -143,39 +157,21 @@ def fit(
     plain CE without one (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015).
     ``schedule="cosine"`` anneals the learning rate to zero over ``epochs``; with
     ``restore_best=False`` the student keeps its last weights instead of the best-validation ones
-    (a final fine-tune whose plan was already chosen on validation should not be selected on it
-    again) and early stopping is off. Returns (best score, per-epoch scores).
+    and early stopping is off. Returns (best score, per-epoch scores).
 
     The teacher's logits on the training data are computed once (batched, cached across calls
     with the same teacher weights and data: a search distills many students from one teacher).
     ``train_device`` "auto" trains on CUDA when torch sees one, else on the CPU; the student ends
     on the device it started on.
     """
-    _check_fit_args(
-        owner,
-        epochs=epochs,
-        batch_size=batch_size,
-        patience=patience,
-        lr=lr,
-        temperature=temperature,
-        alpha=alpha,
-        schedule=schedule,
-        metric=metric,
-    )
-    Xtr, ytr = to_arrays(train, name="train")
+    _check_fit_args(owner, epochs, batch_size, patience, lr, temperature, alpha, schedule, metric)
     Xva, yva = to_arrays(val, name="val")
     device = resolve_device(train_device)
     torch.manual_seed(seed)
-    extra = []
-    if teacher is not None and alpha < 1.0:
-        extra.append(teacher_logits(teacher, Xtr, device=device).numpy())  # fixed teacher: once per (weights, data)
-    loader = make_loader(Xtr, ytr, *extra, batch_size=batch_size, shuffle=True, seed=seed)
+    loader = _train_loader(train, teacher if alpha < 1.0 else None, device, batch_size, seed)
     home = next((p.device for p in student.parameters()), device)
     student.to(device)
-    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader)) if schedule == "cosine" else None
-    )
+    opt, sched = _optimizer(student, lr, weight_decay, schedule, epochs * len(loader))
     loss_fn, best = _Loss(float(alpha), float(temperature)), _Best()
     try:
         for epoch in range(epochs):

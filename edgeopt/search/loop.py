@@ -45,7 +45,7 @@ from edgeopt.search.progress import ThirdPartyWarnings, run_search
 from edgeopt.search.record import MIB, Status, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
-from edgeopt.search.ship import Shipped, layer_table, ship, write_state
+from edgeopt.search.ship import Shipped, baseline_cost, gate_outcome, layer_table, ship, with_nodes, write_state
 from edgeopt.search.storage import make_storage, sqlite_searcher, storage_url
 from edgeopt.search.study import StudyHandle, model_scope, open_study, uniform_warm_start
 
@@ -67,10 +67,14 @@ class CompileResult:
     model_path: Path
     reasons: list[str] = field(default_factory=list)
     search_only: bool = False  # a worker's search: nothing shipped, ``report`` holds only ``search``
+    inconclusive: bool = False  # the final gate could not decide a budget, and no check failed
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed or self.search_only else 1
+        """0 every budget met, 1 one is not, 3 the final gate could not decide (as ``edgeopt gate``)."""
+        if self.passed or self.search_only:
+            return 0
+        return 3 if self.inconclusive else 1
 
 
 def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); shadows the builtin only here
@@ -338,16 +342,18 @@ def _state(
         "task": inputs.task.describe(),
         "space": inputs.space.to_dict(),
         "objective": config.objective,
-        "baseline": report_mod.artifact_entry(
+        "baseline": with_nodes(
+            report_mod.artifact_entry,
             inputs.baseline,
-            inputs.base_cost,
+            baseline_cost(inputs.base_cost, inputs.baseline_path),
             inputs.baseline_path,
             out,
             target=target,
             metric=inputs.task.metric_name,
             implicit_floor=floor,
         ),
-        "best": report_mod.artifact_entry(
+        "best": with_nodes(
+            report_mod.artifact_entry,
             shipped.measured,
             shipped.cost,
             shipped.path,
@@ -361,6 +367,7 @@ def _state(
             implicit_floor=floor,
         ),
         "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
+        "finetune": shipped.finetune,  # the selected trial's and the artifact's val scores
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
         "selection": choice.decision,  # what shipped and why (edgeopt.search.select.Choice.decision)
@@ -403,11 +410,11 @@ def _left_alone(inputs: SearchInputs) -> list[dict[str, Any]]:
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:
-    checks = rep["best"]["budget"]["checks"]
-    reasons = [f"{c['name']}: measured {c['measured']} > budget {c['budget']}" for c in checks if not c["passed"]]
+    verdict, reasons = gate_outcome(rep["best"]["budget"])
     return CompileResult(
         out=out,
         passed=bool(rep["best"]["budget"]["passed"]),
+        inconclusive=verdict == "inconclusive",
         best_plan=shipped.plan,
         report=rep,
         model_path=shipped.path,

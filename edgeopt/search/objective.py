@@ -121,6 +121,7 @@ class Objective:
         record.timings["decompose"] = time.perf_counter() - t0
         m = record.screen = self.screen.measure(student, record.plan, record.dtype.value, record.timings)
         record.size_bytes = m.size_bytes
+        record.params = m.params if m.params is not None else record.params  # the file's count, not the estimate
         record.constraints = Constraints.measure(
             self.budget,
             latency_ms=m.latency_ms,

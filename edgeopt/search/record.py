@@ -148,9 +148,10 @@ class ScreenResult:
     peak_memory_mb: float
     size_bytes: int
     nodes: int
+    params: int | None = None  # the file's initializer elements, as ``edgeopt bench`` counts them
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "latency_ms": self.latency_ms,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_source": self.latency_source,
@@ -158,6 +159,7 @@ class ScreenResult:
             "size_bytes": self.size_bytes,
             "nodes": self.nodes,
         }
+        return d if self.params is None else {**d, "params": self.params}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ScreenResult | None:
@@ -170,6 +172,7 @@ class ScreenResult:
             peak_memory_mb=float(d.get("peak_memory_mb", math.nan)),
             size_bytes=int(d.get("size_bytes", 0)),
             nodes=int(d.get("nodes", 0)),
+            params=int(d["params"]) if d.get("params") is not None else None,
         )
 
 

@@ -103,6 +103,7 @@ class Screen:
             peak_memory_mb=float(result.peak_memory_mb),
             size_bytes=int(result.model_size_bytes),
             nodes=onnx_node_count(path),
+            params=int(result.params),
         )
 
     def _save(self) -> None:

@@ -1,5 +1,7 @@
-"""Shipping the chosen plan: fine-tune, export (verified against torch), quantize, measure, gate, and
-write the artifacts — ``model.onnx`` and ``compile.json`` — atomically.
+"""Shipping the chosen plan: fine-tune (held to the selected trial's validation score:
+:mod:`edgeopt.search.finetune`), export (verified against torch), quantize, measure, gate, and write the
+artifacts — ``model.onnx`` and ``compile.json`` — atomically, with figures counted from the file
+(:mod:`edgeopt.search.figures`).
 
 The file that ships is the file that was measured: it is staged in a temporary dir inside ``out``,
 scored on val and test with onnxruntime (the only place the test split is used), stamped with its
@@ -8,7 +10,6 @@ provenance, benchmarked with the full protocol and gated, then renamed into plac
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import tempfile
@@ -45,6 +46,7 @@ class Shipped:
     path: Path
     trial: int | None
     timings: dict[str, float] = field(default_factory=dict)
+    finetune: dict[str, Any] | None = None  # the FineTune record: the trial's and the artifact's val scores
 
 
 def export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str]) -> dict[str, float]:
@@ -69,76 +71,163 @@ def measure_artifact(path: Path, task: Any, target: Any, *, bench_kwargs: dict[s
     return Measured(gate=g, bench=g.bench, metrics=metrics)
 
 
-def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> tuple[Any, dict[str, float]]:
-    """The plan's student, distilled for ``final_epochs`` with a cosine schedule (the dense teacher as is)."""
-    from edgeopt.compiler.decompose import decompose
-    from edgeopt.compiler.distill import distill
-
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    student = decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher)
-    timings["decompose"] = time.perf_counter() - t0
-    from edgeopt.compiler.formats import DEFAULT_FORMAT
-
-    if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
-        log.info("fine-tuning the chosen plan for up to %d epochs", config.final_epochs)
-        t0 = time.perf_counter()
-        # The plan was selected on validation; selecting its weights on validation again over-fits
-        # that small split (seen: +0.01 val, -0.8 pt test). Anneal the rate and keep the last epoch.
-        distill(
-            student,
-            teacher,
-            (task.X_train, task.y_train),
-            (task.X_val, task.y_val),
-            epochs=config.final_epochs,
-            lr=config.lr,
-            seed=config.seed,
-            metric=task.metric,
-            schedule="cosine",
-            restore_best=False,
-            train_device=config.train_device,
-        )
-        timings["distill"] = time.perf_counter() - t0
-    return student.eval(), timings
-
-
-def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, config: CompileConfig) -> Shipped:
-    """Fine-tune the chosen plan (none: the input model), export, quantize, measure, gate; write ``model.onnx``."""
-    from edgeopt.compiler.decompose import plan_cost
-
-    plan = dict(chosen.plan) if chosen is not None else {}
-    dtype = chosen.dtype if chosen is not None else DType.FP32
-    student, timings = fine_tune(teacher, plan, task, config)
-    model_path = config.out / "model.onnx"
-    meta = {
+def _metadata(plan: dict[str, Any], dtype: DType, task: Any, target: Any) -> dict[str, str]:
+    return {
         "edgeopt.version": __version__,
         "edgeopt.role": "artifact",
         "edgeopt.target": target.name,
         "edgeopt.task": task.name,
         "edgeopt.plan": json.dumps(plan, sort_keys=True),
         "edgeopt.dtype": dtype.value,
-        "edgeopt.precision": dtype.value,
-    }  # the old key, for readers of earlier artifacts
-    with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
-        staged = Path(tmp) / "model.onnx"
-        timings.update(export_verified(student, task, staged, meta))
-        if dtype is DType.INT8:
+        "edgeopt.precision": dtype.value,  # the old key, for readers of earlier artifacts
+    }
+
+
+@dataclass
+class _Stager:
+    """Exports (and quantizes) a student into its own folder of the staging dir; scores the file on val."""
+
+    task: Any
+    dtype: DType
+    meta: dict[str, str]
+    tmp: Path
+    timings: dict[str, float]
+
+    def __call__(self, student: Any, name: str) -> tuple[Path, float]:
+        from edgeopt.search.evaluate import onnx_metrics
+
+        folder = self.tmp / name
+        folder.mkdir()
+        staged = folder / "model.onnx"
+        for key, value in export_verified(student, self.task, staged, self.meta).items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        if self.dtype is DType.INT8:
             from edgeopt.search.quantize import quantize_onnx
 
-            staged = quantize_onnx(staged, Path(tmp) / "model.int8.onnx", calibration=task.X_train[:256])
+            staged = quantize_onnx(staged, folder / "model.int8.onnx", calibration=self.task.X_train[:256])
+        return staged, float(onnx_metrics(staged, self.task.X_val, self.task.y_val, self.task.metric)["score"])
+
+
+def _hold_to_trial(
+    teacher: Any, chosen: TrialRecord | None, tuned: Any, stage: _Stager, config: CompileConfig
+) -> tuple[Path, Any, Any]:
+    """The file to ship, its student and the ``FineTune`` record (None without a selected trial): the
+    fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student, trained
+    again, scores higher on val."""
+    from edgeopt.search import finetune as ft
+
+    path, score = stage(tuned.student, "tuned")
+    if chosen is None:
+        return path, tuned.student, None
+    task, tol, metric = stage.task, ft.tolerance(config), stage.task.metric_name
+    trial_score, fell_back = chosen.score, False
+    note = ft.verdict_note(chosen.number, trial_score, score, tol, metric)
+    if trial_score is not None and score < trial_score - tol:
+        log.info("the fine-tuned artifact is below trial %d on val: training the trial's student again", chosen.number)
+        again = ft.retrain_trial(teacher, dict(chosen.plan), task, config)
+        stage.timings.update(again.timings)
+        again_path, again_score = stage(again.student, "trial")
+        note = ft.fallback_note(chosen.number, trial_score, score, again_score, config, metric)
+        if again_score >= score:
+            path, tuned, score, fell_back = again_path, again, again_score, True
+    record = ft.FineTune(
+        selected_trial=chosen.number,
+        trial_val_score=trial_score,
+        artifact_val_score=score,
+        tolerance_pt=round(tol * 100, 6),
+        best_epoch=tuned.best_epoch,
+        epochs=len(tuned.history),
+        fell_back=fell_back,
+        note=note,
+    )
+    ft.report(record, metric)
+    return path, tuned.student, record
+
+
+def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, config: CompileConfig) -> Shipped:
+    """Fine-tune the chosen plan (none: the input model), held to the trial's validation score; export,
+    quantize, measure, gate; write ``model.onnx``. Its figures are counted from the file itself."""
+    from edgeopt.search.finetune import fine_tune
+
+    plan = dict(chosen.plan) if chosen is not None else {}
+    dtype = chosen.dtype if chosen is not None else DType.FP32
+    tuned = fine_tune(teacher, plan, task, config)
+    timings = tuned.timings
+    model_path = config.out / "model.onnx"
+    with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
+        stage = _Stager(task, dtype, _metadata(plan, dtype, task, target), Path(tmp), timings)
+        staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config)
         t0 = time.perf_counter()
         measured = measure_artifact(staged, task, target, bench_kwargs=config.artifact_bench())
         timings["bench"] = time.perf_counter() - t0
+        cost = artifact_cost(teacher, student, plan, staged, task.example_input)
         with atomic_path(model_path) as dest:  # the artifact appears whole or not at all
             staged.replace(dest)
     return Shipped(
         plan=plan,
         dtype=dtype,
         measured=measured,
-        cost=plan_cost(teacher, plan, task.example_input),
+        cost=cost,
         path=model_path,
         trial=chosen.number if chosen is not None else None,
         timings=timings,
+        finetune=record.to_dict() if record is not None else None,
+    )
+
+
+def artifact_cost(teacher: Any, student: Any, plan: dict[str, Any], path: Path, example_input: Any = None) -> Any:
+    """The shipped file's figures (:class:`~edgeopt.search.figures.ArtifactCost`): totals from the file,
+    per layer from the built ``student``, MACs from the plan with each layer's built figure."""
+    from edgeopt.compiler.decompose import decomposable_layers, plan_cost
+    from edgeopt.search.figures import built_layers, built_macs, file_cost
+
+    teacher_layers = decomposable_layers(teacher, example_input)
+    layers = built_layers(student, teacher_layers, example_input)
+    macs = built_macs(plan_cost(teacher, plan, example_input), teacher_layers, layers)
+    return file_cost(path, macs, layers)
+
+
+def baseline_cost(base_cost: Any, path: Path) -> Any:
+    """The input model's file figures: totals from ``baseline.onnx``, MACs and layers from ``base_cost``."""
+    from edgeopt.search.figures import file_cost
+
+    return file_cost(path, int(base_cost.macs), dict(getattr(base_cost, "layers", {}) or {}))
+
+
+def with_nodes(entry: Any, measured: Measured, cost: Any, path: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """``entry(measured, cost, path, out, **kwargs)`` (report.json's side of the comparison) with the file's
+    figures: ``params``, ``size_bytes`` and ``nodes`` as the file counts them."""
+    d = entry(measured, cost, path, out, **kwargs)
+    d.update({"params": int(cost.params), "size_bytes": int(cost.size_bytes), "nodes": int(cost.nodes)})
+    return d
+
+
+def gate_outcome(budget: dict[str, Any]) -> tuple[str, list[str]]:
+    """The artifact's verdict as its final gate gave it (a failed quality floor fails it too) and one true
+    line per check that did not pass: a failure by its bound, an undecided check by where its bounds lie."""
+    checks = budget.get("checks", [])
+    verdict = "fail" if any(c.get("passed") is False for c in checks) else str(budget.get("verdict", "unknown"))
+    lines = [_check_line(c) for c in checks if not c.get("passed")]
+    if verdict == "inconclusive":
+        lines.insert(0, "final gate: INCONCLUSIVE, a budget could not be decided either way (exit 3)")
+    return verdict, lines
+
+
+def _check_line(c: dict[str, Any]) -> str:
+    name, m, b = c.get("name"), c.get("measured"), c.get("budget")
+    lo, hi = c.get("lower_bound"), c.get("upper_bound")
+    if m is None or b is None:
+        return f"{name}: not measured (budget {b})"
+    if c.get("passed") is False:
+        side = ">" if m > b else "<"
+        kind, bound = ("lower", lo) if side == ">" else ("upper", hi)
+        sure = f" ({kind} bound {bound:.6g} too)" if bound is not None else ""
+        return f"{name}: measured {m:.6g} {side} budget {b:.6g}{sure}"
+    within = "within" if m <= b else "over"
+    bounds = ", ".join(f"{k} bound {v:.6g}" for k, v in (("lower", lo), ("upper", hi)) if v is not None)
+    return (
+        f"{name}: undecided: measured {m:.6g} is {within} budget {b:.6g} but the confidence interval ({bounds}) "
+        "straddles it; a longer measurement may decide"
     )
 
 
@@ -185,10 +274,13 @@ def write_state(out: Path, state: dict[str, Any]) -> Path:
 __all__ = [
     "Measured",
     "Shipped",
+    "artifact_cost",
+    "baseline_cost",
     "export_verified",
-    "fine_tune",
+    "gate_outcome",
     "layer_table",
     "measure_artifact",
     "ship",
+    "with_nodes",
     "write_state",
 ]

@@ -12,8 +12,9 @@ onnx = pytest.importorskip("onnx")
 
 from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
 from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.finetune import fine_tune  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.ship import fine_tune, layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search.ship import layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 
@@ -46,11 +47,32 @@ def test_ship_fine_tunes_the_chosen_plan(small_mlp_task, tmp_path):
 
 def test_fine_tune_leaves_the_teacher_alone(small_mlp_task):
     before = [p.detach().clone() for p in small_mlp_task.model.parameters()]
-    student, timings = fine_tune(small_mlp_task.model, {}, small_mlp_task, CompileConfig())
-    assert student is not small_mlp_task.model and "distill" not in timings
+    tuned = fine_tune(small_mlp_task.model, {}, small_mlp_task, CompileConfig())
+    assert tuned.student is not small_mlp_task.model and "distill" not in tuned.timings and tuned.best_epoch == 0
     assert all(torch.equal(a, b) for a, b in zip(before, small_mlp_task.model.parameters()))
 
 
 def test_write_state_is_json(tmp_path):
     path = write_state(tmp_path, {"schema": "edgeopt.compile-state/1", "out": tmp_path, "t": (1, 2)})
     assert json.loads(path.read_text()) == {"schema": "edgeopt.compile-state/1", "out": str(tmp_path), "t": [1, 2]}
+
+
+def test_an_undecided_final_gate_is_reported_as_undecided_and_exits_3(tmp_path):
+    from edgeopt.search.loop import CompileResult
+    from edgeopt.search.ship import gate_outcome
+
+    latency = {"name": "latency_p95", "budget": 0.1032, "measured": 0.101386, "upper_bound": 0.1101, "passed": None}
+    size = {"name": "model_size", "budget": 50.0, "measured": 0.03, "upper_bound": None, "passed": True}
+    verdict, lines = gate_outcome({"verdict": "inconclusive", "passed": False, "checks": [latency, size]})
+    assert verdict == "inconclusive" and len(lines) == 2 and lines[0].startswith("final gate: INCONCLUSIVE")
+    assert lines[1].startswith("latency_p95: undecided: measured 0.101386 is within budget 0.1032")
+    assert "upper bound 0.1101" in lines[1] and ">" not in lines[1]
+    result = CompileResult(tmp_path, False, {}, {}, tmp_path / "model.onnx", inconclusive=verdict == "inconclusive")
+    assert result.exit_code == 3
+    floor = {"name": "quality floor (f1)", "budget": 0.7, "measured": 0.6, "passed": False}
+    verdict, lines = gate_outcome({"verdict": "inconclusive", "passed": False, "checks": [latency, floor]})
+    assert verdict == "fail" and lines[1] == "quality floor (f1): measured 0.6 < budget 0.7"
+    over = {"name": "latency_p95", "budget": 0.05, "measured": 0.08, "lower_bound": 0.07, "passed": False}
+    assert gate_outcome({"verdict": "fail", "checks": [over]})[1] == [
+        "latency_p95: measured 0.08 > budget 0.05 (lower bound 0.07 too)"
+    ]

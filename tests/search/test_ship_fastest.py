@@ -39,6 +39,17 @@ def test_loose_budgets_ship_dense_or_a_plan_faster_than_dense(small_mlp_task, ma
     state = json.loads((out / "compile.json").read_text())
     sel, best = state["selection"], state["best"]
     assert sel["dense"] is not None, "dense meets every budget: it is a finalist"
+    from edgeopt.runtime.bench import model_info
+
+    for side, onnx_file in (("best", "model.onnx"), ("baseline", "baseline.onnx")):
+        info = model_info(out / onnx_file)  # what ``edgeopt bench`` counts in the file
+        assert {k: state[side][k] for k in ("params", "size_bytes", "nodes")} == {
+            k: info[k] for k in ("params", "size_bytes", "nodes")
+        }
+    if best.get("trial") is not None:
+        ft = state["finetune"]
+        assert ft["selected_trial"] == best["trial"] and ft["artifact_val_score"] == best["metrics"]["val"]["score"]
+        assert ft["fell_back"] or ft["artifact_val_score"] >= ft["trial_val_score"] - ft["tolerance_pt"] / 100
     assert sel["why"] in res.reasons and sel["why"] in state["search_reasons"]
     plans = [f for f in state["finalists"] if f["trial"] != DENSE]
     assert plans, "expected trained plans tied with dense (f1_tolerance 0.05)"

@@ -1,0 +1,165 @@
+"""The final fine-tune, held to the trial that was selected.
+
+The chosen plan's student is distilled for ``final_epochs`` on a cosine schedule, scored on validation
+after every epoch (torch), and ends with its best epoch's weights. The shipped file is then scored on
+validation with onnxruntime (the figure the report prints); when it is more than :func:`tolerance` below
+the selected trial's validation score, the trial's student is trained again exactly as the trial was
+(``trial_epochs``, the compile's seed, the same loop) and the better of the two files ships, said in
+:class:`FineTune`'s note. The trial's score is torch's for fp32 trials and onnxruntime's for int8 ones;
+onnxruntime and torch agree on fp32 predictions to the export's verified tolerance, so the two scores
+differ only where a prediction sits on a decision boundary.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgeopt.search.config import CompileConfig
+
+log = logging.getLogger("edgeopt.compile")
+
+
+@dataclass
+class Tuned:
+    """A fine-tuned student, the time it took and its validation score after each epoch."""
+
+    student: Any
+    timings: dict[str, float] = field(default_factory=dict)
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch (from 1) whose weights the student ends with; 0 when it was not trained."""
+        return 1 + self.history.index(max(self.history)) if self.history else 0
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """What the final fine-tune shipped against the trial it started from (``compile.json``'s ``finetune``).
+
+    ``epochs`` and ``best_epoch`` (from 1) are those of the training whose weights shipped: the fine-tune's,
+    or after a fall-back the trial's trained again; ``tolerance_pt`` is in points (0.5 = 0.005)."""
+
+    selected_trial: int
+    trial_val_score: float | None
+    artifact_val_score: float
+    tolerance_pt: float
+    best_epoch: int
+    epochs: int
+    fell_back: bool
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tolerance(config: CompileConfig) -> float:
+    """How far below the selected trial's validation score the artifact may land: the selection's own
+    ``f1_tolerance`` (0.5 pt), the margin within which it already calls two scores equal."""
+    return float(config.f1_tolerance)
+
+
+def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
+    """The plan's student, distilled for ``final_epochs`` with a cosine schedule, ending with its best
+    validation epoch's weights (the dense teacher, and a plan that changes no layer, as they are)."""
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.distill import distill
+    from edgeopt.compiler.formats import DEFAULT_FORMAT
+
+    t0 = time.perf_counter()
+    tuned = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
+    tuned.timings["decompose"] = time.perf_counter() - t0
+    if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
+        log.info("fine-tuning the chosen plan for up to %d epochs", config.final_epochs)
+        t0 = time.perf_counter()
+        # Every epoch runs (the cosine schedule's whole length); the best validation epoch's weights are
+        # kept, so the fine-tune cannot end below a score it reached.
+        distill(
+            tuned.student,
+            teacher,
+            (task.X_train, task.y_train),
+            (task.X_val, task.y_val),
+            epochs=config.final_epochs,
+            lr=config.lr,
+            seed=config.seed,
+            metric=task.metric,
+            schedule="cosine",
+            patience=config.final_epochs,
+            restore_best=True,
+            callback=lambda _epoch, score: tuned.history.append(float(score)),
+            train_device=config.train_device,
+        )
+        tuned.timings["distill"] = time.perf_counter() - t0
+    tuned.student.eval()
+    return tuned
+
+
+def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
+    """The selected trial's student again: trained as the objective trains a trial (``trial_epochs``, the
+    compile's seed, early stopping on validation, best weights), which on the CPU gives its weights back."""
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.distill import distill
+
+    t0 = time.perf_counter()
+    again = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
+    distill(
+        again.student,
+        teacher,
+        (task.X_train, task.y_train),
+        (task.X_val, task.y_val),
+        epochs=config.trial_epochs,
+        lr=config.lr,
+        seed=config.seed,
+        metric=task.metric,
+        callback=lambda _epoch, score: again.history.append(float(score)),
+        train_device=config.train_device,
+    )
+    again.timings["retrain"] = time.perf_counter() - t0
+    again.student.eval()
+    return again
+
+
+def verdict_note(trial: int, trial_score: float | None, tuned: float, tol: float, metric: str) -> str:
+    """The note when the fine-tuned file stands: within the tolerance of the trial, or the trial unscored."""
+    if trial_score is None:
+        return f"trial {trial} has no validation score to hold the fine-tune to"
+    head = f"the fine-tuned artifact's val {metric} {tuned:.4f}"
+    if tuned >= trial_score:
+        return f"{head} is not below trial {trial}'s {trial_score:.4f} ({(tuned - trial_score) * 100:+.2f} pt)"
+    below = f"{head} is {(trial_score - tuned) * 100:.2f} pt below trial {trial}'s {trial_score:.4f}"
+    return f"{below}, within the {tol * 100:.2f} pt tolerance" if tuned >= trial_score - tol else below
+
+
+def fallback_note(
+    trial: int, trial_score: float, tuned: float, again: float, config: CompileConfig, metric: str
+) -> str:
+    """The note after the trial's student was trained again: which of the two files ships, and why."""
+    below = (
+        f"the fine-tuned artifact's val {metric} {tuned:.4f} was {(trial_score - tuned) * 100:.2f} pt below "
+        f"trial {trial}'s {trial_score:.4f}"
+    )
+    retrained = f"trial {trial}'s student trained again ({config.trial_epochs} epochs, seed {config.seed})"
+    if again >= tuned:
+        return f"{below}; shipped {retrained}: val {metric} {again:.4f}"
+    return f"{below}; {retrained} scored {again:.4f}, lower: the fine-tuned one ships"
+
+
+def report(ft: FineTune, metric: str) -> None:
+    """The one console line: the trial's and the artifact's validation scores side by side."""
+    trial = "unscored" if ft.trial_val_score is None else f"{ft.trial_val_score:.4f}"
+    line = (
+        f"final fine-tune: trial {ft.selected_trial} val {metric} {trial}, artifact {ft.artifact_val_score:.4f} "
+        f"(best epoch {ft.best_epoch} of {ft.epochs}{'; fell back to the trial' if ft.fell_back else ''})"
+    )
+    short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
+    if ft.fell_back or short:  # what shipped is not the fine-tune, or is below the trial: said, with why
+        log.warning("%s: %s", line, ft.note)
+    else:
+        log.info("%s", line)
+
+
+__all__ = ["FineTune", "Tuned", "fallback_note", "fine_tune", "report", "retrain_trial", "tolerance", "verdict_note"]

@@ -1,0 +1,75 @@
+"""The final fine-tune keeps its best validation epoch and never ships below the selected trial (beyond the
+tolerance) without falling back to the trial's student and saying so."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edgeopt.compiler.train import evaluate  # noqa: E402 - after the importorskips
+from edgeopt.runtime.targets import Target  # noqa: E402
+from edgeopt.search.config import CompileConfig  # noqa: E402
+from edgeopt.search.evaluate import onnx_metrics  # noqa: E402
+from edgeopt.search.finetune import fine_tune, retrain_trial  # noqa: E402
+from edgeopt.search.record import Status, TrialRecord  # noqa: E402
+from edgeopt.search.ship import ship  # noqa: E402
+
+QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
+PLAN = {"2": {"format": "lowrank", "rank": 2}}  # the 256x256 layer at rank 2: one epoch does not recover it
+
+
+def _val(model, task):
+    return evaluate(model, (task.X_val, task.y_val), task.metric).score
+
+
+def test_the_fine_tune_ends_with_its_best_validation_epoch(small_mlp_task):
+    tuned = fine_tune(small_mlp_task.model, PLAN, small_mlp_task, CompileConfig(final_epochs=4))
+    assert len(tuned.history) == 4 and 1 <= tuned.best_epoch <= 4
+    assert _val(tuned.student, small_mlp_task) == max(tuned.history)
+
+
+def test_the_trial_student_is_trained_again_to_the_same_weights(small_mlp_task):
+    config = CompileConfig(trial_epochs=3)
+    a, b = (retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config).student for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_an_artifact_below_the_trial_falls_back_to_the_trial_and_says_so(small_mlp_task, tmp_path, caplog):
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=1, trial_epochs=10)
+    trial_score = _val(retrain_trial(small_mlp_task.model, PLAN, small_mlp_task, config).student, small_mlp_task)
+    chosen = TrialRecord(number=5, status=Status.TRAINED, plan=PLAN, val={"score": trial_score})
+    shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
+    ft = shipped.finetune
+    assert ft["fell_back"] and ft["selected_trial"] == 5 and ft["trial_val_score"] == trial_score
+    assert ft["artifact_val_score"] == pytest.approx(trial_score, abs=0.005)  # onnxruntime's score of the file
+    assert ft["artifact_val_score"] == shipped.measured.metrics["val"]["score"]
+    assert (
+        ft["tolerance_pt"] == pytest.approx(0.5)
+        and ft["epochs"] <= 10
+        and ft["best_epoch"] >= 1
+        and "trained again" in ft["note"]
+    )
+    assert any("final fine-tune: trial 5" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert "retrain" in shipped.timings
+
+
+def test_an_artifact_within_the_tolerance_ships_the_fine_tune(small_mlp_task, tmp_path):
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=3)
+    chosen = TrialRecord(number=2, status=Status.TRAINED, plan=PLAN, val={"score": 0.1})
+    shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
+    ft = shipped.finetune
+    assert (
+        not ft["fell_back"] and ft["epochs"] == 3 and 1 <= ft["best_epoch"] <= 3 and "not below trial 2's" in ft["note"]
+    )
+    score = onnx_metrics(shipped.path, small_mlp_task.X_val, small_mlp_task.y_val, small_mlp_task.metric)["score"]
+    assert ft["artifact_val_score"] == score and "retrain" not in shipped.timings
+
+
+def test_the_input_model_shipped_has_no_trial_to_hold_to(small_mlp_task, tmp_path):
+    shipped = ship(
+        small_mlp_task.model, None, small_mlp_task, Target.load("host"), CompileConfig(out=tmp_path, final_bench=QUICK)
+    )
+    assert shipped.finetune is None

@@ -11,11 +11,11 @@ onnx = pytest.importorskip("onnx")
 import edgeopt  # noqa: E402 - after the importorskips
 from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402
 from edgeopt.compiler.train import train as train_model  # noqa: E402
+from edgeopt.report.build import artifact_entry  # noqa: E402
 from edgeopt.runtime.bench import model_info  # noqa: E402
 from edgeopt.runtime.targets import Target  # noqa: E402
 from edgeopt.search.config import CompileConfig  # noqa: E402
 from edgeopt.search.record import Status, TrialRecord  # noqa: E402
-from edgeopt.search.report import artifact_entry  # noqa: E402
 from edgeopt.search.ship import baseline_cost, export_verified, layer_table, ship, with_nodes  # noqa: E402
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
@@ -102,7 +102,9 @@ def test_a_trial_records_the_parameters_of_its_screened_file(digits_splits, tmp_
     task = _task(MLP(), digits_splits)
     plan = {"fc1": {"format": "prune", "rank": 32}, "fc2": {"format": "lowrank", "rank": 4}}
     screen = Screen(task, Target.load("host"), tmp_path / "cache.json")
-    m = screen.measure(decompose(task.model, plan), plan, "fp32", {}, bench_kwargs=QUICK)
+    m = screen.measure(
+        decompose(task.model, plan, example_input=task.example_input), plan, "fp32", {}, bench_kwargs=QUICK
+    )
     assert m.params == (32 * 64 + 32) + (4 * (32 + 64) + 64) + (10 * 64 + 10)
     assert m.params < plan_cost(task.model, plan, task.example_input).params  # the estimate is an upper bound
     assert ScreenResult.from_dict(m.to_dict()) == m

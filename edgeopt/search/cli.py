@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt.search.flags import add_flags, given
+from edgeopt.search.flags import add_flags, given, warn
 
 log = logging.getLogger("edgeopt")
 DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP must shrink 30x)
@@ -95,7 +95,7 @@ def _tables(args: argparse.Namespace, where: str) -> dict[str, dict[str, Any]]:
         if one in run:  # the command line's task replaces the file's, whichever way each gives it
             tables.get("run", {}).pop(other, None)
     if where == "demo" and getattr(args, "timeout", None) is not None:
-        log.warning("edgeopt: warning: demo: --timeout is deprecated: use --time-budget S (the whole demo's seconds)")
+        warn("demo: --timeout is deprecated: use --time-budget S (the whole demo's seconds)")
         flags.setdefault("time", {})["timeout"] = args.timeout
     for name, table in flags.items():
         tables.setdefault(name, {}).update(table)

@@ -11,7 +11,6 @@ Bad input is one line naming the file, the key, what was expected and what was f
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import sys
@@ -30,7 +29,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-log = logging.getLogger("edgeopt")
 FILE_NAME = "compile.toml"
 _HEADER = "# edgeopt compile settings; `edgeopt compile --config THIS_FILE` repeats the run (flags override it)\n"
 
@@ -77,7 +75,7 @@ def _value(cls: type, f: Field, value: Any, where: str) -> Any:
     if value is False and f.default is not None and spec is not None and spec.optional:
         return None
     if f.name == "objective" and value in DEPRECATED_OBJECTIVES:
-        log.warning("edgeopt: warning: %s: %s: %r is deprecated, read as %r", where, key, value, "score")
+        print(f"edgeopt: warning: {where}: {key}: {value!r} is deprecated, read as 'score'", file=sys.stderr)
         value = DEPRECATED_OBJECTIVES[value]
     return spec.check(value, where, key) if spec is not None else value
 

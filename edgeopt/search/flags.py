@@ -9,7 +9,7 @@ set (its value stays ``None``), so that the flags can be laid over a config file
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -19,7 +19,6 @@ from edgeopt._validate import Spec
 from edgeopt.errors import InputError
 from edgeopt.search.config import DEPRECATED_OBJECTIVES, SECTIONS, declared
 
-log = logging.getLogger("edgeopt")
 HIDDEN = frozenset({"--sampler"})  # kept for benchmarks; not a choice a user needs
 # On the command line "--time-budget 0" means no limit (None in the API).
 ZERO_IS_OFF = frozenset({"time_budget_s"})
@@ -103,9 +102,7 @@ def _checked(flag: str, cls: type, name: str, where: str) -> Callable[[str], obj
             return Path(text)
         value = _number(text) if spec.kind in ("int", "num") else text
         if name == "objective" and value in DEPRECATED_OBJECTIVES:
-            log.warning(
-                "edgeopt: warning: %s: --objective %s is deprecated, read as score (the task's metric)", where, value
-            )
+            warn(f"{where}: --objective {value} is deprecated, read as score (the task's metric)")
             value = DEPRECATED_OBJECTIVES[value]
         try:
             value = spec.check(value, where, flag)
@@ -115,6 +112,11 @@ def _checked(flag: str, cls: type, name: str, where: str) -> Callable[[str], obj
 
     parse.__name__ = flag  # argparse names a type by it
     return parse
+
+
+def warn(line: str) -> None:
+    """A one-line warning on stderr, as the CLI's errors are written (logging is set up after parsing)."""
+    print(f"edgeopt: warning: {line}", file=sys.stderr)
 
 
 def _number(text: str) -> object:
@@ -127,4 +129,4 @@ def _number(text: str) -> object:
     return text
 
 
-__all__ = ["OFF", "add_flags", "dest", "given"]
+__all__ = ["OFF", "add_flags", "dest", "given", "warn"]

@@ -42,7 +42,7 @@ def test_report_on_a_missing_path_fails_fast_naming_it(tmp_path):
         f"edgeopt: error: report: DIR: expected an edgeopt compile output directory, found nothing at '{missing}'"
     ]
     assert r.stdout.strip() == "torch not imported"
-    assert wall < 10, wall  # a Python start and edgeopt's lean import; the old path imported torch first (11 s)
+    assert wall < 3, wall  # a Python start and the lean import (0.7 s under load 12); it imported torch first (10 s)
 
 
 @pytest.mark.compile

@@ -74,10 +74,10 @@ def option(
     saved: bool = True,
 ) -> Any:
     """A setting: its default, its type and bounds (``spec``; None: checked by its section), its help, its CLI
-    flag(s) (None: none) and whether the config file holds it (``saved``)."""
+    flag(s) (None: none) and whether the config file holds it (``saved``; if not, it is no part of equality)."""
     flags = (flag,) if isinstance(flag, str) else tuple(flag or ())
     meta = {"spec": spec, "doc": help, "flags": flags, "metavar": metavar, "saved": saved}
-    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+    return dataclasses.field(default=default, compare=saved, metadata={k: v for k, v in meta.items() if v is not None})
 
 
 def _num(**bounds: Any) -> _validate.Spec:

@@ -103,3 +103,24 @@ def test_relative_paths_are_kept_as_given(tmp_path):
     assert 'out = "runs/x"' in text and 'task = "tasks/t.py:make"' in text
     (tmp_path / "c.toml").write_text(text)
     assert config_file.read(tmp_path / "c.toml").out == Path("runs/x")
+
+
+@pytest.mark.compile
+def test_a_rerun_says_it_resumes_and_the_written_file_is_the_config(small_mlp_task, make_target, tmp_path, caplog):
+    from edgeopt.search import config_file
+    from edgeopt.search.config import CompileConfig
+    from edgeopt.search.loop import compile as compile_
+
+    from .conftest import FAST
+
+    config = CompileConfig(trials=2, out=tmp_path / "run", progress=False, **FAST)
+    caplog.set_level(logging.INFO, logger="edgeopt.compile")
+    compile_(small_mlp_task, make_target(model_size_mb=0.2), config)
+    assert config_file.read(tmp_path / "run" / "compile.toml") == config
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("search: study small-mlp-") and "1 worker (this process)" in m for m in said), said
+    assert not any(m.startswith("resuming") for m in said)
+    caplog.clear()
+    compile_(small_mlp_task, make_target(model_size_mb=0.2), config.replace(trials=1))
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("resuming study small-mlp-") and "(2 trials done)" in m for m in said), said

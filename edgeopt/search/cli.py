@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser(
         "demo",
-        help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (up to --time-budget, 10 minutes by default)",
+        help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (up to about 10 minutes once loaded; --time-budget sets it)",
         description="Compile the bundled seed-size example (digits-mlp, 1,126,410 parameters) "
         f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.",
     )

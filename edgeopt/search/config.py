@@ -227,7 +227,8 @@ class TimeSettings(_Section):
     time_budget_s: float | None = option(
         TIME_BUDGET_S,
         _num(minimum=0, min_exclusive=True, optional=True),
-        "seconds for the whole compile: tables and baseline, search (to 70%%), final fine-tune (0: no limit)",
+        "seconds for the compile once the task is loaded: tables and baseline, search (to 70%%), final fine-tune, "
+        "export (0: no limit)",
         flag="--time-budget",
         metavar="S",
     )

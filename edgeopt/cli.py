@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from edgeopt._version import __version__
 from edgeopt.errors import EdgeoptError
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgeoptError as exc:
-        if debug:
-            raise
+        if debug:  # the whole chain: a task file that raised shows its own frames
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
         print(f"edgeopt: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

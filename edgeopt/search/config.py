@@ -1,21 +1,29 @@
-"""How a compile runs: :class:`CompileConfig`, frozen and validated, and the loop's fixed settings.
+"""How a compile runs: :class:`CompileConfig`, frozen and validated, in sections; the loop's fixed settings.
 
-Everything ``compile()`` takes besides the task and the target is one field here; ``compile()``
-builds one from its keywords (or takes ``config=``). Bad values fail at construction with the one
-message template of :mod:`edgeopt._validate` (``compile(): trials: expected an integer >= 0, found ...``).
+Every setting is declared once, on a field of its section (:func:`option`): its default, its type and
+bounds (a :class:`~edgeopt._validate.Spec`), its help and its ``edgeopt compile`` flag. From that one
+declaration come the checks of ``CompileConfig(...)``, the flags (:mod:`edgeopt.search.flags`) and the
+tables of a config file (:mod:`edgeopt.search.config_file`: ``edgeopt compile --config FILE.toml``, and
+the resolved ``OUT/compile.toml`` every compile writes).
+
+``CompileConfig(trials=3, out="runs/x")`` takes the settings by their own names too (each name belongs to
+one section) and reads them back the same way (``config.trials``). Bad values fail at construction with
+the one message template of :mod:`edgeopt._validate` (``compile(): trials: expected an integer >= 0, found ...``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeopt import _validate
-from edgeopt.errors import InputError
+from edgeopt.search._paths import check_out_dir, check_out_file
 
 # Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
 TRIAL_EPOCHS = 12
@@ -30,133 +38,311 @@ FINAL_BENCH = MappingProxyType({"min_iters": 300, "min_time_s": 2.0, "max_iters"
 # How ``time_budget_s`` is split: the search ends by this fraction of it; the rest, less the
 # export/bench reserve, goes to the final fine-tune.
 TIME_SPLIT = MappingProxyType({"search": 0.70, "ship_reserve": 0.05})
-# The whole compile's default time budget: 10 minutes, on 2 cores, for a ~1M-parameter, ~40-layer
-# model (issue 9); small models end well before it. None (``--time-budget 0``): no limit.
+# The whole compile's default time budget: 10 minutes on 2 cores for a ~1M-parameter, ~40-layer model;
+# small models end well before it. None (``--time-budget 0``): no limit.
 TIME_BUDGET_S = 600.0
 # Without a min_f1, the artifact may score at most this much below the input model (5 pt).
 MAX_QUALITY_DROP = 0.05
 # The shipped file carries its plan and metrics in metadata_props; the screened export does not yet.
 PROVENANCE_BYTES = 1024
 
-OBJECTIVES = ("f1", "pareto")
+# "score" maximizes the task's metric; "f1", its older name, is read as "score" with a deprecation warning.
+OBJECTIVES = ("score", "pareto")
+DEPRECATED_OBJECTIVES = MappingProxyType({"f1": "score"})
 SAMPLERS = ("tpe", "random")
+# The search strategies ``--search`` offers: the one list, until strategies have a registry to ask.
 SEARCHES = ("allocation", "layers")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEVICES (no torch import here)
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
 _WHERE = "compile()"
 _Spec = _validate.Spec
-# The declared bounds of CompileConfig's scalar fields: checked on construction, and by the CLI on each
-# flag as it is parsed (``edgeopt compile: --trials: expected an integer >= 0, found ...``).
-SPECS = MappingProxyType(
-    {
-        "trials": _Spec("int", minimum=0),
-        "seed": _Spec("int"),
-        "timeout": _Spec("num", minimum=0, min_exclusive=True, optional=True),
-        "max_quality_drop": _Spec("num", minimum=0, maximum=1, optional=True),
-        "time_budget_s": _Spec("num", minimum=0, min_exclusive=True, optional=True),
-        "objective": _Spec("str", choices=OBJECTIVES),
-        "sampler": _Spec("str", choices=SAMPLERS),
-        "train_device": _Spec("str", choices=TRAIN_DEVICES),
-        "search": _Spec("str", choices=SEARCHES),
-        "workers": _Spec("int", minimum=1),
-        "trial_epochs": _Spec("int", minimum=1),
-        "final_epochs": _Spec("int", minimum=0),
-        "f1_tolerance": _Spec("num", minimum=0, maximum=1),
-        "lr": _Spec("num", minimum=0, min_exclusive=True),
-    }
-)
+
+
+def search_strategies() -> tuple[str, ...]:
+    """The names ``search=`` / ``--search`` accept."""
+    return SEARCHES
+
+
+def option(
+    default: Any,
+    spec: _validate.Spec | None,
+    help: str,  # noqa: A002 - argparse's word for it
+    *,
+    flag: str | tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    saved: bool = True,
+) -> Any:
+    """A setting: its default, its type and bounds (``spec``; None: checked by its section), its help, its CLI
+    flag(s) (None: none) and whether the config file holds it (``saved``; if not, it is no part of equality)."""
+    flags = (flag,) if isinstance(flag, str) else tuple(flag or ())
+    meta = {"spec": spec, "doc": help, "flags": flags, "metavar": metavar, "saved": saved}
+    return dataclasses.field(default=default, compare=saved, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def _num(**bounds: Any) -> _validate.Spec:
+    return _Spec("num", **bounds)
+
+
+def _opt_str() -> _validate.Spec:
+    return _Spec("str", nonempty=True, optional=True)
+
+
+class _Section:
+    """A section's fields are checked against their declared specs when it is built."""
+
+    name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            spec = declared(type(self), f.name)
+            if spec is not None:
+                object.__setattr__(self, f.name, spec.check(getattr(self, f.name), _WHERE, f.name))
+
+
+def declared(cls: type, name: str) -> _validate.Spec | None:
+    """The declared spec of setting ``name`` of section ``cls`` (a budget override: the target profile's own)."""
+    if cls is BudgetSettings and name in BUDGET_KEYS:
+        from edgeopt._validate import specs
+        from edgeopt.runtime.targets import Budget
+
+        return specs(Budget)[name][0]
+    return next(f.metadata.get("spec") for f in fields(cls) if f.name == name)
 
 
 @dataclass(frozen=True)
-class CompileConfig:
-    """Settings of one ``compile()`` call.
+class RunSettings(_Section):
+    """What the command line loaded (``compile()`` takes the task and target as arguments and ignores these,
+    except that ``workers`` > 1 needs ``task`` or ``example`` to start worker processes)."""
 
-    trials: trials to run in this call (re-running with the same ``out`` resumes the study).
-    out: output dir (``model.onnx``, ``baseline.onnx``, ``report.*``, ``plots/``, ``study.db``).
-    storage: any Optuna storage URL (default: SQLite ``study.db`` in ``out``), for many workers.
-    study_name: default ``<task>-<target>``.
-    objective: ``"f1"`` maximizes the task's metric under the budgets; ``"pareto"`` searches it
-        against target latency as two objectives.
-    int8: add int8 quantization (onnxruntime) to the search, next to the per-layer formats.
-    budget: overrides of the target's budget fields (``latency_ms``, ``peak_memory_mb``,
-        ``model_size_mb``, ``min_f1``); None values are ignored.
-    f1_tolerance: plans whose validation score is within this of the best feasible one count as
-        equally good; the fastest of them on the target (re-measured; within 3%) ships, then the one
-        with fewest nodes.
-    lr: Adam learning rate of the distillation (SVD/TT-SVD-initialized students recover within a
-        few epochs at 3e-3).
-    final_bench: the artifact's bench settings (default :data:`FINAL_BENCH`).
-    train_device: where distillation runs: ``"auto"`` (CUDA when torch sees one, else CPU), ``"cpu"``
-        or ``"cuda"``.
-    search_only: run the trials and stop (no selection, no artifact): a worker of a search that
-        another run ships (``trials=0`` with the same ``storage`` and ``study_name``).
-    workers: local worker processes on the study (``edgeopt compile --workers N``); more than one
-        needs ``worker_argv``, the ``edgeopt compile`` command line that loads the task, which the
-        CLI sets (see :mod:`edgeopt.search.workers`).
-    search: ``"allocation"`` (default): per-layer latency and sensitivity tables are built first
-        (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
-        trains the allocation (:mod:`~edgeopt.search.knapsack`) of a few knobs Optuna samples;
-        ``"layers"``: Optuna samples a format and rank per layer.
-    max_quality_drop: with no ``min_f1`` in the budget, the artifact must score at least the input
-        model's score less this (0.05: 5 pt) on the same split, or the compile exits 1 and says so
-        (``--max-quality-drop``); trials are not held to it. None: no floor unless the profile sets one.
-    time_budget_s: seconds for the whole compile (``--time-budget``), split as
-        :data:`TIME_SPLIT` says: what ``prepare`` takes (tables, baseline), the search up to
-        ``search`` of the budget (stopped before a trial that would likely overrun it), and the rest
-        for selection, the final fine-tune (its epochs cut to what the trials' seconds per epoch
-        allow) and the artifact's export and bench. Default :data:`TIME_BUDGET_S`; None: no limit
-        (``timeout`` still bounds the search).
-    """
+    name: ClassVar[str] = "run"
+    task: str | None = option(None, _opt_str(), "path/to/file.py:function returning an edgeopt.Task")
+    example: str | None = option(
+        None, _opt_str(), "a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced", flag="--example"
+    )
+    target: str | None = option(None, _opt_str(), "target profile name or path", flag=("--target", "-t"))
+    remote: str | None = option(
+        None,
+        _opt_str(),
+        "measure every trial on the device at HOST over ssh (sets the target's [remote] host)",
+        flag="--remote",
+        metavar="HOST",
+    )
+    on_device: bool = option(
+        False, _Spec("bool"), "this machine is the target: measure, do not predict", flag="--on-device"
+    )
+    json: str | None = option(None, _opt_str(), "also write the report JSON to this file", flag="--json")
 
-    trials: int = 30
-    out: Path = Path("runs/x")
-    storage: str | None = None
-    study_name: str | None = None
-    seed: int = 0
-    timeout: float | None = None
-    objective: str = "f1"
-    int8: bool = False
-    budget: Mapping[str, Any] = field(default_factory=dict)
-    trial_epochs: int = TRIAL_EPOCHS
-    final_epochs: int = FINAL_EPOCHS
-    sampler: str = "tpe"
-    final_bench: Mapping[str, Any] | None = None
-    f1_tolerance: float = 0.005
-    lr: float = 3e-3
-    progress: bool = True
-    train_device: str = "auto"
-    search_only: bool = False
-    workers: int = 1
-    worker_argv: tuple[str, ...] | None = None
-    search: str = "allocation"
-    time_budget_s: float | None = TIME_BUDGET_S
-    max_quality_drop: float | None = MAX_QUALITY_DROP
+
+@dataclass(frozen=True)
+class OptimizeSettings(_Section):
+    """The search: how many trials, which strategy, what it maximizes."""
+
+    name: ClassVar[str] = "optimize"
+    trials: int = option(
+        30, _Spec("int", minimum=0), "trials to run now (re-running with the same --out resumes)", flag="--trials"
+    )
+    search: str = option(
+        "allocation",
+        _Spec("str", choices=SEARCHES),
+        "allocation: per-layer tables, then Optuna samples a few knobs of a knapsack allocation; "
+        "layers: Optuna samples a format and rank per layer",
+        flag="--search",
+    )
+    objective: str = option(
+        "score",
+        _Spec("str", choices=OBJECTIVES),
+        "score: the task's metric under the budgets; pareto: the metric vs target latency as two objectives",
+        flag="--objective",
+    )
+    sampler: str = option("tpe", _Spec("str", choices=SAMPLERS), "Optuna sampler", flag="--sampler")
+    seed: int = option(0, _Spec("int"), "seed of the sampler, the training and the splits", flag="--seed")
+    int8: bool = option(False, _Spec("bool"), "add onnxruntime int8 quantization to the search", flag="--int8")
+    f1_tolerance: float = option(
+        0.005,
+        _num(minimum=0, maximum=1),
+        "plans within this of the best validation score count as equally good; the fastest of them ships",
+    )
 
     def __post_init__(self) -> None:
-        v = _validate
-        for key, spec in SPECS.items():
-            spec.check(getattr(self, key), _WHERE, key)
-        if not isinstance(self.out, (str, os.PathLike)):
-            raise v.fail(_WHERE, "out", "a path", self.out)
+        new = DEPRECATED_OBJECTIVES.get(self.objective) if isinstance(self.objective, str) else None
+        if new is not None:
+            warnings.warn(
+                f"objective {self.objective!r} is deprecated: use {new!r} (the task's metric)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            object.__setattr__(self, "objective", new)
+        super().__post_init__()
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Section):
+    """Distillation inside a trial and the final fine-tune of the chosen plan."""
+
+    name: ClassVar[str] = "train"
+    trial_epochs: int = option(TRIAL_EPOCHS, _Spec("int", minimum=1), "distillation epochs per trial", flag="--epochs")
+    final_epochs: int = option(
+        FINAL_EPOCHS, _Spec("int", minimum=0), "fine-tuning epochs for the chosen plan", flag="--final-epochs"
+    )
+    lr: float = option(3e-3, _num(minimum=0, min_exclusive=True), "Adam learning rate of the distillation")
+    train_device: str = option(
+        "auto",
+        _Spec("str", choices=TRAIN_DEVICES),
+        "where distillation runs (auto: CUDA when torch sees one)",
+        flag="--train-device",
+    )
+
+
+@dataclass(frozen=True)
+class BudgetSettings(_Section):
+    """Overrides of the target's budgets (None: the profile's own), and the quality floor without one."""
+
+    name: ClassVar[str] = "budget"
+    latency_ms: float | None = option(None, None, "override the target's latency budget", flag="--latency-ms")
+    peak_memory_mb: float | None = option(None, None, "override the target's peak-memory budget", flag="--memory-mb")
+    model_size_mb: float | None = option(None, None, "override the target's model-size budget", flag="--size-mb")
+    min_f1: float | None = option(
+        None, None, "override the target's quality floor (compared with the task's metric)", flag="--min-f1"
+    )
+    max_quality_drop: float | None = option(
+        MAX_QUALITY_DROP,
+        _num(minimum=0, maximum=1, optional=True),
+        "without a min_f1, the artifact must score at least the input model's score less D on the same "
+        "split, or exit 1 (1 turns it off)",
+        flag="--max-quality-drop",
+        metavar="D",
+    )
+
+    def overrides(self) -> Mapping[str, float]:
+        """The target budget fields to override (those set)."""
+        return MappingProxyType({k: getattr(self, k) for k in BUDGET_KEYS if getattr(self, k) is not None})
+
+
+@dataclass(frozen=True)
+class TimeSettings(_Section):
+    """How long the compile may take."""
+
+    name: ClassVar[str] = "time"
+    time_budget_s: float | None = option(
+        TIME_BUDGET_S,
+        _num(minimum=0, min_exclusive=True, optional=True),
+        "seconds for the compile once the task is loaded: tables and baseline, search (to 70%%), final fine-tune, "
+        "export (0: no limit)",
+        flag="--time-budget",
+        metavar="S",
+    )
+    timeout: float | None = option(
+        None, _num(minimum=0, min_exclusive=True, optional=True), "stop the search after S seconds", flag="--timeout"
+    )
+
+
+@dataclass(frozen=True)
+class StudySettings(_Section):
+    """Where the Optuna study lives and who runs its trials."""
+
+    name: ClassVar[str] = "study"
+    storage: str | None = option(
+        None, _opt_str(), "Optuna storage URL (default: sqlite study.db in --out), for many workers", flag="--storage"
+    )
+    study_name: str | None = option(None, _opt_str(), "study name (default: TASK-TARGET)", flag="--study")
+    workers: int = option(
+        1,
+        _Spec("int", minimum=1),
+        "N local worker processes on the study (one torch thread each), then ship the best (1: this process)",
+        flag="--workers",
+        metavar="N",
+    )
+    search_only: bool = option(
+        False,
+        _Spec("bool"),
+        "run the trials and stop without shipping: a worker of a search that another run ships "
+        "(--trials 0 with the same --storage and --study)",
+        flag="--search-only",
+    )
+
+
+@dataclass(frozen=True)
+class OutputSettings(_Section):
+    """Where the artifact goes and how it is measured."""
+
+    name: ClassVar[str] = "output"
+    out: Path = option(Path("runs/x"), None, "output dir", flag=("--out", "-o"))
+    final_bench: Mapping[str, Any] | None = option(None, None, "bench settings of the baseline and the artifact")
+    progress: bool = option(True, _Spec("bool"), "progress on stderr", saved=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out):
+            raise _validate.fail(_WHERE, "out", "a path", self.out)
         object.__setattr__(self, "out", Path(self.out))
-        for key in ("storage", "study_name"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise v.fail(_WHERE, key, "a non-empty string or None", value)
-        if self.worker_argv is not None:
-            object.__setattr__(self, "worker_argv", tuple(str(a) for a in self.worker_argv))
-        for key in ("int8", "progress", "search_only"):
-            if not isinstance(getattr(self, key), bool):
-                raise v.fail(_WHERE, key, "a boolean", getattr(self, key))
-        object.__setattr__(self, "budget", _mapping(self.budget, "budget", BUDGET_KEYS, drop_none=True))
         if self.final_bench is not None:
             object.__setattr__(self, "final_bench", _mapping(self.final_bench, "final_bench", BENCH_KEYS))
+        super().__post_init__()
+
+
+SECTIONS: tuple[type, ...] = (
+    RunSettings,
+    OptimizeSettings,
+    TrainSettings,
+    BudgetSettings,
+    TimeSettings,
+    StudySettings,
+    OutputSettings,
+)
+# setting name -> its section's attribute on CompileConfig
+_HOME = MappingProxyType({f.name: cls.name for cls in SECTIONS for f in fields(cls)})
+
+
+@dataclass(frozen=True, init=False)
+class CompileConfig:
+    """Settings of one ``compile()`` call, in sections (``config.optimize.trials``, or ``config.trials``).
+
+    Build it from sections, from the settings by name (``CompileConfig(trials=3, out="runs/x")``), or
+    both (the names win); ``budget=`` also takes a dict of the target budget overrides. The help of every
+    setting is the ``help`` of its field (``edgeopt compile --help`` prints them); the non-obvious ones:
+
+    search_only: a worker of a search another run ships (``trials=0`` with the same ``storage`` and
+        ``study_name``). workers: local worker processes on the study; they load the task from ``run``
+        (``task`` or ``example``), which the CLI sets (see :mod:`edgeopt.search.workers`).
+    time_budget_s: split as :data:`TIME_SPLIT` says: the search up to ``search`` of it, the rest for
+        selection, the final fine-tune (its epochs cut to fit) and the export; None: no limit.
+    """
+
+    run: RunSettings
+    optimize: OptimizeSettings
+    train: TrainSettings
+    budget: BudgetSettings
+    time: TimeSettings
+    study: StudySettings
+    output: OutputSettings
+
+    def __init__(self, **settings: Any) -> None:
+        if isinstance(settings.get("budget"), Mapping) or settings.get("budget", BudgetSettings()) is None:
+            settings.update(_budget_overrides(settings.pop("budget")))
+        for cls in SECTIONS:
+            section = settings.pop(cls.name, None) or cls()
+            if not isinstance(section, cls):
+                raise _validate.fail(_WHERE, cls.name, f"an edgeopt {cls.__name__}", section)
+            mine = {k: settings.pop(k) for k in list(settings) if _HOME.get(k) == cls.name}
+            object.__setattr__(self, cls.name, dataclasses.replace(section, **mine) if mine else section)
+        if settings:
+            key = sorted(settings)[0]
+            raise _validate.unknown_key(_WHERE, key, [*_HOME, *(c.name for c in SECTIONS)])
+
+    def __getattr__(self, key: str) -> Any:
+        home = _HOME.get(key)
+        if home is None:
+            raise AttributeError(f"CompileConfig has no setting {key!r}")
+        return getattr(object.__getattribute__(self, home), key)
+
+    def replace(self, **settings: Any) -> CompileConfig:
+        """A copy with ``settings`` (by name) changed."""
+        return CompileConfig(**{c.name: getattr(self, c.name) for c in SECTIONS}, **settings)
 
     @property
     def directions(self) -> list[str]:
         """Optuna's study directions for the objective."""
-        return ["maximize"] if self.objective == "f1" else ["maximize", "minimize"]
+        return ["maximize"] if self.objective == "score" else ["maximize", "minimize"]
 
     def artifact_bench(self) -> dict[str, Any]:
         """Bench settings of the baseline and the shipped artifact."""
@@ -164,58 +350,16 @@ class CompileConfig:
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        return {f.name: getattr(cls(), f.name) for f in fields(cls)}
+        """Every setting by name, with its default."""
+        return {f.name: f.default for s in SECTIONS for f in fields(s)}
 
 
-_OUT_DIR = "a directory (created if missing) in a writable place"
+def _budget_overrides(value: Any) -> dict[str, Any]:
+    """``budget={"latency_ms": 0.3, "min_f1": None}``: the overrides by name (None: not overridden)."""
+    return dict(_mapping(value, "budget", BUDGET_KEYS))
 
 
-def check_out_dir(path: str | os.PathLike[str], where: str = _WHERE, key: str = "out") -> Path:
-    """An output dir that ``compile()`` can create or write: a directory, or a new path whose nearest existing
-    ancestor is a writable directory. Checked without writing anything (the CLI, before loading the task)."""
-    p = Path(os.path.abspath(path))
-    if p.exists() and not p.is_dir():
-        raise _found(where, key, _OUT_DIR, f"the file {str(path)!r}")
-    _check_writable_parent(p if p.is_dir() else p.parent, str(path), where, key, _OUT_DIR)
-    return Path(path)
-
-
-def check_out_file(path: str | os.PathLike[str], where: str, key: str) -> Path:
-    """A file that can be written atomically: not a directory, in an existing writable directory."""
-    p = Path(os.path.abspath(path))
-    expected = "a file in an existing writable directory"
-    if p.is_dir():
-        raise _found(where, key, expected, f"the directory {str(path)!r}")
-    if not p.parent.is_dir():
-        raise _found(where, key, expected, f"{str(path)!r}, whose directory {str(p.parent)!r} does not exist")
-    _check_writable_parent(p.parent, str(path), where, key, expected)
-    return Path(path)
-
-
-def _check_writable_parent(p: Path, given: str, where: str, key: str, expected: str) -> None:
-    """The nearest existing ancestor of ``p`` (``p`` itself if it exists) is a writable directory."""
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir():
-        raise _found(where, key, expected, f"{given!r}, under the file {str(p)!r}")
-    if not os.access(p, os.W_OK | os.X_OK) or _read_only(p):
-        raise _found(where, key, expected, f"{given!r}, where {str(p)!r} is not writable")
-
-
-def _found(where: str, key: str, expected: str, found: str) -> InputError:
-    """The one template, with ``found`` already worded (a path and what is wrong with it)."""
-    return InputError(f"{where}: {key}: expected {expected}, found {found}")
-
-
-def _read_only(p: Path) -> bool:
-    """On a read-only filesystem (which ``os.access`` does not say for root)."""
-    try:
-        return bool(os.statvfs(p).f_flag & getattr(os, "ST_RDONLY", 1))
-    except (OSError, AttributeError):
-        return False
-
-
-def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool = False) -> Mapping[str, Any]:
+def _mapping(value: Any, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
@@ -223,22 +367,31 @@ def _mapping(value: Any, key: str, allowed: tuple[str, ...], *, drop_none: bool 
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise _validate.fail(_WHERE, f"{key}[{unknown[0]!r}]", "one of the keys " + ", ".join(allowed), unknown[0])
-    return MappingProxyType({k: v for k, v in value.items() if not (drop_none and v is None)})
+    return MappingProxyType(dict(value))
 
 
 __all__ = [
-    "SPECS",
-    "check_out_dir",
-    "check_out_file",
+    "SECTIONS",
+    "BudgetSettings",
+    "CompileConfig",
     "FINALISTS",
     "FINALIST_BENCH",
     "FINAL_BENCH",
     "FINAL_EPOCHS",
     "MAX_QUALITY_DROP",
+    "OptimizeSettings",
+    "OutputSettings",
     "PROVENANCE_BYTES",
+    "RunSettings",
     "SCREEN_BENCH",
+    "StudySettings",
     "TIME_BUDGET_S",
     "TIME_SPLIT",
     "TRIAL_EPOCHS",
-    "CompileConfig",
+    "TimeSettings",
+    "TrainSettings",
+    "check_out_dir",
+    "check_out_file",
+    "option",
+    "search_strategies",
 ]

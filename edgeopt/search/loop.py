@@ -29,12 +29,11 @@ from typing import Any
 from edgeopt import report as report_mod
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
+from edgeopt.search import config_file
 from edgeopt.search.config import (
     FINAL_EPOCHS,
     FINALIST_BENCH,
-    MAX_QUALITY_DROP,
     SCREEN_BENCH,
-    TIME_BUDGET_S,
     TIME_SPLIT,
     TRIAL_EPOCHS,
     CompileConfig,
@@ -78,56 +77,32 @@ class CompileResult:
 
 
 def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); shadows the builtin only here
-    task: Any,
-    target: Any,
-    *,
-    trials: int = 30,
-    out: str | os.PathLike = "runs/x",
-    storage: str | None = None,
-    study_name: str | None = None,
-    seed: int = 0,
-    timeout: float | None = None,
-    objective: str = "f1",
-    int8: bool = False,
-    budget: Mapping[str, Any] | None = None,
-    trial_epochs: int = TRIAL_EPOCHS,
-    final_epochs: int = FINAL_EPOCHS,
-    sampler: str = "tpe",
-    final_bench: Mapping[str, Any] | None = None,
-    f1_tolerance: float = 0.005,
-    lr: float = 3e-3,
-    progress: bool = True,
-    train_device: str = "auto",
-    search_only: bool = False,
-    workers: int = 1,
-    worker_argv: tuple[str, ...] | None = None,
-    search: str = "allocation",
-    time_budget_s: float | None = TIME_BUDGET_S,
-    max_quality_drop: float | None = MAX_QUALITY_DROP,
-    config: CompileConfig | None = None,
+    task: Any, target: Any, config: CompileConfig | None = None, **settings: Any
 ) -> CompileResult:
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 
-    ``task`` is an :class:`edgeopt.Task`; ``target`` a ``Target`` or the name/path of a profile. The
-    keywords are the fields of :class:`~edgeopt.search.config.CompileConfig` (documented there), or
-    give ``config=CompileConfig(...)`` instead of them. Re-running with the same ``out`` resumes
-    the study. ``CompileResult.passed`` is True when the shipped artifact meets every budget.
+    ``task`` is an :class:`edgeopt.Task`; ``target`` a ``Target`` or the name/path of a profile; ``config``
+    a :class:`~edgeopt.search.config.CompileConfig`, or its settings as keywords (``trials=3, out="runs/x"``,
+    documented there). Re-running with the same ``out`` resumes the study; the resolved settings are written
+    to ``out/compile.toml``. ``CompileResult.passed`` is True when the shipped artifact meets every budget.
 
     Many workers: every process calls this with the same ``storage`` and ``study_name`` (and
     ``search_only=True``), one more ships with ``trials=0``; see :mod:`edgeopt.search.workers`.
     """
-    given = {k: v for k, v in locals().items() if k in CompileConfig.defaults()}
     if config is None:
-        config = CompileConfig(**given)
-    elif CompileConfig(**given) != CompileConfig():
+        config = CompileConfig(**settings)
+    elif not isinstance(config, CompileConfig):
+        raise InputError(f"compile(): config: expected an edgeopt CompileConfig, found {type(config).__name__}")
+    elif settings:
         raise InputError("compile(): config: expected either config= or the keyword settings, found both")
     require_compile_stack()
     from edgeopt.search.task import Task
 
     if not isinstance(task, Task):
         raise InputError(f"compile(): task: expected an edgeopt.Task, found {type(task).__name__}")
-    target = _resolve_target(target, config.budget)
+    target = _resolve_target(target, config.budget.overrides())
     with _compile_session(config):
+        config_file.write(config.out / config_file.FILE_NAME, config)
         return _compile(task, target, config)
 
 

@@ -7,7 +7,7 @@ a budget; otherwise it distills the student from the teacher, reporting the vali
 epoch to the pruner. Constraint values go to Optuna (``Trial.set_constraint``) and the trial's
 :class:`~edgeopt.search.record.TrialRecord` into its user attributes. The objective value is the
 validation score less a tie-break worth at most :data:`TIE_BREAK` toward faster and smaller plans
-(``"f1"``), or (score, target latency) (``"pareto"``).
+(``"score"``), or (score, target latency) (``"pareto"``).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Objective:
         (other.constraints or Constraints()).tell(trial)
         if frozen.state == optuna.trial.TrialState.PRUNED:
             raise optuna.TrialPruned(f"same plan as trial {other.number}, which was pruned")
-        return frozen.values[0] if self.config.objective == "f1" else tuple(frozen.values)
+        return frozen.values[0] if self.config.objective != "pareto" else tuple(frozen.values)
 
     def _run(self, trial: Any, record: TrialRecord) -> float | tuple[float, float]:
         from edgeopt.compiler.decompose import decompose, plan_cost
@@ -163,7 +163,7 @@ class Objective:
         task, config = self.inputs.task, self.config
 
         def on_epoch(epoch: int, score: float) -> None:
-            if config.objective == "f1":  # Optuna's pruners are single-objective
+            if config.objective != "pareto":  # Optuna's pruners are single-objective
                 trial.report(score, epoch)
                 if trial.should_prune():
                     record.status, record.val = Status.PRUNED, {"score": score}

@@ -1,7 +1,8 @@
 """Running the search: ``study.optimize`` with the objective, and its progress on stderr.
 
-- The progress line: trial i/N, best feasible score, and the counts of feasible, screened-out,
-  pruned and failed trials, with an ETA (a bar on a terminal, log lines otherwise).
+- Before the search, whether it resumes a study and how many workers run it (:func:`announce`).
+- The progress line: trial n (Optuna's number, from 0, as every message says it), the count, best
+  feasible score, and the counts of feasible, screened-out, pruned and failed trials, with an ETA (a bar on a terminal, log lines otherwise).
 - Repeated warnings (e.g. "noisy measurement" from every trial's short screen) are counted, not
   printed one by one: the first of each kind is printed, the rest are summarized once at the end
   (:class:`RepeatedWarnings`).
@@ -205,7 +206,8 @@ class Progress:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
             log.info(
-                "trial %d/%d %-12s best feasible %s %s; %s; ETA %.0fs",
+                "trial %d (%d of %d here) %-12s best feasible %s %s; %s; ETA %.0fs",
+                rec.number,
                 self.done,
                 self.total,
                 rec.status.value,
@@ -220,6 +222,16 @@ class Progress:
             self.bar.close()
         if self.done:
             log.info("search: %d trials; %s", self.done, self.tally())
+
+
+def announce(study: Any, trials: int, workers: int) -> None:
+    """Before the search: whether it resumes a study (and how far it got) and how many workers run it."""
+    done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+    who = "1 worker (this process)" if workers == 1 else f"{workers} worker processes"
+    if done:
+        log.info("resuming study %s (%d trials done): %d more trials, %s", study.study_name, done, trials, who)
+    else:
+        log.info("search: study %s, %d trials, %s", study.study_name, trials, who)
 
 
 class Deadline:
@@ -260,6 +272,7 @@ def run_search(
     if deadline is not None:
         timeout = min(timeout or float("inf"), deadline - t0)
         callbacks = (*callbacks, Deadline(deadline))
+    announce(study, trials, 1)
     prog = Progress(trials, metric_name, progress)
     quiet, others = RepeatedWarnings(), ThirdPartyWarnings("the search").start()
     try:
@@ -278,4 +291,4 @@ def run_search(
     return time.perf_counter() - t0
 
 
-__all__ = ["Deadline", "Progress", "RepeatedWarnings", "ThirdPartyWarnings", "run_search"]
+__all__ = ["announce", "Deadline", "Progress", "RepeatedWarnings", "ThirdPartyWarnings", "run_search"]

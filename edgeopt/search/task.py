@@ -171,7 +171,7 @@ def load_task(spec: str) -> Task:
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:
-        raise InputError(f"task file {path!r} raised while loading: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"task file {path!r} raised while loading: {type(exc).__name__}: {exc}") from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         raise InputError(f"task file {path!r} has no function {func_name!r}.")
@@ -180,7 +180,7 @@ def load_task(spec: str) -> Task:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{spec} raised: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"{spec} raised: {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
         raise InputError(f"{spec} must return an edgeopt.Task, returned {type(task).__name__} instead.")
     return task

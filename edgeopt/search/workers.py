@@ -1,9 +1,9 @@
 """Many workers on one study: ``edgeopt compile … --workers N`` on one machine, ``--storage URL``
 on many.
 
-Every worker is an ordinary ``edgeopt compile … --search-only`` process on the same storage and
-study: Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats
-fail a killed worker's trial and queue it again once (:mod:`edgeopt.search.storage`), and the plan
+Every worker is an ordinary ``edgeopt compile --config OUT/workers/wK/compile.toml`` process, the run's
+settings written there with ``search_only`` on the run's storage and study (not turned back into flags).
+Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats fail a killed worker's trial and queue it again once (:mod:`edgeopt.search.storage`), and the plan
 claims and the latency screen's cache in the same database keep two workers from training or
 measuring one plan twice (:mod:`edgeopt.search.study`).
 
@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError
+from edgeopt.search import config_file
 from edgeopt.search.config import CompileConfig
+from edgeopt.search.progress import announce
 from edgeopt.search.record import TrialRecord
 from edgeopt.search.storage import WORKER_ENV, redact, storage_url
 from edgeopt.search.study import StudyHandle
@@ -91,39 +93,34 @@ class Tagged:
         return self.objective(trial)
 
 
+def worker_config(config: CompileConfig, study_name: str, index: int) -> CompileConfig:
+    """The settings of local worker ``index``: the run's, searching only, on the run's study, in its own out dir."""
+    return config.replace(
+        search_only=True,
+        storage=storage_url(config.storage, config.out),
+        study_name=study_name,
+        out=config.out / "workers" / f"w{index}",
+        workers=1,
+        json=None,
+    )
+
+
 def worker_command(config: CompileConfig, study_name: str, index: int) -> list[str]:
-    """The command line of local worker ``index``."""
-    assert config.worker_argv is not None
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgeopt",
-        "compile",
-        *config.worker_argv,
-        "--search-only",
-        "--storage",
-        storage_url(config.storage, config.out),
-        "--study",
-        study_name,
-        "--out",
-        str(config.out / "workers" / f"w{index}"),
-        "--trials",
-        str(config.trials),
-        "--seed",
-        str(config.seed),
-    ]
-    if config.timeout:
-        cmd += ["--timeout", str(config.timeout)]
-    return cmd
+    """The command line of local worker ``index``, after its settings are written to its out dir's
+    ``compile.toml``: the worker reads them there (one file, the one its own compile keeps)."""
+    mine = worker_config(config, study_name, index)
+    mine.out.mkdir(parents=True, exist_ok=True)
+    path = config_file.write(mine.out / config_file.FILE_NAME, mine)
+    return [sys.executable, "-m", "edgeopt", "compile", "--config", str(path)]
 
 
 def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
     """Start ``config.workers`` worker processes on ``study``, wait for them; returns the wall time."""
-    if not config.worker_argv:
+    if not (config.run.task or config.run.example) or not config.run.target:
         raise InputError(
-            f"compile(): workers: {config.workers} worker processes need the task as an edgeopt "
-            "command line: run `edgeopt compile … --workers N`, or start processes that each call "
-            "compile(..., storage=URL, study_name=NAME, search_only=True)"
+            f"compile(): workers: {config.workers} worker processes need the task and target as the command line "
+            "gives them (config.run.task or .example, and .target): run `edgeopt compile … --workers N`, or start "
+            "processes that each call compile(..., storage=URL, study_name=NAME, search_only=True)"
         )
     if config.trials <= 0:
         return 0.0
@@ -133,13 +130,9 @@ def run_workers(config: CompileConfig, study: Any, metric_name: str) -> float:
         **{WORKER_ENV: str(os.getpid()), TOTAL_ENV: str(total), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )
     procs: list[tuple[subprocess.Popen, Path]] = []
+    announce(study, config.trials, config.workers)
     log.info(
-        "search: %d workers on study %s in %s, %d trials (logs in %s)",
-        config.workers,
-        study.study_name,
-        redact(storage_url(config.storage, config.out)),
-        config.trials,
-        config.out / "workers",
+        "search: storage %s, worker logs in %s", redact(storage_url(config.storage, config.out)), config.out / "workers"
     )
     t0 = time.perf_counter()
     try:
@@ -289,5 +282,6 @@ __all__ = [
     "status_line",
     "stop_at_total",
     "worker_command",
+    "worker_config",
     "worker_name",
 ]

@@ -1,4 +1,4 @@
-"""``edgeopt compile`` checks every cheap argument before the task is loaded (issue 16).
+"""``edgeopt compile`` checks every cheap argument before the task is loaded.
 
 Each bad command line runs the real CLI in a fresh process with an empty example cache: loading the
 example would import torch and train the teacher into that cache. Asserted: exit 2, one line on stderr
@@ -156,4 +156,4 @@ def test_config_is_built_from_the_flags():
     )
     config, target = compile_config(args)
     assert (config.trials, config.final_epochs, config.trial_epochs, config.time_budget_s) == (3, 0, 2, None)
-    assert dict(config.budget) == {"latency_ms": 5} and target.name == "rpi5"
+    assert dict(config.budget.overrides()) == {"latency_ms": 5} and target.name == "rpi5"

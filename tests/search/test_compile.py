@@ -346,4 +346,4 @@ def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tm
         edgeopt.compile(small_mlp_task, target, trials=1, out=tmp_path / "x", objective="speed")
     # The same study cannot switch objectives.
     with pytest.raises(edgeopt.InputError, match="same --objective"):
-        edgeopt.compile(small_mlp_task, target, trials=1, out=out, objective="f1", progress=False, **FAST)
+        edgeopt.compile(small_mlp_task, target, trials=1, out=out, objective="score", progress=False, **FAST)

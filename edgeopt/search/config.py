@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeopt import _validate
 from edgeopt.errors import InputError
+from edgeopt.search.strategies import STRATEGY_NAMES
 
 # Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
 TRIAL_EPOCHS = 12
@@ -40,7 +41,7 @@ PROVENANCE_BYTES = 1024
 
 OBJECTIVES = ("f1", "pareto")
 SAMPLERS = ("tpe", "random")
-SEARCHES = ("allocation", "layers")
+SEARCHES = STRATEGY_NAMES  # the registered search strategies (edgeopt.search.strategies), live
 TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEVICES (no torch import here)
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")
@@ -94,10 +95,11 @@ class CompileConfig:
     workers: local worker processes on the study (``edgeopt compile --workers N``); more than one
         needs ``worker_argv``, the ``edgeopt compile`` command line that loads the task, which the
         CLI sets (see :mod:`edgeopt.search.workers`).
-    search: ``"allocation"`` (default): per-layer latency and sensitivity tables are built first
-        (:mod:`~edgeopt.search.tables`), a budget below the fastest plan is refused, and each trial
-        trains the allocation (:mod:`~edgeopt.search.knapsack`) of a few knobs Optuna samples;
-        ``"layers"``: Optuna samples a format and rank per layer.
+    search: the name of a registered search strategy (:mod:`~edgeopt.search.strategies`):
+        ``"allocation"`` (default): per-layer latency and sensitivity tables are built first
+        (:mod:`~edgeopt.search.allocation`), a budget below the fastest plan is refused, and each trial
+        trains the knapsack allocation of a few knobs Optuna samples; ``"layers"``: Optuna samples a
+        format and rank per layer.
     max_quality_drop: with no ``min_f1`` in the budget, the artifact must score at least the input
         model's score less this (0.05: 5 pt) on the same split, or the compile exits 1 and says so
         (``--max-quality-drop``); trials are not held to it. None: no floor unless the profile sets one.

@@ -23,7 +23,7 @@ from typing import Any
 from edgeopt._io import atomic_path, atomic_write_text
 from edgeopt._version import __version__
 from edgeopt.errors import InputError
-from edgeopt.search.knobs import FEEDBACK_MIN
+from edgeopt.search.allocation.knobs import FEEDBACK_MIN
 from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
 from edgeopt.search.storage import load_study
 

@@ -121,9 +121,8 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
     space = SearchSpace(layers, precisions=("fp32", "int8") if config.int8 else ("fp32",), rank_caps=caps)
     if not space:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
-    else:
-        max_params = params_cap(target, base_cost, config.int8)
-        strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out))
+    max_params = params_cap(target, base_cost, config.int8)
+    strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out))
     baseline = measure_baseline(teacher, task, target, config.out, config)
     return SearchInputs(
         task,

@@ -6,6 +6,7 @@ A strategy turns an Optuna trial into a plan (layer -> format entry). The compil
    the :class:`StrategyContext` (teacher, task, target, decomposable layers, the per-layer space, the
    caps of the budgets). Whatever it needs is built here (tables, ...). A budget that no plan can meet
    may be refused here by raising :class:`~edgeopt.errors.BudgetRefused` (nothing trained or shipped).
+   The space may be empty (no layer to decompose): the compile then runs no trial.
 2. :meth:`SearchStrategy.warm_start` — for a new study only: ``(label, Optuna params)`` pairs enqueued
    before the sampler's own trials (the label is kept in the trial's ``warm_start`` user attribute).
 3. :meth:`SearchStrategy.plan` — in every trial (in every worker process), the trial's plan, sampled
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from edgeopt._validate import fail
-from edgeopt.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class _Names:
     """The registered names, live: what ``--search`` and ``CompileConfig.search`` accept."""
 
     def __iter__(self) -> Iterator[str]:
-        return iter(tuple(_REGISTRY))
+        return iter(strategy_names())
 
     def __len__(self) -> int:
         return len(_REGISTRY)
@@ -117,15 +117,15 @@ class _Names:
         return name in _REGISTRY
 
     def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
+        return repr(strategy_names())
 
 
 STRATEGY_NAMES = _Names()
 
 
 def strategy_names() -> tuple[str, ...]:
-    """The registered strategies' names, in registration order."""
-    return tuple(_REGISTRY)
+    """The registered strategies' names, sorted (the same whichever module registered first)."""
+    return tuple(sorted(_REGISTRY))
 
 
 def make_strategy(spec: str | StrategyConfig, where: str = "compile()") -> SearchStrategy:
@@ -133,10 +133,10 @@ def make_strategy(spec: str | StrategyConfig, where: str = "compile()") -> Searc
     if isinstance(spec, StrategyConfig):
         cls = _REGISTRY.get(spec.strategy)
         if cls is None or not isinstance(spec, cls.config_cls):
-            raise fail(where, "search", f"a registered strategy's config ({', '.join(_REGISTRY)})", spec)
+            raise fail(where, "search", f"a registered strategy's config ({', '.join(strategy_names())})", spec)
         return cls(spec)
     if spec not in _REGISTRY:
-        raise fail(where, "search", f"one of {', '.join(map(repr, _REGISTRY))}", spec, error=InputError)
+        raise fail(where, "search", f"one of {', '.join(map(repr, strategy_names()))}", spec)
     return _REGISTRY[spec]()
 
 

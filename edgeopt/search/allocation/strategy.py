@@ -52,6 +52,8 @@ class AllocationStrategy(SearchStrategy):
         from edgeopt.search.allocation.refusal import refusal, write_refusal
 
         super().prepare(ctx)
+        if not ctx.space:
+            return  # nothing to allocate: no tables
 
         def check(tables: Any) -> None:  # on the latencies alone, before the sensitivities are computed
             why = refusal(tables, ctx.target, ctx.max_params)
@@ -70,13 +72,14 @@ class AllocationStrategy(SearchStrategy):
         )
 
     def warm_start(self, fits_size: Callable[[dict[str, Any]], bool]) -> list[tuple[str, dict[str, Any]]]:
-        return self.space.warm_params()
+        return self.space.warm_params() if self.space is not None else []
 
     def plan(self, trial: Any) -> dict[str, Any]:
         """The allocation of the trial's knobs; a trial enqueued by another strategy's warm start (a study
-        begun with ``search="layers"``) is sampled from the per-layer space instead."""
+        begun with ``search="layers"``), or any trial when there is nothing to allocate, is sampled from the
+        per-layer space instead."""
         label = str(trial.user_attrs.get("warm_start", ""))
-        if label and not label.startswith(WARM_LABEL):
+        if self.space is None or (label and not label.startswith(WARM_LABEL)):
             return self.ctx.space.sample(trial)
         return self.space.sample(trial)
 

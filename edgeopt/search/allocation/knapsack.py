@@ -150,13 +150,16 @@ def solve_milp(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
         rows.append(LinearConstraint(lat[None, :], -np.inf, lat_cap - p.rest + 1e-12))
     if math.isfinite(par_cap):
         rows.append(LinearConstraint(np.concatenate(p.par)[None, :], -np.inf, par_cap - p.fixed + 1e-9))
-    tie = 1e-9 * lat / max(1e-12, float(np.abs(lat).max()))  # among equal costs, the faster candidate
+    cost = np.concatenate(p.cost)
+    # Costs scaled to ~1e6: HiGHS stops at an absolute gap of 1e-6, which KL costs of 1e-4 would be within.
+    scaled = cost * (1e6 / max(1e-12, float(np.abs(cost).max())))
+    tie = 1e-3 * lat / max(1e-12, float(np.abs(lat).max()))  # among equal costs, the faster candidate
     res = milp(
-        np.concatenate(p.cost) + tie,
+        scaled + tie,
         constraints=rows,
         integrality=np.ones(n),
         bounds=Bounds(0, 1),
-        options={"time_limit": TIME_LIMIT_S},
+        options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": 1e-9},
     )
     if res.x is None:
         return None

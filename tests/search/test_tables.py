@@ -1,4 +1,4 @@
-"""The per-layer tables (issue 9, item 1), built for real: latencies measured in onnxruntime, the
+"""The per-layer tables, built for real: latencies measured in onnxruntime, the
 whole-graph additivity fit, the refusal check before any sensitivity, a time-bounded calibration."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_the_calibration_batch_takes_the_classes_in_turn():
 
 
 def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
-    """Structured pruning (issue 16): the hidden layers get rungs at 1/4..7/8 of their width, measured
+    """Structured pruning: the hidden layers get rungs at 1/4..7/8 of their width, measured
     in the whole graph; the classifier, whose width is the output, gets none and the notes say why."""
     tables, *_ = built
     names = list(tables.layers)

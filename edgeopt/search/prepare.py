@@ -29,7 +29,7 @@ class SearchInputs:
     space: Any
     baseline: Measured
     baseline_path: Path
-    strategy: Any = None  # the SearchStrategy (edgeopt.search.strategies), prepared when the space is not empty
+    strategy: Any = None  # the SearchStrategy (edgeopt.search.strategies), prepared by prepare()
     implicit_floor: dict[str, Any] | None = None  # the quality floor set from the input model (no min_f1 given)
 
     @property

@@ -1,4 +1,4 @@
-"""The screens correcting the per-layer table during the search (``edgeopt.search.knobs.table_correction``),
+"""The screens correcting the per-layer table during the search (``edgeopt.search.allocation.knobs.table_correction``),
 against the same search without it, side by side in one run.
 
 Per model, two compiles with the same seed, settings and per-layer table (built once by the first and
@@ -113,7 +113,7 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
 
 def one(name: str, seed: int, root: Path) -> dict[str, Any]:
     import edgeopt
-    import edgeopt.search.knobs as knobs
+    import edgeopt.search.allocation.knobs as knobs
     from edgeopt.search.examples import load_example
 
     task = load_example(name, seed=seed)

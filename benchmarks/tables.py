@@ -31,8 +31,8 @@ sys.path.insert(0, str(HERE.parent))
 def one(name: str) -> dict:
     from edgeopt.compiler.decompose import decomposable_layers
     from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.build import build_tables
     from edgeopt.search.examples import load_example
-    from edgeopt.search.tables import build_tables
 
     task = load_example(name)
     target = Target.load(HERE / "host-1t.toml")

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from edgeopt import _validate
 from edgeopt.search._paths import check_out_dir, check_out_file
+from edgeopt.search.strategies import STRATEGY_NAMES
 
 # Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
 TRIAL_EPOCHS = 12
@@ -50,8 +51,7 @@ PROVENANCE_BYTES = 1024
 OBJECTIVES = ("score", "pareto")
 DEPRECATED_OBJECTIVES = MappingProxyType({"f1": "score"})
 SAMPLERS = ("tpe", "random")
-# The search strategies ``--search`` offers: the one list, until strategies have a registry to ask.
-SEARCHES = ("allocation", "layers")
+SEARCHES = STRATEGY_NAMES  # the registered search strategies (edgeopt.search.strategies), live
 TRAIN_DEVICES = ("auto", "cpu", "cuda")  # as edgeopt.compiler.teacher.TRAIN_DEVICES (no torch import here)
 BUDGET_KEYS = ("latency_ms", "peak_memory_mb", "model_size_mb", "min_f1")
 BENCH_KEYS = ("min_iters", "min_time_s", "max_iters", "warmup", "on_device", "seed")

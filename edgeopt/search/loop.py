@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import statistics
 import time
 import warnings
@@ -39,19 +38,17 @@ from edgeopt.search.config import (
     CompileConfig,
 )
 from edgeopt.search.objective import Objective
-from edgeopt.search.prepare import SearchInputs, prepare, rank_caps
+from edgeopt.search.prepare import SearchInputs, prepare
 from edgeopt.search.progress import ThirdPartyWarnings, run_search
 from edgeopt.search.record import MIB, Status, TrialRecord, records
 from edgeopt.search.screen import Screen
 from edgeopt.search.select import Choice, select
 from edgeopt.search.ship import Shipped, baseline_cost, gate_outcome, layer_table, ship, with_nodes, write_state
 from edgeopt.search.storage import make_storage, sqlite_searcher, storage_url
-from edgeopt.search.study import StudyHandle, model_scope, open_study, uniform_warm_start
+from edgeopt.search.study import StudyHandle, model_scope, open_study
 
 log = logging.getLogger("edgeopt.compile")
 
-# Older names, still importable.
-_rank_caps = rank_caps
 __all__ = ["FINAL_EPOCHS", "MIB", "TRIAL_EPOCHS", "CompileConfig", "CompileResult", "compile", "make_storage"]
 
 
@@ -114,8 +111,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     with sqlite_searcher(url) if config.trials > 0 else contextlib.nullcontext():
         # A worker measures the baseline quickly: it only scales the tie-break; the run that ships measures it fully.
         inputs = prepare(task, target, replace(config, final_bench=SCREEN_BENCH) if config.search_only else config)
-        warm = (lambda: uniform_warm_start(inputs.space, inputs.layers, inputs.fits_size)) if inputs.space else None
-        warm = inputs.allocation.warm_params if inputs.allocation is not None else warm  # fractions 1.0, .85, .7
+        warm = (lambda: inputs.strategy.warm_start(inputs.fits_size)) if inputs.space else None
         # Shipping another run's search (--trials 0 with --storage): the study must be there.
         handle = open_study(
             config,
@@ -171,7 +167,7 @@ def _search(
             timeout=config.timeout,
             metric_name=inputs.task.metric_name,
             progress=config.progress,
-            callbacks=(stop,) if stop else (),
+            callbacks=(*((stop,) if stop else ()), inputs.strategy.after_trial),
             deadline=deadline,
         )
     finally:
@@ -350,38 +346,9 @@ def _state(
         "wall_s": wall_s,
         "search_reasons": choice.notes,
         "quality_floor": floor,
-        "tables": _tables_state(inputs, shipped, study),
+        "strategy": inputs.strategy.name,
+        **(inputs.strategy.report(study, shipped) or {}),  # the strategy's sections, by key
     }
-
-
-def _tables_state(inputs: SearchInputs, shipped: Shipped, study: Any) -> dict[str, Any] | None:
-    """The tables in the report (``Tables.report``; the shipped plan's latency is compared with the
-    table when it is fp32, the only dtype the table measures), the screens' correction of the table at
-    the end of the search, and the layers no plan may touch."""
-    if inputs.allocation is None:
-        return None
-    from edgeopt.search.knobs import table_correction
-
-    latency_at = getattr(shipped.measured.bench, "latency_at", None)
-    measured = (
-        float(latency_at(float(inputs.target.budget.latency_percentile or 95)))
-        if latency_at is not None and shipped.dtype.value == "fp32"
-        else None
-    )
-    out = inputs.allocation.tables.report(shipped.plan, measured)
-    out["screens"] = table_correction(study).to_dict()
-    out["left_alone"] = _left_alone(inputs)
-    return out
-
-
-def _left_alone(inputs: SearchInputs) -> list[dict[str, Any]]:
-    """The layers with weights no plan may touch, grouped by the reason (depthwise convs, norms, ...)."""
-    from edgeopt.compiler.decompose import left_alone
-
-    groups: dict[str, list[str]] = {}
-    for name, why in left_alone(inputs.teacher, inputs.task.example_input).items():
-        groups.setdefault(re.sub(r" \(groups=\d+\)", "", why), []).append(name)  # one line for all depthwise
-    return [{"reason": why, "count": len(names), "layers": names[:3]} for why, names in groups.items()]
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
-from edgeopt.search.knobs import WARM_LABEL
 from edgeopt.search.prepare import SearchInputs
 from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
 from edgeopt.search.screen import Screen
@@ -60,19 +59,13 @@ class Objective:
         self.inputs, self.config, self.study, self.screen = inputs, config, study, screen
         self.budget = inputs.target.budget
 
-    def _plan(self, trial: Any) -> dict[str, Any]:
-        """The trial's plan: the allocation of its knobs (warm start: fractions 1.0, 0.85, 0.7 of the budget,
-        enqueued by the study), or (``search="layers"``, or a uniform warm start) a format and rank per layer."""
-        label = str(trial.user_attrs.get("warm_start", ""))
-        if self.inputs.allocation is None or (label and not label.startswith(WARM_LABEL)):
-            return self.inputs.space.sample(trial)
-        return self.inputs.allocation.sample(trial)
-
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
         record = TrialRecord(
-            number=trial.number, plan=self._plan(trial), dtype=DType(self.inputs.space.sample_precision(trial))
+            number=trial.number,
+            plan=self.inputs.strategy.plan(trial),
+            dtype=DType(self.inputs.space.sample_precision(trial)),
         )
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another

@@ -29,7 +29,7 @@ class SearchInputs:
     space: Any
     baseline: Measured
     baseline_path: Path
-    allocation: Any = None  # an AllocationSpace (edgeopt.search.knobs) when the search is over allocations
+    strategy: Any = None  # the SearchStrategy (edgeopt.search.strategies), prepared by prepare()
     implicit_floor: dict[str, Any] | None = None  # the quality floor set from the input model (no min_f1 given)
 
     @property
@@ -106,10 +106,13 @@ def measure_baseline(teacher: Any, task: Any, target: Any, out: Path, config: Co
 
 
 def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
-    """The search's inputs; the baseline is measured before any trial."""
+    """The search's inputs; the strategy is prepared (a budget it refuses raises here), then the baseline
+    is measured, before any trial."""
     from edgeopt.compiler.decompose import decomposable_layers, plan_cost
     from edgeopt.search.space import SearchSpace
+    from edgeopt.search.strategies import StrategyContext, make_strategy
 
+    strategy = make_strategy(config.search)
     teacher = task.model.eval()
     layers = decomposable_layers(teacher, task.example_input)
     base_cost = plan_cost(teacher, {}, task.example_input)
@@ -117,7 +120,8 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
     space = SearchSpace(layers, precisions=("fp32", "int8") if config.int8 else ("fp32",), rank_caps=caps)
     if not space:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
-    alloc = allocation_space(teacher, task, target, layers, base_cost, config) if space else None
+    max_params = params_cap(target, base_cost, config.int8)
+    strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out))
     baseline = measure_baseline(teacher, task, target, config.out, config)
     return SearchInputs(
         task,
@@ -128,7 +132,7 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
         space,
         baseline,
         config.out / "baseline.onnx",
-        allocation=alloc,
+        strategy=strategy,
         implicit_floor=implicit_floor(target, baseline, config.max_quality_drop),
     )
 
@@ -144,64 +148,13 @@ def implicit_floor(target: Any, baseline: Measured, max_drop: float | None) -> d
     return {"max_drop": max_drop, "scores": scores}
 
 
-def allocation_space(
-    teacher: Any, task: Any, target: Any, layers: dict[str, Any], base_cost: Any, config: CompileConfig
-) -> Any:
-    """The tables and the allocation's caps (``search="allocation"``); a budget below the floor is refused
-    here, before the baseline or any training (:class:`~edgeopt.errors.BudgetRefused`, exit code 1)."""
-    if config.search != "allocation":
+def params_cap(target: Any, base_cost: Any, int8: bool, overhead_bytes: int = 0) -> float | None:
+    """Parameters the size budget allows (graph overhead, buffers and provenance taken out)."""
+    size_mb = target.budget.model_size_mb
+    if not size_mb:
         return None
-    from edgeopt.errors import BudgetRefused
-    from edgeopt.search.knobs import AllocationSpace, params_cap, refusal
-    from edgeopt.search.tables import build_tables
-
-    cap = params_cap(target, base_cost, config.int8)
-
-    def check(tables: Any) -> None:  # on the latencies alone, before the sensitivities are computed
-        why = refusal(tables, target, cap)
-        if why is not None:
-            write_refusal(config.out, why, tables, target)
-            raise BudgetRefused(f"refused: {why}")
-
-    tables = build_tables(teacher, task, target, config.out, layers, check=check)
-    return AllocationSpace(tables, target.budget.latency_ms, cap)
+    buffers = max(0, int(base_cost.size_bytes) - 4 * int(base_cost.params))
+    return (size_mb * MIB - buffers - overhead_bytes - PROVENANCE_BYTES) / (1 if int8 else 4)
 
 
-def write_refusal(out: Path, why: str, tables: Any, target: Any) -> None:
-    """``report.json``/``.md`` of a refused compile: the floor and the tables, nothing trained or shipped."""
-    import json
-
-    from edgeopt._io import atomic_write_text
-    from edgeopt.search.knapsack import floor
-
-    f = floor(tables)
-    rep = {
-        "schema": "edgeopt.report/refused",
-        "refused": why,
-        "target": target.name,
-        "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
-        "floor": {
-            "latency_ms": f.latency_ms,
-            "top": [{"part": n, "ms": ms} for n, ms in f.top],
-            "min_params": f.min_params,
-        },
-        "tables": tables.to_dict(),
-    }
-    atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
-    rows = "\n".join(f"| {n} | {ms:.4f} |" for n, ms in f.top)
-    whole = (tables.additivity.get("graphs") or {}).get("fastest")
-    measured = (
-        f" The fastest plan measured as one graph: {whole['measured_ms']:.4f} ms (the isolated layers "
-        f"summed: {whole['isolated_sum_ms']:.4f} ms)."
-        if whole
-        else ""
-    )
-    atomic_write_text(
-        out / "report.md",
-        f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
-        f"(tables built in {tables.build_s:.1f} s).{measured}\n\n| part of the fastest plan | ms |\n"
-        f"|---|---|\n{rows}\n",
-    )
-
-
-__all__ = ["SearchInputs", "measure_baseline", "prepare", "rank_caps"]
+__all__ = ["SearchInputs", "measure_baseline", "params_cap", "prepare", "rank_caps"]

@@ -1,4 +1,5 @@
-"""The per-layer search space: a format per decomposable layer and its rank, declared side by side.
+"""The per-layer search space, and the ``layers`` search strategy that samples it: a format per
+decomposable layer and its rank, declared side by side.
 
 The formats come from the registry (``edgeopt.compiler.formats``): a layer is offered every
 registered format it allows, in registration order; each handler says whether its format has a
@@ -13,9 +14,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeopt.compiler.formats import DEFAULT_FORMAT, FormatHandler, get_handler, registered_handlers
+from edgeopt.search.strategy import SearchStrategy, StrategyConfig, register_strategy
 
 
 def plan_key(plan: dict[str, Any]) -> str:
@@ -161,3 +163,50 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         return {"layers": [c.to_dict() for c in self.choices], "precisions": list(self.precisions)}
+
+
+def uniform_warm_start(
+    space: SearchSpace, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The largest uniform-rank plans that ``fits`` accepts, as ``(label, Optuna params)``.
+
+    What a user would try by hand, and the baselines edgeopt must beat; TPE then improves layer by
+    layer from there. Also the uniform plan over the big layers only: squeezing a small layer (a
+    10-class head) saves little and can cost F1 (rank below the class count)."""
+    total = sum(int(getattr(spec, "params", 0)) for spec in layers.values()) or 1
+    big = {name for name, spec in layers.items() if int(getattr(spec, "params", 0)) >= 0.1 * total}
+    ranked = [h.name for h in registered_handlers() if h.has_rank]  # registry order: lowrank, tt, ...
+    seen: list[dict[str, Any]] = []
+    out: list[tuple[str, dict[str, Any]]] = []
+    tries = [(fmt, None, f"uniform {fmt}") for fmt in ranked] + [(ranked[0], big, f"uniform {ranked[0]}, big layers")]
+    for fmt, only, label in tries:
+        plan = space.largest_uniform_plan(fmt, fits, only)
+        if plan is not None and plan not in seen:
+            seen.append(plan)
+            out.append((label, space.trial_params(plan)))
+    return out
+
+
+@dataclass(frozen=True)
+class LayersConfig(StrategyConfig):
+    """``search="layers"``: Optuna samples a format and a rank per layer. ``uniform_warm_start``: a new
+    study starts from the largest uniform-rank plans that fit the size budget."""
+
+    strategy: ClassVar[str] = "layers"
+    uniform_warm_start: bool = True
+
+
+@register_strategy
+class LayersStrategy(SearchStrategy):
+    """The per-layer space searched as it is: each trial's plan is sampled layer by layer."""
+
+    name = "layers"
+    config_cls = LayersConfig
+
+    def warm_start(self, fits_size: Callable[[dict[str, Any]], bool]) -> list[tuple[str, dict[str, Any]]]:
+        if self.ctx is None or not self.config.uniform_warm_start:
+            return []
+        return uniform_warm_start(self.ctx.space, self.ctx.layers, fits_size)
+
+    def plan(self, trial: Any) -> dict[str, Any]:
+        return self.ctx.space.sample(trial)

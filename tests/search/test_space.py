@@ -11,7 +11,7 @@ optuna = pytest.importorskip("optuna")
 from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, registered_handlers  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.runtime.targets import Target  # noqa: E402  (imported after the importorskip guards)
-from edgeopt.search.loop import MIB, _rank_caps  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.search.prepare import MIB, rank_caps  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.search.space import SearchSpace  # noqa: E402  (imported after the importorskip guards)
 
 
@@ -31,7 +31,7 @@ def test_rank_caps_keep_every_layer_alone_within_the_size_budget():
     layers = decomposable_layers(model, _Task.example_input)
     base = plan_cost(model, {}, _Task.example_input)
     target = Target.load("host").with_budget(model_size_mb=0.03)
-    caps = _rank_caps(model, _Task, layers, target, base, int8=False)
+    caps = rank_caps(model, _Task, layers, target, base, int8=False)
     assert caps, "a size budget must bound the ranks"
     limit = 0.03 * MIB / 4
     for (name, fmt), cap in caps.items():

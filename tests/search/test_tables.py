@@ -1,4 +1,4 @@
-"""The per-layer tables (issue 9, item 1), built for real: latencies measured in onnxruntime, the
+"""The per-layer tables, built for real: latencies measured in onnxruntime, the
 whole-graph additivity fit, the refusal check before any sensitivity, a time-bounded calibration."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from edgeopt.search.tables import SCHEMA
+from edgeopt.search.allocation.tables import SCHEMA
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 def built(small_mlp_task, tmp_path_factory):
     from edgeopt.compiler.decompose import decomposable_layers
     from edgeopt.runtime.targets import Target
-    from edgeopt.search.tables import build_tables
+    from edgeopt.search.allocation.build import build_tables
 
     from .conftest import TARGET_TOML
 
@@ -62,7 +62,7 @@ def test_additivity_fit_reproduces_the_two_measured_graphs_and_reports_a_held_ou
 
 
 def test_tables_are_cached_with_their_additivity(built, small_mlp_task):
-    from edgeopt.search.tables import build_tables
+    from edgeopt.search.allocation.build import build_tables
 
     tables, _, out, target, layers = built
     doc = json.loads((out / "tables.json").read_text())
@@ -88,7 +88,7 @@ def test_the_report_compares_the_shipped_plan_with_the_table_and_says_why_per_la
 
 
 def test_a_slow_forward_pass_shrinks_the_calibration_batch(built, small_mlp_task):
-    from edgeopt.search.tables import MIN_CALIBRATION, fill_sensitivities
+    from edgeopt.search.allocation.sensitivity import MIN_CALIBRATION, fill_sensitivities
 
     tables, *_ = built
     fill_sensitivities(small_mlp_task.model, small_mlp_task, tables, budget_s=1e-6)
@@ -98,7 +98,7 @@ def test_a_slow_forward_pass_shrinks_the_calibration_batch(built, small_mlp_task
 def test_the_calibration_batch_takes_the_classes_in_turn():
     import numpy as np
 
-    from edgeopt.search.tables import balanced_order
+    from edgeopt.search.allocation.sensitivity import balanced_order
 
     y = np.array([0] * 95 + [1] * 5)
     first = balanced_order(y, 10)
@@ -108,7 +108,7 @@ def test_the_calibration_batch_takes_the_classes_in_turn():
 
 
 def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
-    """Structured pruning (issue 16): the hidden layers get rungs at 1/4..7/8 of their width, measured
+    """Structured pruning: the hidden layers get rungs at 1/4..7/8 of their width, measured
     in the whole graph; the classifier, whose width is the output, gets none and the notes say why."""
     tables, *_ = built
     names = list(tables.layers)

@@ -15,7 +15,6 @@ from edgeopt.search.study.open import (
     make_pruner,
     make_sampler,
     open_study,
-    uniform_warm_start,
 )
 
 __all__ = [
@@ -27,5 +26,4 @@ __all__ = [
     "make_sampler",
     "model_scope",
     "open_study",
-    "uniform_warm_start",
 ]

@@ -125,28 +125,4 @@ def open_study(
     return handle
 
 
-def uniform_warm_start(
-    space: Any, layers: dict[str, Any], fits: Callable[[dict[str, Any]], bool]
-) -> list[tuple[str, dict[str, Any]]]:
-    """The largest uniform-rank plans that ``fits`` accepts, as ``(label, Optuna params)``.
-
-    What a user would try by hand, and the baselines edgeopt must beat; TPE then improves layer by
-    layer from there. Also the uniform plan over the big layers only: squeezing a small layer (a
-    10-class head) saves little and can cost F1 (rank below the class count)."""
-    from edgeopt.compiler.formats import registered_handlers
-
-    total = sum(int(getattr(spec, "params", 0)) for spec in layers.values()) or 1
-    big = {name for name, spec in layers.items() if int(getattr(spec, "params", 0)) >= 0.1 * total}
-    ranked = [h.name for h in registered_handlers() if h.has_rank]  # registry order: lowrank, tt, ...
-    seen: list[dict[str, Any]] = []
-    out: list[tuple[str, dict[str, Any]]] = []
-    tries = [(fmt, None, f"uniform {fmt}") for fmt in ranked] + [(ranked[0], big, f"uniform {ranked[0]}, big layers")]
-    for fmt, only, label in tries:
-        plan = space.largest_uniform_plan(fmt, fits, only)
-        if plan is not None and plan not in seen:
-            seen.append(plan)
-            out.append((label, space.trial_params(plan)))
-    return out
-
-
-__all__ = ["SLOT_SEED_STRIDE", "load_study", "make_pruner", "make_sampler", "open_study", "uniform_warm_start"]
+__all__ = ["SLOT_SEED_STRIDE", "load_study", "make_pruner", "make_sampler", "open_study"]

@@ -1,7 +1,10 @@
 """The knapsack behind an allocation: one candidate of the per-layer tables for each layer, minimizing the total
-(weighted) sensitivity under a latency cap and a parameter cap (issue 9, item 2).
+(weighted) sensitivity under a latency cap and a parameter cap.
 
-A multiple-choice knapsack with two resources, solved by a Lagrangian sweep (each layer's candidate
+A multiple-choice knapsack with two resources, solved exactly as a mixed-integer program
+(:func:`solve_milp`: ``scipy.optimize.milp``, HiGHS; one binary per layer and candidate, one per
+layer; milliseconds for tens of layers). The first solver, kept as the tests' oracle and as
+``solver="sweep"``: a Lagrangian sweep (each layer's candidate
 minimizing ``w * sensitivity + size_weight * params/scale + lam * latency/cap + mu * params/cap``,
 over a grid of multipliers; the best feasible kept), then a repair when none is feasible and a local
 search (single, then pairwise, candidate changes) that improves it while it stays feasible. Instant
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+SOLVERS = ("milp", "sweep")
+TIME_LIMIT_S = 10.0  # HiGHS's limit per solve (tens of layers take milliseconds)
 GRID = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 41)])
 PAIR_MOVES_UP_TO = 64  # layers x candidates up to which pairwise moves are tried too
 
@@ -128,6 +133,40 @@ def _improve(p: Problem, idx: list[int], lat_cap: float, par_cap: float) -> list
         idx = best
 
 
+def solve_milp(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
+    """The candidate index per layer of least total cost under both caps (None: none is feasible)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    sizes = [len(c) for c in p.cost]
+    if not sizes:
+        return []
+    n, starts = sum(sizes), np.cumsum([0, *sizes])
+    one = np.zeros((len(sizes), n))
+    for i, (a, b) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+        one[i, a:b] = 1.0
+    lat = np.concatenate(p.lat)
+    rows = [LinearConstraint(one, 1.0, 1.0)]
+    if math.isfinite(lat_cap):
+        rows.append(LinearConstraint(lat[None, :], -np.inf, lat_cap - p.rest + 1e-12))
+    if math.isfinite(par_cap):
+        rows.append(LinearConstraint(np.concatenate(p.par)[None, :], -np.inf, par_cap - p.fixed + 1e-9))
+    cost = np.concatenate(p.cost)
+    # Costs scaled to ~1e6: HiGHS stops at an absolute gap of 1e-6, which KL costs of 1e-4 would be within.
+    scaled = cost * (1e6 / max(1e-12, float(np.abs(cost).max())))
+    tie = 1e-3 * lat / max(1e-12, float(np.abs(lat).max()))  # among equal costs, the faster candidate
+    res = milp(
+        scaled + tie,
+        constraints=rows,
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+        options={"time_limit": TIME_LIMIT_S, "mip_rel_gap": 1e-9},
+    )
+    if res.x is None:
+        return None
+    x = np.round(res.x).astype(int)
+    return [int(np.argmax(x[a:b])) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
 def allocate(
     tables: Any,
     *,
@@ -135,19 +174,22 @@ def allocate(
     max_params: float | None = None,
     weights: dict[str, float] | None = None,
     size_weight: float = 0.0,
+    solver: str = "milp",
 ) -> Allocation:
     """The allocation of least (weighted) sensitivity with the table's latency (rest included)
-    ``<= latency_ms`` and total parameters ``<= max_params`` (None: no cap). Infeasible caps give the
-    fastest allocation with ``feasible=False``."""
+    ``<= latency_ms`` and total parameters ``<= max_params`` (None: no cap), by ``solver``: ``"milp"``
+    (exact) or ``"sweep"`` (Lagrangian, then local search). Infeasible caps give the fastest allocation
+    with ``feasible=False``."""
     p = Problem(tables, weights, size_weight)
     lat_cap = math.inf if latency_ms is None else float(latency_ms)
     par_cap = math.inf if max_params is None else float(max_params)
-    idx = _sweep(p, lat_cap, par_cap) or _repair(p, lat_cap, par_cap)
+    idx = solve_milp(p, lat_cap, par_cap) if solver == "milp" else None
+    if idx is None:  # the sweep: the solver asked for, or HiGHS out of time without a feasible point
+        idx = _sweep(p, lat_cap, par_cap) or _repair(p, lat_cap, par_cap)
+        idx = _improve(p, idx, lat_cap, par_cap) if idx is not None and p.names else idx
     feasible = idx is not None
     if idx is None:
         idx = [int(np.argmin(la)) for la in p.lat]
-    elif len(p.names) > 0:
-        idx = _improve(p, idx, lat_cap, par_cap)
     lat, par, cost = p.totals(idx)
     return Allocation(dict(zip(p.names, idx, strict=True)), lat, int(par), cost, feasible)
 
@@ -161,4 +203,4 @@ def floor(tables: Any) -> Floor:
     return Floor(sum(parts.values()), top, min_params)
 
 
-__all__ = ["Allocation", "Floor", "Problem", "allocate", "floor"]
+__all__ = ["SOLVERS", "Allocation", "Floor", "Problem", "allocate", "floor", "solve_milp"]

@@ -1,4 +1,4 @@
-"""The search over allocations (issue 9, item 4): each trial samples a few knobs, and the allocation
+"""The search over allocations: each trial samples a few knobs, and the allocation
 of the per-layer tables under them is the trial's plan.
 
 Knobs: ``fraction`` of the latency budget the table may spend (0.5-1.0), ``size_weight`` (how much
@@ -6,17 +6,16 @@ fewer parameters are worth against sensitivity) and a sensitivity multiplier per
 stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs. When the
 table's floor is above half the budget, the fractions are squeezed onto [floor, budget]: on mobilenet
 at 0.7x its dense p95 the floor is ~0.85 of the budget, and most fractions gave the fastest plan (rank
-1 nearly everywhere), trained again and again as repeats (benchmarks/results/table_feedback-offset.md).
-Spanning [floor, budget] on every model instead (tried) put the caps of low-floor models nearer their
+1 nearly everywhere), trained again and again as repeats. Spanning [floor, budget] on every model instead (tried) put the caps of low-floor models nearer their
 budget: 20 of resnet8's 30 trials were screened out, against 6 of 26 the run before, on a noisier host
-too (results/table_feedback-shrunk.md).
+too.
 
 The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
 have been measured whole, the budget is taken less the median amount by which they measured over
-the table, so a table that errs by 15 % near the budget (benchmarks/results/tables.md) stops sending
+the table, so a table that errs by 15 % near the budget stops sending
 trials over it, or leaving it unspent. The offset takes at most half the headroom over the floor: on
 digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the budget
-below the floor, and all 40 trials became the fastest plan, screened out (table_feedback-shrunk.md).
+below the floor, and all 40 trials became the fastest plan, screened out.
 """
 
 from __future__ import annotations
@@ -26,16 +25,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from edgeopt.search.config import PROVENANCE_BYTES
-from edgeopt.search.knapsack import Allocation, allocate, floor
-from edgeopt.search.record import MIB
+from edgeopt.search.allocation.knapsack import Allocation, allocate, floor
 
 log = logging.getLogger("edgeopt.compile")
 
 WARM_FRACTIONS = (1.0, 0.85, 0.7)
-# Not above 1: tried at 1.15 (the table errs by 5-19 % either way on held-out plans,
-# benchmarks/results/tables.md), resnet8 had 15 of 30 trials screened out over budget, against 2 of 21
-# at 1.0 (compare-architectures at 0b97010).
+# Not above 1: at 1.15 resnet8 had 15 of 30 trials screened out over budget, against 2 of 21 at 1.0.
 FRACTION_MAX = 1.0
 WARM_LABEL = "allocation"
 FEEDBACK_MIN = 5  # screened allocations before the table is corrected by them
@@ -60,13 +55,12 @@ def table_correction(study: Any) -> TableFit:
     counts is bounded where it is used (:meth:`AllocationSpace.cap`: half the headroom over the floor).
 
     Shrunk, because a screen is a 0.1 s p95 on a shared host: the unshrunk median followed the host's
-    noise as often as the table's error (vit: +17.6 µs after three screens, one of them a spike;
-    benchmarks/results/table_feedback-offset.md), while a table that is off on every plan (resnet8,
-    -24 %: results/table_feedback-line.md) is off by far more than its standard error.
+    noise as often as the table's error (vit: +17.6 µs after three screens, one of them a spike),
+    while a table that is off on every plan (resnet8, -24 %) is off by far more than its standard error.
 
     An offset, not a slope: the table's slope is already fitted on whole graphs that span it (dense and
     the fastest plan), while the screens cluster just under the cap, where their noise hides any slope.
-    Both were tried first (benchmarks/results/table_feedback-ratio.md, -line.md): one ratio tightened
+    Both were tried first: one ratio tightened
     cnn1d's cap by 25 % on a few noisy screens and collapsed its search onto the fastest plan; a
     Theil-Sen line on digits-cnn's screens (table 0.40-0.51 ms, measured 0.35-0.86 ms) hit its slope
     clip (0.25) and extrapolated the cap."""
@@ -104,6 +98,9 @@ class AllocationSpace:
     tables: Any
     latency_ms: float | None  # the latency budget (None: none, the fraction knob is then idle)
     max_params: float | None  # parameters the size budget allows (None: no size budget)
+    fraction_max: float = FRACTION_MAX
+    warm_fractions: tuple[float, ...] = WARM_FRACTIONS
+    solver: str = "milp"  # the knapsack's solver (edgeopt.search.allocation.knapsack.SOLVERS)
 
     def cap(self, fraction: float, fit: TableFit | None = None) -> float | None:
         """The table latency an allocation may have: ``fraction`` (0.5-1) of the budget, the range squeezed
@@ -126,7 +123,7 @@ class AllocationSpace:
 
     def knobs(self, trial: Any) -> dict[str, float]:
         out = {
-            "fraction": trial.suggest_float("fraction", 0.5, FRACTION_MAX),
+            "fraction": trial.suggest_float("fraction", 0.5, self.fraction_max),
             "size_weight": trial.suggest_float("size_weight", 0.0, 1.0),
         }
         for i, _ in enumerate(self.stages):
@@ -142,6 +139,7 @@ class AllocationSpace:
             max_params=self.max_params,
             weights=weights,
             size_weight=knobs.get("size_weight", 0.0),
+            solver=self.solver,
         )
 
     def sample(self, trial: Any) -> dict[str, Any]:
@@ -164,30 +162,7 @@ class AllocationSpace:
 
     def warm_params(self) -> list[tuple[str, dict[str, float]]]:
         neutral = {f"stage{i}": 1.0 for i, _ in enumerate(self.stages)}
-        return [(f"{WARM_LABEL} {f}", {"fraction": f, "size_weight": 0.0, **neutral}) for f in WARM_FRACTIONS]
-
-
-def params_cap(target: Any, base_cost: Any, int8: bool, overhead_bytes: int = 0) -> float | None:
-    """Parameters the size budget allows (graph overhead, buffers and provenance taken out)."""
-    size_mb = target.budget.model_size_mb
-    if not size_mb:
-        return None
-    buffers = max(0, int(base_cost.size_bytes) - 4 * int(base_cost.params))
-    return (size_mb * MIB - buffers - overhead_bytes - PROVENANCE_BYTES) / (1 if int8 else 4)
-
-
-def refusal(tables: Any, target: Any, max_params: float | None) -> str | None:
-    """Why no plan can meet the budget (None when the floor is within it): one line."""
-    f = floor(tables)
-    budget = target.budget.latency_ms
-    if budget and f.latency_ms > budget:
-        return f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
-    if max_params is not None and f.min_params > max_params:
-        return (
-            f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
-            f"({f.min_params} parameters, {max_params:.0f} allowed)"
-        )
-    return None
+        return [(f"{WARM_LABEL} {f}", {"fraction": f, "size_weight": 0.0, **neutral}) for f in self.warm_fractions]
 
 
 __all__ = [
@@ -195,8 +170,6 @@ __all__ = [
     "WARM_FRACTIONS",
     "WARM_LABEL",
     "AllocationSpace",
-    "params_cap",
-    "refusal",
     "table_correction",
     "TableFit",
 ]

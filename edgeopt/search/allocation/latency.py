@@ -1,0 +1,270 @@
+"""The tables' latencies: each rung of a layer's ladder exported alone, with the layer's real input
+shape, and benched on the target (predicted or measured, like every bench); the cost of an empty graph
+of the same input (a ReLU) is subtracted, so that the layers add up to the graph. Only a few rungs per
+format are measured (:func:`measured_subset`), the others interpolated in rank; a graph-level format's
+rungs (prune) are priced from the dense latencies of the layers they narrow (:func:`price_graph_rungs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeopt.search.allocation.tables import Candidate, graph_level, rung_rank, spread
+
+TABLE_BENCH = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
+MAX_CANDIDATES = 6  # latencies measured per layer, dense included (a bench is a child process: ~0.15 s)
+
+
+def ladder_ranks(hi: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to ``hi``: powers of two and the rungs half way between
+    (in log rank), so that an allocation can fit its budget more closely than a factor of two."""
+    ranks = {r for k in range(20) for r in (2**k, 3 * 2**k // 2) if 1 <= r <= hi}
+    return sorted(ranks)
+
+
+def ladder(spec: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Dense, then for each registered format with a rank the ranks of :func:`ladder_ranks` up to its
+    ``max_search_rank`` (the layer's own format list permitting)."""
+    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, registered_handlers
+
+    allowed = getattr(spec, "formats", None)
+    out: list[tuple[str, dict[str, Any]]] = [("dense", {})]
+    for h in registered_handlers():
+        if h.name == DEFAULT_FORMAT or not h.has_rank or (allowed is not None and h.name not in allowed):
+            continue
+        hi = h.max_search_rank(spec)
+        ranks = h.search_ranks(spec) if hi >= 1 else None
+        out += [(f"{h.name} {r}", get_handler(h.name).plan_entry(r)) for r in (ranks or ladder_ranks(hi))]
+    return out
+
+
+def measured_subset(rungs: list[tuple[str, dict[str, Any]]], limit: int = MAX_CANDIDATES) -> set[int]:
+    """Which rungs get their latency measured: dense, and per format the smallest and largest ranks
+    and log-evenly spaced ones between, ``limit`` in all; the others are interpolated in rank."""
+    by_fmt: dict[str, list[int]] = {}
+    for i, (_, entry) in enumerate(rungs):
+        if entry:
+            by_fmt.setdefault(entry["format"], []).append(i)
+    room = max(2, (limit - 1) // max(1, len(by_fmt)))
+    keep = {0}
+    for idx in by_fmt.values():  # a graph-level format's rungs are priced from the others (price_graph_rungs)
+        keep.update(idx if graph_level(rungs[idx[0]][1]) else spread(idx, room))
+    return keep
+
+
+def _interpolate(rows: list[Candidate], measured: set[int]) -> None:
+    """Latency of the rungs not measured: linear in rank between the measured neighbours of its format."""
+    for i, c in enumerate(rows):
+        if i in measured:
+            continue
+        fmt, r = c.entry["format"], rung_rank(c.entry)
+        same = [
+            (rung_rank(rows[j].entry), rows[j].latency_ms)
+            for j in sorted(measured)
+            if rows[j].entry.get("format") == fmt
+        ]
+        lo = max((p for p in same if p[0] <= r), default=same[0])
+        hi = min((p for p in same if p[0] >= r), default=same[-1])
+        w = 0.0 if hi[0] == lo[0] else (r - lo[0]) / (hi[0] - lo[0])
+        c.latency_ms = lo[1] + w * (hi[1] - lo[1])
+
+
+def input_shapes(teacher: Any, example: Any, names: list[str]) -> dict[str, tuple[int, ...]]:
+    """Each layer's input shape at batch 1 (first call), on the model as ``decompose`` sees it."""
+    import torch
+
+    from edgeopt.compiler.decompose import decompose
+
+    model = decompose(teacher, {}).eval()
+    mods = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name in names:
+
+        def hook(mod: Any, args: Any, out: Any, name: str = name) -> None:
+            shapes.setdefault(name, (1, *tuple(args[0].shape[1:])))
+
+        handles.append(mods[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for hd in handles:
+            hd.remove()
+    return shapes
+
+
+class Alone:
+    """A module holding one layer (or a ReLU) to export with a fixed input."""
+
+    @staticmethod
+    def make(layer: Any) -> Any:
+        from torch import nn
+
+        class Alone(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.layer = layer
+
+            def forward(self, x: Any) -> Any:
+                return self.layer(x)
+
+        return Alone().eval()
+
+
+def bench_module(module: Any, shape: tuple[int, ...], target: Any, tmp: Path, pct: float) -> float:
+    """``module`` exported at ``shape`` and benched on ``target``: its latency (ms) at the budget's percentile."""
+    import torch
+
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.runtime.bench import bench
+
+    path = tmp / "layer.onnx"
+    export_onnx(module, torch.randn(*shape), path, verify=False)
+    return float(bench(path, target, **TABLE_BENCH).latency_at(pct))
+
+
+def latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx: dict[str, Any]) -> list[Candidate]:
+    """The layer's rungs with their params and latencies (measured or interpolated); sensitivity not yet."""
+    from edgeopt.compiler.decompose import decompose, plan_cost
+
+    rungs = _buildable(teacher, name, ladder(spec), ctx)
+    measured = measured_subset(rungs)
+    rows: list[Candidate] = []
+    for i, (label, entry) in enumerate(rungs):
+        lat = math.nan
+        if graph_level(entry):
+            pass  # priced once every layer's dense latency is known (price_graph_rungs)
+        elif i in measured:
+            student = decompose(teacher, {name: entry} if entry else {}).eval()
+            alone = Alone.make(student.get_submodule(name))
+            lat = max(0.0, bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"]) - ctx["floor"][shape])
+        params = (
+            int(plan_cost(teacher, {name: entry}, ctx["example"]).layers[name].params) if entry else int(spec.params)
+        )
+        rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
+    _interpolate(rows, measured)
+    return rows
+
+
+def _buildable(
+    teacher: Any, name: str, rungs: list[tuple[str, dict[str, Any]]], ctx: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """``rungs`` less those of a graph-level format that cannot be applied to this layer (pruning the
+    classifier changes the output; an attention projection's heads break): tried once, at its
+    smallest rank; the reason goes to the tables' notes."""
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.errors import ModelError
+
+    out, refused = [], set()
+    coupled = ctx.setdefault("coupled", {})  # layer -> the earlier layer whose pruning already prunes it
+    for label, entry in rungs:
+        fmt = entry.get("format")
+        if fmt in refused:
+            continue
+        if graph_level(entry) and name in coupled:
+            refused.add(fmt)  # one choice per dependency group: the group's first layer carries it
+            continue
+        if graph_level(entry) and fmt not in ctx.setdefault("tried", {}).setdefault(name, set()):
+            ctx["tried"][name].add(fmt)
+            try:
+                student = decompose(teacher, {name: entry}, example_input=ctx["example"])
+            except ModelError as exc:
+                refused.add(fmt)
+                ctx.setdefault("refused", []).append(f"{name}: no {fmt}: {exc}")
+                continue
+            narrowed, consumers = _narrowed(teacher, student, name)
+            for other in narrowed:
+                coupled.setdefault(other, name)
+            ctx.setdefault("affected", {})[name] = [name, *narrowed, *consumers]
+        out.append((label, entry))
+    return out
+
+
+def _narrowed(teacher: Any, student: Any, name: str) -> tuple[list[str], list[str]]:
+    """The layers other than ``name`` whose output channels ``student`` lost (its dependency group),
+    and those that lost input channels only (its consumers)."""
+
+    def width(m: Any, which: str) -> int:
+        return int(getattr(m, f"{which}_features", 0) or getattr(m, f"{which}_channels", 0))
+
+    mods = dict(teacher.named_modules())
+    out, cons = [], []
+    for n, m in student.named_modules():
+        if n == name or n not in mods or not width(m, "out"):
+            continue
+        if width(m, "out") < width(mods[n], "out"):
+            out.append(n)
+        elif width(m, "in") < width(mods[n], "in"):
+            cons.append(n)
+    return out, cons
+
+
+def price_graph_rungs(rows: dict[str, list[Candidate]], ctx: dict[str, Any]) -> None:
+    """A prune rung's latency in the table's terms, from the dense latencies measured alone: keeping a
+    share ``r`` of the layer's channels scales the layer and every layer it narrows (its dependency
+    group's outputs, its consumers' inputs) by ``r``, so the rung is
+    ``r * own - (1 - r) * sum(others)`` (negative when the consumers save more than the layer costs).
+    Measuring each rung as a whole graph instead (dense graph less pruned graph) was tried first: on
+    mobilenet a layer saves 1-3 % of a 1 ms graph, below the noise of two short benches, and the
+    knapsack picked the rungs whose noise looked best (its plans measured 0.3 ms over the table).
+    Depthwise convs and BatchNorm, which are not in the table, shrink too: a saving not counted, so
+    the price errs slow; the additivity fit and the screens correct the scale."""
+    dense = {n: cands[0].latency_ms for n, cands in rows.items()}
+    for name, cands in rows.items():
+        others = sum(dense.get(m, 0.0) for m in ctx.get("affected", {}).get(name, [name]) if m != name)
+        for c in cands:
+            if graph_level(c.entry):
+                r = int(c.entry["rank"]) / ctx["widths"][name]
+                c.latency_ms = r * dense[name] - (1 - r) * others
+
+
+def refusal_notes(refused: list[str], coupled: dict[str, str]) -> list[str]:
+    """One note for the layers a graph-level format could not be applied to (vit: 17 of them), one
+    for the layers pruned only with their group's first layer."""
+    out = []
+    if refused:
+        names = [r.split(": ", 1)[0] for r in refused]
+        out.append(
+            f"{len(refused)} layer(s) cannot be pruned ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
+            f"the first: {refused[0]}"
+        )
+    if coupled:
+        out.append(
+            "pruned only with their dependency group's first layer: "
+            + ", ".join(f"{n} (with {root})" for n, root in coupled.items())
+        )
+    return out
+
+
+@contextlib.contextmanager
+def quiet_bench() -> Iterator[None]:
+    """The short table measurements are noisy by design: their warnings are not printed one by one."""
+    bench_log = logging.getLogger("edgeopt.bench")
+    level = bench_log.level
+    bench_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        bench_log.setLevel(level)
+
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "Alone",
+    "TABLE_BENCH",
+    "bench_module",
+    "input_shapes",
+    "ladder",
+    "ladder_ranks",
+    "latency_rows",
+    "measured_subset",
+    "price_graph_rungs",
+    "quiet_bench",
+    "refusal_notes",
+]

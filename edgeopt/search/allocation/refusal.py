@@ -1,0 +1,79 @@
+"""Refusing a budget no plan can meet, before anything is trained: the fastest plan (the tables'
+floor) is over the latency budget, or the smallest one over the size budget. A refusal is made only on
+a trusted additivity fit (:func:`~.additivity.fit_trusted`): an untrusted floor is said in one line and
+the search runs instead, its screens measuring each plan whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgeopt._io import atomic_write_text
+from edgeopt.search.allocation.additivity import fit_trusted
+from edgeopt.search.allocation.knapsack import floor
+from edgeopt.search.allocation.tables import Tables
+
+log = logging.getLogger("edgeopt.compile")
+
+
+def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None:
+    """Why no plan can meet the budget (None when the floor is within it, or not trusted): one line."""
+    f = floor(tables)
+    budget = target.budget.latency_ms
+    if budget and f.latency_ms > budget:
+        why = f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
+        if fit_trusted(tables):
+            return why
+        graphs = tables.additivity.get("graphs") or {}
+        log.warning(
+            "not refused: the floor of %.3f ms was not trusted (additivity held-out error %+.1f %% after %s "
+            "measurements of the whole graphs; dense measured %.4f ms): searching instead",
+            f.latency_ms,
+            float((graphs.get("middle") or {}).get("error_pct", float("nan"))),
+            tables.additivity.get("rounds", 1),
+            float((graphs.get("dense") or {}).get("measured_ms", tables.dense_ms)),
+        )
+    if max_params is not None and f.min_params > max_params:
+        return (
+            f"size budget {target.budget.model_size_mb} MiB is below the smallest plan "
+            f"({f.min_params} parameters, {max_params:.0f} allowed)"
+        )
+    return None
+
+
+def write_refusal(out: Path, why: str, tables: Tables, target: Any) -> None:
+    """``report.json``/``.md`` of a refused compile: the floor and the tables, nothing trained or shipped."""
+    f = floor(tables)
+    rep = {
+        "schema": "edgeopt.report/refused",
+        "refused": why,
+        "target": target.name,
+        "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
+        "floor": {
+            "latency_ms": f.latency_ms,
+            "top": [{"part": n, "ms": ms} for n, ms in f.top],
+            "min_params": f.min_params,
+        },
+        "tables": tables.to_dict(),
+    }
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
+    rows = "\n".join(f"| {n} | {ms:.4f} |" for n, ms in f.top)
+    whole = (tables.additivity.get("graphs") or {}).get("fastest")
+    measured = (
+        f" The fastest plan measured as one graph: {whole['measured_ms']:.4f} ms (the isolated layers "
+        f"summed: {whole['isolated_sum_ms']:.4f} ms)."
+        if whole
+        else ""
+    )
+    atomic_write_text(
+        out / "report.md",
+        f"# edgeopt: budget refused\n\n{why}\n\nNothing was trained or shipped "
+        f"(tables built in {tables.build_s:.1f} s).{measured}\n\n| part of the fastest plan | ms |\n"
+        f"|---|---|\n{rows}\n",
+    )
+
+
+__all__ = ["refusal", "write_refusal"]

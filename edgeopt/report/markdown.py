@@ -17,7 +17,7 @@ from edgeopt.report.tables import (
     trial_caption,
     trial_rows,
 )
-from edgeopt.search.knobs import FEEDBACK_MIN
+from edgeopt.search.allocation.knobs import FEEDBACK_MIN
 
 
 def headline(rep: dict[str, Any]) -> str:

@@ -62,8 +62,8 @@ log = logging.getLogger("compare")
 def measure(path: Path, task: Any, *, quick: bool) -> dict[str, Any]:
     """Host 1-thread latency, predicted rpi4 p50, size, nodes and test metrics of one ONNX file."""
     from edgeopt.compiler.export import onnx_node_count
+    from edgeopt.pipeline.evaluate import onnx_metrics
     from edgeopt.runtime.bench import bench
-    from edgeopt.search.evaluate import onnx_metrics
 
     host = bench(
         path, str(HOST_1T), min_iters=300 if quick else 2000, min_time_s=0.5 if quick else 2.0, max_iters=50000
@@ -152,7 +152,7 @@ def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: i
     layers = decomposable_layers(task.model, task.example_input)
     r, plan, params = match_rank(task.model, task.example_input, layers, fmt, target_params)
     student = decompose(task.model, plan)
-    # The same recipe as edgeopt's final fine-tune of its chosen plan (search/ship.py): same epochs,
+    # The same recipe as edgeopt's final fine-tune of its chosen plan (pipeline/ship.py): same epochs,
     # rate, cosine schedule, last-epoch weights.
     distill(
         student,
@@ -176,8 +176,8 @@ def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: i
 def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     import edgeopt
     from edgeopt.compiler.decompose import plan_cost
-    from edgeopt.search.examples import load_example
-    from edgeopt.search.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
+    from edgeopt.models.examples import load_example
 
     task = load_example(name, seed=args.seed)
     out = out_root / name
@@ -187,7 +187,7 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
     trials, timeout = QUICK_SEARCH if args.quick else SEARCH[name]
     trials = args.trials or trials
     timeout = args.timeout or timeout
-    from edgeopt.search.config import FINAL_EPOCHS
+    from edgeopt.pipeline.config import FINAL_EPOCHS
 
     final_epochs = 10 if args.quick else FINAL_EPOCHS
     dense_params = int(plan_cost(task.model, {}, task.example_input).params)
@@ -297,8 +297,8 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.formats import get_handler
-    from edgeopt.search.examples import _mlp, _split, _train
-    from edgeopt.search.task import Task
+    from edgeopt.models.examples import _mlp, _split, _train
+    from edgeopt.pipeline.task import Task
 
     width = 4096
     out = out_root / "wide"
@@ -597,8 +597,8 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
     import edgeopt
     from edgeopt.compiler.decompose import plan_cost
     from edgeopt.compiler.export import export_onnx
-    from edgeopt.search.examples import load_example
-    from edgeopt.search.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
+    from edgeopt.models.examples import load_example
 
     t_model = time.perf_counter()
     task = load_example(name, seed=args.seed)
@@ -739,8 +739,8 @@ def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction:
     (its wall time then says nothing about a refusal's)."""
     import edgeopt
     from edgeopt.compiler.export import export_onnx
+    from edgeopt.models.examples import load_example
     from edgeopt.runtime.bench import bench
-    from edgeopt.search.examples import load_example
 
     task = load_example(name, seed=args.seed)
     out = out_root / f"{name}-refusal"

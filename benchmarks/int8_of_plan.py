@@ -36,8 +36,8 @@ def p50_us(path: Path, target: str) -> float:
 def one(name: str, tmp: Path) -> dict:
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.export import export_onnx
-    from edgeopt.search.examples import load_example
-    from edgeopt.search.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
+    from edgeopt.models.examples import load_example
 
     task, target = load_example(name), str(HERE / "host-1t.toml")
     row: dict = {"model": name, "plan": shipped_plan(name)}

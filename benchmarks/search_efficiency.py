@@ -49,7 +49,7 @@ def shared_warm_start() -> dict[str, int]:
     Wraps ``open_study`` as the compile loop calls it: after the original, a fresh study whose sampler
     is not TPE gets the same ``warm_start()`` plans enqueued, with the same labels. Returns a counter
     of the plans so enqueued (0 after a run: the wrap did not apply, e.g. the loop changed)."""
-    from edgeopt.search import loop, shared, storage
+    from edgeopt.pipeline import loop, shared, storage
 
     original = storage.open_study
     counter = {"enqueued": 0}
@@ -76,8 +76,8 @@ def shared_warm_start() -> dict[str, int]:
 def model_setup(name: str, args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """(task, target, budget overrides, extra compile settings) of one model."""
     from edgeopt.compiler.export import export_onnx
+    from edgeopt.models.examples import load_example
     from edgeopt.runtime.bench import bench
-    from edgeopt.search.examples import load_example
 
     task = load_example(name)
     if name == "digits-mlp":
@@ -101,8 +101,8 @@ def trial_curve(out: Path, study_name: str) -> list[dict[str, Any]]:
     """Per finished trial: seconds since the study's first trial started, status, feasibility, val score."""
     import optuna
 
-    from edgeopt.search.record import TrialRecord
-    from edgeopt.search.storage import make_storage, storage_url
+    from edgeopt.pipeline.record import TrialRecord
+    from edgeopt.pipeline.storage import make_storage, storage_url
 
     study = optuna.load_study(study_name=study_name, storage=make_storage(storage_url(None, out)))
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]

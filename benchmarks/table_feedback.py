@@ -68,7 +68,7 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
     """What the search did and what shipped, from the study and the report."""
     import optuna
 
-    from edgeopt.search.record import DType, Status, TrialRecord
+    from edgeopt.pipeline.record import DType, Status, TrialRecord
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
     study = optuna.load_study(study_name=storage.get_all_studies()[0].study_name, storage=storage)
@@ -114,7 +114,7 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
 def one(name: str, seed: int, root: Path) -> dict[str, Any]:
     import edgeopt
     import edgeopt.search.allocation.knobs as knobs
-    from edgeopt.search.examples import load_example
+    from edgeopt.models.examples import load_example
 
     task = load_example(name, seed=seed)
     target, budget, kw = setting(name, task, root)

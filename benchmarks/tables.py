@@ -30,9 +30,9 @@ sys.path.insert(0, str(HERE.parent))
 
 def one(name: str) -> dict:
     from edgeopt.compiler.decompose import decomposable_layers
+    from edgeopt.models.examples import load_example
     from edgeopt.runtime.targets import Target
     from edgeopt.search.allocation.build import build_tables
-    from edgeopt.search.examples import load_example
 
     task = load_example(name)
     target = Target.load(HERE / "host-1t.toml")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402 - after the sys.path line, so tests.storage is importable
 
-from edgeopt.search.storage import make_storage  # noqa: E402 - same
+from edgeopt.pipeline.storage import make_storage  # noqa: E402 - same
 from tests.storage import pg, tiny_task  # noqa: E402 - same
 
 TASK = f"{ROOT / 'tests' / 'storage' / 'tiny_task.py'}:make_task"

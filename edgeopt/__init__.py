@@ -33,10 +33,10 @@ _LAZY = {
     "distill": ("edgeopt.compiler.distill", "distill"),
     "export_onnx": ("edgeopt.compiler.export", "export_onnx"),
     "metrics": ("edgeopt.compiler.metrics", None),
-    "Task": ("edgeopt.search.task", "Task"),
-    "compile": ("edgeopt.search.loop", "compile"),
-    "CompileResult": ("edgeopt.search.loop", "CompileResult"),
-    "CompileConfig": ("edgeopt.search.config", "CompileConfig"),
+    "Task": ("edgeopt.pipeline.task", "Task"),
+    "compile": ("edgeopt.pipeline.loop", "compile"),
+    "CompileResult": ("edgeopt.pipeline.loop", "CompileResult"),
+    "CompileConfig": ("edgeopt.pipeline.config", "CompileConfig"),
 }
 
 __all__ = [
@@ -70,9 +70,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgeopt.compiler.decompose import decompose, plan_cost
     from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
+    from edgeopt.pipeline.config import CompileConfig
+    from edgeopt.pipeline.loop import CompileResult, compile  # noqa: A004 - edgeopt.compile is the public verb
+    from edgeopt.pipeline.task import Task
     from edgeopt.runtime.bench import BenchResult, bench
     from edgeopt.runtime.gate import GateResult, gate
     from edgeopt.runtime.targets import Target
-    from edgeopt.search.config import CompileConfig
-    from edgeopt.search.loop import CompileResult, compile  # noqa: A004 - edgeopt.compile is the public verb
-    from edgeopt.search.task import Task

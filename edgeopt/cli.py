@@ -19,7 +19,7 @@ from edgeopt.errors import EdgeoptError
 # Modules that register commands, in the order they appear in --help.
 COMMAND_MODULES = (
     "edgeopt.runtime.cli",  # targets, bench, gate, calibrate
-    "edgeopt.search.cli",  # compile, demo, report
+    "edgeopt.pipeline.cli",  # compile, demo, report
 )
 
 log = logging.getLogger("edgeopt")

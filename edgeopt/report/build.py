@@ -14,9 +14,9 @@ from typing import Any
 from edgeopt._io import atomic_write_text
 from edgeopt._version import __version__
 from edgeopt.errors import InputError
+from edgeopt.pipeline.record import QUALITY, TrialRecord, quality_floor_label, records
+from edgeopt.pipeline.study import load_study
 from edgeopt.report._graph import read_graph
-from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label, records
-from edgeopt.search.study import load_study
 
 SCHEMA = "edgeopt.report/1"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt._io import atomic_path
-from edgeopt.search.record import QUALITY, TrialRecord, quality_floor_label
+from edgeopt.pipeline.record import QUALITY, TrialRecord, quality_floor_label
 
 
 def draw_plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from .test_cli_remote import profile
 def test_compile_flags_make_the_target(tmp_path):
     import argparse
 
-    from edgeopt.search.cli import _target
+    from edgeopt.pipeline.cli import _target
 
     t = _target(argparse.Namespace(target="rpi4", remote="pi@10.0.0.7", on_device=False))
     assert t.remote.host == "pi@10.0.0.7" and t.name == "rpi4"

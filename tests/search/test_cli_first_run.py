@@ -67,8 +67,8 @@ def test_debug_keeps_the_exit_code_and_shows_the_users_frames(tmp_path):
 @pytest.mark.compile
 def test_loading_a_task_is_said_with_the_time_it_took(tmp_path, caplog):
     pytest.importorskip("torch")
-    from edgeopt.search.cli import load
-    from edgeopt.search.config import RunSettings
+    from edgeopt.pipeline.cli import load
+    from edgeopt.pipeline.config import RunSettings
 
     task = tmp_path / "tiny.py"
     task.write_text(
@@ -96,8 +96,8 @@ def test_help_of_compile_mentions_pruning_and_the_config_file():
 
 def test_relative_paths_are_kept_as_given(tmp_path):
     """The file repeats a run from where it was started (as the command line did)."""
-    from edgeopt.search import config_file
-    from edgeopt.search.config import CompileConfig
+    from edgeopt.pipeline import config_file
+    from edgeopt.pipeline.config import CompileConfig
 
     text = config_file.dumps(CompileConfig(out="runs/x", task="tasks/t.py:make"))
     assert 'out = "runs/x"' in text and 'task = "tasks/t.py:make"' in text
@@ -107,9 +107,9 @@ def test_relative_paths_are_kept_as_given(tmp_path):
 
 @pytest.mark.compile
 def test_a_rerun_says_it_resumes_and_the_written_file_is_the_config(small_mlp_task, make_target, tmp_path, caplog):
-    from edgeopt.search import config_file
-    from edgeopt.search.config import CompileConfig
-    from edgeopt.search.loop import compile as compile_
+    from edgeopt.pipeline import config_file
+    from edgeopt.pipeline.config import CompileConfig
+    from edgeopt.pipeline.loop import compile as compile_
 
     from .conftest import FAST
 

@@ -131,7 +131,7 @@ def test_usage_errors_are_one_line(tmp_path):
 def test_config_is_built_from_the_flags():
     """What passes the checks reaches CompileConfig: --final-epochs 0 and --time-budget 0 are kept."""
     from edgeopt.cli import build_parser
-    from edgeopt.search.cli import compile_config
+    from edgeopt.pipeline.cli import compile_config
 
     args = build_parser().parse_args(
         [

@@ -64,7 +64,7 @@ def test_compile_meets_budgets_and_writes_every_artifact(small_mlp_task, make_ta
     assert json.loads(meta["edgeopt.plan"]) == best["plan"]
     assert meta["edgeopt.target"] == "testhost"
     assert "edgeopt.version" in meta and "edgeopt.metrics" in meta
-    from edgeopt.search.evaluate import onnx_metrics
+    from edgeopt.pipeline.evaluate import onnx_metrics
 
     m = onnx_metrics(out / "model.onnx", small_mlp_task.X_test, small_mlp_task.y_test, "f1_macro")
     assert m["f1"] == pytest.approx(best["metrics"]["test"]["f1"])

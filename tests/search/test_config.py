@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.search.config import (
+from edgeopt.pipeline.config import (
     FINAL_BENCH,
     FINAL_EPOCHS,
     SECTIONS,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgeopt.cli import build_parser, main
-from edgeopt.search import config_file
-from edgeopt.search.cli import compile_config
-from edgeopt.search.config import CompileConfig
+from edgeopt.pipeline import config_file
+from edgeopt.pipeline.cli import compile_config
+from edgeopt.pipeline.config import CompileConfig
 
 BASE = ["compile", "--example", "digits-mlp", "--target", "rpi5"]
 

@@ -8,12 +8,12 @@ pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
+from edgeopt.pipeline.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.objective import TIE_BREAK, Objective, tie_break  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.prepare import prepare  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.record import Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.screen import Screen  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
-from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.objective import TIE_BREAK, Objective, tie_break  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.prepare import prepare  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.record import Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.screen import Screen  # noqa: E402 - after the pytest.importorskip guards
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 

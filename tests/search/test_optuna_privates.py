@@ -1,6 +1,6 @@
 """Optuna's private names that edgeopt uses, each exercised once on a real SQLite study.
 
-They all live in ``edgeopt/search/study/_optuna.py``; this test is pinned to the Optuna version they were
+They all live in ``edgeopt/pipeline/study/_optuna.py``; this test is pinned to the Optuna version they were
 read from, so an Optuna upgrade fails here, loudly, and nowhere else: re-read each private, then bump
 ``CHECKED_AGAINST``.
 """
@@ -15,8 +15,8 @@ import pytest
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("sqlalchemy")
 
-from edgeopt.search.storage import make_storage  # noqa: E402 - after the importorskip guards
-from edgeopt.search.study import StudyHandle, _optuna  # noqa: E402 - after the importorskip guards
+from edgeopt.pipeline.storage import make_storage  # noqa: E402 - after the importorskip guards
+from edgeopt.pipeline.study import StudyHandle, _optuna  # noqa: E402 - after the importorskip guards
 
 PACKAGE = Path(_optuna.__file__).parents[2]
 PRIVATE = ("_storage", "_study_id", "_trial_id", "_backend", "_rdb", "_create_scoped_session", "_get_stale_trial_ids")
@@ -24,7 +24,7 @@ PRIVATE = ("_storage", "_study_id", "_trial_id", "_backend", "_rdb", "_create_sc
 
 def test_the_installed_optuna_is_the_one_the_privates_were_checked_against():
     assert optuna.__version__ == _optuna.CHECKED_AGAINST, (
-        f"Optuna {optuna.__version__} is installed; edgeopt/search/study/_optuna.py was checked against "
+        f"Optuna {optuna.__version__} is installed; edgeopt/pipeline/study/_optuna.py was checked against "
         f"{_optuna.CHECKED_AGAINST}: check each private there against the new version, then update CHECKED_AGAINST"
     )
 

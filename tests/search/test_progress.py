@@ -12,7 +12,7 @@ pytest.importorskip("optuna")
 
 
 def test_repeated_warnings_are_printed_once_and_summarized(caplog):
-    from edgeopt.search.progress import RepeatedWarnings
+    from edgeopt.pipeline.progress import RepeatedWarnings
 
     bench = logging.getLogger("edgeopt.bench")
     caplog.set_level(logging.INFO)
@@ -35,8 +35,8 @@ def test_repeated_warnings_are_printed_once_and_summarized(caplog):
 def test_progress_counts_feasible_screened_pruned(caplog):
     import optuna
 
-    from edgeopt.search.progress import Progress
-    from edgeopt.search.record import Constraints, Status, TrialRecord
+    from edgeopt.pipeline.progress import Progress
+    from edgeopt.pipeline.record import Constraints, Status, TrialRecord
 
     caplog.set_level(logging.INFO, logger="edgeopt.compile")
     prog = Progress(4, "f1", enabled=False)
@@ -63,7 +63,7 @@ def test_progress_counts_feasible_screened_pruned(caplog):
 
 
 def test_deadline_stops_before_a_trial_that_would_overrun():
-    from edgeopt.search.progress import Deadline
+    from edgeopt.pipeline.progress import Deadline
 
     stopped = []
     study = SimpleNamespace(stop=lambda: stopped.append(True))

@@ -19,7 +19,7 @@ def _target(**budget) -> Target:
 
 
 def test_floor_is_the_input_model_less_the_drop_unless_the_profile_sets_one():
-    from edgeopt.search.prepare import implicit_floor
+    from edgeopt.pipeline.prepare import implicit_floor
 
     assert implicit_floor(_target(latency_ms=1.0), _baseline(0.95), 0.05) == {
         "max_drop": 0.05,
@@ -46,7 +46,7 @@ def test_the_artifact_is_checked_against_the_input_model_on_the_same_split():
 
 def test_max_quality_drop_is_validated():
     from edgeopt.errors import InputError
-    from edgeopt.search.config import CompileConfig
+    from edgeopt.pipeline.config import CompileConfig
 
     assert CompileConfig().max_quality_drop == 0.05
     with pytest.raises(InputError, match="max_quality_drop"):

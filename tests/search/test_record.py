@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from edgeopt.search.record import (
+from edgeopt.pipeline.record import (
     CONSTRAINT_NAMES,
     MIB,
     Constraints,

@@ -189,7 +189,7 @@ def test_the_fine_tune_is_shown_beside_the_selected_trial():
 
 
 def test_the_bundled_example_states_its_exact_parameter_count():
-    from edgeopt.search.examples import EXAMPLES
+    from edgeopt.models.examples import EXAMPLES
 
     model = EXAMPLES["digits-mlp"].model()
     count = sum(p.numel() for p in model.parameters())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
-from edgeopt.search.record import Constraints, DType, ScreenResult, Status, TrialRecord
-from edgeopt.search.select import BASELINE_NOTE, DENSE, DENSE_NUMBER, choose_finalist, select
+from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
+from edgeopt.pipeline.select import BASELINE_NOTE, DENSE, DENSE_NUMBER, choose_finalist, select
 
 MET = Constraints()
 

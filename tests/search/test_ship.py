@@ -10,11 +10,11 @@ pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from edgeopt.pipeline.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.finetune import fine_tune  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.record import DType, Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.ship import layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.runtime.targets import Target  # noqa: E402 - after the importorskips
-from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.finetune import fine_tune  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.record import DType, Status, TrialRecord  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.ship import layer_table, ship, write_state  # noqa: E402 - after the pytest.importorskip guards
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 
@@ -58,8 +58,8 @@ def test_write_state_is_json(tmp_path):
 
 
 def test_an_undecided_final_gate_is_reported_as_undecided_and_exits_3(tmp_path):
-    from edgeopt.search.loop import CompileResult
-    from edgeopt.search.ship import gate_outcome
+    from edgeopt.pipeline.loop import CompileResult
+    from edgeopt.pipeline.ship import gate_outcome
 
     latency = {"name": "latency_p95", "budget": 0.1032, "measured": 0.101386, "upper_bound": 0.1101, "passed": None}
     size = {"name": "model_size", "budget": 50.0, "measured": 0.03, "upper_bound": None, "passed": True}

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
 import edgeopt  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.select import BASELINE_NOTE, DENSE  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.select import BASELINE_NOTE, DENSE  # noqa: E402 - after the pytest.importorskip guards
 
 from .conftest import FAST  # noqa: E402 - after the pytest.importorskip guards
 

@@ -11,12 +11,12 @@ onnx = pytest.importorskip("onnx")
 import edgeopt  # noqa: E402 - after the importorskips
 from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402
 from edgeopt.compiler.train import train as train_model  # noqa: E402
+from edgeopt.pipeline.config import CompileConfig  # noqa: E402
+from edgeopt.pipeline.record import Status, TrialRecord  # noqa: E402
+from edgeopt.pipeline.ship import baseline_cost, export_verified, layer_table, ship, with_nodes  # noqa: E402
 from edgeopt.report.build import artifact_entry  # noqa: E402
 from edgeopt.runtime.bench import model_info  # noqa: E402
 from edgeopt.runtime.targets import Target  # noqa: E402
-from edgeopt.search.config import CompileConfig  # noqa: E402
-from edgeopt.search.record import Status, TrialRecord  # noqa: E402
-from edgeopt.search.ship import baseline_cost, export_verified, layer_table, ship, with_nodes  # noqa: E402
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 
@@ -96,8 +96,8 @@ def test_batchnorm_folded_at_export_is_counted_as_bench_counts_it(digits_splits,
 
 def test_a_trial_records_the_parameters_of_its_screened_file(digits_splits, tmp_path):
     from edgeopt.compiler.decompose import decompose
-    from edgeopt.search.record import ScreenResult
-    from edgeopt.search.screen import Screen
+    from edgeopt.pipeline.record import ScreenResult
+    from edgeopt.pipeline.screen import Screen
 
     task = _task(MLP(), digits_splits)
     plan = {"fc1": {"format": "prune", "rank": 32}, "fc2": {"format": "lowrank", "rank": 4}}

@@ -10,12 +10,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from edgeopt.compiler.train import evaluate  # noqa: E402 - after the importorskips
+from edgeopt.pipeline.config import CompileConfig  # noqa: E402
+from edgeopt.pipeline.evaluate import onnx_metrics  # noqa: E402
+from edgeopt.pipeline.finetune import fine_tune, retrain_trial  # noqa: E402
+from edgeopt.pipeline.record import Status, TrialRecord  # noqa: E402
+from edgeopt.pipeline.ship import ship  # noqa: E402
 from edgeopt.runtime.targets import Target  # noqa: E402
-from edgeopt.search.config import CompileConfig  # noqa: E402
-from edgeopt.search.evaluate import onnx_metrics  # noqa: E402
-from edgeopt.search.finetune import fine_tune, retrain_trial  # noqa: E402
-from edgeopt.search.record import Status, TrialRecord  # noqa: E402
-from edgeopt.search.ship import ship  # noqa: E402
 
 QUICK = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
 PLAN = {"2": {"format": "lowrank", "rank": 2}}  # the 256x256 layer at rank 2: one epoch does not recover it

@@ -10,8 +10,8 @@ optuna = pytest.importorskip("optuna")
 
 from edgeopt.compiler.decompose import decomposable_layers, plan_cost  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, registered_handlers  # noqa: E402  (imported after the importorskip guards)
+from edgeopt.pipeline.prepare import MIB, rank_caps  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.runtime.targets import Target  # noqa: E402  (imported after the importorskip guards)
-from edgeopt.search.prepare import MIB, rank_caps  # noqa: E402  (imported after the importorskip guards)
 from edgeopt.search.space import SearchSpace  # noqa: E402  (imported after the importorskip guards)
 
 

@@ -10,9 +10,9 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from edgeopt.errors import InputError  # noqa: E402 - after the importorskip that guards optuna
-from edgeopt.search.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.storage import storage_url, stored_url  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.study import open_study  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.storage import storage_url, stored_url  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.study import open_study  # noqa: E402 - after the pytest.importorskip guards
 
 
 def test_the_study_lives_in_out_unless_a_storage_is_given(tmp_path):
@@ -53,7 +53,7 @@ def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
     """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
     url = f"sqlite:///{tmp_path / 'race.db'}"
     code = (
-        "import sys, optuna; from edgeopt.search.storage import make_storage; "
+        "import sys, optuna; from edgeopt.pipeline.storage import make_storage; "
         "optuna.create_study(study_name='s', storage=make_storage(sys.argv[1]), load_if_exists=True)"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(8)]

@@ -98,7 +98,7 @@ def test_lookup_by_name_and_by_config(uniform):
 
 
 def test_an_unregistered_name_is_bad_input():
-    from edgeopt.search.config import CompileConfig
+    from edgeopt.pipeline.config import CompileConfig
 
     with pytest.raises(InputError) as info:
         CompileConfig(search="uniform")

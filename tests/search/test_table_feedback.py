@@ -7,9 +7,9 @@ import numpy as np
 import optuna
 import pytest
 
+from edgeopt.pipeline.record import DType, ScreenResult, Status, TrialRecord
 from edgeopt.search.allocation.knapsack import floor
 from edgeopt.search.allocation.knobs import FEEDBACK_MIN, AllocationSpace, TableFit, table_correction
-from edgeopt.search.record import DType, ScreenResult, Status, TrialRecord
 
 from .test_knapsack import _tables
 

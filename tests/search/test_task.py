@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 import edgeopt  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.errors import InputError  # noqa: E402 - after the pytest.importorskip guards
-from edgeopt.search.task import load_task  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.pipeline.task import load_task  # noqa: E402 - after the pytest.importorskip guards
 
 
 def _model():
@@ -96,7 +96,7 @@ def test_load_task_returns_the_users_task(tmp_path):
 def test_imbalanced_example_shows_why_f1_comes_first():
     """On the bundled imbalanced task, accuracy looks fine while F1 does not."""
     from edgeopt.compiler.metrics import compute_metrics
-    from edgeopt.search.examples import load_example
+    from edgeopt.models.examples import load_example
 
     task = load_example("imbalanced")
     with torch.no_grad():

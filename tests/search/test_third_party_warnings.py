@@ -29,8 +29,8 @@ def _calibration() -> np.ndarray:
 def test_real_quantizations_warn_once_with_a_count(tmp_path, caplog):
     """Three real int8 quantizations (static for the convs, then dynamic for the Gemm: two warnings each): none
     is printed while they run; one summary line per distinct message is, with its count."""
-    from edgeopt.search.progress import ThirdPartyWarnings
-    from edgeopt.search.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
+    from edgeopt.pipeline.progress import ThirdPartyWarnings
 
     caplog.set_level(logging.INFO)
     with ThirdPartyWarnings("the test") as others:
@@ -47,7 +47,7 @@ def test_real_quantizations_warn_once_with_a_count(tmp_path, caplog):
 
 
 def test_edgeopt_records_and_python_warnings(caplog):
-    from edgeopt.search.progress import ThirdPartyWarnings
+    from edgeopt.pipeline.progress import ThirdPartyWarnings
 
     caplog.set_level(logging.INFO)
     with ThirdPartyWarnings("the search"):
@@ -70,8 +70,8 @@ def test_a_process_without_logging_setup_prints_one_line(tmp_path):
     code = f"""
 import logging, sys
 import numpy as np
-from edgeopt.search.progress import ThirdPartyWarnings
-from edgeopt.search.quantize import quantize_onnx
+from edgeopt.pipeline.progress import ThirdPartyWarnings
+from edgeopt.compiler.quantize import quantize_onnx
 h = logging.StreamHandler(sys.stderr)
 logging.getLogger("edgeopt").handlers[:] = [h]
 logging.getLogger("edgeopt").propagate = False
@@ -89,7 +89,7 @@ with ThirdPartyWarnings():
 
 def test_nested_the_outer_one_counts_and_prints_once(caplog):
     """The CLI counts over the whole compile; the search's own counter then leaves it to the CLI's."""
-    from edgeopt.search.progress import RepeatedWarnings, ThirdPartyWarnings
+    from edgeopt.pipeline.progress import RepeatedWarnings, ThirdPartyWarnings
 
     caplog.set_level(logging.INFO)
     lib, bench = logging.getLogger("somelib"), logging.getLogger("edgeopt.bench")

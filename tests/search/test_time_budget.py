@@ -13,7 +13,7 @@ pytest.importorskip("optuna")
 
 def test_time_budget_is_validated():
     from edgeopt.errors import InputError
-    from edgeopt.search.config import CompileConfig
+    from edgeopt.pipeline.config import CompileConfig
 
     assert CompileConfig(time_budget_s=30).time_budget_s == 30
     with pytest.raises(InputError, match="time_budget_s"):

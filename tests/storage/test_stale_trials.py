@@ -30,7 +30,7 @@ SEARCH = ["--epochs", "2", "--final-epochs", "2", "--seed", "0"]
 
 
 def _states(url: str, name: str) -> dict[int, object]:
-    from edgeopt.search.storage import make_storage
+    from edgeopt.pipeline.storage import make_storage
 
     return {t.number: t for t in optuna.load_study(study_name=name, storage=make_storage(url)).trials}
 
@@ -40,9 +40,9 @@ def test_opening_the_study_fails_stale_trials_with_and_without_heartbeats(tmp_pa
     fresh. Opening the study (compile's open_study, then report's load_study) fails A and B, queues each
     again once, and leaves C and D to their workers until they too go stale. B is failed by Optuna's own
     ``fail_stale_trials`` (no reason recorded: Optuna sets none); A by edgeopt, with the reason."""
-    from edgeopt.search.config import CompileConfig
-    from edgeopt.search.storage import make_storage
-    from edgeopt.search.study import _optuna, load_study, open_study
+    from edgeopt.pipeline.config import CompileConfig
+    from edgeopt.pipeline.storage import make_storage
+    from edgeopt.pipeline.study import _optuna, load_study, open_study
 
     monkeypatch.setenv("EDGEOPT_HEARTBEAT_S", "1")
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -197,7 +197,7 @@ def test_workers_parent_fails_a_sigkilled_workers_trial_at_once(tiny_env, tiny_t
 
 
 def _study_name(url: str) -> str:
-    from edgeopt.search.storage import make_storage
+    from edgeopt.pipeline.storage import make_storage
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

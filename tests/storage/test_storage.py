@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.search import storage
+from edgeopt.pipeline import storage
 
 pytestmark = pytest.mark.compile
 
@@ -78,7 +78,7 @@ def any_url(request, tmp_path):
 
 
 def test_a_plan_claim_is_won_by_exactly_one_of_many_racers(any_url):
-    from edgeopt.search.study import _optuna, claims
+    from edgeopt.pipeline.study import _optuna, claims
 
     stor = storage.make_storage(any_url)
     sid = _optuna.study_id(optuna.create_study(study_name="claims", storage=stor))
@@ -102,7 +102,7 @@ def test_a_plan_claim_is_won_by_exactly_one_of_many_racers(any_url):
 
 
 def test_the_screen_cache_is_shared_through_the_storage(any_url):
-    from edgeopt.search.study import ScreenCache
+    from edgeopt.pipeline.study import ScreenCache
 
     stor = storage.make_storage(any_url)
     first, second = ScreenCache(stor, "model-a"), ScreenCache(stor, "model-a")
@@ -116,7 +116,7 @@ def test_the_screen_cache_is_shared_through_the_storage(any_url):
 def test_a_studys_own_storage_reaches_the_shared_tables(any_url):
     """Optuna wraps the RDB storage of a study (``_CachedStorage``): claims, slots and the screen cache
     must reach the database through it, or every worker would silently work alone."""
-    from edgeopt.search.study import StudyHandle
+    from edgeopt.pipeline.study import StudyHandle
 
     study = optuna.create_study(study_name="wrapped", storage=storage.make_storage(any_url))
     first, second = StudyHandle(study), StudyHandle(study)
@@ -130,8 +130,8 @@ def test_a_studys_own_storage_reaches_the_shared_tables(any_url):
 
 
 def test_a_plan_being_trained_by_another_trial_is_waited_for_and_its_result_taken(any_url, monkeypatch):
-    from edgeopt.search.record import DType, Status, TrialRecord
-    from edgeopt.search.study import StudyHandle, handle
+    from edgeopt.pipeline.record import DType, Status, TrialRecord
+    from edgeopt.pipeline.study import StudyHandle, handle
 
     monkeypatch.setattr(handle, "WAIT_POLL_S", 0.05)
     study = optuna.create_study(study_name="wait", storage=storage.make_storage(any_url))

@@ -29,7 +29,7 @@ def _compile(*args: str, env: dict[str, str] | None = None, timeout: float = 600
 
 
 def _trials(url: str, study: str) -> list:
-    from edgeopt.search.storage import make_storage
+    from edgeopt.pipeline.storage import make_storage
 
     return optuna.load_study(study_name=study, storage=make_storage(url)).get_trials(deepcopy=False)
 
@@ -265,6 +265,6 @@ def test_a_worker_killed_mid_trial_leaves_nothing_running_and_its_trial_is_retri
 
 
 def _has_study(url: str, name: str) -> bool:
-    from edgeopt.search.storage import make_storage
+    from edgeopt.pipeline.storage import make_storage
 
     return name in [s.study_name for s in optuna.get_all_study_summaries(make_storage(url), include_best_trial=False)]

@@ -67,7 +67,7 @@ def table_correction(study: Any) -> TableFit:
     import numpy as np
     import optuna
 
-    from edgeopt.search.record import DType, TrialRecord
+    from edgeopt.pipeline.record import DType, TrialRecord
 
     pts = []
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

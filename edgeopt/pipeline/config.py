@@ -2,8 +2,8 @@
 
 Every setting is declared once, on a field of its section (:func:`option`): its default, its type and
 bounds (a :class:`~edgeopt._validate.Spec`), its help and its ``edgeopt compile`` flag. From that one
-declaration come the checks of ``CompileConfig(...)``, the flags (:mod:`edgeopt.search.flags`) and the
-tables of a config file (:mod:`edgeopt.search.config_file`: ``edgeopt compile --config FILE.toml``, and
+declaration come the checks of ``CompileConfig(...)``, the flags (:mod:`edgeopt.pipeline.flags`) and the
+tables of a config file (:mod:`edgeopt.pipeline.config_file`: ``edgeopt compile --config FILE.toml``, and
 the resolved ``OUT/compile.toml`` every compile writes).
 
 ``CompileConfig(trials=3, out="runs/x")`` takes the settings by their own names too (each name belongs to
@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from edgeopt import _validate
-from edgeopt.search._paths import check_out_dir, check_out_file
+from edgeopt.pipeline._paths import check_out_dir, check_out_file
 from edgeopt.search.strategies import STRATEGY_NAMES
 
 # Epochs of distillation inside a trial, and for the final fine-tune of the chosen plan.
@@ -303,7 +303,7 @@ class CompileConfig:
 
     search_only: a worker of a search another run ships (``trials=0`` with the same ``storage`` and
         ``study_name``). workers: local worker processes on the study; they load the task from ``run``
-        (``task`` or ``example``), which the CLI sets (see :mod:`edgeopt.search.workers`).
+        (``task`` or ``example``), which the CLI sets (see :mod:`edgeopt.pipeline.workers`).
     time_budget_s: split as :data:`TIME_SPLIT` says: the search up to ``search`` of it, the rest for
         selection, the final fine-tune (its epochs cut to fit) and the export; None: no limit.
     """

@@ -1,7 +1,7 @@
 """A compile's settings as a TOML file: ``edgeopt compile --config FILE.toml`` reads one, and every compile
 writes its resolved settings to ``OUT/compile.toml``, so that ``--config OUT/compile.toml`` repeats the run.
 
-One table per section of :class:`~edgeopt.search.config.CompileConfig` (``[run]``, ``[optimize]``, ``[train]``,
+One table per section of :class:`~edgeopt.pipeline.config.CompileConfig` (``[run]``, ``[optimize]``, ``[train]``,
 ``[budget]``, ``[time]``, ``[study]``, ``[output]``), its keys the settings' own names. A setting whose default
 is a value and which is off (``time_budget_s``, ``max_quality_drop``) is written ``false``. The writer is the
 few lines such flat tables need (strings, numbers, booleans and one ``[output.final_bench]``), not a dependency.
@@ -22,7 +22,7 @@ from typing import Any
 from edgeopt import _validate
 from edgeopt._io import atomic_write_text
 from edgeopt.errors import InputError
-from edgeopt.search.config import BENCH_KEYS, DEPRECATED_OBJECTIVES, SECTIONS, CompileConfig, declared
+from edgeopt.pipeline.config import BENCH_KEYS, DEPRECATED_OBJECTIVES, SECTIONS, CompileConfig, declared
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeopt.search.config import CompileConfig
+from edgeopt.pipeline.config import CompileConfig
 
 log = logging.getLogger("edgeopt.compile")
 

@@ -1,7 +1,7 @@
 """Shipping the chosen plan: fine-tune (held to the selected trial's validation score:
-:mod:`edgeopt.search.finetune`), export (verified against torch), quantize, measure, gate, and write the
+:mod:`edgeopt.pipeline.finetune`), export (verified against torch), quantize, measure, gate, and write the
 artifacts — ``model.onnx`` and ``compile.json`` — atomically, with figures counted from the file
-(:mod:`edgeopt.search.figures`).
+(:mod:`edgeopt.pipeline.figures`).
 
 The file that ships is the file that was measured: it is staged in a temporary dir inside ``out``,
 scored on val and test with onnxruntime (the only place the test split is used), stamped with its
@@ -20,8 +20,8 @@ from typing import Any
 
 from edgeopt._io import atomic_path, atomic_write_text
 from edgeopt._version import __version__
-from edgeopt.search.config import CompileConfig
-from edgeopt.search.record import DType, TrialRecord
+from edgeopt.pipeline.config import CompileConfig
+from edgeopt.pipeline.record import DType, TrialRecord
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -61,8 +61,8 @@ def export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str])
 def measure_artifact(path: Path, task: Any, target: Any, *, bench_kwargs: dict[str, Any]) -> Measured:
     """Metrics of an ONNX file on val and test (stamped into it as provenance), then the full-protocol
     bench and gate of the file exactly as it ships."""
+    from edgeopt.pipeline.evaluate import onnx_metrics, stamp_metadata
     from edgeopt.runtime.gate import gate
-    from edgeopt.search.evaluate import onnx_metrics, stamp_metadata
 
     metrics = {"val": onnx_metrics(path, task.X_val, task.y_val, task.metric)}
     metrics["test"] = onnx_metrics(path, task.X_test, task.y_test, task.metric) if task.X_test is not None else None
@@ -94,7 +94,7 @@ class _Stager:
     timings: dict[str, float]
 
     def __call__(self, student: Any, name: str) -> tuple[Path, float]:
-        from edgeopt.search.evaluate import onnx_metrics
+        from edgeopt.pipeline.evaluate import onnx_metrics
 
         folder = self.tmp / name
         folder.mkdir()
@@ -102,7 +102,7 @@ class _Stager:
         for key, value in export_verified(student, self.task, staged, self.meta).items():
             self.timings[key] = self.timings.get(key, 0.0) + value
         if self.dtype is DType.INT8:
-            from edgeopt.search.quantize import quantize_onnx
+            from edgeopt.compiler.quantize import quantize_onnx
 
             staged = quantize_onnx(staged, folder / "model.int8.onnx", calibration=self.task.X_train[:256])
         return staged, float(onnx_metrics(staged, self.task.X_val, self.task.y_val, self.task.metric)["score"])
@@ -114,7 +114,7 @@ def _hold_to_trial(
     """The file to ship, its student and the ``FineTune`` record (None without a selected trial): the
     fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student, trained
     again, scores higher on val."""
-    from edgeopt.search import finetune as ft
+    from edgeopt.pipeline import finetune as ft
 
     path, score = stage(tuned.student, "tuned")
     if chosen is None:
@@ -147,7 +147,7 @@ def _hold_to_trial(
 def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, config: CompileConfig) -> Shipped:
     """Fine-tune the chosen plan (none: the input model), held to the trial's validation score; export,
     quantize, measure, gate; write ``model.onnx``. Its figures are counted from the file itself."""
-    from edgeopt.search.finetune import fine_tune
+    from edgeopt.pipeline.finetune import fine_tune
 
     plan = dict(chosen.plan) if chosen is not None else {}
     dtype = chosen.dtype if chosen is not None else DType.FP32
@@ -176,10 +176,10 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
 
 
 def artifact_cost(teacher: Any, student: Any, plan: dict[str, Any], path: Path, example_input: Any = None) -> Any:
-    """The shipped file's figures (:class:`~edgeopt.search.figures.ArtifactCost`): totals from the file,
+    """The shipped file's figures (:class:`~edgeopt.pipeline.figures.ArtifactCost`): totals from the file,
     per layer from the built ``student``, MACs from the plan with each layer's built figure."""
     from edgeopt.compiler.decompose import decomposable_layers, plan_cost
-    from edgeopt.search.figures import built_layers, built_macs, file_cost
+    from edgeopt.pipeline.figures import built_layers, built_macs, file_cost
 
     teacher_layers = decomposable_layers(teacher, example_input)
     layers = built_layers(student, teacher_layers, example_input)
@@ -189,7 +189,7 @@ def artifact_cost(teacher: Any, student: Any, plan: dict[str, Any], path: Path, 
 
 def baseline_cost(base_cost: Any, path: Path) -> Any:
     """The input model's file figures: totals from ``baseline.onnx``, MACs and layers from ``base_cost``."""
-    from edgeopt.search.figures import file_cost
+    from edgeopt.pipeline.figures import file_cost
 
     return file_cost(path, int(base_cost.macs), dict(getattr(base_cost, "layers", {}) or {}))
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt._version import __version__
-from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
-from edgeopt.search.record import MIB
-from edgeopt.search.ship import Measured, export_verified, measure_artifact
+from edgeopt.pipeline.config import PROVENANCE_BYTES, CompileConfig
+from edgeopt.pipeline.record import MIB
+from edgeopt.pipeline.ship import Measured, export_verified, measure_artifact
 
 log = logging.getLogger("edgeopt.compile")
 

@@ -25,7 +25,7 @@ import warnings
 from collections import Counter
 from typing import Any
 
-from edgeopt.search.record import Status, TrialRecord
+from edgeopt.pipeline.record import Status, TrialRecord
 
 log = logging.getLogger("edgeopt.compile")
 

@@ -2,7 +2,7 @@
 
 Only the plan's structure matters for latency and memory, not its weights, so a trial is measured
 before any training and ends there when it is over a budget. Results are cached by
-(target, dtype, plan): in the study's database (:class:`~edgeopt.search.study.ScreenCache`, shared
+(target, dtype, plan): in the study's database (:class:`~edgeopt.pipeline.study.ScreenCache`, shared
 by every worker and later run), or in a JSON file when given a path. Finalists are measured again
 without the cache.
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt._io import atomic_write_text
-from edgeopt.search.config import SCREEN_BENCH
-from edgeopt.search.record import ScreenResult
+from edgeopt.pipeline.config import SCREEN_BENCH
+from edgeopt.pipeline.record import ScreenResult
 from edgeopt.search.space import plan_key
 
 
 class Screen:
     """Latency and memory of a plan's untrained graph on the target, cached by plan: ``cache`` is a
-    :class:`~edgeopt.search.study.ScreenCache` (the study's database) or a JSON file's path."""
+    :class:`~edgeopt.pipeline.study.ScreenCache` (the study's database) or a JSON file's path."""
 
     def __init__(self, task: Any, target: Any, cache: Path | Any) -> None:
         self.task, self.target = task, target
@@ -85,7 +85,7 @@ class Screen:
         path = tmp / "screen.onnx"
         export_onnx(student, self.task.example_input, path, verify=False)
         if dtype == "int8":
-            from edgeopt.search.quantize import quantize_onnx
+            from edgeopt.compiler.quantize import quantize_onnx
 
             path = quantize_onnx(path, tmp / "screen.int8.onnx", calibration=self.task.X_train[:64])
         return path

@@ -16,9 +16,9 @@ import time
 import warnings
 from typing import Any
 
-from edgeopt.search.record import Status, TrialRecord
-from edgeopt.search.study import _optuna
-from edgeopt.search.study.claims import ScreenCache, claim_owner, plan_claim_key, release, take_over, try_claim
+from edgeopt.pipeline.record import Status, TrialRecord
+from edgeopt.pipeline.study import _optuna
+from edgeopt.pipeline.study.claims import ScreenCache, claim_owner, plan_claim_key, release, take_over, try_claim
 
 log = logging.getLogger("edgeopt.compile")
 

@@ -2,7 +2,7 @@
 process's worker slot, and warm-starts a fresh one with the largest uniform-rank plans that fit the size
 budget; :func:`load_study` opens the one an output directory's ``compile.json`` points at. Whenever edgeopt
 opens a study, trials left RUNNING by a worker that is gone are failed
-(:meth:`~edgeopt.search.study.StudyHandle.fail_stale_trials`): Optuna itself does that only when a worker
+(:meth:`~edgeopt.pipeline.study.StudyHandle.fail_stale_trials`): Optuna itself does that only when a worker
 starts its next trial.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError
-from edgeopt.search.config import CompileConfig
-from edgeopt.search.storage import default_study_name, make_storage, redact, storage_url, stored_url
-from edgeopt.search.study.handle import StudyHandle
+from edgeopt.pipeline.config import CompileConfig
+from edgeopt.pipeline.storage import default_study_name, make_storage, redact, storage_url, stored_url
+from edgeopt.pipeline.study.handle import StudyHandle
 
 
 def load_study(recorded_storage: str, study_name: str, out: str | Path) -> Any:

@@ -5,7 +5,7 @@ of a finished trial of the same plan, screens the plan before any training (size
 latency and memory from the untrained graph on the target) and ends it as infeasible when it is over
 a budget; otherwise it distills the student from the teacher, reporting the validation score per
 epoch to the pruner. Constraint values go to Optuna (``Trial.set_constraint``) and the trial's
-:class:`~edgeopt.search.record.TrialRecord` into its user attributes. The objective value is the
+:class:`~edgeopt.pipeline.record.TrialRecord` into its user attributes. The objective value is the
 validation score less a tie-break worth at most :data:`TIE_BREAK` toward faster and smaller plans
 (``"score"``), or (score, target latency) (``"pareto"``).
 """
@@ -16,11 +16,11 @@ import logging
 import time
 from typing import Any
 
-from edgeopt.search.config import PROVENANCE_BYTES, CompileConfig
-from edgeopt.search.prepare import SearchInputs
-from edgeopt.search.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
-from edgeopt.search.screen import Screen
-from edgeopt.search.study import StudyHandle
+from edgeopt.pipeline.config import PROVENANCE_BYTES, CompileConfig
+from edgeopt.pipeline.prepare import SearchInputs
+from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
+from edgeopt.pipeline.screen import Screen
+from edgeopt.pipeline.study import StudyHandle
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -69,7 +69,7 @@ class Objective:
         )
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another
-            # worker's running trial of it is waited for; edgeopt.search.study).
+            # worker's running trial of it is waited for; edgeopt.pipeline.study).
             repeat = find_repeat(self.study, record.plan, record.dtype) or StudyHandle(self.study).claim_plan(
                 trial, record.plan, record.dtype
             )
@@ -151,7 +151,7 @@ class Objective:
 
         from edgeopt.compiler.distill import distill
         from edgeopt.compiler.train import evaluate
-        from edgeopt.search.evaluate import _metrics_dict, int8_metrics
+        from edgeopt.pipeline.evaluate import _metrics_dict, int8_metrics
 
         task, config = self.inputs.task, self.config
 

@@ -1,6 +1,6 @@
 """The flags of ``edgeopt compile`` (and ``demo``), derived from the settings' declarations.
 
-Each setting of :mod:`edgeopt.search.config` that declares a flag gets one here, with its help and
+Each setting of :mod:`edgeopt.pipeline.config` that declares a flag gets one here, with its help and
 default from the declaration, checked as it is parsed against the same bounds the API checks
 (``edgeopt compile: --trials: expected an integer >= 0, found an integer -1``). A flag left out is not
 set (its value stays ``None``), so that the flags can be laid over a config file.
@@ -17,7 +17,7 @@ from typing import Any
 
 from edgeopt._validate import Spec
 from edgeopt.errors import InputError
-from edgeopt.search.config import DEPRECATED_OBJECTIVES, SECTIONS, declared
+from edgeopt.pipeline.config import DEPRECATED_OBJECTIVES, SECTIONS, declared
 
 HIDDEN = frozenset({"--sampler"})  # kept for benchmarks; not a choice a user needs
 # On the command line "--time-budget 0" means no limit (None in the API).

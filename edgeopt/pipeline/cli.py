@@ -2,8 +2,8 @@
 
 Registering them imports nothing heavy; each command imports torch & co. when it runs, and says
 how to install the compiler half when it is missing. The flags of ``compile`` and ``demo`` are derived
-from the settings' declarations (:mod:`edgeopt.search.flags`); ``compile --config FILE.toml`` reads the
-same settings from a file (:mod:`edgeopt.search.config_file`), the flags laid over it.
+from the settings' declarations (:mod:`edgeopt.pipeline.flags`); ``compile --config FILE.toml`` reads the
+same settings from a file (:mod:`edgeopt.pipeline.config_file`), the flags laid over it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt.search.flags import add_flags, given, warn
+from edgeopt.pipeline.flags import add_flags, given, warn
 
 log = logging.getLogger("edgeopt")
 DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets (the dense MLP must shrink 30x)
@@ -81,7 +81,7 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
 def _tables(args: argparse.Namespace, where: str) -> dict[str, dict[str, Any]]:
     """The settings: the command's defaults, the ``--config`` file over them, the flags over both."""
-    from edgeopt.search.config_file import read_tables
+    from edgeopt.pipeline.config_file import read_tables
 
     tables: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (DEMO if where == "demo" else {}).items()}
     if getattr(args, "config", None):
@@ -104,12 +104,12 @@ def _tables(args: argparse.Namespace, where: str) -> dict[str, dict[str, Any]]:
 
 
 def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The validated :class:`~edgeopt.search.config.CompileConfig` and the target of ``edgeopt compile``
+    """The validated :class:`~edgeopt.pipeline.config.CompileConfig` and the target of ``edgeopt compile``
     (or ``demo``), from the arguments and the ``--config`` file alone: the task argument, the out dir,
     ``--json``, the target profile and its budget overrides, the storage URL. Nothing is written and no task
     is loaded, so bad input fails at once."""
-    from edgeopt.search._paths import check_out_dir, check_out_file
-    from edgeopt.search.config_file import config_from
+    from edgeopt.pipeline._paths import check_out_dir, check_out_file
+    from edgeopt.pipeline.config_file import config_from
 
     where = "demo" if args.func is cmd_demo else "compile"
     tables = _tables(args, where)
@@ -124,7 +124,7 @@ def compile_config(args: argparse.Namespace) -> tuple[Any, Any]:
         check_out_file(config.run.json, where, "--json")
     target = _target(config.run, config.budget.overrides())
     if config.storage:
-        from edgeopt.search.storage import check_storage
+        from edgeopt.pipeline.storage import check_storage
 
         check_storage(config.storage, where, "--storage")
     return config, target
@@ -147,7 +147,7 @@ def _check_task_arg(run: Any) -> None:
     if bool(run.task) == bool(run.example):
         raise InputError("give exactly one of TASK (path/to/file.py:function) or --example NAME.")
     if run.example:
-        from edgeopt.search.examples import example_names
+        from edgeopt.models.examples import example_names
 
         _validate.choice(run.example, where, "--example", example_names())
         return
@@ -191,11 +191,11 @@ def load(run: Any, *, seed: int = 0) -> Any:
     log.info("loading %s%s ...", what, hint)
     t0 = time.perf_counter()
     if run.example:
-        from edgeopt.search.examples import load_example
+        from edgeopt.models.examples import load_example
 
         task = load_example(run.example, seed=seed)
     else:
-        from edgeopt.search.task import load_task
+        from edgeopt.pipeline.task import load_task
 
         task = load_task(run.task)
     log.info("loaded %s in %.1f s", what, time.perf_counter() - t0)
@@ -203,9 +203,9 @@ def load(run: Any, *, seed: int = 0) -> Any:
 
 
 def _run(task: Any, config: Any, target: Any) -> int:
+    from edgeopt.pipeline.loop import compile as compile_
+    from edgeopt.pipeline.progress import RepeatedWarnings, ThirdPartyWarnings
     from edgeopt.report import budget_rows, comparison_rows, headline, render_text_table
-    from edgeopt.search.loop import compile as compile_
-    from edgeopt.search.progress import RepeatedWarnings, ThirdPartyWarnings
 
     # Repeated warnings, and other packages' (onnxruntime's quantizer), each once with its count, at the end.
     repeated = RepeatedWarnings(during="the compile")

@@ -1,12 +1,12 @@
 """``compile()``: the compile loop, as its stages in order.
 
-1. :mod:`~edgeopt.search.config` — the settings, validated (:class:`CompileConfig`).
-2. :mod:`~edgeopt.search.prepare` — layers, rank caps, search space; the baseline measured.
-3. :mod:`~edgeopt.search.storage` — the study: where it lives, sampler, pruner, warm start.
-4. :mod:`~edgeopt.search.objective` — each trial: plan → screen → distill → record
-   (:mod:`~edgeopt.search.record`), run by :mod:`~edgeopt.search.progress`.
-5. :mod:`~edgeopt.search.select` — finalists re-measured; the dense model when nothing beats it.
-6. :mod:`~edgeopt.search.ship` — fine-tune, export, quantize, measure, gate, write the artifact.
+1. :mod:`~edgeopt.pipeline.config` — the settings, validated (:class:`CompileConfig`).
+2. :mod:`~edgeopt.pipeline.prepare` — layers, rank caps, search space; the baseline measured.
+3. :mod:`~edgeopt.pipeline.storage` — the study: where it lives, sampler, pruner, warm start.
+4. :mod:`~edgeopt.pipeline.objective` — each trial: plan → screen → distill → record
+   (:mod:`~edgeopt.pipeline.record`), run by :mod:`~edgeopt.pipeline.progress`.
+5. :mod:`~edgeopt.pipeline.select` — finalists re-measured; the dense model when nothing beats it.
+6. :mod:`~edgeopt.pipeline.ship` — fine-tune, export, quantize, measure, gate, write the artifact.
 7. :mod:`~edgeopt.report` — ``report.json``/``.md``/``.html`` and plots.
 
 The test split is used only in stage 6, on the files that ship. See ``docs/architecture.md``.
@@ -28,8 +28,8 @@ from typing import Any
 from edgeopt import report as report_mod
 from edgeopt._deps import require_compile_stack
 from edgeopt.errors import InputError
-from edgeopt.search import config_file
-from edgeopt.search.config import (
+from edgeopt.pipeline import config_file
+from edgeopt.pipeline.config import (
     FINAL_EPOCHS,
     FINALIST_BENCH,
     SCREEN_BENCH,
@@ -37,15 +37,15 @@ from edgeopt.search.config import (
     TRIAL_EPOCHS,
     CompileConfig,
 )
-from edgeopt.search.objective import Objective
-from edgeopt.search.prepare import SearchInputs, prepare
-from edgeopt.search.progress import ThirdPartyWarnings, run_search
-from edgeopt.search.record import MIB, Status, TrialRecord, records
-from edgeopt.search.screen import Screen
-from edgeopt.search.select import Choice, select
-from edgeopt.search.ship import Shipped, baseline_cost, gate_outcome, layer_table, ship, with_nodes, write_state
-from edgeopt.search.storage import make_storage, sqlite_searcher, storage_url
-from edgeopt.search.study import StudyHandle, model_scope, open_study
+from edgeopt.pipeline.objective import Objective
+from edgeopt.pipeline.prepare import SearchInputs, prepare
+from edgeopt.pipeline.progress import ThirdPartyWarnings, run_search
+from edgeopt.pipeline.record import MIB, Status, TrialRecord, records
+from edgeopt.pipeline.screen import Screen
+from edgeopt.pipeline.select import Choice, select
+from edgeopt.pipeline.ship import Shipped, baseline_cost, gate_outcome, layer_table, ship, with_nodes, write_state
+from edgeopt.pipeline.storage import make_storage, sqlite_searcher, storage_url
+from edgeopt.pipeline.study import StudyHandle, model_scope, open_study
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -79,12 +79,12 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     """Search per-layer formats and ranks for ``task`` under ``target``'s budgets and ship the best.
 
     ``task`` is an :class:`edgeopt.Task`; ``target`` a ``Target`` or the name/path of a profile; ``config``
-    a :class:`~edgeopt.search.config.CompileConfig`, or its settings as keywords (``trials=3, out="runs/x"``,
+    a :class:`~edgeopt.pipeline.config.CompileConfig`, or its settings as keywords (``trials=3, out="runs/x"``,
     documented there). Re-running with the same ``out`` resumes the study; the resolved settings are written
     to ``out/compile.toml``. ``CompileResult.passed`` is True when the shipped artifact meets every budget.
 
     Many workers: every process calls this with the same ``storage`` and ``study_name`` (and
-    ``search_only=True``), one more ships with ``trials=0``; see :mod:`edgeopt.search.workers`.
+    ``search_only=True``), one more ships with ``trials=0``; see :mod:`edgeopt.pipeline.workers`.
     """
     if config is None:
         config = CompileConfig(**settings)
@@ -93,7 +93,7 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     elif settings:
         raise InputError("compile(): config: expected either config= or the keyword settings, found both")
     require_compile_stack()
-    from edgeopt.search.task import Task
+    from edgeopt.pipeline.task import Task
 
     if not isinstance(task, Task):
         raise InputError(f"compile(): task: expected an edgeopt.Task, found {type(task).__name__}")
@@ -153,7 +153,7 @@ def _search(
     inputs: SearchInputs, config: CompileConfig, handle: StudyHandle, screen: Screen, deadline: float | None = None
 ) -> float:
     """This process's trials, or (``workers`` > 1) those of local worker processes on the study."""
-    from edgeopt.search import workers
+    from edgeopt.pipeline import workers
 
     study = handle.study
     stop = workers.stop_at_total()
@@ -341,7 +341,7 @@ def _state(
         "finetune": shipped.finetune,  # the selected trial's and the artifact's val scores
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
-        "selection": choice.decision,  # what shipped and why (edgeopt.search.select.Choice.decision)
+        "selection": choice.decision,  # what shipped and why (edgeopt.pipeline.select.Choice.decision)
         "finalists_s": round(finalists_s, 3),
         "wall_s": wall_s,
         "search_reasons": choice.notes,

@@ -22,8 +22,8 @@ import hashlib
 import json
 from typing import Any
 
+from edgeopt.pipeline.study._optuna import engine_of
 from edgeopt.search.space import plan_key
-from edgeopt.search.study._optuna import engine_of
 
 CLAIMS, SCREEN_CACHE = "edgeopt_claims", "edgeopt_screen_cache"
 _TABLES: Any = None

@@ -3,7 +3,7 @@
 The storage URL is ``--storage`` when given, else SQLite ``OUT/study.db``; the study name defaults to
 ``<task>-<target>``. :func:`make_storage` opens any Optuna RDB storage with heartbeats (a killed
 worker's trial is marked failed) and survives workers that create a new database together. Opening
-the study itself is :mod:`edgeopt.search.study`'s.
+the study itself is :mod:`edgeopt.pipeline.study`'s.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def filesystem_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
 def check_storage(url: str, where: str, key: str) -> None:
     """A storage URL checked without opening it (the CLI, before the task is loaded): SQLAlchemy parses it
     and has its dialect, its driver is installed, and a new SQLite file can be created where it points."""
-    from edgeopt.search.config import check_out_file
+    from edgeopt.pipeline.config import check_out_file
 
     norm = normalize_url(url)
     try:
@@ -177,7 +177,7 @@ def make_storage(url: str) -> Any:
         return cached
     _check_driver(url)
     stor = _open_storage(url, hb)
-    from edgeopt.search.study.claims import create_tables
+    from edgeopt.pipeline.study.claims import create_tables
 
     _retry_races(lambda: create_tables(stor), url)
     _STORAGES[(url, hb)] = stor
@@ -261,7 +261,7 @@ def _sqlite_creation_lock(url: str) -> Iterator[None]:
         handle.close()
 
 
-WORKER_ENV = "EDGEOPT_WORKER_OF"  # set by --workers in the worker processes it starts (edgeopt.search.workers)
+WORKER_ENV = "EDGEOPT_WORKER_OF"  # set by --workers in the worker processes it starts (edgeopt.pipeline.workers)
 
 
 @contextlib.contextmanager

@@ -202,7 +202,7 @@ def load_example(name: str, *, seed: int = 0):
     import torch
 
     from edgeopt.compiler.train import train as train_model
-    from edgeopt.search.task import Task
+    from edgeopt.pipeline.task import Task
 
     if name not in EXAMPLES:
         raise InputError(f"unknown example {name!r}: expected one of {', '.join(example_names())}.")

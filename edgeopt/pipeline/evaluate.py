@@ -63,7 +63,7 @@ def int8_metrics(
     import tempfile
 
     from edgeopt.compiler.export import export_onnx
-    from edgeopt.search.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-int8-") as tmp:
         fp32 = Path(tmp) / "m.onnx"

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgeopt.search.config import FINALISTS
-from edgeopt.search.record import Constraints, DType, ScreenResult, Status, TrialRecord
+from edgeopt.pipeline.config import FINALISTS
+from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 
 Remeasure = Callable[[TrialRecord], dict[str, Any]]
 TIERS = 3

@@ -3,9 +3,9 @@ on many.
 
 Every worker is an ordinary ``edgeopt compile --config OUT/workers/wK/compile.toml`` process, the run's
 settings written there with ``search_only`` on the run's storage and study (not turned back into flags).
-Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats fail a killed worker's trial and queue it again once (:mod:`edgeopt.search.storage`), and the plan
+Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats fail a killed worker's trial and queue it again once (:mod:`edgeopt.pipeline.storage`), and the plan
 claims and the latency screen's cache in the same database keep two workers from training or
-measuring one plan twice (:mod:`edgeopt.search.study`).
+measuring one plan twice (:mod:`edgeopt.pipeline.study`).
 
 ``--workers N`` (:func:`run_workers`): the calling process measures the baseline and creates the
 study (with its warm start), starts N workers with one torch thread each (logs in
@@ -18,7 +18,7 @@ benchmark measures it), and one file needs no server.
 
 Between the calling process and its workers (the environment, not the command line): the
 study's total (:data:`TOTAL_ENV`; each worker stops when the study has that many trials, so the
-survivors of a crash still finish the run's trials) and :data:`~edgeopt.search.storage.WORKER_ENV`.
+survivors of a crash still finish the run's trials) and :data:`~edgeopt.pipeline.storage.WORKER_ENV`.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import InputError
-from edgeopt.search import config_file
-from edgeopt.search.config import CompileConfig
-from edgeopt.search.progress import announce
-from edgeopt.search.record import TrialRecord
-from edgeopt.search.storage import WORKER_ENV, redact, storage_url
-from edgeopt.search.study import StudyHandle
+from edgeopt.pipeline import config_file
+from edgeopt.pipeline.config import CompileConfig
+from edgeopt.pipeline.progress import announce
+from edgeopt.pipeline.record import TrialRecord
+from edgeopt.pipeline.storage import WORKER_ENV, redact, storage_url
+from edgeopt.pipeline.study import StudyHandle
 
 log = logging.getLogger("edgeopt.compile")
 

@@ -103,7 +103,12 @@ def artifact_entry(
 
 def _check_dict(c: Any) -> dict[str, Any]:
     d = c.to_dict() if hasattr(c, "to_dict") else dict(vars(c)) if hasattr(c, "__dict__") else dict(c)
-    return {k: d.get(k) for k in ("name", "budget", "measured", "upper_bound", "lower_bound", "passed")}
+    out = {k: d.get(k) for k in ("name", "budget", "measured", "upper_bound", "lower_bound", "passed")}
+    passed = out["passed"]
+    out["status"] = d.get("status") or ("pass" if passed else "fail" if passed is False else "inconclusive")
+    if d.get("statement"):
+        out["statement"] = d["statement"]
+    return out
 
 
 def trial_entry(rec: TrialRecord) -> dict[str, Any]:

@@ -23,7 +23,13 @@ from edgeopt.search.allocation.knobs import FEEDBACK_MIN
 def headline(rep: dict[str, Any]) -> str:
     """One sentence: whether the artifact meets the budgets, and how it compares with the input model."""
     best, base = rep["best"], rep["baseline"]
-    verdict = "meets every budget" if best["budget"]["passed"] else "does NOT meet every budget"
+    checks = best["budget"].get("checks", [])
+    if best["budget"]["passed"]:
+        verdict = "meets every budget"
+    elif checks and all(c.get("passed") is not False for c in checks):
+        verdict = "could not be shown to meet every budget (a check was inconclusive)"
+    else:
+        verdict = "does NOT meet every budget"
     split = "test" if (best["metrics"] or {}).get("test") else "val"
     f1b = (base["metrics"][split] or {}).get("f1")
     f1x = (best["metrics"][split] or {}).get("f1")

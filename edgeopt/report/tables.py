@@ -59,7 +59,7 @@ def budget_rows(rep: dict[str, Any]) -> list[list[str]]:
                 fmt(round4(b.get("measured"))),
                 fmt(round4(c["measured"])),
                 fmt(round4(c.get("upper_bound"))),
-                "PASS" if c["passed"] else "FAIL",
+                (c.get("status") or ("pass" if c["passed"] else "fail")).upper(),
             ]
         )
     return rows

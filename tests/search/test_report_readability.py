@@ -203,7 +203,8 @@ def test_report_on_a_missing_dir_names_the_path(tmp_path, capsys):
         rebuild(tmp_path / "nodir")
     assert main(["report", str(tmp_path / "nodir")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"{tmp_path / 'nodir'}: no such directory" in line
+    assert "report: DIR: expected an edgeopt compile output directory, found nothing" in line
+    assert str(tmp_path / "nodir") in line
 
 
 def test_markdown_blocks_are_separated_so_each_line_is_its_own_paragraph():

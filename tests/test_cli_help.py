@@ -84,3 +84,11 @@ def test_runtime_help_without_torch():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "OK" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations():
+    """docs/configuration.md is what scripts/config_reference.py writes: a new setting updates it or fails here."""
+    pytest.importorskip("torch")
+    from scripts.config_reference import OUT, render
+
+    assert OUT.read_text(encoding="utf-8") == render(), "run: python -m scripts.config_reference"

@@ -9,6 +9,9 @@
 - Other packages' warnings (onnxruntime's quantizer logs "Please consider to run pre-processing before
   quantization" on every int8 trial; torch's exporter warns) are counted while the search or the whole
   CLI compile runs and printed once each, with their count, when it ends (:class:`ThirdPartyWarnings`).
+- ``--trials N`` is N distinct plans (:class:`DistinctTrials`): a trial that repeats a plan already
+  tried takes that trial's result at no cost and is not counted, and the search runs another, up to
+  :data:`REPEATS_ALLOWED` repeats (the plan space may hold fewer than N plans).
 - A deadline (``compile(time_budget_s=...)``): the search stops before a trial that would likely
   not finish in time (:class:`Deadline`), not only between trials past Optuna's ``timeout``.
 """
@@ -28,6 +31,7 @@ from typing import Any
 from edgeopt.pipeline.record import Status, TrialRecord
 
 log = logging.getLogger("edgeopt.compile")
+REPEATS_ALLOWED = (1.0, 10)  # repeats before the search stops short of N distinct plans: max(1.0 x N, 10)
 
 # The loggers whose repeated warnings are counted during the search (a filter on a logger applies only
 # to what is logged on it, not to its children's records, so each is named).
@@ -186,13 +190,18 @@ class Progress:
 
     def tally(self) -> str:
         c = self.counts
-        return f"feasible {c['feasible']}, screened {c[Status.SCREENED_OUT.value]}, pruned {c[Status.PRUNED.value]}" + (
-            f", failed {c[Status.FAILED.value]}" if c[Status.FAILED.value] else ""
+        return (
+            f"feasible {c['feasible']}, screened {c[Status.SCREENED_OUT.value]}, pruned {c[Status.PRUNED.value]}"
+            + (f", failed {c[Status.FAILED.value]}" if c[Status.FAILED.value] else "")
+            + (f", repeats {c['repeat']} (not counted)" if c["repeat"] else "")
         )
 
     def __call__(self, study: Any, trial: Any) -> None:
-        self.done += 1
         rec = TrialRecord.from_trial(trial)
+        if rec.repeat_of is not None:  # not a trial of its own: counted apart
+            self.counts["repeat"] += 1
+            return
+        self.done += 1
         self.counts[rec.status.value] += 1
         if rec.feasible:
             self.counts["feasible"] += 1
@@ -234,6 +243,35 @@ def announce(study: Any, trials: int, workers: int) -> None:
         log.info("search: study %s, %d trials, %s", study.study_name, trials, who)
 
 
+class DistinctTrials:
+    """Stops the study once ``total`` trials of distinct plans have finished here, or once the repeats
+    exceed :data:`REPEATS_ALLOWED` (an Optuna callback; ``study.optimize`` is given room for both)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.distinct, self.repeats = total, 0, 0
+        self.allowed = max(int(REPEATS_ALLOWED[0] * total), REPEATS_ALLOWED[1])
+
+    @property
+    def n_trials(self) -> int:
+        """The trials ``study.optimize`` may run at most: every distinct one and every repeat allowed."""
+        return self.total + self.allowed
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        if TrialRecord.from_trial(trial).repeat_of is None:
+            self.distinct += 1
+        else:
+            self.repeats += 1
+        if self.distinct >= self.total:
+            study.stop()
+        elif self.repeats >= self.allowed:
+            log.info(
+                "search: %d distinct plans and %d repeats: the plan space offers few new plans; stopping",
+                self.distinct,
+                self.repeats,
+            )
+            study.stop()
+
+
 class Deadline:
     """Stops the study when the next trial would likely end past ``deadline`` (a ``perf_counter`` time):
     the median duration of the trials so far is the guess (an Optuna callback)."""
@@ -263,7 +301,7 @@ def run_search(
     callbacks: tuple[Any, ...] = (),
     deadline: float | None = None,
 ) -> float:
-    """Run ``trials`` trials (or until ``timeout``, or ``deadline``); a failing trial fails alone. Returns
+    """Run ``trials`` trials of distinct plans (or until ``timeout``, or ``deadline``); a failing trial fails alone. Returns
     the wall time. ``callbacks`` run after each trial, after the progress line (e.g. a worker's stop at
     the study's total)."""
     t0 = time.perf_counter()
@@ -273,15 +311,15 @@ def run_search(
         timeout = min(timeout or float("inf"), deadline - t0)
         callbacks = (*callbacks, Deadline(deadline))
     announce(study, trials, 1)
-    prog = Progress(trials, metric_name, progress)
+    prog, distinct = Progress(trials, metric_name, progress), DistinctTrials(trials)
     quiet, others = RepeatedWarnings(), ThirdPartyWarnings("the search").start()
     try:
         study.optimize(
             objective,
-            n_trials=trials,
+            n_trials=distinct.n_trials,
             timeout=timeout,
             catch=(Exception,),
-            callbacks=[prog, *callbacks],
+            callbacks=[prog, distinct, *callbacks],
             gc_after_trial=False,
         )
     finally:
@@ -291,4 +329,4 @@ def run_search(
     return time.perf_counter() - t0
 
 
-__all__ = ["announce", "Deadline", "Progress", "RepeatedWarnings", "ThirdPartyWarnings", "run_search"]
+__all__ = ["announce", "Deadline", "DistinctTrials", "Progress", "RepeatedWarnings", "ThirdPartyWarnings", "run_search"]

@@ -5,9 +5,11 @@ is feasible.
 Validation scores of students distilled from one teacher often tie, and the screen's 0.1 s
 measurements are too noisy to rank plans or to settle one at the edge of the latency budget. So
 plans within ``f1_tolerance`` of the best feasible score form a tier; its fastest few distinct plans
-are measured again (``remeasure``); those over the latency budget drop out (then the next tier is
-tried), and those with 3% of headroom under it are preferred; of the rest the fastest (within 3%),
-then the one with fewest nodes, ships.
+are measured again (``remeasure``); those whose latency the release gate could not confirm drop out
+(:mod:`~edgeopt.pipeline.finalists`: the upper confidence bound on the budget's percentile, not the point
+p95, must be within the budget; then the next tier is tried), and those whose bound has 3% of headroom
+under it are preferred; of the rest the fastest (within 3%), then the one with fewest nodes, ships. When
+no finalist's bound clears, the one whose bound comes nearest ships, and the note says so.
 
 The dense input model (fp32; its int8 variant too, when a trial measured it) is a finalist whenever
 it meets every budget: it is re-measured like the plans, in the same round (before and after them,
@@ -22,23 +24,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgeopt.pipeline.config import FINALISTS
+from edgeopt.pipeline.finalists import BOUND, DenseRef, Remeasure, bounded, screened
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 
-Remeasure = Callable[[TrialRecord], dict[str, Any]]
-TIERS = 3
+TIERS = 3  # tiers of F1 tried at least
+MAX_REMEASURED = 4 * FINALISTS  # plans re-measured at most, tiers past TIERS included, before giving up
 QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
 SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
-# Finalists with this much headroom under the latency budget are preferred: the release measurement of a
-# plan at the very edge fails about half the time (resnet8: 65.3 µs against a 64.9 µs budget).
+# Finalists whose bound has this much headroom under the latency budget are preferred: the release gate's
+# own bound comes from a new measurement, which a plan at the very edge fails about half the time.
 HEADROOM = 0.97
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
 DENSE_NUMBER = -1  # the dense input model's record number inside the selection
-OVER = "over the latency budget"
+OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
 
 
@@ -57,44 +59,11 @@ class Choice:
     decision: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class DenseRef:
-    """The dense input model as a finalist (``record``, number :data:`DENSE_NUMBER`) and its
-    re-measurement: taken before the plans and again after the first tier's, the faster counting."""
-
-    record: TrialRecord
-    measured: dict[str, Any]
-    rounds: int = 1
-
-    @classmethod
-    def measure(cls, record: TrialRecord, measure: Remeasure) -> DenseRef:
-        return cls(record, measure(record))
-
-    def confirm(self, measure: Remeasure) -> None:
-        """Measured again once, after the plans, so that a host that slowed down meanwhile does not
-        favour them: the faster of the two measurements counts."""
-        if self.rounds < 2:
-            again = measure(self.record)
-            self.rounds += 1
-            if again["latency_p50_ms"] < self.measured["latency_p50_ms"]:
-                self.measured = again
-
-
 def is_dense_plan(plan: dict[str, Any]) -> bool:
     """Whether ``plan`` leaves every layer dense (``{}`` or only ``{"format": "dense"}`` entries)."""
     from edgeopt.compiler.formats import DEFAULT_FORMAT
 
     return all((spec.get("format") if isinstance(spec, dict) else spec) == DEFAULT_FORMAT for spec in plan.values())
-
-
-def screened(record: TrialRecord) -> dict[str, Any]:
-    """The screen's own figures of a trial, in the shape ``remeasure`` returns."""
-    s = record.screen
-    return {
-        "latency_p50_ms": s.latency_p50_ms if s else math.inf,
-        "latency_ms": s.latency_ms if s else math.inf,
-        "nodes": s.nodes if s else 0,
-    }
 
 
 def candidates(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -119,7 +88,7 @@ def _dropped(
     more than :data:`SAME_SPEED`. Dense itself is held to its release measurement (its gate), not to these."""
     if dense is not None and r is dense.record:
         return None
-    if latency_budget is not None and m["latency_ms"] > latency_budget:
+    if latency_budget is not None and m.get(BOUND, m["latency_ms"]) > latency_budget:
         return OVER
     if dense is None:
         return None
@@ -156,7 +125,7 @@ def pick_from_tier(
     safe = [
         r
         for r in within
-        if is_dense(r) or latency_budget is None or measured[r.number]["latency_ms"] <= HEADROOM * latency_budget
+        if is_dense(r) or latency_budget is None or measured[r.number][BOUND] <= HEADROOM * latency_budget
     ]
     within = safe or within
     best = None
@@ -196,23 +165,28 @@ def choose_finalist(
     latency_budget: float | None = None,
     quality_floor: float | None = None,
     dense: TrialRecord | None = None,
+    latency_percentile: float = 95.0,
 ) -> Choice:
     """The plan to ship among complete trials: the best feasible tier's fastest re-measured finalist
-    within the latency budget. ``dense``: the input model as a finalist (:func:`dense_record`), given
-    when it meets every budget; no plan slower than it then ships, and it ships when no plan holds up.
-    With neither a feasible trial nor ``dense``, the least-violating trial (within
-    :data:`QUALITY_MARGIN` of ``quality_floor`` when given)."""
+    whose latency bound (at ``latency_percentile``, as the gate takes it) is within the latency budget;
+    tiers further down are tried while none is (:data:`TIERS`, then up to :data:`MAX_REMEASURED` plans).
+    ``dense``: the input model as a finalist (:func:`dense_record`), given when it meets every budget; no
+    plan slower than it then ships, and it ships when no plan holds up. With neither a feasible trial nor
+    ``dense``, the least-violating trial (within :data:`QUALITY_MARGIN` of ``quality_floor`` when given)."""
     trials = candidates(records)
     feasible = [r for r in trials if r.feasible]
     if not feasible and dense is None:
         return closest(trials, quality_floor)
-    measure = (remeasure or screened) if feasible else screened  # dense alone: its release measurement
+    raw = (remeasure or screened) if feasible else screened  # dense alone: its release measurement
+
+    def measure(r: TrialRecord) -> dict[str, Any]:
+        return bounded(raw(r), latency_percentile, latency_budget)
+
     ref = DenseRef.measure(dense, measure) if dense is not None else None
     remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []
-    for _ in range(TIERS):
-        if not remaining:
-            break
+    tiers = 0
+    while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         top = remaining[0].score
         tier = [r for r in remaining if r.score >= top - f1_tolerance]
         best, tier_rows = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
@@ -220,11 +194,28 @@ def choose_finalist(
         if best is not None:
             return decide(best, rows, ref, f1_tolerance)
         remaining = [r for r in remaining if r not in tier]
+        tiers += 1
     if ref is not None:  # no plan beat dense within the tiers tried
         return decide(ref.record, rows, ref, f1_tolerance)
-    # Nothing held up under the longer measurement: ship the screen's best, and say so.
-    best = max(feasible, key=lambda r: (r.score, -r.latency_p50_ms))
-    why = "no finalist met the latency budget when measured again for longer; shipping the best plan by the screen"
+    return _nearest(feasible, rows)
+
+
+def _nearest(feasible: list[TrialRecord], rows: list[dict[str, Any]]) -> Choice:
+    """No finalist's latency was confirmed within the budget: the one whose bound came nearest ships (the
+    screen's best when none was measured), and the note says so."""
+    plans = [r for r in rows if r["trial"] != DENSE]
+    if plans:
+        row = min(plans, key=lambda r: (r.get(BOUND, r["latency_ms"]), r["latency_p50_ms"]))
+        best = next(r for r in feasible if r.number == row["trial"])
+        row["shipped"] = True
+        why = (
+            f"no finalist's latency was confirmed within the budget when measured again for longer; shipping the "
+            f"nearest, trial #{best.number} (upper bound {row.get(BOUND, row['latency_ms']):.4f} ms): its gate may be "
+            "inconclusive"
+        )
+    else:
+        best = max(feasible, key=lambda r: (r.score, -r.latency_p50_ms))
+        why = "no finalist was measured again; shipping the best plan by the screen"
     return Choice(
         best,
         [why],
@@ -375,7 +366,13 @@ def select(
     base_score = baseline.metrics["val"]["score"]
     recs = [_as_shipped(r, base_score) for r in records]
     return choose_finalist(
-        recs, f1_tolerance, remeasure, budget.latency_ms, quality_floor=floor, dense=dense_record(baseline, budget)
+        recs,
+        f1_tolerance,
+        remeasure,
+        budget.latency_ms,
+        quality_floor=floor,
+        dense=dense_record(baseline, budget),
+        latency_percentile=float(getattr(budget, "latency_percentile", None) or 95),
     )
 
 

@@ -23,7 +23,8 @@ from edgeopt.runtime.compare import Comparison, Tolerances, compare
 from edgeopt.runtime.targets import Target
 
 SCHEMA = "edgeopt.gate/1"
-__all__ = ["gate", "GateResult", "Check", "latency_check", "PASS", "FAIL", "INCONCLUSIVE", "SCHEMA"]
+CONFIDENCE = 0.95  # the bounds' one-sided confidence, unless asked otherwise (the compile's selection uses it too)
+__all__ = ["gate", "GateResult", "Check", "latency_check", "CONFIDENCE", "PASS", "FAIL", "INCONCLUSIVE", "SCHEMA"]
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def gate(
     path: str | os.PathLike[str],
     target: Target | str = "host",
     *,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     strict: bool = False,
     bench_result: BenchResult | None = None,
     against: str | os.PathLike[str] | None = None,

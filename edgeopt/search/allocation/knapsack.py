@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,8 +134,10 @@ def _improve(p: Problem, idx: list[int], lat_cap: float, par_cap: float) -> list
         idx = best
 
 
-def solve_milp(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
-    """The candidate index per layer of least total cost under both caps (None: none is feasible)."""
+def solve_milp(p: Problem, lat_cap: float, par_cap: float, exclude: Sequence[Sequence[int]] = ()) -> list[int] | None:
+    """The candidate index per layer of least total cost under both caps, other than the index lists in
+    ``exclude`` (None: none is feasible). Each excluded allocation is a no-good cut: its chosen binaries
+    may not all be 1, so the solver returns the next-ranked distinct allocation."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     sizes = [len(c) for c in p.cost]
@@ -150,6 +153,11 @@ def solve_milp(p: Problem, lat_cap: float, par_cap: float) -> list[int] | None:
         rows.append(LinearConstraint(lat[None, :], -np.inf, lat_cap - p.rest + 1e-12))
     if math.isfinite(par_cap):
         rows.append(LinearConstraint(np.concatenate(p.par)[None, :], -np.inf, par_cap - p.fixed + 1e-9))
+    if exclude:
+        cuts = np.zeros((len(exclude), n))
+        for row, idx in zip(cuts, exclude):
+            row[starts[:-1] + np.asarray(idx)] = 1.0
+        rows.append(LinearConstraint(cuts, -np.inf, len(sizes) - 1))
     cost = np.concatenate(p.cost)
     # Costs scaled to ~1e6: HiGHS stops at an absolute gap of 1e-6, which KL costs of 1e-4 would be within.
     scaled = cost * (1e6 / max(1e-12, float(np.abs(cost).max())))
@@ -175,23 +183,34 @@ def allocate(
     weights: dict[str, float] | None = None,
     size_weight: float = 0.0,
     solver: str = "milp",
+    exclude: Sequence[Mapping[str, int]] = (),
 ) -> Allocation:
     """The allocation of least (weighted) sensitivity with the table's latency (rest included)
     ``<= latency_ms`` and total parameters ``<= max_params`` (None: no cap), by ``solver``: ``"milp"``
     (exact) or ``"sweep"`` (Lagrangian, then local search). Infeasible caps give the fastest allocation
-    with ``feasible=False``."""
+    with ``feasible=False``. ``exclude``: allocations (layer -> candidate index) the MILP may not return
+    (no-good cuts; the sweep ignores them): with all those under the caps excluded, none is feasible."""
     p = Problem(tables, weights, size_weight)
     lat_cap = math.inf if latency_ms is None else float(latency_ms)
     par_cap = math.inf if max_params is None else float(max_params)
-    idx = solve_milp(p, lat_cap, par_cap) if solver == "milp" else None
+    cuts = [[int(c[n]) for n in p.names] for c in exclude if set(c) == set(p.names)]
+    idx = solve_milp(p, lat_cap, par_cap, cuts) if solver == "milp" else None
+    if idx is None and cuts:
+        return _infeasible(p)
     if idx is None:  # the sweep: the solver asked for, or HiGHS out of time without a feasible point
         idx = _sweep(p, lat_cap, par_cap) or _repair(p, lat_cap, par_cap)
         idx = _improve(p, idx, lat_cap, par_cap) if idx is not None and p.names else idx
-    feasible = idx is not None
     if idx is None:
-        idx = [int(np.argmin(la)) for la in p.lat]
+        return _infeasible(p)
     lat, par, cost = p.totals(idx)
-    return Allocation(dict(zip(p.names, idx, strict=True)), lat, int(par), cost, feasible)
+    return Allocation(dict(zip(p.names, idx, strict=True)), lat, int(par), cost, True)
+
+
+def _infeasible(p: Problem) -> Allocation:
+    """The fastest allocation, marked infeasible."""
+    idx = [int(np.argmin(la)) for la in p.lat]
+    lat, par, cost = p.totals(idx)
+    return Allocation(dict(zip(p.names, idx, strict=True)), lat, int(par), cost, False)
 
 
 def floor(tables: Any) -> Floor:

@@ -16,6 +16,12 @@ the table, so a table that errs by 15 % near the budget stops sending
 trials over it, or leaving it unspent. The offset takes at most half the headroom over the floor: on
 digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the budget
 below the floor, and all 40 trials became the fastest plan, screened out.
+
+Every trial is a distinct allocation (:meth:`AllocationSpace.sample`): many knobs map to one allocation
+(the demo: 58 of 60 trials repeated two), so when a trial's knobs give one that the study already
+tried, the MILP is solved again under the same knobs with each tried allocation excluded (a no-good
+cut), and the trial takes the next-ranked distinct allocation instead. Only when every allocation
+under the cap has been tried is it a repeat (which the search does not count as a trial).
 """
 
 from __future__ import annotations
@@ -91,6 +97,19 @@ def table_correction(study: Any) -> TableFit:
     return TableFit(float(np.sign(med) * max(0.0, abs(med) - NOISE_SE * se)), len(pts))
 
 
+def tried_allocations(study: Any, number: int) -> list[dict[str, int]]:
+    """The allocations (layer -> candidate index) of the study's other trials, running ones included (another
+    worker's), failed ones too (they would fail again): what a new trial should not repeat."""
+    if study is None:
+        return []
+    out: list[dict[str, int]] = []
+    for t in study.get_trials(deepcopy=False):
+        choice = (t.user_attrs.get("allocation") or {}).get("choice")
+        if t.number != number and isinstance(choice, dict) and choice not in out:
+            out.append(choice)
+    return out
+
+
 @dataclass
 class AllocationSpace:
     """What a trial's knobs are turned into a plan with: the tables and the caps of the budget."""
@@ -130,8 +149,10 @@ class AllocationSpace:
             out[f"stage{i}"] = trial.suggest_float(f"stage{i}", 0.25, 4.0, log=True)
         return out
 
-    def allocation(self, knobs: dict[str, float], fit: TableFit | None = None) -> Allocation:
-        """The knobs' allocation under :meth:`cap`."""
+    def allocation(
+        self, knobs: dict[str, float], fit: TableFit | None = None, exclude: list[dict[str, int]] | None = None
+    ) -> Allocation:
+        """The knobs' allocation under :meth:`cap`, other than those in ``exclude``."""
         weights = {n: knobs.get(f"stage{i}", 1.0) for i, names in enumerate(self.stages) for n in names}
         return allocate(
             self.tables,
@@ -140,14 +161,23 @@ class AllocationSpace:
             weights=weights,
             size_weight=knobs.get("size_weight", 0.0),
             solver=self.solver,
+            exclude=exclude or (),
         )
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """The trial's plan: its knobs' allocation under the table as the screens so far correct it (the
-        fastest allocation when none fits)."""
+        fastest allocation when none fits); when the study already tried it, the next-ranked allocation it
+        has not (``perturbed`` in the trial's ``allocation`` attribute), if one fits under the cap."""
         knobs = self.knobs(trial)
-        fit = table_correction(getattr(trial, "study", None))
+        study = getattr(trial, "study", None)
+        fit = table_correction(study)
         alloc = self.allocation(knobs, fit)
+        tried = tried_allocations(study, trial.number)
+        perturbed = False
+        if alloc.choice in tried:
+            fresh = self.allocation(knobs, fit, exclude=tried)
+            if fresh.feasible:
+                alloc, perturbed = fresh, True
         trial.set_user_attr(
             "allocation",
             {
@@ -156,6 +186,8 @@ class AllocationSpace:
                 "sensitivity": round(alloc.sensitivity, 5),
                 "feasible": alloc.feasible,
                 "fit": fit.to_dict(),
+                "choice": alloc.choice,
+                "perturbed": perturbed,
             },
         )
         return self.tables.plan_of(alloc.choice)
@@ -171,5 +203,6 @@ __all__ = [
     "WARM_LABEL",
     "AllocationSpace",
     "table_correction",
+    "tried_allocations",
     "TableFit",
 ]

@@ -341,7 +341,7 @@ def test_pareto_objective_and_int8_in_the_search(small_mlp_task, make_target, tm
         ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
         assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul"}
     with pytest.raises(
-        edgeopt.InputError, match="compile\\(\\): objective: expected one of 'f1', 'pareto', found a string 'speed'"
+        edgeopt.InputError, match="compile\\(\\): objective: expected one of 'score', 'pareto', found a string 'speed'"
     ):
         edgeopt.compile(small_mlp_task, target, trials=1, out=tmp_path / "x", objective="speed")
     # The same study cannot switch objectives.

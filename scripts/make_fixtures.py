@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.runtime import testing
+from testkit import graphs as testing
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 

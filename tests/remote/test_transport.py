@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import EdgeoptError, ModelError
-from edgeopt.runtime import remote, testing
+from edgeopt.runtime import remote
+from testkit import graphs as testing
 from edgeopt.runtime.device import PROTOCOL
 
-from . import sshd as _sshd
+from testkit import sshd as _sshd
 
 QUICK = {
     "providers": ["CPUExecutionProvider"],

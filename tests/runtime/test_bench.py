@@ -5,7 +5,7 @@ import time
 import pytest
 
 from edgeopt.errors import InputError, ModelError, TargetError
-from edgeopt.runtime import testing
+from testkit import graphs as testing
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.targets import Target
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.runtime import testing
+from testkit import graphs as testing
 from edgeopt.runtime.bench import bench, measurement_job
 from edgeopt.runtime.session import Runtime, available_providers, open_session, session_options
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings

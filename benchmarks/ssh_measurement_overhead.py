@@ -1,6 +1,6 @@
-"""What measuring through SSH costs, on a loopback "device" (issue 10).
+"""What measuring through SSH costs, on a loopback "device".
 
-A real sshd on 127.0.0.1 and a device venv holding only the runtime half (``tests/remote/sshd.py``);
+A real sshd on 127.0.0.1 and a device venv holding only the runtime half (``testkit.sshd``);
 the same measurement jobs run locally (``run_child``) and on the device (``run_child`` with a
 ``remote``), interleaved.
 
@@ -11,33 +11,27 @@ the same measurement jobs run locally (``run_child``) and on the device (``run_c
 2. Agreement: the p50 the device reports vs the local p50, same model and settings (1 thread,
    2 s per measurement), median of 3 interleaved rounds. Goal: within 10%.
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/remote_overhead.py
-
-Writes benchmarks/results/remote_overhead.{md,json}.
+    flock /tmp/edgeopt-bench.lock .venv/bin/python -m benchmarks ssh_measurement_overhead
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.suite import Outcome
+from edgeopt.runtime import remote
+from edgeopt.runtime.bench import run_child
+from edgeopt.runtime.host import host_facts
+from testkit import graphs
+from testkit import sshd as _sshd
 
-from edgeopt.runtime import remote, testing  # noqa: E402
-from edgeopt.runtime.bench import run_child  # noqa: E402
-from edgeopt.runtime.host import host_facts  # noqa: E402
-from tests.remote import sshd as _sshd  # noqa: E402
-
-RESULTS = REPO / "benchmarks" / "results"
 BASE = {
     "providers": ["CPUExecutionProvider"],
     "intra_op_threads": 1,
@@ -53,9 +47,9 @@ BASE = {
 }
 SHORT = dict(BASE, min_iters=20, min_time_s=0.05, warmup=3)
 MODELS = {
-    "mlp 64-128-10 (small)": lambda: testing.mlp((64, 128, 10)),
-    "dense digits-mlp 64-1024-1024-10": lambda: testing.mlp((64, 1024, 1024, 10)),
-    "cnn 28x28": lambda: testing.cnn(),
+    "mlp 64-128-10 (small)": lambda: graphs.mlp((64, 128, 10)),
+    "dense digits-mlp 64-1024-1024-10": lambda: graphs.mlp((64, 1024, 1024, 10)),
+    "cnn 28x28": lambda: graphs.cnn(),
 }
 
 
@@ -122,22 +116,15 @@ def markdown(doc: dict) -> str:
         "",
         f"Goal within 10%: {'met' if worst <= 0.10 else 'MISSED'} (worst {worst:.1%}).",
         "",
-        f"`{doc['command']}`",
-        "",
     ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=10, help="paired short measurements for the overhead")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--min-time", type=float, default=2.0)
-    ap.add_argument("--out", default=str(RESULTS / "remote_overhead"))
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """``n`` paired short measurements for the overhead; ``rounds`` interleaved rounds for the agreement."""
     missing = _sshd.have_openssh()
     if missing:
-        sys.exit(f"OpenSSH missing ({missing}): apt-get install -y openssh-server openssh-client")
+        raise RuntimeError(f"OpenSSH missing ({missing}): apt-get install -y openssh-server openssh-client")
     with tempfile.TemporaryDirectory(prefix="eo-ro-") as tmp:
         os.environ["EDGEOPT_SSH_CONTROL_DIR"] = str(Path(tmp) / "cm")
         server = _sshd.start_sshd(Path(tmp) / "sshd")
@@ -160,13 +147,5 @@ def main() -> None:
         "agreement": agree,
         "min_time_s": args.min_time,
         "rounds": args.rounds,
-        "command": "flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/remote_overhead.py",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(doc, indent=1) + "\n")
-    Path(args.out + ".md").write_text(markdown(doc))
-    print(markdown(doc))
-
-
-if __name__ == "__main__":
-    main()
+    return Outcome(doc, markdown(doc))

@@ -1,51 +1,47 @@
-"""The sequential ``edgeopt gate NEW --against OLD`` on a loaded 2-core host (issue 16).
+"""The sequential ``edgeopt gate NEW --against OLD`` on a loaded 2-core host.
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/gate_sequential.py [--runs 20] [--test-runs 10]
+    flock /tmp/edgeopt-bench.lock .venv/bin/python -m benchmarks gate_decides_under_load [--set runs=20]
 
 For the whole run another process keeps one core busy (a Python busy loop in a subprocess), on top of
 whatever else the shared machine runs. The model: the digits-mlp teacher shape, an MLP 64-1024-1024-10
-(``edgeopt.runtime.testing.mlp``, batch 1) at one onnxruntime thread (``benchmarks/host-1t.toml``); the
+(``edgeopt.runtime.graphs.mlp``, batch 1) at one onnxruntime thread (``benchmarks/host-1t.toml``); the
 slower model is the same MLP with wider hidden layers, its slowdown calibrated first in one long fixed
-A/B run (``CAL_PAIRS`` pairs) and the width nearest 10 % at p50 kept. Then, with the gate's defaults
+A/B run (``cal_pairs`` pairs) and the width nearest 10 % at p50 kept. Then, with the gate's defaults
 (sequential, cap 60 s, ``--max-slowdown 5%``, 95 %):
 
-- the model against itself ``--runs`` times: goal PASS >= 19/20, never FAIL;
-- the ~10 % slower model ``--runs`` times: goal FAIL >= 19/20 (outputs, size and memory are not
+- the model against itself ``runs`` times: goal PASS >= 19/20, never FAIL;
+- the ~10 % slower model ``runs`` times: goal FAIL >= 19/20 (outputs, size and memory are not
   compared: the wider model computes something else and is bigger; the latency checks decide);
-- ``pytest tests/runtime -q`` ``--test-runs`` times under the same load: goal 10/10 green.
+- ``pytest tests/runtime -q`` ``test_runs`` times under the same load: goal 10/10 green.
 
 Each pair is one fresh process with both models, timed in interleaved sub-blocks (``compare``'s
 in-process pairs; before, one fresh process per block).
 
-Writes benchmarks/results/gate_sequential.{json,md} (after each phase).
+The result is written after each phase.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from edgeopt.runtime import testing
+from benchmarks.suite import ROOT, Outcome, one_core_busy, provenance
 from edgeopt.runtime.checks import combine
 from edgeopt.runtime.compare import FRESH_PAIRS, SUB_BLOCKS, compare
 from edgeopt.runtime.gate import gate
 from edgeopt.runtime.host import host_facts
 from edgeopt.runtime.settings import GATE_SETTINGS
+from testkit import graphs
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
 BASE_DIMS = (64, 1024, 1024, 10)
 WIDER = (1072, 1104)  # hidden widths tried for "~10% slower"
-CAL_PAIRS, CAL_TIME_S = 40, 8.0
 UNCOMPARED = {
     "atol": float("inf"),
     "max_top1_disagreement": 1.0,
@@ -54,18 +50,11 @@ UNCOMPARED = {
 }
 
 
-def busy_core() -> subprocess.Popen:
-    """Keep one core busy for the whole benchmark."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
-def calibrate(work: Path, target: str, base: Path) -> tuple[Path, dict]:
+def calibrate(work: Path, target: str, base: Path, pairs: int, min_time_s: float) -> tuple[Path, dict]:
     out = {}
     for h in WIDER:
-        p = testing.mlp((64, h, h, 10)).save(work / f"mlp_{h}.onnx")
-        c = compare(
-            p, base, target, pairs=CAL_PAIRS, settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S), **UNCOMPARED
-        )
+        p = graphs.mlp((64, h, h, 10)).save(work / f"mlp_{h}.onnx")
+        c = compare(p, base, target, pairs=pairs, settings=GATE_SETTINGS.updated(min_time_s=min_time_s), **UNCOMPARED)
         out[h] = {
             x.name: [x.measured, x.lower_bound, x.upper_bound] for x in c.checks if x.name.startswith("latency_ratio_")
         }
@@ -73,8 +62,8 @@ def calibrate(work: Path, target: str, base: Path) -> tuple[Path, dict]:
     best = min(WIDER, key=lambda h: abs(out[h]["latency_ratio_p50"][0] - 1.10))
     return work / f"mlp_{best}.onnx", {
         "hidden": best,
-        "pairs": CAL_PAIRS,
-        "min_time_s_per_model": CAL_TIME_S,
+        "pairs": pairs,
+        "min_time_s_per_model": min_time_s,
         "ratios": {str(h): v for h, v in out.items()},
     }
 
@@ -103,11 +92,10 @@ def one_gate(new: Path, old: Path, target: str, **kw) -> dict:
     }
 
 
-def gate_phase(args, doc: dict) -> None:
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / "edgeopt-gate-sequential"
-    work.mkdir(parents=True, exist_ok=True)
-    base = testing.mlp(BASE_DIMS).save(work / "mlp_1024.onnx")
-    slower, doc["calibration"] = calibrate(work, args.target, base)
+def gate_phase(args: SimpleNamespace, doc: dict) -> None:
+    work = args.work
+    base = graphs.mlp(BASE_DIMS).save(work / "mlp_1024.onnx")
+    slower, doc["calibration"] = calibrate(work, args.target, base, args.cal_pairs, args.cal_time_s)
     rows = {}
     for name, new, kw in (("same model", base, {}), ("~10% slower", slower, UNCOMPARED)):
         runs = []
@@ -132,16 +120,16 @@ def gate_phase(args, doc: dict) -> None:
             "runs": runs,
         }
         doc["gate"] = rows
-        write(doc, args.out)
+        args.save(doc, markdown(doc))
 
 
-def tests_phase(args, doc: dict) -> None:
+def tests_phase(args: SimpleNamespace, doc: dict) -> None:
     runs = []
     for i in range(args.test_runs):
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         p = subprocess.run(
-            [str(ROOT / ".venv/bin/pytest"), "tests/runtime", "-q", "-p", "no:cacheprovider"],
+            [sys.executable, "-m", "pytest", "tests/runtime", "-q", "-p", "no:cacheprovider"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -154,35 +142,17 @@ def tests_phase(args, doc: dict) -> None:
             flush=True,
         )
         doc["tests"] = {"command": "pytest tests/runtime -q", "green": sum(r["rc"] == 0 for r in runs), "runs": runs}
-        write(doc, args.out)
+        args.save(doc, markdown(doc))
 
 
-def write(doc: dict, out: str) -> None:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    path.with_suffix(".md").write_text(markdown(doc))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--test-runs", type=int, default=10)
-    ap.add_argument("--phase", choices=("all", "gate", "tests"), default="all")
-    ap.add_argument("--target", default=str(HERE / "host-1t.toml"))
-    ap.add_argument("--out", default=str(RESULTS / "gate_sequential"))
-    args = ap.parse_args(argv)
+def run(args: SimpleNamespace) -> Outcome:
+    """The gate phase, then the tests phase (``phase`` picks one, keeping the other's last results)."""
     facts = host_facts()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    prev = Path(args.out).with_suffix(".json")
-    doc = json.loads(prev.read_text()) if args.phase != "all" and prev.exists() else {}
+    doc = dict(args.previous or {}) if args.phase != "all" else {}
     doc.update(
         {
-            "benchmark": "gate_sequential",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "commit": commit,
+            "commit": provenance()["commit"],
             "cpu": facts["cpu"],
             "cores": facts["cores"],
             "python": platform.python_version(),
@@ -190,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": Path(args.target).name,
             "load_avg_at_start": os.getloadavg(),
             "load": "a busy-loop process on one core for the whole run, plus the shared machine's other work",
-            "model": f"MLP {'-'.join(map(str, BASE_DIMS))} (edgeopt.runtime.testing.mlp), batch 1, 1 thread",
+            "model": f"MLP {'-'.join(map(str, BASE_DIMS))} (testkit.graphs.mlp), batch 1, 1 thread",
             "gate_settings": {"sequential": True, "max_time_s": 60, "max_slowdown": "5%", "confidence": 0.95},
             "pairs": (
                 f"one fresh process per pair, NEW and OLD interleaved in it ({SUB_BLOCKS} sub-blocks each, "
@@ -198,17 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
     )
-    busy = busy_core()
-    try:
+    with one_core_busy():
         if args.phase in ("all", "gate"):
             gate_phase(args, doc)
         if args.phase in ("all", "tests"):
             tests_phase(args, doc)
-    finally:
-        busy.terminate()
-        busy.wait()
-    print(markdown(doc))
-    return 0
+    return Outcome(doc, markdown(doc))
 
 
 def markdown(doc: dict) -> str:
@@ -273,7 +238,3 @@ def markdown(doc: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Reference ONNX models built without torch or the onnx package, for tests, benchmarks and fixtures.
 
-Shipped with the runtime half so its tests run on a runtime-only install (as optuna ships
-``optuna.testing``). Weights are seeded normals scaled by 1/sqrt(fan-in).
+Needs only numpy and edgeopt's runtime half, so the runtime tests run on a runtime-only install; kept
+out of the wheel (users get no test builders). Weights are seeded normals scaled by 1/sqrt(fan-in).
 """
 
 from __future__ import annotations

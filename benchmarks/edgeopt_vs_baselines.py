@@ -16,17 +16,17 @@ onnxruntime on the same test split and measured on THIS host at batch 1, one onn
 Plus a wide model (a 4096-wide hidden layer on a synthetic make_classification task) where the
 factorized formats are compared with dense at matched parameter counts.
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/compare.py [--quick] [--examples digits-mlp,...]
-        [--trials N] [--timeout S] [--out DIR] [--no-wide]
+Registered twice: ``edgeopt_vs_baselines_on_examples`` (the bundled examples and the wide model) and
+``edgeopt_vs_baselines_on_architectures`` (the real architectures, with the refusal check):
 
-Writes ``DIR/compare.md`` and ``DIR/compare.json`` (default DIR: benchmarks/results). The whole run
-should hold the benchmark lock: compile itself benchmarks (its latency screen), so every timing in
-the run belongs under it.
+    flock /tmp/edgeopt-bench.lock python -m benchmarks edgeopt_vs_baselines_on_examples [--quick]
+
+The whole run should hold the benchmark lock: compile itself benchmarks (its latency screen), so every
+timing in the run belongs under it. Artifacts (ONNX files, studies) go to ``--work``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -35,10 +35,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-HOST_1T = HERE / "host-1t.toml"
+from benchmarks.suite import HOST_1T, Outcome
+
 EXAMPLES = ("digits-mlp", "digits-cnn", "imbalanced")
 # The demo's target for every example. Its budgets are sized for digits-mlp; the other examples get
 # budgets of the same kind sized to them (what a user would write for that model on that device).
@@ -173,7 +174,7 @@ def uniform_row(task: Any, fmt: str, target_params: int, out: Path, *, epochs: i
 
 
 # --------------------------------------------------------------------------- one example
-def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+def run_example(name: str, args: SimpleNamespace, out_root: Path) -> dict[str, Any]:
     import edgeopt
     from edgeopt.compiler.decompose import plan_cost
     from edgeopt.search.examples import load_example
@@ -287,7 +288,32 @@ def run_example(name: str, args: argparse.Namespace, out_root: Path) -> dict[str
 
 
 # --------------------------------------------------------------------------- the wide model
-def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+def split(X: Any, y: Any, seed: int = 0) -> tuple[tuple[Any, Any], ...]:
+    """60/20/20 train/val/test, stratified, as the bundled examples split their data."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    X_tr, X_rest, y_tr, y_rest = train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)
+    X_val, X_te, y_val, y_te = train_test_split(X_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed)
+    parts = ((X_tr, y_tr), (X_val, y_val), (X_te, y_te))
+    return tuple((np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.int64)) for a, b in parts)
+
+
+def mlp(sizes: list[int]) -> Any:
+    """Linear layers ``fc1``, ``fc2``, ... with a ReLU between (``act1``, ``act3``, ...), as the examples build."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers[f"fc{i + 1}"] = nn.Linear(a, b)
+        if i < len(sizes) - 2:
+            layers[f"act{2 * i + 1}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+def run_wide(args: SimpleNamespace, out_root: Path) -> dict[str, Any]:
     """A 4096-wide hidden layer: dense vs SVD vs TT of that layer at matched parameter counts."""
     import torch
     from sklearn.datasets import make_classification
@@ -297,7 +323,7 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     from edgeopt.compiler.distill import distill
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.formats import get_handler
-    from edgeopt.search.examples import _mlp, _split, _train
+    from edgeopt.compiler.train import train as train_model
     from edgeopt.search.task import Task
 
     width = 4096
@@ -316,11 +342,13 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
         random_state=3,
     )
     X = StandardScaler().fit_transform(X)
-    train, val, test = _split(X, y)
+    train, val, test = split(X, y)
     torch.manual_seed(args.seed)
-    model = _mlp([128, width, width, 10])
+    model = mlp([128, width, width, 10])
     t0 = time.perf_counter()
-    _train(model, train, val, epochs=3 if args.quick else 4, lr=1e-3, seed=args.seed)
+    train_model(
+        model, train, val, epochs=3 if args.quick else 4, lr=1e-3, seed=args.seed, patience=None, metric="f1_macro"
+    )
     train_s = time.perf_counter() - t0
     task = Task(model, train=train, val=val, test=test, metric="f1_macro", name="wide-4096")
     layers = decomposable_layers(model, task.example_input)
@@ -379,12 +407,11 @@ def run_wide(args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- real architectures (issue 9)
+# --------------------------------------------------------------------------- real architectures
 MODELS = ("resnet8", "mobilenet", "vit", "cnn1d")
 # edgeopt.compile on these runs with its defaults except what keeps the whole run near 30 minutes on
 # 2 shared cores: (trials, search seconds, trial epochs, final fine-tune epochs). Defaults are 30
 # trials, no timeout, 12 trial epochs and 80 final epochs; the uniform rows get the same final epochs.
-# (The run before the allocation redesign, compare-architectures-pre-redesign.*, had 120/150/120/60 s of search.)
 # Per-epoch distillation cost on this host (1 torch thread, load ~2): cnn1d 1.2 s, resnet8 2.8 s, vit 1.5 s,
 # mobilenet 11.7 s. (mobilenet: 1 trial epoch leaves every student below the implicit quality floor.)
 ARCH_SEARCH: dict[str, tuple[int, float, int, int]] = {
@@ -399,11 +426,8 @@ ARCH_QUICK: dict[str, tuple[int, float, int, int]] = {
     "vit": (6, 40.0, 1, 2),
     "cnn1d": (8, 20.0, 3, 5),
 }
-BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t ...
-# ... except where half is below the model's floor: mobilenet's fastest plan measures ~0.60 of its dense
-# p95 (benchmarks/results/tables.md), so it is compared at 0.7, and its half-dense budget is one of the
-# refusal checks (REFUSALS).
-# Since the prune format (issue 16) mobilenet's floor is below half its dense p95: every model at ½.
+BUDGET_FRACTION = 0.5  # edgeopt's latency budget: half the dense model's p95 on host-1t
+# a model whose floor is above half its dense p95 gets its own fraction here (none since the prune format)
 BUDGET_FRACTIONS: dict[str, float] = {}
 REFUSALS = (("resnet8", 0.05), ("mobilenet", 0.1))  # (model, fraction of dense p95): budgets below the floor
 PROBE_BENCH = {"min_iters": 300, "min_time_s": 0.5, "max_iters": 20000}  # rank probes of the uniform rows
@@ -592,7 +616,7 @@ def _compile_kwargs() -> set[str]:
     return set(inspect.signature(edgeopt.compile).parameters)
 
 
-def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
+def run_architecture(name: str, args: SimpleNamespace, out_root: Path) -> dict[str, Any]:
     """Dense, ORT int8, uniform SVD / TT at edgeopt's latency, and edgeopt at half the dense p95."""
     import edgeopt
     from edgeopt.compiler.decompose import plan_cost
@@ -732,7 +756,7 @@ def run_architecture(name: str, args: argparse.Namespace, out_root: Path) -> dic
     }
 
 
-def refusal_check(name: str, args: argparse.Namespace, out_root: Path, fraction: float = 0.05) -> dict[str, Any]:
+def refusal_check(name: str, args: SimpleNamespace, out_root: Path, fraction: float = 0.05) -> dict[str, Any]:
     """A budget far below the floor (``fraction`` of the dense p95): is it refused within 60 s, floor stated?
 
     Capped at 5 trials of 1 epoch and 60 s of search so that a compile that does not refuse ends soon
@@ -879,12 +903,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def goals_line(rows: list[dict[str, Any]]) -> str:
-    """Issue 16's goals for one architecture: edgeopt's p50 ≥ 3× lower than dense and ≥ 2× lower than
+    """The goals for one architecture: edgeopt's p50 ≥ 3× lower than dense and ≥ 2× lower than
     ORT int8, at ≤ 1 pt of test F1 lost against dense; and what uniform pruning gives beside it."""
     by = {r["method"].split(" ratio=")[0].split(" r=")[0]: r for r in rows if "error" not in r}
     edge, dense, int8 = by.get("edgeopt"), by.get("dense fp32"), by.get("ORT int8 (dense)")
     if not (edge and dense):
-        return "\nIssue 16's goals: edgeopt shipped nothing here."
+        return "\nGoals: edgeopt shipped nothing here."
     parts = [f"{dense['p50_ms'] / edge['p50_ms']:.2f}× dense p50 (goal ≥ 3×)"]
     if int8:
         parts.append(f"{int8['p50_ms'] / edge['p50_ms']:.2f}× ORT int8 (goal ≥ 2×)")
@@ -898,7 +922,7 @@ def goals_line(rows: list[dict[str, Any]]) -> str:
             f" Uniform pruning beside it: {dense['p50_ms'] / prune['p50_ms']:.2f}× dense p50, "
             f"test F1 {prune['test_f1']:.4f} against edgeopt's {edge['test_f1']:.4f}."
         )
-    return f"\nIssue 16's goals: {', '.join(parts)}: {'met' if met else '**missed**'}.{tail}"
+    return f"\nGoals: {', '.join(parts)}: {'met' if met else '**missed**'}.{tail}"
 
 
 def dispatch_floor(work: Path, quick: bool) -> dict[str, Any]:
@@ -919,7 +943,7 @@ def environment() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from edgeopt.runtime.targets import host_facts
+    from edgeopt.runtime.host import host_facts
 
     h = host_facts()
     return {
@@ -933,98 +957,42 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--examples",
-        default=None,
-        help=f"comma-separated bundled examples (default: {','.join(EXAMPLES)}, none when --models is given)",
-    )
-    p.add_argument(
-        "--models",
-        default="",
-        help=f"comma-separated real architectures, or 'all' ({','.join(MODELS)}): dense, ORT int8, uniform "
-        "SVD/TT at edgeopt's latency, edgeopt at half the dense p95 on host-1t",
-    )
-    p.add_argument(
-        "--no-refusal",
-        action="store_true",
-        help="with --models: skip the check that a budget below the floor is refused (resnet8 at 5%% of dense p95)",
-    )
-    p.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        help="seconds, passed to compile(time_budget_s=...) on the real architectures when compile takes it",
-    )
-    p.add_argument(
-        "--trials", type=int, help="edgeopt trials per compile (default: per example, the demo's for digits-mlp)"
-    )
-    p.add_argument("--timeout", type=float, help="edgeopt search seconds per compile")
-    p.add_argument("--out", default=str(HERE / "results"), help="where compare.md / compare.json go")
-    p.add_argument("--quick", action="store_true", help="few trials, short fine-tunes and benches: numbers in minutes")
-    p.add_argument("--work", default="runs/benchmarks", help="artifacts (ONNX files, studies) go here, not in --out")
-    p.add_argument("--no-wide", action="store_true", help="skip the 4096-wide model")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+def run(args: SimpleNamespace) -> Outcome:
+    """The bundled examples (``examples``) and the real architectures (``models``), side by side."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("edgeopt").setLevel(logging.WARNING)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    models = list(MODELS) if args.models.strip() == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(MODELS))
+    models = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    examples = [e.strip() for e in args.examples.split(",") if e.strip()]
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(examples) - set(EXAMPLES))
     if unknown:
-        p.error(f"--models: unknown {', '.join(unknown)} (expected {', '.join(MODELS)} or all)")
-    examples = [
-        e.strip()
-        for e in (args.examples if args.examples is not None else ("" if models else ",".join(EXAMPLES))).split(",")
-        if e.strip()
-    ]
-    stem = ("compare-architectures" if models and not examples else "compare") + ("-quick" if args.quick else "")
-    work = Path(args.work) / stem
-    work.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"unknown {', '.join(unknown)} (expected {', '.join(EXAMPLES + tuple(MODELS))} or all)")
+    work = args.work
     results: dict[str, Any] = {
-        "schema": "edgeopt.compare/2",
-        "quick": args.quick,
         "environment": environment(),
         "load_average": {"start": round(os.getloadavg()[0], 2)},
         "examples": [],
         "architectures": [],
         "wide": None,
     }
-    try:
-        prev_wide = json.loads((out / f"{stem}.json").read_text()).get("wide")
-    except (OSError, ValueError):
-        prev_wide = None
+    prev_wide = (args.previous or {}).get("wide")
     results["floor"] = dispatch_floor(work, args.quick)
     t0 = time.perf_counter()
     for name in examples:
         results["examples"].append(run_example(name, args, work))
-        _write(out, stem, results)
+        args.save(results, markdown(results))
     for name in models:
         results["architectures"].append(run_architecture(name, args, work))
         results["load_average"]["end"] = round(os.getloadavg()[0], 2)
-        _write(out, stem, results)
-    if models and not args.no_refusal:
+        args.save(results, markdown(results))
+    if models and args.refusal:
         results["refusals"] = [refusal_check(m, args, work, f) for m, f in REFUSALS if m in models]
-        _write(out, stem, results)
+        args.save(results, markdown(results))
     if not examples:
         results["wide"] = None
-    elif not args.no_wide:
+    elif args.wide:
         results["wide"] = run_wide(args, work)
     else:  # keep the wide model's rows from the last run (they do not depend on the search)
         results["wide"] = prev_wide
     results["wall_s"] = time.perf_counter() - t0
     results["load_average"]["end"] = round(os.getloadavg()[0], 2)
-    _write(out, stem, results)
-    print(markdown(results))
-    return 0
-
-
-def _write(out: Path, stem: str, results: dict[str, Any]) -> None:
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / f"{stem}.md").write_text(markdown(results) + "\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Outcome(results, markdown(results))

@@ -4,17 +4,16 @@ Trains the dense teacher, decomposes fc2 (1024x1024) to lowrank rank 32 and fc1 
 and reports test macro-F1 before/after, parameters, ONNX node counts, export time and
 onnxruntime latency (1 thread, batch 1, medians).
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/seed_mlp.py [--tt-rank 8] [--json out.json]
+    flock /tmp/edgeopt-bench.lock python -m benchmarks distilled_mlp_keeps_f1 [--set tt_rank=8]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from benchmarks.suite import Outcome
 from edgeopt.compiler.decompose import decompose, layer_reports
 from edgeopt.compiler.distill import distill
 from edgeopt.compiler.export import export_onnx_info, onnx_op_counts
@@ -62,18 +62,13 @@ def ort_median_us(path: Path, x: np.ndarray, iters: int = 2000) -> float:
     return statistics.median(times) * 1e6
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tt-rank", type=int, default=8)
-    ap.add_argument("--lowrank", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """Teacher (``teacher_epochs``), fc1 TT at ``tt_rank`` and fc2 low-rank at ``lowrank``, distilled ``epochs``."""
     torch.manual_seed(0)
     tr, va, te = digits_splits()
     teacher = MLP()
     t0 = time.time()
-    train(teacher, tr, va, epochs=60, lr=1e-3, patience=10, seed=0)
+    train(teacher, tr, va, epochs=args.teacher_epochs, lr=1e-3, patience=10, seed=0)
     teacher_s = time.time() - t0
     m_teacher = evaluate(teacher, te)
     plan = {"fc1": {"format": "tt", "rank": args.tt_rank}, "fc2": {"format": "lowrank", "rank": args.lowrank}}
@@ -116,19 +111,12 @@ def main() -> None:
             )
     for key in ("test",):
         del out["teacher"][key]["confusion"], out["student"][key]["confusion"], out["student_init"][key]["confusion"]
-    print(json.dumps(out, indent=1, default=str))
-    print(
-        f"\nteacher test macro-F1 {m_teacher.f1:.4f} ({out['teacher']['params']} params, "
-        f"{out['teacher']['onnx_nodes']} nodes, {out['teacher']['ort_p50_us_batch1']:.1f} us)"
-    )
-    print(
+    lines = [
+        f"teacher test macro-F1 {m_teacher.f1:.4f} ({out['teacher']['params']} params, "
+        f"{out['teacher']['onnx_nodes']} nodes, {out['teacher']['ort_p50_us_batch1']:.1f} us)",
+        "",
         f"student after SVD/TT-SVD {m_init.f1:.4f}; after distillation {m_student.f1:.4f} "
         f"({out['student']['params']} params, {out['student']['onnx_nodes']} nodes, "
-        f"{out['student']['ort_p50_us_batch1']:.1f} us); drop {100 * (m_teacher.f1 - m_student.f1):.2f} points"
-    )
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
-
-
-if __name__ == "__main__":
-    main()
+        f"{out['student']['ort_p50_us_batch1']:.1f} us); drop {100 * (m_teacher.f1 - m_student.f1):.2f} points",
+    ]
+    return Outcome(out, "\n".join(lines) + "\n")

@@ -1,43 +1,38 @@
 """How often ``edgeopt gate NEW --against OLD`` cries wolf, and how small a slowdown it catches.
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/gate_ab.py [--runs 20] [--target benchmarks/host-1t.toml]
+    flock /tmp/edgeopt-bench.lock .venv/bin/python -m benchmarks gate_false_alarms_and_detection [--set runs=20]
 
 The model: an MLP chain of ``LAYERS`` MatMul(256x256) + Add + Relu layers at batch 64 (about 1 ms
 at one thread here: long enough not to be dispatch noise). A slowdown is injected by adding layers
 of the same kind to the graph (nominal 5%, 10%, 20% of the layer cost); the true slowdown of each
 variant is calibrated by measuring it (one long A/B run: ``CAL_PAIRS`` pairs, ``CAL_TIME_S`` s per
-model). Then each variant is gated against the base model ``--runs`` times with the gate's default
+model). Then each variant is gated against the base model ``runs`` times with the gate's default
 measurement (16 pairs, 2 s per model) and tolerance (``--max-slowdown 5%``), and the verdicts on the
 latency checks (p95 and p50 ratios; size, memory and output checks are left out: the variants are
-bigger and compute something else) are counted. Goals (issue 12): 0 FAILs of the model against
+bigger and compute something else) are counted. Goals: 0 FAILs of the model against
 itself; at least 19 of 20 runs FAIL the 10% slowdown.
-
-Writes benchmarks/results/gate_ab.{json,md}.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from benchmarks.suite import Outcome
 from edgeopt.runtime.checks import combine
 from edgeopt.runtime.compare import DEFAULT_PAIRS, compare
 from edgeopt.runtime.host import host_facts
 from edgeopt.runtime.onnx_proto import GraphBuilder
 from edgeopt.runtime.settings import GATE_SETTINGS
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 WIDTH, LAYERS, BATCH = 256, 20, 64
 VARIANTS = {"same model": 0, "+5%": 1, "+10%": 2, "+20%": 4}  # extra layers (of LAYERS)
-CAL_PAIRS, CAL_TIME_S = 24, 6.0
 NO_AGREEMENT = {"atol": 1e9, "max_top1_disagreement": 1.0}
 
 
@@ -71,32 +66,27 @@ def one_run(new: Path, old: Path, target: str, **kw) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--target", default=str(HERE / "host-1t.toml"))
-    ap.add_argument("--out", default=str(RESULTS / "gate_ab"))
-    args = ap.parse_args(argv)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / "edgeopt-gate-ab"
-    work.mkdir(parents=True, exist_ok=True)
-    paths = {name: chain(extra).save(work / f"chain_plus{extra}.onnx") for name, extra in VARIANTS.items()}
+def run(args: SimpleNamespace) -> Outcome:
+    """Each variant gated ``runs`` times against the base model; verdicts counted."""
+    variants = {n: VARIANTS[n] for n in ("same model", *args.variants.split(","))}
+    paths = {name: chain(extra).save(args.work / f"chain_plus{extra}.onnx") for name, extra in variants.items()}
     base = paths["same model"]
     cal = {}
-    for name in VARIANTS:
+    for name in variants:
         if name == "same model":
             continue
         c = compare(
             paths[name],
             base,
             args.target,
-            pairs=CAL_PAIRS,
-            settings=GATE_SETTINGS.updated(min_time_s=CAL_TIME_S),
+            pairs=args.cal_pairs,
+            settings=GATE_SETTINGS.updated(min_time_s=args.cal_time_s),
             **NO_AGREEMENT,
         )
         cal[name] = {x.name: x.measured for x in c.checks if x.name.startswith("latency_ratio_")}
         print(f"calibration {name}: {cal[name]}", file=sys.stderr, flush=True)
     rows = {}
-    for name in VARIANTS:
+    for name in variants:
         runs = []
         for i in range(args.runs):
             r = one_run(paths[name], base, args.target)
@@ -111,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         rows[name] = {
-            "extra_layers": VARIANTS[name],
+            "extra_layers": variants[name],
             "true_ratio": cal.get(name),
             "counts": {v: sum(r["verdict"] == v for r in runs) for v in ("pass", "fail", "inconclusive")},
             "median_wall_s": float(np.median([r["wall_s"] for r in runs])),
@@ -119,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         }
     facts = host_facts()
     doc = {
-        "benchmark": "gate_ab",
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "target": args.target,
         "cpu": facts["cpu"],
@@ -132,15 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             "max_slowdown": 0.05,
             "confidence": 0.95,
         },
-        "calibration": {"pairs": CAL_PAIRS, "min_time_s_per_model": CAL_TIME_S},
+        "calibration": {"pairs": args.cal_pairs, "min_time_s_per_model": args.cal_time_s},
         "variants": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
-    return 0
+    return Outcome(doc, markdown(doc))
 
 
 def markdown(doc: dict) -> str:
@@ -165,7 +149,3 @@ def markdown(doc: dict) -> str:
             f"| {name} | {true} | {c['pass']} | {c['fail']} | {c['inconclusive']} | {row['median_wall_s']:.1f} s |"
         )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,32 +4,32 @@
     options: they should agree within 5%.
 (b) p50 spread, (max - min) / median, over 5 consecutive `bench` invocations: under 10%.
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/bench_harness.py [--min-time 1.0]
+    flock /tmp/edgeopt-bench.lock python -m benchmarks harness_agrees_with_bare_loop [--set min_time=1.0]
 
-The machine should be idle; rerun if another job was busy (the load average is printed).
+The machine should be idle; rerun if another job was busy (the load average is in the result).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
 
-from edgeopt.runtime import testing
+from benchmarks.suite import Outcome
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.inputs import make_feeds
 from edgeopt.runtime.session import open_session
 from edgeopt.runtime.targets import Target
+from testkit import graphs
 
 MODELS = {
-    "mlp 64-128-10": lambda: testing.mlp((64, 128, 10)),
-    "mlp 64-1024-1024-10": lambda: testing.mlp((64, 1024, 1024, 10)),
-    "cnn 28x28": lambda: testing.cnn(),
+    "mlp 64-128-10": lambda: graphs.mlp((64, 128, 10)),
+    "mlp 64-1024-1024-10": lambda: graphs.mlp((64, 1024, 1024, 10)),
+    "cnn 28x28": lambda: graphs.cnn(),
 }
 
 
@@ -47,18 +47,10 @@ def bare_p50(path: Path, target: Target, min_iters: int, min_time_s: float) -> f
     return float(np.median(samples))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--min-time", type=float, default=1.0)
-    ap.add_argument("--min-iters", type=int, default=200)
-    ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """Per model, ``runs`` interleaved pairs of a ``bench`` and a bare loop; p50 difference and spread."""
     target = Target.load("host")
-    print(
-        f"host: {target.device.cpu}, {target.device.cores} cores, onnxruntime {ort.__version__}, "
-        f"load avg {os.getloadavg()[0]:.2f}"
-    )
-    print(f"{'model':<22}{'bare p50 ms':>12}{'harness p50 ms':>16}{'diff':>8}{'5-run p50s (ms)':>40}{'spread':>8}")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in MODELS.items():
             path = build().save(Path(tmp) / "m.onnx")
@@ -69,12 +61,18 @@ def main() -> None:
                 )
                 bare.append(bare_p50(path, target, args.min_iters, args.min_time))
             h, b = float(np.median(harness)), float(np.median(bare))
-            spread = (max(harness) - min(harness)) / h
-            print(
-                f"{name:<22}{b:>12.4f}{h:>16.4f}{(h - b) / b:>+8.1%}{' '.join(f'{x:.4f}' for x in harness):>40}{spread:>8.1%}"
+            rows.append(
+                {"model": name, "bare_p50_ms": b, "harness_p50_ms": h, "diff": (h - b) / b, "harness_p50s_ms": harness}
             )
-    print(f"load avg after: {os.getloadavg()[0]:.2f}")
-
-
-if __name__ == "__main__":
-    main()
+            rows[-1]["spread"] = (max(harness) - min(harness)) / h
+            print(rows[-1], flush=True)
+    lines = [
+        "| model | bare p50 ms | harness p50 ms | diff (goal within 5%) | p50 per run (ms) | spread (goal < 10%) |",
+        "|---|---:|---:|---:|---|---:|",
+        *(
+            f"| {r['model']} | {r['bare_p50_ms']:.4f} | {r['harness_p50_ms']:.4f} | {r['diff']:+.1%} | "
+            f"{' '.join(f'{x:.4f}' for x in r['harness_p50s_ms'])} | {r['spread']:.1%} |"
+            for r in rows
+        ),
+    ]
+    return Outcome(rows, "\n".join(lines) + "\n", [f"onnxruntime {ort.__version__}; the machine should be idle"])

@@ -1,39 +1,33 @@
-"""Many workers on one study (issue 11): search throughput of 1 vs 2 workers, and the storage's
-per-trial overhead on PostgreSQL against SQLite.
+"""Many workers on one study: search throughput of 1 vs 2 workers, and the storage's per-trial overhead
+on PostgreSQL against SQLite.
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/workers.py [--seconds 60] [--trials 200]
+    flock /tmp/edgeopt-bench.lock .venv/bin/python -m benchmarks workers_scale [--set seconds=60]
 
 1. Throughput: `edgeopt compile TASK --search-only --timeout S` with one worker, then
-   `--workers 2`, on the tests' tiny digits MLP (tests/storage/tiny_task.py), same SQLite storage
+   `--workers 2`, on the tests' tiny digits MLP (``testkit/tiny_task.py``), same SQLite storage
    kind, same wall time of search; trials finished in that time are counted from the study, and the
    distinct plans evaluated (a repeat of an evaluated plan takes its result in milliseconds).
 2. Overhead: a no-op objective that writes what an edgeopt trial writes (a plan, a record of a dozen
    user attributes, four constraints), N trials through Optuna on a SQLite file and on a real
-   PostgreSQL 15 server started here (tests/storage/pg.py; loopback only), ms per trial.
-
-Results: benchmarks/results/workers.{md,json}.
+   PostgreSQL 15 server started here (``testkit.pg``; loopback only), ms per trial.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import optuna
 
-import optuna  # noqa: E402 - after the sys.path line, so tests.storage is importable
+from benchmarks.suite import Outcome
+from edgeopt.search.storage import make_storage
+from testkit import pg, tiny_task
 
-from edgeopt.search.storage import make_storage  # noqa: E402 - same
-from tests.storage import pg, tiny_task  # noqa: E402 - same
-
-TASK = f"{ROOT / 'tests' / 'storage' / 'tiny_task.py'}:make_task"
+TASK = f"{Path(tiny_task.__file__).resolve()}:make_task"
 TARGET = """name = "tinyhost"
 description = "benchmark target: this host, one thread"
 [device]
@@ -115,26 +109,24 @@ def overhead(url: str, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=60.0, help="search wall time per run")
-    ap.add_argument("--trials", type=int, default=200, help="no-op trials per storage")
-    args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="edgeopt-workers-"))
+def run(args: SimpleNamespace) -> Outcome:
+    """Search throughput of 1 and 2 workers for ``seconds`` each; ms per no-op trial over ``trials``."""
+    tmp = args.work
     teacher = tmp / "teacher.pt"
     tiny_task.train_teacher(teacher)
     env = {**os.environ, "EDGEOPT_TINY_MODEL": str(teacher)}
     runs = [throughput(w, args.seconds, tmp, env) for w in (1, 2)]
     speedup = runs[1]["plans_evaluated"] / max(runs[0]["plans_evaluated"], 1)
-    server = pg.start()
-    try:
-        pg_url = server.url(server.create_database("overhead"))
-        ms = {
-            "sqlite": overhead(f"sqlite:///{tmp / 'overhead.db'}", args.trials),
-            "postgresql": overhead(pg_url, args.trials),
-        }
-    finally:
-        server.stop()
+    ms = {"sqlite": overhead(f"sqlite:///{tmp / 'overhead.db'}", args.trials)}
+    notes = []
+    if pg.pg_bindir() is None:
+        notes.append("PostgreSQL binaries not found (apt-get install -y postgresql): SQLite only")
+    else:
+        server = pg.start()
+        try:
+            ms["postgresql"] = overhead(server.url(server.create_database("overhead")), args.trials)
+        finally:
+            server.stop()
     load = os.getloadavg()
     result = {
         "throughput": runs,
@@ -144,9 +136,6 @@ def main() -> None:
         "loadavg": load,
         "when": time.strftime("%Y-%m-%d %H:%M"),
     }
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "workers.json").write_text(json.dumps(result, indent=2))
     md = [
         f"Measured {result['when']} on {os.cpu_count()} cores (load average at the end {load[0]:.2f}).",
         "",
@@ -162,9 +151,4 @@ def main() -> None:
         *[f"| {k} | {v:.1f} |" for k, v in ms.items()],
         "",
     ]
-    (res / "workers.md").write_text("\n".join(md))
-    print("\n".join(md))
-
-
-if __name__ == "__main__":
-    main()
+    return Outcome(result, "\n".join(md), notes)

@@ -7,22 +7,22 @@ Each row also gets a floor: what the nodes onnxruntime actually runs (from its p
 host's calibrated rates -- per-run and per-node dispatch plus max(FLOPs / GFLOP/s, bytes / GB/s)
 (edgeopt.runtime.predict, 1-thread calibration) -- and "x floor" = achieved / floor.
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/layers.py [--json out.json] [--quick]
+    flock /tmp/edgeopt-bench.lock python -m benchmarks factorized_layer_speedup [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.suite import Outcome
 from edgeopt.compiler.decompose import decomposable_layers
 from edgeopt.compiler.export import export_onnx, onnx_node_count
 from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, parse_config
@@ -95,17 +95,15 @@ def floor_us(path: Path, batch: int, host: PerfModel) -> float:
     return run_cost_us(out["nodes"] or [], host)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--quick", action="store_true", help="fewer runs (smoke test)")
-    args = ap.parse_args()
-    budget = 0.05 if args.quick else 0.4
+def run(args: SimpleNamespace) -> Outcome:
+    """Every case in ``CASES`` (those named in ``layers``, comma-separated), every format and rank."""
+    budget = args.budget_s
+    cases = [c for c in CASES if args.layers == "all" or c[0] in args.layers.split(",")]
     torch.manual_seed(0)
     host = PerfModel.of(calibrate(1))
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for title, make, shape, lr_ranks, tt_ranks in CASES:
+        for title, make, shape, lr_ranks, tt_ranks in cases:
             layer = make().eval()
             spec = decomposable_layers(nn.Sequential(layer), (1, *shape))["0"]
             dense_b1 = None
@@ -146,28 +144,24 @@ def main() -> None:
                         f"floor b1 {f1:8.1f} us (x{b1 / f1:.2f})  b32 {f32:8.1f} us (x{b32 / f32:.2f})",
                         flush=True,
                     )
-    print(
-        "\n| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |"
-    )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [
+        "| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        print(
+        lines.append(
             f"| {r['layer']} | {r['format']} | {r['rank'] or ''} | {r['params']:,} | {r['macs']:,} | {r['nodes']} | "
             f"{r['p50_us_b1']:.1f} | {r['p50_us_b32']:.1f} | {r['speedup_b1']:.2f}× | {r['floor_us_b1']:.1f} | "
             f"{r['x_floor_b1']:.2f}× | {r['floor_us_b32']:.1f} | {r['x_floor_b32']:.2f}× |"
         )
-    print("\nHow far each format is from its floor (achieved / floor, median over rows [min-max]):")
+    lines += ["", "How far each format is from its floor (achieved / floor, median over rows [min-max]):", ""]
     for fmt in ("dense", "lowrank", "tt"):
         for key in ("x_floor_b1", "x_floor_b32"):
             xs = sorted(r[key] for r in rows if r["format"] == fmt)
-            print(
-                f"  {fmt:8s} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows"
+            lines.append(
+                f"- {fmt} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows"
             )
-    tt4 = next(r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4)
-    print(f"\nTT rank 4 on 4096x4096, batch 1: {tt4['speedup_b1']:.1f}x faster than dense (goal >= 20x)")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    tt4 = [r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4]
+    if tt4:
+        lines += ["", f"TT rank 4 on 4096x4096, batch 1: {tt4[0]['speedup_b1']:.1f}x faster than dense (goal >= 20x)"]
+    return Outcome(rows, "\n".join(lines) + "\n")

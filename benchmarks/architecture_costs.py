@@ -6,38 +6,35 @@ offline dataset (seconds, test macro-F1); and ONNX export time per exporter (Tor
 dynamo, each verified against torch in onnxruntime) of the trained model, for the ViT both as
 built (``nn.MultiheadAttention``) and after :func:`edgeopt.compiler.attention.swap_attention`.
 
-    python benchmarks/architectures.py [--only resnet8,vit] [--threads 2] [--out benchmarks/results]
-
-Writes ``OUT/architectures.json`` and ``OUT/architectures.md``.
+    python -m benchmarks architecture_costs [--set only=resnet8,vit] [--set threads=2]
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchmarks.suite import Outcome
 
 
 def _layers(model, input_shape):
     from edgeopt.compiler.attention import swap_attention
-    from edgeopt.compiler.decompose import _analyze
+    from edgeopt.compiler.decompose import decomposable_layers, left_alone
 
     swapped = copy.deepcopy(model)
     attn_refused = swap_attention(swapped)
-    analysis = _analyze(swapped, (1, *input_shape))
-    matrices = {n: w for n, w in analysis.refused.items() if "grouped" in w or "Multihead" in w or "attention" in w}
+    specs = decomposable_layers(swapped, (1, *input_shape))
+    refused = left_alone(swapped, (1, *input_shape))
+    matrices = {n: w for n, w in refused.items() if "grouped" in w or "Multihead" in w or "attention" in w}
     reasons = Counter(w for w in matrices.values())
     return swapped, {
-        "decomposable": len(analysis.specs),
-        "decomposable_names": sorted(analysis.specs),
+        "decomposable": len(specs),
+        "decomposable_names": sorted(specs),
         "refused_matrix_layers": len(matrices),
         "refused_reasons": dict(reasons),
         "attention_refused": attn_refused,
@@ -72,7 +69,8 @@ def _export_times(model, input_shape, tag, out):
     out[tag] = res
 
 
-def measure(name: str, arch) -> dict:
+def measure(name: str, arch, epochs: int | None = None) -> dict:
+    """One architecture: parameters, layers, training (``epochs``: its own schedule when None), exports."""
     import torch
 
     from edgeopt.compiler.train import evaluate, fit
@@ -90,13 +88,13 @@ def measure(name: str, arch) -> dict:
         model,
         train,
         val,
-        epochs=arch.epochs,
+        epochs=epochs or arch.epochs,
         lr=arch.lr,
         batch_size=arch.batch_size,
         alpha=1.0,
         weight_decay=arch.weight_decay,
         schedule=arch.schedule,
-        patience=arch.epochs,
+        patience=epochs or arch.epochs,
         seed=0,
         owner="train",
     )
@@ -144,29 +142,16 @@ def _md(rows: list[dict], threads: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
+def run(args: SimpleNamespace) -> Outcome:
+    """Per architecture in ``only``: its layers, training cost and export times."""
     import torch
 
     from edgeopt.models import ARCHITECTURES
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=",".join(ARCHITECTURES))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(HERE / "results"))
-    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.only.split(","):
-        row = measure(name, ARCHITECTURES[name])
+        row = measure(name, ARCHITECTURES[name], args.epochs)
         print(json.dumps({k: v for k, v in row.items() if k != "decomposable_names"}), flush=True)
         rows.append(row)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "architectures.json").write_text(json.dumps(rows, indent=2, default=str))
-    (out / "architectures.md").write_text(_md(rows, args.threads))
-    print(_md(rows, args.threads))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return Outcome(rows, _md(rows, args.threads))

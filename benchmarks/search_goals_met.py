@@ -1,21 +1,17 @@
-"""Issue 9's goals against the benchmark results: met, or missed by how much.
+"""The search's goals (model size, speed against dense and int8, search efficiency) against the results
+of ``edgeopt_vs_baselines_on_architectures`` and ``search_beats_random`` in the same results folder:
+met, or missed by how much. Measures nothing itself (no lock needed):
 
-Reads ``benchmarks/results/compare-architectures.json`` (``compare.py --models all``) and
-``benchmarks/results/search_efficiency.json`` and writes ``benchmarks/results/goals_issue9.md``.
-Measures nothing itself (no lock needed):
-
-    python benchmarks/goals_issue9.py [--results benchmarks/results]
+    python -m benchmarks search_goals_met
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.suite import Outcome, load
+
 LEAN = ("resnet8", "mobilenet")  # ResNet-8-class and MobileNet-class: the lean ones
 RESNET_VIT = ("resnet8", "vit")
 SAME_LATENCY = 1.03  # "at no more latency": within 3% of edgeopt's measured p50 (the finalists' tie rule)
@@ -157,23 +153,14 @@ def markdown(arch: dict[str, Any] | None, eff: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", default=str(HERE / "results"))
-    args = p.parse_args(argv)
-    res = Path(args.results)
-
-    def load(stem: str) -> dict[str, Any] | None:
-        try:
-            return json.loads((res / f"{stem}.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    md = markdown(load("compare-architectures"), load("search_efficiency"))
-    (res / "goals_issue9.md").write_text(md + "\n")
-    print(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: SimpleNamespace) -> Outcome:
+    """The goals table from the two results in ``args.out`` (measures nothing)."""
+    arch = load(args.out, "edgeopt_vs_baselines_on_architectures")
+    search = load(args.out, "search_beats_random")
+    missing = [
+        n for n, r in (("edgeopt_vs_baselines_on_architectures", arch), ("search_beats_random", search)) if not r
+    ]
+    md = markdown(arch, search)
+    return Outcome(
+        {"goals_markdown": md, "inputs_missing": missing}, md + "\n", [f"no result yet: {m}" for m in missing]
+    )

@@ -1,36 +1,29 @@
-"""Issue 9's goal "compile with defaults for a ~1M-parameter, ~40-layer model in <= 10 minutes on 2
+"""The goal "compile with defaults for a ~1M-parameter, ~40-layer model in <= 10 minutes on 2
 cores": ``edgeopt compile`` of the bundled mobilenet (1.05M parameters, 40 decomposable layers) on
 ``benchmarks/host-1t.toml`` with every default (30 trials, 12 trial epochs, 80 final epochs, the
 default 600 s time budget) and a latency budget of 0.7x its dense p95 (half is below its floor).
 
-    python benchmarks/default_compile.py [--model mobilenet] [--latency-ms 0.35]
-    python benchmarks/default_compile.py --existing runs/mb   # summarize a run made with the same command
-
-Writes ``benchmarks/results/default_compile.{json,md}``.
+    python -m benchmarks default_compile_in_10_minutes [--set model=mobilenet --set latency_ms=0.35]
+    python -m benchmarks default_compile_in_10_minutes --set existing=runs/mb   # summarize a finished run
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from benchmarks.suite import ROOT, Outcome
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilenet")
-    ap.add_argument("--latency-ms", type=float, default=0.35)
-    ap.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "default-compile"))
-    ap.add_argument("--existing", help="an output dir of the same command: summarize it, run nothing")
-    ap.add_argument("--results", default=str(HERE / "results" / "default_compile"))
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """``edgeopt compile`` with every default (``extra`` flags added, e.g. for a quick run); or summarize
+    ``existing``, an output folder of the same command."""
+    compiled = args.existing or str(args.work / "compile")
     cmd = [
         sys.executable,
         "-m",
@@ -39,18 +32,19 @@ def main() -> int:
         "--example",
         args.model,
         "--target",
-        "benchmarks/host-1t.toml",
+        "benchmarks/host-1t.toml",  # relative: the command is run from the repository root
         "--latency-ms",
         str(args.latency_ms),
+        *str(args.extra).split(),
         "--out",
-        args.existing or args.out,
+        compiled,
     ]
     wall = None
     if not args.existing:
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         wall = time.perf_counter() - t0
-    out = Path(args.existing or args.out)
+    out = Path(compiled)
     rep = json.loads((out / "report.json").read_text())
     best, base, s = rep["best"], rep["baseline"], rep["search"]
     doc = {
@@ -71,7 +65,6 @@ def main() -> int:
         "notes": s.get("notes"),
         "load": os.getloadavg(),
     }
-    Path(args.results + ".json").write_text(json.dumps(doc, indent=1))
     md = (
         f"`{doc['command']}`: **{doc['wall_s']:.0f} s** wall (goal ≤ 600 s), budgets "
         f"{'met' if doc['passed'] else 'NOT met'}. Tables {doc['tables']['build_s']:.0f} s "
@@ -82,10 +75,4 @@ def main() -> int:
         f"{doc['p95_ms'][1] * 1e3:.0f} µs; test F1 {doc['test_score'][0]:.4f} → {doc['test_score'][1]:.4f}. "
         f"Notes: {'; '.join(doc['notes'] or []) or 'none'}."
     )
-    Path(args.results + ".md").write_text(md + "\n")
-    print(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Outcome(doc, md + "\n")

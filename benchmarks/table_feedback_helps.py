@@ -10,42 +10,34 @@ budget's fraction bought (measured p95 / budget of the trained trials), and what
 test F1, p95).
 
 - Real architectures (``resnet8``, ``vit``, ``cnn1d``, ``mobilenet``) on ``benchmarks/host-1t.toml`` at
-  half the dense p95 (mobilenet 0.7), with ``benchmarks/compare.py``'s search settings;
-- ``digits-cnn`` on ``rpi4-demo`` with compare.py's budgets (the example whose table breaks there).
+  half the dense p95 (mobilenet 0.7), with ``edgeopt_vs_baselines``'s search settings;
+- ``digits-cnn`` on ``rpi4-demo`` with its budgets (the example whose table breaks there).
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/table_feedback.py [--models cnn1d,digits-cnn,resnet8,vit]
-
-Writes ``benchmarks/results/table_feedback.{json,md}``.
+    flock /tmp/edgeopt-bench.lock python -m benchmarks table_feedback_helps [--set models=cnn1d,digits-cnn]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import compare  # noqa: E402  (benchmarks/compare.py: the same budgets and search settings)
+from benchmarks import edgeopt_vs_baselines as compare  # the same budgets and search settings
+from benchmarks.suite import Outcome, provenance
 
 log = logging.getLogger("table_feedback")
 MODELS = ("cnn1d", "digits-cnn", "resnet8", "vit")
 
 
 def setting(name: str, task: Any, tmp: Path) -> tuple[str, dict[str, float], dict[str, Any]]:
-    """(target, budget, compile keywords) as compare.py runs the model."""
+    """(target, budget, compile keywords) as ``edgeopt_vs_baselines`` runs the model."""
     if name in compare.BUDGETS:
         trials, timeout = compare.SEARCH[name]
         return compare.TARGET, compare.BUDGETS[name], {"trials": trials, "timeout": timeout}
@@ -111,13 +103,14 @@ def summarize(out: Path, budget_ms: float, rep: dict[str, Any], wall: float) -> 
     }
 
 
-def one(name: str, seed: int, root: Path) -> dict[str, Any]:
+def one(name: str, seed: int, root: Path, search: dict[str, Any] | None = None) -> dict[str, Any]:
     import edgeopt
     import edgeopt.search.knobs as knobs
     from edgeopt.search.examples import load_example
 
     task = load_example(name, seed=seed)
     target, budget, kw = setting(name, task, root)
+    kw.update(search or {})  # a quick run's fewer trials and epochs
     row: dict[str, Any] = {"model": name, "target": Path(target).stem, "budget": budget}
     shipped_min = knobs.FEEDBACK_MIN
     for variant in ("off", "on"):
@@ -169,19 +162,13 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(HERE / "results" / "table_feedback"))
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """Per model in ``models``: the search with the table's correction off, then on."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     load0 = os.getloadavg()[0]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-    ).stdout.strip()
+    commit = provenance()["commit"]
     with tempfile.TemporaryDirectory(prefix="edgeopt-feedback-") as tmp:
-        rows = [one(m, args.seed, Path(tmp)) for m in args.models.split(",")]
+        rows = [one(m, args.seed, Path(tmp), args.search) for m in args.models.split(",")]
     doc = {
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
@@ -190,11 +177,4 @@ def main() -> int:
         "load": [load0, os.getloadavg()[0]],
         "rows": rows,
     }
-    Path(args.out).with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str))
-    Path(args.out).with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return Outcome(doc, markdown(doc))

@@ -1,4 +1,4 @@
-"""Per-layer tables of the example models (issue 9, item 1): how long they take to build, and whether
+"""Per-layer tables of the example models : how long they take to build, and whether
 the isolated layers add up to the whole graph.
 
 For each model: the tables on ``benchmarks/host-1t.toml`` (this host, 1 onnxruntime thread), built
@@ -8,24 +8,19 @@ rung) measured as whole graphs against (a) the isolated layers summed plus the d
 fitted table (``rest + scale x sum``). The middle plan is held out of the fit, so its error is the
 table's real error.
 
-    python benchmarks/tables.py --models resnet8 mobilenet vit cnn1d digits-mlp
-
-Writes ``benchmarks/results/tables.{json,md}``.
+    python -m benchmarks layer_tables_add_up [--set models=resnet8,mobilenet,vit,cnn1d,digits-mlp]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchmarks.suite import HOST_1T, Outcome
 
 
 def one(name: str) -> dict:
@@ -35,7 +30,7 @@ def one(name: str) -> dict:
     from edgeopt.search.tables import build_tables
 
     task = load_example(name)
-    target = Target.load(HERE / "host-1t.toml")
+    target = Target.load(HOST_1T)
     layers = decomposable_layers(task.model.eval(), task.example_input)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
@@ -56,15 +51,12 @@ def one(name: str) -> dict:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["resnet8", "mobilenet", "vit", "cnn1d", "digits-mlp"])
-    ap.add_argument("--out", default=str(HERE / "results" / "tables"))
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """The tables of each model in ``models`` (comma-separated), built from scratch."""
     import onnxruntime
     import torch
 
-    rows = [one(m) for m in args.models]
+    rows = [one(m) for m in args.models.split(",")]
     doc = {
         "host": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
@@ -73,10 +65,9 @@ def main() -> int:
         "load": os.getloadavg(),
         "rows": rows,
     }
-    Path(args.out + ".json").write_text(json.dumps(doc, indent=1))
     lines = [
         f"Tables on `benchmarks/host-1t.toml` (1 onnxruntime thread), {doc['cores']} cores, torch {doc['torch']}, "
-        f"onnxruntime {doc['onnxruntime']}; load at the end {doc['load'][0]:.2f}. `python benchmarks/tables.py`.",
+        f"onnxruntime {doc['onnxruntime']}; load at the end {doc['load'][0]:.2f}.",
         "",
         "| model | layers | candidates | floor known s | latencies s | additivity s | sensitivity s (samples) | total s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -103,10 +94,4 @@ def main() -> int:
                 f"{v['measured_ms']:.4f} | {v['isolated_sum_ms']:.4f} | {iso_err:+.1f}% | {v['table_ms']:.4f} | "
                 f"{v['error_pct']:+.1f}% |"
             )
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Outcome(doc, "\n".join(lines) + "\n")

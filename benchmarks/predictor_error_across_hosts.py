@@ -1,4 +1,4 @@
-"""Does the predicted latency of a target depend on which host predicts it? (issue 10)
+"""Does the predicted latency of a target depend on which host predicts it?
 
 Three "hosts" from one machine: this machine calibrated and measured at 1 intra-op thread; at
 2 threads (a host with more cores runs the same graph with more threads: ``Target.host_threads``
@@ -11,34 +11,33 @@ artifact, with the old transfer (host samples x cost(target) / cost(host)) and t
 (``predict.transfer``: the host's model error scales only the target's dispatch and compute time;
 its memory-bound time is its own). Disagreement = larger / smaller prediction of the two hosts.
 
-    flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/predict_across_hosts.py
+    flock /tmp/edgeopt-bench.lock .venv/bin/python -m benchmarks predictor_error_across_hosts
 
-Writes benchmarks/results/predict_across_hosts.{md,json}. Goal: the hosts agree within 10% for both
+Goal: the hosts agree within 10% for both
 models (they disagreed up to 2.2x for the dense model before).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from edgeopt.runtime import testing
+from benchmarks.suite import Outcome
 from edgeopt.runtime.bench import run_child
 from edgeopt.runtime.calibrate import calibrate
 from edgeopt.runtime.host import host_facts
 from edgeopt.runtime.perf import PerfModel
 from edgeopt.runtime.predict import run_cost_us, transfer, transfer_factor, working_set_bytes
 from edgeopt.runtime.targets import Target
+from testkit import graphs
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = {
-    "dense digits-mlp 64-1024-1024-10": lambda: testing.mlp((64, 1024, 1024, 10)),
-    "low-rank artifact (rank 8)": lambda: testing.mlp((64, 1024, 1024, 10), rank=8),
+    "dense digits-mlp 64-1024-1024-10": lambda: graphs.mlp((64, 1024, 1024, 10)),
+    "low-rank artifact (rank 8)": lambda: graphs.mlp((64, 1024, 1024, 10), rank=8),
 }
 
 
@@ -135,18 +134,12 @@ def markdown(doc: dict) -> str:
         "",
         "Disagreement: largest / smallest of the hosts' predictions. Goal: ≤ 1.10× for both models.",
         "",
-        f"`{doc['command']}`",
-        "",
     ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--target", default="rpi4")
-    ap.add_argument("--min-time", type=float, default=2.0)
-    ap.add_argument("--out", default=str(RESULTS / "predict_across_hosts"))
-    args = ap.parse_args()
+def run(args: SimpleNamespace) -> Outcome:
+    """Three host calibrations of this machine, each predicting ``target`` for every model."""
     target = Target.load(args.target)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {n: build().save(Path(tmp) / f"m{i}.onnx") for i, (n, build) in enumerate(MODELS.items())}
@@ -172,13 +165,5 @@ def main() -> None:
         "models": list(MODELS),
         "hosts": hosts,
         "disagreement": dis,
-        "command": "flock /tmp/edgeopt-bench.lock .venv/bin/python benchmarks/predict_across_hosts.py",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(doc, indent=1, default=list) + "\n")
-    Path(args.out + ".md").write_text(markdown(doc))
-    print(markdown(doc))
-
-
-if __name__ == "__main__":
-    main()
+    return Outcome(doc, markdown(doc))

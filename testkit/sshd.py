@@ -1,5 +1,5 @@
 """A real OpenSSH server on 127.0.0.1 and "device" virtual environments, for the remote tests and
-``benchmarks/remote_overhead.py``.
+the ``ssh_measurement_overhead`` benchmark.
 
 - :func:`start_sshd`: generated host and user keys in a private directory, ``sshd -D`` on
   127.0.0.1 at a free port (key authentication only), and a client config file with a ``Host``
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SSHD = "/usr/sbin/sshd"
 ALIAS = "edgeopt-test-device"
 

@@ -11,34 +11,33 @@ different plans. Models:
 
 - ``digits-mlp`` on ``rpi4-demo`` (the demo's budgets), trials of 12 epochs (compile's default);
 - ``resnet8`` (MLPerf Tiny's ResNet-8, 78K parameters) on ``benchmarks/host-1t.toml`` with a p95
-  budget of half the dense model's (measured first), trials of ``--resnet8-epochs`` epochs (2:
+  budget of half the dense model's (measured first), trials of ````resnet8_epochs```` epochs (2:
   ~6 s a trial on this host, so a search holds tens of trials), without the implicit quality floor.
 
 The trials' completion times are read from the study (Optuna's ``datetime_complete`` relative to
 the first trial's start), and for each sampler we find the wall time at which its best *feasible*
-validation score first came within ``--tolerance`` (0.5 point) of the best feasible score either
+validation score first came within ``tolerance`` (0.5 point) of the best feasible score either
 sampler found in that seed. Ratio = edgeopt time / random time (below 1: edgeopt is faster; the
 goal is a median of at most 0.5). A sampler that never gets there is given the full timeout and
 marked as censored (its ratio is then an upper bound for edgeopt).
 
-    flock /tmp/edgeopt-bench.lock python benchmarks/search_efficiency.py [--models digits-mlp,resnet8]
-        [--seeds 0,1,2] [--timeout 40]
+    flock /tmp/edgeopt-bench.lock python -m benchmarks search_beats_random [--set seeds=0,1,2 --set timeout=40]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
+import os
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-HOST_1T = HERE / "host-1t.toml"
+from benchmarks.suite import HOST_1T, Outcome
+
 MODELS = ("digits-mlp", "resnet8")
 DEMO_TARGET = "rpi4-demo"  # rpi4 with the demo's tight budgets
 
@@ -73,7 +72,7 @@ def shared_warm_start() -> dict[str, int]:
     return counter
 
 
-def model_setup(name: str, args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
+def model_setup(name: str, args: SimpleNamespace) -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """(task, target, budget overrides, extra compile settings) of one model."""
     from edgeopt.compiler.export import export_onnx
     from edgeopt.runtime.bench import bench
@@ -140,31 +139,17 @@ def best_feasible(curve: list[dict[str, Any]]) -> float | None:
     return max(scores) if scores else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--timeout", type=float, default=40.0, help="search seconds per sampler per seed (equal for both)")
-    p.add_argument("--resnet8-epochs", type=int, default=2, help="distillation epochs per resnet8 trial")
-    p.add_argument(
-        "--tolerance", type=float, default=0.005, help="within this of the best feasible score (0.005 = 0.5 pt)"
-    )
-    p.add_argument("--no-shared-warm-start", action="store_true", help="as before: only TPE gets the warm start")
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--work", default="runs/benchmarks/search-efficiency")
-    args = p.parse_args(argv)
+def run(args: SimpleNamespace) -> Outcome:
+    """TPE against random search at equal wall time, per model and seed."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("edgeopt").setLevel(logging.WARNING)
-    import os
-
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if set(models) - set(MODELS):
-        p.error(f"--models: expected some of {', '.join(MODELS)}")
-    counter = None if args.no_shared_warm_start else shared_warm_start()
-    seeds = [int(s) for s in args.seeds.split(",")]
+        raise ValueError(f"models: expected some of {', '.join(MODELS)}, got {args.models!r}")
+    counter = shared_warm_start() if args.shared_warm_start else None
+    seeds = [int(s) for s in str(args.seeds).split(",")]
     t_all = time.perf_counter()
     result: dict[str, Any] = {
-        "schema": "edgeopt.search-efficiency/2",
         "timeout_s": args.timeout,
         "tolerance": args.tolerance,
         "shared_warm_start": counter is not None,
@@ -174,22 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         result["models"].append(run_model(name, seeds, args, counter))
         result["load_average"]["end"] = round(os.getloadavg()[0], 2)
-        _write(Path(args.out), result)
+        args.save(result, markdown(result))
     result["wall_s"] = time.perf_counter() - t_all
-    md = _write(Path(args.out), result)
-    print(md)
-    return 0
+    return Outcome(result, markdown(result))
 
 
-def _write(out: Path, result: dict[str, Any]) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "search_efficiency.json").write_text(json.dumps(result, indent=2, default=str))
-    md = markdown(result)
-    (out / "search_efficiency.md").write_text(md + "\n")
-    return md
-
-
-def run_model(name: str, seeds: list[int], args: argparse.Namespace, counter: dict[str, int] | None) -> dict[str, Any]:
+def run_model(name: str, seeds: list[int], args: SimpleNamespace, counter: dict[str, int] | None) -> dict[str, Any]:
     import edgeopt
 
     log = logging.getLogger("search_efficiency")
@@ -351,7 +326,3 @@ def markdown(r: dict[str, Any]) -> str:
 
 def _s(v: float | None, spec: str = ".1f") -> str:
     return "—" if v is None else format(v, spec)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Shared test configuration: tests marked ``compile`` are skipped where torch is absent."""
+"""Shared test configuration: tests marked ``compile`` are skipped where torch is absent; tests that start
+a real sshd or PostgreSQL server are marked ``services`` (left out of the quick tier, see scripts/test.sh)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import importlib.util
 import pytest
 
 HAVE_COMPILE = all(importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "optuna"))
+# The fixtures that start a system service (tests/remote/conftest.py, tests/storage/conftest.py).
+SERVICE_FIXTURES = frozenset({"openssh", "pg_server"})
 
 
 def pytest_collection_modifyitems(config, items):
-    if HAVE_COMPILE:
-        return
     skip = pytest.mark.skip(reason="needs edgeopt[compile] (torch, onnx, optuna)")
     for item in items:
-        if "compile" in item.keywords:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+        if not HAVE_COMPILE and "compile" in item.keywords:
             item.add_marker(skip)

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from edgeopt.cli import main
-from testkit import graphs as testing
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.targets import Target
-
+from testkit import graphs as testing
 from testkit import sshd as _sshd
 
 QUICK = ["--min-iters", "20", "--min-time", "0.05", "--warmup", "3"]

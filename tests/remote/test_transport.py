@@ -16,9 +16,8 @@ import pytest
 
 from edgeopt.errors import EdgeoptError, ModelError
 from edgeopt.runtime import remote
-from testkit import graphs as testing
 from edgeopt.runtime.device import PROTOCOL
-
+from testkit import graphs as testing
 from testkit import sshd as _sshd
 
 QUICK = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, from a fresh clone, in two tiers:
 #   bash scripts/test.sh          quick tier: lint, the tests not marked slow or services (see pyproject.toml),
-#                                 and the runtime half alone in a venv without torch; installs nothing system-wide
+#                                 the runtime half's tests in a venv without torch (there only, unless they need
+#                                 the compiler); installs nothing system-wide
 #   bash scripts/test.sh --full   the full suite (what CI runs): also the slow tests and those that start a real
 #                                 sshd / PostgreSQL, installing openssh-server and postgresql with apt-get when
 #                                 missing (EDGEOPT_NO_APT=1: never; those tests then skip, saying why)
@@ -13,7 +14,7 @@ args=()
 for a in "$@"; do
     if [ "$a" = "--full" ]; then full=1; else args+=("$a"); fi
 done
-QUICK_MARKERS="not slow and not services"
+QUICK_MARKERS="not slow and not services and (compile or not runtime)"
 FULL_NOTE="full suite: bash scripts/test.sh --full, ~12 min on a quiet 2-core host (more under load); what CI runs"
 start=$SECONDS
 
@@ -70,7 +71,7 @@ support=$(mktemp -d)
 trap 'rm -rf "$support"' EXIT
 cp -r testkit "$support/"
 ( cd tests && PYTHONPATH="$support" ../.venv-runtime/bin/python -m pytest -c ../pyproject.toml --rootdir=.. \
-    -m "not compile" ${args[@]+"${args[@]}"} runtime )
+    -m "not compile$([ "$full" = 1 ] || echo ' and not slow')" ${args[@]+"${args[@]}"} runtime )
 
 echo "== done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s =="
 if [ "$full" = 0 ]; then

@@ -18,7 +18,10 @@ SOURCE = "edgeopt_vs_baselines_on_architectures"  # whose shipped plans are quan
 
 
 def shipped_plan(name: str, doc: dict) -> dict:
-    ex = next(e for e in doc["architectures"] if e["example"] == name)
+    found = {e["example"]: e for e in doc["architectures"]}
+    if name not in found:
+        raise ValueError(f"{SOURCE}: no {name} in its result (it has {', '.join(found)}); run it for {name} first")
+    ex = found[name]
     return next(r for r in ex["rows"] if r["method"] == "edgeopt")["detail"]["plan"]
 
 

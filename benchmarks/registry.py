@@ -97,6 +97,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "Does onnxruntime's int8 speed up edgeopt's decomposed plans as it speeds up the dense models?",
         "benchmarks.int8_pays_on_plans",
         params={"models": "resnet8"},
+        quick={"models": "cnn1d"},
     ),
     Benchmark(
         "factorized_layer_speedup",

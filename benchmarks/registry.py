@@ -144,7 +144,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "slower one (19 of 20 each), and do the runtime tests stay green?",
         "benchmarks.gate_decides_under_load",
         params={"runs": 20, "test_runs": 10, "phase": "all", "target": HOST_1T, "cal_pairs": 40} | {"cal_time_s": 8.0},
-        quick={"runs": 1, "test_runs": 0, "phase": "gate", "cal_pairs": 4, "cal_time_s": 0.5},
+        quick={"runs": 1, "test_runs": 0, "phase": "gate", "cal_pairs": 5, "cal_time_s": 0.5},
     ),
     Benchmark(
         "gate_false_alarms_and_detection",
@@ -152,7 +152,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "slowdown does it catch?",
         "benchmarks.gate_false_alarms_and_detection",
         params={"runs": 20, "target": HOST_1T, "variants": "+5%,+10%,+20%", "cal_pairs": 24, "cal_time_s": 6.0},
-        quick={"runs": 1, "variants": "+20%", "cal_pairs": 4, "cal_time_s": 0.5},
+        quick={"runs": 1, "variants": "+20%", "cal_pairs": 5, "cal_time_s": 0.5},
     ),
     Benchmark(
         "ssh_measurement_overhead",

@@ -41,7 +41,10 @@ def one(name: str, tmp: Path, plans: dict) -> dict:
     row: dict = {"model": name, "plan": shipped_plan(name, plans)}
     for label, plan in (("dense", {}), ("edgeopt plan", row["plan"])):
         fp32 = export_onnx(
-            decompose(task.model, plan).eval(), task.example_input, tmp / f"{name}-{len(plan)}.onnx", verify=False
+            decompose(task.model, plan, example_input=task.example_input).eval(),
+            task.example_input,
+            tmp / f"{name}-{len(plan)}.onnx",
+            verify=False,
         )
         int8 = quantize_onnx(fp32, tmp / f"{name}-{len(plan)}-int8.onnx", calibration=task.X_train[:256])
         row[label] = {"fp32_p50_us": round(p50_us(fp32, target), 1), "int8_p50_us": round(p50_us(int8, target), 1)}

@@ -65,7 +65,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "the table as built?",
         "benchmarks.table_feedback_helps",
         params={"models": "cnn1d,digits-cnn,resnet8,vit", "seed": 0, "search": {}},
-        quick={"models": "digits-cnn", "search": {"trials": 3, "timeout": 15.0}},
+        quick={"models": "digits-cnn", "search": {"trials": 3, "timeout": 15.0, "trial_epochs": 2, "final_epochs": 5}},
     ),
     Benchmark(
         "layer_tables_add_up",

@@ -107,6 +107,10 @@ def run(bench: Benchmark, *, out: Path, work: Path, quick: bool, overrides: dict
         "started": started.isoformat(timespec="seconds"),
         "elapsed_s": None,
         "quick": quick,
+        "command": " ".join(
+            ["python -m benchmarks", bench.name, *(["--quick"] if quick else [])]
+            + [f"--set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+        ),
         "parameters": params,
         "results": None,
         "notes": [],
@@ -146,7 +150,7 @@ def header(doc: dict[str, Any]) -> str:
         ("load average", f"{h['load_average'][0]:.2f} at the start, {load_end} at the end"),
         ("started", f"{doc['started']}, {doc['elapsed_s']} s"),
         ("parameters", f"{params}{' (quick)' if doc['quick'] else ''}"),
-        ("command", f"`python -m benchmarks {doc['name']}{' --quick' if doc['quick'] else ''}`"),
+        ("command", f"`{doc['command']}`"),
     ]
     lines = [f"## {doc['name']}", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines) + "\n"

@@ -18,26 +18,28 @@ QUICK_MARKERS="not slow and not services and (compile or not runtime)"
 FULL_NOTE="full suite: bash scripts/test.sh --full, ~12 min on a quiet 2-core host (more under load); what CI runs"
 start=$SECONDS
 
-apt_install() {  # apt_install PACKAGE WHY: say so first, then install; never with EDGEOPT_NO_APT=1
+apt_install() {  # apt_install PACKAGE TESTS NEED [MORE PACKAGES]: say so first; never with EDGEOPT_NO_APT=1
+    local pkg=$1 tests=$2 need=$3
     if [ "${EDGEOPT_NO_APT:-0}" = "1" ]; then
-        echo "not installing $1 (EDGEOPT_NO_APT=1): $2 will be skipped" >&2
+        echo "not installing $pkg (EDGEOPT_NO_APT=1): $tests will be skipped" >&2
         return 0
     fi
-    echo "installing $1 with apt-get ($2; skip with EDGEOPT_NO_APT=1)" >&2
+    echo "installing $pkg with apt-get ($tests need $need; skip with EDGEOPT_NO_APT=1)" >&2
+    shift 3
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    { $sudo apt-get install -y -q "$@" >/dev/null 2>&1 \
-      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }; } \
-      || echo "warning: could not install $1; $2 will be skipped" >&2
+    { $sudo apt-get install -y -q "$pkg" "$@" >/dev/null 2>&1 \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$pkg" "$@" >/dev/null; }; } \
+      || echo "warning: could not install $pkg; $tests will be skipped" >&2
 }
 
 bash scripts/setup.sh
 if [ "$full" = 1 ]; then
     if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then
-        apt_install openssh-server "tests/remote need a real sshd" openssh-client
+        apt_install openssh-server tests/remote "a real sshd" openssh-client
     fi
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
-        apt_install postgresql "tests/storage need a real PostgreSQL server"
+        apt_install postgresql tests/storage "a real PostgreSQL server"
     fi
 fi
 

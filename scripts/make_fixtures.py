@@ -1,6 +1,6 @@
 """Regenerate the small committed ONNX fixtures in tests/fixtures (deterministic, torch- and onnx-free).
 
-    python scripts/make_fixtures.py
+    python -m scripts.make_fixtures   # from the repository root (testkit is importable there)
 
 They let the runtime-only test job and examples/ci run without building models.
 """
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.runtime import testing
+from testkit import graphs
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 FIXTURES = {
-    "mlp_small.onnx": lambda: testing.mlp((64, 128, 10)),  # ~37 KB, symbolic batch
-    "mlp_lowrank16.onnx": lambda: testing.mlp((64, 1024, 1024, 10), rank=16),  # digits-mlp student, ~0.26 MB
-    "cnn_small.onnx": lambda: testing.cnn(),
-    "multi_input.onnx": lambda: testing.multi_input(),  # float + int64 inputs, symbolic "seq"
+    "mlp_small.onnx": lambda: graphs.mlp((64, 128, 10)),  # ~37 KB, symbolic batch
+    "mlp_lowrank16.onnx": lambda: graphs.mlp((64, 1024, 1024, 10), rank=16),  # digits-mlp student, ~0.26 MB
+    "cnn_small.onnx": lambda: graphs.cnn(),
+    "multi_input.onnx": lambda: graphs.multi_input(),  # float + int64 inputs, symbolic "seq"
 }
 
 

@@ -51,6 +51,7 @@ def test_conv_model_round_trip(tmp_path):
     export_onnx(student, torch.randn(2, 3, 6, 6), tmp_path / "c.onnx", verify_inputs=torch.randn(4, 3, 6, 6))
 
 
+@pytest.mark.slow
 def test_dynamo_exporter_also_verifies(tmp_path):
     model = decompose(_mlp(), {"2": {"format": "tt", "rank": 4}})
     info = export_onnx_info(model, torch.randn(1, 16), tmp_path / "d.onnx", exporter="dynamo")

@@ -65,6 +65,7 @@ def task():
     return teacher, tr, va
 
 
+@pytest.mark.slow
 def test_distill_recovers_and_is_deterministic(task):
     teacher, tr, va = task
     plan = {"2": {"format": "lowrank", "rank": 2}, "0": {"format": "tt", "rank": 2}}
@@ -79,6 +80,7 @@ def test_distill_recovers_and_is_deterministic(task):
     assert scores[0] >= evaluate(teacher, va).f1 - 0.05
 
 
+@pytest.mark.slow
 def test_callback_sees_each_epoch_and_its_exception_propagates(task):
     teacher, tr, va = task
     student = decompose(teacher, {"2": {"format": "lowrank", "rank": 1}})

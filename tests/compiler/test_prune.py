@@ -26,6 +26,7 @@ def _params(m):
     return sum(p.numel() for p in m.parameters())
 
 
+@pytest.mark.slow
 def test_resnet8_residual_group_is_pruned_together_and_exports(tmp_path):
     from edgeopt.compiler.export import export_onnx
 
@@ -46,6 +47,7 @@ def test_resnet8_residual_group_is_pruned_together_and_exports(tmp_path):
     export_onnx(student, x[:1], tmp_path / "r.onnx", verify=True, verify_inputs=x)  # onnx.checker + ORT vs torch
 
 
+@pytest.mark.slow
 def test_mobilenet_pruning_reaches_the_depthwise_conv_and_batchnorm():
     model, x = _arch("mobilenet")
     name = "features.3.block.0.0"  # the expansion 1x1 conv in front of a depthwise conv

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-pytestmark = pytest.mark.compile
+pytestmark = [pytest.mark.compile, pytest.mark.slow]  # compiles or trains for tens of seconds a test
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

@@ -1,6 +1,6 @@
 """Fixtures for the remote tests: a real OpenSSH server on 127.0.0.1 and "device" venvs holding only
 the runtime half (see ``sshd.py``). Skipped, with the reason, where OpenSSH is not installed
-(``scripts/test.sh`` installs it)."""
+(``scripts/test.sh --full`` installs it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from . import sshd as _sshd
+from testkit import sshd as _sshd
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def openssh():
     if missing:
         pytest.skip(
             f"OpenSSH not installed ({missing}): apt-get install -y openssh-server openssh-client "
-            f"(scripts/test.sh does)"
+            f"(scripts/test.sh --full does)"
         )
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from edgeopt.cli import main
-from edgeopt.runtime import testing
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.targets import Target
-
-from . import sshd as _sshd
+from testkit import graphs as testing
+from testkit import sshd as _sshd
 
 QUICK = ["--min-iters", "20", "--min-time", "0.05", "--warmup", "3"]
 

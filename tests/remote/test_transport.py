@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from edgeopt.errors import EdgeoptError, ModelError
-from edgeopt.runtime import remote, testing
+from edgeopt.runtime import remote
 from edgeopt.runtime.backends.ssh import run_job
 from edgeopt.runtime.device import PROTOCOL
-
-from . import sshd as _sshd
+from testkit import graphs as testing
+from testkit import sshd as _sshd
 
 QUICK = {
     "providers": ["CPUExecutionProvider"],

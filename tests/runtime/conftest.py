@@ -28,6 +28,6 @@ def fixtures() -> Path:
 @pytest.fixture(scope="session")
 def dense_mlp(tmp_path_factory) -> Path:
     """The digits-mlp teacher shape: 64-1024-1024-10, ~1.1M params, ~4.3 MiB."""
-    from edgeopt.runtime import testing
+    from testkit import graphs as testing
 
     return testing.mlp((64, 1024, 1024, 10)).save(tmp_path_factory.mktemp("models") / "dense.onnx")

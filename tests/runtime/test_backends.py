@@ -20,7 +20,6 @@ import pytest
 
 from edgeopt.cli import main
 from edgeopt.errors import TargetError
-from edgeopt.runtime import testing
 from edgeopt.runtime.backends import (
     LocalBackend,
     MeasurementBackend,
@@ -33,6 +32,7 @@ from edgeopt.runtime.backends import (
     unregister_backend,
 )
 from edgeopt.runtime.targets import Target, resolve_target
+from testkit import graphs as testing
 
 QUICK = ["--min-time", "0", "--min-iters", "20", "--warmup", "2"]
 

@@ -5,9 +5,9 @@ import time
 import pytest
 
 from edgeopt.errors import InputError, ModelError, TargetError
-from edgeopt.runtime import testing
 from edgeopt.runtime.bench import bench
 from edgeopt.runtime.targets import Target
+from testkit import graphs as testing
 
 from .conftest import QUICK
 

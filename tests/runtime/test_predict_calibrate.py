@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from edgeopt.runtime import calibrate as cal_mod
-from edgeopt.runtime import testing
 from edgeopt.runtime.onnx_proto import ProtoError, summarize
 from edgeopt.runtime.predict import PerfModel, node_flops, run_cost_us, transfer_factor
 from edgeopt.runtime.targets import Target
+from testkit import graphs as testing
 
 
 def test_node_flops():

@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 
 from edgeopt.errors import InputError
-from edgeopt.runtime import testing
 from edgeopt.runtime.bench import bench, measurement_job
 from edgeopt.runtime.session import Runtime, available_providers, open_session, session_options
 from edgeopt.runtime.settings import GATE_SETTINGS, BenchSettings
 from edgeopt.runtime.targets import Target
+from testkit import graphs as testing
 
 
 def test_bench_settings_defaults_declared_once():

@@ -36,6 +36,7 @@ def test_plans_over_the_size_budget_on_paper_end_before_anything_is_built(small_
         assert t.system_attrs["constraints:model_size"] == rec.constraints.model_size
 
 
+@pytest.mark.slow
 def test_a_trained_trial_records_everything_and_a_repeat_is_not_trained_again(small_mlp_task, tmp_path):
     objective, study, inputs = _objective(small_mlp_task, tmp_path, model_size_mb=0.3)
     plan = inputs.space.uniform_plan("lowrank", 8)

@@ -10,6 +10,7 @@ import pytest
 from edgeopt.errors import BudgetRefused
 
 
+@pytest.mark.slow
 def test_latency_budget_below_the_floor_is_refused_fast(small_mlp_task, make_target, tmp_path):
     import edgeopt
 

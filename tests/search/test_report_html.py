@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.compile
+pytestmark = [pytest.mark.compile, pytest.mark.slow]  # compiles or trains for tens of seconds a test
 torch = pytest.importorskip("torch")
 pytest.importorskip("optuna")
 

@@ -32,6 +32,7 @@ def test_ship_without_a_plan_ships_the_input_model_measured_and_gated(small_mlp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no staging dir or temp file left
 
 
+@pytest.mark.slow
 def test_ship_fine_tunes_the_chosen_plan(small_mlp_task, tmp_path):
     config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=2)
     plan = {"0": {"format": "lowrank", "rank": 4}}

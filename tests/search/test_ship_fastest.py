@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.compile
+pytestmark = [pytest.mark.compile, pytest.mark.slow]  # compiles or trains for tens of seconds a test
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 

@@ -49,6 +49,7 @@ def test_a_new_study_is_warm_started_once_and_keeps_its_objective(tmp_path):
     assert random.study.trials == [] and random.study.user_attrs["sampler"] == "RandomSampler"
 
 
+@pytest.mark.slow
 def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
     """Eight processes creating the same new SQLite storage at once: none loses the schema race."""
     url = f"sqlite:///{tmp_path / 'race.db'}"

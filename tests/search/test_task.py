@@ -93,6 +93,7 @@ def test_load_task_returns_the_users_task(tmp_path):
     assert task.name == "mine" and task.num_classes == 2
 
 
+@pytest.mark.slow
 def test_imbalanced_example_shows_why_f1_comes_first():
     """On the bundled imbalanced task, accuracy looks fine while F1 does not."""
     from edgeopt.compiler.metrics import compute_metrics

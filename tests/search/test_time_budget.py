@@ -20,6 +20,7 @@ def test_time_budget_is_validated():
         CompileConfig(time_budget_s=0)
 
 
+@pytest.mark.slow
 def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, make_target, tmp_path, caplog):
     import edgeopt
 

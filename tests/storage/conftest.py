@@ -1,6 +1,6 @@
-"""Fixtures for the storage tests: a real PostgreSQL server (``pg.py``; skipped, with the reason, only
-where its binaries are absent — ``scripts/test.sh`` installs them), a fresh database per test, and a
-tiny task that worker processes load from ``tiny_task.py``."""
+"""Fixtures for the storage tests: a real PostgreSQL server (``testkit.pg``; skipped, with the reason, only
+where its binaries are absent — ``scripts/test.sh --full`` installs them), a fresh database per test, and a
+tiny task that worker processes load from ``testkit/tiny_task.py``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from . import pg as _pg
+from testkit import pg as _pg
+from testkit import tiny_task
 
-HERE = Path(__file__).parent
-TASK_SPEC = f"{HERE / 'tiny_task.py'}:make_task"
+TASK_SPEC = f"{Path(tiny_task.__file__).resolve()}:make_task"
 
 
 @pytest.fixture(scope="session")
 def pg_server():
     if _pg.pg_bindir() is None:
         pytest.skip(
-            "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql (scripts/test.sh does)"
+            "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql (scripts/test.sh --full does)"
         )
     pytest.importorskip("psycopg", reason='the postgres extra is not installed: pip install "edgeopt[postgres]"')
     server = _pg.start()
@@ -37,8 +37,6 @@ def pg_url(pg_server):
 def tiny_model(tmp_path_factory):
     """The tiny task's teacher, trained once and saved; worker processes load the same weights."""
     pytest.importorskip("torch")
-    from . import tiny_task
-
     path = tmp_path_factory.mktemp("tiny") / "teacher.pt"
     tiny_task.train_teacher(path)
     return path

@@ -35,6 +35,7 @@ def _states(url: str, name: str) -> dict[int, object]:
     return {t.number: t for t in optuna.load_study(study_name=name, storage=make_storage(url)).trials}
 
 
+@pytest.mark.slow
 def test_opening_the_study_fails_stale_trials_with_and_without_heartbeats(tmp_path, monkeypatch):
     """A: RUNNING with no heartbeat record, started > grace ago; B: heartbeat > grace ago; C and D: the same,
     fresh. Opening the study (compile's open_study, then report's load_study) fails A and B, queues each

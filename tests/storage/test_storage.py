@@ -69,7 +69,7 @@ def test_heartbeat_interval_comes_from_the_environment(monkeypatch):
         storage.heartbeat_interval()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def any_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'study.db'}"

@@ -1,0 +1,131 @@
+"""Are refusals, acceptances and shipped plans the same from run to run on a busy host?
+
+For the whole run another process keeps one core busy (on top of whatever else the host runs). Each
+model is compiled ``repeats`` times through the CLI, each time from scratch (its own output folder, so
+its own per-layer tables and study):
+
+- ``demo``: ``edgeopt demo`` (digits-mlp on ``rpi4-demo``, the demo's budgets and search settings);
+- ``resnet8``, ``mobilenet``, ``vit``, ``cnn1d``: ``edgeopt compile --example NAME`` on
+  ``benchmarks/host-1t.toml`` at half the dense p95 with ``edgeopt_vs_baselines``'s search settings; the
+  dense p95 is measured once, before the repeats, so every repeat gets the same budget.
+
+Per model: the verdict of every run (accepted: budgets met; failed: a plan shipped over a budget;
+refused: the budget was refused before the search), and the shipped plans' p50 on the target. Goals:
+the same verdict every time, and the accepted plans' p50 within 10 % of each other (max / min).
+
+    flock /tmp/edgeopt-bench.lock python -m benchmarks plans_stable_under_load [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from benchmarks import edgeopt_vs_baselines as compare
+from benchmarks.suite import HOST_1T, ROOT, Outcome, one_core_busy
+
+P50_SPREAD = 0.10  # accepted plans' p50, max / min - 1
+
+
+def dense_p95_ms(name: str, work: Path) -> float:
+    """The dense model's p95 on host-1t, as ``edgeopt_vs_baselines`` measures it."""
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.models.examples import load_example
+    from edgeopt.runtime.bench import bench
+
+    task = load_example(name)
+    dense = export_onnx(task.model, task.example_input, work / f"{name}-dense.onnx", verify=False)
+    return float(bench(dense, str(HOST_1T), min_iters=2000, min_time_s=2.0).latency_ms["p95"])
+
+
+def command(name: str, args: SimpleNamespace, budget_ms: float | None, out: Path) -> list[str]:
+    """The CLI call for one repeat; ``trials``, ``timeout`` and the epochs override the model's own."""
+    if name == "demo":
+        cmd = ["demo", "--out", str(out)]
+        cmd += ["--trials", str(args.trials)] if args.trials else []
+        return cmd + (["--timeout", str(args.timeout)] if args.timeout else [])
+    trials, timeout, epochs, final = compare.ARCH_SEARCH[name]
+    return [
+        *("compile", "--example", name, "--target", str(HOST_1T), "--latency-ms", f"{budget_ms:.6f}"),
+        *("--trials", str(args.trials or trials), "--timeout", str(args.timeout or timeout)),
+        *("--epochs", str(args.epochs or epochs), "--final-epochs", str(args.final_epochs or final)),
+        *("--out", str(out)),
+    ]
+
+
+def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
+    """Run one compile; its verdict, shipped plan and p50 from its report (none when it was refused)."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "edgeopt", *cmd], cwd=ROOT, capture_output=True, text=True)
+    row: dict[str, Any] = {"exit": p.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
+    report = out / "report.json"
+    if not report.exists():
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        return {**row, "verdict": "refused", "reason": lines[-1][:300] if lines else ""}
+    best = json.loads(report.read_text())["best"]
+    return {
+        **row,
+        "verdict": "accepted" if best["budget"]["passed"] else "failed",
+        "p50_ms": best["latency_ms"]["p50"],
+        "p95_ms": best["latency_ms"]["p95"],
+        "plan": best.get("plan"),
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Same verdict every time; the accepted plans' p50 spread (max / min - 1) against the goal."""
+    verdicts = sorted({r["verdict"] for r in runs})
+    p50 = [r["p50_ms"] for r in runs if r["verdict"] == "accepted"]
+    spread = max(p50) / min(p50) - 1 if len(p50) > 1 else None
+    return {
+        "verdicts": {v: sum(r["verdict"] == v for r in runs) for v in verdicts},
+        "same_verdict": len(verdicts) == 1,
+        "p50_spread": spread,
+        "p50_within_goal": spread is None or spread <= P50_SPREAD,
+        "distinct_plans": len({json.dumps(r.get("plan"), sort_keys=True) for r in runs}),
+    }
+
+
+def run(args: SimpleNamespace) -> Outcome:
+    """Every model in ``models``, ``repeats`` times, with one core busy throughout."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - {"demo", *compare.ARCH_SEARCH})
+    if unknown:
+        raise ValueError(f"models: unknown {', '.join(unknown)} (expected demo, {', '.join(compare.ARCH_SEARCH)})")
+    results: dict[str, Any] = {"models": {}}
+    with one_core_busy():
+        for name in models:
+            budget = None if name == "demo" else compare.BUDGET_FRACTION * dense_p95_ms(name, args.work)
+            entry: dict[str, Any] = {"budget_ms": budget, "runs": []}
+            for i in range(args.repeats):
+                out = args.work / name / f"run{i}"
+                entry["runs"].append(one_run(command(name, args, budget, out), out))
+                print(f"{name} run {i + 1}/{args.repeats}: {entry['runs'][-1]}", file=sys.stderr, flush=True)
+                entry.update(summarize(entry["runs"]))
+                results["models"][name] = entry
+                args.save(results, markdown(results))
+    return Outcome(results, markdown(results))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | budget | verdicts | same verdict | accepted p50 (ms) | p50 spread (goal ≤ 10 %) | distinct plans |",
+        "|---|---:|---|---|---|---:|---:|",
+    ]
+    for name, e in results["models"].items():
+        budget = "rpi4-demo's" if e["budget_ms"] is None else f"{e['budget_ms']:.4f} ms"
+        p50 = ", ".join(f"{r['p50_ms']:.4f}" for r in e["runs"] if r["verdict"] == "accepted") or "-"
+        spread = "-" if e["p50_spread"] is None else f"{e['p50_spread']:.1%}"
+        verdicts = ", ".join(f"{v} {n}" for v, n in e["verdicts"].items())
+        lines.append(
+            f"| {name} | {budget} | {verdicts} | {'yes' if e['same_verdict'] else '**no**'} | {p50} | "
+            f"{spread}{'' if e['p50_within_goal'] else ' **over**'} | {e['distinct_plans']} |"
+        )
+    refused = [(n, r["reason"]) for n, e in results["models"].items() for r in e["runs"] if r["verdict"] == "refused"]
+    lines += ["", *(f"- {n} refused: {why}" for n, why in refused)]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,175 @@
+"""Every benchmark, registered once with the question it answers and the parameters of its full and
+quick runs. The runner imports a benchmark's module only to run it, so listing is instant.
+
+``length``: the full run's length on the shared 2-core host where it was last timed (blank: not timed).
+"""
+
+from __future__ import annotations
+
+from benchmarks.suite import Benchmark
+
+HOST_1T = "benchmarks/host-1t.toml"  # relative: the runner runs from the repository root
+ARCHITECTURES = "resnet8,mobilenet,vit,cnn1d"
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark(
+        "edgeopt_vs_baselines_on_examples",
+        "On the bundled examples, does edgeopt's plan beat what a user would otherwise ship (dense, onnxruntime "
+        "int8, uniform-rank SVD/TT), in latency at equal quality?",
+        "benchmarks.edgeopt_vs_baselines",
+        params={"examples": "digits-mlp,digits-cnn,imbalanced", "models": "", "refusal": True, "wide": True}
+        | {"trials": None, "timeout": None, "time_budget": None, "seed": 0},
+        quick={"examples": "digits-mlp", "wide": False, "trials": 4, "timeout": 20.0},
+        length="~10 min",
+    ),
+    Benchmark(
+        "edgeopt_vs_baselines_on_architectures",
+        "On real architectures at half the dense p95, is edgeopt's plan faster than dense, int8 and uniform "
+        "SVD/TT/pruning at equal quality, and is a budget below the floor refused?",
+        "benchmarks.edgeopt_vs_baselines",
+        params={"examples": "", "models": ARCHITECTURES, "refusal": True, "wide": False}
+        | {"trials": None, "timeout": None, "time_budget": None, "seed": 0},
+        quick={"models": "cnn1d", "refusal": False, "trials": 3, "timeout": 20.0},
+        length="~25 min",
+    ),
+    Benchmark(
+        "plans_stable_under_load",
+        "With one core busy, does every repeat of the demo and of each architecture's compile give the same "
+        "refusal or acceptance, and shipped plans whose p50 are within 10 % of each other?",
+        "benchmarks.plans_stable_under_load",
+        params={"models": "demo," + ARCHITECTURES, "repeats": 5}
+        | {"trials": None, "timeout": None, "epochs": None, "final_epochs": None},
+        quick={"models": "demo", "repeats": 2, "trials": 4, "timeout": 20.0},
+        length="hours (25 compiles)",
+    ),
+    Benchmark(
+        "search_beats_random",
+        "Does edgeopt's search reach its best feasible score in less wall time than Optuna's random search "
+        "with the same space, screen and warm start?",
+        "benchmarks.search_beats_random",
+        params={"models": "digits-mlp,resnet8", "seeds": "0,1,2", "timeout": 40.0, "resnet8_epochs": 2}
+        | {"tolerance": 0.005, "shared_warm_start": True},
+        quick={"models": "digits-mlp", "seeds": "0", "timeout": 15.0},
+        length="~12 min",
+    ),
+    Benchmark(
+        "search_goals_met",
+        "Which of the search's goals (size, speed against dense and int8, search efficiency) do the results of "
+        "edgeopt_vs_baselines_on_architectures and search_beats_random meet?",
+        "benchmarks.search_goals_met",
+        length="seconds (measures nothing)",
+    ),
+    Benchmark(
+        "table_feedback_helps",
+        "Does correcting the per-layer table from the search's screens give better-placed allocations than "
+        "the table as built?",
+        "benchmarks.table_feedback_helps",
+        params={"models": "cnn1d,digits-cnn,resnet8,vit", "seed": 0, "search": {}},
+        quick={"models": "digits-cnn", "search": {"trials": 3, "timeout": 15.0, "trial_epochs": 2, "final_epochs": 5}},
+    ),
+    Benchmark(
+        "layer_tables_add_up",
+        "How long do the per-layer tables take to build, and do the isolated layers add up to the whole graph?",
+        "benchmarks.layer_tables_add_up",
+        params={"models": "resnet8,mobilenet,vit,cnn1d,digits-mlp"},
+        quick={"models": "digits-mlp"},
+        length="~3 min",
+    ),
+    Benchmark(
+        "default_compile_in_10_minutes",
+        "Does `edgeopt compile` with every default finish a ~1M-parameter, ~40-layer model within 10 minutes on "
+        "2 cores, budgets met?",
+        "benchmarks.default_compile_in_10_minutes",
+        params={"model": "mobilenet", "latency_ms": 0.35, "extra": "", "existing": None},
+        quick={"model": "cnn1d", "latency_ms": 0.5, "extra": "--trials 2 --epochs 1 --final-epochs 1"},
+        length="~10 min",
+    ),
+    Benchmark(
+        "architecture_costs",
+        "What does the compiler see in each bundled architecture (decomposable layers, what is left alone), and "
+        "what do training and ONNX export cost?",
+        "benchmarks.architecture_costs",
+        params={"only": ARCHITECTURES, "threads": 2, "epochs": None},
+        quick={"only": "cnn1d", "epochs": 1},
+    ),
+    Benchmark(
+        "int8_pays_on_plans",
+        "Does onnxruntime's int8 speed up edgeopt's decomposed plans as it speeds up the dense models?",
+        "benchmarks.int8_pays_on_plans",
+        params={"models": "resnet8"},
+        quick={"models": "cnn1d"},
+    ),
+    Benchmark(
+        "factorized_layer_speedup",
+        "How much faster is one layer low-rank or tensor-train than dense in onnxruntime, and how far is each "
+        "from its roofline floor?",
+        "benchmarks.factorized_layer_speedup",
+        params={"layers": "all", "budget_s": 0.4},
+        quick={"layers": "Linear 256x256,Conv2d 64->64 3x3 @32x32", "budget_s": 0.05},
+    ),
+    Benchmark(
+        "distilled_mlp_keeps_f1",
+        "How much test F1 does the seed-size digits MLP lose when fc1 goes tensor-train and fc2 low-rank, "
+        "then distilled?",
+        "benchmarks.distilled_mlp_keeps_f1",
+        params={"tt_rank": 8, "lowrank": 32, "epochs": 40, "teacher_epochs": 60},
+        quick={"epochs": 3, "teacher_epochs": 5},
+    ),
+    Benchmark(
+        "harness_agrees_with_bare_loop",
+        "Does edgeopt's bench harness distort what it measures (p50 within 5 % of a bare session.run loop, "
+        "spread under 10 % over 5 runs)?",
+        "benchmarks.harness_agrees_with_bare_loop",
+        params={"min_time": 1.0, "min_iters": 200, "runs": 5},
+        quick={"min_time": 0.2, "runs": 2},
+    ),
+    Benchmark(
+        "predictor_error_on_this_host",
+        "How far is the per-node roofline's prediction of this host's own latency from the measured p50 "
+        "(goal: within 25 %)?",
+        "benchmarks.predictor_error_on_this_host",
+        params={"threads": 1, "min_time": 1.0},
+        quick={"min_time": 0.2},
+    ),
+    Benchmark(
+        "predictor_error_across_hosts",
+        "Does a target's predicted latency depend on which host predicts it (goal: hosts agree within 10 %)?",
+        "benchmarks.predictor_error_across_hosts",
+        params={"target": "rpi4", "min_time": 2.0},
+        quick={"min_time": 0.3},
+    ),
+    Benchmark(
+        "gate_decides_under_load",
+        "On a loaded host, does the sequential `gate --against` pass a model against itself and fail a 10 % "
+        "slower one (19 of 20 each), and do the runtime tests stay green?",
+        "benchmarks.gate_decides_under_load",
+        params={"runs": 20, "test_runs": 10, "phase": "all", "target": HOST_1T, "cal_pairs": 40} | {"cal_time_s": 8.0},
+        quick={"runs": 1, "test_runs": 0, "phase": "gate", "cal_pairs": 5, "cal_time_s": 0.5},
+    ),
+    Benchmark(
+        "gate_false_alarms_and_detection",
+        "How often does `gate --against` with its fixed defaults fail a model against itself, and how small a "
+        "slowdown does it catch?",
+        "benchmarks.gate_false_alarms_and_detection",
+        params={"runs": 20, "target": HOST_1T, "variants": "+5%,+10%,+20%", "cal_pairs": 24, "cal_time_s": 6.0},
+        quick={"runs": 1, "variants": "+20%", "cal_pairs": 5, "cal_time_s": 0.5},
+    ),
+    Benchmark(
+        "ssh_measurement_overhead",
+        "What does measuring through SSH add per measurement (goal ≤ 1 s), and does the device's p50 agree "
+        "with the local one (within 10 %)?",
+        "benchmarks.ssh_measurement_overhead",
+        params={"n": 10, "rounds": 3, "min_time": 2.0},
+        quick={"n": 2, "rounds": 1, "min_time": 0.3},
+    ),
+    Benchmark(
+        "workers_scale",
+        "Do 2 search workers evaluate ≥ 1.6× the plans of 1 in the same time, and what does a trial cost the "
+        "storage (SQLite, PostgreSQL)?",
+        "benchmarks.workers_scale",
+        params={"seconds": 60.0, "trials": 200},
+        quick={"seconds": 15.0, "trials": 20},
+    ),
+)
+
+REGISTRY: dict[str, Benchmark] = {b.name: b for b in BENCHMARKS}

@@ -1,0 +1,83 @@
+"""The benchmark suite's contract: every benchmark registered once with its question, importable without
+path edits, tests or private names; the runner writes one versioned schema and refuses bad parameters."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import __main__ as runner
+from benchmarks.registry import BENCHMARKS, REGISTRY
+from benchmarks.suite import SCHEMA
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPERS = {"__init__", "__main__", "registry", "suite"}
+MODULES = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in HELPERS)
+
+
+def test_every_module_is_registered_and_every_registration_has_a_module():
+    registered = {b.module for b in BENCHMARKS}
+    assert {f"benchmarks.{p.stem}" for p in MODULES} == registered
+    assert len(REGISTRY) == len(BENCHMARKS)
+    for b in BENCHMARKS:
+        assert b.question.endswith("?"), b.name
+        assert set(b.quick) <= set(b.params), f"{b.name}: quick sets {set(b.quick) - set(b.params)}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_no_path_edits_no_tests_no_private_names(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+            pytest.fail(f"{path.name}: sys.path")
+        if isinstance(node, ast.ImportFrom) and node.module:
+            assert node.module.split(".")[0] != "tests", f"{path.name}: imports {node.module}"
+            if node.module.startswith("edgeopt"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name}: private {private} from {node.module}"
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] != "tests" for a in node.names), path.name
+    assert "def run(" in path.read_text() and "argparse" not in path.read_text(), path.name
+
+
+def test_list_is_instant_and_names_every_question():
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert time.perf_counter() - t0 < 10
+    for b in BENCHMARKS:
+        assert b.name in p.stdout
+    check = "import sys, benchmarks.__main__; assert 'torch' not in sys.modules and 'optuna' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", check], cwd=ROOT).returncode == 0
+
+
+def test_a_run_writes_the_schema_and_markdown(tmp_path, capsys):
+    assert runner.main(["search_goals_met", "--out", str(tmp_path), "--work", str(tmp_path / "work")]) == 0
+    doc = json.loads((tmp_path / "search_goals_met.json").read_text())
+    assert doc["schema"] == SCHEMA
+    for key in ("name", "question", "edgeopt", "commit", "host", "started", "elapsed_s", "parameters", "results"):
+        assert key in doc, key
+    assert {"cpu", "cores", "load_average"} <= set(doc["host"])
+    md = (tmp_path / "search_goals_met.md").read_text()
+    assert md.startswith("## search_goals_met") and "| question |" in md and "| goal | measured | verdict |" in md
+
+
+def test_a_bad_parameter_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
+    assert runner.main(["harness_agrees_with_bare_loop", "--out", str(tmp_path), "--set", "runz=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runz" in err and "min_time" in err
+    assert not list(tmp_path.iterdir())
+    assert runner.main(["no_such_benchmark"]) == 2
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda b: b.name)
+def test_every_benchmark_imports_and_has_run(bench):
+    pytest.importorskip("torch")
+    assert callable(importlib.import_module(bench.module).run)

@@ -76,6 +76,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         length="~3 min",
     ),
     Benchmark(
+        "demo_against_dense",
+        "What does `edgeopt demo` ship against the dense input model (parameters, size, p50/p95 on the target, "
+        "peak memory, test F1, the gate's verdict), as the README's demo table shows it?",
+        "benchmarks.demo_against_dense",
+        params={"extra": ""},
+        quick={"extra": "--trials 4 --time-budget 120"},
+        length="~3 min",
+    ),
+    Benchmark(
         "default_compile_in_10_minutes",
         "Does `edgeopt compile` with every default finish a ~1M-parameter, ~40-layer model within 10 minutes on "
         "2 cores, budgets met?",

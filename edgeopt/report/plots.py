@@ -29,6 +29,8 @@ def draw_plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
         made[name.rsplit(".", 1)[0]] = f"plots/{name}"
 
     save(_latency_vs_score(plt, rep), "pareto.png")
+    if rep.get("alternatives"):
+        save(_frontier(plt, rep), "frontier.png")
     for name, fig in _optuna_plots(study, rep):
         save(fig, name)
     plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
@@ -84,6 +86,33 @@ def _latency_vs_score(plt: Any, rep: dict[str, Any]) -> Any:
         + (f" ({n_size} more over the size budget, never built)" if n_size else ""),
         fontsize=10,
     )
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _frontier(plt: Any, rep: dict[str, Any]) -> Any:
+    """edgeopt against the alternatives: every trained trial and every alternative, target latency against
+    validation score, with the budget line and the shipped artifact."""
+    budget = rep["target"].get("budget", {})
+    pct = _pct_key(budget.get("latency_percentile") or 95)
+    metric = rep["task"]["metric"]
+    alts = {a["trial"] for a in rep["alternatives"]}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    own = [t for t in rep["trials"] if t["status"] == "trained" and t["number"] not in alts and t["latency_ms"]]
+    if own:
+        ax.scatter([t["latency_ms"] for t in own], [t["val"]["score"] for t in own], c="tab:blue", s=14, label="trials")
+    trained = [a for a in rep["alternatives"] if a["val"] is not None and a["latency_ms"]]
+    for a in trained:
+        ax.scatter([a["latency_ms"]], [a["val"]], marker="D" if "int8" in a["method"] else "s", c="tab:purple", s=30)
+        ax.annotate(a["method"], (a["latency_ms"], a["val"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if trained:
+        ax.scatter([], [], marker="s", c="tab:purple", label="alternatives (◆ with int8)")
+    _marks(ax, rep, pct, metric)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"edgeopt against the alternatives ({len(trained)} trained)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return fig

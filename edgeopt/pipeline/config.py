@@ -158,6 +158,9 @@ class OptimizeSettings(_Section):
     sampler: str = option("tpe", _Spec("str", choices=SAMPLERS), "Optuna sampler", flag="--sampler")
     seed: int = option(0, _Spec("int"), "seed of the sampler, the training and the splits", flag="--seed")
     int8: bool = option(False, _Spec("bool"), "add onnxruntime int8 quantization to the search", flag="--int8")
+    no_alternatives: bool = option(
+        False, _Spec("bool"), "skip the alternatives (dense int8, uniform pruning ± int8)", flag="--no-alternatives"
+    )
     f1_tolerance: float = option(
         0.005,
         _num(minimum=0, maximum=1),

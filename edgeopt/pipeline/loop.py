@@ -125,7 +125,9 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         _check_study_matches(study, task.name, target.name)
         screen = Screen(task, target, handle.screen_cache(model_scope(task)))
         deadline = _deadline(config, t_start, "search")
-        search_wall = _search(inputs, config, handle, screen, deadline) if inputs.space else 0.0
+        extra = _seed_alternatives(inputs, config, study)
+        searched = replace(config, trials=config.trials + extra)
+        search_wall = _search(inputs, searched, handle, screen, deadline) if inputs.space else 0.0
     if config.search_only:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
@@ -145,6 +147,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         finalists_s=finalists_s,
         wall_s=time.perf_counter() - t_start,
     )
+    state["alternatives"] = _alternatives_table(study, task, config.out)
     write_state(config.out, state)
     rep = report_mod.write_report(config.out, study=study, state=state)
     return _result(config.out, rep, shipped, choice.notes)
@@ -173,6 +176,30 @@ def _search(
         )
     finally:
         handle.release_slot()
+
+
+def _seed_alternatives(inputs: SearchInputs, config: CompileConfig, study: Any) -> int:
+    """Seed the alternatives as trials of the study; returns how many run on top of ``--trials``."""
+    from edgeopt.search import alternatives
+
+    if not inputs.space or config.trials == 0 or config.no_alternatives:
+        return 0
+    alts = inputs.strategy.alternatives()
+    extra = alternatives.seed(study, alts, config.trials)
+    if extra:
+        labels = ", ".join(a.label for a in alts)
+        log.info("alternatives: %d trial(s) on top of --trials %d: %s", extra, config.trials, labels)
+    return extra
+
+
+def _alternatives_table(study: Any, task: Any, out: Path) -> list[dict[str, Any]]:
+    """The alternatives beside the shipped artifact, their kept files scored on the test split."""
+    from edgeopt.pipeline.evaluate import onnx_metrics
+    from edgeopt.search import alternatives
+
+    if task.X_test is None:
+        return alternatives.rows(study, out, lambda path: None)
+    return alternatives.rows(study, out, lambda path: onnx_metrics(path, task.X_test, task.y_test, task.metric))
 
 
 def _deadline(config: CompileConfig, t_start: float, stage: str) -> float | None:

@@ -21,6 +21,7 @@ from edgeopt.pipeline.prepare import SearchInputs
 from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
 from edgeopt.pipeline.screen import Screen
 from edgeopt.pipeline.study import StudyHandle
+from edgeopt.search import alternatives
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -62,11 +63,9 @@ class Objective:
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna
 
-        record = TrialRecord(
-            number=trial.number,
-            plan=self.inputs.strategy.plan(trial),
-            dtype=DType(self.inputs.space.sample_precision(trial)),
-        )
+        seeded = alternatives.seeded(trial)  # an alternative's plan and dtype are fixed, not sampled
+        plan, dtype = seeded or (self.inputs.strategy.plan(trial), self.inputs.space.sample_precision(trial))
+        record = TrialRecord(number=trial.number, plan=plan, dtype=DType(dtype))
         try:
             # Not trained twice: a finished trial of the plan, else its claim in the storage (another
             # worker's running trial of it is waited for; edgeopt.pipeline.study).
@@ -128,6 +127,7 @@ class Objective:
             trial.set_constraint("min_f1", 0.0)
             return self._screened_out(record, m.latency_ms)
         record.val = self._distill(trial, record, student)
+        alternatives.keep(trial, student, record.dtype.value, inputs.task, self.config.out)
         record.status = Status.TRAINED
         record.constraints = Constraints.measure(
             self.budget,
@@ -154,11 +154,12 @@ class Objective:
         from edgeopt.pipeline.evaluate import _metrics_dict, int8_metrics
 
         task, config = self.inputs.task, self.config
+        prunable = alternatives.seeded(trial) is None  # an alternative is trained whole: the report compares it
 
         def on_epoch(epoch: int, score: float) -> None:
             if config.objective != "pareto":  # Optuna's pruners are single-objective
                 trial.report(score, epoch)
-                if trial.should_prune():
+                if prunable and trial.should_prune():
                     record.status, record.val = Status.PRUNED, {"score": score}
                     trial.set_constraint("min_f1", Constraints.measure(self.budget, score=score).min_f1)
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} with {task.metric_name} {score:.4f}")

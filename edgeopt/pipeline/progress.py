@@ -214,12 +214,13 @@ class Progress:
         else:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
+            label = trial.user_attrs.get("alternative")  # a seeded alternative says which (search.alternatives)
             log.info(
                 "trial %d (%d of %d here) %-12s best feasible %s %s; %s; ETA %.0fs",
                 rec.number,
                 self.done,
                 self.total,
-                rec.status.value,
+                rec.status.value if not label else f"{rec.status.value} ({label})",
                 self.metric,
                 best,
                 self.tally(),

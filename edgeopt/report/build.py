@@ -195,6 +195,7 @@ def build(study: Any, state: dict[str, Any], graph: dict[str, Any] | None = None
         "trials": trials,
         "layers": layers,
         "quality_floor": state.get("quality_floor"),
+        "alternatives": state.get("alternatives") or [],  # edgeopt.search.alternatives.rows
         "tables": credit_prunes(state.get("tables"), (state["best"] or {}).get("plan") or {}, graph),
         "wall_s": round(state.get("wall_s", 0.0), 2),
     }

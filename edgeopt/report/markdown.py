@@ -8,6 +8,7 @@ from typing import Any
 from edgeopt.report._text import Table, change, trial_ref
 from edgeopt.report.tables import (
     additivity_rows,
+    alternative_rows,
     budget_rows,
     comparison_rows,
     finalist_rows,
@@ -79,6 +80,7 @@ def report_blocks(rep: dict[str, Any]) -> list[str]:
         "## Budgets",
         Table(budget_rows(rep)),
         *_md_floor(rep),
+        *_md_alternatives(rep),
         "## Chosen plan",
     ]
     if rep["best"].get("trial") is not None:
@@ -96,6 +98,19 @@ def report_blocks(rep: dict[str, Any]) -> list[str]:
     s = rep["search"]
     blocks.append(f"_edgeopt {rep['edgeopt_version']}; study `{s.get('study')}` in `{s.get('storage')}`._")
     return blocks
+
+
+def _md_alternatives(rep: dict[str, Any]) -> list[str]:
+    """edgeopt against what a user would try first, each distilled like the search's trials."""
+    if not rep.get("alternatives"):
+        return []
+    return [
+        "## Against the alternatives",
+        "What a user would try first, built in this compile as trials of its study (distilled like every trial, "
+        "latency from the trial's screen on the target; test scores from the files in `alternatives/`). The selection "
+        "weighs them with the search's own plans.",
+        Table(alternative_rows(rep)),
+    ]
 
 
 def _md_context(rep: dict[str, Any]) -> list[str]:

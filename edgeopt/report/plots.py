@@ -29,6 +29,8 @@ def draw_plots(out: Path, study: Any, rep: dict[str, Any]) -> dict[str, str]:
         made[name.rsplit(".", 1)[0]] = f"plots/{name}"
 
     save(_latency_vs_score(plt, rep), "pareto.png")
+    if rep.get("alternatives"):
+        save(_frontier(plt, rep), "frontier.png")
     for name, fig in _optuna_plots(study, rep):
         save(fig, name)
     plt.style.use("default")  # Optuna's plots switch to their own style; keep ours consistent
@@ -87,6 +89,51 @@ def _latency_vs_score(plt: Any, rep: dict[str, Any]) -> Any:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return fig
+
+
+def _frontier(plt: Any, rep: dict[str, Any]) -> Any:
+    """edgeopt against the alternatives: every trained trial and every alternative, target latency against
+    validation score, with the budget line and the shipped artifact."""
+    budget = rep["target"].get("budget", {})
+    pct = _pct_key(budget.get("latency_percentile") or 95)
+    metric = rep["task"]["metric"]
+    alts = {a["trial"] for a in rep["alternatives"]}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    own = [t for t in rep["trials"] if t["status"] == "trained" and t["number"] not in alts and t["latency_ms"]]
+    if own:
+        ax.scatter([t["latency_ms"] for t in own], [t["val"]["score"] for t in own], c="tab:blue", s=14, label="trials")
+    trained = [a for a in rep["alternatives"] if a["val"] is not None and a["latency_ms"]]
+    for a in trained:
+        short = a["method"].replace("uniform prune ", "").replace(" + int8", "+i8").replace("dense+i8", "dense int8")
+        ax.scatter([a["latency_ms"]], [a["val"]], marker="D" if "int8" in a["method"] else "s", c="tab:purple", s=30)
+        ax.annotate(short, (a["latency_ms"], a["val"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if trained:
+        ax.scatter([], [], marker="s", c="tab:purple", label="alternatives: uniform prune keeping k/n (◆ +int8)")
+    _marks(ax, rep, pct, metric)
+    _zoom(ax, [t["latency_ms"] for t in own] + [a["latency_ms"] for a in trained], budget.get("latency_ms"))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p{pct} latency on {rep['target']['name']} (ms)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"edgeopt against the alternatives ({len(trained)} trained)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _zoom(ax: Any, xs: list[float], budget_ms: float | None) -> None:
+    """The points fill the plot: a budget far to their right is named at the edge instead of widening it."""
+    if not xs:
+        return
+    lo, hi = min(xs), max(xs)
+    if budget_ms and budget_ms > 3 * hi:
+        ax.set_xlim(lo / 1.3, hi * 1.5)
+        ax.annotate(f"budget {budget_ms:g} ms →", (1, 0.02), xycoords="axes fraction", ha="right", fontsize=7, c="red")
+    ys = [p.get_offsets()[:, 1] for p in ax.collections if len(p.get_offsets())]
+    if ys:
+        import numpy as np
+
+        y = np.concatenate(ys)
+        ax.set_ylim(float(y.min()) - 0.02, min(1.0, float(y.max())) + 0.02)
 
 
 def _marks(ax: Any, rep: dict[str, Any], pct: str, metric: str) -> None:

@@ -47,6 +47,40 @@ def comparison_rows(rep: dict[str, Any]) -> list[list[str]]:
 _FASTER = ("faster", "slower", "same speed")
 
 
+def alternative_rows(rep: dict[str, Any]) -> list[list[str]]:
+    """edgeopt's artifact, the dense input model and each alternative: latency on the target, val and test
+    score, whether it meets every budget (the artifact's and the input model's from their final
+    measurement, the alternatives' from their trial's screen)."""
+    pct = str(int(float(rep["target"].get("budget", {}).get("latency_percentile") or 95)))
+    rows = [["method", "p50 (ms)", f"p{pct} (ms)", "val score", "test score", "meets the budget"]]
+    for side, name in (("best", "edgeopt (shipped)"), ("baseline", "dense input model (fp32)")):
+        e = rep[side]
+        lat, metrics = e.get("latency_ms") or {}, e.get("metrics") or {}
+        rows.append(
+            [
+                name,
+                fmt(lat.get("p50"), ".4f"),
+                fmt(lat.get(f"p{pct}", lat.get("p95")), ".4f"),
+                fmt((metrics.get("val") or {}).get("score"), ".4f"),
+                fmt((metrics.get("test") or {}).get("score"), ".4f"),
+                "yes" if e["budget"]["passed"] else "no",
+            ]
+        )
+    for a in rep.get("alternatives") or []:
+        met = "yes" if a["meets_budget"] else ("no (screened out)" if a["status"] == "screened-out" else "no")
+        rows.append(
+            [
+                f"{a['method']} (trial {a['trial']})",
+                fmt(a["latency_p50_ms"], ".4f"),
+                fmt(a["latency_ms"], ".4f"),
+                fmt(a["val"], ".4f"),
+                fmt(a["test"], ".4f"),
+                met,
+            ]
+        )
+    return rows
+
+
 def budget_rows(rep: dict[str, Any]) -> list[list[str]]:
     rows = [["budget", "limit", "baseline", "edgeopt", "upper bound", "verdict"]]
     base_checks = {c["name"]: c for c in rep["baseline"]["budget"]["checks"]}

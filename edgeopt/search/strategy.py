@@ -11,6 +11,8 @@ A strategy turns an Optuna trial into a plan (layer -> format entry). The compil
    before the sampler's own trials (the label is kept in the trial's ``warm_start`` user attribute).
 3. :meth:`SearchStrategy.plan` — in every trial (in every worker process), the trial's plan, sampled
    through ``trial.suggest_*`` so that the sampler learns from the results.
+   :meth:`SearchStrategy.alternatives` — the plans a user would try first (:mod:`edgeopt.search.alternatives`),
+   seeded into the study as labelled trials that compete with the search's own (unless ``--no-alternatives``).
 4. :meth:`SearchStrategy.after_trial` — after every trial of this process (an Optuna callback).
 5. :meth:`SearchStrategy.report` — once the plan has shipped: the strategy's sections of the report,
    by key (added to ``compile.json``, beside ``strategy``, its name), or None.
@@ -72,6 +74,13 @@ class SearchStrategy:
         """``(label, Optuna params)`` to enqueue first in a new study; ``fits_size(plan)``: whether a plan's
         file fits the size budget."""
         return []
+
+    def alternatives(self) -> list[Any]:
+        """The :class:`~edgeopt.search.alternatives.Alternative` s to seed (by default the dense model in int8:
+        a strategy without tables knows no prune groups)."""
+        from edgeopt.search.alternatives import ladder
+
+        return ladder(None)
 
     def plan(self, trial: Any) -> dict[str, Any]:
         """The trial's plan: layer name -> plan entry (layers left out stay dense)."""

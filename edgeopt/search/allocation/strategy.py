@@ -74,6 +74,12 @@ class AllocationStrategy(SearchStrategy):
     def warm_start(self, fits_size: Callable[[dict[str, Any]], bool]) -> list[tuple[str, dict[str, Any]]]:
         return self.space.warm_params() if self.space is not None else []
 
+    def alternatives(self) -> list[Any]:
+        """Dense int8 and uniform pruning on the tables' prune rungs (one per dependency group), ± int8."""
+        from edgeopt.search.alternatives import ladder
+
+        return ladder(self.space.tables if self.space is not None else None)
+
     def plan(self, trial: Any) -> dict[str, Any]:
         """The allocation of the trial's knobs; a trial enqueued by another strategy's warm start (a study
         begun with ``search="layers"``), or any trial when there is nothing to allocate, is sampled from the

@@ -1,0 +1,93 @@
+"""The alternatives inside the compile: seeded trials of the same study, in the selection and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+optuna = pytest.importorskip("optuna")
+
+import edgeopt  # noqa: E402 - after the pytest.importorskip guards
+from edgeopt.search import alternatives  # noqa: E402
+from edgeopt.search.allocation.tables import Candidate, Tables  # noqa: E402
+
+from .conftest import FAST  # noqa: E402
+
+WITH_ALTERNATIVES = {k: v for k, v in FAST.items() if k != "no_alternatives"}
+
+
+def _tables() -> Tables:
+    """Two prunable layers of 256 outputs (64 inputs, bias) and a classifier with no prune rung."""
+    per = 64 + 1
+
+    def prune(rank: int) -> Candidate:
+        return Candidate(f"pr {rank}", {"format": "prune", "rank": rank}, rank * per, 0.01, 0.1)
+
+    rungs = [prune(r) for r in (32, 96, 128, 160, 192, 224)]  # 1/8 .. 7/8 of 256
+    layers = {
+        "0": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
+        "2": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
+        "4": [
+            Candidate("dense", {}, 2570, 0.01, 0.0),
+            Candidate("lr 2", {"format": "lowrank", "rank": 2}, 600, 0.01, 1),
+        ],
+    }
+    return Tables(layers, dense_ms=0.05, rest_ms=0.0, build_s=0.0)
+
+
+def test_ladder_is_dense_int8_then_each_uniform_ratio_with_and_without_int8():
+    ladder = alternatives.ladder(_tables())
+    labels = [a.label for a in ladder]
+    assert labels[0] == "dense + int8" and ladder[0].plan == {} and ladder[0].dtype == "int8"
+    assert labels[1:3] == ["uniform prune 3/4", "uniform prune 3/4 + int8"]
+    assert labels[-1] == "uniform prune 1/4 + int8" and len(ladder) == 1 + 2 * len(alternatives.UNIFORM_KEEP)
+    half = next(a for a in ladder if a.label == "uniform prune 1/2")
+    # One ratio on every prunable layer; the classifier has no prune rung and stays dense.
+    assert half.plan == {"0": {"format": "prune", "rank": 128}, "2": {"format": "prune", "rank": 128}}
+    assert alternatives.uniform_prune(_tables(), 0.375)["0"]["rank"] == 96
+    assert alternatives.ladder(None) == [alternatives.Alternative("dense + int8", {}, "int8")]
+
+
+def test_compile_seeds_the_alternatives_and_never_ships_worse(small_mlp_task, make_target, tmp_path):
+    target = make_target(latency_ms=50.0, min_f1=0.5)
+    out = tmp_path / "run"
+    res = edgeopt.compile(small_mlp_task, target, trials=2, out=out, seed=0, progress=False, **WITH_ALTERNATIVES)
+    assert res.exit_code == 0
+
+    study = optuna.load_study(study_name="small-mlp-testhost", storage=f"sqlite:///{out / 'study.db'}")
+    labels = [t.user_attrs.get("alternative") for t in study.trials]
+    seeded = [label for label in labels if label]
+    assert seeded[0] == "dense + int8" and "uniform prune 1/2 + int8" in seeded and len(seeded) == 9
+    # On top of --trials, and every one run even where the warm start's enqueued trials come first.
+    assert len(labels) >= 2 + 9 and all(t.state.is_finished() for t in study.trials)
+
+    rep = json.loads((out / "report.json").read_text())
+    table = {a["method"]: a for a in rep["alternatives"]}
+    assert set(table) == set(seeded)
+    half = table["uniform prune 1/2 + int8"]
+    assert half["dtype"] == "int8" and half["latency_p50_ms"] > 0 and half["meets_budget"]
+    assert half["val"] is not None and half["test"] is not None and (out / half["onnx"]).exists()
+    assert (out / "plots" / "frontier.png").exists() and rep["plots"]["frontier"] == "plots/frontier.png"
+    assert "## Against the alternatives" in (out / "report.md").read_text()
+    assert "uniform prune 1/4" in (out / "report.html").read_text()
+
+    # The alternatives compete in the selection: the shipped plan's val score is at least the best feasible one's.
+    best_alt = max(a["val"] for a in rep["alternatives"] if a["meets_budget"])
+    trials = {t["number"]: t for t in rep["trials"]}
+    shipped = rep["best"]["trial"]
+    shipped_val = trials[shipped]["val"]["score"] if shipped is not None else rep["baseline"]["metrics"]["val"]["score"]
+    assert shipped_val >= best_alt - 0.005
+
+
+def test_no_alternatives_seeds_none(small_mlp_task, make_target, tmp_path):
+    out = tmp_path / "run"
+    edgeopt.compile(small_mlp_task, make_target(latency_ms=50.0), trials=1, out=out, progress=False, **FAST)
+    study = optuna.load_study(study_name="small-mlp-testhost", storage=f"sqlite:///{out / 'study.db'}")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 1  # --trials, nothing on top
+    assert not any("alternative" in t.user_attrs for t in study.trials)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["alternatives"] == [] and not (out / "plots" / "frontier.png").exists()
+    assert not (out / "alternatives").exists()

@@ -43,8 +43,9 @@ from edgeopt.pipeline.prepare import SearchInputs, prepare
 from edgeopt.pipeline.progress import ThirdPartyWarnings, run_search
 from edgeopt.pipeline.record import MIB, Status, TrialRecord, records
 from edgeopt.pipeline.screen import Screen
-from edgeopt.pipeline.select import Choice, select
-from edgeopt.pipeline.ship import Shipped, baseline_cost, gate_outcome, layer_table, ship, with_nodes, write_state
+from edgeopt.pipeline.select import select
+from edgeopt.pipeline.ship import Shipped, gate_outcome, ship, write_state
+from edgeopt.pipeline.state import compile_state
 from edgeopt.pipeline.storage import make_storage, sqlite_searcher, storage_url
 from edgeopt.pipeline.study import StudyHandle, model_scope, open_study
 
@@ -137,7 +138,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     )
     finalists_s = time.perf_counter() - t0
     shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
-    state = _state(
+    state = compile_state(
         inputs,
         config,
         study,
@@ -329,66 +330,6 @@ def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
         }
 
     return remeasure
-
-
-def _state(
-    inputs: SearchInputs,
-    config: CompileConfig,
-    study: Any,
-    choice: Choice,
-    shipped: Shipped,
-    *,
-    search_wall: float,
-    finalists_s: float,
-    wall_s: float,
-) -> dict[str, Any]:
-    """``compile.json``: what the report is rebuilt from."""
-    target, out = inputs.target, config.out
-    floor = inputs.implicit_floor
-    return {
-        "schema": "edgeopt.compile-state/1",
-        "storage": storage_url(config.storage, out) if config.storage else "study.db",
-        "study": study.study_name,
-        "target": target.to_dict(),
-        "task": inputs.task.describe(),
-        "space": inputs.space.to_dict(),
-        "objective": config.objective,
-        "baseline": with_nodes(
-            report_mod.artifact_entry,
-            inputs.baseline,
-            baseline_cost(inputs.base_cost, inputs.baseline_path),
-            inputs.baseline_path,
-            out,
-            target=target,
-            metric=inputs.task.metric_name,
-            implicit_floor=floor,
-        ),
-        "best": with_nodes(
-            report_mod.artifact_entry,
-            shipped.measured,
-            shipped.cost,
-            shipped.path,
-            out,
-            plan=shipped.plan,
-            dtype=shipped.dtype.value,
-            trial=shipped.trial,
-            timings=shipped.timings,
-            target=target,
-            metric=inputs.task.metric_name,
-            implicit_floor=floor,
-        ),
-        "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
-        "finetune": shipped.finetune,  # the selected trial's and the artifact's val scores
-        "search_wall_s": search_wall,
-        "finalists": choice.finalists,
-        "selection": choice.decision,  # what shipped and why (edgeopt.pipeline.select.Choice.decision)
-        "finalists_s": round(finalists_s, 3),
-        "wall_s": wall_s,
-        "search_reasons": choice.notes,
-        "quality_floor": floor,
-        "strategy": inputs.strategy.name,
-        **(inputs.strategy.report(study, shipped) or {}),  # the strategy's sections, by key
-    }
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

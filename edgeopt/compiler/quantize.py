@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +76,90 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, calibration
         with atomic_path(dst) as tmp_dst:
             onnx.save(model, str(tmp_dst))
     return dst
+
+
+#: the ops a layer's int8 rung quantizes (static QDQ: weights int8, activations uint8)
+LAYER_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
+    """The names of the Conv/MatMul/Gemm nodes of each layer in an exported graph: the TorchScript
+    exporter scopes them ``/conv1/Conv``, ``/fc1/first/MatMul``; a graph without scopes (dynamo) is
+    matched by the layer's initializer names (``fc1.weight``, ``fc1.second.weight``)."""
+    nodes = [n for n in model.graph.node if n.op_type in LAYER_OPS]
+    out: dict[str, list[str]] = {}
+    for name in layers:
+        scope = "/" + name.replace(".", "/") + "/"
+        hit = [n.name for n in nodes if n.name.startswith(scope)]
+        if not hit:
+            hit = [n.name for n in nodes if any(i.startswith(name + ".") for i in n.input)]
+        out[name] = hit
+    return out
+
+
+def quantize_layers(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    layers: list[str],
+    *,
+    calibration: np.ndarray,
+    per_channel: bool = True,
+) -> Path:
+    """Static QDQ int8 of ``layers`` only (their Conv/MatMul/Gemm nodes; QuantizeLinear/DequantizeLinear
+    at their inputs and outputs), the rest left fp32; calibrated on ``calibration`` (training samples,
+    MinMax). Written to ``dst`` atomically; raises ``ModelError`` when a layer has no node in the graph."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgeopt.errors import ModelError
+
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src), load_external_data=False)
+    found = layer_nodes(model, layers)
+    missing = [n for n, hit in found.items() if not hit]
+    if missing:
+        raise ModelError(f"int8: layer(s) {', '.join(missing)} have no Conv/MatMul/Gemm node in {src.name}")
+    with tempfile.TemporaryDirectory(prefix="edgeopt-q-") as tmp:
+        out = Path(tmp) / "qdq.onnx"
+        quantize_static(
+            str(src),
+            str(out),
+            _Reader(model.graph.input[0].name, calibration[:128], batch=min(32, max(1, len(calibration)))),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(LAYER_OPS),
+            nodes_to_quantize=[n for hit in found.values() for n in hit],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+        )
+        q = onnx.load(str(out))
+        onnx.checker.check_model(q)
+        with atomic_path(dst) as tmp_dst:
+            onnx.save(q, str(tmp_dst))
+    return dst
+
+
+def qdq_per_layer(path: str | os.PathLike, layers: list[str]) -> dict[str, int]:
+    """QuantizeLinear nodes at each of ``layers``' boundaries (fed by one of its nodes, or feeding one
+    through its DequantizeLinear), and ``"(other)"`` for the rest: where the int8 boundaries of a graph are."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    producer = {o: n.name for n in nodes for o in n.output}
+    users: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n.name)
+    deq = {n.input[0]: n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    scopes = {name: "/" + name.replace(".", "/") + "/" for name in layers}
+    counts = dict.fromkeys([*layers, "(other)"], 0)
+    for n in nodes:
+        if n.op_type != "QuantizeLinear":
+            continue
+        near = [producer.get(n.input[0], ""), *users.get(deq.get(n.output[0], ""), [])]
+        owner = next((ly for ly, sc in scopes.items() if any(u.startswith(sc) for u in near)), "(other)")
+        counts[owner] += 1
+    return counts
+
+
+__all__ = ["LAYER_OPS", "layer_nodes", "qdq_per_layer", "quantize_layers", "quantize_onnx"]

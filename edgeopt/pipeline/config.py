@@ -157,7 +157,8 @@ class OptimizeSettings(_Section):
     )
     sampler: str = option("tpe", _Spec("str", choices=SAMPLERS), "Optuna sampler", flag="--sampler")
     seed: int = option(0, _Spec("int"), "seed of the sampler, the training and the splits", flag="--seed")
-    int8: bool = option(False, _Spec("bool"), "add onnxruntime int8 quantization to the search", flag="--int8")
+    int8: bool = option(False, _Spec("bool"), "deprecated: int8 is chosen per layer by default", flag="--int8")
+    fp32: bool = option(False, _Spec("bool"), "keep every layer fp32 (no int8 rung in the tables)", flag="--fp32")
     f1_tolerance: float = option(
         0.005,
         _num(minimum=0, maximum=1),

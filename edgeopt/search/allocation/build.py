@@ -131,6 +131,7 @@ def _latencies(teacher: Any, task: Any, target: Any, layers: dict[str, Any], key
         if int8:
             X = task.X_train[balanced_order(task.y_train, INT8_CALIBRATION)]
             ctx["calibration"] = layer_inputs(teacher, X, list(layers)).__getitem__
+            ctx["model_calibration"] = X
         for shape in set(shapes.values()):
             ctx["floor"][shape] = bench_module(Alone.make(torch.nn.ReLU()), shape, target, ctx["tmp"], ctx["pct"])
         ctx["widths"] = {name: int(spec.out_size) for name, spec in layers.items()}

@@ -96,6 +96,14 @@ def _quiet_root() -> Iterator[None]:
 LAYER_OPS = ("Conv", "MatMul", "Gemm")
 
 
+def layer_scopes(name: str) -> tuple[str, ...]:
+    """The node-name prefixes of layer ``name`` in a TorchScript export: ``/features/features.1/features.1.0/``
+    for a nested module, ``/fc1/`` for a top-level one (and ``/features/1/0/``, how some exports write it)."""
+    parts = name.split(".")
+    nested = "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+    return nested, "/" + "/".join(parts) + "/"
+
+
 def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
     """The names of the Conv/MatMul/Gemm nodes of each layer in an exported graph: the TorchScript
     exporter scopes them ``/conv1/Conv``, ``/fc1/first/MatMul``; a graph without scopes (dynamo) is
@@ -103,8 +111,7 @@ def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
     nodes = [n for n in model.graph.node if n.op_type in LAYER_OPS]
     out: dict[str, list[str]] = {}
     for name in layers:
-        scope = "/" + name.replace(".", "/") + "/"
-        hit = [n.name for n in nodes if n.name.startswith(scope)]
+        hit = [n.name for n in nodes if n.name.startswith(layer_scopes(name))]
         if not hit:
             hit = [n.name for n in nodes if any(i.startswith(name + ".") for i in n.input)]
         out[name] = hit
@@ -165,7 +172,7 @@ def qdq_per_layer(path: str | os.PathLike, layers: list[str]) -> dict[str, int]:
         for i in n.input:
             users.setdefault(i, []).append(n.name)
     deq = {n.input[0]: n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
-    scopes = {name: "/" + name.replace(".", "/") + "/" for name in layers}
+    scopes = {name: layer_scopes(name) for name in layers}
     counts = dict.fromkeys([*layers, "(other)"], 0)
     for n in nodes:
         if n.op_type != "QuantizeLinear":
@@ -217,6 +224,7 @@ __all__ = [
     "INT8_AGREEMENT",
     "LAYER_OPS",
     "layer_nodes",
+    "layer_scopes",
     "qdq_per_layer",
     "quantize_layers",
     "quantize_onnx",

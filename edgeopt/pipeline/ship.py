@@ -259,7 +259,7 @@ def _check_line(c: dict[str, Any]) -> str:
 
 def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, best_cost: Any) -> list[dict[str, Any]]:
     """Per decomposable layer of the shipped plan: format, ranks, params before/after, MACs."""
-    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler
+    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, precision_of
 
     rows = []
     for name, spec in layers.items():
@@ -272,6 +272,7 @@ def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, be
                 "name": name,
                 "kind": getattr(spec, "kind", "linear"),
                 "format": entry["format"],
+                "precision": precision_of(entry),
                 "ranks": list(getattr(best_l, "ranks", None) or []) or get_handler(entry["format"]).rank_of(entry),
                 "params": int(getattr(best_l, "params", 0) or dense_params),
                 "dense_params": dense_params,

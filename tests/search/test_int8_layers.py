@@ -105,3 +105,24 @@ def test_knapsack_picks_int8_where_its_rung_is_faster_and_not_where_slower(solve
     a = allocate(t, latency_ms=0.95, solver=solver)
     plan = t.plan_of(a.choice)
     assert plan["vnni_conv"]["precision"] == "int8" and "precision" not in plan.get("small_conv", {})
+
+
+def test_int8_rungs_are_on_where_the_targets_isa_runs_int8_well():
+    from types import SimpleNamespace
+
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.build import int8_pays
+
+    def target(*isa):
+        return SimpleNamespace(device=SimpleNamespace(isa=isa))
+
+    assert int8_pays(target("avx2", "avx512f", "avx512_vnni")) and int8_pays(target("asimd", "asimddp"))
+    assert not int8_pays(target("neon", "asimd")) and not int8_pays(target())
+    assert int8_pays(Target.load("rpi5")) and not int8_pays(Target.load("rpi4"))  # A76 dot product; A72 none
+
+
+def test_fp32_flag_keeps_every_layer_fp32_and_int8_flag_is_only_deprecated():
+    from edgeopt.pipeline.config import CompileConfig
+
+    assert CompileConfig(fp32=True).fp32 and not CompileConfig().fp32
+    assert CompileConfig(int8=True).int8  # accepted; prepare warns and samples no whole-artifact dtype

@@ -7,10 +7,13 @@ The quantized file is what gets scored and benchmarked: F1 is measured on it wit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +78,156 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, calibration
         with atomic_path(dst) as tmp_dst:
             onnx.save(model, str(tmp_dst))
     return dst
+
+
+@contextlib.contextmanager
+def _quiet_root() -> Iterator[None]:
+    """onnxruntime's quantizer advises pre-processing on the root logger at every call: once per layer here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+#: the ops a layer's int8 rung quantizes (static QDQ: weights int8, activations uint8)
+LAYER_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def layer_scopes(name: str) -> tuple[str, ...]:
+    """The node-name prefixes of layer ``name`` in a TorchScript export: ``/features/features.1/features.1.0/``
+    for a nested module, ``/fc1/`` for a top-level one (and ``/features/1/0/``, how some exports write it)."""
+    parts = name.split(".")
+    nested = "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+    return nested, "/" + "/".join(parts) + "/"
+
+
+def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
+    """The names of the Conv/MatMul/Gemm nodes of each layer in an exported graph: the TorchScript
+    exporter scopes them ``/conv1/Conv``, ``/fc1/first/MatMul``; a graph without scopes (dynamo) is
+    matched by the layer's initializer names (``fc1.weight``, ``fc1.second.weight``)."""
+    nodes = [n for n in model.graph.node if n.op_type in LAYER_OPS]
+    out: dict[str, list[str]] = {}
+    for name in layers:
+        hit = [n.name for n in nodes if n.name.startswith(layer_scopes(name))]
+        if not hit:
+            hit = [n.name for n in nodes if any(i.startswith(name + ".") for i in n.input)]
+        out[name] = hit
+    return out
+
+
+def quantize_layers(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    layers: list[str],
+    *,
+    calibration: np.ndarray,
+    per_channel: bool = True,
+) -> Path:
+    """Static QDQ int8 of ``layers`` only (their Conv/MatMul/Gemm nodes; QuantizeLinear/DequantizeLinear
+    at their inputs and outputs), the rest left fp32; calibrated on ``calibration`` (training samples,
+    MinMax). Written to ``dst`` atomically; raises ``ModelError`` when a layer has no node in the graph."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgeopt.errors import ModelError
+
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src), load_external_data=False)
+    found = layer_nodes(model, layers)
+    missing = [n for n, hit in found.items() if not hit]
+    if missing:
+        raise ModelError(f"int8: layer(s) {', '.join(missing)} have no Conv/MatMul/Gemm node in {src.name}")
+    with tempfile.TemporaryDirectory(prefix="edgeopt-q-") as tmp, _quiet_root():
+        out = Path(tmp) / "qdq.onnx"
+        quantize_static(
+            str(src),
+            str(out),
+            _Reader(model.graph.input[0].name, calibration[:128], batch=min(32, max(1, len(calibration)))),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(LAYER_OPS),
+            nodes_to_quantize=[n for hit in found.values() for n in hit],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+        )
+        q = onnx.load(str(out))
+        onnx.checker.check_model(q)
+        with atomic_path(dst) as tmp_dst:
+            onnx.save(q, str(tmp_dst))
+    return dst
+
+
+def qdq_per_layer(path: str | os.PathLike, layers: list[str]) -> dict[str, int]:
+    """QuantizeLinear nodes at each of ``layers``' boundaries (fed by one of its nodes, or feeding one
+    through its DequantizeLinear), and ``"(other)"`` for the rest: where the int8 boundaries of a graph are."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    producer = {o: n.name for n in nodes for o in n.output}
+    users: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n.name)
+    deq = {n.input[0]: n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
+    scopes = {name: layer_scopes(name) for name in layers}
+    counts = dict.fromkeys([*layers, "(other)"], 0)
+    for n in nodes:
+        if n.op_type != "QuantizeLinear":
+            continue
+        near = [producer.get(n.input[0], ""), *users.get(deq.get(n.output[0], ""), [])]
+        owner = next((ly for ly, sc in scopes.items() if any(u.startswith(sc) for u in near)), "(other)")
+        counts[owner] += 1
+    return counts
+
+
+#: argmax agreement with torch on a validation batch below which an int8 artifact is reported as off
+INT8_AGREEMENT = 0.9
+
+
+def quantize_plan(src: str | os.PathLike, dst: str | os.PathLike, plan: Any, *, calibration: np.ndarray) -> Path:
+    """``src`` with the layers ``plan`` runs in int8 quantized (:func:`quantize_layers`); ``src`` itself
+    when the plan has none."""
+    from edgeopt.compiler.formats import int8_layers
+
+    layers = int8_layers(plan)
+    return quantize_layers(src, dst, layers, calibration=calibration) if layers else Path(src)
+
+
+def verify_int8(model: Any, path: str | os.PathLike, X: np.ndarray) -> dict[str, float]:
+    """An int8 file against its fp32 torch ``model`` on ``X``: int8 moves the logits by design, so the
+    check is the share of samples whose argmax agrees, with the largest absolute logit difference reported."""
+    import onnxruntime as ort
+    import torch
+
+    x = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    with torch.no_grad():
+        ref = model.eval()(torch.as_tensor(x)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    agree = float(np.mean(ref.reshape(len(x), -1).argmax(-1) == got.reshape(len(x), -1).argmax(-1)))
+    out = {"argmax_agreement": round(agree, 4), "max_abs_diff": float(np.abs(ref - got).max()), "samples": len(x)}
+    if agree < INT8_AGREEMENT:
+        log.warning(
+            "int8 artifact %s: argmax agrees with torch on %.0f%% of %d samples (max |diff| %.3g)",
+            Path(path).name,
+            100 * agree,
+            len(x),
+            out["max_abs_diff"],
+        )
+    return out
+
+
+__all__ = [
+    "INT8_AGREEMENT",
+    "LAYER_OPS",
+    "layer_nodes",
+    "layer_scopes",
+    "qdq_per_layer",
+    "quantize_layers",
+    "quantize_onnx",
+    "quantize_plan",
+    "verify_int8",
+]

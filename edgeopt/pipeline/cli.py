@@ -33,10 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compile",
         help="search per-layer pruning, low-rank and TT formats under a target's budgets; ship the best",
-        description="Compile a trained model for a target: per layer, structured pruning, low-rank, TT or dense "
-        "(and int8 with --int8), searched by Optuna under the target's budgets. Exit 0 when the artifact meets "
-        "every budget, 1 when none did (best effort written, with the reasons), 2 on bad input. The resolved "
-        "settings are written to OUT/compile.toml: `edgeopt compile --config OUT/compile.toml` repeats the run.",
+        description="Compile a trained model for a target: per layer, structured pruning, low-rank, TT or dense, "
+        "each fp32 or static int8 (--fp32 keeps every layer fp32), searched by Optuna under the target's budgets. "
+        "Exit 0 when the artifact meets every budget, 1 when none did (best effort written, with the reasons), "
+        "2 on bad input. The resolved settings are written to OUT/compile.toml: "
+        "`edgeopt compile --config OUT/compile.toml` repeats the run.",
     )
     p.add_argument("task", nargs="?", metavar="TASK", help="path/to/file.py:function returning an edgeopt.Task")
     p.add_argument(

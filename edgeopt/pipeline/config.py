@@ -157,7 +157,8 @@ class OptimizeSettings(_Section):
     )
     sampler: str = option("tpe", _Spec("str", choices=SAMPLERS), "Optuna sampler", flag="--sampler")
     seed: int = option(0, _Spec("int"), "seed of the sampler, the training and the splits", flag="--seed")
-    int8: bool = option(False, _Spec("bool"), "add onnxruntime int8 quantization to the search", flag="--int8")
+    int8: bool = option(False, _Spec("bool"), "deprecated: int8 is chosen per layer by default", flag="--int8")
+    fp32: bool = option(False, _Spec("bool"), "keep every layer fp32 (no int8 rung in the tables)", flag="--fp32")
     no_alternatives: bool = option(
         False, _Spec("bool"), "skip the alternatives (dense int8, uniform pruning ± int8)", flag="--no-alternatives"
     )
@@ -321,7 +322,8 @@ class CompileConfig:
 
     def __init__(self, **settings: Any) -> None:
         if isinstance(settings.get("budget"), Mapping) or settings.get("budget", BudgetSettings()) is None:
-            settings.update(_budget_overrides(settings.pop("budget")))
+            # budget={"latency_ms": 0.3, "min_f1": None}: the overrides by name (None: not overridden)
+            settings.update(_mapping(settings.pop("budget"), "budget", BUDGET_KEYS))
         for cls in SECTIONS:
             section = settings.pop(cls.name, None) or cls()
             if not isinstance(section, cls):
@@ -355,11 +357,6 @@ class CompileConfig:
     def defaults(cls) -> dict[str, Any]:
         """Every setting by name, with its default."""
         return {f.name: f.default for s in SECTIONS for f in fields(s)}
-
-
-def _budget_overrides(value: Any) -> dict[str, Any]:
-    """``budget={"latency_ms": 0.3, "min_f1": None}``: the overrides by name (None: not overridden)."""
-    return dict(_mapping(value, "budget", BUDGET_KEYS))
 
 
 def _mapping(value: Any, key: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:

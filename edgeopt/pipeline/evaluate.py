@@ -57,16 +57,26 @@ def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
 
 
 def int8_metrics(
-    student: Any, example_input: Any, X_calib: np.ndarray, X: np.ndarray, y: np.ndarray, metric: Any
+    student: Any,
+    example_input: Any,
+    X_calib: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    metric: Any,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the int8 model itself: export ``student``, quantize with onnxruntime, predict with onnxruntime."""
+    """Score the int8 model itself: export ``student``, quantize with onnxruntime (every layer, or with
+    ``plan`` only the layers it runs in int8), predict with onnxruntime."""
     import tempfile
 
     from edgeopt.compiler.export import export_onnx
-    from edgeopt.compiler.quantize import quantize_onnx
+    from edgeopt.compiler.quantize import quantize_onnx, quantize_plan
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-int8-") as tmp:
         fp32 = Path(tmp) / "m.onnx"
         export_onnx(student, example_input, fp32, verify=False)
-        q = quantize_onnx(fp32, Path(tmp) / "m.int8.onnx", calibration=X_calib[:64])
+        if plan is not None:
+            q = quantize_plan(fp32, Path(tmp) / "m.int8.onnx", plan, calibration=X_calib[:64])
+        else:
+            q = quantize_onnx(fp32, Path(tmp) / "m.int8.onnx", calibration=X_calib[:64])
         return onnx_metrics(q, X, y, metric)

@@ -150,6 +150,7 @@ class Objective:
         import optuna
 
         from edgeopt.compiler.distill import distill
+        from edgeopt.compiler.formats import int8_layers
         from edgeopt.compiler.train import evaluate
         from edgeopt.pipeline.evaluate import _metrics_dict, int8_metrics
 
@@ -180,9 +181,12 @@ class Objective:
             )
         finally:
             record.timings["distill"] = time.perf_counter() - t0
-        if record.dtype is DType.INT8:
+        per_layer = record.plan if record.dtype is not DType.INT8 and int8_layers(record.plan) else None
+        if record.dtype is DType.INT8 or per_layer:  # int8 is scored on the quantized file, whole or per layer
             t0 = time.perf_counter()
-            val = int8_metrics(student, task.example_input, task.X_train, task.X_val, task.y_val, task.metric)
+            val = int8_metrics(
+                student, task.example_input, task.X_train, task.X_val, task.y_val, task.metric, per_layer
+            )
             record.timings["export"] = record.timings.get("export", 0.0) + time.perf_counter() - t0
             return val
         return _metrics_dict(evaluate(student, (task.X_val, task.y_val), task.metric))

@@ -113,15 +113,18 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
     from edgeopt.search.strategies import StrategyContext, make_strategy
 
     strategy = make_strategy(config.search)
+    if config.int8:
+        log.warning("--int8 is deprecated: int8 is now chosen per layer by default (--fp32 keeps every layer fp32)")
     teacher = task.model.eval()
     layers = decomposable_layers(teacher, task.example_input)
     base_cost = plan_cost(teacher, {}, task.example_input)
-    caps = rank_caps(teacher, task, layers, target, base_cost, int8=config.int8)
-    space = SearchSpace(layers, precisions=("fp32", "int8") if config.int8 else ("fp32",), rank_caps=caps)
+    caps = rank_caps(teacher, task, layers, target, base_cost, int8=False)
+    space = SearchSpace(layers, precisions=("fp32",), rank_caps=caps)
     if not space:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
-    max_params = params_cap(target, base_cost, config.int8)
-    strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out))
+    max_params = params_cap(target, base_cost, False)  # fp32 bytes: an int8 layer only leaves room
+    int8 = False if config.fp32 else None  # None: per-layer int8 where the target runs it well
+    strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out, int8))
     baseline = measure_baseline(teacher, task, target, config.out, config)
     return SearchInputs(
         task,

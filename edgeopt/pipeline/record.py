@@ -307,7 +307,8 @@ class TrialRecord:
 
 
 def plan_str(plan: dict[str, Any] | None, dtype: str = "fp32") -> str:
-    """``fc1:lr8 fc2:tt4 int8``: each layer's label from its format's handler."""
+    """``fc1:lr8+int8 fc2:tt4``: each layer's label from its format's handler (``+int8``: that layer runs
+    int8); a trailing `` int8``: the whole artifact quantized (``DType.INT8``)."""
     from edgeopt.compiler.formats import short_label
 
     suffix = " int8" if dtype == "int8" else ""

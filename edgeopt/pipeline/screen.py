@@ -56,7 +56,8 @@ class Screen:
         bench_kwargs: Mapping[str, Any] | None = None,
         cache: bool = True,
     ) -> ScreenResult:
-        """Export ``student`` (quantized when ``dtype`` is int8), bench it on the target; add the time
+        """Export ``student`` (quantized when ``dtype`` is int8, or the layers ``plan`` runs in int8), bench it
+        on the target; add the time
         spent to ``timings`` (``export``, ``bench``)."""
         key = self.key(plan, str(dtype))
         hit = self._get(key) if cache else None
@@ -64,7 +65,7 @@ class Screen:
             return ScreenResult.from_dict(hit)
         with tempfile.TemporaryDirectory(prefix="edgeopt-screen-") as tmp:
             t0 = time.perf_counter()
-            path = self._export(student, str(dtype), Path(tmp))
+            path = self._export(student, str(dtype), Path(tmp), plan)
             timings["export"] = timings.get("export", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             result = self._bench(path, bench_kwargs)
@@ -83,16 +84,16 @@ class Screen:
             self.cache[key] = value
             self._save()
 
-    def _export(self, student: Any, dtype: str, tmp: Path) -> Path:
+    def _export(self, student: Any, dtype: str, tmp: Path, plan: dict[str, Any] | None = None) -> Path:
+        """The graph as it would ship: whole-artifact int8 for ``dtype`` int8, else the plan's int8 layers."""
         from edgeopt.compiler.export import export_onnx
+        from edgeopt.compiler.quantize import quantize_onnx, quantize_plan
 
         path = tmp / "screen.onnx"
         export_onnx(student, self.task.example_input, path, verify=False)
         if dtype == "int8":
-            from edgeopt.compiler.quantize import quantize_onnx
-
-            path = quantize_onnx(path, tmp / "screen.int8.onnx", calibration=self.task.X_train[:64])
-        return path
+            return quantize_onnx(path, tmp / "screen.int8.onnx", calibration=self.task.X_train[:64])
+        return quantize_plan(path, tmp / "screen.int8.onnx", plan, calibration=self.task.X_train[:64])
 
     def _bench(self, path: Path, bench_kwargs: Mapping[str, Any] | None) -> ScreenResult:
         from edgeopt.compiler.export import onnx_node_count

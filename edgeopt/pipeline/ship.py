@@ -20,6 +20,7 @@ from typing import Any
 
 from edgeopt._io import atomic_path, atomic_write_text
 from edgeopt._version import __version__
+from edgeopt.compiler.formats import int8_layers
 from edgeopt.pipeline.config import CompileConfig
 from edgeopt.pipeline.record import DType, TrialRecord
 
@@ -47,6 +48,7 @@ class Shipped:
     trial: int | None
     timings: dict[str, float] = field(default_factory=dict)
     finetune: dict[str, Any] | None = None  # the FineTune record: the trial's and the artifact's val scores
+    int8_check: dict[str, Any] | None = None  # per-layer int8: its layers, argmax agreement and max diff vs torch
 
 
 def export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str]) -> dict[str, float]:
@@ -92,6 +94,8 @@ class _Stager:
     meta: dict[str, str]
     tmp: Path
     timings: dict[str, float]
+    plan: dict[str, Any] = field(default_factory=dict)
+    int8_check: dict[str, Any] = field(default_factory=dict)  # the last staged file's int8 check against torch
 
     def __call__(self, student: Any, name: str) -> tuple[Path, float]:
         from edgeopt.pipeline.evaluate import onnx_metrics
@@ -105,7 +109,28 @@ class _Stager:
             from edgeopt.compiler.quantize import quantize_onnx
 
             staged = quantize_onnx(staged, folder / "model.int8.onnx", calibration=self.task.X_train[:256])
+        elif int8_layers(self.plan):
+            staged = self._per_layer_int8(student, staged, folder)
         return staged, float(onnx_metrics(staged, self.task.X_val, self.task.y_val, self.task.metric)["score"])
+
+    def _per_layer_int8(self, student: Any, staged: Path, folder: Path) -> Path:
+        """The plan's int8 layers quantized (static QDQ, calibrated on training samples), checked against torch."""
+        from edgeopt.compiler.quantize import quantize_plan, verify_int8
+        from edgeopt.search.allocation.sensitivity import balanced_order
+
+        t0 = time.perf_counter()
+        calib = self.task.X_train[balanced_order(self.task.y_train, 256)]
+        staged = quantize_plan(staged, folder / "model.int8.onnx", self.plan, calibration=calib)
+        self.timings["quantize"] = self.timings.get("quantize", 0.0) + time.perf_counter() - t0
+        self.int8_check = {"layers": int8_layers(self.plan), **verify_int8(student, staged, self.task.X_val[:256])}
+        log.info(
+            "int8 layers %s: argmax agrees with torch on %.1f%% of val[:%d], max |logit diff| %.3g",
+            ", ".join(self.int8_check["layers"]),
+            100 * self.int8_check["argmax_agreement"],
+            self.int8_check["samples"],
+            self.int8_check["max_abs_diff"],
+        )
+        return staged
 
 
 def _hold_to_trial(
@@ -155,7 +180,7 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
     timings = tuned.timings
     model_path = config.out / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
-        stage = _Stager(task, dtype, _metadata(plan, dtype, task, target), Path(tmp), timings)
+        stage = _Stager(task, dtype, _metadata(plan, dtype, task, target), Path(tmp), timings, plan)
         staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config)
         t0 = time.perf_counter()
         measured = measure_artifact(staged, task, target, bench_kwargs=config.artifact_bench())
@@ -172,6 +197,7 @@ def ship(teacher: Any, chosen: TrialRecord | None, task: Any, target: Any, confi
         trial=chosen.number if chosen is not None else None,
         timings=timings,
         finetune=record.to_dict() if record is not None else None,
+        int8_check=stage.int8_check or None,
     )
 
 
@@ -233,7 +259,7 @@ def _check_line(c: dict[str, Any]) -> str:
 
 def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, best_cost: Any) -> list[dict[str, Any]]:
     """Per decomposable layer of the shipped plan: format, ranks, params before/after, MACs."""
-    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler
+    from edgeopt.compiler.formats import DEFAULT_FORMAT, get_handler, precision_of
 
     rows = []
     for name, spec in layers.items():
@@ -246,6 +272,7 @@ def layer_table(layers: dict[str, Any], plan: dict[str, Any], base_cost: Any, be
                 "name": name,
                 "kind": getattr(spec, "kind", "linear"),
                 "format": entry["format"],
+                "precision": precision_of(entry),
                 "ranks": list(getattr(best_l, "ranks", None) or []) or get_handler(entry["format"]).rank_of(entry),
                 "params": int(getattr(best_l, "params", 0) or dense_params),
                 "dense_params": dense_params,

@@ -60,6 +60,7 @@ def compile_state(
         ),
         "layers": layer_table(inputs.layers, shipped.plan, inputs.base_cost, shipped.cost),
         "finetune": shipped.finetune,  # the selected trial's and the artifact's val scores
+        "int8_check": shipped.int8_check,  # per-layer int8: argmax agreement and max diff against torch
         "search_wall_s": search_wall,
         "finalists": choice.finalists,
         "selection": choice.decision,  # what shipped and why (edgeopt.pipeline.select.Choice.decision)

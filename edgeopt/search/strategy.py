@@ -53,6 +53,7 @@ class StrategyContext:
     space: Any
     max_params: float | None
     out: Any
+    int8: bool | None = None  # per-layer int8 rungs: None where the target's CPU runs int8 well, False: fp32 only
 
 
 class SearchStrategy:

@@ -31,7 +31,7 @@ def built(small_mlp_task, tmp_path_factory):
     def check(tables):  # what the refusal sees: latencies, and no sensitivity yet
         seen.append([c.sensitivity for cands in tables.layers.values() for c in cands])
 
-    tables = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=check)
+    tables = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=check, int8=True)
     return tables, seen, out, target, layers
 
 
@@ -68,7 +68,7 @@ def test_tables_are_cached_with_their_additivity(built, small_mlp_task):
     doc = json.loads((out / "tables.json").read_text())
     assert doc["schema"] == SCHEMA and doc["additivity"] == tables.additivity
     calls = []
-    again = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=calls.append)
+    again = build_tables(small_mlp_task.model, small_mlp_task, target, out, layers, check=calls.append, int8=True)
     assert again.cached and calls == [again]  # read back, nothing measured, and the budget checked again
     assert again.additivity == tables.additivity and again.calibration == tables.calibration
 
@@ -114,7 +114,7 @@ def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
     names = list(tables.layers)
     assert not any(c.entry.get("format") == "prune" for c in tables.layers[names[-1]])
     assert any(names[-1] in note and "cannot be pruned" in note for note in tables.notes)
-    hidden = [c for c in tables.layers[names[0]] if c.entry.get("format") == "prune"]
+    hidden = [c for c in tables.layers[names[0]] if c.entry.get("format") == "prune" and "precision" not in c.entry]
     assert [c.entry["rank"] for c in hidden] == [64, 96, 128, 160, 192, 224]
     assert all(math.isfinite(c.latency_ms) and math.isfinite(c.sensitivity) for c in hidden)
     assert hidden[0].sensitivity > hidden[-1].sensitivity  # a quarter of the channels drifts more than 7/8
@@ -124,3 +124,53 @@ def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
     lats = [c.latency_ms for c in hidden]
     assert lats == sorted(lats) and lats[0] < lats[-1] < own
     assert lats[0] == pytest.approx(0.25 * own - 0.75 * consumer, rel=1e-6, abs=1e-9)
+
+
+def test_every_rung_has_an_int8_twin_with_a_measured_latency_and_its_own_sensitivity(built):
+    """int8 is a rung like a rank: the dense int8 rung is measured alone with its Q/DQ boundaries, its KL
+    measured by onnxruntime on the quantized export; a narrowed or low-rank int8 rung adds its twin's KL."""
+    tables, *_ = built
+    for name, cands in tables.layers.items():
+        fp32 = [c for c in cands if "precision" not in c.entry]
+        int8 = {json.dumps({k: v for k, v in c.entry.items() if k != "precision"}, sort_keys=True): c for c in cands}
+        assert len(cands) == 2 * len(fp32), name
+        dense8 = next(c for c in cands if c.entry == {"format": "dense", "precision": "int8"})
+        assert math.isfinite(dense8.latency_ms) and dense8.latency_ms >= 0 and dense8.label == "dense int8"
+        assert math.isfinite(dense8.sensitivity) and dense8.sensitivity >= 0
+        for c in fp32[1:]:
+            twin = int8[json.dumps(c.entry, sort_keys=True)]
+            assert twin.params == c.params and math.isfinite(twin.latency_ms)
+            assert twin.sensitivity == pytest.approx(c.sensitivity + dense8.sensitivity, rel=1e-9, abs=1e-12)
+    name = next(iter(tables.layers))
+    assert tables.latency_of({name: {"format": "dense", "precision": "int8"}}) == pytest.approx(
+        tables.latency_of({}) - tables.layers[name][0].latency_ms + dense8_of(tables, name).latency_ms
+    )
+
+
+def dense8_of(tables, name):
+    return next(c for c in tables.layers[name] if c.entry.get("precision") == "int8" and c.entry["format"] == "dense")
+
+
+def test_fp32_only_tables_have_no_int8_rung(small_mlp_task, tmp_path):
+    """``--fp32`` (``int8=False``): the latencies are measured without any int8 rung (stopped before the
+    sensitivities by the budget check)."""
+    from edgeopt.compiler.decompose import decomposable_layers
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.build import build_tables
+
+    from .conftest import TARGET_TOML
+
+    profile = tmp_path / "t.toml"
+    profile.write_text(TARGET_TOML.format(name="testhost", budget="latency_ms = 1.0"))
+    layers = decomposable_layers(small_mlp_task.model.eval(), small_mlp_task.example_input)
+    seen = []
+
+    def stop(tables):
+        seen.append(tables)
+        raise StopIteration
+
+    with pytest.raises(StopIteration):
+        build_tables(
+            small_mlp_task.model, small_mlp_task, Target.load(str(profile)), tmp_path, layers, check=stop, int8=False
+        )
+    assert not any("precision" in c.entry for cands in seen[0].layers.values() for c in cands)

@@ -32,6 +32,14 @@ from edgeopt.compiler.formats._base import (
 )
 from edgeopt.compiler.formats._dense import DenseConfig
 from edgeopt.compiler.formats._lowrank import LowRankConfig
+from edgeopt.compiler.formats._precision import (
+    PRECISION_KEY,
+    PRECISIONS,
+    all_int8,
+    int8_layers,
+    precision_of,
+    with_precision,
+)
 from edgeopt.compiler.formats._ranks import resolve_ranks, validate_rank_spec
 from edgeopt.compiler.formats._tt import TTConfig, balanced_factors, choose_modes
 
@@ -41,6 +49,8 @@ from edgeopt.compiler.formats._prune import PruneConfig  # registered last: the 
 
 __all__ = [
     "DEFAULT_FORMAT",
+    "PRECISIONS",
+    "PRECISION_KEY",
     "RANK_KEY",
     "DenseConfig",
     "FormatConfig",
@@ -53,10 +63,13 @@ __all__ = [
     "TTConfig",
     "balanced_factors",
     "choose_modes",
+    "all_int8",
     "get_handler",
+    "int8_layers",
     "layer_onnx_node_count",
     "make_report",
     "parse_config",
+    "precision_of",
     "rank_text",
     "register_format",
     "registered_formats",
@@ -66,4 +79,5 @@ __all__ = [
     "short_label",
     "unregister_format",
     "validate_rank_spec",
+    "with_precision",
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgeopt._validate import fail
+from edgeopt.compiler.formats._precision import precision_of, split_precision
 from edgeopt.errors import InputError, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -354,10 +355,11 @@ def short_label(entry: Mapping[str, Any] | FormatConfig | str | None) -> str:
     if entry is None or isinstance(entry, str):
         entry = {"format": entry or DEFAULT_FORMAT}
     handler = _REGISTRY.get(entry.format if isinstance(entry, FormatConfig) else entry.get("format"))
+    q = "+int8" if precision_of(entry) == "int8" else ""
     if handler is not None:
-        return handler.short_label(entry)
+        return handler.short_label(entry) + q
     rank = next((entry[k] for k in (RANK_KEY, *DEPRECATED_RANK_KEYS) if k in entry), None)
-    return f"{entry.get('format')}{'' if rank is None else rank}"
+    return f"{entry.get('format')}{'' if rank is None else rank}{q}"
 
 
 def rank_text(fmt: str, ranks: Sequence[int] | None, *, width: int | None = None) -> str:
@@ -385,6 +387,7 @@ def parse_config(entry: Any, *, layer: str | None = None) -> FormatConfig:
         raise fail(where, "format", "a table with a 'format' key, or a FormatConfig", entry)
     if "format" not in entry:
         raise fail(where, "format", f"one of {', '.join(map(repr, _REGISTRY))}", None)
+    entry = split_precision(entry, where)[0]  # the precision is the exporter's business, not the format's
     try:
         handler = _REGISTRY[entry["format"]]
     except (KeyError, TypeError):

@@ -46,6 +46,10 @@ def graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str,
         path,
         verify=False,
     )
+    if ctx.get("int8"):  # the plan's int8 layers as they would ship, with their Q/DQ boundaries
+        from edgeopt.compiler.quantize import quantize_plan
+
+        path = quantize_plan(path, ctx["tmp"] / f"{name}.int8.onnx", plan, calibration=ctx["model_calibration"])
     return min(float(bench(path, ctx["target"], **GRAPH_BENCH).latency_at(ctx["pct"])) for _ in range(repeats))
 
 

@@ -23,17 +23,30 @@ from edgeopt.search.allocation.latency import (
     bench_module,
     input_shapes,
     latency_rows,
+    layer_inputs,
     price_graph_rungs,
     quiet_bench,
     refusal_notes,
 )
-from edgeopt.search.allocation.sensitivity import fill_sensitivities
+from edgeopt.search.allocation.sensitivity import balanced_order, fill_sensitivities
 from edgeopt.search.allocation.tables import SCHEMA, Tables
 
 log = logging.getLogger("edgeopt.compile")
 
 
-def table_key(teacher: Any, example: Any, target: Any) -> str:
+INT8_CALIBRATION = 64  # training samples an int8 rung is calibrated on (MinMax)
+
+
+def int8_pays(target: Any) -> bool:
+    """Whether int8 rungs are worth measuring on ``target``: its ISA has an int8 dot product faster than
+    fp32 FMA (``int8_speedup`` > 1; AVX2 and up on x86, dot product on Arm). Where it does not, the
+    tables stay fp32 and their build time with them."""
+    from edgeopt.runtime.perf import int8_speedup
+
+    return int8_speedup(tuple(getattr(target.device, "isa", ()) or ())) > 1.0
+
+
+def table_key(teacher: Any, example: Any, target: Any, int8: bool = False) -> str:
     import torch
 
     h = hashlib.sha256()
@@ -44,17 +57,27 @@ def table_key(teacher: Any, example: Any, target: Any) -> str:
     h.update(repr(tuple(example.shape)).encode())
     h.update(json.dumps(target.to_dict(), sort_keys=True, default=str).encode())
     h.update(SCHEMA.encode())
+    h.update(b"int8" if int8 else b"fp32")
     return h.hexdigest()[:24]
 
 
 def build_tables(
-    teacher: Any, task: Any, target: Any, out: Path, layers: dict[str, Any], *, check: Any = None
+    teacher: Any,
+    task: Any,
+    target: Any,
+    out: Path,
+    layers: dict[str, Any],
+    *,
+    check: Any = None,
+    int8: bool | None = None,
 ) -> Tables:
     """The tables of ``teacher`` on ``target`` (read from ``out/tables.json`` when its key matches).
-    ``check(tables)`` runs when the latencies are known, before the sensitivities (a refusal raises there)."""
+    ``check(tables)`` runs when the latencies are known, before the sensitivities (a refusal raises there).
+    ``int8``: each rung also in static int8 (None: where the target's CPU runs int8 well, :func:`int8_pays`)."""
     import torch
 
-    key = table_key(teacher, torch.as_tensor(task.X_train[:1]), target)
+    int8 = int8_pays(target) if int8 is None else bool(int8)
+    key = table_key(teacher, torch.as_tensor(task.X_train[:1]), target, int8)
     cached = _cached(Path(out) / "tables.json", key)
     if cached is not None:
         log.info("tables: read from %s (built in %.1f s)", Path(out) / "tables.json", cached.build_s)
@@ -62,7 +85,7 @@ def build_tables(
             check(cached)
         return cached
     t0 = time.perf_counter()
-    tables = _latencies(teacher.eval(), task, target, layers, key)
+    tables = _latencies(teacher.eval(), task, target, layers, key, int8)
     t2 = time.perf_counter()
     log.info(
         "tables: %d layers, latencies in %.1f s; additivity scale %.2f, held-out error %+.1f%%",
@@ -88,7 +111,7 @@ def build_tables(
     return tables
 
 
-def _latencies(teacher: Any, task: Any, target: Any, layers: dict[str, Any], key: str) -> Tables:
+def _latencies(teacher: Any, task: Any, target: Any, layers: dict[str, Any], key: str, int8: bool) -> Tables:
     """The tables' latencies, the rungs measured alone and fitted to the whole graphs; no sensitivity yet."""
     import torch
 
@@ -103,7 +126,12 @@ def _latencies(teacher: Any, task: Any, target: Any, layers: dict[str, Any], key
             "pct": float(target.budget.latency_percentile or 95),
             "example": task.example_input,
             "floor": {},
+            "int8": int8,
         }
+        if int8:
+            X = task.X_train[balanced_order(task.y_train, INT8_CALIBRATION)]
+            ctx["calibration"] = layer_inputs(teacher, X, list(layers)).__getitem__
+            ctx["model_calibration"] = X
         for shape in set(shapes.values()):
             ctx["floor"][shape] = bench_module(Alone.make(torch.nn.ReLU()), shape, target, ctx["tmp"], ctx["pct"])
         ctx["widths"] = {name: int(spec.out_size) for name, spec in layers.items()}
@@ -129,4 +157,4 @@ def _cached(path: Path, key: str) -> Tables | None:
     return None
 
 
-__all__ = ["build_tables", "table_key"]
+__all__ = ["INT8_CALIBRATION", "build_tables", "int8_pays", "table_key"]

@@ -62,12 +62,16 @@ def _interpolate(rows: list[Candidate], measured: set[int]) -> None:
     for i, c in enumerate(rows):
         if i in measured:
             continue
+        if not c.entry.get("rank") and not c.entry.get("ranks"):
+            continue  # dense int8 is measured or priced, never interpolated
         fmt, r = c.entry["format"], rung_rank(c.entry)
         same = [
             (rung_rank(rows[j].entry), rows[j].latency_ms)
             for j in sorted(measured)
-            if rows[j].entry.get("format") == fmt
+            if rows[j].entry.get("format") == fmt and rows[j].entry.get("rank")
         ]
+        if not same:
+            continue
         lo = max((p for p in same if p[0] <= r), default=same[0])
         hi = min((p for p in same if p[0] >= r), default=same[-1])
         w = 0.0 if hi[0] == lo[0] else (r - lo[0]) / (hi[0] - lo[0])
@@ -99,6 +103,53 @@ def input_shapes(teacher: Any, example: Any, names: list[str]) -> dict[str, tupl
     return shapes
 
 
+def boundary_ms(shape: tuple[int, ...], ctx: dict[str, Any]) -> float:
+    """One int8 boundary at ``shape`` (a QuantizeLinear then a DequantizeLinear, exported from torch's fake
+    quantization), benched on the target less the empty graph's floor; cached per shape."""
+    import torch
+
+    cache = ctx.setdefault("boundary", {})
+    if shape not in cache:
+
+        class QDQ(torch.nn.Module):
+            def forward(self, x: Any) -> Any:
+                return torch.fake_quantize_per_tensor_affine(x, 0.05, 128, 0, 255)
+
+        floor = ctx["floor"].get(shape)
+        if floor is None:
+            floor = ctx["floor"][shape] = bench_module(
+                Alone.make(torch.nn.ReLU()), shape, ctx["target"], ctx["tmp"], ctx["pct"]
+            )
+        cache[shape] = max(0.0, bench_module(QDQ().eval(), shape, ctx["target"], ctx["tmp"], ctx["pct"]) - floor)
+    return cache[shape]
+
+
+def layer_inputs(teacher: Any, X: Any, names: list[str]) -> dict[str, Any]:
+    """Each layer's inputs (numpy) on the training samples ``X``: what its int8 rung is calibrated on."""
+    import torch
+
+    from edgeopt.compiler.decompose import decompose
+
+    model = decompose(teacher, {}).eval()
+    mods = dict(model.named_modules())
+    seen: dict[str, Any] = {}
+
+    def keep(name: str) -> Any:
+        def hook(mod: Any, args: Any, out: Any) -> None:  # returns None: the output is left as it is
+            seen.setdefault(name, args[0].detach().numpy().copy())
+
+        return hook
+
+    handles = [mods[n].register_forward_hook(keep(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(X))
+    finally:
+        for hd in handles:
+            hd.remove()
+    return seen
+
+
 class Alone:
     """A module holding one layer (or a ReLU) to export with a fixed input."""
 
@@ -117,8 +168,9 @@ class Alone:
         return Alone().eval()
 
 
-def bench_module(module: Any, shape: tuple[int, ...], target: Any, tmp: Path, pct: float) -> float:
-    """``module`` exported at ``shape`` and benched on ``target``: its latency (ms) at the budget's percentile."""
+def bench_module(module: Any, shape: tuple[int, ...], target: Any, tmp: Path, pct: float, *, int8: Any = None) -> float:
+    """``module`` exported at ``shape`` and benched on ``target``: its latency (ms) at the budget's percentile;
+    with ``int8`` (calibration inputs of the layer), its ``layer`` quantized to static QDQ int8 first."""
     import torch
 
     from edgeopt.compiler.export import export_onnx
@@ -126,6 +178,10 @@ def bench_module(module: Any, shape: tuple[int, ...], target: Any, tmp: Path, pc
 
     path = tmp / "layer.onnx"
     export_onnx(module, torch.randn(*shape), path, verify=False)
+    if int8 is not None:
+        from edgeopt.compiler.quantize import quantize_layers
+
+        path = quantize_layers(path, tmp / "layer.int8.onnx", ["layer"], calibration=int8)
     return float(bench(path, target, **TABLE_BENCH).latency_at(pct))
 
 
@@ -149,7 +205,37 @@ def latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx
         )
         rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
     _interpolate(rows, measured)
+    if ctx.get("int8"):
+        rows += int8_rows(teacher, name, rows, measured, shape, ctx)
     return rows
+
+
+def int8_rows(
+    teacher: Any, name: str, rows: list[Candidate], measured: set[int], shape: tuple[int, ...], ctx: dict[str, Any]
+) -> list[Candidate]:
+    """Each rung again in static QDQ int8: the isolated layer exported, quantized with its
+    QuantizeLinear/DequantizeLinear in and out (calibrated on training samples) and benched, less the cost
+    of those two boundaries (:func:`boundary_ms`): the rung is what the layer costs inside a run of int8
+    layers, where onnxruntime fuses the interior Q/DQ pairs away (cnn1d: every conv slower than fp32 alone
+    with its boundaries, the all-int8 graph 1.7x faster). The rungs not measured are interpolated."""
+    import torch
+
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.formats import with_precision
+
+    out: list[Candidate] = []
+    for i, c in enumerate(rows):
+        lat = math.nan
+        if i in measured and not graph_level(c.entry):
+            student = decompose(teacher, {name: c.entry} if c.entry else {}).eval()
+            alone = Alone.make(student.get_submodule(name))
+            lat = bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"], int8=ctx["calibration"](name))
+            with torch.no_grad():
+                out_shape = tuple(alone(torch.zeros(shape)).shape)
+            lat = max(0.0, lat - ctx["floor"][shape] - boundary_ms(shape, ctx) - boundary_ms(out_shape, ctx))
+        out.append(Candidate(f"{c.label} int8", with_precision(c.entry, "int8"), c.params, lat, math.nan))
+    _interpolate(out, {i for i in measured if not graph_level(rows[i].entry)})
+    return out
 
 
 def _buildable(
@@ -215,13 +301,16 @@ def price_graph_rungs(rows: dict[str, list[Candidate]], ctx: dict[str, Any]) -> 
     knapsack picked the rungs whose noise looked best (its plans measured 0.3 ms over the table).
     Depthwise convs and BatchNorm, which are not in the table, shrink too: a saving not counted, so
     the price errs slow; the additivity fit and the screens correct the scale."""
+    from edgeopt.compiler.formats import precision_of
+
     dense = {n: cands[0].latency_ms for n, cands in rows.items()}
     for name, cands in rows.items():
         others = sum(dense.get(m, 0.0) for m in ctx.get("affected", {}).get(name, [name]) if m != name)
+        own = {precision_of(c.entry): c.latency_ms for c in cands if not c.entry.get("rank")}
         for c in cands:
-            if graph_level(c.entry):
+            if graph_level(c.entry):  # an int8 rung: the layer's own share at its int8 dense latency
                 r = int(c.entry["rank"]) / ctx["widths"][name]
-                c.latency_ms = r * dense[name] - (1 - r) * others
+                c.latency_ms = r * own.get(precision_of(c.entry), dense[name]) - (1 - r) * others
 
 
 def refusal_notes(refused: list[str], coupled: dict[str, str]) -> list[str]:
@@ -259,10 +348,13 @@ __all__ = [
     "Alone",
     "TABLE_BENCH",
     "bench_module",
+    "boundary_ms",
     "input_shapes",
+    "int8_rows",
     "ladder",
     "ladder_ranks",
     "latency_rows",
+    "layer_inputs",
     "measured_subset",
     "price_graph_rungs",
     "quiet_bench",

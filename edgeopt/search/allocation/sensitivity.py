@@ -11,6 +11,7 @@ import math
 import time
 from typing import Any
 
+from edgeopt.compiler.formats import precision_of, with_precision
 from edgeopt.search.allocation.tables import Candidate, Tables, graph_level, power_of_two, rung_rank, spread
 
 CALIBRATION = 256  # samples of the sensitivity batch at most ...
@@ -47,7 +48,7 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
     from edgeopt.compiler.decompose import decompose
 
     X = torch.as_tensor(task.X_train[balanced_order(task.y_train, CALIBRATION)])
-    rungs = sum(len(_kl_measured(cs)) for cs in tables.layers.values())
+    rungs = sum(len(_kl_measured([c for c in cs if precision_of(c.entry) == "fp32"])) for cs in tables.layers.values())
     threads = torch.get_num_threads()
     torch.set_num_threads(
         max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -60,13 +61,61 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float 
         with torch.no_grad():
             t_logits = teacher(X)
             for name, cands in tables.layers.items():
-                for c in _kl_measured(cands):
+                fp32 = [c for c in cands if precision_of(c.entry) == "fp32"]
+                for c in _kl_measured(fp32):
                     student = decompose(teacher, {name: c.entry}, example_input=task.example_input).eval()
                     c.sensitivity = max(0.0, kl(t_logits, student(X)))
-                _between(cands)
+                _between(fp32)
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
+    if any(precision_of(c.entry) == "int8" for cs in tables.layers.values() for c in cs):
+        int8_sensitivities(teacher, task, tables, X)
+
+
+def int8_sensitivities(teacher: Any, task: Any, tables: Tables, X: Any) -> None:
+    """The int8 rungs' KL, measured on the real thing: the teacher exported, only one layer quantized by
+    onnxruntime (static QDQ, calibrated on training samples), run on the calibration batch against the
+    fp32 export. A rung that is also narrowed or low-rank adds its fp32 twin's KL (small drifts add)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import quantize_layers
+
+    x = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    calib = np.asarray(task.X_train[balanced_order(task.y_train, 64)], dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-q8-") as tmp:
+        path = Path(tmp) / "teacher.onnx"
+        export_onnx(teacher, task.example_input, path, verify=False)
+
+        def run(p: Path) -> Any:
+            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+            return torch_of(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+        ref = run(path)
+        for name, cands in tables.layers.items():
+            q = quantize_layers(path, Path(tmp) / "q.onnx", [name], calibration=calib)
+            own = max(0.0, kl(ref, run(q)))
+            twin = {json_key(c.entry): c.sensitivity for c in cands if precision_of(c.entry) == "fp32"}
+            for c in cands:
+                if precision_of(c.entry) == "int8":
+                    c.sensitivity = own + twin.get(json_key(with_precision(c.entry, "fp32")), 0.0)
+
+
+def torch_of(a: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(a)
+
+
+def json_key(entry: Any) -> str:
+    import json
+
+    return json.dumps(entry or {}, sort_keys=True)
 
 
 def _kl_measured(cands: list[Candidate]) -> list[Candidate]:
@@ -117,4 +166,12 @@ def _between(cands: list[Candidate]) -> None:
         c.sensitivity = math.exp((1 - w) * math.log(a) + w * math.log(b)) if a > 0 and b > 0 else (1 - w) * a + w * b
 
 
-__all__ = ["CALIBRATION", "MIN_CALIBRATION", "SENSITIVITY_BUDGET_S", "balanced_order", "fill_sensitivities", "kl"]
+__all__ = [
+    "CALIBRATION",
+    "MIN_CALIBRATION",
+    "SENSITIVITY_BUDGET_S",
+    "balanced_order",
+    "fill_sensitivities",
+    "int8_sensitivities",
+    "kl",
+]

@@ -61,7 +61,9 @@ class AllocationStrategy(SearchStrategy):
                 write_refusal(ctx.out, why, tables, ctx.target)
                 raise BudgetRefused(f"refused: {why}")
 
-        tables = build_tables(ctx.teacher, ctx.task, ctx.target, ctx.out, ctx.layers, check=check)
+        tables = build_tables(
+            ctx.teacher, ctx.task, ctx.target, ctx.out, ctx.layers, check=check, int8=getattr(ctx, "int8", None)
+        )
         self.space = AllocationSpace(
             tables,
             ctx.target.budget.latency_ms,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "edgeopt.tables/3"  # 3: prune rungs (measured in the whole graph)
+SCHEMA = "edgeopt.tables/4"  # 4: int8 rungs (entries with a precision)
 
 
 @dataclass
@@ -123,8 +123,10 @@ class Tables:
         total = self.rest_ms
         for name, cands in self.layers.items():
             entry = plan.get(name) or {}
-            if entry.get("format") == "dense":
-                entry = {}
+            if entry.get("format") == "dense":  # dense fp32 is {} in the table; dense int8 keeps its entry
+                from edgeopt.compiler.formats import precision_of, with_precision
+
+                entry = with_precision(entry, precision_of(entry))
             hit = next((c for c in cands if c.entry == entry), None)
             if hit is None:
                 return None

@@ -1,0 +1,128 @@
+"""Per-layer int8: the precision in a plan entry, the artifact quantized on the chosen layers only (its
+QuantizeLinear nodes counted per layer, checked against torch), and the knapsack choosing int8 where its
+rung is faster and not where it is slower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import InputError
+from edgeopt.search.allocation.knapsack import allocate
+from edgeopt.search.allocation.tables import Candidate, Tables
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+INT8 = {"format": "dense", "precision": "int8"}
+
+
+def _cnn():
+    from collections import OrderedDict
+
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 16, 3, padding=1),
+            act1=nn.ReLU(),
+            conv2=nn.Conv2d(16, 16, 3, padding=1),
+            act2=nn.ReLU(),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(16 * 8 * 8, 32),
+            act3=nn.ReLU(),
+            fc2=nn.Linear(32, 10),
+        )
+    ).eval()
+
+
+def test_precision_is_validated_part_of_the_entry_and_of_the_plan_key():
+    from edgeopt.compiler.formats import int8_layers, parse_config, short_label, with_precision
+    from edgeopt.search.space import plan_key
+
+    assert parse_config({"format": "lowrank", "rank": 4, "precision": "int8"}, layer="fc1").rank == 4
+    with pytest.raises(InputError, match=r"plan\['fc1'\].*precision.*'fp32', 'int8'.*'int4'"):
+        parse_config({"format": "lowrank", "rank": 4, "precision": "int4"}, layer="fc1")
+    plan = {"fc1": {"format": "lowrank", "rank": 4}, "conv1": INT8}
+    assert int8_layers(plan) == ["conv1"]
+    assert plan_key(plan) != plan_key({**plan, "fc1": with_precision(plan["fc1"], "int8")})
+    assert with_precision(INT8, "fp32") == {} and with_precision({}, "int8") == INT8
+    assert short_label(with_precision(plan["fc1"], "int8")) == "lr4+int8"
+
+
+def test_per_layer_int8_plan_exports_with_qdq_only_on_the_chosen_layers(tmp_path):
+    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import qdq_per_layer, quantize_plan, verify_int8
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 1, 8, 8)).astype(np.float32)
+    plan = {"conv2": INT8, "fc1": {"format": "lowrank", "rank": 8, "precision": "int8"}}
+    student = decompose(_cnn(), plan).eval()
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(student, torch.as_tensor(X[:1]), fp32, verify=True, verify_inputs=X[:8])
+    q = quantize_plan(fp32, tmp_path / "m.int8.onnx", plan, calibration=X)
+    counts = qdq_per_layer(q, ["conv1", "conv2", "fc1", "fc2"])
+    assert counts["conv2"] >= 1 and counts["fc1"] >= 2  # fc1 is two nodes at rank 8, both int8
+    assert counts["conv1"] == 0 and counts["fc2"] == 0
+    check = verify_int8(student, q, X)
+    assert check["argmax_agreement"] >= 0.9 and 0 < check["max_abs_diff"] < 1.0
+    assert quantize_plan(fp32, tmp_path / "none.onnx", {"fc1": {"format": "lowrank", "rank": 8}}, calibration=X) == fp32
+
+
+def test_a_layer_named_int8_without_nodes_is_refused(tmp_path):
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import quantize_layers
+    from edgeopt.errors import ModelError
+
+    export_onnx(_cnn(), torch.zeros(1, 1, 8, 8), tmp_path / "m.onnx", verify=False)
+    with pytest.raises(ModelError, match="nope"):
+        quantize_layers(tmp_path / "m.onnx", tmp_path / "q.onnx", ["nope"], calibration=np.zeros((4, 1, 8, 8)))
+
+
+def _synthetic(int8_ms: dict[str, float]) -> Tables:
+    """Two layers of 1 ms dense, a low-rank rung each, and an int8 rung at ``int8_ms`` of equal sensitivity."""
+    rows = {
+        name: [
+            Candidate("dense", {}, 1000, 1.0, 0.0),
+            Candidate("lowrank 4", {"format": "lowrank", "rank": 4}, 200, 0.5, 0.05),
+            Candidate("dense int8", INT8, 1000, ms, 0.001),
+            Candidate("lowrank 4 int8", {"format": "lowrank", "rank": 4, "precision": "int8"}, 200, ms / 2, 0.051),
+        ]
+        for name, ms in int8_ms.items()
+    }
+    return Tables(rows, dense_ms=2.1, rest_ms=0.1, build_s=0.0)
+
+
+@pytest.mark.parametrize("solver", ["milp", "sweep"])
+def test_knapsack_picks_int8_where_its_rung_is_faster_and_not_where_slower(solver):
+    t = _synthetic({"vnni_conv": 0.3, "small_conv": 1.5})
+    a = allocate(t, latency_ms=1.5, solver=solver)  # both dense is 2.1 ms: one layer must give
+    plan = t.plan_of(a.choice)
+    assert a.feasible and plan == {"vnni_conv": INT8}
+    assert t.latency_of(plan) == pytest.approx(1.4)
+    a = allocate(t, latency_ms=0.95, solver=solver)
+    plan = t.plan_of(a.choice)
+    assert plan["vnni_conv"]["precision"] == "int8" and "precision" not in plan.get("small_conv", {})
+
+
+def test_int8_rungs_are_on_where_the_targets_isa_runs_int8_well():
+    from types import SimpleNamespace
+
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.build import int8_pays
+
+    def target(*isa):
+        return SimpleNamespace(device=SimpleNamespace(isa=isa))
+
+    assert int8_pays(target("avx2", "avx512f", "avx512_vnni")) and int8_pays(target("asimd", "asimddp"))
+    assert not int8_pays(target("neon", "asimd")) and not int8_pays(target())
+    assert int8_pays(Target.load("rpi5")) and not int8_pays(Target.load("rpi4"))  # A76 dot product; A72 none
+
+
+def test_fp32_flag_keeps_every_layer_fp32_and_int8_flag_is_only_deprecated():
+    from edgeopt.pipeline.config import CompileConfig
+
+    assert CompileConfig(fp32=True).fp32 and not CompileConfig().fp32
+    assert CompileConfig(int8=True).int8  # accepted; prepare warns and samples no whole-artifact dtype

@@ -85,6 +85,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         length="~3 min",
     ),
     Benchmark(
+        "int8_rungs_per_layer",
+        "Per layer on this host, is a static-int8 rung faster than its fp32 rung inside a run of int8 layers, and "
+        "how do dense fp32, every layer int8 and onnxruntime's whole-model int8 compare as whole graphs?",
+        "benchmarks.int8_rungs_per_layer",
+        params={"models": "digits-cnn,cnn1d"},
+        quick={"models": "digits-cnn"},
+        length="~5 min",
+    ),
+    Benchmark(
         "default_compile_in_10_minutes",
         "Does `edgeopt compile` with every default finish a ~1M-parameter, ~40-layer model within 10 minutes on "
         "2 cores, budgets met?",

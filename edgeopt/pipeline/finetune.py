@@ -63,11 +63,30 @@ def tolerance(config: CompileConfig) -> float:
     return float(config.f1_tolerance)
 
 
+def distill_student(student: Any, teacher: Any, task: Any, config: CompileConfig, epochs: int, **options: Any) -> None:
+    """Distill ``student`` from ``teacher`` on the task's splits with the compile's rate, seed, metric and
+    device: the one call a trial, the final fine-tune and a trial's retraining share (``options``:
+    ``callback``, ``schedule``, ``patience``, ``restore_best``)."""
+    from edgeopt.compiler.distill import distill
+
+    distill(
+        student,
+        teacher,
+        (task.X_train, task.y_train),
+        (task.X_val, task.y_val),
+        epochs=epochs,
+        lr=config.lr,
+        seed=config.seed,
+        metric=task.metric,
+        train_device=config.train_device,
+        **options,
+    )
+
+
 def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
     """The plan's student, distilled for ``final_epochs`` with a cosine schedule, ending with its best
     validation epoch's weights (the dense teacher, and a plan that changes no layer, as they are)."""
     from edgeopt.compiler.decompose import decompose
-    from edgeopt.compiler.distill import distill
     from edgeopt.compiler.formats import DEFAULT_FORMAT
 
     t0 = time.perf_counter()
@@ -78,20 +97,16 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
         t0 = time.perf_counter()
         # Every epoch runs (the cosine schedule's whole length); the best validation epoch's weights are
         # kept, so the fine-tune cannot end below a score it reached.
-        distill(
+        distill_student(
             tuned.student,
             teacher,
-            (task.X_train, task.y_train),
-            (task.X_val, task.y_val),
-            epochs=config.final_epochs,
-            lr=config.lr,
-            seed=config.seed,
-            metric=task.metric,
+            task,
+            config,
+            config.final_epochs,
             schedule="cosine",
             patience=config.final_epochs,
             restore_best=True,
             callback=lambda _epoch, score: tuned.history.append(float(score)),
-            train_device=config.train_device,
         )
         tuned.timings["distill"] = time.perf_counter() - t0
     tuned.student.eval()
@@ -102,21 +117,16 @@ def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: Compile
     """The selected trial's student again: trained as the objective trains a trial (``trial_epochs``, the
     compile's seed, early stopping on validation, best weights), which on the CPU gives its weights back."""
     from edgeopt.compiler.decompose import decompose
-    from edgeopt.compiler.distill import distill
 
     t0 = time.perf_counter()
     again = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
-    distill(
+    distill_student(
         again.student,
         teacher,
-        (task.X_train, task.y_train),
-        (task.X_val, task.y_val),
-        epochs=config.trial_epochs,
-        lr=config.lr,
-        seed=config.seed,
-        metric=task.metric,
+        task,
+        config,
+        config.trial_epochs,
         callback=lambda _epoch, score: again.history.append(float(score)),
-        train_device=config.train_device,
     )
     again.timings["retrain"] = time.perf_counter() - t0
     again.student.eval()

@@ -149,10 +149,10 @@ class Objective:
         """Distill ``student`` for ``trial_epochs`` (pruned on validation score); its validation metrics."""
         import optuna
 
-        from edgeopt.compiler.distill import distill
         from edgeopt.compiler.formats import int8_layers
         from edgeopt.compiler.train import evaluate
         from edgeopt.pipeline.evaluate import _metrics_dict, int8_metrics
+        from edgeopt.pipeline.finetune import distill_student
 
         task, config = self.inputs.task, self.config
         prunable = alternatives.seeded(trial) is None  # an alternative is trained whole: the report compares it
@@ -167,18 +167,7 @@ class Objective:
 
         t0 = time.perf_counter()
         try:
-            distill(
-                student,
-                self.inputs.teacher,
-                (task.X_train, task.y_train),
-                (task.X_val, task.y_val),
-                epochs=config.trial_epochs,
-                lr=config.lr,
-                seed=config.seed,
-                metric=task.metric,
-                callback=on_epoch,
-                train_device=config.train_device,
-            )
+            distill_student(student, self.inputs.teacher, task, config, config.trial_epochs, callback=on_epoch)
         finally:
             record.timings["distill"] = time.perf_counter() - t0
         per_layer = record.plan if record.dtype is not DType.INT8 and int8_layers(record.plan) else None

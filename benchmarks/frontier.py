@@ -60,13 +60,20 @@ def alternatives(task: Any, out: Path, ratios: list[float], epochs: int) -> list
     cal = task.X_train[:256]
     files = [{"method": "dense fp32", "path": dense}]
     files.append({"method": "ORT int8 (dense)", "path": quantize_onnx(dense, out / "dense-int8.onnx", calibration=cal)})
-    for ratio in ratios:
+    for ratio in ratios:  # one ratio that torch-pruning or the quantizer cannot do is a row, not the end of the run
         t0 = time.perf_counter()
-        student = torch_pruning_uniform(task.model, task.example_input, ratio)
-        path = distill_and_export(student, task, out / f"prune-{ratio}.onnx", epochs=epochs, seed=0)
-        files.append({"method": f"uniform prune {ratio}", "path": path, "build_s": time.perf_counter() - t0})
-        q = quantize_onnx(path, out / f"prune-{ratio}-int8.onnx", calibration=cal)
-        files.append({"method": f"uniform prune {ratio} + int8", "path": q})
+        fp32, int8 = {"method": f"uniform prune {ratio}"}, {"method": f"uniform prune {ratio} + int8"}
+        try:
+            student = torch_pruning_uniform(task.model, task.example_input, ratio)
+            fp32["path"] = distill_and_export(student, task, out / f"prune-{ratio}.onnx", epochs=epochs, seed=0)
+            fp32["compile_s"] = round(time.perf_counter() - t0, 1)
+            int8["path"] = quantize_onnx(fp32["path"], out / f"prune-{ratio}-int8.onnx", calibration=cal)
+        except Exception as exc:
+            log.exception("%s failed", fp32["method"])
+            for row in (fp32, int8):
+                if "path" not in row:
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        files += [fp32, int8]
     return files
 
 
@@ -169,7 +176,7 @@ def cell(task: Any, alts: list[dict[str, Any]], frac: float, dense_p95_ms: float
     best = max((r for r in timed if r["meets"] and not r.get("edgeopt")), key=_rank, default=None)
     for r in timed:
         if best is not None and r is not best:
-            r["delta_pt"] = 100.0 * (r["test_score"] - best["test_score"])
+            r["delta_pt"] = round(100.0 * (r["test_score"] - best["test_score"]), 6) + 0.0  # no "-0.00"
             r["b_right_a_wrong"], r["a_right_b_wrong"], r["mcnemar_p"] = mcnemar(
                 right[r["method"]], right[best["method"]]
             )
@@ -275,7 +282,7 @@ def cell_table(c: dict[str, Any]) -> list[str]:
     ]
     for r in c["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['method']} | — | — | — | {r['error']} ({r['compile_s']} s) | — | — |")
+            lines.append(f"| {r['method']} | — | — | — | {r['error']} ({r.get('compile_s', '?')} s) | — | — |")
             continue
         meets = "yes" if r["meets"] else "no"
         if r.get("edgeopt"):
@@ -342,19 +349,28 @@ def markdown(models: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parameters(args: SimpleNamespace) -> list[str]:
+    """Check and parse the comma lists in place (ValueError, one line naming the parameter); the model names."""
+    names = _csv(args.models)
+    if not names or set(names) - set(MODELS):
+        raise ValueError(f"frontier: models: expected some of {', '.join(MODELS)}, found {args.models!r}")
+    for key, cast in (("fractions", lambda x: float(Fraction(x))), ("ratios", float), ("seeds", int)):
+        try:
+            values = _csv(getattr(args, key), cast)
+        except (ValueError, ZeroDivisionError):
+            values = []
+        if not values or (key != "seeds" and not all(0 < v < 1 for v in values)):
+            want = {"seeds": "integers", "ratios": "numbers in (0, 1)"}.get(key, "fractions in (0, 1) such as 1/3")
+            raise ValueError(f"frontier: {key}: expected comma-separated {want}, found {getattr(args, key)!r}")
+        setattr(args, key, values)
+    return names
+
+
 def run(args: SimpleNamespace) -> Outcome:
     """Every model of ``models``, every fraction of ``fractions``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("edgeopt").setLevel(logging.WARNING)
-    names = _csv(args.models)
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        raise ValueError(f"frontier: models: unknown {', '.join(unknown)} (expected some of {', '.join(MODELS)})")
-    args.fractions, args.ratios, args.seeds = (
-        _csv(args.fractions, lambda x: float(Fraction(x))),
-        _csv(args.ratios, float),
-        _csv(args.seeds, int),
-    )
+    names = parameters(args)
     models: list[dict[str, Any]] = []
     args.save_partial = lambda res: args.save({"models": [*models, res]}, markdown([*models, res]))
     load0 = os.getloadavg()[0]

@@ -1,0 +1,386 @@
+"""The frontier: at ½, ⅓ and ¼ of the dense p95, does edgeopt beat what a user would try first?
+
+Per model (the bundled digits examples and the architectures) the alternatives are built once:
+dense fp32, onnxruntime int8 of dense (``edgeopt.compiler.quantize``), uniform torch-pruning at a ladder
+of ratios, each fp32 and int8, distilled like edgeopt's final fine-tune (the same helpers as
+``edgeopt_vs_baselines``'s uniform-pruning rows). Per budget, ``edgeopt.compile`` runs with its defaults
+(one compile per seed). Every ONNX file of one (model, budget) cell is then timed interleaved in one
+process: one onnxruntime session per file (``edgeopt.runtime.session.open_session``, host-1t's runtime:
+1 thread), round-robin blocks over the files in a rotating order, several rounds, p50/p95 from the pooled
+samples of each file (each block's first runs dropped as warm-up). Scores are on the test split; each
+edgeopt seed is compared with the best alternative that meets the budget by McNemar's exact test on
+the discordant test samples (``scipy.stats.binomtest``).
+
+    flock /tmp/edgeopt-bench.lock python -m benchmarks frontier [--quick] [--set seeds=0,1]
+
+Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/frontier/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from benchmarks.suite import HOST_1T, Outcome
+
+MODELS = ("digits-mlp", "digits-cnn", "resnet8", "mobilenet", "vit", "cnn1d")
+WARMUP = 5  # runs dropped at the start of every block: a session's first runs after another's are cold
+TOL, BETTER, SPEED = 0.003, 0.010, 1.3  # issue 20's goals: 0.3 pt, +1.0 pt, 1.3x lower p50
+DENSE_LOSS = {"1/3": 0.010, "1/4": 0.020}  # score lost against dense allowed at these budgets
+REFUSAL_S = 60.0
+
+log = logging.getLogger("frontier")
+
+
+def _csv(text: Any, cast: Any = str) -> list[Any]:
+    return [cast(x.strip()) for x in str(text).split(",") if x.strip()]
+
+
+def _frac_text(f: float) -> str:
+    return str(Fraction(f).limit_denominator(16))
+
+
+# --------------------------------------------------------------------------- building the files
+def alternatives(task: Any, out: Path, ratios: list[float], epochs: int) -> list[dict[str, Any]]:
+    """Dense, its int8, and uniform torch-pruning at each ratio (distilled) fp32 and int8: (method, path)."""
+    from benchmarks.edgeopt_vs_baselines import distill_and_export, torch_pruning_uniform
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import quantize_onnx
+
+    dense = out / "dense.onnx"
+    export_onnx(task.model, task.example_input, dense, verify=True, verify_inputs=task.X_val[:32])
+    cal = task.X_train[:256]
+    files = [{"method": "dense fp32", "path": dense}]
+    files.append({"method": "ORT int8 (dense)", "path": quantize_onnx(dense, out / "dense-int8.onnx", calibration=cal)})
+    for ratio in ratios:  # one ratio that torch-pruning or the quantizer cannot do is a row, not the end of the run
+        t0 = time.perf_counter()
+        fp32, int8 = {"method": f"uniform prune {ratio}"}, {"method": f"uniform prune {ratio} + int8"}
+        try:
+            student = torch_pruning_uniform(task.model, task.example_input, ratio)
+            fp32["path"] = distill_and_export(student, task, out / f"prune-{ratio}.onnx", epochs=epochs, seed=0)
+            fp32["compile_s"] = round(time.perf_counter() - t0, 1)
+            int8["path"] = quantize_onnx(fp32["path"], out / f"prune-{ratio}-int8.onnx", calibration=cal)
+        except Exception as exc:
+            log.exception("%s failed", fp32["method"])
+            for row in (fp32, int8):
+                if "path" not in row:
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        files += [fp32, int8]
+    return files
+
+
+def compile_edgeopt(task: Any, budget_ms: float, seed: int, out: Path, args: SimpleNamespace) -> dict[str, Any]:
+    """``edgeopt.compile`` with its defaults but for the benchmark's overrides; a refusal is a row too."""
+    import edgeopt
+
+    kwargs: dict[str, Any] = {"out": out, "seed": seed, "budget": {"latency_ms": budget_ms}, "progress": False}
+    for key in ("trials", "trial_epochs", "final_epochs", "time_budget_s"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"method": f"edgeopt seed {seed}", "edgeopt": True, "seed": seed}
+    try:
+        res = edgeopt.compile(task, str(HOST_1T), **kwargs)
+        row.update(path=Path(res.model_path), exit_code=res.exit_code, dtype=res.report["best"].get("dtype", "fp32"))
+    except SystemExit as exc:
+        row["error"] = f"exit {exc.code}"
+    except Exception as exc:  # a refused budget is an InputError naming the floor: recorded, not fatal
+        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    row["compile_s"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+# --------------------------------------------------------------------------- timing and scoring
+def time_interleaved(paths: list[Path], *, rounds: int, block: int) -> list[dict[str, float]]:
+    """p50/p95 (µs) per file from pooled samples: ``rounds`` rounds of one ``block`` per file, the
+    order rotated each round so no file always follows the same one."""
+    from edgeopt.runtime.session import open_session
+    from edgeopt.runtime.targets import resolve_target
+
+    runtime = resolve_target(str(HOST_1T)).runtime
+    sessions, feeds = [], []
+    for p in paths:
+        s = open_session(p, runtime)
+        inp = s.get_inputs()[0]
+        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+        sessions.append(s)
+        feeds.append({inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)})
+    samples: list[list[int]] = [[] for _ in paths]
+    clock = time.perf_counter_ns
+    for r in range(rounds):
+        for k in range(len(paths)):
+            i = (k + r) % len(paths)
+            s, feed, got = sessions[i], feeds[i], samples[i]
+            for j in range(WARMUP + block):
+                t0 = clock()
+                s.run(None, feed)
+                if j >= WARMUP:
+                    got.append(clock() - t0)
+    return [
+        {"p50_us": float(np.percentile(x, 50)) / 1e3, "p95_us": float(np.percentile(x, 95)) / 1e3, "n": len(x)}
+        for x in samples
+    ]
+
+
+def score(path: Path, task: Any) -> tuple[float, np.ndarray]:
+    """Test score (the task's metric) and the per-sample correctness vector McNemar pairs."""
+    from edgeopt.compiler.metrics import compute_metrics
+    from edgeopt.pipeline.evaluate import onnx_predict
+
+    pred = onnx_predict(path, task.X_test)
+    return float(compute_metrics(task.y_test, pred, metric=task.metric).score), pred == np.asarray(task.y_test)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
+    """Discordant pairs (a right b wrong, a wrong b right) and the exact two-sided McNemar p."""
+    from scipy.stats import binomtest
+
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return n01, n10, (float(binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0)
+
+
+def decidable(n: int, alpha: float = 0.05) -> tuple[int, float]:
+    """The fewest discordant samples (all one way) McNemar calls significant, and that as points of accuracy."""
+    from scipy.stats import binomtest
+
+    k = next(k for k in range(1, 64) if binomtest(k, k, 0.5).pvalue < alpha)
+    return k, 100.0 * k / n
+
+
+# --------------------------------------------------------------------------- one cell
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    """Best alternative: the highest test score, the fastest p50 among equal scores."""
+    return row["test_score"], -row["p50_us"]
+
+
+def cell(task: Any, alts: list[dict[str, Any]], frac: float, dense_p95_ms: float, args: SimpleNamespace, out: Path):
+    """One (model, budget): edgeopt per seed, every file timed interleaved and scored, the goals judged."""
+    budget_ms = frac * dense_p95_ms
+    edges = [compile_edgeopt(task, budget_ms, s, out / f"edgeopt-{frac:.3f}-s{s}", args) for s in args.seeds]
+    rows = [dict(a) for a in alts] + edges
+    timed = [r for r in rows if "path" in r]
+    for r, t in zip(timed, time_interleaved([r["path"] for r in timed], rounds=args.rounds, block=args.block)):
+        r.update(t)
+    right: dict[str, np.ndarray] = {}
+    for r in timed:
+        r["test_score"], right[r["method"]] = score(r["path"], task)
+        r["meets"] = r["p95_us"] <= budget_ms * 1e3
+    best = max((r for r in timed if r["meets"] and not r.get("edgeopt")), key=_rank, default=None)
+    for r in timed:
+        if best is not None and r is not best:
+            r["delta_pt"] = round(100.0 * (r["test_score"] - best["test_score"]), 6) + 0.0  # no "-0.00"
+            r["b_right_a_wrong"], r["a_right_b_wrong"], r["mcnemar_p"] = mcnemar(
+                right[r["method"]], right[best["method"]]
+            )
+    dense = rows[0]
+    goals = [judge(e, best, dense, frac) for e in edges]
+    for r in rows:
+        r["path"] = str(r["path"]) if "path" in r else None
+    best_method = best["method"] if best else None
+    return {"fraction": frac, "budget_ms": budget_ms, "best_alternative": best_method, "rows": rows, "goals": goals}
+
+
+def judge(edge: dict[str, Any], best: dict[str, Any] | None, dense: dict[str, Any], frac: float) -> dict[str, Any]:
+    """Issue 20's goals for one edgeopt compile in one cell (None: the goal does not apply)."""
+    ftext = _frac_text(frac)
+    g: dict[str, Any] = {"method": edge["method"], "never_worse": None, "clearly_better": None, "vs_dense": None}
+    if "error" in edge:
+        refused_fast = edge["compile_s"] <= REFUSAL_S
+        g["never_worse"] = False if best is not None else None
+        g["vs_dense"] = refused_fast if ftext == "1/4" else (False if ftext == "1/3" else None)
+        return g
+    if best is not None:
+        ok_score = edge["test_score"] >= best["test_score"] - TOL
+        g["never_worse"] = bool(ok_score and edge["meets"])
+        faster = best["p50_us"] / edge["p50_us"] >= SPEED and ok_score
+        g["clearly_better"] = bool(edge["meets"] and (edge["test_score"] >= best["test_score"] + BETTER or faster))
+    if ftext in DENSE_LOSS:
+        g["vs_dense"] = bool(edge["meets"] and dense["test_score"] - edge["test_score"] <= DENSE_LOSS[ftext])
+    return g
+
+
+# --------------------------------------------------------------------------- one model
+def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
+    """The alternatives once, then one cell per budget fraction; the plot at the end."""
+    from edgeopt.models.examples import load_example
+    from edgeopt.runtime.bench import bench
+
+    t0 = time.perf_counter()
+    task = load_example(name, seed=0)
+    out = args.work / name
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = args.final_epochs if args.final_epochs is not None else 80  # compile()'s final fine-tune default
+    alts = alternatives(task, out, args.ratios, epochs)
+    dense_p95_ms = float(bench(alts[0]["path"], str(HOST_1T), min_iters=300, min_time_s=1.0).latency_ms["p95"])
+    n = len(task.y_test)
+    k, pts = decidable(n)
+    res: dict[str, Any] = {"model": name, "metric": task.metric, "test_samples": n, "dense_p95_ms": dense_p95_ms}
+    res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
+    for frac in args.fractions:
+        res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out))
+        res["wall_s"] = round(time.perf_counter() - t0, 1)
+        args.save_partial(res)
+    res["plot"] = plot(res, args.out / "frontier" / f"{name}.png")
+    return res
+
+
+def plot(res: dict[str, Any], path: Path) -> str:
+    """Latency (p50, µs) against test score: every method of every cell, each budget as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, c in enumerate(res["cells"]):
+        color = colors[i % len(colors)]
+        timed = [r for r in c["rows"] if r.get("p50_us") is not None]
+        for r in timed:
+            marker = "*" if r.get("edgeopt") else ("s" if "int8" in r["method"] else "o")
+            ax.scatter(r["p50_us"], 100 * r["test_score"], marker=marker, s=90 if r.get("edgeopt") else 30, color=color)
+            if i == 0 and not r.get("edgeopt"):
+                ax.annotate(
+                    r["method"].replace("uniform prune ", "p"), (r["p50_us"], 100 * r["test_score"]), fontsize=6
+                )
+        ax.axvline(c["budget_ms"] * 1e3, color=color, ls="--", lw=1, label=f"budget {_frac_text(c['fraction'])} (p95)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("p50 µs (1 onnxruntime thread, interleaved); ★ edgeopt, ■ int8, ● fp32")
+    ax.set_ylabel(f"test {res['metric']} (%)")
+    ax.set_title(f"{res['model']}: latency against test score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"frontier/{path.name}"
+
+
+# --------------------------------------------------------------------------- the report
+def _f(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def cell_table(c: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**budget {_frac_text(c['fraction'])} of the dense p95 = {c['budget_ms'] * 1e3:.0f} µs p95**; best alternative "
+        f"meeting it: {c['best_alternative'] or 'none'}",
+        "",
+        "| method | p50 µs | p95 µs | meets budget | test score | Δ vs best alternative (pt) | McNemar p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in c["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['method']} | — | — | — | {r['error']} ({r.get('compile_s', '?')} s) | — | — |")
+            continue
+        meets = "yes" if r["meets"] else "no"
+        if r.get("edgeopt"):
+            r = r | {"method": f"{r['method']} ({r['dtype']}, exit {r['exit_code']}, {r['compile_s']:.0f} s)"}
+        lines.append(
+            f"| {r['method']} | {r['p50_us']:.1f} | {r['p95_us']:.1f} | {meets} | {100 * r['test_score']:.2f} | "
+            f"{_f(r.get('delta_pt'), '+.2f')} | {_f(r.get('mcnemar_p'), '.3f')} |"
+        )
+    return lines + [""]
+
+
+def _verdict(v: Any) -> str:
+    return {True: "met", False: "**not met**", None: "n/a"}[v]
+
+
+def goals_table(models: list[dict[str, Any]]) -> list[str]:
+    lines = ["| model | budget | compile | never worse | clearly better | vs dense |", "|---|---|---|---|---|---|"]
+    for m in models:
+        for c in m["cells"]:
+            for g in c["goals"]:
+                verdicts = " | ".join(_verdict(g[k]) for k in ("never_worse", "clearly_better", "vs_dense"))
+                lines.append(f"| {m['model']} | {_frac_text(c['fraction'])} | {g['method']} | {verdicts} |")
+    return lines + [""]
+
+
+def summary(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per goal: cells (each judged on all its seeds) met out of those where it applies."""
+    out: dict[str, Any] = {}
+    for key in ("never_worse", "clearly_better", "vs_dense"):
+        judged = [[g[key] for g in c["goals"]] for m in models for c in m["cells"]]
+        applies = [v for v in judged if any(x is not None for x in v)]
+        out[key] = {"met": sum(all(x is not False for x in v) for v in applies), "of": len(applies)}
+    out["clearly_better_goal"] = out["clearly_better"]["met"] * 2 >= out["clearly_better"]["of"]
+    return out
+
+
+def markdown(models: list[dict[str, Any]]) -> str:
+    lines = [
+        "Timings: every ONNX file of a cell timed interleaved in one process (round-robin blocks, pooled "
+        "samples, 1 onnxruntime thread); meets budget = p95 ≤ budget. Δ and McNemar: against the best "
+        "alternative meeting the budget (McNemar on per-sample correctness of the test split).",
+        "",
+    ]
+    for m in models:
+        lines += [f"### {m['model']}", ""]
+        lines += [
+            f"{m['test_samples']} test samples: McNemar (p < 0.05) needs ≥ {m['mcnemar_min_discordant']} discordant "
+            f"samples all one way, so the smallest difference it can decide is {m['mcnemar_min_pt']:.2f} pt of "
+            f"accuracy. Dense p95 {m['dense_p95_ms'] * 1e3:.0f} µs.",
+            "",
+        ]
+        if m.get("plot"):
+            lines += [f"![{m['model']} frontier]({m['plot']})", ""]
+        for c in m["cells"]:
+            lines += cell_table(c)
+    s = summary(models)
+    lines += ["### Goals per cell", "", *goals_table(models)]
+    lines += [
+        f"Summary: never worse in {s['never_worse']['met']} of {s['never_worse']['of']} cells; clearly better in "
+        f"{s['clearly_better']['met']} of {s['clearly_better']['of']} (goal: at least half: "
+        f"{'met' if s['clearly_better_goal'] else 'not met'}); against dense at 1/3 and 1/4: "
+        f"{s['vs_dense']['met']} of {s['vs_dense']['of']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parameters(args: SimpleNamespace) -> list[str]:
+    """Check and parse the comma lists in place (ValueError, one line naming the parameter); the model names."""
+    names = _csv(args.models)
+    if not names or set(names) - set(MODELS):
+        raise ValueError(f"frontier: models: expected some of {', '.join(MODELS)}, found {args.models!r}")
+    for key, cast in (("fractions", lambda x: float(Fraction(x))), ("ratios", float), ("seeds", int)):
+        try:
+            values = _csv(getattr(args, key), cast)
+        except (ValueError, ZeroDivisionError):
+            values = []
+        if not values or (key != "seeds" and not all(0 < v < 1 for v in values)):
+            want = {"seeds": "integers", "ratios": "numbers in (0, 1)"}.get(key, "fractions in (0, 1) such as 1/3")
+            raise ValueError(f"frontier: {key}: expected comma-separated {want}, found {getattr(args, key)!r}")
+        setattr(args, key, values)
+    return names
+
+
+def run(args: SimpleNamespace) -> Outcome:
+    """Every model of ``models``, every fraction of ``fractions``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("edgeopt").setLevel(logging.WARNING)
+    names = parameters(args)
+    models: list[dict[str, Any]] = []
+    args.save_partial = lambda res: args.save({"models": [*models, res]}, markdown([*models, res]))
+    load0 = os.getloadavg()[0]
+    for name in names:
+        log.info("[%s] building the alternatives and compiling at %s", name, args.fractions)
+        models.append(run_model(name, args))
+    results = {"models": models, "summary": summary(models), "load_average": [round(load0, 2), os.getloadavg()[0]]}
+    notes = [
+        "McNemar pairs per-sample correctness; the score column is the task's metric (macro-F1), so a Δ in "
+        "score and the discordant counts can differ in sign on imbalanced classes.",
+        "A cell's goal counts as met only when it holds for every edgeopt seed.",
+    ]
+    return Outcome(results, markdown(models), notes)

@@ -1,0 +1,71 @@
+"""The frontier benchmark's own parts: interleaved timing on real onnxruntime sessions, McNemar on the
+discordant pairs, and issue 20's goals judged per compile."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import frontier
+
+
+def _matmul(path, n: int) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_interleaved_timing_orders_a_big_and_a_small_file(tmp_path):
+    small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
+    _matmul(small, 8)
+    _matmul(big, 512)
+    t_small, t_big = frontier.time_interleaved([small, big], rounds=3, block=20)
+    assert t_small["n"] == t_big["n"] == 60
+    assert t_small["p50_us"] <= t_small["p95_us"] and t_big["p50_us"] <= t_big["p95_us"]
+    assert t_big["p50_us"] > 3 * t_small["p50_us"]
+
+
+def test_mcnemar_counts_only_discordant_pairs():
+    a = np.array([True] * 90 + [True] * 8 + [False] * 2)
+    b = np.array([True] * 90 + [False] * 8 + [True] * 2)
+    n01, n10, p = frontier.mcnemar(a, b)
+    assert (n01, n10) == (8, 2) and p == pytest.approx(0.109375)
+    assert frontier.mcnemar(a, a)[2] == 1.0
+    assert frontier.decidable(360) == (6, pytest.approx(100 * 6 / 360))
+
+
+def _row(score: float, p50: float, meets: bool = True, **kw):
+    return {"method": "m", "test_score": score, "p50_us": p50, "meets": meets, **kw}
+
+
+def test_goals_per_compile():
+    best, dense = _row(0.95, 20.0), _row(0.97, 60.0, meets=False)
+    g = frontier.judge(_row(0.948, 10.0), best, dense, 1 / 3)
+    assert g["never_worse"] and g["clearly_better"] and not g["vs_dense"]  # 2x faster within 0.3 pt; 2.2 pt off dense
+    g = frontier.judge(_row(0.94, 10.0), best, dense, 1 / 2)
+    assert g["never_worse"] is False and g["clearly_better"] is False and g["vs_dense"] is None
+    g = frontier.judge({"method": "e", "error": "InputError: below the floor", "compile_s": 12.0}, None, dense, 1 / 4)
+    assert g == {"method": "e", "never_worse": None, "clearly_better": None, "vs_dense": True}
+    assert frontier._rank(_row(0.95, 10.0)) > frontier._rank(_row(0.95, 20.0)) > frontier._rank(_row(0.94, 1.0))
+
+
+def test_bad_parameters_name_the_field():
+    ok = {"models": "digits-mlp", "fractions": "1/2,1/3", "ratios": "0.5", "seeds": "0,1"}
+    args = SimpleNamespace(**ok)
+    assert frontier.parameters(args) == ["digits-mlp"] and args.fractions == [0.5, pytest.approx(1 / 3)]
+    for key, bad in (("models", "nope"), ("fractions", "1/0"), ("ratios", "1.5"), ("seeds", "x")):
+        with pytest.raises(ValueError, match=f"frontier: {key}:"):
+            frontier.parameters(SimpleNamespace(**{**ok, key: bad}))

@@ -844,8 +844,10 @@ def markdown(results: dict[str, Any]) -> str:
         dense = next(r for r in ex["rows"] if r["method"] == "dense fp32")
         if "dense_p95_ms" in ex:  # a real architecture: edgeopt at half the dense p95 on host-1t
             lines += [
-                f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ {ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
-                f"= {_frac(ex.get('budget_fraction', 0.5))} dense p95 on `{ex['target']}`; {ex['trials']} trials / {ex['timeout_s']:.0f} s, "
+                f"### {ex['example']} ({ex['metric']}; edgeopt: budget p95 ≤ "
+                f"{ex['budget_overrides']['latency_ms'] * 1e3:.0f} µs "
+                f"= {_frac(ex.get('budget_fraction', 0.5))} dense p95 on `{ex['target']}`; "
+                f"{ex['trials']} trials / {ex['timeout_s']:.0f} s, "
                 f"{ex['trial_epochs']} trial epochs, {ex['final_epochs']} final epochs; run {ex['wall_s']:.0f} s)",
                 "",
             ]
@@ -856,7 +858,10 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
         lines += [
-            "| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) | test F1 | accuracy | compile s |",
+            (
+                "| method | params | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | rpi4 p50 µs (pred.) "
+                "| test F1 | accuracy | compile s |"
+            ),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in ex["rows"]:
@@ -864,7 +869,8 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {r['method']} | failed: {r['error']} |||||||||{_fmt(r.get('compile_s'), '.1f')} |")
                 continue
             lines.append(
-                f"| {r['method']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | "
+                f"| {r['method']} | {r['params']:,} | {r['size_bytes'] / 1024:.1f} | {r['nodes']} | "
+                f"{r['p50_ms'] * 1e3:.1f} | "
                 f"{r['p95_ms'] * 1e3:.1f} | {dense['p50_ms'] / r['p50_ms']:.1f}× | {r['rpi4_p50_ms'] * 1e3:.0f} | "
                 f"{r['test_f1']:.4f} | {r['test_accuracy']:.4f} | {_fmt(r['compile_s'], '.1f')} |"
             )
@@ -889,12 +895,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"### {w['example']}: {w['description']}, {w['distill_epochs']} distillation epochs per student",
             "",
-            "| fc2 format | params (model) | fc2 params | fc2 MACs | init rel. error | size KiB | nodes | p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |",
+            (
+                "| fc2 format | params (model) | fc2 params | fc2 MACs | init rel. error | size KiB | nodes "
+                "| p50 µs | p95 µs | vs dense p50 | test F1 | accuracy |"
+            ),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in w["rows"]:
             lines.append(
-                f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | {_fmt(r.get('fc2_macs'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
+                f"| {r['method']} | {r['params']:,} | {_fmt(r.get('fc2_params'), ',')} | "
+                f"{_fmt(r.get('fc2_macs'), ',')} | {_fmt(r.get('init_rel_error'), '.3f')} | "
                 f"{r['size_bytes'] / 1024:.0f} | {r['nodes']} | {r['p50_ms'] * 1e3:.1f} | {r['p95_ms'] * 1e3:.1f} | "
                 f"{dense['p50_ms'] / r['p50_ms']:.0f}× | {r['test_f1']:.4f} | {r['test_accuracy']:.4f} |"
             )

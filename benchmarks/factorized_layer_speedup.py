@@ -145,7 +145,10 @@ def run(args: SimpleNamespace) -> Outcome:
                         flush=True,
                     )
     lines = [
-        "| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) | speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |",
+        (
+            "| layer | format | rank | params | MACs/sample | ONNX nodes | p50 batch 1 (µs) | p50 batch 32 (µs) "
+            "| speed-up vs dense, batch 1 | floor b1 (µs) | × floor b1 | floor b32 (µs) | × floor b32 |"
+        ),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -159,7 +162,8 @@ def run(args: SimpleNamespace) -> Outcome:
         for key in ("x_floor_b1", "x_floor_b32"):
             xs = sorted(r[key] for r in rows if r["format"] == fmt)
             lines.append(
-                f"- {fmt} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows"
+                f"- {fmt} batch {key.split('_b')[1]:>2s}: x{statistics.median(xs):.2f} "
+                f"[{xs[0]:.2f}-{xs[-1]:.2f}] over {len(xs)} rows"
             )
     tt4 = [r for r in rows if r["layer"] == "Linear 4096x4096" and r["format"] == "tt" and r["rank"] == 4]
     if tt4:

@@ -69,7 +69,10 @@ def run(args: SimpleNamespace) -> Outcome:
         f"Tables on `benchmarks/host-1t.toml` (1 onnxruntime thread), {doc['cores']} cores, torch {doc['torch']}, "
         f"onnxruntime {doc['onnxruntime']}; load at the end {doc['load'][0]:.2f}.",
         "",
-        "| model | layers | candidates | floor known s | latencies s | additivity s | sensitivity s (samples) | total s |",
+        (
+            "| model | layers | candidates | floor known s | latencies s | additivity s "
+            "| sensitivity s (samples) | total s |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

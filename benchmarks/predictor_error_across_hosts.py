@@ -5,8 +5,8 @@ Three "hosts" from one machine: this machine calibrated and measured at 1 intra-
 caps the target's threads at the host's cores); and the 1-thread measurement with a calibration
 whose cache is restricted (bandwidth curve capped at its DRAM bandwidth: what a host whose last-level
 cache is smaller than the 4 MiB working set measures, while the run itself is served from cache --
-the cache-vs-DRAM mismatch of a curve sampled at a few working-set sizes). Each predicts the ``rpi4`` profile's p50 for the
-memory-bound dense digits-mlp (64-1024-1024-10, 4.3 MiB of weights) and for a small low-rank
+the cache-vs-DRAM mismatch of a curve sampled at a few working-set sizes). Each predicts the ``rpi4``
+profile's p50 for the memory-bound dense digits-mlp (64-1024-1024-10, 4.3 MiB of weights) and for a small low-rank
 artifact, with the old transfer (host samples x cost(target) / cost(host)) and the new one
 (``predict.transfer``: the host's model error scales only the target's dispatch and compute time;
 its memory-bound time is its own). Disagreement = larger / smaller prediction of the two hosts.

@@ -287,7 +287,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             f"#### {m['model']} on {where}{f', {epochs} epochs a trial' if epochs else ''}",
             "",
-            "| seed | best feasible edgeopt / random | edgeopt s | random s | ratio | trials (warm / feasible / screened / pruned) edgeopt | random |",
+            (
+                "| seed | best feasible edgeopt / random | edgeopt s | random s | ratio "
+                "| trials (warm / feasible / screened / pruned) edgeopt | random |"
+            ),
             "|---:|---|---:|---:|---:|---|---|",
         ]
         for e in m["seeds"]:
@@ -310,7 +313,8 @@ def markdown(r: dict[str, Any]) -> str:
                 return "—" if v is None else f"{v:.4f}"
 
             lines.append(
-                f"| {e['seed']} | {fb(bf['tpe'])} / {fb(bf['random'])} | {t('tpe')} | {t('random')} | {e['ratio']:.2f} | "
+                f"| {e['seed']} | {fb(bf['tpe'])} / {fb(bf['random'])} | {t('tpe')} | {t('random')} | "
+                f"{e['ratio']:.2f} | "
                 f"{c('tpe')} | {c('random')} |"
             )
         mr, mt = m["median_ratio"], m["median_time_s"]

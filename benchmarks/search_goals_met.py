@@ -81,7 +81,10 @@ def model_goals(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
                 )
                 goals.append(
                     (
-                        f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
+                        (
+                            f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency "
+                            "(or ≥ 1.3× faster at equal F1)"
+                        ),
                         f"edgeopt {sp:.2f}× faster than the fastest uniform plan",
                         verdict,
                     )
@@ -89,7 +92,10 @@ def model_goals(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
             else:
                 goals.append(
                     (
-                        f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency (or ≥ 1.3× faster at equal F1)",
+                        (
+                            f"{name}: ≥ 0.5 pt better than the best uniform plan at equal latency "
+                            "(or ≥ 1.3× faster at equal F1)"
+                        ),
                         f"{gap:+.2f} pt",
                         "met" if gap >= 0.5 else f"**missed** by {0.5 - gap:.2f} pt",
                     )
@@ -142,7 +148,8 @@ def markdown(arch: dict[str, Any] | None, eff: dict[str, Any] | None) -> str:
             lines += [f"| {g} | {m} | {v} |" for g, m, v in model_goals(ex)]
         for ref in arch.get("refusals") or ([arch["refusal"]] if arch.get("refusal") else []):
             lines.append(
-                f"| a budget below the floor refused in ≤ 60 s with the floor stated | {ref['note']} | {ref['verdict']} |"
+                "| a budget below the floor refused in ≤ 60 s with the floor stated "
+                f"| {ref['note']} | {ref['verdict']} |"
             )
     if eff:
         for m in eff.get("models", []):

@@ -141,7 +141,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "the same seed and the same per-layer table for both.",
         "",
         "Table error = measured screen latency against what the cap assumed (the table through the fit "
-        "in force; `off`: the table as built), fp32 allocations. Budget use = measured p95 / budget of the trained trials.",
+        "in force; `off`: the table as built), fp32 allocations. "
+        "Budget use = measured p95 / budget of the trained trials.",
         "",
         "| model (target) | variant | trials | screened out | feasible | corrected | table error, median abs "
         "(signed) | budget use, median | final offset ms (screens) | shipped: budgets / test F1 / p95 ms (budget) |",
@@ -154,7 +155,8 @@ def markdown(doc: dict[str, Any]) -> str:
             sh = s["shipped"]
             lines.append(
                 f"| {r['model']} ({r['target']}) | {v} | {s['trials']} | {s['screened_out']} | {s['feasible']} | "
-                f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % ({_cell(s['median_error_pct'], '+')} %) | "
+                f"{s['corrected_trials']} | {_cell(s['median_abs_error_pct'])} % "
+                f"({_cell(s['median_error_pct'], '+')} %) | "
                 f"{_cell(s['median_budget_use'])} | {_cell(fc.get('offset_ms'))} ({_cell(fc.get('count'))}) | "
                 f"{'met' if sh['passed'] else 'NOT met'} / {sh['test_f1']:.4f} / {sh['p95_ms']:.4f} "
                 f"({sh['budget_ms']:.4f}) |"

@@ -223,8 +223,9 @@ def decomposable_layers(model: nn.Module, example_input: Any = None) -> dict[str
     Grouped/depthwise convs, recurrent layers, embeddings and normalization layers are absent.
     ``nn.MultiheadAttention`` is seen as the :class:`~edgeopt.compiler.attention.LinearAttention` that
     ``decompose`` swaps it for: its projections appear as ``<name>.q_proj``, ``.k_proj``, ``.v_proj``
-    and ``.out_proj`` (``model`` is not changed). A tied module appears once, under its first name. Conv MACs need ``example_input`` (a tensor
-    or an input shape such as ``(1, 3, 32, 32)``); without it they count one output position.
+    and ``.out_proj`` (``model`` is not changed). A tied module appears once, under its first name.
+    Conv MACs need ``example_input`` (a tensor or an input shape such as ``(1, 3, 32, 32)``); without it
+    they count one output position.
     """
     return _analyze(model, example_input).specs
 

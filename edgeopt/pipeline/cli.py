@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser(
         "demo",
-        help=f"compile the bundled digits-mlp example for {DEMO_TARGET} (up to about 10 minutes once loaded; --time-budget sets it)",
+        help=f"compile the bundled digits-mlp example for {DEMO_TARGET} "
+        "(up to about 10 minutes once loaded; --time-budget sets it)",
         description="Compile the bundled seed-size example (digits-mlp, 1,126,410 parameters) "
         f"for the {DEMO_TARGET} profile, whose budgets the dense model does not meet.",
     )
@@ -253,6 +254,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     rep = rebuild(out)
     print(
-        f"rebuilt {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'} and {len(rep.get('plots', {}))} plots"
+        f"rebuilt {out / 'report.json'}, {out / 'report.md'}, {out / 'report.html'} "
+        f"and {len(rep.get('plots', {}))} plots"
     )
     return 0

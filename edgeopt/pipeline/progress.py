@@ -2,7 +2,8 @@
 
 - Before the search, whether it resumes a study and how many workers run it (:func:`announce`).
 - The progress line: trial n (Optuna's number, from 0, as every message says it), the count, best
-  feasible score, and the counts of feasible, screened-out, pruned and failed trials, with an ETA (a bar on a terminal, log lines otherwise).
+  feasible score, and the counts of feasible, screened-out, pruned and failed trials, with an ETA (a
+  bar on a terminal, log lines otherwise).
 - Repeated warnings (e.g. "noisy measurement" from every trial's short screen) are counted, not
   printed one by one: the first of each kind is printed, the rest are summarized once at the end
   (:class:`RepeatedWarnings`).
@@ -302,9 +303,9 @@ def run_search(
     callbacks: tuple[Any, ...] = (),
     deadline: float | None = None,
 ) -> float:
-    """Run ``trials`` trials of distinct plans (or until ``timeout``, or ``deadline``); a failing trial fails alone. Returns
-    the wall time. ``callbacks`` run after each trial, after the progress line (e.g. a worker's stop at
-    the study's total)."""
+    """Run ``trials`` trials of distinct plans (or until ``timeout``, or ``deadline``); a failing trial
+    fails alone. Returns the wall time. ``callbacks`` run after each trial, after the progress line
+    (e.g. a worker's stop at the study's total)."""
     t0 = time.perf_counter()
     if trials <= 0 or (deadline is not None and deadline <= t0):
         return 0.0

@@ -239,7 +239,8 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
             "no feasible plan)"
             if rival is None
             else (
-                f"the best plan, trial #{rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, re-measured "
+                f"the best plan, trial #{rival['trial']}: val F1 {rival['val_score']:.4f} vs {best.score:.4f}, "
+                "re-measured "
                 f"p50 {rival['latency_p50_ms']:.4f} vs {ref.measured['latency_p50_ms']:.4f} ms"
                 + (f"; {rival['dropped'].split(' (')[0]}" if rival["dropped"] else "")
                 + ")"
@@ -260,7 +261,10 @@ def decide(best: TrialRecord, rows: list[dict[str, Any]], ref: DenseRef | None, 
     d = ref.measured["latency_p50_ms"]
     speed = f"re-measured p50 {row['latency_p50_ms']:.4f} vs dense {d:.4f} ms"
     if best.score > ref.record.score + f1_tolerance:
-        why = f"{what} shipped: val F1 {best.score:.4f} beats dense's {ref.record.score:.4f}, and it is not slower ({speed})"
+        why = (
+            f"{what} shipped: val F1 {best.score:.4f} beats dense's {ref.record.score:.4f}, "
+            f"and it is not slower ({speed})"
+        )
         decision.update(reason="better-f1", why=why)
     else:
         why = (

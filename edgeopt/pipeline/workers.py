@@ -3,7 +3,8 @@ on many.
 
 Every worker is an ordinary ``edgeopt compile --config OUT/workers/wK/compile.toml`` process, the run's
 settings written there with ``search_only`` on the run's storage and study (not turned back into flags).
-Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats fail a killed worker's trial and queue it again once (:mod:`edgeopt.pipeline.storage`), and the plan
+Optuna hands out the trials (on a server database with ``SELECT … FOR UPDATE``), heartbeats fail a
+killed worker's trial and queue it again once (:mod:`edgeopt.pipeline.storage`), and the plan
 claims and the latency screen's cache in the same database keep two workers from training or
 measuring one plan twice (:mod:`edgeopt.pipeline.study`).
 

@@ -19,7 +19,8 @@ def add_against_flags(p: argparse.ArgumentParser) -> None:
         "--against",
         metavar="OLD.onnx",
         help="also compare MODEL with OLD.onnx, measured in the same run "
-        "in alternating blocks; --min-time/--min-iters are then per model, split over the first look's 10 pairs (or --pairs)",
+        "in alternating blocks; --min-time/--min-iters are then per model, "
+        "split over the first look's 10 pairs (or --pairs)",
     )
     g.add_argument(
         "--max-slowdown",

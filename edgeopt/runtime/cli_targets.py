@@ -50,7 +50,8 @@ def _targets_list(args: argparse.Namespace) -> int:
         )
         print(
             f"{t.name:<22}{d.arch:<9}{d.cpu[:27]:<28}{d.cores:>5}{fmt(b.latency_ms, 'g'):>8}"
-            f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}{fmt(b.model_size_mb, 'g'):>9}  {perf}"
+            f"{' p' + format(b.latency_percentile, 'g'):<5}{fmt(b.peak_memory_mb, 'g'):>8}"
+            f"{fmt(b.model_size_mb, 'g'):>9}  {perf}"
         )
     return 0
 

@@ -150,7 +150,8 @@ class GateResult:
 
     def to_text(self) -> str:
         lines = [
-            f"edgeopt gate: {self.verdict.upper()}  ({Path(self.bench.model).name} on {self.target_name}; {self._where()})"
+            f"edgeopt gate: {self.verdict.upper()}  "
+            f"({Path(self.bench.model).name} on {self.target_name}; {self._where()})"
         ]
         for c in self.checks:
             bound = (

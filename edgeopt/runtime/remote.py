@@ -377,7 +377,8 @@ def check_model_support(host: str, hello: Mapping[str, Any], info: Mapping[str, 
         if have and need > have:
             raise DeviceVersionError(
                 f"{name}: needs ONNX opset {need} ({domain}), but onnxruntime {ort_v} on {host} loads up to "
-                f"opset {have}: upgrade onnxruntime on the device (pip install -U onnxruntime) or export with opset {have}"
+                f"opset {have}: upgrade onnxruntime on the device (pip install -U onnxruntime) "
+                f"or export with opset {have}"
             )
 
 

@@ -98,7 +98,10 @@ class BenchResult:
                 else "measured on the target"
             )
             if self.latency_source == "measured"
-            else f"PREDICTED for {self.target['name']} from {where} (per-node roofline, x{self.prediction['factor']:.2f})"
+            else (
+                f"PREDICTED for {self.target['name']} from {where} "
+                f"(per-node roofline, x{self.prediction['factor']:.2f})"
+            )
         )
         lines = [
             f"model      {self.model}",
@@ -123,7 +126,8 @@ class BenchResult:
             f"(process peak {self.process_peak_memory_mb:.1f} MB, {here})",
             f"model size         {self.model_size_bytes:,} bytes ({self.model_size_mb:.3f} MB)",
             f"parameters         {self.params:,}",
-            f"onnxruntime        {self.environment.get('onnxruntime')} {', '.join(self.environment.get('providers', []))}",
+            f"onnxruntime        {self.environment.get('onnxruntime')} "
+            f"{', '.join(self.environment.get('providers', []))}",
         ]
         return "\n".join(lines)
 

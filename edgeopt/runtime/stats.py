@@ -139,7 +139,10 @@ class Dispersion:
             if self.stalls
             else f"no stalls (none > {self.stall_threshold_ms:.4g} ms)"
         )
-        return f"median {self.median_ms:.4g} ms, MAD {self.mad_ms:.3g} ms (relative spread {self.relative_spread:.3f}); {stalls}"
+        return (
+            f"median {self.median_ms:.4g} ms, MAD {self.mad_ms:.3g} ms "
+            f"(relative spread {self.relative_spread:.3f}); {stalls}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), noisy=self.noisy is not None, noisy_reason=self.noisy)

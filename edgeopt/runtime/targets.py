@@ -82,7 +82,8 @@ class Target:
         if path.suffix == ".toml" or os.sep in text:
             raise TargetError(f"target file not found: {text}")
         raise TargetError(
-            f"unknown target {text!r}: expected a built-in name ({', '.join(cls.builtin_names())}) or a path to a .toml file"
+            f"unknown target {text!r}: expected a built-in name ({', '.join(cls.builtin_names())}) "
+            "or a path to a .toml file"
         )
 
     @classmethod

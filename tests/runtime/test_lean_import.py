@@ -19,11 +19,15 @@ assert main(["targets", "validate", "{FIXTURES.parent.parent / "edgeopt/runtime/
 model = r"{FIXTURES / "mlp_small.onnx"}"
 assert main(["bench", model, "-t", "rpi4", "--min-iters", "5", "--min-time", "0", "--warmup", "1"]) == 0
 # 5 runs cannot bound a p95 (59 are needed): inconclusive, exit 3; memory and size pass
-assert main(["gate", model, "-t", "rpi4", "--min-iters", "5", "--max-iters", "5", "--min-time", "0", "--warmup", "1"]) == 3
+assert main(
+    ["gate", model, "-t", "rpi4", "--min-iters", "5", "--max-iters", "5", "--min-time", "0", "--warmup", "1"]
+) == 3
 edgeopt.Target.load("host"); edgeopt.bench; edgeopt.gate; edgeopt.BenchResult; edgeopt.GateResult
 import edgeopt.runtime.calibrate, edgeopt.runtime.predict, edgeopt.runtime.onnx_proto, edgeopt.runtime._worker
 import edgeopt.runtime.session, edgeopt.runtime.settings, edgeopt.runtime.perf, edgeopt.runtime.host
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "tensorly", "optuna", "sklearn", "matplotlib"))
+heavy = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "tensorly", "optuna", "sklearn", "matplotlib")
+)
 print("HEAVY", heavy)
 sys.exit(1 if heavy else 0)
 """

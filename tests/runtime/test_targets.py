@@ -138,7 +138,10 @@ def test_with_budget_overrides():
         (('name = "mine"', 'name = "mine"\nversion = 2'), r"version: unknown key"),
         (
             ("CPUExecutionProvider", "CPUProvider"),
-            r"providers: expected known execution provider names .*found unknown provider 'CPUProvider' \(did you mean CPUExecutionProvider\?\)",
+            (
+                r"providers: expected known execution provider names .*found unknown provider 'CPUProvider' "
+                r"\(did you mean CPUExecutionProvider\?\)"
+            ),
         ),
         (('name = "mine"\n', ""), r"name: required key is missing"),
         (("gflops = 10.0\n", ""), r"\[device\] gflops: required when any of"),
@@ -229,7 +232,10 @@ def test_extends_cycle_is_refused_naming_the_chain(tmp_path):
     [
         (
             '"rpi9"',
-            r"extends: expected a built-in target name \(.*rpi4.*\) or a path to a \.toml file relative to t\.toml .*found a string 'rpi9'",
+            (
+                r"extends: expected a built-in target name \(.*rpi4.*\) or a path to a \.toml file relative to t\.toml "
+                r".*found a string 'rpi9'"
+            ),
         ),
         ('"nope/parent.toml"', r"extends: expected .*no such file.*found a string 'nope/parent\.toml'"),
         ("3", r"extends: expected a built-in target name .*found an integer 3"),

@@ -144,7 +144,9 @@ def _write_task_file(tmp_path: Path) -> Path:
             m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
             opt = torch.optim.Adam(m.parameters(), lr=3e-3)
             for _ in range(60):
-                opt.zero_grad(); torch.nn.functional.cross_entropy(m(torch.from_numpy(X[:1000])), torch.from_numpy(y[:1000])).backward(); opt.step()
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(m(torch.from_numpy(X[:1000])), torch.from_numpy(y[:1000])).backward()
+                opt.step()
             return edgeopt.Task(m.eval(), train=(X[:1000], y[:1000]), val=(X[1000:1400], y[1000:1400]),
                                 test=(X[1400:], y[1400:]), name="cli-task")
     """)

@@ -31,12 +31,14 @@ def make():
     d = load_digits()
     X = (d.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8); y = d.target.astype(np.int64)
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, padding=1),
-                            torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 64, 64), torch.nn.ReLU(),
-                            torch.nn.Linear(64, 10))
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
+                            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(32 * 64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     for _ in range(40):
-        opt.zero_grad(); torch.nn.functional.cross_entropy(m(torch.from_numpy(X[:1000])), torch.from_numpy(y[:1000])).backward(); opt.step()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(torch.from_numpy(X[:1000])), torch.from_numpy(y[:1000])).backward()
+        opt.step()
     return edgeopt.Task(m.eval(), train=(X[:1000], y[:1000]), val=(X[1000:1400], y[1000:1400]),
                         test=(X[1400:], y[1400:]), name="cli-cnn")
 """

@@ -19,7 +19,8 @@ TASK_SPEC = f"{Path(tiny_task.__file__).resolve()}:make_task"
 def pg_server():
     if _pg.pg_bindir() is None:
         pytest.skip(
-            "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql (scripts/test.sh --full does)"
+            "PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install -y postgresql "
+            "(scripts/test.sh --full does)"
         )
     pytest.importorskip("psycopg", reason='the postgres extra is not installed: pip install "edgeopt[postgres]"')
     server = _pg.start()

@@ -84,7 +84,10 @@ class LowRankHandler(FormatHandler):
     def check(self, spec: LayerSpec) -> str | None:
         reason = super().check(spec)
         if reason is None and self.max_rank(spec) < 1:
-            reason = f"a rank-1 factorization of a {spec.out_size}x{spec.in_size * spec.kernel_numel} weight is not smaller than the layer"
+            reason = (
+                f"a rank-1 factorization of a {spec.out_size}x{spec.in_size * spec.kernel_numel} weight "
+                "is not smaller than the layer"
+            )
         return reason
 
     def cost(self, spec: LayerSpec, config: LowRankConfig, rank: int | None = None) -> LayerCost:

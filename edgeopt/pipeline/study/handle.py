@@ -59,7 +59,8 @@ class StudyHandle:
         self.slot = None
 
     def claim_once(self, key: str) -> bool:
-        """True for exactly one caller per study and key (e.g. the warm start of a new study); True without a database."""
+        """True for exactly one caller per study and key (e.g. the warm start of a new study); True
+        without a database."""
         return self.engine is None or self._claim(key, 0)
 
     def _claim(self, key: str, owner: int) -> bool:

@@ -37,7 +37,8 @@ def _existing_trials(optuna: Any, stor: Any, study_name: str, url: str, directio
     if [d.name.lower() for d in existing.directions] != directions:
         raise InputError(
             f"study {study_name!r} in {url} was created with objective "
-            f"{'pareto' if len(existing.directions) == 2 else 'score'}; rerun with the same --objective or another --study."
+            f"{'pareto' if len(existing.directions) == 2 else 'score'}; "
+            "rerun with the same --objective or another --study."
         )
     return len(existing.trials)
 

@@ -58,7 +58,8 @@ class PredictedBackend(LocalBackend):
         if not nodes:
             raise ModelError(
                 f"{model}: no per-node profile to predict {target.name} latency from "
-                f"({'; '.join(warnings) or 'the profiler reported no nodes'}); pass --on-device to report the host measurement"
+                f"({'; '.join(warnings) or 'the profiler reported no nodes'}); "
+                "pass --on-device to report the host measurement"
             )
         cal = host_calibration(self.threads, target.runtime.allow_spinning)
         host_model, target_model = cal.perf, PerfModel.of(target.device)

@@ -45,8 +45,9 @@ is decided at the final look, at nearly the fixed design's level. So a PASS or F
 a fixed-size run's, and INCONCLUSIVE means "within the noise seen at the cap": the check says its
 interval, pairs and seconds. A check that fails (size, outputs, memory) stops the run at that look
 with the verdict FAIL; a latency ratio not yet decided then says so ("not decided: the run stopped
-at the first look because outputs_close failed"), not that more time might decide it. ``pairs=N`` instead measures exactly N pairs and looks once at
-``confidence`` (the fixed design of issue 12, ``min_time_s / N`` per block).
+at the first look because outputs_close failed"), not that more time might decide it. ``pairs=N``
+instead measures exactly N pairs and looks once at ``confidence`` (the fixed design of issue 12,
+``min_time_s / N`` per block).
 
 The ratio and its interval
 --------------------------

@@ -6,9 +6,9 @@ fewer parameters are worth against sensitivity) and a sensitivity multiplier per
 stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs. When the
 table's floor is above half the budget, the fractions are squeezed onto [floor, budget]: on mobilenet
 at 0.7x its dense p95 the floor is ~0.85 of the budget, and most fractions gave the fastest plan (rank
-1 nearly everywhere), trained again and again as repeats. Spanning [floor, budget] on every model instead (tried) put the caps of low-floor models nearer their
-budget: 20 of resnet8's 30 trials were screened out, against 6 of 26 the run before, on a noisier host
-too.
+1 nearly everywhere), trained again and again as repeats. Spanning [floor, budget] on every model
+instead (tried) put the caps of low-floor models nearer their budget: 20 of resnet8's 30 trials
+were screened out, against 6 of 26 the run before, on a noisier host too.
 
 The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
 have been measured whole, the budget is taken less the median amount by which they measured over

@@ -274,8 +274,8 @@ def _f(v: Any, spec: str) -> str:
 
 def cell_table(c: dict[str, Any]) -> list[str]:
     lines = [
-        f"**budget {_frac_text(c['fraction'])} of the dense p95 = {c['budget_ms'] * 1e3:.0f} µs p95**; best alternative "
-        f"meeting it: {c['best_alternative'] or 'none'}",
+        f"**budget {_frac_text(c['fraction'])} of the dense p95 = {c['budget_ms'] * 1e3:.0f} µs p95**; "
+        f"best alternative meeting it: {c['best_alternative'] or 'none'}",
         "",
         "| method | p50 µs | p95 µs | meets budget | test score | Δ vs best alternative (pt) | McNemar p |",
         "|---|---|---|---|---|---|---|",

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +164,12 @@ def _check_task_arg(run: Any) -> None:
         )
 
 
-def _target(run: Any, overrides: dict[str, Any]) -> Any:
+def _target(run: Any, overrides: Mapping[str, Any] | None = None) -> Any:
     """The effective target, resolved once: the profile, measured on ``remote`` HOST or (``on_device``) on
     this machine, with the budget overrides applied (checked: TargetError, one line)."""
     from edgeopt.runtime.targets import resolve_target
 
-    return resolve_target(run.target, remote=run.remote, on_device=run.on_device, **overrides)
+    return resolve_target(run.target, remote=run.remote, on_device=run.on_device, **(overrides or {}))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

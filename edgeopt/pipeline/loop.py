@@ -126,7 +126,7 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         _check_study_matches(study, task.name, target.name)
         screen = Screen(task, target, handle.screen_cache(model_scope(task)))
         deadline = _deadline(config, t_start, "search")
-        extra = _seed_alternatives(inputs, config, study)
+        extra = _seed_alternatives(inputs, config, handle)
         searched = replace(config, trials=config.trials + extra)
         search_wall = _search(inputs, searched, handle, screen, deadline) if inputs.space else 0.0
     if config.search_only:
@@ -179,14 +179,18 @@ def _search(
         handle.release_slot()
 
 
-def _seed_alternatives(inputs: SearchInputs, config: CompileConfig, study: Any) -> int:
-    """Seed the alternatives as trials of the study; returns how many run on top of ``--trials``."""
+def _seed_alternatives(inputs: SearchInputs, config: CompileConfig, handle: StudyHandle) -> int:
+    """Seed the alternatives as trials of the study; returns how many run on top of ``--trials``. Workers
+    that start together seed them once: the one that claims them enqueues them and runs them on top of its
+    ``--trials``; the others take what Optuna hands them within their own."""
     from edgeopt.search import alternatives
 
     if not inputs.space or config.trials == 0 or config.no_alternatives:
         return 0
+    if not handle.claim_once("alternatives"):
+        return 0
     alts = inputs.strategy.alternatives()
-    extra = alternatives.seed(study, alts, config.trials)
+    extra = alternatives.seed(handle.study, alts, config.trials)
     if extra:
         labels = ", ".join(a.label for a in alts)
         log.info("alternatives: %d trial(s) on top of --trials %d: %s", extra, config.trials, labels)

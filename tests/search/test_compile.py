@@ -192,7 +192,9 @@ def test_two_processes_share_one_study(tmp_path, make_target):
     for p, (_so, se) in zip(procs, outs):
         assert p.returncode == 0, se  # the dense 9.7k-parameter model fits 0.04 MiB: at worst it ships
     study = optuna.load_study(study_name="shared", storage=url)
-    assert len(study.trials) == 6
+    alternatives = [t.user_attrs["alternative"] for t in study.trials if "alternative" in t.user_attrs]
+    assert alternatives and len(alternatives) == len(set(alternatives))  # seeded once, by one of the two
+    assert len(study.trials) == 6 + len(alternatives)  # 3 each, and the alternatives on top of the seeder's
     assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
 
 

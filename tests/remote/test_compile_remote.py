@@ -19,7 +19,7 @@ def test_compile_flags_make_the_target(tmp_path):
     t = _target(argparse.Namespace(target="rpi4", remote=None, on_device=True))
     assert t.is_host() and t.remote is None
     assert (
-        _target(argparse.Namespace(target="rpi4", remote=None, on_device=False, latency_ms=3.0)).budget.latency_ms
+        _target(argparse.Namespace(target="rpi4", remote=None, on_device=False), {"latency_ms": 3.0}).budget.latency_ms
         == 3.0
     )
 

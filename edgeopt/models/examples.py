@@ -178,7 +178,7 @@ EXAMPLES: dict[str, Example] = {
         lambda: _mlp([24, 256, 256, 2]),
         epochs=40,
     ),
-    # real architectures written in edgeopt.models (issue 9): ResNet-8, MobileNet-style, ViT, 1-D CNN
+    # real architectures written in edgeopt.models: ResNet-8, MobileNet-style, ViT, 1-D CNN
     **{name: _architecture(name) for name in ("resnet8", "mobilenet", "vit", "cnn1d")},
 }
 

@@ -31,7 +31,7 @@ roofline gets wrong about dispatch and kernels on this host -- the same onnxrunt
 wrong on the target in the same way, so that error carries over. Memory-bound time does not: it is
 set by the target's memory system, from exact bytes (the profiler's) and the target's bandwidth,
 while how fast *this host* streams a weight working set depends on this host's caches, its thread
-count and what else runs on it. The plain ratio ``cost(target) / cost(host)`` (before issue 10)
+count and what else runs on it. The plain ratio ``cost(target) / cost(host)``
 scaled the target's memory time by the host's memory error too: two x86 hosts predicted the
 memory-bound digits-mlp on rpi4 2.2x apart (the host measured at 2 threads streamed a 4 MiB working
 set from its aggregate L2 faster than the calibration's curve said; see

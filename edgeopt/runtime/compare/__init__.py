@@ -23,7 +23,7 @@ memory used too.
 
 How many pairs: sequential (the default)
 ----------------------------------------
-By default the run decides for itself how long to measure (issue 16): it adds pairs until every
+By default the run decides for itself how long to measure: it adds pairs until every
 latency check is decided (PASS or FAIL; or any check FAILs) or a time cap (``max_time_s``, default
 ``DEFAULT_MAX_TIME_S``) is reached. A block is ``min_time_s / FIRST_LOOK`` long (the settings are
 per model at the first look), and the verdict is looked at after 10, 16, 24, 36, 54, 82, 124, 186
@@ -46,7 +46,7 @@ a fixed-size run's, and INCONCLUSIVE means "within the noise seen at the cap": t
 interval, pairs and seconds. A check that fails (size, outputs, memory) stops the run at that look
 with the verdict FAIL; a latency ratio not yet decided then says so ("not decided: the run stopped
 at the first look because outputs_close failed"), not that more time might decide it. ``pairs=N``
-instead measures exactly N pairs and looks once at ``confidence`` (the fixed design of issue 12,
+instead measures exactly N pairs and looks once at ``confidence`` (the fixed design,
 ``min_time_s / N`` per block).
 
 The ratio and its interval

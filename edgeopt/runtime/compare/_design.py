@@ -14,7 +14,7 @@ from edgeopt.errors import InputError
 from edgeopt.runtime import stats
 from edgeopt.runtime.checks import Check
 
-DEFAULT_PAIRS = 16  # the fixed design's customary size (``pairs=DEFAULT_PAIRS``: the gate before issue 16)
+DEFAULT_PAIRS = 16  # the fixed design's customary size (``pairs=DEFAULT_PAIRS``)
 MIN_PAIRS = 5
 # The sequential design (module docstring): at most LOOKS looks, the first after FIRST_LOOK pairs, each
 # next one after GROWTH x as many (rounded up to even); each look but the final one spends

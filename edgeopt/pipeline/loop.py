@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,10 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
 
     if not isinstance(task, Task):
         raise InputError(f"compile(): task: expected an edgeopt.Task, found {type(task).__name__}")
-    target = _resolve_target(target, config.budget.overrides())
+    from edgeopt.runtime.targets import resolve_target
+
+    # the one resolution the CLI uses too: a target it already resolved comes back unchanged
+    target = resolve_target(target, **config.budget.overrides())
     with _compile_session(config):
         config_file.write(config.out / config_file.FILE_NAME, config)
         return _compile(task, target, config)
@@ -274,13 +277,6 @@ def _searched(config: CompileConfig, study: Any, search_wall: float) -> CompileR
         model_path=config.out / "model.onnx",
         search_only=True,
     )
-
-
-def _resolve_target(target: Any, overrides: Mapping[str, Any]) -> Any:
-    from edgeopt.runtime.targets import Target
-
-    t = target if isinstance(target, Target) else Target.load(target)
-    return t.with_budget(**overrides) if overrides else t
 
 
 @contextlib.contextmanager

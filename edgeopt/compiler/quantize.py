@@ -104,6 +104,25 @@ def layer_scopes(name: str) -> tuple[str, ...]:
     return nested, "/" + "/".join(parts) + "/"
 
 
+def scope_modules(node_name: str) -> set[str]:
+    """The modules a TorchScript-exported node may sit in, by qualified name. Each scope of the node's
+    name is a module's name relative to its nearest ancestor that is not a container: the children
+    of a Sequential inside a block are scoped ``/stack2/shortcut/shortcut.0/`` (``stack2.shortcut.0``),
+    of a Sequential inside a Sequential ``/features/features.1/`` (``features.1``). Which ancestors are
+    containers the graph does not say, so every reading is kept; each starts at a child of the root."""
+    scopes = [s for s in node_name.split("/")[1:-1] if s]
+    names: list[set[str]] = []
+    for i, scope in enumerate(scopes):
+        names.append({scope} | {f"{a}.{scope}" for earlier in names[:i] for a in earlier})
+    root = scopes[0] if scopes else ""
+    return {n for group in names for n in group if n == root or n.startswith(root + ".")}
+
+
+def in_layer(node_name: str, layer: str) -> bool:
+    """Whether a TorchScript-exported node belongs to module ``layer`` (:func:`layer_scopes`, :func:`scope_modules`)."""
+    return node_name.startswith(layer_scopes(layer)) or layer in scope_modules(node_name)
+
+
 def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
     """The names of the Conv/MatMul/Gemm nodes of each layer in an exported graph: the TorchScript
     exporter scopes them ``/conv1/Conv``, ``/fc1/first/MatMul``; a graph without scopes (dynamo) is
@@ -111,7 +130,7 @@ def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
     nodes = [n for n in model.graph.node if n.op_type in LAYER_OPS]
     out: dict[str, list[str]] = {}
     for name in layers:
-        hit = [n.name for n in nodes if n.name.startswith(layer_scopes(name))]
+        hit = [n.name for n in nodes if in_layer(n.name, name)]
         if not hit:
             hit = [n.name for n in nodes if any(i.startswith(name + ".") for i in n.input)]
         out[name] = hit
@@ -172,13 +191,12 @@ def qdq_per_layer(path: str | os.PathLike, layers: list[str]) -> dict[str, int]:
         for i in n.input:
             users.setdefault(i, []).append(n.name)
     deq = {n.input[0]: n.output[0] for n in nodes if n.op_type == "DequantizeLinear"}
-    scopes = {name: layer_scopes(name) for name in layers}
     counts = dict.fromkeys([*layers, "(other)"], 0)
     for n in nodes:
         if n.op_type != "QuantizeLinear":
             continue
         near = [producer.get(n.input[0], ""), *users.get(deq.get(n.output[0], ""), [])]
-        owner = next((ly for ly, sc in scopes.items() if any(u.startswith(sc) for u in near)), "(other)")
+        owner = next((ly for ly in layers if any(in_layer(u, ly) for u in near if u)), "(other)")
         counts[owner] += 1
     return counts
 

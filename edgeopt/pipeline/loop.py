@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from edgeopt.pipeline.config import (
     TRIAL_EPOCHS,
     CompileConfig,
 )
+from edgeopt.pipeline.finalists import FinalistTimer
 from edgeopt.pipeline.objective import Objective
 from edgeopt.pipeline.prepare import SearchInputs, prepare
 from edgeopt.pipeline.progress import ThirdPartyWarnings, run_search
@@ -306,30 +306,8 @@ def _compile_session(config: CompileConfig) -> Iterator[None]:
 
 
 def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
-    """Finalists are measured again, longer, from their untrained graph (latency needs no weights); the
-    dense finalists (plan ``{}``) from the input model itself, the graph ``ship`` exports for them."""
-    from edgeopt.compiler.decompose import decompose
-    from edgeopt.compiler.export import onnx_node_count
-    from edgeopt.runtime.bench import bench
-
-    def remeasure(rec: TrialRecord) -> dict[str, Any]:
-        student = (
-            decompose(inputs.teacher, rec.plan, example_input=inputs.task.example_input) if rec.plan else inputs.teacher
-        )
-        with tempfile.TemporaryDirectory(prefix="edgeopt-finalist-") as tmp:
-            path = screen.export(student, rec.dtype.value, Path(tmp))
-            r = bench(path, inputs.target, **FINALIST_BENCH)
-            nodes = onnx_node_count(path)
-        pct = inputs.target.budget.latency_percentile or 95
-        # The samples go with it: selection bounds the percentile as the release gate will.
-        return {
-            "latency_ms": float(r.latency_at(pct)),
-            "latency_p50_ms": float(r.latency_ms["p50"]),
-            "nodes": nodes,
-            "samples_ms": list(r.samples_ms),
-        }
-
-    return remeasure
+    """Finalists measured again, longer, side by side (:class:`~edgeopt.pipeline.finalists.FinalistTimer`)."""
+    return FinalistTimer(inputs, screen, FINALIST_BENCH)
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

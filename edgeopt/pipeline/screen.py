@@ -42,9 +42,10 @@ class Screen:
     def key(self, plan: dict[str, Any], dtype: str) -> str:
         return hashlib.sha256(f"{self.target.name}|{dtype}|{plan_key(plan)}".encode()).hexdigest()[:20]
 
-    def export(self, student: Any, dtype: str, tmp: Path) -> Path:
-        """The ONNX file measured for a plan (``dtype`` as it ships), in ``tmp``: finalists are re-measured from it."""
-        return self._export(student, dtype, tmp)
+    def export(self, student: Any, dtype: str, tmp: Path, plan: dict[str, Any] | None) -> Path:
+        """The ONNX file measured for ``plan`` as it ships (``dtype`` int8: all of it; else the plan's int8
+        layers), in ``tmp``: finalists are re-measured from it."""
+        return self._export(student, dtype, tmp, plan)
 
     def measure(
         self,

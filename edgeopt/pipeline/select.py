@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edgeopt.pipeline.config import FINALISTS
-from edgeopt.pipeline.finalists import BOUND, DenseRef, Remeasure, bounded, screened
+from edgeopt.pipeline.finalists import BOUND, Bounded, DenseRef, Remeasure, measure_together, screened
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 
 TIERS = 3  # tiers of F1 tried at least
@@ -114,7 +114,7 @@ def pick_from_tier(
         return dense is not None and r is dense.record
 
     finalists = sorted([r for r in tier if not is_dense(r)], key=lambda r: r.latency_p50_ms)[:FINALISTS]
-    measured = {r.number: measure(r) for r in finalists}
+    measured = measure_together(measure, finalists)  # side by side: the fastest of them ships
     if dense is not None:
         dense.confirm(measure)
         if dense.record in tier:
@@ -178,10 +178,7 @@ def choose_finalist(
     if not feasible and dense is None:
         return closest(trials, quality_floor)
     raw = (remeasure or screened) if feasible else screened  # dense alone: its release measurement
-
-    def measure(r: TrialRecord) -> dict[str, Any]:
-        return bounded(raw(r), latency_percentile, latency_budget)
-
+    measure = Bounded(raw, latency_percentile, latency_budget)
     ref = DenseRef.measure(dense, measure) if dense is not None else None
     remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []

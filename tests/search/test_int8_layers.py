@@ -71,6 +71,31 @@ def test_per_layer_int8_plan_exports_with_qdq_only_on_the_chosen_layers(tmp_path
     assert quantize_plan(fp32, tmp_path / "none.onnx", {"fc1": {"format": "lowrank", "rank": 8}}, calibration=X) == fp32
 
 
+def test_every_layer_of_a_residual_network_is_found_and_quantized_alone(tmp_path):
+    """ResNet-8's projection shortcut is a Sequential inside a block: TorchScript scopes its conv
+    ``/stack2/shortcut/shortcut.0/Conv``, which no fixed prefix of ``stack2.shortcut.0`` matches."""
+    import onnx
+
+    from edgeopt.compiler.analysis import decomposable_layers
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import layer_nodes, qdq_per_layer, quantize_plan
+    from edgeopt.models.examples import load_example
+
+    task = load_example("resnet8")
+    names = list(decomposable_layers(task.model, task.example_input))
+    assert {"stack2.shortcut.0", "stack3.shortcut.0"} <= set(names)
+    path = export_onnx(task.model, task.example_input, tmp_path / "r8.onnx", verify=False)
+    found = layer_nodes(onnx.load(str(path)), names)
+    assert all(len(hit) == 1 for hit in found.values()), found  # one conv (or the classifier's Gemm) each
+    assert len({h for hit in found.values() for h in hit}) == len(names)  # and no node claimed twice
+    plan = {"stack2.shortcut.0": INT8}
+    q = quantize_plan(path, tmp_path / "r8.int8.onnx", plan, calibration=task.X_train[:32])
+    counts = qdq_per_layer(q, names)
+    # its input is stack2.conv1's too: that QuantizeLinear may be counted at either consumer
+    assert counts["stack2.shortcut.0"] >= 1
+    assert sum(n for layer, n in counts.items() if layer not in ("stack2.shortcut.0", "stack2.conv1")) == 0
+
+
 def test_a_layer_named_int8_without_nodes_is_refused(tmp_path):
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.quantize import quantize_layers

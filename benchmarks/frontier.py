@@ -13,7 +13,9 @@ the discordant test samples (``scipy.stats.binomtest``).
 
     flock /tmp/edgeopt-bench.lock python -m benchmarks frontier [--quick] [--set seeds=0,1]
 
-Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/frontier/``.
+Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/frontier/``. Models run in
+separate invocations accumulate in one results file (``--set models=cnn1d`` replaces cnn1d's entry and
+keeps the others, each with the commit and time of its own run), so the ~8 h run can be done in parts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.suite import HOST_1T, Outcome
+from benchmarks.suite import HOST_1T, Outcome, provenance
 
 MODELS = ("digits-mlp", "digits-cnn", "resnet8", "mobilenet", "vit", "cnn1d")
 WARMUP = 5  # runs dropped at the start of every block: a session's first runs after another's are cold
@@ -223,6 +225,8 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     n = len(task.y_test)
     k, pts = decidable(n)
     res: dict[str, Any] = {"model": name, "metric": task.metric, "test_samples": n, "dense_p95_ms": dense_p95_ms}
+    res |= {"commit": provenance().get("commit"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    res["parameters"] = {k: getattr(args, k) for k in ("fractions", "ratios", "seeds", "trials", "final_epochs")}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
     for frac in args.fractions:
         res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out))
@@ -331,7 +335,8 @@ def markdown(models: list[dict[str, Any]]) -> str:
         lines += [
             f"{m['test_samples']} test samples: McNemar (p < 0.05) needs ≥ {m['mcnemar_min_discordant']} discordant "
             f"samples all one way, so the smallest difference it can decide is {m['mcnemar_min_pt']:.2f} pt of "
-            f"accuracy. Dense p95 {m['dense_p95_ms'] * 1e3:.0f} µs.",
+            f"accuracy. Dense p95 {m['dense_p95_ms'] * 1e3:.0f} µs. Run at {m.get('commit', '?')}, "
+            f"{str(m.get('started', '?'))[:16]}.",
             "",
         ]
         if m.get("plot"):
@@ -371,7 +376,7 @@ def run(args: SimpleNamespace) -> Outcome:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("edgeopt").setLevel(logging.WARNING)
     names = parameters(args)
-    models: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = [m for m in (args.previous or {}).get("models") or [] if m["model"] not in names]
     args.save_partial = lambda res: args.save({"models": [*models, res]}, markdown([*models, res]))
     load0 = os.getloadavg()[0]
     for name in names:

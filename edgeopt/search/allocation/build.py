@@ -55,7 +55,9 @@ def table_key(teacher: Any, example: Any, target: Any, int8: bool = False) -> st
     h.update(buf.getvalue())
     h.update(repr(teacher).encode())
     h.update(repr(tuple(example.shape)).encode())
-    h.update(json.dumps(target.to_dict(), sort_keys=True, default=str).encode())
+    # What decides the measurements (device, runtime, budget), not where the profile lives or what it is called.
+    measured = {k: v for k, v in target.to_dict().items() if k not in ("name", "description", "source")}
+    h.update(json.dumps(measured, sort_keys=True, default=str).encode())
     h.update(SCHEMA.encode())
     h.update(b"int8" if int8 else b"fp32")
     return h.hexdigest()[:24]

@@ -128,13 +128,36 @@ def layer_nodes(model: Any, layers: list[str]) -> dict[str, list[str]]:
     exporter scopes them ``/conv1/Conv``, ``/fc1/first/MatMul``; a graph without scopes (dynamo) is
     matched by the layer's initializer names (``fc1.weight``, ``fc1.second.weight``)."""
     nodes = [n for n in model.graph.node if n.op_type in LAYER_OPS]
+    traced = {n.name: _traced_scopes(n) for n in nodes}
     out: dict[str, list[str]] = {}
     for name in layers:
         hit = [n.name for n in nodes if in_layer(n.name, name)]
         if not hit:
             hit = [n.name for n in nodes if any(i.startswith(name + ".") for i in n.input)]
+        if not hit:
+            hit = [n.name for n in nodes if name in traced[n.name][0]]
+        parent, _, leaf = name.rpartition(".")
+        if not hit and leaf in PACKED:
+            hit = [n.name for n in nodes if parent in traced[n.name][0] and "in_proj" in traced[n.name][1]]
         out[name] = hit
     return out
+
+
+#: nn.MultiheadAttention's q/k/v projections: one packed in-projection node in a graph exported undecomposed
+PACKED = ("q_proj", "k_proj", "v_proj")
+
+
+def _traced_scopes(node: Any) -> tuple[list[str], str]:
+    """The qualified module names a dynamo-exported node was traced in (its ``pkg.torch.onnx.name_scopes``
+    metadata, outermost first) and its FX node's text; empty for a TorchScript export."""
+    import ast
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+    except (ValueError, SyntaxError):
+        scopes = []
+    return [str(s) for s in scopes], meta.get("pkg.torch.onnx.fx_node", "")
 
 
 def quantize_layers(

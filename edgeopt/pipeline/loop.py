@@ -152,6 +152,9 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         wall_s=time.perf_counter() - t_start,
     )
     state["alternatives"] = _alternatives_table(study, task, config.out)
+    if shipped.measured.repeated():
+        state["release_tries"] = shipped.measured.tries
+        choice.notes.append(shipped.measured.repeated())
     write_state(config.out, state)
     rep = report_mod.write_report(config.out, study=study, state=state)
     return _result(config.out, rep, shipped, choice.notes)

@@ -34,6 +34,17 @@ class Measured:
     gate: Any
     bench: Any
     metrics: dict[str, Any]
+    tries: list[dict[str, Any]] = field(default_factory=list)  # the release measurements, when repeated
+
+    def repeated(self) -> str | None:
+        """A note when other work disturbed the release measurement and it was taken again."""
+        if len(self.tries) < 2:
+            return None
+        first = self.tries[0]
+        return (
+            f"release measurement taken {len(self.tries)} times: the first ({first['verdict']}, p50 "
+            f"{first['p50_ms']:.4g} ms) was disturbed by other work ({first['noisy']}); the least disturbed counts"
+        )
 
 
 @dataclass
@@ -60,6 +71,9 @@ def export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str])
     return {"export": time.perf_counter() - t0}
 
 
+RELEASE_TRIES = 3  # release measurements at most, while other work disturbs one whose latency did not pass
+
+
 def measure_artifact(path: Path, task: Any, target: Any, *, bench_kwargs: dict[str, Any]) -> Measured:
     """Metrics of an ONNX file on val and test (stamped into it as provenance), then the full-protocol
     bench and gate of the file exactly as it ships."""
@@ -69,8 +83,36 @@ def measure_artifact(path: Path, task: Any, target: Any, *, bench_kwargs: dict[s
     metrics = {"val": onnx_metrics(path, task.X_val, task.y_val, task.metric)}
     metrics["test"] = onnx_metrics(path, task.X_test, task.y_test, task.metric) if task.X_test is not None else None
     stamp_metadata(path, {"edgeopt.metrics": metrics})
-    g = gate(path, target, **bench_kwargs)
-    return Measured(gate=g, bench=g.bench, metrics=metrics)
+    tries = [gate(path, target, **bench_kwargs)]
+    while len(tries) < RELEASE_TRIES and _disturbed(tries[-1]):
+        tries.append(gate(path, target, **bench_kwargs))
+    g = min(tries, key=_disturbance)
+    summary = [_try_summary(t) for t in tries] if len(tries) > 1 else []
+    return Measured(gate=g, bench=g.bench, metrics=metrics, tries=summary)
+
+
+def _disturbed(g: Any) -> bool:
+    """A release measurement whose latency did not pass while our own statistics say other work disturbed
+    it (:attr:`edgeopt.runtime.stats.Dispersion.noisy`: stalls past 1 % of the runs, or a wide spread)."""
+    latency = [c for c in g.checks if c.name.startswith("latency")]
+    disp = getattr(g.bench, "dispersion", None)
+    return any(c.status != "pass" for c in latency) and disp is not None and disp.noisy is not None
+
+
+def _disturbance(g: Any) -> tuple[float, float]:
+    """Stall share, then relative spread: the least disturbed measurement is the model's, not its neighbours'."""
+    disp = getattr(g.bench, "dispersion", None)
+    return (disp.stall_share, disp.relative_spread) if disp is not None else (0.0, 0.0)
+
+
+def _try_summary(g: Any) -> dict[str, Any]:
+    disp = g.bench.dispersion
+    return {
+        "verdict": g.verdict,
+        "p50_ms": float(g.bench.latency_ms["p50"]),
+        "stall_share": round(disp.stall_share, 4) if disp is not None else None,
+        "noisy": disp.noisy if disp is not None else None,
+    }
 
 
 def _metadata(plan: dict[str, Any], dtype: DType, task: Any, target: Any) -> dict[str, str]:

@@ -96,6 +96,31 @@ def test_every_layer_of_a_residual_network_is_found_and_quantized_alone(tmp_path
     assert sum(n for layer, n in counts.items() if layer not in ("stack2.shortcut.0", "stack2.conv1")) == 0
 
 
+def test_every_layer_of_a_dynamo_exported_transformer_is_found_and_quantized(tmp_path):
+    """The ViT exports through dynamo: no scopes in node names, weights folded into constants; its nodes
+    carry the traced module names, and nn.MultiheadAttention's q/k/v are one packed in-projection."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeopt.compiler.analysis import decomposable_layers
+    from edgeopt.compiler.export import export_onnx
+    from edgeopt.compiler.quantize import layer_nodes, quantize_plan
+    from edgeopt.models.examples import load_example
+
+    task = load_example("vit")
+    names = list(decomposable_layers(task.model, task.example_input))
+    path = export_onnx(task.model, task.example_input, tmp_path / "vit.onnx", verify=False)
+    found = layer_nodes(onnx.load(str(path)), names)
+    assert all(len(hit) == 1 for hit in found.values()), {k: v for k, v in found.items() if len(v) != 1}
+    q, k = found["encoder.layers.0.self_attn.q_proj"], found["encoder.layers.0.self_attn.k_proj"]
+    assert q == k and found["encoder.layers.0.linear1"] != q
+    plan = {"encoder.layers.0.self_attn.q_proj": INT8, "encoder.layers.0.linear1": INT8}
+    out = quantize_plan(path, tmp_path / "vit.int8.onnx", plan, calibration=task.X_train[:32])
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: task.X_val[:1].astype(np.float32)})[0]
+    assert got.shape[-1] == task.model(torch.as_tensor(task.X_val[:1])).shape[-1]
+
+
 def test_a_layer_named_int8_without_nodes_is_refused(tmp_path):
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.quantize import quantize_layers

@@ -1,0 +1,75 @@
+"""The compile's release measurement, taken again when other work disturbed it and its latency did not pass."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.compile
+torch = pytest.importorskip("torch")
+
+import edgeopt  # noqa: E402 - after the importorskips
+from edgeopt.compiler.export import export_onnx  # noqa: E402
+from edgeopt.pipeline.ship import RELEASE_TRIES, measure_artifact  # noqa: E402
+from edgeopt.runtime import gate as gate_mod  # noqa: E402
+from edgeopt.runtime.bench import bench  # noqa: E402
+from edgeopt.runtime.result import summary  # noqa: E402
+from edgeopt.runtime.targets import Target  # noqa: E402
+
+QUICK = {"min_iters": 400, "min_time_s": 0.1, "max_iters": 2000}
+REAL_GATE = gate_mod.gate
+
+
+def _stalled(r, share: float = 0.08, factor: float = 20.0):
+    """``r`` (a real measurement) as a neighbour's bursts would leave it: ``share`` of its runs ``factor`` x slower."""
+    xs = np.array(r.samples_ms)
+    xs[:: int(1 / share)] *= factor
+    return dataclasses.replace(r, **summary(xs, xs, 1, None, []))
+
+
+@pytest.fixture
+def artifact(digits_splits, tmp_path):
+    train, val, test = digits_splits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    task = edgeopt.Task(model, train=train, val=val, test=test, metric="f1_macro", name="mlp")
+    path = export_onnx(model, task.example_input, tmp_path / "model.onnx", verify=False)
+    quiet = bench(path, "host", **QUICK)
+    return task, path, quiet
+
+
+def _replaying(monkeypatch, results):
+    """``gate`` judging the given measurements in turn (each real, each judged by the real gate)."""
+    real, calls = REAL_GATE, []
+
+    def replay(path, target, **kwargs):
+        calls.append(kwargs)
+        return real(path, target, bench_result=results[min(len(calls), len(results)) - 1])
+
+    monkeypatch.setattr(gate_mod, "gate", replay)
+    return calls
+
+
+def test_a_release_measurement_disturbed_by_other_work_is_taken_again(artifact, monkeypatch):
+    task, path, quiet = artifact
+    target = Target.load("host").with_budget(latency_ms=2 * quiet.latency_at(95))
+    calls = _replaying(monkeypatch, [_stalled(quiet), quiet])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK)
+    assert len(calls) == 2 and m.gate.verdict == "pass"
+    assert [t["verdict"] for t in m.tries] == ["fail", "pass"] and m.tries[0]["noisy"]
+    assert "disturbed by other work" in m.repeated()
+
+
+def test_a_slow_model_measured_quietly_fails_at_once_and_a_disturbed_one_stops_after_the_last_try(
+    artifact, monkeypatch
+):
+    task, path, quiet = artifact
+    target = Target.load("host").with_budget(latency_ms=0.5 * quiet.latency_at(50))  # below what it runs at
+    calls = _replaying(monkeypatch, [quiet])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK)
+    assert len(calls) == 1 and m.gate.verdict == "fail" and m.repeated() is None
+    calls = _replaying(monkeypatch, [_stalled(quiet)])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK)
+    assert len(calls) == RELEASE_TRIES and m.gate.verdict == "fail"

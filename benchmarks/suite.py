@@ -166,10 +166,20 @@ def write(out: Path, stem: str, doc: dict[str, Any], markdown: str) -> None:
         tmp.replace(out / f"{stem}{suffix}")
 
 
+BUSY_LOOP = """
+import os, sys
+parent = int(sys.argv[1])  # the benchmark's pid, given: it may be gone before this line runs
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
 @contextlib.contextmanager
 def one_core_busy() -> Iterator[None]:
-    """Keep one core busy (a Python busy loop in a subprocess) for the block: a loaded host on purpose."""
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """Keep one core busy (a Python busy loop in a subprocess) for the block: a loaded host on purpose.
+    The loop ends by itself when its parent does (a killed benchmark must not leave a core busy behind)."""
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())])
     try:
         yield
     finally:

@@ -81,3 +81,31 @@ def test_a_bad_parameter_is_one_line_exit_2_and_nothing_written(tmp_path, capsys
 def test_every_benchmark_imports_and_has_run(bench):
     pytest.importorskip("torch")
     assert callable(importlib.import_module(bench.module).run)
+
+
+def test_the_busy_core_ends_with_the_benchmark_that_started_it():
+    """A killed benchmark left its busy loops running: later runs had two cores busy, not one."""
+    import os
+    import signal
+
+    from benchmarks.suite import BUSY_LOOP
+
+    start = "import os, subprocess, sys, time; "
+    start += f"p = subprocess.Popen([sys.executable, '-c', {BUSY_LOOP!r}, str(os.getpid())]); "
+    parent = subprocess.Popen(
+        [sys.executable, "-c", start + "print(p.pid, flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    state = "R"
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            state = "gone"
+        if state in ("Z", "X", "gone"):
+            break
+        time.sleep(0.05)
+    assert state in ("Z", "X", "gone"), f"the busy loop {child} still runs (state {state})"

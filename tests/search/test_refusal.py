@@ -86,3 +86,22 @@ def test_a_refusal_is_withheld_while_the_fit_stays_off(make_target, caplog):
     tight = Target.load(make_target(latency_ms=0.05))
     quiet = _stalled_tables([STALLED, QUIET, QUIET])
     assert "below the floor" in refusal(quiet, tight, None)  # a trusted fit still refuses
+
+
+def test_no_refusal_while_the_fastest_fp32_plan_measures_within_the_budget(make_target, caplog):
+    """int8 rungs are priced alone: a graph of them can be slower than the fp32 plan, so a table floor
+    set by them is no floor while the fastest fp32 plan, measured whole, meets the budget."""
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.knapsack import floor
+    from edgeopt.search.allocation.refusal import refusal
+
+    tables = _stalled_tables([STALLED, QUIET, QUIET])
+    budget = 0.5 * floor(tables).latency_ms
+    target = Target.load(make_target(latency_ms=budget))
+    assert "below the floor" in refusal(tables, target, None)  # the floor alone refuses
+    tables.additivity["graphs"]["fastest_fp32"] = {"measured_ms": 0.9 * budget}
+    with caplog.at_level("WARNING", logger="edgeopt.compile"):
+        assert refusal(tables, target, None) is None
+    assert "without int8" in caplog.text and "searching instead" in caplog.text
+    tables.additivity["graphs"]["fastest_fp32"] = {"measured_ms": 1.1 * budget}
+    assert "below the floor" in refusal(tables, target, None)  # over the budget too: refused

@@ -153,7 +153,21 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         for cands in tables.layers.values():
             for c in cands:
                 c.latency_ms *= raw["scale"]
+    if ctx.get("int8"):  # the fastest plan without int8, whole: a refusal must hold against it too
+        plan = tables.plan_of(fastest_fp32(tables))
+        fit["graphs"]["fastest_fp32"] = {"measured_ms": round(graph_ms(teacher, plan, ctx, "fastest_fp32"), 6)}
     tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
+
+
+def fastest_fp32(tables: Tables) -> dict[str, int]:
+    """Layer -> its fastest fp32 candidate: int8 rungs are priced in isolation, less their Q/DQ boundaries,
+    and a graph of them can run slower than the fp32 plan (ResNet-8 here: 0.147 ms against ~0.115 ms)."""
+    from edgeopt.compiler.formats import precision_of
+
+    return {
+        n: min((i for i, c in enumerate(cands) if precision_of(c.entry) != "int8"), key=lambda i: cands[i].latency_ms)
+        for n, cands in tables.layers.items()
+    }
 
 
 __all__ = [
@@ -163,6 +177,7 @@ __all__ = [
     "TRUSTED_ERROR_PCT",
     "fit_additivity",
     "fit_scale",
+    "fastest_fp32",
     "fit_trusted",
     "graph_ms",
     "robust_fit",

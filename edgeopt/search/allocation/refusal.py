@@ -23,11 +23,19 @@ def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None
     """Why no plan can meet the budget (None when the floor is within it, or not trusted): one line."""
     f = floor(tables)
     budget = target.budget.latency_ms
-    if budget and f.latency_ms > budget:
+    graphs = tables.additivity.get("graphs") or {}
+    fp32 = (graphs.get("fastest_fp32") or {}).get("measured_ms")
+    if budget and f.latency_ms > budget and fp32 is not None and fp32 <= budget:
+        log.warning(
+            "not refused: the table's floor is %.3f ms, but the fastest plan without int8 measures %.4f ms as one "
+            "graph, within the budget (int8 rungs priced alone do not hold in this graph): searching instead",
+            f.latency_ms,
+            fp32,
+        )
+    elif budget and f.latency_ms > budget:
         why = f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
         if fit_trusted(tables):
             return why
-        graphs = tables.additivity.get("graphs") or {}
         log.warning(
             "not refused: the floor of %.3f ms was not trusted (additivity held-out error %+.1f %% after %s "
             "measurements of the whole graphs; dense measured %.4f ms): searching instead",

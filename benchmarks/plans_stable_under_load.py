@@ -73,10 +73,11 @@ def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
     p = subprocess.run([sys.executable, "-m", "edgeopt", *cmd], cwd=ROOT, capture_output=True, text=True)
     row: dict[str, Any] = {"exit": p.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
     report = out / "report.json"
-    if not report.exists():
+    doc = json.loads(report.read_text()) if report.exists() else {}
+    if "best" not in doc:  # refused (report.json says why), or stopped before any report
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-        return {**row, "verdict": "refused", "reason": lines[-1][:300] if lines else ""}
-    best = json.loads(report.read_text())["best"]
+        return {**row, "verdict": "refused", "reason": (doc.get("refused") or (lines[-1] if lines else ""))[:300]}
+    best = doc["best"]
     return {
         **row,
         "verdict": "accepted" if best["budget"]["passed"] else "failed",

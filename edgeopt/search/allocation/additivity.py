@@ -154,8 +154,16 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
             for c in cands:
                 c.latency_ms *= raw["scale"]
     if ctx.get("int8"):  # the fastest plan without int8, whole: a refusal must hold against it too
-        plan = tables.plan_of(fastest_fp32(tables))
-        fit["graphs"]["fastest_fp32"] = {"measured_ms": round(graph_ms(teacher, plan, ctx, "fastest_fp32"), 6)}
+        choice = fastest_fp32(tables)
+        measured = graph_ms(teacher, tables.plan_of(choice), ctx, "fastest_fp32")
+        isolated = sum(tables.layers[n][i].latency_ms for n, i in choice.items())  # scaled by now
+        table = raw["rest_ms"] + isolated
+        fit["graphs"]["fastest_fp32"] = {
+            "measured_ms": round(measured, 5),
+            "isolated_sum_ms": round(dense - sums["dense"] + isolated / raw["scale"], 5),
+            "table_ms": round(table, 5),
+            "error_pct": round(100 * (table / measured - 1), 2) if measured > 0 else None,
+        }
     tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
 
 

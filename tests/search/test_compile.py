@@ -314,7 +314,16 @@ def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, mak
     rep = res.report
     assert rep["quality_floor"]["max_drop"] == 0.05 and rep["quality_floor"]["scores"]["val"] is not None
     assert any("input model less 5 pt" in c["name"] for c in rep["best"]["budget"]["checks"])
-    assert set(rep["tables"]["additivity"]["graphs"]) == {"dense", "fastest", "middle"}
+    assert (
+        {"dense", "fastest", "middle"}
+        <= set(rep["tables"]["additivity"]["graphs"])
+        <= {
+            "dense",
+            "fastest",
+            "middle",
+            "fastest_fp32",  # with int8 rungs
+        }
+    )
     assert len(rep["tables"]["rows"]) == 3 and all(r["why"] for r in rep["tables"]["rows"])
     if res.best_plan:
         assert rep["tables"]["shipped"]["measured_ms"] > 0

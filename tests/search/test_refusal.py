@@ -105,3 +105,14 @@ def test_no_refusal_while_the_fastest_fp32_plan_measures_within_the_budget(make_
     assert "without int8" in caplog.text and "searching instead" in caplog.text
     tables.additivity["graphs"]["fastest_fp32"] = {"measured_ms": 1.1 * budget}
     assert "below the floor" in refusal(tables, target, None)  # over the budget too: refused
+
+
+def test_a_budget_far_below_the_fastest_plans_measured_whole_is_refused_even_on_an_untrusted_fit(make_target):
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.refusal import FAR_BELOW, refusal
+
+    stalled = _stalled_tables([STALLED] * 3)
+    assert not stalled.additivity["trusted"]
+    fastest = stalled.additivity["graphs"]["fastest"]["measured_ms"]
+    assert refusal(stalled, Target.load(make_target(latency_ms=1.1 * FAR_BELOW * fastest)), None) is None
+    assert "below the floor" in refusal(stalled, Target.load(make_target(latency_ms=0.9 * FAR_BELOW * fastest)), None)

@@ -17,6 +17,9 @@ from edgeopt.search.allocation.knapsack import floor
 from edgeopt.search.allocation.tables import Tables
 
 log = logging.getLogger("edgeopt.compile")
+# A budget under this share of the fastest plans measured whole is refused even on an untrusted fit: the
+# fit can misprice plans, but no plan runs twice as fast as the fastest ones measured (noise only adds).
+FAR_BELOW = 0.5
 
 
 def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None:
@@ -34,7 +37,8 @@ def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None
         )
     elif budget and f.latency_ms > budget:
         why = f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
-        if fit_trusted(tables):
+        measured = [g["measured_ms"] for k, g in graphs.items() if k in ("fastest", "fastest_fp32")]
+        if fit_trusted(tables) or (measured and budget < FAR_BELOW * min(measured)):
             return why
         log.warning(
             "not refused: the floor of %.3f ms was not trusted (additivity held-out error %+.1f %% after %s "

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 import traceback
+from typing import Any
 
 from edgeopt._version import __version__
 from edgeopt.errors import EdgeoptError
@@ -39,9 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each message, not as it was when the CLI ran: a caller that
+    swaps it afterwards (pytest's capture, a notebook) would leave the handler on a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("edgeopt")
     root.handlers[:] = [handler]

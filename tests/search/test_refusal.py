@@ -116,3 +116,32 @@ def test_a_budget_far_below_the_fastest_plans_measured_whole_is_refused_even_on_
     fastest = stalled.additivity["graphs"]["fastest"]["measured_ms"]
     assert refusal(stalled, Target.load(make_target(latency_ms=1.1 * FAR_BELOW * fastest)), None) is None
     assert "below the floor" in refusal(stalled, Target.load(make_target(latency_ms=0.9 * FAR_BELOW * fastest)), None)
+
+
+def test_a_table_floor_under_zero_does_not_let_a_budget_far_below_the_measured_graphs_through(make_target, tmp_path):
+    """Prune rungs credit their consumers' saving to themselves, so the tables' floor can sum to less
+    than nothing; the whole graphs measured still refuse a budget far below them (CI: 1e-4 ms passed)."""
+    import json
+
+    from edgeopt.runtime.targets import Target
+    from edgeopt.search.allocation.knapsack import floor
+    from edgeopt.search.allocation.refusal import FAR_BELOW, refusal, write_refusal
+    from edgeopt.search.allocation.tables import Candidate, Tables
+
+    rows = {
+        "fc1": [Candidate("dense", {}, 1000, 0.004, 0.0), Candidate("prune 8", {"format": "prune"}, 80, -0.006, 1.0)],
+        "fc2": [Candidate("dense", {}, 1000, 0.003, 0.0), Candidate("lowrank 1", {"format": "lowrank"}, 10, 0.001, 1)],
+    }
+    graphs = {
+        "dense": {"measured_ms": 0.0101, "isolated_sum_ms": 0.0101},
+        "fastest": {"measured_ms": 0.0126, "isolated_sum_ms": 0.0011},
+        "middle": {"measured_ms": 0.011, "error_pct": 80.0},
+    }
+    tables = Tables(rows, 0.0101, 0.0031, 0.0, additivity={"graphs": graphs, "trusted": False, "rounds": 3})
+    assert floor(tables).latency_ms < 1e-4
+    why = refusal(tables, Target.load(make_target(latency_ms=1e-4)), None)
+    assert why and "below the floor of 0.005 ms" in why and "(dense)" in why and "\n" not in why
+    assert refusal(tables, Target.load(make_target(latency_ms=1.1 * FAR_BELOW * 0.0101)), None) is None
+    write_refusal(tmp_path, why, tables, Target.load(make_target(latency_ms=1e-4)))
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["floor"]["latency_ms"] == FAR_BELOW * 0.0101 and rep["floor"]["table_ms"] < 1e-4

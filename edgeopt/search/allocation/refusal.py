@@ -22,12 +22,32 @@ log = logging.getLogger("edgeopt.compile")
 FAR_BELOW = 0.5
 
 
+def measured_floor(tables: Tables) -> tuple[float, str, float] | None:
+    """:data:`FAR_BELOW` x the fastest of the whole graphs measured (dense, the fastest plan, the fastest
+    fp32 plan), that graph's name and its latency: a floor that holds whatever the table's fit says."""
+    graphs = tables.additivity.get("graphs") or {}
+    measured = {k: g["measured_ms"] for k, g in graphs.items() if g.get("measured_ms") and k != "middle"}
+    if not measured:
+        return None
+    name = min(measured, key=measured.__getitem__)
+    return FAR_BELOW * measured[name], name, measured[name]
+
+
 def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None:
     """Why no plan can meet the budget (None when the floor is within it, or not trusted): one line."""
     f = floor(tables)
     budget = target.budget.latency_ms
     graphs = tables.additivity.get("graphs") or {}
     fp32 = (graphs.get("fastest_fp32") or {}).get("measured_ms")
+    whole = measured_floor(tables)
+    if budget and whole and whole[0] > budget and f.latency_ms <= whole[0]:
+        # the table's floor is under it (prune rungs credited their consumers' saving, a fit that does not
+        # hold in this graph): the measured graphs decide
+        return (
+            f"latency budget {budget:.4g} ms is below the floor of {whole[0]:.3f} ms: the fastest graph measured "
+            f"whole ({whole[1]}) takes {whole[2]:.4f} ms, and no plan runs {1 / FAR_BELOW:g}x as fast "
+            f"(the tables' own floor, {f.latency_ms:.3f} ms, does not hold in this graph)"
+        )
     if budget and f.latency_ms > budget and fp32 is not None and fp32 <= budget:
         log.warning(
             "not refused: the table's floor is %.3f ms, but the fastest plan without int8 measures %.4f ms as one "
@@ -37,8 +57,7 @@ def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None
         )
     elif budget and f.latency_ms > budget:
         why = f"latency budget {budget:.4g} ms is below the floor of {f.latency_ms:.3f} ms: {f.describe()}"
-        measured = [g["measured_ms"] for k, g in graphs.items() if k in ("fastest", "fastest_fp32")]
-        if fit_trusted(tables) or (measured and budget < FAR_BELOW * min(measured)):
+        if fit_trusted(tables) or (whole and budget < whole[0]):
             return why
         log.warning(
             "not refused: the floor of %.3f ms was not trusted (additivity held-out error %+.1f %% after %s "
@@ -59,13 +78,16 @@ def refusal(tables: Tables, target: Any, max_params: float | None) -> str | None
 def write_refusal(out: Path, why: str, tables: Tables, target: Any) -> None:
     """``report.json``/``.md`` of a refused compile: the floor and the tables, nothing trained or shipped."""
     f = floor(tables)
+    whole = measured_floor(tables)
+    lowest = max(f.latency_ms, whole[0]) if whole else f.latency_ms
     rep = {
         "schema": "edgeopt.report/refused",
         "refused": why,
         "target": target.name,
         "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
         "floor": {
-            "latency_ms": f.latency_ms,
+            "latency_ms": lowest,
+            "table_ms": f.latency_ms,
             "top": [{"part": n, "ms": ms} for n, ms in f.top],
             "min_params": f.min_params,
         },
@@ -88,4 +110,4 @@ def write_refusal(out: Path, why: str, tables: Tables, target: Any) -> None:
     )
 
 
-__all__ = ["refusal", "write_refusal"]
+__all__ = ["measured_floor", "refusal", "write_refusal"]

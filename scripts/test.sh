@@ -48,7 +48,8 @@ echo "== lint (ruff, configured in pyproject.toml) =="
 .venv/bin/ruff format --check .
 if [ "$full" = 1 ]; then
     echo "== full suite (compiler + runtime) =="
-    .venv/bin/python -m pytest ${args[@]+"${args[@]}"}
+    # the slowest tests listed at the end: CI's 20-minute limit is watched from them
+    .venv/bin/python -m pytest --durations=20 ${args[@]+"${args[@]}"}
 else
     echo "== quick tier: -m \"$QUICK_MARKERS\" =="
     .venv/bin/python -m pytest -m "$QUICK_MARKERS" ${args[@]+"${args[@]}"}

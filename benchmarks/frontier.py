@@ -5,9 +5,9 @@ dense fp32, onnxruntime int8 of dense (``edgeopt.compiler.quantize``), uniform t
 of ratios, each fp32 and int8, distilled like edgeopt's final fine-tune (the same helpers as
 ``edgeopt_vs_baselines``'s uniform-pruning rows). Per budget, ``edgeopt.compile`` runs with its defaults
 (one compile per seed). Every ONNX file of one (model, budget) cell is then timed interleaved in one
-process: one onnxruntime session per file (``edgeopt.runtime.session.open_session``, host-1t's runtime:
-1 thread), round-robin blocks over the files in a rotating order, several rounds, p50/p95 from the pooled
-samples of each file (each block's first runs dropped as warm-up). Scores are on the test split; each
+process that never imports torch (:mod:`benchmarks.interleaved`: one onnxruntime session per file,
+host-1t's runtime, 1 thread, round-robin blocks in a rotating order, p50/p95 from the pooled samples).
+Scores are on the test split; each
 edgeopt seed is compared with the best alternative that meets the budget by McNemar's exact test on
 the discordant test samples (``scipy.stats.binomtest``).
 
@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.interleaved import time_interleaved
 from benchmarks.suite import HOST_1T, Outcome, provenance
 
 MODELS = ("digits-mlp", "digits-cnn", "resnet8", "mobilenet", "vit", "cnn1d")
-WARMUP = 5  # runs dropped at the start of every block: a session's first runs after another's are cold
 TOL, BETTER, SPEED = 0.003, 0.010, 1.3  # issue 20's goals: 0.3 pt, +1.0 pt, 1.3x lower p50
 DENSE_LOSS = {"1/3": 0.010, "1/4": 0.020}  # score lost against dense allowed at these budgets
 REFUSAL_S = 60.0
@@ -101,37 +101,6 @@ def compile_edgeopt(task: Any, budget_ms: float, seed: int, out: Path, args: Sim
 
 
 # --------------------------------------------------------------------------- timing and scoring
-def time_interleaved(paths: list[Path], *, rounds: int, block: int) -> list[dict[str, float]]:
-    """p50/p95 (µs) per file from pooled samples: ``rounds`` rounds of one ``block`` per file, the
-    order rotated each round so no file always follows the same one."""
-    from edgeopt.runtime.session import open_session
-    from edgeopt.runtime.targets import resolve_target
-
-    runtime = resolve_target(str(HOST_1T)).runtime
-    sessions, feeds = [], []
-    for p in paths:
-        s = open_session(p, runtime)
-        inp = s.get_inputs()[0]
-        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
-        sessions.append(s)
-        feeds.append({inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)})
-    samples: list[list[int]] = [[] for _ in paths]
-    clock = time.perf_counter_ns
-    for r in range(rounds):
-        for k in range(len(paths)):
-            i = (k + r) % len(paths)
-            s, feed, got = sessions[i], feeds[i], samples[i]
-            for j in range(WARMUP + block):
-                t0 = clock()
-                s.run(None, feed)
-                if j >= WARMUP:
-                    got.append(clock() - t0)
-    return [
-        {"p50_us": float(np.percentile(x, 50)) / 1e3, "p95_us": float(np.percentile(x, 95)) / 1e3, "n": len(x)}
-        for x in samples
-    ]
-
-
 def score(path: Path, task: Any) -> tuple[float, np.ndarray]:
     """Test score (the task's metric) and the per-sample correctness vector McNemar pairs."""
     from edgeopt.compiler.metrics import compute_metrics

@@ -12,8 +12,9 @@ its own per-layer tables and study):
 Per model: the verdict of every run (accepted: budgets met; failed: a plan shipped over a budget;
 refused: the budget was refused before the search), and the shipped plans' p50. Each compile reports
 the p50 it measured, at its own moment of the host's load; after the repeats, the accepted artifacts are
-timed again side by side, interleaved in one process (:func:`benchmarks.frontier.time_interleaved`, 1
-thread), which separates a difference between the plans from the load of the moment. Goals: the same
+timed again side by side, interleaved in one fresh process without torch
+(:func:`benchmarks.interleaved.time_interleaved`, 1 thread), which separates a difference between the
+plans from the load of the moment. Goals: the same
 verdict every time, and the accepted plans' side-by-side p50 within 10 % of each other (max / min); the
 spread of the compiles' own p50 is stated beside it.
 
@@ -34,7 +35,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import edgeopt_vs_baselines as compare
-from benchmarks.frontier import time_interleaved
+from benchmarks.interleaved import time_interleaved
 from benchmarks.suite import HOST_1T, ROOT, Outcome, one_core_busy, provenance
 
 P50_SPREAD = 0.10  # accepted plans' p50, max / min - 1

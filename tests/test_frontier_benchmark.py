@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmarks import frontier
+from benchmarks import frontier, interleaved
 
 
 def _matmul(path, n: int) -> None:
@@ -32,10 +32,26 @@ def test_interleaved_timing_orders_a_big_and_a_small_file(tmp_path):
     small, big = tmp_path / "small.onnx", tmp_path / "big.onnx"
     _matmul(small, 8)
     _matmul(big, 512)
-    t_small, t_big = frontier.time_interleaved([small, big], rounds=3, block=20)
+    t_small, t_big = interleaved.time_interleaved([small, big], rounds=3, block=20)
     assert t_small["n"] == t_big["n"] == 60
     assert t_small["p50_us"] <= t_small["p95_us"] and t_big["p50_us"] <= t_big["p95_us"]
     assert t_big["p50_us"] > 3 * t_small["p50_us"]
+
+
+def test_interleaved_timing_runs_in_a_child_without_torch(tmp_path):
+    """In a process that had used torch, ResNet-8 artifacts timed 1.1-1.8x slower, unevenly: the child
+    that times them must never load it, whatever the caller imported."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")  # the caller here has torch; the child must not
+    small = tmp_path / "small.onnx"
+    _matmul(small, 8)
+    job = json.dumps({"paths": [str(small)], "rounds": 1, "block": 5})
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.interleaved"], input=job, capture_output=True, text=True)
+    out = json.loads(proc.stdout)
+    assert out["torch_loaded"] is False and out["files"][0]["n"] == 5
 
 
 def test_mcnemar_counts_only_discordant_pairs():

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "edgeopt.tables/5"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole
+SCHEMA = "edgeopt.tables/6"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
+# 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference
 
 
 @dataclass

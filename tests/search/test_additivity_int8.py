@@ -1,0 +1,61 @@
+"""The additivity fit when the table's fastest plan is int8 and runs slower, as one graph, than the fastest
+fp32 plan (ResNet-8 on this host: 0.143 ms against 0.103 ms)."""
+
+from __future__ import annotations
+
+import pytest
+
+I8 = {"format": "dense", "precision": "int8"}
+MEASURED = {"dense": 0.25, "fastest": 0.30, "fastest_fp32": 0.15, "middle": 0.15}  # whole graphs, ms
+
+
+def _tables():
+    from edgeopt.search.allocation.tables import Candidate, Tables
+
+    rows = {
+        "fc1": [Candidate("dense", {}, 1000, 0.10, 0.0), Candidate("int8", I8, 1000, 0.03, 0.1)]
+        + [Candidate("prune 8", {"format": "prune", "rank": 8}, 500, 0.06, 0.5)],
+        "fc2": [Candidate("dense", {}, 1000, 0.10, 0.0), Candidate("int8", I8, 1000, 0.02, 0.1)]
+        + [Candidate("lowrank 4", {"format": "lowrank", "rank": 4}, 200, 0.05, 0.5)],
+    }
+    return Tables(rows, 0.25, 0.05, 0.0)
+
+
+def _fit(monkeypatch, measured):
+    from edgeopt.search.allocation import additivity
+
+    plans = {}
+
+    def graph_ms(teacher, plan, ctx, name, repeats=2):
+        plans[name] = plan
+        return measured[name]
+
+    monkeypatch.setattr(additivity, "graph_ms", graph_ms)
+    tables = _tables()
+    additivity.fit_additivity(tables, None, {"int8": True})
+    return tables, plans
+
+
+def test_a_slower_int8_plan_is_not_the_fit_and_its_rungs_are_charged_the_difference(monkeypatch):
+    from edgeopt.search.allocation.knapsack import allocate, floor
+
+    tables, plans = _fit(monkeypatch, MEASURED)
+    graphs = tables.additivity["graphs"]
+    assert plans["fastest_fp32"] == {"fc1": {"format": "prune", "rank": 8}, "fc2": {"format": "lowrank", "rank": 4}}
+    assert graphs["fastest"]["measured_ms"] == graphs["fastest_fp32"]["measured_ms"] == 0.15
+    assert graphs["fastest_int8"]["measured_ms"] == 0.30 and graphs["fastest_int8"]["charge_ms"] > 0.05
+    # the table now gives the fp32 plan exactly, and the int8 plan at no less than it measured
+    assert floor(tables).latency_ms == pytest.approx(0.15, abs=1e-9)
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.30, abs=1e-9)
+    assert "int8 rungs charged" in tables.notes[-1]
+    # a budget between the two: the knapsack fits an fp32 plan under it, no int8 rung
+    alloc = allocate(tables, latency_ms=0.2, max_params=None)
+    assert alloc.feasible and I8 not in tables.plan_of(alloc.choice).values()
+
+
+def test_an_int8_plan_that_runs_faster_stays_the_fit(monkeypatch):
+    tables, plans = _fit(monkeypatch, {**MEASURED, "fastest": 0.08})
+    assert plans["fastest"] == {"fc1": I8, "fc2": I8}
+    assert "fastest_int8" not in tables.additivity["graphs"]
+    assert tables.additivity["graphs"]["fastest_fp32"]["measured_ms"] == 0.15
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.08, abs=1e-9)

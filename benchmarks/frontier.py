@@ -294,9 +294,10 @@ def summary(models: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(models: list[dict[str, Any]]) -> str:
     lines = [
-        "Timings: every ONNX file of a cell timed interleaved in one process (round-robin blocks, pooled "
-        "samples, 1 onnxruntime thread); meets budget = p95 ≤ budget. Δ and McNemar: against the best "
-        "alternative meeting the budget (McNemar on per-sample correctness of the test split).",
+        "Timings: every ONNX file of a cell timed interleaved in one fresh process without torch "
+        "(round-robin blocks, pooled samples, 1 onnxruntime thread); meets budget = p95 ≤ budget. "
+        "Δ and McNemar: against the best alternative meeting the budget (McNemar on per-sample correctness "
+        "of the test split).",
         "",
     ]
     for m in models:

@@ -200,7 +200,7 @@ def graph_ms(v: Any) -> str:
 def additivity_rows(t: dict[str, Any]) -> list[list[str]]:
     """Whole graphs measured against the table (and the shipped plan), one row each; [] when none."""
     rows = [
-        [name, fmt(g["measured_ms"], ".4f"), graph_ms(g["isolated_sum_ms"]), graph_ms(g["table_ms"]), _pct(g)]
+        [name, fmt(g["measured_ms"], ".4f"), graph_ms(g.get("isolated_sum_ms")), graph_ms(g.get("table_ms")), _pct(g)]
         for name, g in ((t.get("additivity") or {}).get("graphs") or {}).items()
     ]
     if t.get("shipped"):

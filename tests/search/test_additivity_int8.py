@@ -48,6 +48,12 @@ def test_a_slower_int8_plan_is_not_the_fit_and_its_rungs_are_charged_the_differe
     assert floor(tables).latency_ms == pytest.approx(0.15, abs=1e-9)
     assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.30, abs=1e-9)
     assert "int8 rungs charged" in tables.notes[-1]
+    # every graph is a row of the report's additivity table (a missing field crashed a compile's report)
+    from edgeopt.report.tables import additivity_rows
+
+    rows = additivity_rows(tables.to_dict())
+    assert [r[0] for r in rows[1:]] == ["dense", "fastest", "middle", "fastest_fp32", "fastest_int8"]
+    assert rows[-1][1] == "0.3000" and rows[-1][3] == "0.3000" and rows[-1][4] == "+0.0%"
     # a budget between the two: the knapsack fits an fp32 plan under it, no int8 rung
     alloc = allocate(tables, latency_ms=0.2, max_params=None)
     assert alloc.feasible and I8 not in tables.plan_of(alloc.choice).values()

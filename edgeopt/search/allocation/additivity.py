@@ -182,7 +182,13 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         }
     if int8_plan is not None:
         fit["fit"] += "; through the fastest fp32 plan, which ran faster than the table's fastest (int8) plan"
-        fit["graphs"]["fastest_int8"] = _charge_int8(tables, int8_plan, raw["rest_ms"])
+        scaled = sum(tables.layers[n][i].latency_ms for n, i in int8_plan["choice"].items())
+        record = _charge_int8(tables, int8_plan, raw["rest_ms"])
+        fit["graphs"]["fastest_int8"] = {
+            "measured_ms": record.pop("measured_ms"),
+            "isolated_sum_ms": round(dense - sums["dense"] + scaled / raw["scale"], 5),
+            **record,
+        }
         tables.notes.append(
             f"int8 rungs charged {fit['graphs']['fastest_int8']['charge_ms']:.4f} ms each: the table's fastest "
             f"plan (int8) measured {int8_plan['measured_ms']:.4f} ms as one graph, slower than the fastest fp32 "
@@ -206,9 +212,13 @@ def _charge_int8(tables: Tables, int8_plan: dict[str, Any], rest_ms: float) -> d
         for c in cands:
             if precision_of(c.entry) == "int8":
                 c.latency_ms += charge
+    after = table + charge * len(int8_layers)
+    measured = int8_plan["measured_ms"]
     return {
-        "measured_ms": round(int8_plan["measured_ms"], 5),
-        "table_ms": round(table, 5),
+        "measured_ms": round(measured, 5),
+        "table_ms": round(after, 5),
+        "error_pct": round(100 * (after / measured - 1), 2) if measured > 0 else None,
+        "table_before_charge_ms": round(table, 5),
         "int8_layers": len(int8_layers),
         "charge_ms": round(charge, 6),
     }

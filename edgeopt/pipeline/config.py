@@ -31,8 +31,9 @@ TRIAL_EPOCHS = 12
 FINAL_EPOCHS = 80
 # The latency screen: quick, since only the plan's structure matters (not its weights).
 SCREEN_BENCH = MappingProxyType({"min_iters": 40, "min_time_s": 0.1, "max_iters": 2000})
-# Near-tied finalists are measured again, longer, before one is chosen.
-FINALIST_BENCH = MappingProxyType({"min_iters": 200, "min_time_s": 0.6, "max_iters": 20000})
+# Near-tied finalists are measured again, as long as the release measurement (FINAL_BENCH), before one
+# is chosen: on a busy host a shorter window misses the bursts a longer one catches, and its p95 reads
+# low (resnet8, one core busy: finalists' p95 0.111 ms over 0.6 s, the release's 0.150 ms over 2 s).
 FINALISTS = 5
 # The artifact's release-grade measurement.
 FINAL_BENCH = MappingProxyType({"min_iters": 300, "min_time_s": 2.0, "max_iters": 20000})
@@ -375,7 +376,6 @@ __all__ = [
     "BudgetSettings",
     "CompileConfig",
     "FINALISTS",
-    "FINALIST_BENCH",
     "FINAL_BENCH",
     "FINAL_EPOCHS",
     "MAX_QUALITY_DROP",

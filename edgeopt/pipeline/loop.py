@@ -31,7 +31,6 @@ from edgeopt.errors import InputError
 from edgeopt.pipeline import config_file
 from edgeopt.pipeline.config import (
     FINAL_EPOCHS,
-    FINALIST_BENCH,
     SCREEN_BENCH,
     TIME_SPLIT,
     TRIAL_EPOCHS,
@@ -136,9 +135,8 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
         return _searched(config, study, search_wall)
     t0 = time.perf_counter()
     recs = records(study)
-    choice = select(
-        recs, inputs.baseline, target.budget, config.f1_tolerance, _remeasure(inputs, screen) if inputs.space else None
-    )
+    remeasure = _remeasure(inputs, screen, config) if inputs.space else None
+    choice = select(recs, inputs.baseline, target.budget, config.f1_tolerance, remeasure)
     finalists_s = time.perf_counter() - t0
     shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
     state = compile_state(
@@ -308,9 +306,10 @@ def _compile_session(config: CompileConfig) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _remeasure(inputs: SearchInputs, screen: Screen) -> Any:
-    """Finalists measured again, longer, side by side (:class:`~edgeopt.pipeline.finalists.FinalistTimer`)."""
-    return FinalistTimer(inputs, screen, FINALIST_BENCH)
+def _remeasure(inputs: SearchInputs, screen: Screen, config: CompileConfig) -> Any:
+    """Finalists measured again side by side (:class:`~edgeopt.pipeline.finalists.FinalistTimer`), each as
+    long in all as the release measurement will be (``config.artifact_bench()``)."""
+    return FinalistTimer(inputs, screen, config.artifact_bench())
 
 
 def _result(out: Path, rep: dict[str, Any], shipped: Shipped, notes: list[str]) -> CompileResult:

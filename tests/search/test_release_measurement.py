@@ -38,6 +38,13 @@ def _quiet(r):
     return dataclasses.replace(r, **summary(xs, xs, 1, None, []))
 
 
+def _spread(r, top: float = 2.5):
+    """``r`` with its runs spread evenly from 1x to ``top`` x its median: wide, yet no run past twice the median."""
+    xs = np.array(r.samples_ms)
+    xs = float(np.median(xs)) * np.linspace(1.0, top, len(xs))
+    return dataclasses.replace(r, **summary(xs, xs, 1, None, []))
+
+
 @pytest.fixture
 def artifact(digits_splits, tmp_path):
     train, val, test = digits_splits
@@ -83,3 +90,17 @@ def test_a_slow_model_measured_quietly_fails_at_once_and_a_disturbed_one_stops_a
     calls = _replaying(monkeypatch, [_stalled(quiet)])
     m = measure_artifact(path, task, target, bench_kwargs=QUICK)
     assert len(calls) == RELEASE_TRIES and m.gate.verdict == "fail"
+
+
+def test_a_try_that_nothing_flagged_counts_over_a_flagged_one_with_fewer_stalls(artifact, monkeypatch):
+    """A try flagged for its spread (no stalls) against one flagged for nothing (a few stalls, under 1 %):
+    the unflagged one is the model's measurement."""
+    task, path, quiet = artifact
+    target = Target.load("host").with_budget(latency_ms=2 * quiet.latency_at(95))
+    wide, calm = _spread(quiet), _stalled(quiet, share=0.005)
+    assert wide.dispersion.noisy and wide.dispersion.stall_share == 0
+    assert calm.dispersion.noisy is None and calm.dispersion.stall_share > 0
+    calls = _replaying(monkeypatch, [wide, calm])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK)
+    assert len(calls) == 2 and [t["verdict"] for t in m.tries] == ["fail", "pass"]
+    assert m.gate.verdict == "pass"

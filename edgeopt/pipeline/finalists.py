@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeopt.pipeline.record import TrialRecord
+from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 
 Remeasure = Callable[[TrialRecord], dict[str, Any]]
 BOUND = "latency_bound_ms"  # a re-measurement's upper confidence bound on the budget's percentile
+DENSE_NUMBER = -1  # the dense input model's record number inside the selection
 ROUNDS = 3  # finalists timed side by side: rounds of one block each, the order rotated per round
 
 
@@ -161,4 +162,54 @@ class DenseRef:
                 self.measured = again
 
 
-__all__ = ["BOUND", "Bounded", "DenseRef", "FinalistTimer", "Remeasure", "bounded", "measure_together", "screened"]
+def margin_ms(m: dict[str, Any]) -> float:
+    """The tail of a re-measurement: its latency at the budget's percentile less its p50 (0 when unknown)."""
+    return max(0.0, float(m.get("latency_ms", 0.0)) - float(m.get("latency_p50_ms", m.get("latency_ms", 0.0))))
+
+
+def dense_record(baseline: Any, budget: Any) -> TrialRecord | None:
+    """The dense input model as a finalist (fp32, number :data:`DENSE_NUMBER`; scored and measured as the
+    baseline: ``gate``, ``bench``, ``metrics``), or None when it misses a budget (its gate) or the floor."""
+    if baseline.gate.verdict != "pass":
+        return None
+    score = baseline.metrics["val"]["score"]
+    if budget.min_f1 is not None and score < budget.min_f1:
+        return None
+    bench = baseline.bench
+    p50 = float(bench.latency_ms["p50"])
+    pct = float(getattr(budget, "latency_percentile", None) or 95)
+    at = getattr(bench, "latency_at", None)
+    lat = float(at(pct)) if at is not None else float(bench.latency_ms.get(f"p{pct:g}", p50))
+    screen = ScreenResult(
+        latency_ms=lat,
+        latency_p50_ms=p50,
+        latency_source=str(getattr(bench, "latency_source", "")),
+        peak_memory_mb=float(getattr(bench, "peak_memory_mb", math.nan)),
+        size_bytes=int(getattr(bench, "model_size_bytes", 0) or 0),
+        nodes=0,
+    )
+    return TrialRecord(
+        number=DENSE_NUMBER,
+        status=Status.TRAINED,
+        plan={},
+        dtype=DType.FP32,
+        screen=screen,
+        val={"score": score},
+        constraints=Constraints(),
+        state="complete",
+    )
+
+
+__all__ = [
+    "BOUND",
+    "DENSE_NUMBER",
+    "Bounded",
+    "DenseRef",
+    "FinalistTimer",
+    "Remeasure",
+    "bounded",
+    "dense_record",
+    "margin_ms",
+    "measure_together",
+    "screened",
+]

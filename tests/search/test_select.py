@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+from edgeopt.pipeline.finalists import DENSE_NUMBER
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
-from edgeopt.pipeline.select import BASELINE_NOTE, DENSE, DENSE_NUMBER, choose_finalist, select
+from edgeopt.pipeline.select import BASELINE_NOTE, DENSE, choose_finalist, select
 
 MET = Constraints()
 
@@ -37,8 +38,8 @@ def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
     # Re-measured: trial 1 is really over the 0.25 ms budget; trial 2 is within it.
     truth = {1: 0.30, 2: 0.22, 3: 0.20}
 
-    def remeasure(r):
-        return {"latency_p50_ms": truth[r.number] * 0.8, "latency_ms": truth[r.number], "nodes": 4}
+    def remeasure(r):  # a quiet host's tail: p95 within a few % of the p50
+        return {"latency_p50_ms": truth[r.number] * 0.95, "latency_ms": truth[r.number], "nodes": 4}
 
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
     assert choice.record.number == 2 and choice.decision["reason"] == "dense-over-budget"
@@ -272,3 +273,23 @@ def test_a_plan_whose_p95_bound_misses_the_budget_is_not_selected_over_one_whose
     fresh = bench(files[2], target, min_iters=300, min_time_s=0.3, max_iters=20000)
     assert latency_check(fresh.samples_ms, 95, budget, CONFIDENCE, source="measured").passed
     assert "samples_ms" not in rows[2], "the samples are judged, not stored in compile.json"
+
+
+def test_a_finalist_within_the_budget_but_not_by_its_tail_defers_to_one_that_is():
+    """On a busy host the tail (p95 less p50) is other work's and moves between windows by about itself:
+    resnet8's finalists at p95 0.111-0.143 ms were released at 0.145-0.152 ms against 0.128-0.147 ms."""
+    recs = [_rec(1, 0.99, 0.10), _rec(2, 0.97, 0.08)]
+    busy = {1: (0.090, 0.140), 2: (0.070, 0.100)}  # p50, p95: trial 1 within 0.15 ms, not by its 0.05 ms tail
+
+    def remeasure(r):
+        p50, p95 = busy[r.number]
+        return {"latency_p50_ms": p50, "latency_ms": p95, "nodes": 4}
+
+    choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
+    assert choice.record.number == 2  # 0.100 + 0.030 clears 0.15; the better tier's 0.140 + 0.050 does not
+    assert [f["shipped"] for f in choice.finalists] == [False, True]
+    # with no finalist clearing by its tail, the best tier's pick within the budget ships, and says so
+    busy[2] = (0.070, 0.125)
+    choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
+    assert choice.record.number == 1 and "not by its own tail" in choice.notes[-1]
+    assert [f["shipped"] for f in choice.finalists] == [True, False]

@@ -135,17 +135,8 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         "middle": _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2]),
     }
     first = {"dense": tables.dense_ms}  # measured once already, with the layers
-    int8_plan: dict[str, Any] | None = None  # the table's fastest plan, when it measures slower than fp32
     fp32_choice = fastest_fp32(tables) if ctx.get("int8") else None
-    fp32_ms: float | None = None
-    if fp32_choice is not None and fp32_choice != choices["fastest"]:
-        fastest_ms = graph_ms(teacher, tables.plan_of(choices["fastest"]), ctx, "fastest")
-        fp32_ms = graph_ms(teacher, tables.plan_of(fp32_choice), ctx, "fastest_fp32")
-        if fp32_ms < fastest_ms:
-            int8_plan = {"choice": choices["fastest"], "measured_ms": fastest_ms}
-            choices["fastest"], first["fastest"] = fp32_choice, fp32_ms
-        else:
-            first["fastest"] = fastest_ms
+    fp32_ms, int8_plan = _fastest_of_two(tables, teacher, ctx, choices, first, fp32_choice)
     sums = {k: sum(tables.layers[n][i].latency_ms for n, i in choice.items()) for k, choice in choices.items()}
 
     def measure() -> dict[str, float]:
@@ -181,21 +172,48 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
             "error_pct": round(100 * (table / measured - 1), 2) if measured > 0 else None,
         }
     if int8_plan is not None:
-        fit["fit"] += "; through the fastest fp32 plan, which ran faster than the table's fastest (int8) plan"
-        scaled = sum(tables.layers[n][i].latency_ms for n, i in int8_plan["choice"].items())
-        record = _charge_int8(tables, int8_plan, raw["rest_ms"])
-        fit["graphs"]["fastest_int8"] = {
-            "measured_ms": record.pop("measured_ms"),
-            "isolated_sum_ms": round(dense - sums["dense"] + scaled / raw["scale"], 5),
-            **record,
-        }
-        tables.notes.append(
-            f"int8 rungs charged {fit['graphs']['fastest_int8']['charge_ms']:.4f} ms each: the table's fastest "
-            f"plan (int8) measured {int8_plan['measured_ms']:.4f} ms as one graph, slower than the fastest fp32 "
-            f"plan ({raw['fastest']:.4f} ms)"
-        )
-        log.info("tables: %s", tables.notes[-1])
+        _record_int8(tables, fit, raw, int8_plan, dense - sums["dense"])
     tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
+
+
+def _record_int8(
+    tables: Tables, fit: dict[str, Any], raw: dict[str, Any], int8_plan: dict[str, Any], dense_rest: float
+) -> None:
+    """The int8 plan that ran slower than the fp32 one: its rungs charged, its graph recorded, a note."""
+    fit["fit"] += "; through the fastest fp32 plan, which ran faster than the table's fastest (int8) plan"
+    scaled = sum(tables.layers[n][i].latency_ms for n, i in int8_plan["choice"].items())
+    record = _charge_int8(tables, int8_plan, raw["rest_ms"])
+    record["isolated_sum_ms"] = round(dense_rest + scaled / raw["scale"], 5)
+    fit["graphs"]["fastest_int8"] = record
+    tables.notes.append(
+        f"int8 rungs charged {fit['graphs']['fastest_int8']['charge_ms']:.4f} ms each: the table's fastest "
+        f"plan (int8) measured {int8_plan['measured_ms']:.4f} ms as one graph, slower than the fastest fp32 "
+        f"plan ({raw['fastest']:.4f} ms)"
+    )
+    log.info("tables: %s", tables.notes[-1])
+
+
+def _fastest_of_two(
+    tables: Tables,
+    teacher: Any,
+    ctx: dict[str, Any],
+    choices: dict[str, dict[str, int]],
+    first: dict[str, float],
+    fp32_choice: dict[str, int] | None,
+) -> tuple[float | None, dict[str, Any] | None]:
+    """With int8 rungs, the table's fastest plan and the fastest fp32 plan measured whole; the faster becomes
+    ``choices["fastest"]`` (its latency in ``first``). Returns the fp32 plan's latency (None: not measured
+    here) and, when the int8 plan was the slower, it (``choice``, ``measured_ms``) for :func:`_charge_int8`."""
+    if fp32_choice is None or fp32_choice == choices["fastest"]:
+        return None, None
+    fastest_ms = graph_ms(teacher, tables.plan_of(choices["fastest"]), ctx, "fastest")
+    fp32_ms = graph_ms(teacher, tables.plan_of(fp32_choice), ctx, "fastest_fp32")
+    if fp32_ms >= fastest_ms:
+        first["fastest"] = fastest_ms
+        return fp32_ms, None
+    int8_plan = {"choice": choices["fastest"], "measured_ms": fastest_ms}
+    choices["fastest"], first["fastest"] = fp32_choice, fp32_ms
+    return fp32_ms, int8_plan
 
 
 def _charge_int8(tables: Tables, int8_plan: dict[str, Any], rest_ms: float) -> dict[str, Any]:

@@ -104,3 +104,25 @@ def test_a_try_that_nothing_flagged_counts_over_a_flagged_one_with_fewer_stalls(
     m = measure_artifact(path, task, target, bench_kwargs=QUICK)
     assert len(calls) == 2 and [t["verdict"] for t in m.tries] == ["fail", "pass"]
     assert m.gate.verdict == "pass"
+
+
+def _slowed(r, factor: float = 1.7):
+    """``r`` slowed whole by other work on its core: every run ``factor`` x, spread and stalls unchanged."""
+    xs = np.array(r.samples_ms) * factor
+    return dataclasses.replace(r, **summary(xs, xs, 1, None, []))
+
+
+def test_a_release_measurement_slowed_whole_is_taken_again_by_its_p50_against_the_plans_own(artifact, monkeypatch):
+    """vit, one core busy: finalist p50 0.152 ms, release 0.260 ms with a narrow spread and no stall (so
+    nothing flagged it), the same file 0.151 ms right after."""
+    task, path, quiet = artifact
+    target = Target.load("host").with_budget(latency_ms=1.3 * quiet.latency_at(95))
+    slow = _slowed(quiet)
+    assert slow.dispersion.noisy is None  # our spread and stall statistics cannot see it
+    calls = _replaying(monkeypatch, [slow, quiet])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK)
+    assert len(calls) == 1 and m.gate.verdict == "fail"  # without the plan's own p50 to compare: as before
+    calls = _replaying(monkeypatch, [slow, quiet])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected_p50_ms=quiet.latency_at(50))
+    assert len(calls) == 2 and m.gate.verdict == "pass"
+    assert "the plan's own" in m.tries[0]["noisy"] and "disturbed by other work" in m.repeated()

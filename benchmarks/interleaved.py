@@ -4,10 +4,10 @@ blocks over the files in an order rotated each round, p50/p95 from the pooled sa
 
 The timing runs in a child process that never imports torch (``python -m benchmarks.interleaved``, a
 JSON job on stdin, one JSON result on stdout), as edgeopt's own measurements do
-(``edgeopt.runtime._worker``). Timed inside a benchmark that had trained or exported with torch, the
-same five ResNet-8 artifacts read 1.1-1.8x slower, unevenly (int8 plans the most), than in a fresh
-process on the same loaded host: torch's intra-op threads take the core onnxruntime runs on. A
-difference between files must not depend on what the benchmark did before timing them.
+(``edgeopt.runtime._worker``). Timed inside a benchmark that had trained or exported with torch (seen
+in one run, decision 0103), the same five ResNet-8 artifacts read 1.1-1.8x slower, unevenly (int8 plans
+the most), than in a fresh process on the same loaded host; why torch's presence does this was not
+established. A difference between files must not depend on what the benchmark did before timing them.
 
     time_interleaved([a.onnx, b.onnx], rounds=30, block=200)  # -> [{"p50_us", "p95_us", "n"}, ...]
 """

@@ -138,6 +138,8 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     remeasure = _remeasure(inputs, screen, config) if inputs.space else None
     choice = select(recs, inputs.baseline, target.budget, config.f1_tolerance, remeasure)
     finalists_s = time.perf_counter() - t0
+    if choice.decision.get("shipped") == "refused":
+        _refuse_after_search(config.out, choice, target, recs, time.perf_counter() - t_start)
     shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
     state = compile_state(
         inputs,
@@ -253,6 +255,43 @@ def _check_study_matches(study: Any, task_name: str, target_name: str) -> None:
             study.set_user_attr(f"searched_{key}", mine)
         elif theirs != mine:
             log.warning("study %s was searched for %s %r, this run is for %r", study.study_name, key, theirs, mine)
+
+
+def _refuse_after_search(out: Path, choice: Any, target: Any, recs: list[TrialRecord], wall_s: float) -> None:
+    """The budget refused once the search is done (:func:`~edgeopt.pipeline.select.select`: no finalist
+    confirmed within it, dense over it): ``report.json``/``.md`` say why, with the finalists; nothing ships
+    and the study stays. Raises :class:`~edgeopt.errors.BudgetRefused` (exit code 1)."""
+    import json
+
+    from edgeopt._io import atomic_write_text
+    from edgeopt.errors import BudgetRefused
+
+    why = choice.decision["why"]
+    rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in choice.finalists]
+    rep = {
+        "schema": "edgeopt.report/refused",
+        "refused": why,
+        "target": target.name,
+        "budget": {"latency_ms": target.budget.latency_ms, "model_size_mb": target.budget.model_size_mb},
+        "confirmable_ms": choice.decision.get("confirmable_ms"),
+        "trials": len(recs),
+        "feasible": sum(1 for r in recs if r.feasible),
+        "finalists": rows,
+        "wall_s": round(wall_s, 1),
+    }
+    atomic_write_text(out / "report.json", json.dumps(rep, indent=1, default=str))
+    table = "\n".join(
+        f"| {r['trial']} | {r['val_score']:.4f} | {r['latency_p50_ms']:.4f} | {r['latency_ms']:.4f} | "
+        f"{r.get('latency_bound_ms', r['latency_ms']):.4f} |"
+        for r in rows
+    )
+    atomic_write_text(
+        out / "report.md",
+        f"# edgeopt: budget refused after the search\n\n{why}.\n\nNothing was shipped; the study "
+        f"({len(recs)} trials, {rep['feasible']} feasible by the screen) is kept.\n\n"
+        f"| finalist | val score | p50 ms | p95 ms | upper bound ms |\n|---|---|---|---|---|\n{table}\n",
+    )
+    raise BudgetRefused(f"refused: {why}")
 
 
 def _searched(config: CompileConfig, study: Any, search_wall: float) -> CompileResult:

@@ -204,3 +204,50 @@ def test_left_alone_lists_the_weighted_layers_no_plan_may_touch_with_the_reason(
     assert "grouped/depthwise" in why["dw"] and "normalization" in why["body.0.bn"]
     assert "pool" not in why and "" not in why  # no weights of its own: not listed
     assert not set(why) & set(decomposable_layers(Net()))
+
+
+def test_one_layer_students_match_decompose_and_leave_the_model_alone():
+    """The sensitivities' fast path (one copy, each layer swapped in and back out) gives the student
+    ``decompose`` gives, on a tied layer and on attention, and restores every layer afterwards."""
+    from edgeopt.compiler.decompose import OneLayerStudents
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(*X)
+    with torch.no_grad():
+        before = net(x)
+        students = OneLayerStudents(net, x)
+        rungs = [
+            ("body.0.conv", {"format": "lowrank", "rank": 2}),
+            ("fc", {"format": "tt", "rank": 2}),
+            ("alias", {"format": "lowrank", "rank": 3}),  # tied: both names swap, both come back
+        ]
+        for name, entry in rungs:
+            assert students.supports(entry)
+            with students.replaced(name, entry) as student:
+                fast = student(x)
+            slow = decompose(net, {name: entry}, example_input=x).eval()(x)
+            torch.testing.assert_close(fast, slow)
+            assert not torch.allclose(fast, before)  # the swap was real
+            torch.testing.assert_close(students.base(x), before)  # and undone
+        assert not students.supports({"format": "prune", "rank": 4})
+        with pytest.raises(ValueError, match="graph-level"), students.replaced("fc", {"format": "prune", "rank": 4}):
+            pass
+        torch.testing.assert_close(net(x), before)
+
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.head = mha, nn.Linear(8, 3)
+
+        def forward(self, t):
+            return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+    model, t = Attn().eval(), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        students = OneLayerStudents(model, t)
+        entry = {"format": "lowrank", "rank": 2}
+        with students.replaced("attn.q_proj", entry) as student:
+            fast = student(t)
+        torch.testing.assert_close(fast, decompose(model, {"attn.q_proj": entry}, example_input=t).eval()(t))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+import pytest
+
 from edgeopt.pipeline.finalists import DENSE_NUMBER
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 from edgeopt.pipeline.select import BASELINE_NOTE, DENSE, choose_finalist, select
@@ -47,22 +49,26 @@ def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
     # When the whole top tier fails, the next tier of F1 is tried.
     truth[2] = 0.40
     assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 3
-    # When every tier fails, the finalist nearest the budget ships (its bound), and the note says so.
+    # When every tier fails and dense misses the budget, the budget is refused with the finalists' numbers.
     truth[3] = 0.40
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
-    assert choice.record.number == 1 and "measured again" in choice.notes[0]
+    assert choice.record is None and choice.decision["shipped"] == "refused"
+    assert choice.decision["reason"] == "not-confirmed" and "over it" in choice.notes[0]
+    assert choice.decision["confirmable_ms"] == pytest.approx(0.30 + 0.015)  # the nearest, trial 1: bound + tail
+    assert not any(f["shipped"] for f in choice.finalists)
 
 
 def test_a_finalist_with_headroom_under_the_budget_is_preferred_to_one_at_its_edge():
     recs = [_rec(1, 0.99, 0.10), _rec(2, 0.99, 0.11)]
     truth = {1: 0.249, 2: 0.23}  # trial 1 is faster but 0.4 % under the 0.25 ms budget, trial 2 8 % under
 
-    def remeasure(r):
-        return {"latency_p50_ms": truth[r.number] * 0.9, "latency_ms": truth[r.number], "nodes": 4}
+    def remeasure(r):  # a quiet host: a 3 % tail
+        return {"latency_p50_ms": truth[r.number] * 0.97, "latency_ms": truth[r.number], "nodes": 4}
 
     assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 2
-    truth[2] = 0.2499  # no finalist has headroom: the fastest within the budget still ships
-    assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 1
+    truth[2] = 0.2499  # no finalist has headroom (its tail): refused, though both are within the budget
+    choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
+    assert choice.record is None and "not by their own tail" in choice.notes[0]
 
 
 def test_among_equally_fast_finalists_the_fewest_nodes_ship():
@@ -288,8 +294,45 @@ def test_a_finalist_within_the_budget_but_not_by_its_tail_defers_to_one_that_is(
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
     assert choice.record.number == 2  # 0.100 + 0.030 clears 0.15; the better tier's 0.140 + 0.050 does not
     assert [f["shipped"] for f in choice.finalists] == [False, True]
-    # with no finalist clearing by its tail, the best tier's pick within the budget ships, and says so
+    # with no finalist clearing by its tail and dense over the budget, the budget is refused: it sits in
+    # the noise (vit, one core busy: such plans failed 2 release gates of 3); the note gives the numbers
     busy[2] = (0.070, 0.125)
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
-    assert choice.record.number == 1 and "not by its own tail" in choice.notes[-1]
-    assert [f["shipped"] for f in choice.finalists] == [True, False]
+    assert choice.record is None and choice.decision["reason"] == "not-confirmed"
+    assert "trial #2" in choice.notes[0] and "0.1800 ms would be confirmed" in choice.notes[0]
+    assert [f["shipped"] for f in choice.finalists] == [False, False]
+    # the dense model meeting every budget ships instead (its own release measurement confirmed it)
+    budget = NS(min_f1=0.9, latency_ms=0.15)
+
+    def dense_ok(r):
+        return {"latency_p50_ms": 0.11, "latency_ms": 0.12, "nodes": 3} if r.number == DENSE_NUMBER else remeasure(r)
+
+    choice = select(recs, _baseline(p50=0.11), budget, 0.005, dense_ok)
+    assert choice.record is None and choice.decision["shipped"] == "dense"
+
+
+def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path):
+    """The compile's side of ``not-confirmed``: report.json/.md with the finalists and the budget that would
+    be confirmed, no model file, BudgetRefused (exit code 1) with the same sentence."""
+    import json
+
+    from edgeopt.errors import BudgetRefused
+    from edgeopt.pipeline.loop import _refuse_after_search
+
+    recs = [_rec(1, 0.99, 0.10), _rec(2, 0.97, 0.08)]
+    busy = {1: (0.090, 0.140), 2: (0.070, 0.125)}
+    choice = choose_finalist(
+        recs,
+        0.005,
+        lambda r: {"latency_p50_ms": busy[r.number][0], "latency_ms": busy[r.number][1], "nodes": 4},
+        latency_budget=0.15,
+    )
+    target = NS(name="host", budget=NS(latency_ms=0.15, model_size_mb=None))
+    with pytest.raises(BudgetRefused, match="would be confirmed") as exc:
+        _refuse_after_search(tmp_path, choice, target, recs, 12.0)
+    assert exc.value.exit_code == 1
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["schema"] == "edgeopt.report/refused" and "best" not in rep
+    assert rep["confirmable_ms"] == pytest.approx(0.18) and [f["trial"] for f in rep["finalists"]] == [1, 2]
+    assert "| 2 | 0.9700 | 0.0700 | 0.1250 |" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "model.onnx").exists()

@@ -102,9 +102,12 @@ def build_tables(
     fill_sensitivities(teacher, task, tables)
     tables.timings["sensitivity_s"] = round(time.perf_counter() - t2, 2)
     tables.build_s = round(time.perf_counter() - t0, 3)
+    rungs = tables.timings.get("sensitivity_rungs") or {}
     log.info(
-        "tables: sensitivities of %d candidates on %d samples in %.1f s",
+        "tables: sensitivities of %d candidates (%d measured%s, the rest interpolated) on %d samples in %.1f s",
         sum(len(c) - 1 for c in tables.layers.values()),
+        rungs.get("measured", 0),
+        ", every other power of two: the model's forward pass is costly" if rungs.get("coarse") else "",
         tables.calibration,
         tables.timings["sensitivity_s"],
     )

@@ -1,14 +1,17 @@
 """The tables' sensitivities: KL(teacher || model) on a calibration batch (at most :data:`CALIBRATION`
 training samples, classes taken in turn) when only one layer is replaced (SVD / TT-SVD initialized by
-``decompose``). They get a time budget (:data:`SENSITIVITY_BUDGET_S`): the batch shrinks, down to
-:data:`MIN_CALIBRATION` samples, on models whose forward pass is slow.
+``decompose``). They get a budget of work (:data:`SENSITIVITY_WORK` multiply-adds of forward passes,
+about 30-40 s on a 2-core host): the batch shrinks, down to :data:`MIN_CALIBRATION` samples, on models
+whose forward pass is costly, and below that the per-layer formats are measured at every other power of
+two (:func:`calibration_plan`). A count of work, not a timing: a busy host builds the same tables as a
+quiet one (timed, the batch of one ViT came out at 219, 235 and 249 samples in three compiles under load,
+and each gave other sensitivities).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import time
 from typing import Any
 
 from edgeopt.compiler.formats import precision_of, with_precision
@@ -16,7 +19,7 @@ from edgeopt.search.allocation.tables import Candidate, Tables, graph_level, pow
 
 CALIBRATION = 256  # samples of the sensitivity batch at most ...
 MIN_CALIBRATION = 48  # ... and at least
-SENSITIVITY_BUDGET_S = 40.0  # the forward passes of the sensitivities take about this long at most
+SENSITIVITY_WORK = 1.0e12  # multiply-adds per sample x samples x rungs measured, at most (above: a smaller batch)
 GRAPH_LEVEL_MEASURED = 3  # rungs of a graph-level format (prune) whose KL is computed per layer (one graph traced each)
 
 
@@ -28,47 +31,56 @@ def kl(teacher_logits: Any, logits: Any) -> float:
     return float((p.exp() * (p - q)).sum(-1).mean())
 
 
-def _forward_s(model: Any, X: Any) -> float:
-    import torch
+def calibration_plan(rungs: int, coarse_rungs: int, macs: int, work: float = SENSITIVITY_WORK) -> tuple[int, bool]:
+    """(samples in the batch, whether to measure the coarse rungs only) for ``rungs`` rungs to measure
+    (``coarse_rungs`` of them coarse) on a model of ``macs`` multiply-adds per sample: as many samples as
+    ``work`` allows, between :data:`MIN_CALIBRATION` and :data:`CALIBRATION`; the coarse rungs only (on
+    the smallest batch) when even the smallest batch would exceed it."""
+    per_batch = max(1, rungs) * max(1, int(macs))
+    n = int(min(CALIBRATION, max(MIN_CALIBRATION, work // per_batch)))
+    return n, n * per_batch > work and coarse_rungs < rungs
 
-    with torch.no_grad():
-        model(X[:2])
-        t0 = time.perf_counter()
-        model(X)
-    return time.perf_counter() - t0
 
-
-def fill_sensitivities(teacher: Any, task: Any, tables: Tables, budget_s: float = SENSITIVITY_BUDGET_S) -> None:
+def fill_sensitivities(teacher: Any, task: Any, tables: Tables, work: float = SENSITIVITY_WORK) -> None:
     """KL(teacher || model with one layer replaced) for every candidate, on as many calibration samples
-    (``MIN_CALIBRATION``..``CALIBRATION``) as fit ``budget_s`` of forward passes, on all cores."""
+    (``MIN_CALIBRATION``..``CALIBRATION``) as ``work`` multiply-adds allow (:func:`calibration_plan`),
+    on all cores. The rungs not measured are interpolated (:func:`_between`)."""
     import os
 
     import torch
 
-    from edgeopt.compiler.decompose import decompose
+    from edgeopt.compiler.decompose import OneLayerStudents, decompose, plan_cost
 
     X = torch.as_tensor(task.X_train[balanced_order(task.y_train, CALIBRATION)])
-    rungs = sum(len(_kl_measured([c for c in cs if precision_of(c.entry) == "fp32"])) for cs in tables.layers.values())
+    fp32 = {name: [c for c in cs if precision_of(c.entry) == "fp32"] for name, cs in tables.layers.items()}
+    rungs = sum(len(_kl_measured(cs)) for cs in fp32.values())
+    coarse_rungs = sum(len(_kl_measured(cs, coarse=True)) for cs in fp32.values())
+    macs = int(plan_cost(teacher, {}, task.example_input).macs)
+    n, coarse = calibration_plan(rungs, coarse_rungs, macs, work)
+    X = X[:n]
     threads = torch.get_num_threads()
     torch.set_num_threads(
         max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     )
+    measured = 0
     try:
-        probe = min(32, len(X))
-        per_sample = _forward_s(teacher, X[:probe]) / probe
-        n = int(min(len(X), max(MIN_CALIBRATION, budget_s / max(1, rungs) / max(per_sample, 1e-9))))
-        X = X[:n]
         with torch.no_grad():
             t_logits = teacher(X)
-            for name, cands in tables.layers.items():
-                fp32 = [c for c in cands if precision_of(c.entry) == "fp32"]
-                for c in _kl_measured(fp32):
-                    student = decompose(teacher, {name: c.entry}, example_input=task.example_input).eval()
-                    c.sensitivity = max(0.0, kl(t_logits, student(X)))
-                _between(fp32)
+            students = OneLayerStudents(teacher, task.example_input)
+            for name, cands in fp32.items():
+                for c in _kl_measured(cands, coarse=coarse):
+                    measured += 1
+                    if students.supports(c.entry):
+                        with students.replaced(name, c.entry) as student:
+                            c.sensitivity = max(0.0, kl(t_logits, student(X)))
+                    else:  # a graph-level format (prune) narrows its consumers too: a whole copy
+                        student = decompose(teacher, {name: c.entry}, example_input=task.example_input).eval()
+                        c.sensitivity = max(0.0, kl(t_logits, student(X)))
+                _between(cands)
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
+    tables.timings["sensitivity_rungs"] = {"measured": measured, "of": rungs, "coarse": coarse}
     if any(precision_of(c.entry) == "int8" for cs in tables.layers.values() for c in cs):
         int8_sensitivities(teacher, task, tables, X)
 
@@ -118,16 +130,24 @@ def json_key(entry: Any) -> str:
     return json.dumps(entry or {}, sort_keys=True)
 
 
-def _kl_measured(cands: list[Candidate]) -> list[Candidate]:
-    """The rungs whose KL is computed: powers of two of the per-layer formats; of a graph-level format
-    (one dependency graph traced per rung) its first, middle and last. :func:`_between` fills the rest."""
+def _kl_measured(cands: list[Candidate], coarse: bool = False) -> list[Candidate]:
+    """The rungs whose KL is computed: powers of two of the per-layer formats (``coarse``: every other
+    one, counted down from each format's largest); of a graph-level format (one dependency graph traced
+    per rung) its first, middle and last. :func:`_between` fills the rest."""
     graph = [i for i, c in enumerate(cands) if graph_level(c.entry)]
     chosen = set(spread(graph, GRAPH_LEVEL_MEASURED))
-    return [
+    out = [
         c
         for i, c in enumerate(cands)
         if c.entry and (i in chosen if graph_level(c.entry) else power_of_two(rung_rank(c.entry)))
     ]
+    if coarse:
+        kept = set()
+        for fmt in {c.entry["format"] for c in out if not graph_level(c.entry)}:
+            same = sorted((c for c in out if c.entry["format"] == fmt), key=lambda c: -rung_rank(c.entry))
+            kept.update(id(c) for c in same[::2])
+        out = [c for c in out if graph_level(c.entry) or id(c) in kept]
+    return out
 
 
 def balanced_order(y: Any, n: int) -> Any:
@@ -169,8 +189,9 @@ def _between(cands: list[Candidate]) -> None:
 __all__ = [
     "CALIBRATION",
     "MIN_CALIBRATION",
-    "SENSITIVITY_BUDGET_S",
+    "SENSITIVITY_WORK",
     "balanced_order",
+    "calibration_plan",
     "fill_sensitivities",
     "int8_sensitivities",
     "kl",

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "edgeopt.tables/6"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
-# 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference
+SCHEMA = "edgeopt.tables/7"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
+# 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference; 7: the sensitivities'
+# batch sized by work, not by a timing (and the rungs measured in timings["sensitivity_rungs"])
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Tables:
     notes: list[str] = field(default_factory=list)
     additivity: dict[str, Any] = field(default_factory=dict)  # the whole graphs measured against the table
     calibration: int = 0  # samples the sensitivities were computed on
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: latencies, additivity, sensitivity
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds: latencies, additivity, sensitivity; rungs measured
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,8 @@ its own per-layer tables and study):
   dense p95 is measured once, before the repeats, so every repeat gets the same budget.
 
 Per model: the verdict of every run (accepted: budgets met; failed: a plan shipped over a budget;
-refused: the budget was refused before the search), and the shipped plans' p50. Each compile reports
+refused: the budget was refused, before the search on the tables' floor or after it when no finalist
+was confirmed within it), and the shipped plans' p50. Each compile reports
 the p50 it measured, at its own moment of the host's load; after the repeats, the accepted artifacts are
 timed again side by side, interleaved in one fresh process without torch
 (:func:`benchmarks.interleaved.time_interleaved`, 1 thread), which separates a difference between the

@@ -23,6 +23,8 @@ from edgeopt._version import __version__
 from edgeopt.compiler.formats import int8_layers
 from edgeopt.pipeline.config import CompileConfig
 from edgeopt.pipeline.record import DType, TrialRecord
+from edgeopt.runtime.gate import retaken_note
+from edgeopt.runtime.retake import RETAKES, gate_retaking
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -38,13 +40,8 @@ class Measured:
 
     def repeated(self) -> str | None:
         """A note when other work disturbed the release measurement and it was taken again."""
-        if len(self.tries) < 2:
-            return None
-        first = self.tries[0]
-        return (
-            f"release measurement taken {len(self.tries)} times: the first ({first['verdict']}, p50 "
-            f"{first['p50_ms']:.4g} ms) was disturbed by other work ({first['noisy']}); the least disturbed counts"
-        )
+        note = retaken_note(self.tries)
+        return None if note is None else f"release measurement: {note}"
 
 
 @dataclass
@@ -71,11 +68,7 @@ def export_verified(model: Any, task: Any, path: Path, metadata: dict[str, str])
     return {"export": time.perf_counter() - t0}
 
 
-RELEASE_TRIES = 3  # release measurements at most, while other work disturbs one whose latency did not pass
-# A release measurement whose p50 is this much over the plan's own earlier measurement (its screen) was slowed
-# whole by other work: a file's median does not move 30 % in a minute by itself (vit, one core busy: finalist
-# p50 0.152 ms, release 0.260 ms with a narrow spread and no stall, the same file 0.151 ms right after).
-SHIFTED = 1.3
+RELEASE_TRIES = RETAKES  # release measurements at most, while other work disturbs one whose latency did not pass
 
 
 def measure_artifact(
@@ -83,57 +76,16 @@ def measure_artifact(
 ) -> Measured:
     """Metrics of an ONNX file on val and test (stamped into it as provenance), then the full-protocol
     bench and gate of the file exactly as it ships; taken again (up to :data:`RELEASE_TRIES`) while its
-    latency does not pass and other work disturbed it: flagged by our statistics, or its p50 over
-    :data:`SHIFTED` x ``expected_p50_ms`` (the plan as measured before)."""
+    latency does not pass and other work disturbed it (:func:`~edgeopt.runtime.retake.gate_retaking`:
+    flagged by our statistics, or its p50 over ``SHIFTED`` x ``expected_p50_ms``, the plan as measured
+    before)."""
     from edgeopt.pipeline.evaluate import onnx_metrics, stamp_metadata
-    from edgeopt.runtime.gate import gate
 
     metrics = {"val": onnx_metrics(path, task.X_val, task.y_val, task.metric)}
     metrics["test"] = onnx_metrics(path, task.X_test, task.y_test, task.metric) if task.X_test is not None else None
     stamp_metadata(path, {"edgeopt.metrics": metrics})
-    tries = [gate(path, target, **bench_kwargs)]
-    while len(tries) < RELEASE_TRIES and _disturbed(tries[-1], expected_p50_ms):
-        tries.append(gate(path, target, **bench_kwargs))
-    g = min(tries, key=lambda t: _disturbance(t, expected_p50_ms))
-    summary = [_try_summary(t, expected_p50_ms) for t in tries] if len(tries) > 1 else []
-    return Measured(gate=g, bench=g.bench, metrics=metrics, tries=summary)
-
-
-def _why_disturbed(g: Any, expected_p50_ms: float | None) -> str | None:
-    """Why other work disturbed a measurement, by our own statistics (:attr:`~edgeopt.runtime.stats.Dispersion.noisy`:
-    stalls past 1 % of the runs, or a wide spread) or by a p50 :data:`SHIFTED` over the plan's earlier one."""
-    disp = getattr(g.bench, "dispersion", None)
-    if disp is not None and disp.noisy is not None:
-        return str(disp.noisy)
-    p50 = float(g.bench.latency_ms["p50"])
-    if expected_p50_ms and p50 > SHIFTED * expected_p50_ms:
-        return f"p50 {p50:.4g} ms, {p50 / expected_p50_ms:.2f} x the plan's own {expected_p50_ms:.4g} ms before"
-    return None
-
-
-def _disturbed(g: Any, expected_p50_ms: float | None = None) -> bool:
-    """A release measurement whose latency did not pass while other work disturbed it (:func:`_why_disturbed`)."""
-    latency = [c for c in g.checks if c.name.startswith("latency")]
-    return any(c.status != "pass" for c in latency) and _why_disturbed(g, expected_p50_ms) is not None
-
-
-def _disturbance(g: Any, expected_p50_ms: float | None = None) -> tuple[bool, float, float, float]:
-    """Disturbed or not, then stall share, relative spread and p50: the least disturbed measurement is the
-    model's, not its neighbours'. (By stall share first, a try flagged for its spread, with fewer stalls,
-    counted over one that nothing flagged: a resnet8 compile reported the disturbed try's p95.)"""
-    disp = getattr(g.bench, "dispersion", None)
-    stalls, spread = (disp.stall_share, disp.relative_spread) if disp is not None else (0.0, 0.0)
-    return _why_disturbed(g, expected_p50_ms) is not None, stalls, spread, float(g.bench.latency_ms["p50"])
-
-
-def _try_summary(g: Any, expected_p50_ms: float | None = None) -> dict[str, Any]:
-    disp = g.bench.dispersion
-    return {
-        "verdict": g.verdict,
-        "p50_ms": float(g.bench.latency_ms["p50"]),
-        "stall_share": round(disp.stall_share, 4) if disp is not None else None,
-        "noisy": _why_disturbed(g, expected_p50_ms),
-    }
+    g = gate_retaking(path, target, retakes=RELEASE_TRIES, expected_p50_ms=expected_p50_ms, **bench_kwargs)
+    return Measured(gate=g, bench=g.bench, metrics=metrics, tries=list(g.tries))
 
 
 def _metadata(plan: dict[str, Any], dtype: DType, task: Any, target: Any) -> dict[str, str]:

@@ -38,6 +38,7 @@ class GateResult:
     strict: bool
     target_name: str
     comparison: Comparison | None = None
+    tries: tuple[dict[str, Any], ...] = ()  # every measurement, when other work disturbed one (runtime/retake.py)
 
     @property
     def all_checks(self) -> tuple[Check, ...]:
@@ -65,6 +66,7 @@ class GateResult:
             "checks": [c.to_dict() for c in self.checks],
             "bench": self.bench.to_dict(),
             "comparison": self.comparison.to_dict() if self.comparison is not None else None,
+            "tries": list(self.tries),
         }
 
     def _where(self) -> str:
@@ -91,6 +93,8 @@ class GateResult:
             )
         if not self.checks:
             lines.append("| (no budgets checked) | | | | | | |")
+        if self._retaken():
+            lines += ["", f"{self._retaken()}."]
         if self.comparison is not None:
             lines += ["", self.comparison.to_markdown().rstrip("\n")]
         return "\n".join(lines) + "\n"
@@ -164,9 +168,26 @@ class GateResult:
                 f"  {c.status.upper():<13} {c.name:<16} {c.measured:>10.4g} {c.unit:<3} budget "
                 f"{c.budget:.4g} {c.unit}{bound}{'  ' + c.detail if c.detail else ''}"
             )
+        if self._retaken():
+            lines.append(f"  {self._retaken()}")
         if self.comparison is not None:
             lines += self.comparison.text_lines()
         return "\n".join(lines)
+
+    def _retaken(self) -> str | None:
+        return retaken_note(self.tries)
+
+
+def retaken_note(tries: Any) -> str | None:
+    """A sentence when the measurement was taken again (:mod:`edgeopt.runtime.retake`), naming the first
+    try and why it was retaken."""
+    if len(tries or ()) < 2:
+        return None
+    first = tries[0]
+    return (
+        f"measured {len(tries)} times: the first ({first['verdict']}, p50 {first['p50_ms']:.4g} ms) was "
+        f"disturbed by other work ({first['noisy']}); the least disturbed counts"
+    )
 
 
 def latency_check(samples_ms, percentile: float, budget_ms: float, confidence: float, *, source: str) -> Check:

@@ -125,4 +125,4 @@ def test_a_release_measurement_slowed_whole_is_taken_again_by_its_p50_against_th
     calls = _replaying(monkeypatch, [slow, quiet])
     m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected_p50_ms=quiet.latency_at(50))
     assert len(calls) == 2 and m.gate.verdict == "pass"
-    assert "the plan's own" in m.tries[0]["noisy"] and "disturbed by other work" in m.repeated()
+    assert "the model's own" in m.tries[0]["noisy"] and "disturbed by other work" in m.repeated()

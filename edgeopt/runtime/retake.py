@@ -1,0 +1,96 @@
+"""A gate measurement taken again while other work disturbed it and its latency did not pass.
+
+On a shared host a neighbour's burst can put a model over its budget for the length of one
+measurement. A verdict must not hang on that: when the latency check does not pass and the
+measurement shows the disturbance (:attr:`~edgeopt.runtime.stats.Dispersion.noisy`: stalls past 1 %
+of the runs, or a wide spread; or its p50 over :data:`SHIFTED` x the model's own p50 measured before,
+when that is known), it is taken again, up to :data:`RETAKES` times in all, and the least disturbed
+try counts. A model that is slow when measured quietly fails at once: nothing flags its measurement.
+Used by ``edgeopt gate`` (budgets only; ``--against`` has its own counterbalanced protocol) and by the
+compile's release measurement. Torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from edgeopt.runtime import gate as gate_mod  # gate_mod.gate looked up per call: the tests replay measurements
+from edgeopt.runtime.gate import retaken_note
+
+RETAKES = 3  # measurements at most, while other work disturbs one whose latency did not pass
+# A measurement whose p50 is this much over the model's own earlier one was slowed whole by other work: a
+# file's median does not move 30 % in a minute by itself (vit, one core busy: finalist p50 0.152 ms, release
+# 0.260 ms with a narrow spread and no stall, the same file 0.151 ms right after).
+SHIFTED = 1.3
+
+
+def why_disturbed(g: Any, expected_p50_ms: float | None = None) -> str | None:
+    """Why other work disturbed a gate's measurement (our own statistics, or a p50 :data:`SHIFTED` over
+    ``expected_p50_ms``), or None."""
+    disp = getattr(g.bench, "dispersion", None)
+    if disp is not None and disp.noisy is not None:
+        return str(disp.noisy)
+    p50 = float(g.bench.latency_ms["p50"])
+    if expected_p50_ms and p50 > SHIFTED * expected_p50_ms:
+        return f"p50 {p50:.4g} ms, {p50 / expected_p50_ms:.2f} x the model's own {expected_p50_ms:.4g} ms before"
+    return None
+
+
+def disturbed(g: Any, expected_p50_ms: float | None = None) -> bool:
+    """A measurement whose latency did not pass while other work disturbed it (:func:`why_disturbed`)."""
+    latency = [c for c in g.checks if c.name.startswith("latency")]
+    return any(c.status != "pass" for c in latency) and why_disturbed(g, expected_p50_ms) is not None
+
+
+def disturbance(g: Any, expected_p50_ms: float | None = None) -> tuple[bool, float, float, float]:
+    """Disturbed or not, then stall share, relative spread and p50: the least disturbed measurement is the
+    model's, not its neighbours'. (By stall share first, a try flagged for its spread, with fewer stalls,
+    counted over one that nothing flagged: a resnet8 compile reported the disturbed try's p95.)"""
+    disp = getattr(g.bench, "dispersion", None)
+    stalls, spread = (disp.stall_share, disp.relative_spread) if disp is not None else (0.0, 0.0)
+    return why_disturbed(g, expected_p50_ms) is not None, stalls, spread, float(g.bench.latency_ms["p50"])
+
+
+def try_summary(g: Any, expected_p50_ms: float | None = None) -> dict[str, Any]:
+    """One try as the result lists it: verdict, p50, stall share and why it was disturbed (None: it was not)."""
+    disp = g.bench.dispersion
+    return {
+        "verdict": g.verdict,
+        "p50_ms": float(g.bench.latency_ms["p50"]),
+        "stall_share": round(disp.stall_share, 4) if disp is not None else None,
+        "noisy": why_disturbed(g, expected_p50_ms),
+    }
+
+
+def gate_retaking(
+    path: str | os.PathLike[str],
+    target: Any,
+    *,
+    retakes: int = RETAKES,
+    expected_p50_ms: float | None = None,
+    **gate_kwargs: Any,
+) -> Any:
+    """:func:`~edgeopt.runtime.gate.gate` of ``path``, taken again (``retakes`` measurements in all at most)
+    while its latency does not pass and other work disturbed it; the least disturbed try, with every try
+    in its ``tries`` when there were several."""
+    tries = [gate_mod.gate(path, target, **gate_kwargs)]
+    while len(tries) < max(1, int(retakes)) and disturbed(tries[-1], expected_p50_ms):
+        tries.append(gate_mod.gate(path, target, **gate_kwargs))
+    best = min(tries, key=lambda t: disturbance(t, expected_p50_ms))
+    if len(tries) == 1:
+        return best
+    return dataclasses.replace(best, tries=tuple(try_summary(t, expected_p50_ms) for t in tries))
+
+
+__all__ = [
+    "RETAKES",
+    "SHIFTED",
+    "disturbance",
+    "disturbed",
+    "gate_retaking",
+    "retaken_note",
+    "try_summary",
+    "why_disturbed",
+]

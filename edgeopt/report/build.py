@@ -303,6 +303,15 @@ def write_report(out: Path, *, study: Any, state: dict[str, Any]) -> dict[str, A
     return rep
 
 
+def _refused(path: Path) -> str | None:
+    """Why a refused compile refused (its report.json), or None."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return str(doc.get("refused")) if isinstance(doc, dict) and doc.get("schema") == "edgeopt.report/refused" else None
+
+
 def rebuild(out: str | os.PathLike) -> dict[str, Any]:
     """``edgeopt report DIR``: rebuild every report file from ``compile.json`` and the study."""
     out = Path(out)
@@ -310,6 +319,9 @@ def rebuild(out: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{out}: no such directory (expected an `edgeopt compile --out` directory).")
     state_path = out / "compile.json"
     if not state_path.exists():
+        refused = _refused(out / "report.json")
+        if refused:  # a refused compile: its report.json/md are all there is, and stay as they are
+            raise InputError(f"{out}: the compile refused its budget, nothing to rebuild ({refused}).")
         raise InputError(
             f"{out} is not an edgeopt output dir: {state_path.name} is missing (run `edgeopt compile` first)."
         )

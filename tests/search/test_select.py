@@ -336,3 +336,8 @@ def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path
     assert rep["confirmable_ms"] == pytest.approx(0.18) and [f["trial"] for f in rep["finalists"]] == [1, 2]
     assert "| 2 | 0.9700 | 0.0700 | 0.1250 |" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "model.onnx").exists()
+    from edgeopt.errors import InputError
+    from edgeopt.report import rebuild
+
+    with pytest.raises(InputError, match="refused its budget, nothing to rebuild"):  # edgeopt report DIR: exit 2
+        rebuild(tmp_path)

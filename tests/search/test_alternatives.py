@@ -26,7 +26,7 @@ def _tables() -> Tables:
     def prune(rank: int) -> Candidate:
         return Candidate(f"pr {rank}", {"format": "prune", "rank": rank}, rank * per, 0.01, 0.1)
 
-    rungs = [prune(r) for r in (32, 96, 128, 160, 192, 224)]  # 1/8 .. 7/8 of 256
+    rungs = [prune(r) for r in (32, 64, 96, 128, 160, 192, 224)]  # 1/8 .. 7/8 of 256
     layers = {
         "0": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
         "2": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
@@ -43,7 +43,7 @@ def test_ladder_is_dense_int8_then_each_uniform_ratio_with_and_without_int8():
     labels = [a.label for a in ladder]
     assert labels[0] == "dense + int8" and ladder[0].plan == {} and ladder[0].dtype == "int8"
     assert labels[1:3] == ["uniform prune 3/4", "uniform prune 3/4 + int8"]
-    assert labels[-1] == "uniform prune 1/4 + int8" and len(ladder) == 1 + 2 * len(alternatives.UNIFORM_KEEP)
+    assert labels[-1] == "uniform prune 1/8 + int8" and len(ladder) == 1 + 2 * len(alternatives.UNIFORM_KEEP)
     half = next(a for a in ladder if a.label == "uniform prune 1/2")
     # One ratio on every prunable layer; the classifier has no prune rung and stays dense.
     assert half.plan == {"0": {"format": "prune", "rank": 128}, "2": {"format": "prune", "rank": 128}}
@@ -60,9 +60,10 @@ def test_compile_seeds_the_alternatives_and_never_ships_worse(small_mlp_task, ma
     study = optuna.load_study(study_name="small-mlp-testhost", storage=f"sqlite:///{out / 'study.db'}")
     labels = [t.user_attrs.get("alternative") for t in study.trials]
     seeded = [label for label in labels if label]
-    assert seeded[0] == "dense + int8" and "uniform prune 1/2 + int8" in seeded and len(seeded) == 9
+    n = 1 + 2 * len(alternatives.UNIFORM_KEEP)  # dense int8, each ratio with and without int8
+    assert seeded[0] == "dense + int8" and "uniform prune 1/2 + int8" in seeded and len(seeded) == n
     # On top of --trials, and every one run even where the warm start's enqueued trials come first.
-    assert len(labels) >= 2 + 9 and all(t.state.is_finished() for t in study.trials)
+    assert len(labels) >= 2 + n and all(t.state.is_finished() for t in study.trials)
 
     rep = json.loads((out / "report.json").read_text())
     table = {a["method"]: a for a in rep["alternatives"]}

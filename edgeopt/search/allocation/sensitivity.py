@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from typing import Any
 
 from edgeopt.compiler.formats import precision_of, with_precision
@@ -59,12 +60,12 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, work: float = SE
     n, coarse = calibration_plan(rungs, coarse_rungs, macs, work)
     X = X[:n]
     threads = torch.get_num_threads()
-    torch.set_num_threads(
-        max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    )
+    cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     measured = 0
     try:
         with torch.no_grad():
+            use = fastest_threads(teacher, X, cores)
+            torch.set_num_threads(use)
             t_logits = teacher(X)
             students = OneLayerStudents(teacher, task.example_input)
             for name, cands in fp32.items():
@@ -80,12 +81,36 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, work: float = SE
     finally:
         torch.set_num_threads(threads)
     tables.calibration = n
-    tables.timings["sensitivity_rungs"] = {"measured": measured, "of": rungs, "coarse": coarse}
+    tables.timings["sensitivity_rungs"] = {"measured": measured, "of": rungs, "coarse": coarse, "threads": use}
     if any(precision_of(c.entry) == "int8" for cs in tables.layers.values() for c in cs):
-        int8_sensitivities(teacher, task, tables, X)
+        int8_sensitivities(teacher, task, tables, X, threads=use)
 
 
-def int8_sensitivities(teacher: Any, task: Any, tables: Tables, X: Any) -> None:
+def fastest_threads(model: Any, X: Any, cores: int) -> int:
+    """1 or ``cores`` torch threads, whichever runs ``model`` on ``X`` faster now (the least of two passes
+    each). On a busy host every parallel region waits for its slowest thread, and a thread whose core is
+    taken waits a whole time slice: MobileNetV3 on 48 samples with one of two cores busy ran in 170-185 ms
+    on 1 thread and 230-296 ms (one pass 964 ms) on 2, and its sensitivities took 339 s under load against
+    77 s quiet. Only the speed depends on it, not the sensitivities."""
+    import torch
+
+    if cores <= 1:
+        return 1
+    took = {}
+    for th in (cores, 1):
+        torch.set_num_threads(th)
+        model(X[:2])
+        took[th] = min(_seconds(model, X) for _ in range(2))
+    return min(took, key=took.__getitem__)
+
+
+def _seconds(model: Any, X: Any) -> float:
+    t0 = time.perf_counter()
+    model(X)
+    return time.perf_counter() - t0
+
+
+def int8_sensitivities(teacher: Any, task: Any, tables: Tables, X: Any, threads: int = 0) -> None:
     """The int8 rungs' KL, measured on the real thing: the teacher exported, only one layer quantized by
     onnxruntime (static QDQ, calibrated on training samples), run on the calibration batch against the
     fp32 export. A rung that is also narrowed or low-rank adds its fp32 twin's KL (small drifts add)."""
@@ -104,8 +129,11 @@ def int8_sensitivities(teacher: Any, task: Any, tables: Tables, X: Any) -> None:
         path = Path(tmp) / "teacher.onnx"
         export_onnx(teacher, task.example_input, path, verify=False)
 
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)  # 0: onnxruntime's default (every core)
+
         def run(p: Path) -> Any:
-            sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
             return torch_of(sess.run(None, {sess.get_inputs()[0].name: x})[0])
 
         ref = run(path)

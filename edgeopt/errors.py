@@ -27,6 +27,13 @@ class BudgetRefused(EdgeoptError):
     exit_code = 1
 
 
+class BudgetNotConfirmed(BudgetRefused):
+    """The budget sits inside the measurement noise: plans meet it, but none was confirmed within it by the
+    longer measurement (refused after the search). Exit 3, like a gate that cannot decide."""
+
+    exit_code = 3
+
+
 class MissingDependencyError(EdgeoptError, ImportError):
     """An optional dependency (the compiler half) is not installed."""
 
@@ -37,5 +44,6 @@ __all__ = [
     "TargetError",
     "ModelError",
     "BudgetRefused",
+    "BudgetNotConfirmed",
     "MissingDependencyError",
 ]

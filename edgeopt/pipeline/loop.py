@@ -260,11 +260,12 @@ def _check_study_matches(study: Any, task_name: str, target_name: str) -> None:
 def _refuse_after_search(out: Path, choice: Any, target: Any, recs: list[TrialRecord], wall_s: float) -> None:
     """The budget refused once the search is done (:func:`~edgeopt.pipeline.select.select`: no finalist
     confirmed within it, dense over it): ``report.json``/``.md`` say why, with the finalists; nothing ships
-    and the study stays. Raises :class:`~edgeopt.errors.BudgetRefused` (exit code 1)."""
+    and the study stays. Raises :class:`~edgeopt.errors.BudgetNotConfirmed` (exit code 3: the measurements
+    cannot decide the budget, as a gate that cannot decide)."""
     import json
 
     from edgeopt._io import atomic_write_text
-    from edgeopt.errors import BudgetRefused
+    from edgeopt.errors import BudgetNotConfirmed
 
     why = choice.decision["why"]
     rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in choice.finalists]
@@ -291,7 +292,7 @@ def _refuse_after_search(out: Path, choice: Any, target: Any, recs: list[TrialRe
         f"({len(recs)} trials, {rep['feasible']} feasible by the screen) is kept.\n\n"
         f"| finalist | val score | p50 ms | p95 ms | upper bound ms |\n|---|---|---|---|---|\n{table}\n",
     )
-    raise BudgetRefused(f"refused: {why}")
+    raise BudgetNotConfirmed(f"refused: {why}")
 
 
 def _searched(config: CompileConfig, study: Any, search_wall: float) -> CompileResult:

@@ -313,10 +313,10 @@ def test_a_finalist_within_the_budget_but_not_by_its_tail_defers_to_one_that_is(
 
 def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path):
     """The compile's side of ``not-confirmed``: report.json/.md with the finalists and the budget that would
-    be confirmed, no model file, BudgetRefused (exit code 1) with the same sentence."""
+    be confirmed, no model file, BudgetNotConfirmed (exit code 3) with the same sentence."""
     import json
 
-    from edgeopt.errors import BudgetRefused
+    from edgeopt.errors import BudgetNotConfirmed, BudgetRefused
     from edgeopt.pipeline.loop import _refuse_after_search
 
     recs = [_rec(1, 0.99, 0.10), _rec(2, 0.97, 0.08)]
@@ -328,9 +328,9 @@ def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path
         latency_budget=0.15,
     )
     target = NS(name="host", budget=NS(latency_ms=0.15, model_size_mb=None))
-    with pytest.raises(BudgetRefused, match="would be confirmed") as exc:
+    with pytest.raises(BudgetNotConfirmed, match="would be confirmed") as exc:
         _refuse_after_search(tmp_path, choice, target, recs, 12.0)
-    assert exc.value.exit_code == 1
+    assert exc.value.exit_code == 3 and isinstance(exc.value, BudgetRefused)  # undecided, as a gate's exit 3
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["schema"] == "edgeopt.report/refused" and "best" not in rep
     assert rep["confirmable_ms"] == pytest.approx(0.18) and [f["trial"] for f in rep["finalists"]] == [1, 2]

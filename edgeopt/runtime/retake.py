@@ -17,7 +17,6 @@ import os
 from typing import Any
 
 from edgeopt.runtime import gate as gate_mod  # gate_mod.gate looked up per call: the tests replay measurements
-from edgeopt.runtime.gate import retaken_note
 
 RETAKES = 3  # measurements at most, while other work disturbs one whose latency did not pass
 # A measurement whose p50 is this much over the model's own earlier one was slowed whole by other work: a
@@ -90,7 +89,6 @@ __all__ = [
     "disturbance",
     "disturbed",
     "gate_retaking",
-    "retaken_note",
     "try_summary",
     "why_disturbed",
 ]

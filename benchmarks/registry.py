@@ -68,6 +68,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick={"models": "digits-cnn", "search": {"trials": 3, "timeout": 15.0, "trial_epochs": 2, "final_epochs": 5}},
     ),
     Benchmark(
+        "tables_stable_under_load",
+        "With one core busy, do the per-layer latency tables' shares, and the knapsack's allocations of them at "
+        "the same share of the dense latency, come out the same from build to build (rungs timed side by side "
+        "in rounds, against one bench per rung)?",
+        "benchmarks.tables_stable_under_load",
+        params={"models": "resnet8,mobilenet", "builds": 3, "fractions": "0.4,0.5,0.6"},
+        quick={"models": "cnn1d", "builds": 2},
+    ),
+    Benchmark(
         "layer_tables_add_up",
         "How long do the per-layer tables take to build, and do the isolated layers add up to the whole graph?",
         "benchmarks.layer_tables_add_up",

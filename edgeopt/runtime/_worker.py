@@ -15,6 +15,13 @@ k sub-blocks each of ``min_time_s / k`` (and ``min_iters / k`` runs), in the ord
 ``ab``: one block per model (the samples of its sub-blocks pooled), and ``sequence``: (side, start
 ns, end ns) of each sub-block. A process's own noise (its allocator, its core, a neighbour's load
 while it ran) then falls on both models alike. No memory or profile: those need a process per model.
+
+A job of many models (``many``: ``{"others": [paths], "rounds": R}``, made by :func:`~edgeopt.runtime.bench.bench_many`)
+loads ``model`` and ``others`` into this one process and times each for one block of the job's settings
+per round, R rounds, the order reversed every other round (A B C, C B A, A B C ...). Its result has
+``many``: per model, ``rounds``, the samples (ns) of each of its blocks, and ``sequence``: (model, start ns,
+end ns) of each block. A window of other work on a
+shared host then falls on one round of every model, not on every round of a few of them.
 """
 
 from __future__ import annotations
@@ -206,6 +213,45 @@ def run_ab(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def run_many(job: dict[str, Any]) -> dict[str, Any]:
+    """The job of many models (module docstring): every model in this process, one block each per round."""
+    import numpy as np  # noqa: F401
+    import onnxruntime as ort
+
+    runtime, settings = Runtime.from_mapping(job), BenchSettings.from_mapping(job)
+    providers, warning = available_providers(runtime.providers)
+    many = job["many"]
+    models = [job["model"], *many["others"]]
+    sides = []
+    for model in models:
+        sess, _ = _create_session(ort, model, runtime, providers)
+        feeds = _feeds(sess, settings, job.get("shapes") or {})
+        names = [o.name for o in sess.get_outputs()]
+        _first_run_ms(sess, names, feeds)
+        sides.append((sess, names, feeds))
+    block = settings.updated(warmup=1)
+    for sess, names, feeds in sides:  # every model warm before any is timed
+        for _ in range(settings.warmup):
+            sess.run(names, feeds)
+    rounds: list[list[list[int]]] = [[] for _ in models]
+    sequence = []
+    for r in range(max(1, int(many.get("rounds", 1)))):
+        order = range(len(models)) if r % 2 == 0 else range(len(models) - 1, -1, -1)
+        for i in order:
+            t0 = time.perf_counter_ns()
+            got, _ = _timed_loop(*sides[i], block)
+            rounds[i].append(got)
+            sequence.append([i, t0, time.perf_counter_ns()])
+    warnings = [warning] if warning else []
+    return {
+        "many": [{"rounds": rs} for rs in rounds],
+        "sequence": sequence,
+        "providers": sides[0][0].get_providers(),
+        "onnxruntime": ort.__version__,
+        "warnings": warnings,
+    }
+
+
 def _create_session(ort: Any, model: str, runtime: Runtime, providers: list[str]) -> tuple[Any, float]:
     """The session and how long creating it took (ms)."""
     t0 = time.perf_counter_ns()
@@ -267,7 +313,7 @@ def _add_profile(
 def main() -> int:
     job = json.loads(sys.stdin.read())
     try:
-        out = run_ab(job) if job.get("ab") else run(job)
+        out = run_ab(job) if job.get("ab") else run_many(job) if job.get("many") else run(job)
     except _Fail as exc:
         out = {"error": {"kind": exc.kind, "message": str(exc)}}
     except Exception as exc:  # pragma: no cover - reported by the parent as a model error

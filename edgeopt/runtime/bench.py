@@ -126,6 +126,44 @@ def bench(
     return _result(str(path), target, s, info, out, samples, host_samples, prediction, warnings, backend)
 
 
+MANY_CHUNK = 48  # models loaded into one measurement process at most (their sessions held together)
+
+
+def bench_many(
+    paths: Sequence[str | os.PathLike[str]],
+    target: Target | str = "host",
+    *,
+    rounds: int = 3,
+    settings: BenchSettings | None = None,
+    **overrides: Any,
+) -> list[list[np.ndarray]]:
+    """Many small models timed side by side: per model, the samples (ms) of each of its ``rounds``
+    blocks. Where the target is this host (``local``), the models share one process ``MANY_CHUNK`` at
+    a time and every round times one block of each (``_worker.run_many``), so a window of other work
+    falls on one round of many models rather than on every block of a few; the caller takes the median
+    of the rounds. Elsewhere (a device over SSH, a predicted target) each model is one :func:`bench`, a
+    single round of ``rounds`` blocks' length. ``settings``/``overrides``: one block's."""
+    target = Target.load(target)
+    s = (settings or BenchSettings()).updated(**{k: v for k, v in overrides.items() if v is not None})
+    s = s.updated(batch=target.runtime.batch_size) if s.batch is None else s
+    backend = backend_for(target)
+    if not backend.pairs_in_process or backend.predicts:
+        whole = s.updated(
+            min_iters=s.min_iters * rounds, min_time_s=float(s.min_time_s) * rounds, max_iters=s.max_iters * rounds
+        )
+        return [[np.asarray(bench(p, target, settings=whole).samples_ms, dtype=float)] for p in paths]
+    out: list[list[np.ndarray]] = []
+    resolved = [str(Path(p).resolve()) for p in paths]
+    for at in range(0, len(resolved), MANY_CHUNK):
+        chunk = resolved[at : at + MANY_CHUNK]
+        job = dict(backend.job(Path(chunk[0]), s, {}), profile=False, many={"others": chunk[1:], "rounds": rounds})
+        got = backend.measure(job, timeout_s=float(s.timeout_s) * (1 + len(chunk) * rounds / 8))
+        for w in got.get("warnings", []):
+            log.warning("warning: %s", w)
+        out += [[np.asarray(r, dtype=float) / 1e6 for r in m["rounds"]] for m in got["many"]]
+    return out
+
+
 def _result(
     model: str,
     target: Target,
@@ -156,4 +194,14 @@ def _result(
     )
 
 
-__all__ = ["bench", "BenchResult", "BenchSettings", "model_info", "run_child", "measurement_job", "SCHEMA"]
+__all__ = [
+    "MANY_CHUNK",
+    "SCHEMA",
+    "BenchResult",
+    "BenchSettings",
+    "bench",
+    "bench_many",
+    "measurement_job",
+    "model_info",
+    "run_child",
+]

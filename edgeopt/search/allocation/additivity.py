@@ -9,6 +9,8 @@ On a busy host one stalled measurement of a whole graph skews the fit (a dense g
 the model meets. So when the held-out error is beyond :data:`TRUSTED_ERROR_PCT`, the three graphs are
 measured again (at most :data:`REMEASURE_ROUNDS` more times) and the fit taken through each graph's
 median; a fit still beyond it is kept for the search but marked untrusted, and no refusal is made on it.
+The graphs of a round are timed side by side, in rounds of their own (:func:`graphs_ms`), so that a
+window of other work falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -22,35 +24,47 @@ from edgeopt.search.allocation.tables import Tables
 
 log = logging.getLogger("edgeopt.compile")
 
-GRAPH_BENCH = {"min_iters": 50, "min_time_s": 0.3, "max_iters": 5000}  # the whole graphs of the additivity fit
+GRAPH_ROUNDS = 4  # rounds of the whole graphs timed side by side; a graph's latency is their median
+GRAPH_BLOCK = {"min_iters": 25, "min_time_s": 0.1, "max_iters": 2500, "warmup": 5}  # a graph's block, each round
 SCALE_RANGE = (0.25, 4.0)  # the plausible scales: a fit outside is clipped to this range
 TRUSTED_ERROR_PCT = 50.0  # held-out error beyond which the graphs are re-measured, and no refusal is made
 REMEASURE_ROUNDS = 2  # rounds of the three graphs measured again when the fit is off
 GRAPHS = ("dense", "fastest", "middle")
 
 
-def graph_ms(teacher: Any, plan: dict[str, Any], ctx: dict[str, Any], name: str, repeats: int = 2) -> float:
-    """The whole graph of ``plan`` exported and benched (longer than a layer's bench), the least of
-    ``repeats`` runs: noise on a shared host only ever adds to a percentile, and the fastest plan's
-    figure decides a refusal (vit's measured 97 µs in one run and 116 µs in the next)."""
+def graphs_ms(teacher: Any, plans: dict[str, dict[str, Any]], ctx: dict[str, Any]) -> dict[str, float]:
+    """The whole graph of each plan exported (its int8 layers quantized, as it would ship) and the graphs
+    timed side by side (:func:`~edgeopt.runtime.bench.bench_many`, :data:`GRAPH_ROUNDS` rounds): each
+    the median over the rounds of its block's latency at the budget's percentile. They were timed one
+    after another, each the least of two runs: on a busy host the fit then went through graphs taken in
+    different windows of other work (the dense graph of a 0.3 ms model read 7.6 ms once)."""
+    import numpy as np
     import torch
 
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.export import export_onnx
-    from edgeopt.runtime.bench import bench
+    from edgeopt.runtime import stats
+    from edgeopt.runtime.bench import bench_many
 
-    path = ctx["tmp"] / f"{name}.onnx"
-    export_onnx(
-        decompose(teacher, plan, example_input=ctx["example"]).eval(),
-        torch.as_tensor(ctx["example"]),
-        path,
-        verify=False,
-    )
-    if ctx.get("int8"):  # the plan's int8 layers as they would ship, with their Q/DQ boundaries
-        from edgeopt.compiler.quantize import quantize_plan
+    paths = []
+    for name, plan in plans.items():
+        path = ctx["tmp"] / f"{name}.onnx"
+        export_onnx(
+            decompose(teacher, plan, example_input=ctx["example"]).eval(),
+            torch.as_tensor(ctx["example"]),
+            path,
+            verify=False,
+        )
+        if ctx.get("int8"):  # the plan's int8 layers as they would ship, with their Q/DQ boundaries
+            from edgeopt.compiler.quantize import quantize_plan
 
-        path = quantize_plan(path, ctx["tmp"] / f"{name}.int8.onnx", plan, calibration=ctx["model_calibration"])
-    return min(float(bench(path, ctx["target"], **GRAPH_BENCH).latency_at(ctx["pct"])) for _ in range(repeats))
+            path = quantize_plan(path, ctx["tmp"] / f"{name}.int8.onnx", plan, calibration=ctx["model_calibration"])
+        paths.append(path)
+    rounds = bench_many(paths, ctx["target"], rounds=GRAPH_ROUNDS, **GRAPH_BLOCK)
+    return {
+        name: float(np.median([stats.percentile(r, ctx["pct"]) for r in rs if len(r)]))
+        for name, rs in zip(plans, rounds, strict=True)
+    }
 
 
 def _at(tables: Tables, pick: Any) -> dict[str, int]:
@@ -134,13 +148,20 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
         "fastest": _at(tables, lambda lats: min(range(len(lats)), key=lats.__getitem__)),
         "middle": _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2]),
     }
-    first = {"dense": tables.dense_ms}  # measured once already, with the layers
     fp32_choice = fastest_fp32(tables) if ctx.get("int8") else None
-    fp32_ms, int8_plan = _fastest_of_two(tables, teacher, ctx, choices, first, fp32_choice)
+    plans = {k: tables.plan_of(c) for k, c in choices.items()}
+    if fp32_choice is not None and fp32_choice != choices["fastest"]:
+        plans["fastest_fp32"] = tables.plan_of(fp32_choice)
+    first = graphs_ms(teacher, plans, ctx)  # every graph side by side, the fastest fp32 plan's too
+    fp32_ms, int8_plan = _fastest_of_two(choices, first, fp32_choice)
     sums = {k: sum(tables.layers[n][i].latency_ms for n, i in choice.items()) for k, choice in choices.items()}
+    once = [first]
 
     def measure() -> dict[str, float]:
-        return {k: first.pop(k, None) or graph_ms(teacher, tables.plan_of(choices[k]), ctx, k) for k in GRAPHS}
+        if once:  # the first round: the graphs measured above
+            got = once.pop()
+            return {k: got[k] for k in GRAPHS}
+        return graphs_ms(teacher, {k: tables.plan_of(choices[k]) for k in GRAPHS}, ctx)
 
     fit = robust_fit(sums, measure)
     raw = fit.pop("raw")
@@ -194,25 +215,18 @@ def _record_int8(
 
 
 def _fastest_of_two(
-    tables: Tables,
-    teacher: Any,
-    ctx: dict[str, Any],
-    choices: dict[str, dict[str, int]],
-    first: dict[str, float],
-    fp32_choice: dict[str, int] | None,
+    choices: dict[str, dict[str, int]], measured: dict[str, float], fp32_choice: dict[str, int] | None
 ) -> tuple[float | None, dict[str, Any] | None]:
-    """With int8 rungs, the table's fastest plan and the fastest fp32 plan measured whole; the faster becomes
-    ``choices["fastest"]`` (its latency in ``first``). Returns the fp32 plan's latency (None: not measured
-    here) and, when the int8 plan was the slower, it (``choice``, ``measured_ms``) for :func:`_charge_int8`."""
-    if fp32_choice is None or fp32_choice == choices["fastest"]:
+    """With int8 rungs, the table's fastest plan and the fastest fp32 plan (both in ``measured``): the faster
+    becomes ``choices["fastest"]`` (and ``measured["fastest"]``). Returns the fp32 plan's latency (None: not
+    measured) and, when the int8 plan was the slower, it (``choice``, ``measured_ms``) for :func:`_charge_int8`."""
+    if fp32_choice is None or "fastest_fp32" not in measured:
         return None, None
-    fastest_ms = graph_ms(teacher, tables.plan_of(choices["fastest"]), ctx, "fastest")
-    fp32_ms = graph_ms(teacher, tables.plan_of(fp32_choice), ctx, "fastest_fp32")
+    fastest_ms, fp32_ms = measured["fastest"], measured["fastest_fp32"]
     if fp32_ms >= fastest_ms:
-        first["fastest"] = fastest_ms
         return fp32_ms, None
     int8_plan = {"choice": choices["fastest"], "measured_ms": fastest_ms}
-    choices["fastest"], first["fastest"] = fp32_choice, fp32_ms
+    choices["fastest"], measured["fastest"] = fp32_choice, fp32_ms
     return fp32_ms, int8_plan
 
 
@@ -254,7 +268,8 @@ def fastest_fp32(tables: Tables) -> dict[str, int]:
 
 
 __all__ = [
-    "GRAPH_BENCH",
+    "GRAPH_BLOCK",
+    "GRAPH_ROUNDS",
     "REMEASURE_ROUNDS",
     "SCALE_RANGE",
     "TRUSTED_ERROR_PCT",
@@ -262,6 +277,6 @@ __all__ = [
     "fit_scale",
     "fastest_fp32",
     "fit_trusted",
-    "graph_ms",
+    "graphs_ms",
     "robust_fit",
 ]

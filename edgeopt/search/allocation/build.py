@@ -11,16 +11,16 @@ import hashlib
 import io
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from edgeopt._io import atomic_write_text
-from edgeopt.search.allocation.additivity import fit_additivity, graph_ms
+from edgeopt.search.allocation.additivity import fit_additivity
 from edgeopt.search.allocation.latency import (
-    Alone,
-    bench_module,
+    Pending,
     input_shapes,
     latency_rows,
     layer_inputs,
@@ -130,23 +130,22 @@ def _latencies(teacher: Any, task: Any, target: Any, layers: dict[str, Any], key
             "tmp": Path(tmpdir),
             "pct": float(target.budget.latency_percentile or 95),
             "example": task.example_input,
-            "floor": {},
             "int8": int8,
         }
+        ctx["pending"] = Pending(target, ctx["tmp"])
         if int8:
             X = task.X_train[balanced_order(task.y_train, INT8_CALIBRATION)]
             ctx["calibration"] = layer_inputs(teacher, X, list(layers)).__getitem__
             ctx["model_calibration"] = X
-        for shape in set(shapes.values()):
-            ctx["floor"][shape] = bench_module(Alone.make(torch.nn.ReLU()), shape, target, ctx["tmp"], ctx["pct"])
         ctx["widths"] = {name: int(spec.out_size) for name, spec in layers.items()}
-        rows = {name: latency_rows(teacher, name, spec, shapes[name], ctx) for name, spec in layers.items()}
+        pending = {name: latency_rows(teacher, name, spec, shapes[name], ctx) for name, spec in layers.items()}
+        ms = ctx["pending"].measure()  # every rung side by side, in rounds
+        rows = {name: finish(ms) for name, finish in pending.items()}
         price_graph_rungs(rows, ctx)
         t1 = time.perf_counter()
-        dense_ms = graph_ms(teacher, {}, ctx, "dense")
         fixed = int(plan_cost(teacher, {}, task.example_input).params) - sum(int(s.params) for s in layers.values())
         notes = refusal_notes(ctx.get("refused", []), ctx.get("coupled", {}))
-        tables = Tables(rows, dense_ms, 0.0, 0.0, key, False, fixed, notes=notes)
+        tables = Tables(rows, math.nan, 0.0, 0.0, key, False, fixed, notes=notes)  # dense_ms: by the fit
         fit_additivity(tables, teacher, ctx)
     tables.timings = {"latency_s": round(t1 - t0, 2), "additivity_s": round(time.perf_counter() - t1, 2)}
     return tables

@@ -16,8 +16,7 @@ from typing import Any
 
 from edgeopt.search.allocation.tables import Candidate, graph_level, rung_rank, spread
 
-TABLE_BENCH = {"min_iters": 20, "min_time_s": 0.05, "max_iters": 500}
-MAX_CANDIDATES = 6  # latencies measured per layer, dense included (a bench is a child process: ~0.15 s)
+MAX_CANDIDATES = 6  # latencies measured per layer, dense included (each an export, and a session held)
 
 
 def ladder_ranks(hi: int) -> list[int]:
@@ -103,9 +102,10 @@ def input_shapes(teacher: Any, example: Any, names: list[str]) -> dict[str, tupl
     return shapes
 
 
-def boundary_ms(shape: tuple[int, ...], ctx: dict[str, Any]) -> float:
+def boundary_ms(shape: tuple[int, ...], ctx: dict[str, Any]) -> Any:
     """One int8 boundary at ``shape`` (a QuantizeLinear then a DequantizeLinear, exported from torch's fake
-    quantization), benched on the target less the empty graph's floor; cached per shape."""
+    quantization), less the empty graph's floor: a function of the tables' measurements (:class:`Pending`),
+    its graph queued once per shape."""
     import torch
 
     cache = ctx.setdefault("boundary", {})
@@ -115,13 +115,20 @@ def boundary_ms(shape: tuple[int, ...], ctx: dict[str, Any]) -> float:
             def forward(self, x: Any) -> Any:
                 return torch.fake_quantize_per_tensor_affine(x, 0.05, 128, 0, 255)
 
-        floor = ctx["floor"].get(shape)
-        if floor is None:
-            floor = ctx["floor"][shape] = bench_module(
-                Alone.make(torch.nn.ReLU()), shape, ctx["target"], ctx["tmp"], ctx["pct"]
-            )
-        cache[shape] = max(0.0, bench_module(QDQ().eval(), shape, ctx["target"], ctx["tmp"], ctx["pct"]) - floor)
+        qdq, floor = ctx["pending"].add(QDQ().eval(), shape), floor_of(shape, ctx)
+        cache[shape] = lambda ms: max(0.0, ms[qdq] - floor(ms))
     return cache[shape]
+
+
+def floor_of(shape: tuple[int, ...], ctx: dict[str, Any]) -> Any:
+    """The empty graph of input ``shape`` (a ReLU): what every isolated layer's latency is measured less."""
+    import torch
+
+    floor = ctx.setdefault("floor", {})
+    if shape not in floor:
+        floor[shape] = ctx["pending"].add(Alone.make(torch.nn.ReLU()), shape)
+    i = floor[shape]
+    return lambda ms: ms[i]
 
 
 def layer_inputs(teacher: Any, X: Any, names: list[str]) -> dict[str, Any]:
@@ -168,74 +175,118 @@ class Alone:
         return Alone().eval()
 
 
-def bench_module(module: Any, shape: tuple[int, ...], target: Any, tmp: Path, pct: float, *, int8: Any = None) -> float:
-    """``module`` exported at ``shape`` and benched on ``target``: its latency (ms) at the budget's percentile;
-    with ``int8`` (calibration inputs of the layer), its ``layer`` quantized to static QDQ int8 first."""
-    import torch
-
-    from edgeopt.compiler.export import export_onnx
-    from edgeopt.runtime.bench import bench
-
-    path = tmp / "layer.onnx"
-    export_onnx(module, torch.randn(*shape), path, verify=False)
-    if int8 is not None:
-        from edgeopt.compiler.quantize import quantize_layers
-
-        path = quantize_layers(path, tmp / "layer.int8.onnx", ["layer"], calibration=int8)
-    return float(bench(path, target, **TABLE_BENCH).latency_at(pct))
+TABLE_ROUNDS = 5  # rounds of the tables' side-by-side measurement; a rung's latency is their median
+TABLE_BLOCK = {"min_iters": 10, "min_time_s": 0.01, "max_iters": 200, "warmup": 3}  # a rung's block, each round
 
 
-def latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx: dict[str, Any]) -> list[Candidate]:
-    """The layer's rungs with their params and latencies (measured or interpolated); sensitivity not yet."""
+class Pending:
+    """The tables' graphs, exported as they are queued (:meth:`add`) and timed together at the end
+    (:meth:`measure`, :func:`~edgeopt.runtime.bench.bench_many`: on this host, in one process, a block of
+    each per round); a graph's latency is the median over the rounds of each block's median.
+
+    Each rung used to be one short bench of its own, its percentile taken at the budget's (p95), one after
+    another. With one core of two busy, MobileNetV3's rungs then read from 2.5x (the median rung) to 10x
+    (one in ten) apart between five compiles: a window of other work fell on the few rungs measured in it,
+    and the knapsack allocated the noise. The median over interleaved rounds is each rung's own cost on
+    this host; the whole graphs of the additivity fit bring the table to the budget's percentile."""
+
+    def __init__(self, target: Any, tmp: Path) -> None:
+        self.target, self.tmp = target, tmp
+        self.paths: list[Path] = []
+        self.ms: list[float] = []
+
+    def add(self, module: Any, shape: tuple[int, ...], *, int8: Any = None) -> int:
+        """Queue ``module`` exported at ``shape`` (its ``layer`` quantized to static QDQ int8 first, with
+        ``int8``: the layer's calibration inputs); its index in :attr:`ms` once measured."""
+        import torch
+
+        from edgeopt.compiler.export import export_onnx
+
+        i = len(self.paths)
+        path = self.tmp / f"g{i}.onnx"
+        export_onnx(module, torch.randn(*shape), path, verify=False)
+        if int8 is not None:
+            from edgeopt.compiler.quantize import quantize_layers
+
+            path = quantize_layers(path, self.tmp / f"g{i}.int8.onnx", ["layer"], calibration=int8)
+        self.paths.append(path)
+        return i
+
+    def measure(self) -> list[float]:
+        """Time every queued graph (:data:`TABLE_ROUNDS` rounds); the latencies (ms), also in :attr:`ms`."""
+        import numpy as np
+
+        from edgeopt.runtime.bench import bench_many
+
+        rounds = bench_many(self.paths, self.target, rounds=TABLE_ROUNDS, **TABLE_BLOCK)
+        self.ms = [float(np.median([np.median(r) for r in rs if len(r)])) for rs in rounds]
+        return self.ms
+
+
+def latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx: dict[str, Any]) -> Any:
+    """The layer's rungs with their params; their latencies once the queued graphs are measured: a function
+    that takes the measurements (:attr:`Pending.ms`) and returns the rows, measured or interpolated, int8
+    rungs included (sensitivity not yet)."""
     from edgeopt.compiler.decompose import decompose, plan_cost
 
     rungs = _buildable(teacher, name, ladder(spec), ctx)
     measured = measured_subset(rungs)
+    floor = floor_of(shape, ctx)
     rows: list[Candidate] = []
+    queued: dict[int, int] = {}
     for i, (label, entry) in enumerate(rungs):
-        lat = math.nan
-        if graph_level(entry):
-            pass  # priced once every layer's dense latency is known (price_graph_rungs)
-        elif i in measured:
+        if i in measured and not graph_level(entry):  # graph-level rungs: priced later (price_graph_rungs)
             student = decompose(teacher, {name: entry} if entry else {}).eval()
-            alone = Alone.make(student.get_submodule(name))
-            lat = max(0.0, bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"]) - ctx["floor"][shape])
+            queued[i] = ctx["pending"].add(Alone.make(student.get_submodule(name)), shape)
         params = (
             int(plan_cost(teacher, {name: entry}, ctx["example"]).layers[name].params) if entry else int(spec.params)
         )
-        rows.append(Candidate(label, entry, params, lat, math.nan if entry else 0.0))
-    _interpolate(rows, measured)
-    if ctx.get("int8"):
-        rows += int8_rows(teacher, name, rows, measured, shape, ctx)
-    return rows
+        rows.append(Candidate(label, entry, params, math.nan, math.nan if entry else 0.0))
+    int8 = int8_rows(teacher, name, rows, measured, shape, ctx) if ctx.get("int8") else None
+
+    def finish(ms: list[float]) -> list[Candidate]:
+        for i, j in queued.items():
+            rows[i].latency_ms = max(0.0, ms[j] - floor(ms))
+        _interpolate(rows, measured)
+        return rows + (int8(ms) if int8 is not None else [])
+
+    return finish
 
 
 def int8_rows(
     teacher: Any, name: str, rows: list[Candidate], measured: set[int], shape: tuple[int, ...], ctx: dict[str, Any]
-) -> list[Candidate]:
+) -> Any:
     """Each rung again in static QDQ int8: the isolated layer exported, quantized with its
     QuantizeLinear/DequantizeLinear in and out (calibrated on training samples) and benched, less the cost
     of those two boundaries (:func:`boundary_ms`): the rung is what the layer costs inside a run of int8
     layers, where onnxruntime fuses the interior Q/DQ pairs away (cnn1d: every conv slower than fp32 alone
-    with its boundaries, the all-int8 graph 1.7x faster). The rungs not measured are interpolated."""
+    with its boundaries, the all-int8 graph 1.7x faster). The rungs not measured are interpolated. Queued
+    now (:class:`Pending`); returns the function that makes the rows of the measurements."""
     import torch
 
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.formats import with_precision
 
-    out: list[Candidate] = []
+    out = [Candidate(f"{c.label} int8", with_precision(c.entry, "int8"), c.params, math.nan, math.nan) for c in rows]
+    priced: dict[int, Any] = {}
+    floor = floor_of(shape, ctx)
     for i, c in enumerate(rows):
-        lat = math.nan
         if i in measured and not graph_level(c.entry):
             student = decompose(teacher, {name: c.entry} if c.entry else {}).eval()
             alone = Alone.make(student.get_submodule(name))
-            lat = bench_module(alone, shape, ctx["target"], ctx["tmp"], ctx["pct"], int8=ctx["calibration"](name))
+            j = ctx["pending"].add(alone, shape, int8=ctx["calibration"](name))
             with torch.no_grad():
                 out_shape = tuple(alone(torch.zeros(shape)).shape)
-            lat = max(0.0, lat - ctx["floor"][shape] - boundary_ms(shape, ctx) - boundary_ms(out_shape, ctx))
-        out.append(Candidate(f"{c.label} int8", with_precision(c.entry, "int8"), c.params, lat, math.nan))
-    _interpolate(out, {i for i in measured if not graph_level(rows[i].entry)})
-    return out
+            b_in, b_out = boundary_ms(shape, ctx), boundary_ms(out_shape, ctx)
+            priced[i] = lambda ms, j=j, b_in=b_in, b_out=b_out: max(0.0, ms[j] - floor(ms) - b_in(ms) - b_out(ms))
+
+    def finish(ms: list[float]) -> list[Candidate]:
+        for i, price in priced.items():
+            out[i].latency_ms = price(ms)
+        _interpolate(out, {i for i in measured if not graph_level(rows[i].entry)})
+        return out
+
+    return finish
 
 
 def _buildable(
@@ -346,9 +397,11 @@ def quiet_bench() -> Iterator[None]:
 __all__ = [
     "MAX_CANDIDATES",
     "Alone",
-    "TABLE_BENCH",
-    "bench_module",
+    "TABLE_BLOCK",
+    "TABLE_ROUNDS",
+    "Pending",
     "boundary_ms",
+    "floor_of",
     "input_shapes",
     "int8_rows",
     "ladder",

@@ -12,7 +12,8 @@ p95, must be within the budget), and of the rest those whose bound clears the bu
 none in a tier the next tier is tried; when no tier has one, the dense model ships if it meets every
 budget, and otherwise the budget is refused (``shipped: refused``) with the finalists' numbers and the
 budget that would be confirmed: it sits inside the noise, and a plan shipped there fails its release gate
-about as often as it passes.
+about as often as it passes. Tiers are not tried below :data:`CONFIRM_COST` of the best plan within the
+budget: a confirmed latency is not bought with more validation score than that.
 
 The dense input model (fp32; its int8 variant too, when a trial measured it) is a finalist whenever
 it meets every budget: it is re-measured like the plans, in the same round (before and after them,
@@ -53,6 +54,10 @@ SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
 # itself (resnet8, one core busy: finalists at p95 0.111-0.143 ms released at 0.145-0.152 ms, p50 equal).
 # On a quiet host the tail is a few % and so is the margin. A finalist within the budget but not by its
 # tail ships only when no tier has one that is (``confirmed`` in :func:`pick_from_tier`).
+CONFIRM_COST = 0.02  # validation score a confirmed latency may cost: tiers further below are not tried
+# A tail is other work's on a busy host, and a finalist's own is noise: tier after tier was re-measured
+# until one plan's came out small, and ResNet-8 with one core busy shipped val 0.76-0.78 plans in four of
+# five compiles where plans of 0.92-0.95 met the budget unconfirmed (one failed its quality floor, exit 1).
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
 OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
@@ -203,6 +208,8 @@ def choose_finalist(
     unconfirmed: TrialRecord | None = None  # the best tier's pick within the budget, not by its tail
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         top = remaining[0].score
+        if unconfirmed is not None and top < unconfirmed.score - CONFIRM_COST:
+            break  # a confirmed latency further down would cost more than CONFIRM_COST of validation score
         tier = [r for r in remaining if r.score >= top - f1_tolerance]
         best, tier_rows, confirmed = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
         rows += tier_rows
@@ -219,15 +226,16 @@ def choose_finalist(
         why = "no finalist was measured again; shipping the best plan by the screen"
         decision = {"shipped": "screen-best", "trial": best.number, "reason": "nothing-held-up", "why": why}
         return Choice(best, [why], rows, {**decision, "dense": None})
-    return _refused(rows, latency_budget, unconfirmed is not None)
+    return _refused(rows, latency_budget, unconfirmed is not None, stopped=bool(remaining) and unconfirmed is not None)
 
 
-def _refused(rows: list[dict[str, Any]], budget: float, within: bool) -> Choice:
+def _refused(rows: list[dict[str, Any]], budget: float, within: bool, stopped: bool = False) -> Choice:
     """No finalist cleared the latency budget by its own tail and the dense model misses it: the budget
     sits inside the measurements' noise, and the compile refuses it with the finalists' numbers rather
     than ship a plan whose release gate reads over it as often as under (vit with one core busy, budget
     on its fastest plans: the three compiles that shipped such a plan failed 2 release gates of 3).
-    ``within``: some finalist's bound was within the budget, though not by its tail."""
+    ``within``: some finalist's bound was within the budget, though not by its tail; ``stopped``: the tiers
+    left were not tried, their plans more than :data:`CONFIRM_COST` below the best one within the budget."""
     plans = sorted((r for r in rows if r["trial"] != DENSE), key=lambda r: r.get(BOUND, r["latency_ms"]) + margin_ms(r))
     need = plans[0].get(BOUND, plans[0]["latency_ms"]) + margin_ms(plans[0])
     shown = "; ".join(
@@ -240,6 +248,11 @@ def _refused(rows: list[dict[str, Any]], budget: float, within: bool) -> Choice:
         f"latency budget {budget:.4f} ms is within the noise of the plans that meet it: measured again for "
         f"longer, the finalists' upper bounds are {how} ({shown}). A budget of {need:.4f} ms would be "
         "confirmed here now; the release gate could not confirm this one"
+        + (
+            f". Plans scoring more than {100 * CONFIRM_COST:g} pt below the best within the budget were not tried"
+            if stopped
+            else ""
+        )
     )
     decision = {"shipped": "refused", "trial": None, "reason": "not-confirmed", "why": why, "dense": None}
     decision["confirmable_ms"] = round(need, 6)
@@ -372,6 +385,7 @@ def select(
 __all__ = [
     "BASELINE_NOTE",
     "DENSE",
+    "CONFIRM_COST",
     "QUALITY_MARGIN",
     "Choice",
     "DenseRef",

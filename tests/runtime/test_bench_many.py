@@ -43,16 +43,9 @@ BLOCK = {"min_iters": 10, "min_time_s": 0.005, "max_iters": 200, "warmup": 2}
 
 def test_every_model_gets_a_block_per_round_in_one_process(paths, host1, monkeypatch):
     from edgeopt.runtime import bench as bench_mod
-    from edgeopt.runtime.backends.local import LocalBackend
+    from testkit.jobs import record_local_jobs
 
-    jobs = []
-    measure = LocalBackend.measure
-
-    def counted(self, job, *, timeout_s):
-        jobs.append(job)
-        return measure(self, job, timeout_s=timeout_s)
-
-    monkeypatch.setattr(LocalBackend, "measure", counted)
+    jobs = record_local_jobs(monkeypatch)
     out = bench_mod.bench_many(paths, host1, rounds=3, **BLOCK)
     assert len(jobs) == 1 and len(jobs[0]["many"]["others"]) == 2  # one process for the three
     assert [len(rs) for rs in out] == [3, 3, 3] and all(len(r) >= 10 for rs in out for r in rs)

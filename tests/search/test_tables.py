@@ -193,9 +193,8 @@ def dense8_of(tables, name):
     return next(c for c in tables.layers[name] if c.entry.get("precision") == "int8" and c.entry["format"] == "dense")
 
 
-def test_fp32_only_tables_have_no_int8_rung(small_mlp_task, tmp_path):
-    """``--fp32`` (``int8=False``): the latencies are measured without any int8 rung (stopped before the
-    sensitivities by the budget check)."""
+def _latencies_only(task, tmp_path, int8):
+    """The tables as the refusal check sees them (latencies, no sensitivity), built from scratch."""
     from edgeopt.compiler.decompose import decomposable_layers
     from edgeopt.runtime.targets import Target
     from edgeopt.search.allocation.build import build_tables
@@ -204,7 +203,7 @@ def test_fp32_only_tables_have_no_int8_rung(small_mlp_task, tmp_path):
 
     profile = tmp_path / "t.toml"
     profile.write_text(TARGET_TOML.format(name="testhost", budget="latency_ms = 1.0"))
-    layers = decomposable_layers(small_mlp_task.model.eval(), small_mlp_task.example_input)
+    layers = decomposable_layers(task.model.eval(), task.example_input)
     seen = []
 
     def stop(tables):
@@ -212,10 +211,15 @@ def test_fp32_only_tables_have_no_int8_rung(small_mlp_task, tmp_path):
         raise StopIteration
 
     with pytest.raises(StopIteration):
-        build_tables(
-            small_mlp_task.model, small_mlp_task, Target.load(str(profile)), tmp_path, layers, check=stop, int8=False
-        )
-    assert not any("precision" in c.entry for cands in seen[0].layers.values() for c in cands)
+        build_tables(task.model, task, Target.load(str(profile)), tmp_path, layers, check=stop, int8=int8)
+    return seen[0], layers
+
+
+def test_fp32_only_tables_have_no_int8_rung(small_mlp_task, tmp_path):
+    """``--fp32`` (``int8=False``): the latencies are measured without any int8 rung (stopped before the
+    sensitivities by the budget check)."""
+    tables, _ = _latencies_only(small_mlp_task, tmp_path, int8=False)
+    assert not any("precision" in c.entry for cands in tables.layers.values() for c in cands)
 
 
 def test_the_sensitivities_take_the_thread_count_that_runs_faster_now():
@@ -250,40 +254,15 @@ def test_the_rungs_and_the_whole_graphs_are_timed_side_by_side_in_rounds(small_m
     per round (``latency.Pending``); the whole graphs of the fit in another. Timed one after another, a
     window of other work fell on a few rungs, and MobileNetV3's rungs read 2.5x apart (the median rung)
     between five compiles with one core busy."""
-    from edgeopt.compiler.decompose import decomposable_layers
-    from edgeopt.runtime.backends.local import LocalBackend
-    from edgeopt.runtime.targets import Target
     from edgeopt.search.allocation.additivity import GRAPH_ROUNDS
-    from edgeopt.search.allocation.build import build_tables
     from edgeopt.search.allocation.latency import TABLE_ROUNDS
+    from testkit.jobs import record_local_jobs
 
-    from .conftest import TARGET_TOML
-
-    jobs = []
-    measure = LocalBackend.measure
-
-    def counted(self, job, *, timeout_s):
-        jobs.append(job)
-        return measure(self, job, timeout_s=timeout_s)
-
-    monkeypatch.setattr(LocalBackend, "measure", counted)
-    profile = tmp_path / "t.toml"
-    profile.write_text(TARGET_TOML.format(name="testhost", budget="latency_ms = 1.0"))
-    layers = decomposable_layers(small_mlp_task.model.eval(), small_mlp_task.example_input)
-    seen = []
-
-    def stop(tables):
-        seen.append(tables)
-        raise StopIteration
-
-    with pytest.raises(StopIteration):
-        build_tables(
-            small_mlp_task.model, small_mlp_task, Target.load(str(profile)), tmp_path, layers, check=stop, int8=False
-        )
-    rungs, graphs = jobs[0], jobs[1]
-    measured = sum(not math.isnan(c.latency_ms) for cands in seen[0].layers.values() for c in cands)
-    assert [bool(j.get("many")) for j in jobs] == [True] * len(jobs) and len(jobs) == 2  # the fit was trusted
+    jobs = record_local_jobs(monkeypatch)
+    tables, layers = _latencies_only(small_mlp_task, tmp_path, int8=False)
+    assert [bool(j.get("many")) for j in jobs] == [True, True]  # the rungs, then the graphs (a trusted fit)
+    rungs, graphs = jobs
     assert rungs["many"]["rounds"] == TABLE_ROUNDS and graphs["many"]["rounds"] == GRAPH_ROUNDS
     assert 1 + len(rungs["many"]["others"]) >= len(layers) + 1  # each layer's dense rung at least, and a floor
-    assert measured > len(layers)
+    assert sum(not math.isnan(c.latency_ms) for cands in tables.layers.values() for c in cands) > len(layers)
     assert 1 + len(graphs["many"]["others"]) == 3  # dense, the fastest plan, the middle plan

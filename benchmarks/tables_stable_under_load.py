@@ -6,7 +6,7 @@ For the whole run another process keeps one core busy. Per model, the tables' la
 
 - ``interleaved`` (edgeopt's, since decision 0107): every rung queued, then timed side by side in one
   process, a block of each per round, ``TABLE_ROUNDS`` rounds; a rung's latency is the median of its
-  rounds' medians (``latency.Pending``).
+  rounds' medians (``pending.Pending``).
 - ``apart`` (edgeopt's before): each rung one short bench of its own, in a process of its own, its
   latency taken at the budget's percentile (p95), one rung after another.
 
@@ -49,7 +49,7 @@ class _Stop(Exception):
 def method(name: str, pct: float) -> Iterator[None]:
     """``Pending.measure`` as ``name`` measures: edgeopt's own, or the former one bench per rung at ``pct``."""
     from edgeopt.runtime.bench import bench
-    from edgeopt.search.allocation.latency import Pending
+    from edgeopt.search.allocation.pending import Pending
 
     if name == "interleaved":
         yield

@@ -54,10 +54,8 @@ SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
 # itself (resnet8, one core busy: finalists at p95 0.111-0.143 ms released at 0.145-0.152 ms, p50 equal).
 # On a quiet host the tail is a few % and so is the margin. A finalist within the budget but not by its
 # tail ships only when no tier has one that is (``confirmed`` in :func:`pick_from_tier`).
-CONFIRM_COST = 0.02  # validation score a confirmed latency may cost: tiers further below are not tried
-# A tail is other work's on a busy host, and a finalist's own is noise: tier after tier was re-measured
-# until one plan's came out small, and ResNet-8 with one core busy shipped val 0.76-0.78 plans in four of
-# five compiles where plans of 0.92-0.95 met the budget unconfirmed (one failed its quality floor, exit 1).
+CONFIRM_COST = 0.02  # val score a confirmed latency may cost, no more: a finalist's own tail is noise on a
+# busy host, and tiers were tried until one came out small (ResNet-8: val 0.76-0.78 over 0.92-0.95, decision 0107)
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
 OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"

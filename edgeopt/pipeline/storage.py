@@ -201,8 +201,12 @@ def _open_storage(url: str, hb: int) -> Any:
     with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        if url.startswith("sqlite"):  # its waiting trials popped by one worker each (no row locks)
+            from edgeopt.pipeline.study.sqlite_queue import SqliteStorage as storage_class
+        else:
+            storage_class = optuna.storages.RDBStorage
         return _retry_races(
-            lambda: optuna.storages.RDBStorage(
+            lambda: storage_class(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=hb,

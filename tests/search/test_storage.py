@@ -61,3 +61,32 @@ def test_workers_started_together_all_open_a_new_sqlite_study(tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [e.strip().splitlines()[-1:] for e in errors if e.strip()]
     assert len(optuna.get_all_study_summaries(storage=url)) == 1
+
+
+def test_each_waiting_trial_of_a_sqlite_study_is_popped_by_one_worker(tmp_path):
+    """Enqueued trials (the warm start, the alternatives) asked for by workers at once: each runs once. On
+    SQLite, Optuna's read-then-set pop let two workers take one trial (15 of 40 taken twice here), and the
+    second to finish failed on "Cannot tell a COMPLETE trial" (study.sqlite_queue)."""
+    import collections
+    import threading
+
+    import optuna
+
+    from edgeopt.pipeline.storage import make_storage
+
+    study = optuna.create_study(study_name="q", storage=make_storage(f"sqlite:///{tmp_path / 'q.db'}"))
+    n = 40
+    for i in range(n):
+        study.enqueue_trial({"x": i})
+    taken: collections.Counter[int] = collections.Counter()
+
+    def worker() -> None:
+        while (trial := study.ask()).number < n:
+            taken[trial.number] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == list(range(n)) and set(taken.values()) == {1}

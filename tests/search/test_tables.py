@@ -251,11 +251,11 @@ def test_the_sensitivities_take_the_thread_count_that_runs_faster_now():
 
 def test_the_rungs_and_the_whole_graphs_are_timed_side_by_side_in_rounds(small_mlp_task, tmp_path, monkeypatch):
     """Every rung, with the empty graphs it is measured less, in one measurement process, a block of each
-    per round (``latency.Pending``); the whole graphs of the fit in another. Timed one after another, a
+    per round (``pending.Pending``); the whole graphs of the fit in another. Timed one after another, a
     window of other work fell on a few rungs, and MobileNetV3's rungs read 2.5x apart (the median rung)
     between five compiles with one core busy."""
     from edgeopt.search.allocation.additivity import GRAPH_ROUNDS
-    from edgeopt.search.allocation.latency import TABLE_ROUNDS
+    from edgeopt.search.allocation.pending import TABLE_ROUNDS
     from testkit.jobs import record_local_jobs
 
     jobs = record_local_jobs(monkeypatch)

@@ -143,16 +143,7 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     all-int8 against 0.103 ms fp32), the fit goes through it instead and the int8 rungs are charged the
     difference (:func:`_charge_int8`): fitted through the int8 plan, the table's rest came out above the
     budget, no plan fitted under it, and every trial of a compile was the fastest plan (val F1 0.12)."""
-    choices = {
-        "dense": dict.fromkeys(tables.layers, 0),
-        "fastest": _at(tables, lambda lats: min(range(len(lats)), key=lats.__getitem__)),
-        "middle": _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2]),
-    }
-    fp32_choice = fastest_fp32(tables) if ctx.get("int8") else None
-    plans = {k: tables.plan_of(c) for k, c in choices.items()}
-    if fp32_choice is not None and fp32_choice != choices["fastest"]:
-        plans["fastest_fp32"] = tables.plan_of(fp32_choice)
-    first = graphs_ms(teacher, plans, ctx)  # every graph side by side, the fastest fp32 plan's too
+    choices, fp32_choice, first = _first_round(tables, teacher, ctx)
     fp32_ms, int8_plan = _fastest_of_two(choices, first, fp32_choice)
     sums = {k: sum(tables.layers[n][i].latency_ms for n, i in choice.items()) for k, choice in choices.items()}
     once = [first]
@@ -195,6 +186,23 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
     if int8_plan is not None:
         _record_int8(tables, fit, raw, int8_plan, dense - sums["dense"])
     tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
+
+
+def _first_round(
+    tables: Tables, teacher: Any, ctx: dict[str, Any]
+) -> tuple[dict[str, dict[str, int]], dict[str, int] | None, dict[str, float]]:
+    """The graphs' choices (dense, the table's fastest plan, the middle plan), the fastest fp32 plan's (with
+    int8 rungs), and the first round of every graph, the fastest fp32 plan's too, timed side by side."""
+    choices = {
+        "dense": dict.fromkeys(tables.layers, 0),
+        "fastest": _at(tables, lambda lats: min(range(len(lats)), key=lats.__getitem__)),
+        "middle": _at(tables, lambda lats: sorted(range(len(lats)), key=lats.__getitem__)[len(lats) // 2]),
+    }
+    fp32_choice = fastest_fp32(tables) if ctx.get("int8") else None
+    plans = {k: tables.plan_of(c) for k, c in choices.items()}
+    if fp32_choice is not None and fp32_choice != choices["fastest"]:
+        plans["fastest_fp32"] = tables.plan_of(fp32_choice)
+    return choices, fp32_choice, graphs_ms(teacher, plans, ctx)
 
 
 def _record_int8(

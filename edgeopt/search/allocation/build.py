@@ -20,7 +20,6 @@ from typing import Any
 from edgeopt._io import atomic_write_text
 from edgeopt.search.allocation.additivity import fit_additivity
 from edgeopt.search.allocation.latency import (
-    Pending,
     input_shapes,
     latency_rows,
     layer_inputs,
@@ -28,6 +27,7 @@ from edgeopt.search.allocation.latency import (
     quiet_bench,
     refusal_notes,
 )
+from edgeopt.search.allocation.pending import Pending
 from edgeopt.search.allocation.sensitivity import balanced_order, fill_sensitivities
 from edgeopt.search.allocation.tables import SCHEMA, Tables
 

@@ -14,7 +14,7 @@ from typing import Any
 SCHEMA = "edgeopt.tables/8"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
 # 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference; 7: the sensitivities'
 # batch sized by work, not by a timing (and the rungs measured in timings["sensitivity_rungs"]); 8: the rungs
-# timed side by side in rounds, each the median of its rounds' medians (latency.Pending)
+# timed side by side in rounds, each the median of its rounds' medians (pending.Pending)
 
 
 @dataclass

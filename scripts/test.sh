@@ -16,7 +16,7 @@ for a in "$@"; do
     if [ "$a" = "--full" ]; then full=1; else args+=("$a"); fi
 done
 QUICK_MARKERS="not slow and not services and (compile or not runtime)"
-FULL_NOTE="full suite: bash scripts/test.sh --full, ~17 min with its set-up on a 2-core host (more under load); what CI runs"
+FULL_NOTE="full suite: bash scripts/test.sh --full, ~16 min with its set-up on a 2-core host (more under load); what CI runs"
 start=$SECONDS
 
 apt_install() {  # apt_install PACKAGE TESTS NEED [MORE PACKAGES]: say so first; never with EDGEOPT_NO_APT=1

@@ -19,6 +19,10 @@ plans from the load of the moment. Goals: the same
 verdict every time, and the accepted plans' side-by-side p50 within 10 % of each other (max / min); the
 spread of the compiles' own p50 is stated beside it.
 
+The host's speed of the moment is recorded beside each compile: the dense model's p50 (the same file,
+:data:`LEVEL_ROUNDS` short blocks in a fresh process without torch) right before and right after it. A
+verdict that follows that level, not the plans, is the host's window, and the table says so.
+
 Models run in separate invocations accumulate in one results file (``--set models=cnn1d`` replaces
 cnn1d's entry and keeps the others); each entry names the commit and time of its own run.
 
@@ -41,6 +45,7 @@ from benchmarks.suite import HOST_1T, ROOT, Outcome, one_core_busy, provenance
 
 P50_SPREAD = 0.10  # accepted plans' p50, max / min - 1
 RETIME_ROUNDS, RETIME_BLOCK = 30, 200  # side-by-side timing: rounds of one block per artifact
+LEVEL_ROUNDS, LEVEL_BLOCK = 10, 100  # the host's level: the dense file's p50 before and after each compile
 
 
 def dense_p95_ms(name: str, work: Path) -> float:
@@ -50,8 +55,19 @@ def dense_p95_ms(name: str, work: Path) -> float:
     from edgeopt.runtime.bench import bench
 
     task = load_example(name)
-    dense = export_onnx(task.model, task.example_input, work / f"{name}-dense.onnx", verify=False)
+    dense = export_onnx(task.model, task.example_input, dense_path(name, work), verify=False)
     return float(bench(dense, str(HOST_1T), min_iters=2000, min_time_s=2.0).latency_ms["p95"])
+
+
+def dense_path(name: str, work: Path) -> Path:
+    return work / f"{name}-dense.onnx"
+
+
+def host_level_ms(dense: Path) -> float | None:
+    """The host's speed of the moment: the dense file's p50 (ms) in a fresh process, or None without one."""
+    if not dense.is_file():
+        return None
+    return round(time_interleaved([dense], rounds=LEVEL_ROUNDS, block=LEVEL_BLOCK)[0]["p50_us"] / 1e3, 6)
 
 
 def command(name: str, args: SimpleNamespace, budget_ms: float | None, out: Path) -> list[str]:
@@ -137,7 +153,10 @@ def run(args: SimpleNamespace) -> Outcome:
             entry: dict[str, Any] = {"budget_ms": budget, "runs": [], **_provenance(args)}
             for i in range(args.repeats):
                 out = args.work / name / f"run{i}"
-                entry["runs"].append(one_run(command(name, args, budget, out), out))
+                before = host_level_ms(dense_path(name, args.work))
+                row = one_run(command(name, args, budget, out), out)
+                row["level_ms"] = [before, host_level_ms(dense_path(name, args.work))]
+                entry["runs"].append(row)
                 print(f"{name} run {i + 1}/{args.repeats}: {entry['runs'][-1]}", file=sys.stderr, flush=True)
                 entry.update(summarize(entry["runs"]))
                 results["models"][name] = entry
@@ -178,4 +197,14 @@ def markdown(results: dict[str, Any]) -> str:
         )
     refused = [(n, r["reason"]) for n, e in results["models"].items() for r in e["runs"] if r["verdict"] == "refused"]
     lines += ["", *(f"- {n} refused: {why}" for n, why in refused)]
+    levels = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("level_ms") for r in e["runs"])]
+    if levels:
+        lines += ["", "The host's level beside each compile: the dense model's p50 right before and after it (ms).", ""]
+        lines += [f"- {n}: " + "; ".join(_level_text(i, r) for i, r in enumerate(runs)) for n, runs in levels]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _level_text(i: int, r: dict[str, Any]) -> str:
+    levels = list(r.get("level_ms") or [])[:2]
+    shown = "/".join("-" if v is None else f"{v:.4f}" for v in levels + [None] * (2 - len(levels)))
+    return f"run {i + 1} {r['verdict']} at {shown}"

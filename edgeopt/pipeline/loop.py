@@ -140,7 +140,8 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     finalists_s = time.perf_counter() - t0
     if choice.decision.get("shipped") == "refused":
         _refuse_after_search(config.out, choice, target, recs, time.perf_counter() - t_start)
-    shipped = ship(inputs.teacher, choice.record, task, target, _final_config(config, recs, t_start))
+    final = _final_config(config, recs, t_start)
+    shipped = ship(inputs.teacher, choice.record, task, target, final, measured_before=choice.decision)
     state = compile_state(
         inputs,
         config,

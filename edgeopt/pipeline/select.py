@@ -7,8 +7,9 @@ measurements are too noisy to rank plans or to settle one at the edge of the lat
 plans within ``f1_tolerance`` of the best feasible score form a tier; its fastest few distinct plans
 are measured again (``remeasure``); those whose latency the release gate could not confirm drop out
 (:mod:`~edgeopt.pipeline.finalists`: the upper confidence bound on the budget's percentile, not the point
-p95, must be within the budget), and of the rest those whose bound clears the budget by their own tail
-(:func:`margin_ms`) count; of these the fastest (within 3%), then the one with fewest nodes, ships. With
+p95, must be within the budget), and of the rest those whose bound clears the budget with the headroom a
+re-measurement needs (:func:`margin_ms`) count; of these the fastest at the budget's percentile (within
+3%), then the one with fewest nodes, ships. With
 none in a tier the next tier is tried; when no tier has one, the dense model ships if it meets every
 budget, and otherwise the budget is refused (``shipped: refused``) with the finalists' numbers and the
 budget that would be confirmed: it sits inside the noise, and a plan shipped there fails its release gate
@@ -43,19 +44,17 @@ from edgeopt.pipeline.finalists import (
     screened,
 )
 from edgeopt.pipeline.record import DType, TrialRecord
+from edgeopt.runtime.retake import REPRODUCE
 
 TIERS = 3  # tiers of F1 tried at least
 MAX_REMEASURED = 4 * FINALISTS  # plans re-measured at most, tiers past TIERS included, before giving up
 QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
 SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
-# A finalist ships first when its bound clears the latency budget by its own tail (the p95 less the p50
-# of its samples, :func:`margin_ms`): the release gate's bound comes from a new measurement, and on a busy
-# host the share of the tail that is other work's moves between windows by about as much as the tail
-# itself (resnet8, one core busy: finalists at p95 0.111-0.143 ms released at 0.145-0.152 ms, p50 equal).
-# On a quiet host the tail is a few % and so is the margin. A finalist within the budget but not by its
-# tail ships only when no tier has one that is (``confirmed`` in :func:`pick_from_tier`).
-CONFIRM_COST = 0.02  # val score a confirmed latency may cost, no more: a finalist's own tail is noise on a
-# busy host, and tiers were tried until one came out small (ResNet-8: val 0.76-0.78 over 0.92-0.95, decision 0107)
+# A finalist ships first when its bound clears the latency budget with headroom (:func:`margin_ms`: what a
+# p95 moves between windows, decision 0108): the release gate's bound comes from a new measurement. A
+# finalist within the budget but not with that headroom ships only when no tier has one that is.
+CONFIRM_COST = 0.02  # val score a confirmed latency may cost, no more: tiers were tried until one plan's
+# tail came out small (ResNet-8: val 0.76-0.78 over 0.92-0.95, decision 0107)
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
 OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
@@ -125,7 +124,8 @@ def pick_from_tier(
     f1_tolerance: float = 0.0,
 ) -> tuple[TrialRecord | None, list[dict[str, Any]], bool]:
     """The fastest few of one tier re-measured (and dense, when it is in the tier); the one to ship (or
-    None), a row per finalist, and whether it is confirmed: its bound clears the budget by its tail."""
+    None), a row per finalist, and whether it is confirmed: its bound clears the budget with headroom. The
+    fastest is taken at the budget's percentile, which holds between windows where the p50 does not."""
 
     def is_dense(r: TrialRecord) -> bool:
         return dense is not None and r is dense.record
@@ -150,8 +150,8 @@ def pick_from_tier(
     within = safe or within
     best = None
     if within:
-        fastest = min(measured[r.number]["latency_p50_ms"] for r in within)
-        quick = [r for r in within if measured[r.number]["latency_p50_ms"] <= SAME_SPEED * fastest]
+        fastest = min(measured[r.number]["latency_ms"] for r in within)
+        quick = [r for r in within if measured[r.number]["latency_ms"] <= SAME_SPEED * fastest]
         best = min(
             quick,
             key=lambda r: (
@@ -203,7 +203,7 @@ def choose_finalist(
     remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []
     tiers = 0
-    unconfirmed: TrialRecord | None = None  # the best tier's pick within the budget, not by its tail
+    unconfirmed: TrialRecord | None = None  # the best tier's pick within the budget, not with headroom
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         top = remaining[0].score
         if unconfirmed is not None and top < unconfirmed.score - CONFIRM_COST:
@@ -228,20 +228,20 @@ def choose_finalist(
 
 
 def _refused(rows: list[dict[str, Any]], budget: float, within: bool, stopped: bool = False) -> Choice:
-    """No finalist cleared the latency budget by its own tail and the dense model misses it: the budget
+    """No finalist cleared the latency budget with headroom and the dense model misses it: the budget
     sits inside the measurements' noise, and the compile refuses it with the finalists' numbers rather
     than ship a plan whose release gate reads over it as often as under (vit with one core busy, budget
     on its fastest plans: the three compiles that shipped such a plan failed 2 release gates of 3).
-    ``within``: some finalist's bound was within the budget, though not by its tail; ``stopped``: the tiers
+    ``within``: some finalist's bound was within the budget, though not with headroom; ``stopped``: the tiers
     left were not tried, their plans more than :data:`CONFIRM_COST` below the best one within the budget."""
     plans = sorted((r for r in rows if r["trial"] != DENSE), key=lambda r: r.get(BOUND, r["latency_ms"]) + margin_ms(r))
     need = plans[0].get(BOUND, plans[0]["latency_ms"]) + margin_ms(plans[0])
     shown = "; ".join(
         f"trial #{r['trial']} (val {r['val_score']:.4f}): p50 {r['latency_p50_ms']:.4f}, bound "
-        f"{r.get(BOUND, r['latency_ms']):.4f} + tail {margin_ms(r):.4f} ms"
+        f"{r.get(BOUND, r['latency_ms']):.4f} + headroom {margin_ms(r):.4f} ms"
         for r in plans[:3]
     )
-    how = "within it, but not by their own tail (p95 less p50: on a busy host, other work's)" if within else "over it"
+    how = f"within it, but not with the {100 * REPRODUCE:g} % headroom another window needs" if within else "over it"
     why = (
         f"latency budget {budget:.4f} ms is within the noise of the plans that meet it: measured again for "
         f"longer, the finalists' upper bounds are {how} ({shown}). A budget of {need:.4f} ms would be "

@@ -54,7 +54,7 @@ def test_finalists_over_the_latency_budget_when_remeasured_are_dropped():
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
     assert choice.record is None and choice.decision["shipped"] == "refused"
     assert choice.decision["reason"] == "not-confirmed" and "over it" in choice.notes[0]
-    assert choice.decision["confirmable_ms"] == pytest.approx(0.30 + 0.015)  # the nearest, trial 1: bound + tail
+    assert choice.decision["confirmable_ms"] == pytest.approx(0.30 * 1.05)  # the nearest, trial 1, with headroom
     assert not any(f["shipped"] for f in choice.finalists)
 
 
@@ -66,9 +66,9 @@ def test_a_finalist_with_headroom_under_the_budget_is_preferred_to_one_at_its_ed
         return {"latency_p50_ms": truth[r.number] * 0.97, "latency_ms": truth[r.number], "nodes": 4}
 
     assert choose_finalist(recs, 0.005, remeasure, latency_budget=0.25).record.number == 2
-    truth[2] = 0.2499  # no finalist has headroom (its tail): refused, though both are within the budget
+    truth[2] = 0.2499  # no finalist has headroom (5 %): refused, though both are within the budget
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.25)
-    assert choice.record is None and "not by their own tail" in choice.notes[0]
+    assert choice.record is None and "not with the 5 % headroom" in choice.notes[0]
 
 
 def test_among_equally_fast_finalists_the_fewest_nodes_ship():
@@ -281,25 +281,25 @@ def test_a_plan_whose_p95_bound_misses_the_budget_is_not_selected_over_one_whose
     assert "samples_ms" not in rows[2], "the samples are judged, not stored in compile.json"
 
 
-def test_a_finalist_within_the_budget_but_not_by_its_tail_defers_to_one_that_is():
-    """On a busy host the tail (p95 less p50) is other work's and moves between windows by about itself:
-    resnet8's finalists at p95 0.111-0.143 ms were released at 0.145-0.152 ms against 0.128-0.147 ms."""
+def test_a_finalist_within_the_budget_but_not_with_headroom_defers_to_one_that_is():
+    """The release is measured in another window: resnet8's finalists at p95 0.111-0.143 ms were released at
+    0.145-0.152 ms against 0.128-0.147 ms. A finalist ships first when its bound has 5 % headroom."""
     recs = [_rec(1, 0.99, 0.10), _rec(2, 0.97, 0.08)]
-    busy = {1: (0.090, 0.140), 2: (0.070, 0.100)}  # p50, p95: trial 1 within 0.15 ms, not by its 0.05 ms tail
+    busy = {1: (0.090, 0.146), 2: (0.070, 0.100)}  # p50, p95: trial 1 within 0.15 ms, not with 5 % headroom
 
     def remeasure(r):
         p50, p95 = busy[r.number]
         return {"latency_p50_ms": p50, "latency_ms": p95, "nodes": 4}
 
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
-    assert choice.record.number == 2  # 0.100 + 0.030 clears 0.15; the better tier's 0.140 + 0.050 does not
+    assert choice.record.number == 2  # 0.100 + 0.005 clears 0.15; the better tier's 0.146 + 0.0073 does not
     assert [f["shipped"] for f in choice.finalists] == [False, True]
-    # with no finalist clearing by its tail and dense over the budget, the budget is refused: it sits in
+    # with no finalist clearing with headroom and dense over the budget, the budget is refused: it sits in
     # the noise (vit, one core busy: such plans failed 2 release gates of 3); the note gives the numbers
-    busy[2] = (0.070, 0.125)
+    busy[2] = (0.070, 0.148)
     choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.15)
     assert choice.record is None and choice.decision["reason"] == "not-confirmed"
-    assert "trial #2" in choice.notes[0] and "0.1800 ms would be confirmed" in choice.notes[0]
+    assert "trial #1" in choice.notes[0] and "0.1533 ms would be confirmed" in choice.notes[0]
     assert [f["shipped"] for f in choice.finalists] == [False, False]
     # the dense model meeting every budget ships instead (its own release measurement confirmed it)
     budget = NS(min_f1=0.9, latency_ms=0.15)
@@ -312,13 +312,13 @@ def test_a_finalist_within_the_budget_but_not_by_its_tail_defers_to_one_that_is(
 
 
 def test_a_confirmed_latency_is_not_bought_with_more_than_two_points_of_score():
-    """Tiers are tried for a plan confirmed by its tail only down to CONFIRM_COST below the best plan within
+    """Tiers are tried for a plan confirmed with headroom only down to CONFIRM_COST below the best plan within
     the budget: further down, a finalist's own tail (noise, on a busy host) decided which plan shipped, and
     ResNet-8 shipped val 0.76-0.78 plans where 0.92-0.95 ones met the budget unconfirmed."""
     from edgeopt.pipeline.select import CONFIRM_COST
 
     recs = [_rec(1, 0.95, 0.10), _rec(2, 0.94, 0.09), _rec(3, 0.77, 0.06)]
-    busy = {1: (0.080, 0.130), 2: (0.079, 0.128), 3: (0.060, 0.085)}  # p50, p95 against 0.15 ms
+    busy = {1: (0.080, 0.146), 2: (0.079, 0.145), 3: (0.060, 0.085)}  # p50, p95 against 0.15 ms
     measured = []
 
     def remeasure(r):
@@ -344,7 +344,7 @@ def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path
     from edgeopt.pipeline.loop import _refuse_after_search
 
     recs = [_rec(1, 0.99, 0.10), _rec(2, 0.97, 0.08)]
-    busy = {1: (0.090, 0.140), 2: (0.070, 0.125)}
+    busy = {1: (0.090, 0.146), 2: (0.070, 0.148)}
     choice = choose_finalist(
         recs,
         0.005,
@@ -357,11 +357,32 @@ def test_a_budget_refused_after_the_search_writes_why_and_ships_nothing(tmp_path
     assert exc.value.exit_code == 3 and isinstance(exc.value, BudgetRefused)  # undecided, as a gate's exit 3
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["schema"] == "edgeopt.report/refused" and "best" not in rep
-    assert rep["confirmable_ms"] == pytest.approx(0.18) and [f["trial"] for f in rep["finalists"]] == [1, 2]
-    assert "| 2 | 0.9700 | 0.0700 | 0.1250 |" in (tmp_path / "report.md").read_text()
+    assert rep["confirmable_ms"] == pytest.approx(0.1533) and [f["trial"] for f in rep["finalists"]] == [1, 2]
+    assert "| 2 | 0.9700 | 0.0700 | 0.1480 |" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "model.onnx").exists()
     from edgeopt.errors import InputError
     from edgeopt.report import rebuild
 
     with pytest.raises(InputError, match="refused its budget, nothing to rebuild"):  # edgeopt report DIR: exit 2
         rebuild(tmp_path)
+
+
+def test_a_bimodal_p50_neither_refuses_a_budget_nor_picks_the_plan():
+    """One core busy, the same plans' p50 moved 1.32-1.55x between compiles (a bimodal p50: the window
+    decides which mode holds half the runs) and their p95 1.07-1.09x (decision 0108). Two windows of the same
+    finalists, differing only in the p50s, give the same verdict and the same plan."""
+    recs = [_rec(1, 0.95, 0.10), _rec(2, 0.95, 0.09)]
+    windows = [
+        {1: (0.063, 0.107), 2: (0.095, 0.100)},  # trial 1 in its fast mode at p50: the old tail 0.044 ms
+        {1: (0.100, 0.106), 2: (0.060, 0.101)},  # the modes swapped
+    ]
+    picked = []
+    for w in windows:
+
+        def remeasure(r, w=w):
+            p50, p95 = w[r.number]
+            return {"latency_p50_ms": p50, "latency_ms": p95, "nodes": 4 + r.number}
+
+        choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.115)
+        picked.append((choice.decision["shipped"], choice.record.number if choice.record else None))
+    assert picked == [("plan", 2), ("plan", 2)]  # the faster at p95 (within 3 %: fewer nodes), both times

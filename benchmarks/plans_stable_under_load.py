@@ -19,6 +19,10 @@ plans from the load of the moment. Goals: the same
 verdict every time, and the accepted plans' side-by-side p50 within 10 % of each other (max / min); the
 spread of the compiles' own p50 is stated beside it.
 
+Beside the goals, how far one measurement carries to another window: a plan re-measured as a finalist
+by several of the compiles (the same plan and precision), the max / min of its p50 and of its p95 over
+them, the median over such plans (``same_plan``). Selection's headroom rests on the second (decision 0108).
+
 The host's speed of the moment is recorded beside each compile: the dense model's p50 (the same file,
 :data:`LEVEL_ROUNDS` short blocks in a fresh process without torch) right before and right after it. A
 verdict that follows that level, not the plans, is the host's window, and the table says so.
@@ -32,6 +36,7 @@ cnn1d's entry and keeps the others); each entry names the commit and time of its
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -85,11 +90,47 @@ def command(name: str, args: SimpleNamespace, budget_ms: float | None, out: Path
     ]
 
 
+def finalists_of(out: Path) -> list[dict[str, Any]]:
+    """The finalists a compile re-measured: ``compile.json``'s, or a refused compile's ``report.json``'s."""
+    for name in ("compile.json", "report.json"):
+        path = out / name
+        if path.is_file():
+            rows = json.loads(path.read_text()).get("finalists") or []
+            if rows:
+                return [r for r in rows if r.get("plan") is not None and r.get("trial") != "dense"]
+    return []
+
+
+def same_plan(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Plans re-measured by more than one compile: the median over them of max / min of their p50 and p95."""
+    seen: dict[str, list[tuple[int, float, float]]] = {}
+    for i, r in enumerate(runs):
+        for f in r.get("finalists") or []:
+            key = json.dumps([f["plan"], f.get("dtype")], sort_keys=True)
+            seen.setdefault(key, []).append((i, float(f["latency_p50_ms"]), float(f["latency_ms"])))
+    shared = [v for v in seen.values() if len({i for i, _, _ in v}) > 1]
+    if not shared:
+        return None
+
+    def ratio(xs: list[float]) -> float:
+        return max(xs) / min(xs)
+
+    return {
+        "plans": len(shared),
+        "p50_max_over_min": round(statistics.median(ratio([x[1] for x in v]) for v in shared), 3),
+        "p95_max_over_min": round(statistics.median(ratio([x[2] for x in v]) for v in shared), 3),
+    }
+
+
 def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
     """Run one compile; its verdict, shipped plan and p50 from its report (none when it was refused)."""
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "edgeopt", *cmd], cwd=ROOT, capture_output=True, text=True)
     row: dict[str, Any] = {"exit": p.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
+    finalists = [
+        {k: f[k] for k in ("plan", "dtype", "latency_p50_ms", "latency_ms") if k in f} for f in finalists_of(out)
+    ]
+    row["finalists"] = finalists
     report = out / "report.json"
     doc = json.loads(report.read_text()) if report.exists() else {}
     if "best" not in doc:  # refused (report.json says why), or stopped before any report
@@ -136,6 +177,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_spread": spread,
         "p50_within_goal": spread is None or spread <= P50_SPREAD,
         "distinct_plans": len({json.dumps(r.get("plan"), sort_keys=True) for r in runs}),
+        "same_plan": same_plan(runs),
     }
 
 
@@ -197,6 +239,17 @@ def markdown(results: dict[str, Any]) -> str:
         )
     refused = [(n, r["reason"]) for n, e in results["models"].items() for r in e["runs"] if r["verdict"] == "refused"]
     lines += ["", *(f"- {n} refused: {why}" for n, why in refused)]
+    shared = [(n, e["same_plan"]) for n, e in results["models"].items() if e.get("same_plan")]
+    if shared:
+        lines += [
+            "",
+            "The same plan re-measured as a finalist by several compiles (median over the plans of max / min):",
+            "",
+        ]
+        lines += [
+            f"- {n}: {x['plans']} plans, p50 {x['p50_max_over_min']:.3f}, p95 {x['p95_max_over_min']:.3f}"
+            for n, x in shared
+        ]
     levels = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("level_ms") for r in e["runs"])]
     if levels:
         lines += ["", "The host's level beside each compile: the dense model's p50 right before and after it (ms).", ""]

@@ -199,7 +199,8 @@ def run(args: SimpleNamespace) -> Outcome:
                 row = one_run(command(name, args, budget, out), out)
                 row["level_ms"] = [before, host_level_ms(dense_path(name, args.work))]
                 entry["runs"].append(row)
-                print(f"{name} run {i + 1}/{args.repeats}: {entry['runs'][-1]}", file=sys.stderr, flush=True)
+                shown = {k: v for k, v in row.items() if k != "finalists"}
+                print(f"{name} run {i + 1}/{args.repeats}: {shown}", file=sys.stderr, flush=True)
                 entry.update(summarize(entry["runs"]))
                 results["models"][name] = entry
                 args.save(results, markdown(results))

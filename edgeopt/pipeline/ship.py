@@ -77,8 +77,8 @@ def measure_artifact(
     """Metrics of an ONNX file on val and test (stamped into it as provenance), then the full-protocol
     bench and gate of the file exactly as it ships; taken again (up to :data:`RELEASE_TRIES`) while its
     latency does not pass and other work disturbed it (:func:`~edgeopt.runtime.retake.gate_retaking`:
-    flagged by our statistics, or its p50 or p95 over ``SHIFTED`` x ``expected``'s, the plan as its
-    finalist measurement read it: :class:`~edgeopt.runtime.retake.Expected`)."""
+    flagged by our statistics, or its p50 over ``SHIFTED`` x, or its p95 over 1 + ``REPRODUCE`` x,
+    ``expected``'s: the plan as its finalist measurement read it, :class:`~edgeopt.runtime.retake.Expected`)."""
     from edgeopt.pipeline.evaluate import onnx_metrics, stamp_metadata
 
     metrics = {"val": onnx_metrics(path, task.X_val, task.y_val, task.metric)}

@@ -165,8 +165,8 @@ class DenseRef:
 def margin_ms(m: dict[str, Any]) -> float:
     """The headroom a re-measurement's bound must leave under the budget for the release measurement, taken
     in another window, to read it within: :data:`~edgeopt.runtime.retake.REPRODUCE` of the bound. (It was
-    the finalist's own tail, p95 less p50; on a busy host the p50 is bimodal between windows, so the tail
-    decided verdicts that the p95 alone would have kept: decision 0108.)"""
+    the finalist's own tail, p95 less p50; on a busy host the p50 moves between windows as much as the p95
+    or more, so the tail added its noise to the verdict: decision 0108.)"""
     from edgeopt.runtime.retake import REPRODUCE
 
     bound = float(m.get(BOUND, m.get("latency_ms", 0.0)))

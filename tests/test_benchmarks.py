@@ -109,3 +109,35 @@ def test_the_busy_core_ends_with_the_benchmark_that_started_it():
             break
         time.sleep(0.05)
     assert state in ("Z", "X", "gone"), f"the busy loop {child} still runs (state {state})"
+
+
+def test_the_stability_benchmark_counts_how_far_the_same_plan_moved_between_compiles(tmp_path):
+    """``plans_stable_under_load``'s ``same_plan``: plans re-measured by several compiles (read from
+    compile.json, or a refused compile's report.json), max / min of their p50 and p95, median over plans."""
+    from benchmarks.plans_stable_under_load import finalists_of, same_plan
+
+    a, b = {"c1": {"format": "prune", "rank": 8}}, {"c1": {"format": "prune", "rank": 4}}
+    rows = [  # (run, file, plan, p50, p95)
+        (0, "compile.json", a, 0.063, 0.107),
+        (1, "report.json", a, 0.100, 0.114),
+        (2, "compile.json", a, 0.095, 0.107),
+        (0, "compile.json", b, 0.050, 0.080),
+        (2, "compile.json", b, 0.055, 0.084),
+    ]
+    runs = []
+    for i in range(3):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        mine = [r for r in rows if r[0] == i]
+        finalists = [
+            {"trial": 1, "plan": plan, "dtype": "fp32", "latency_p50_ms": p50, "latency_ms": p95}
+            for _, _, plan, p50, p95 in mine
+        ] + [{"trial": "dense", "plan": {}, "dtype": "fp32", "latency_p50_ms": 1.0, "latency_ms": 1.0}]
+        (out / mine[0][1]).write_text(json.dumps({"finalists": finalists}))
+        runs.append({"finalists": finalists_of(out)})
+    assert all(f["trial"] != "dense" for r in runs for f in r["finalists"])
+    got = same_plan(runs)
+    assert got["plans"] == 2
+    assert got["p50_max_over_min"] == pytest.approx((0.100 / 0.063 + 0.055 / 0.050) / 2, abs=1e-3)
+    assert got["p95_max_over_min"] == pytest.approx((0.114 / 0.107 + 0.084 / 0.080) / 2, abs=1e-3)
+    assert same_plan([runs[0]]) is None  # one compile: nothing to compare

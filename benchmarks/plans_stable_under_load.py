@@ -193,11 +193,12 @@ def run(args: SimpleNamespace) -> Outcome:
         for name in models:
             budget = None if name == "demo" else compare.BUDGET_FRACTION * dense_p95_ms(name, args.work)
             entry: dict[str, Any] = {"budget_ms": budget, "runs": [], **_provenance(args)}
+            before = host_level_ms(dense_path(name, args.work))
             for i in range(args.repeats):
                 out = args.work / name / f"run{i}"
-                before = host_level_ms(dense_path(name, args.work))
                 row = one_run(command(name, args, budget, out), out)
-                row["level_ms"] = [before, host_level_ms(dense_path(name, args.work))]
+                after = host_level_ms(dense_path(name, args.work))  # also the next compile's "before"
+                row["level_ms"], before = [before, after], after
                 entry["runs"].append(row)
                 shown = {k: v for k, v in row.items() if k != "finalists"}
                 print(f"{name} run {i + 1}/{args.repeats}: {shown}", file=sys.stderr, flush=True)

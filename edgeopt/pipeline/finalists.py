@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
+from edgeopt.runtime.retake import REPRODUCE
 
 Remeasure = Callable[[TrialRecord], dict[str, Any]]
 BOUND = "latency_bound_ms"  # a re-measurement's upper confidence bound on the budget's percentile
@@ -167,8 +168,6 @@ def margin_ms(m: dict[str, Any]) -> float:
     in another window, to read it within: :data:`~edgeopt.runtime.retake.REPRODUCE` of the bound. (It was
     the finalist's own tail, p95 less p50; on a busy host the p50 moves between windows as much as the p95
     or more, so the tail added its noise to the verdict: decision 0108.)"""
-    from edgeopt.runtime.retake import REPRODUCE
-
     bound = float(m.get(BOUND, m.get("latency_ms", 0.0)))
     return REPRODUCE * bound if math.isfinite(bound) else math.inf
 

@@ -203,7 +203,7 @@ def choose_finalist(
     remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []
     tiers = 0
-    unconfirmed: TrialRecord | None = None  # the best tier's pick within the budget, not with headroom
+    within = False  # some tier's pick was within the budget, though not with headroom
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         top = remaining[0].score
         tier = [r for r in remaining if r.score >= top - f1_tolerance]
@@ -211,8 +211,7 @@ def choose_finalist(
         rows += tier_rows
         if best is not None and confirmed:
             return decide(best, rows, ref, f1_tolerance)
-        if best is not None and unconfirmed is None:
-            unconfirmed = best
+        within = within or best is not None
         remaining = [r for r in remaining if r not in tier]
         tiers += 1
     if ref is not None:  # no plan beat dense (confirmed: it met every budget) within the tiers tried
@@ -222,7 +221,7 @@ def choose_finalist(
         why = "no finalist was measured again; shipping the best plan by the screen"
         decision = {"shipped": "screen-best", "trial": best.number, "reason": "nothing-held-up", "why": why}
         return Choice(best, [why], rows, {**decision, "dense": None})
-    return _refused(rows, latency_budget, unconfirmed is not None)
+    return _refused(rows, latency_budget, within)
 
 
 def _refused(rows: list[dict[str, Any]], budget: float, within: bool) -> Choice:

@@ -24,7 +24,7 @@ from edgeopt.compiler.formats import int8_layers
 from edgeopt.pipeline.config import CompileConfig
 from edgeopt.pipeline.record import DType, TrialRecord
 from edgeopt.runtime.gate import retaken_note
-from edgeopt.runtime.retake import RETAKES, gate_retaking
+from edgeopt.runtime.retake import RETAKES, Expected, gate_retaking
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -72,7 +72,7 @@ RELEASE_TRIES = RETAKES  # release measurements at most, while other work distur
 
 
 def measure_artifact(
-    path: Path, task: Any, target: Any, *, bench_kwargs: dict[str, Any], expected: Any = None
+    path: Path, task: Any, target: Any, *, bench_kwargs: dict[str, Any], expected: Expected | None = None
 ) -> Measured:
     """Metrics of an ONNX file on val and test (stamped into it as provenance), then the full-protocol
     bench and gate of the file exactly as it ships; taken again (up to :data:`RELEASE_TRIES`) while its
@@ -231,11 +231,9 @@ def ship(
     )
 
 
-def _expected(chosen: TrialRecord | None, target: Any, before: dict[str, Any] | None) -> Any:
+def _expected(chosen: TrialRecord | None, target: Any, before: dict[str, Any] | None) -> Expected | None:
     """The plan as measured before its release: the finalists' re-measurement when there was one, else the
     screen's p50 (:class:`~edgeopt.runtime.retake.Expected`); None for the input model."""
-    from edgeopt.runtime.retake import Expected
-
     if chosen is None or chosen.screen is None:
         return None
     pct = float(getattr(target.budget, "latency_percentile", None) or 95)

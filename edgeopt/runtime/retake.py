@@ -44,26 +44,19 @@ class Expected:
     at_ms: float | None = None
 
 
-def _expected(expected: Expected | float | None) -> Expected:
-    """``expected`` as an :class:`Expected` (a bare number is a p50, as callers gave it before)."""
-    if isinstance(expected, Expected):
-        return expected
-    return Expected(p50_ms=float(expected) if expected else None)
-
-
-def why_disturbed(g: Any, expected: Expected | float | None = None) -> str | None:
+def why_disturbed(g: Any, expected: Expected | None = None) -> str | None:
     """Why other work disturbed a gate's measurement (our own statistics; its p50 :data:`SHIFTED` over the
     model's own measured before, or its latency at the budget's percentile over 1 + :data:`REPRODUCE` x the
     earlier one: ``expected``), or None."""
     disp = getattr(g.bench, "dispersion", None)
     if disp is not None and disp.noisy is not None:
         return str(disp.noisy)
-    e = _expected(expected)
-    p50 = float(g.bench.latency_ms["p50"])
+    if expected is None:
+        return None
+    e, p50 = expected, float(g.bench.latency_ms["p50"])
     if e.p50_ms and p50 > SHIFTED * e.p50_ms:
         return f"p50 {p50:.4g} ms, {p50 / e.p50_ms:.2f} x the model's own {e.p50_ms:.4g} ms before"
-    at = float(g.bench.latency_at(e.percentile)) if e.at_ms and hasattr(g.bench, "latency_at") else None
-    if e.at_ms and at is not None and at > (1 + REPRODUCE) * e.at_ms:
+    if e.at_ms and (at := float(g.bench.latency_at(e.percentile))) > (1 + REPRODUCE) * e.at_ms:
         return (
             f"p{e.percentile:g} {at:.4g} ms, {at / e.at_ms:.2f} x the model's own {e.at_ms:.4g} ms before "
             f"(p50 {p50:.4g} ms): the window's tail"
@@ -71,13 +64,13 @@ def why_disturbed(g: Any, expected: Expected | float | None = None) -> str | Non
     return None
 
 
-def disturbed(g: Any, expected: Expected | float | None = None) -> bool:
+def disturbed(g: Any, expected: Expected | None = None) -> bool:
     """A measurement whose latency did not pass while other work disturbed it (:func:`why_disturbed`)."""
     latency = [c for c in g.checks if c.name.startswith("latency")]
     return any(c.status != "pass" for c in latency) and why_disturbed(g, expected) is not None
 
 
-def disturbance(g: Any, expected: Expected | float | None = None) -> tuple[bool, float, float, float]:
+def disturbance(g: Any, expected: Expected | None = None) -> tuple[bool, float, float, float]:
     """Disturbed or not, then stall share, relative spread and p50: the least disturbed measurement is the
     model's, not its neighbours'. (By stall share first, a try flagged for its spread, with fewer stalls,
     counted over one that nothing flagged: a resnet8 compile reported the disturbed try's p95.)"""
@@ -86,7 +79,7 @@ def disturbance(g: Any, expected: Expected | float | None = None) -> tuple[bool,
     return why_disturbed(g, expected) is not None, stalls, spread, float(g.bench.latency_ms["p50"])
 
 
-def try_summary(g: Any, expected: Expected | float | None = None) -> dict[str, Any]:
+def try_summary(g: Any, expected: Expected | None = None) -> dict[str, Any]:
     """One try as the result lists it: verdict, p50, stall share and why it was disturbed (None: it was not)."""
     disp = g.bench.dispersion
     return {
@@ -102,7 +95,7 @@ def gate_retaking(
     target: Any,
     *,
     retakes: int = RETAKES,
-    expected: Expected | float | None = None,
+    expected: Expected | None = None,
     **gate_kwargs: Any,
 ) -> Any:
     """:func:`~edgeopt.runtime.gate.gate` of ``path``, taken again (``retakes`` measurements in all at most)

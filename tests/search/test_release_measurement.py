@@ -16,7 +16,7 @@ from edgeopt.pipeline.ship import RELEASE_TRIES, measure_artifact  # noqa: E402
 from edgeopt.runtime import gate as gate_mod  # noqa: E402
 from edgeopt.runtime.bench import bench  # noqa: E402
 from edgeopt.runtime.result import summary  # noqa: E402
-from edgeopt.runtime.retake import SHIFTED, Expected  # noqa: E402
+from edgeopt.runtime.retake import REPRODUCE, Expected  # noqa: E402
 from edgeopt.runtime.targets import Target  # noqa: E402
 
 QUICK = {"min_iters": 400, "min_time_s": 0.1, "max_iters": 2000}
@@ -124,7 +124,7 @@ def test_a_release_measurement_slowed_whole_is_taken_again_by_its_p50_against_th
     m = measure_artifact(path, task, target, bench_kwargs=QUICK)
     assert len(calls) == 1 and m.gate.verdict == "fail"  # without the plan's own p50 to compare: as before
     calls = _replaying(monkeypatch, [slow, quiet])
-    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected=quiet.latency_at(50))
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected=Expected(p50_ms=quiet.latency_at(50)))
     assert len(calls) == 2 and m.gate.verdict == "pass"
     assert "the model's own" in m.tries[0]["noisy"] and "disturbed by other work" in m.repeated()
 
@@ -145,9 +145,9 @@ def test_a_release_measurement_whose_tail_widened_is_taken_again_by_the_finalist
     target = Target.load("host").with_budget(latency_ms=1.2 * quiet.latency_at(95))
     wide = _tail_widened(quiet)
     assert wide.dispersion.noisy is None and wide.latency_at(50) == quiet.latency_at(50)
-    assert wide.latency_at(95) > SHIFTED * quiet.latency_at(95)
+    assert wide.latency_at(95) > (1 + REPRODUCE) * quiet.latency_at(95)
     calls = _replaying(monkeypatch, [wide, quiet])
-    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected=quiet.latency_at(50))
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected=Expected(p50_ms=quiet.latency_at(50)))
     assert len(calls) == 1 and m.gate.verdict == "fail"  # by the p50 alone: nothing to see
     before = Expected(quiet.latency_at(50), 95, quiet.latency_at(95))
     calls = _replaying(monkeypatch, [wide, quiet])

@@ -4,8 +4,9 @@ Optuna pops an enqueued trial (the warm start, the seeded alternatives) by readi
 setting it RUNNING, relying on ``SELECT … FOR UPDATE`` to make the two one step. SQLite has no row locks
 and Python's driver reads outside the write transaction, so two processes on one file can both read a
 trial WAITING and both run it; the second to finish then fails on "Cannot tell a COMPLETE trial"
-(``tests/search/test_compile.py::test_two_processes_share_one_study``; six threads popping 40 enqueued
-trials popped 25-31 of them twice). Here the pop also claims the trial in ``edgeopt_claims`` (an
+(``tests/search/test_compile.py::test_two_processes_share_one_study``; in runs of
+``tests/search/test_storage.py``'s six threads popping 40 enqueued trials, 15 to 31 were popped twice).
+Here the pop also claims the trial in ``edgeopt_claims`` (an
 INSERT that only one caller's succeeds, :func:`~edgeopt.pipeline.study.claims.try_claim`), and a caller
 whose claim fails is told the trial was taken, as a server database would tell it.
 """

@@ -260,9 +260,12 @@ def test_the_rungs_and_the_whole_graphs_are_timed_side_by_side_in_rounds(small_m
 
     jobs = record_local_jobs(monkeypatch)
     tables, layers = _latencies_only(small_mlp_task, tmp_path, int8=False)
-    assert [bool(j.get("many")) for j in jobs] == [True, True]  # the rungs, then the graphs (a trusted fit)
-    rungs, graphs = jobs
-    assert rungs["many"]["rounds"] == TABLE_ROUNDS and graphs["many"]["rounds"] == GRAPH_ROUNDS
+    # the rungs, then the graphs; a fit the held-out check does not trust (a loaded test host) times the
+    # graphs again, side by side as well
+    assert len(jobs) >= 2 and all(j.get("many") for j in jobs), jobs
+    rungs, graph_jobs = jobs[0], jobs[1:]
+    assert rungs["many"]["rounds"] == TABLE_ROUNDS
+    assert all(g["many"]["rounds"] == GRAPH_ROUNDS for g in graph_jobs)
     assert 1 + len(rungs["many"]["others"]) >= len(layers) + 1  # each layer's dense rung at least, and a floor
     assert sum(not math.isnan(c.latency_ms) for cands in tables.layers.values() for c in cands) > len(layers)
-    assert 1 + len(graphs["many"]["others"]) == 3  # dense, the fastest plan, the middle plan
+    assert 1 + len(graph_jobs[0]["many"]["others"]) == 3  # dense, the fastest plan, the middle plan

@@ -75,12 +75,18 @@ def test_compile_seeds_the_alternatives_and_never_ships_worse(small_mlp_task, ma
     assert "## Against the alternatives" in (out / "report.md").read_text()
     assert "uniform prune 1/4" in (out / "report.html").read_text()
 
-    # The alternatives compete in the selection: the shipped plan's val score is at least the best feasible one's.
+    # The alternatives compete in the selection: the shipped plan's val score is at least the best feasible one's,
+    # within the tie tolerance, unless that plan was measured slower than dense.
     best_alt = max(a["val"] for a in rep["alternatives"] if a["meets_budget"])
     trials = {t["number"]: t for t in rep["trials"]}
     shipped = rep["best"]["trial"]
     shipped_val = trials[shipped]["val"]["score"] if shipped is not None else rep["baseline"]["metrics"]["val"]["score"]
-    assert shipped_val >= best_alt - 0.005
+    if shipped_val < best_alt - 0.005:
+        # Only a measurement keeps a better plan out: re-measured beside dense, slower by more than 3 % (on
+        # a loaded CI host, where the MLP's 10 us plans and dense are equally fast to within the noise).
+        better = [f for f in rep["search"]["finalists"] if f["trial"] != "dense" and f["val_score"] >= best_alt - 0.005]
+        assert shipped is None and better, rep["search"]["finalists"]
+        assert all((f["dropped"] or "").startswith("slower than dense") for f in better), better
 
 
 def test_no_alternatives_seeds_none(small_mlp_task, make_target, tmp_path):

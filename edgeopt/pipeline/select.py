@@ -21,8 +21,8 @@ the faster of the two counts), and takes the tier of its validation score. On su
 plan that measures slower than dense (p50, by more than 3%) never ships, whatever its tier; among the
 tied, dense ships unless a plan is faster by more than 3%. F1 stays first: a plan in a better tier
 than dense ships when it is not slower than dense beyond those 3% (dense's p50 is the faster of two
-windows, so a plan as fast as dense reads slower about half the time: decision 0109). What shipped and why is in :attr:`Choice.decision` (and
-``compile.json``'s ``selection``), and in a note.
+windows, so a plan as fast as dense reads slower about half the time: decision 0109). What shipped
+and why is in :attr:`Choice.decision` (and ``compile.json``'s ``selection``), and in a note.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def _dropped(
     r: TrialRecord, m: dict[str, Any], latency_budget: float | None, dense: DenseRef | None, f1_tolerance: float = 0.0
 ) -> str | None:
     """Why a re-measured finalist may not ship (None: it may): over the latency budget; on budgets dense
-    meets, slower than dense by more than :data:`SAME_SPEED`, or (its val F1 tied with dense's, within ``f1_tolerance``) not faster by
-    more than :data:`SAME_SPEED`. Dense itself is held to its release measurement (its gate), not to these."""
+    meets, slower than dense by more than :data:`SAME_SPEED`, or (its val F1 tied with dense's, within
+    ``f1_tolerance``) not faster by more than :data:`SAME_SPEED`. Dense itself is held to its release
+    measurement (its gate), not to these."""
     if dense is not None and r is dense.record:
         return None
     if latency_budget is not None and m.get(BOUND, m["latency_ms"]) > latency_budget:

@@ -122,15 +122,31 @@ def same_plan(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def shipped_finalist(finalists: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the shipped plan stood among its compile's finalists: val F1 points below the best finalist
+    (how many tiers selection went down for a confirmed plan), and its own p95 / p50 (what a p95 budget
+    leaves of its p50: the same budget ships plans whose p50 differ by as much as that ratio does)."""
+    shipped = next((f for f in finalists if f.get("shipped")), None)
+    if shipped is None or shipped.get("val_score") is None:
+        return None
+    best = max(float(f["val_score"]) for f in finalists if f.get("val_score") is not None)
+    return {
+        "pt_below_best": round(100 * (best - float(shipped["val_score"])), 2),
+        "p95_over_p50": round(float(shipped["latency_ms"]) / float(shipped["latency_p50_ms"]), 3),
+    }
+
+
 def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
     """Run one compile; its verdict, shipped plan and p50 from its report (none when it was refused)."""
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "edgeopt", *cmd], cwd=ROOT, capture_output=True, text=True)
     row: dict[str, Any] = {"exit": p.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
     finalists = [
-        {k: f[k] for k in ("plan", "dtype", "latency_p50_ms", "latency_ms") if k in f} for f in finalists_of(out)
+        {k: f[k] for k in ("plan", "dtype", "latency_p50_ms", "latency_ms", "val_score", "shipped") if k in f}
+        for f in finalists_of(out)
     ]
     row["finalists"] = finalists
+    row["shipped_finalist"] = shipped_finalist(finalists)
     report = out / "report.json"
     doc = json.loads(report.read_text()) if report.exists() else {}
     if "best" not in doc:  # refused (report.json says why), or stopped before any report
@@ -252,11 +268,20 @@ def markdown(results: dict[str, Any]) -> str:
             f"- {n}: {x['plans']} plans, p50 {x['p50_max_over_min']:.3f}, p95 {x['p95_max_over_min']:.3f}"
             for n, x in shared
         ]
+    stood = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("shipped_finalist") for r in e["runs"])]
+    if stood:
+        lines += ["", "Where each shipped plan stood: val F1 pt below its compile's best finalist; its p95 / p50.", ""]
+        lines += [f"- {n}: " + "; ".join(_stood_text(r) for r in runs) for n, runs in stood]
     levels = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("level_ms") for r in e["runs"])]
     if levels:
         lines += ["", "The host's level beside each compile: the dense model's p50 right before and after it (ms).", ""]
         lines += [f"- {n}: " + "; ".join(_level_text(i, r) for i, r in enumerate(runs)) for n, runs in levels]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _stood_text(r: dict[str, Any]) -> str:
+    x = r.get("shipped_finalist")
+    return "-" if not x else f"{x['pt_below_best']:.1f} pt, {x['p95_over_p50']:.2f}x"
 
 
 def _level_text(i: int, r: dict[str, Any]) -> str:

@@ -141,3 +141,15 @@ def test_the_stability_benchmark_counts_how_far_the_same_plan_moved_between_comp
     assert got["p50_max_over_min"] == pytest.approx((0.100 / 0.063 + 0.055 / 0.050) / 2, abs=1e-3)
     assert got["p95_max_over_min"] == pytest.approx((0.114 / 0.107 + 0.084 / 0.080) / 2, abs=1e-3)
     assert same_plan([runs[0]]) is None  # one compile: nothing to compare
+
+
+def test_the_stability_benchmark_says_how_far_down_the_shipped_plan_was_and_its_tail():
+    from benchmarks.plans_stable_under_load import shipped_finalist
+
+    finalists = [  # resnet8 at d979b30, run 4: the best finalists over the budget, a plan 10.5 pt down shipped
+        {"val_score": 0.9777, "latency_p50_ms": 0.1081, "latency_ms": 0.1577, "shipped": False},
+        {"val_score": 0.9243, "latency_p50_ms": 0.1057, "latency_ms": 0.1316, "shipped": False},
+        {"val_score": 0.8732, "latency_p50_ms": 0.0628, "latency_ms": 0.1063, "shipped": True},
+    ]
+    assert shipped_finalist(finalists) == {"pt_below_best": 10.45, "p95_over_p50": 1.693}
+    assert shipped_finalist([dict(f, shipped=False) for f in finalists]) is None  # refused: nothing shipped

@@ -101,13 +101,15 @@ def compile_edgeopt(task: Any, budget_ms: float, seed: int, out: Path, args: Sim
 
 
 # --------------------------------------------------------------------------- timing and scoring
-def score(path: Path, task: Any) -> tuple[float, np.ndarray]:
-    """Test score (the task's metric) and the per-sample correctness vector McNemar pairs."""
+def score(path: Path, task: Any) -> tuple[float, np.ndarray, float]:
+    """Test score (the task's metric), the per-sample correctness vector McNemar pairs, and the
+    validation score (what a user, who has no test labels, picks an alternative by)."""
     from edgeopt.compiler.metrics import compute_metrics
     from edgeopt.pipeline.evaluate import onnx_predict
 
     pred = onnx_predict(path, task.X_test)
-    return float(compute_metrics(task.y_test, pred, metric=task.metric).score), pred == np.asarray(task.y_test)
+    val = float(compute_metrics(task.y_val, onnx_predict(path, task.X_val), metric=task.metric).score)
+    return float(compute_metrics(task.y_test, pred, metric=task.metric).score), pred == np.asarray(task.y_test), val
 
 
 def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
@@ -127,8 +129,14 @@ def decidable(n: int, alpha: float = 0.05) -> tuple[int, float]:
 
 
 # --------------------------------------------------------------------------- one cell
-def _rank(row: dict[str, Any]) -> tuple[float, float]:
-    """Best alternative: the highest test score, the fastest p50 among equal scores."""
+def _rank(row: dict[str, Any]) -> tuple[float, float, float]:
+    """The alternative a user picks: the highest validation score, then the fastest p50 (then test, for
+    rows scored before val was: older results)."""
+    return row.get("val_score", row["test_score"]), -row["p50_us"], row["test_score"]
+
+
+def _oracle(row: dict[str, Any]) -> tuple[float, float]:
+    """The best alternative by test score: what no user can pick (test labels), shown beside the goals."""
     return row["test_score"], -row["p50_us"]
 
 
@@ -142,15 +150,19 @@ def cell(task: Any, alts: list[dict[str, Any]], frac: float, dense_p95_ms: float
         r.update(t)
     right: dict[str, np.ndarray] = {}
     for r in timed:
-        r["test_score"], right[r["method"]] = score(r["path"], task)
+        r["test_score"], right[r["method"]], r["val_score"] = score(r["path"], task)
         r["meets"] = r["p95_us"] <= budget_ms * 1e3
-    best = max((r for r in timed if r["meets"] and not r.get("edgeopt")), key=_rank, default=None)
+    meeting = [r for r in timed if r["meets"] and not r.get("edgeopt")]
+    best = max(meeting, key=_rank, default=None)
+    oracle = max(meeting, key=_oracle, default=None)
     for r in timed:
         if best is not None and r is not best:
             r["delta_pt"] = round(100.0 * (r["test_score"] - best["test_score"]), 6) + 0.0  # no "-0.00"
             r["b_right_a_wrong"], r["a_right_b_wrong"], r["mcnemar_p"] = mcnemar(
                 right[r["method"]], right[best["method"]]
             )
+        if oracle is not None and r.get("edgeopt"):
+            r["delta_oracle_pt"] = round(100.0 * (r["test_score"] - oracle["test_score"]), 6) + 0.0
     dense = rows[0]
     goals = [judge(e, best, dense, frac) for e in edges]
     for r in rows:
@@ -162,6 +174,7 @@ def cell(task: Any, alts: list[dict[str, Any]], frac: float, dense_p95_ms: float
         "budget_ms": budget_ms,
         "dense_p95_here_over_start": round(level, 3),
         "best_alternative": best_method,
+        "best_by_test": oracle["method"] if oracle else None,
         "rows": rows,
         "goals": goals,
     }
@@ -257,22 +270,25 @@ def _f(v: Any, spec: str) -> str:
 def cell_table(c: dict[str, Any]) -> list[str]:
     lines = [
         f"**budget {_frac_text(c['fraction'])} of the dense p95 = {c['budget_ms'] * 1e3:.0f} µs p95**; "
-        f"best alternative meeting it: {c['best_alternative'] or 'none'}; the dense p95 timed in this cell is "
+        f"best alternative meeting it (by val, as a user picks): {c['best_alternative'] or 'none'}; "
+        f"by test (no user can pick so): {c.get('best_by_test') or '-'}; the dense p95 timed in this cell is "
         f"{c.get('dense_p95_here_over_start', float('nan')):.2f}x the one the budget was taken from",
         "",
-        "| method | p50 µs | p95 µs | meets budget | test score | Δ vs best alternative (pt) | McNemar p |",
-        "|---|---|---|---|---|---|---|",
+        "| method | p50 µs | p95 µs | meets budget | val score | test score | Δ vs best alternative (pt) | McNemar p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in c["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['method']} | — | — | — | {r['error']} ({r.get('compile_s', '?')} s) | — | — |")
+            lines.append(f"| {r['method']} | — | — | — | — | {r['error']} ({r.get('compile_s', '?')} s) | — | — |")
             continue
         meets = "yes" if r["meets"] else "no"
         if r.get("edgeopt"):
             r = r | {"method": f"{r['method']} ({r['dtype']}, exit {r['exit_code']}, {r['compile_s']:.0f} s)"}
+        val = _f(None if r.get("val_score") is None else 100 * r["val_score"], ".2f")
+        oracle = f" ({r['delta_oracle_pt']:+.2f} vs the best by test)" if r.get("delta_oracle_pt") is not None else ""
         lines.append(
-            f"| {r['method']} | {r['p50_us']:.1f} | {r['p95_us']:.1f} | {meets} | {100 * r['test_score']:.2f} | "
-            f"{_f(r.get('delta_pt'), '+.2f')} | {_f(r.get('mcnemar_p'), '.3f')} |"
+            f"| {r['method']} | {r['p50_us']:.1f} | {r['p95_us']:.1f} | {meets} | {val} | "
+            f"{100 * r['test_score']:.2f} | {_f(r.get('delta_pt'), '+.2f')}{oracle} | {_f(r.get('mcnemar_p'), '.3f')} |"
         )
     return lines + [""]
 
@@ -306,8 +322,9 @@ def markdown(models: list[dict[str, Any]]) -> str:
     lines = [
         "Timings: every ONNX file of a cell timed interleaved in one fresh process without torch "
         "(round-robin blocks, pooled samples, 1 onnxruntime thread); meets budget = p95 ≤ budget. "
-        "Δ and McNemar: against the best alternative meeting the budget (McNemar on per-sample correctness "
-        "of the test split).",
+        "Δ and McNemar: against the best alternative meeting the budget, picked by its validation score as a "
+        "user without test labels would (McNemar on per-sample correctness of the test split); edgeopt's rows "
+        "also give Δ against the alternative with the best test score, which no user can pick (decision 0110).",
         "",
     ]
     for m in models:

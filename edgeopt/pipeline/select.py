@@ -50,12 +50,8 @@ TIERS = 3  # tiers of F1 tried at least
 MAX_REMEASURED = 4 * FINALISTS  # plans re-measured at most, tiers past TIERS included, before giving up
 QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
 SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
-# A finalist ships first when its bound clears the latency budget with headroom (:func:`margin_ms`: what a
-# p95 moves between windows, decision 0108): the release gate's bound comes from a new measurement. With
-# none in a tier, the next is tried, whether the tier's plans were within the budget without headroom or
-# over it: a bound of 0.1499 against 0.14996 ms refused a ResNet-8 compile when lower tiers stopped 2 pt
-# below a plan within the budget (decision 0107's CONFIRM_COST), where 0.1604 and 0.1705 went on to
-# confirmed plans 4 and 6 pt down. A finalist within the budget but not with headroom never ships.
+# A finalist ships first when its bound clears the budget with headroom (:func:`margin_ms`); with none in a
+# tier the next is tried, within the budget without headroom or over it (decision 0108). Never one without.
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
 OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
@@ -118,6 +114,29 @@ def _dropped(
     return None
 
 
+def _fastest(
+    within: list[TrialRecord], measured: dict[Any, dict[str, Any]], is_dense: Any, dropped: dict[Any, str | None]
+) -> TrialRecord:
+    """The one to ship among ``within``: the fastest at the budget's percentile (within :data:`SAME_SPEED`),
+    dense first among those, then the fewest nodes; when dense wins, the others' rows say why (``dropped``)."""
+    fastest = min(measured[r.number]["latency_ms"] for r in within)
+    quick = [r for r in within if measured[r.number]["latency_ms"] <= SAME_SPEED * fastest]
+    best = min(
+        quick,
+        key=lambda r: (
+            not is_dense(r),
+            measured[r.number]["nodes"],
+            -r.score,
+            r.params if r.params is not None else math.inf,
+        ),
+    )
+    d95 = measured[best.number]["latency_ms"]  # dense wins: faster at the p50, not at the budget's percentile
+    for r in within if is_dense(best) else ():
+        why = f"not {100 * (SAME_SPEED - 1):.0f}% faster than dense at the budget's percentile"
+        dropped[r.number] = None if r is best else f"{why} ({measured[r.number]['latency_ms']:.4f} vs {d95:.4f} ms)"
+    return best
+
+
 def pick_from_tier(
     tier: list[TrialRecord],
     measure: Remeasure,
@@ -150,19 +169,7 @@ def pick_from_tier(
     ]
     confirmed = bool(safe)
     within = safe or within
-    best = None
-    if within:
-        fastest = min(measured[r.number]["latency_ms"] for r in within)
-        quick = [r for r in within if measured[r.number]["latency_ms"] <= SAME_SPEED * fastest]
-        best = min(
-            quick,
-            key=lambda r: (
-                not is_dense(r),
-                measured[r.number]["nodes"],
-                -r.score,
-                r.params if r.params is not None else math.inf,
-            ),
-        )
+    best = _fastest(within, measured, is_dense, dropped) if within else None
     rows = [
         dict(
             measured[r.number],

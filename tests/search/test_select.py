@@ -389,3 +389,18 @@ def test_a_bimodal_p50_neither_refuses_a_budget_nor_picks_the_plan():
         choice = choose_finalist(recs, 0.005, remeasure, latency_budget=0.115)
         picked.append((choice.decision["shipped"], choice.record.number if choice.record else None))
     assert picked == [("plan", 2), ("plan", 2)]  # the faster at p95 (within 3 %: fewer nodes), both times
+
+
+def test_a_plan_faster_than_dense_at_the_p50_but_not_at_the_p95_loses_to_dense_and_says_why():
+    # CI at b601af9 (test_ship_fastest): dense shipped while a plan's row said nothing dropped it; the
+    # tie among the equally fast is taken at the budget's percentile, where the plan was not faster.
+    plan = _rec(1, 0.95, 0.09)
+
+    def remeasure(r):
+        p50 = 0.10 if r.number == DENSE_NUMBER else 0.09
+        return {"latency_p50_ms": p50, "latency_ms": 0.12, "nodes": 3 if r.number == DENSE_NUMBER else 4}
+
+    choice = select([plan], _baseline(), LOOSE, 0.005, remeasure)
+    assert choice.record is None and choice.decision["reason"] == "dense-not-beaten"
+    row = next(f for f in choice.finalists if f["trial"] == 1)
+    assert row["dropped"].startswith("not 3% faster than dense at the budget's percentile")

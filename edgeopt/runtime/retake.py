@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from edgeopt.runtime import gate as gate_mod  # gate_mod.gate looked up per call: the tests replay measurements
+from edgeopt.runtime.checks import combine
 
 RETAKES = 3  # measurements at most, while other work disturbs one whose latency did not pass
 # A measurement whose p50 is this much over the model's own earlier one was slowed whole by other work: a
@@ -122,8 +123,6 @@ def undecided(g: Any, expected: Expected | None) -> Any:
     frontier: finalist p95 0.0193 ms against 0.0352; three release windows with 9.4 % stalls or the p50 1.6x
     the finalist's, FAIL at 0.0404 ms; the same file timed side by side after: p95 0.0206 ms.) Without an
     earlier measurement within the budget, the least disturbed try decides, as before."""
-    from edgeopt.runtime.checks import combine
-
     if expected is None or expected.at_ms is None:
         return g
     at = expected.at_ms

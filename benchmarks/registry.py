@@ -159,6 +159,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick={"min_time": 0.2},
     ),
     Benchmark(
+        "host_drift_common_mode",
+        "Does this host's speed move for every model alike, so that a reference micro-model timed beside a "
+        "measurement could take the window out of a prediction?",
+        "benchmarks.host_drift_common_mode",
+        params={"rounds": 60, "stretch": 5, "block_s": 0.03},
+        quick={"rounds": 6, "stretch": 2},
+        length="~1 min",
+    ),
+    Benchmark(
         "predictor_error_across_hosts",
         "Does a target's predicted latency depend on which host predicts it (goal: hosts agree within 10 %)?",
         "benchmarks.predictor_error_across_hosts",

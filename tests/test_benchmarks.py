@@ -153,3 +153,17 @@ def test_the_stability_benchmark_says_how_far_down_the_shipped_plan_was_and_its_
     ]
     assert shipped_finalist(finalists) == {"pt_below_best": 10.45, "p95_over_p50": 1.693}
     assert shipped_finalist([dict(f, shipped=False) for f in finalists]) is None  # refused: nothing shipped
+
+
+def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():
+    from benchmarks.host_drift_common_mode import spread, summarize
+
+    # a host whose speed moves for both graphs alike (x1, x1.5, x1, x1.5 ...): the probe takes it out
+    common = [{"probe": 100.0 * f, "model": 40.0 * f} for f in (1, 1.5, 1, 1.5, 1.1, 1.4, 1, 1.5, 1, 1.5)]
+    model = next(x for x in summarize(common, ["probe"]) if x["graph"] == "model")
+    assert model["raw"] == pytest.approx(1.5) and model["by_probe"]["probe"] == pytest.approx(1.0) and model["shrunk"]
+    # the probe moving on its own: dividing by it adds its spread to the model's
+    apart = [{"probe": 100.0 * f, "model": 40.0} for f in (1, 1.5, 1, 1.5, 1.1, 1.4, 1, 1.5, 1, 1.5)]
+    model = next(x for x in summarize(apart, ["probe"]) if x["graph"] == "model")
+    assert model["raw"] == pytest.approx(1.0) and not model["shrunk"]
+    assert spread([1.0] * 9 + [3.0]) == 1.0  # p90 / p10: one stall is not the spread

@@ -52,6 +52,17 @@ class FineTune:
     epochs: int
     fell_back: bool
     note: str
+    cut_from: int | None = None  # the fine-tune's epochs before ``--time-budget`` cut them (None: not cut)
+    cut_to: int | None = None  # ... and after
+
+    def cut_note(self) -> str | None:
+        """One sentence when the time budget cut the fine-tune short, else None."""
+        if not self.cut_from or not self.cut_to:
+            return None
+        return (
+            f"the time budget cut the final fine-tune to {self.cut_to} of its {self.cut_from} epochs "
+            f"(a longer --time-budget fine-tunes for all {self.cut_from})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,8 +177,9 @@ def report(ft: FineTune, metric: str) -> None:
         f"(best epoch {ft.best_epoch} of {ft.epochs}{'; fell back to the trial' if ft.fell_back else ''})"
     )
     short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
-    if ft.fell_back or short:  # what shipped is not the fine-tune, or is below the trial: said, with why
-        log.warning("%s: %s", line, ft.note)
+    cut = ft.cut_note()
+    if ft.fell_back or short or cut:  # not the fine-tune, below the trial, or cut short: said, with why
+        log.warning("%s: %s", line, "; ".join(x for x in (ft.note if ft.fell_back or short else "", cut) if x))
     else:
         log.info("%s", line)
 

@@ -141,7 +141,15 @@ def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:
     if choice.decision.get("shipped") == "refused":
         _refuse_after_search(config.out, choice, target, recs, time.perf_counter() - t_start)
     final = _final_config(config, recs, t_start)
-    shipped = ship(inputs.teacher, choice.record, task, target, final, measured_before=choice.decision)
+    shipped = ship(
+        inputs.teacher,
+        choice.record,
+        task,
+        target,
+        final,
+        measured_before=choice.decision,
+        planned_epochs=config.final_epochs,
+    )
     state = compile_state(
         inputs,
         config,

@@ -149,11 +149,17 @@ class _Stager:
 
 
 def _hold_to_trial(
-    teacher: Any, chosen: TrialRecord | None, tuned: Any, stage: _Stager, config: CompileConfig
+    teacher: Any,
+    chosen: TrialRecord | None,
+    tuned: Any,
+    stage: _Stager,
+    config: CompileConfig,
+    planned_epochs: int | None = None,
 ) -> tuple[Path, Any, Any]:
     """The file to ship, its student and the ``FineTune`` record (None without a selected trial): the
     fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student, trained
-    again, scores higher on val."""
+    again, scores higher on val. ``planned_epochs``: the fine-tune's epochs before the time budget cut
+    them to ``config.final_epochs`` (said in the record when it did)."""
     from edgeopt.pipeline import finetune as ft
 
     path, score = stage(tuned.student, "tuned")
@@ -161,6 +167,7 @@ def _hold_to_trial(
         return path, tuned.student, None
     task, tol, metric = stage.task, ft.tolerance(config), stage.task.metric_name
     trial_score, fell_back = chosen.score, False
+    cut = bool(tuned.history) and planned_epochs is not None and planned_epochs > config.final_epochs
     note = ft.verdict_note(chosen.number, trial_score, score, tol, metric)
     if trial_score is not None and score < trial_score - tol:
         log.info("the fine-tuned artifact is below trial %d on val: training the trial's student again", chosen.number)
@@ -179,6 +186,8 @@ def _hold_to_trial(
         epochs=len(tuned.history),
         fell_back=fell_back,
         note=note,
+        cut_from=planned_epochs if cut else None,
+        cut_to=config.final_epochs if cut else None,
     )
     ft.report(record, metric)
     return path, tuned.student, record
@@ -191,11 +200,13 @@ def ship(
     target: Any,
     config: CompileConfig,
     measured_before: dict[str, Any] | None = None,
+    planned_epochs: int | None = None,
 ) -> Shipped:
     """Fine-tune the chosen plan (none: the input model), held to the trial's validation score; export,
     quantize, measure, gate; write ``model.onnx``. Its figures are counted from the file itself.
     ``measured_before``: the plan's finalist re-measurement (``latency_p50_ms``, ``latency_ms`` at the
-    budget's percentile), which a release measurement disturbed by other work is held against."""
+    budget's percentile), which a release measurement disturbed by other work is held against.
+    ``planned_epochs``: ``final_epochs`` before the time budget cut it (``loop._final_config``)."""
     from edgeopt.pipeline.finetune import fine_tune
 
     plan = dict(chosen.plan) if chosen is not None else {}
@@ -205,7 +216,7 @@ def ship(
     model_path = config.out / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
         stage = _Stager(task, dtype, _metadata(plan, dtype, task, target), Path(tmp), timings, plan)
-        staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config)
+        staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config, planned_epochs)
         t0 = time.perf_counter()
         measured = measure_artifact(
             staged,

@@ -189,7 +189,8 @@ def build(study: Any, state: dict[str, Any], graph: dict[str, Any] | None = None
         "target": state["target"],
         "task": state["task"],
         "baseline": state["baseline"],
-        "best": state["best"],
+        # the fine-tune record (compile.json keeps it beside ``best``): the trial's and the artifact's val scores
+        "best": dict(state["best"], finetune=state.get("finetune")) if state["best"] else state["best"],
         "search": _search_summary(study, state, trials),
         "space": state.get("space"),
         "trials": trials,

@@ -186,6 +186,11 @@ def test_the_fine_tune_is_shown_beside_the_selected_trial():
     (line,) = _md_finetune({"finetune": fell})
     assert "The final fine-tune was discarded and the trial's own weights ship: the fine-tune reached 0.6786" in line
     assert _md_finetune({}) == []
+    (line,) = _md_finetune({"finetune": dict(FINETUNE, epochs=12, cut_from=80, cut_to=12)})
+    assert line.endswith(
+        "The time budget cut the final fine-tune to 12 of its 80 epochs: "
+        "a longer `--time-budget` fine-tunes for all 80."
+    )
 
 
 def test_the_bundled_example_states_its_exact_parameter_count():

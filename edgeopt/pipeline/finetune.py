@@ -55,15 +55,6 @@ class FineTune:
     cut_from: int | None = None  # the fine-tune's epochs before ``--time-budget`` cut them (None: not cut)
     cut_to: int | None = None  # ... and after
 
-    def cut_note(self) -> str | None:
-        """One sentence when the time budget cut the fine-tune short, else None."""
-        if not self.cut_from or not self.cut_to:
-            return None
-        return (
-            f"the time budget cut the final fine-tune to {self.cut_to} of its {self.cut_from} epochs "
-            f"(a longer --time-budget fine-tunes for all {self.cut_from})"
-        )
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -72,6 +63,17 @@ def tolerance(config: CompileConfig) -> float:
     """How far below the selected trial's validation score the artifact may land: the selection's own
     ``f1_tolerance`` (0.5 pt), the margin within which it already calls two scores equal."""
     return float(config.f1_tolerance)
+
+
+def cut_note(ft: dict[str, Any]) -> str | None:
+    """The sentence, for the console and the report, when the time budget cut the fine-tune short (``ft``:
+    a :class:`FineTune`'s ``to_dict``), else None."""
+    if not ft.get("cut_from") or not ft.get("cut_to"):
+        return None
+    return (
+        f"the time budget cut the final fine-tune to {ft['cut_to']} of its {ft['cut_from']} epochs: "
+        f"a longer --time-budget fine-tunes for all {ft['cut_from']}"
+    )
 
 
 def distill_student(student: Any, teacher: Any, task: Any, config: CompileConfig, epochs: int, **options: Any) -> None:
@@ -177,11 +179,22 @@ def report(ft: FineTune, metric: str) -> None:
         f"(best epoch {ft.best_epoch} of {ft.epochs}{'; fell back to the trial' if ft.fell_back else ''})"
     )
     short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
-    cut = ft.cut_note()
-    if ft.fell_back or short or cut:  # not the fine-tune, below the trial, or cut short: said, with why
-        log.warning("%s: %s", line, "; ".join(x for x in (ft.note if ft.fell_back or short else "", cut) if x))
+    why = [ft.note] if ft.fell_back or short else []
+    why += [c for c in (cut_note(ft.to_dict()),) if c]
+    if why:  # not the fine-tune, below the trial, or cut short: said, with why
+        log.warning("%s: %s", line, "; ".join(why))
     else:
         log.info("%s", line)
 
 
-__all__ = ["FineTune", "Tuned", "fallback_note", "fine_tune", "report", "retrain_trial", "tolerance", "verdict_note"]
+__all__ = [
+    "FineTune",
+    "Tuned",
+    "cut_note",
+    "fallback_note",
+    "fine_tune",
+    "report",
+    "retrain_trial",
+    "tolerance",
+    "verdict_note",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeopt.pipeline.finetune import cut_note
 from edgeopt.report._text import Table, change, trial_ref
 from edgeopt.report.tables import (
     additivity_rows,
@@ -142,11 +143,9 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
     if ft.get("fell_back"):
         why = ft.get("note") or f"it scored more than {ft.get('tolerance_pt')} pt below the trial"
         line += f" The final fine-tune was discarded and the trial's own weights ship: {why.rstrip('.')}."
-    if ft.get("cut_from") and ft.get("cut_to"):
-        line += (
-            f" The time budget cut the final fine-tune to {ft['cut_to']} of its {ft['cut_from']} epochs: "
-            f"a longer `--time-budget` fine-tunes for all {ft['cut_from']}."
-        )
+    cut = cut_note(ft)
+    if cut:
+        line += f" {cut[0].upper()}{cut[1:]}."
     return [line]
 
 

@@ -188,8 +188,7 @@ def test_the_fine_tune_is_shown_beside_the_selected_trial():
     assert _md_finetune({}) == []
     (line,) = _md_finetune({"finetune": dict(FINETUNE, epochs=12, cut_from=80, cut_to=12)})
     assert line.endswith(
-        "The time budget cut the final fine-tune to 12 of its 80 epochs: "
-        "a longer `--time-budget` fine-tunes for all 80."
+        "The time budget cut the final fine-tune to 12 of its 80 epochs: a longer --time-budget fine-tunes for all 80."
     )
 
 

@@ -47,7 +47,7 @@ def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, m
     assert any("the final fine-tune runs" in m for m in messages) or res.best_plan == {}
     ft = res.report["best"].get("finetune")  # the fine-tune record reaches the report (it did not before)
     assert ft is not None or res.best_plan == {}
-    if ft and not ft["fell_back"]:  # the cut is said where a user reads it
-        assert ft["cut_from"] == 2000 and 0 < ft["cut_to"] < 2000 and ft["epochs"] <= ft["cut_to"]
+    if ft:  # the cut is said where a user reads it, whether the fine-tune or the trial's student shipped
+        assert ft["cut_from"] == 2000 and 0 < ft["cut_to"] < 2000 and ft["epochs"] <= max(ft["cut_to"], 3)
         assert any("the time budget cut the final fine-tune" in m for m in messages)
         assert "The time budget cut the final fine-tune" in (tmp_path / "run" / "report.md").read_text()

@@ -65,3 +65,66 @@ def test_an_int8_plan_that_runs_faster_stays_the_fit(monkeypatch):
     assert "fastest_int8" not in tables.additivity["graphs"]
     assert tables.additivity["graphs"]["fastest_fp32"]["measured_ms"] == 0.15
     assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.08, abs=1e-9)
+
+
+def _fp32_fastest_tables():
+    """int8 rungs priced above the pruned fp32 ones, as isolated layers with their own Q/DQ (vit here)."""
+    from edgeopt.search.allocation.tables import Candidate, Tables
+
+    rows = {
+        name: [
+            Candidate("dense", {}, 1000, 0.10, 0.0),
+            Candidate("int8", I8, 1000, 0.08, 0.1),
+            Candidate("prune 8", {"format": "prune", "rank": 8}, 500, 0.06, 0.5),
+        ]
+        for name in ("fc1", "fc2")
+    }
+    return Tables(rows, 0.25, 0.05, 0.0)
+
+
+def _fit_fp32_fastest(monkeypatch, whole_int8_ms):
+    from edgeopt.search.allocation import additivity
+
+    plans = {}
+    measured = {"dense": 0.25, "fastest": 0.17, "middle": 0.21, "whole_int8": whole_int8_ms}
+
+    def graphs_ms(teacher, asked, ctx):
+        plans.update(asked)
+        return {name: measured[name] for name in asked}
+
+    monkeypatch.setattr(additivity, "graphs_ms", graphs_ms)
+    tables = _fp32_fastest_tables()
+    additivity.fit_additivity(tables, None, {"int8": True})
+    return tables, plans
+
+
+def test_int8_rungs_are_priced_through_a_whole_int8_graph_that_runs_faster_than_the_table(monkeypatch):
+    from edgeopt.search.allocation.knapsack import allocate
+
+    tables, plans = _fit_fp32_fastest(monkeypatch, 0.10)
+    assert plans["fastest"] == {"fc1": {"format": "prune", "rank": 8}, "fc2": {"format": "prune", "rank": 8}}
+    assert plans["whole_int8"] == {"fc1": I8, "fc2": I8}  # measured: the table's fastest plan is fp32
+    record = tables.additivity["graphs"]["whole_int8"]
+    assert record["measured_ms"] == 0.10 and record["credit_factor"] < 0.5
+    # the table now gives the whole int8 graph as measured, and the fp32 fit is untouched
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.10, abs=1e-9)
+    assert tables.latency_of(plans["fastest"]) == pytest.approx(0.17, abs=1e-9)
+    assert "int8 rungs scaled by" in tables.notes[-1]
+    # under a budget only the int8 plan meets, the knapsack takes int8 rungs (before: no plan fitted)
+    alloc = allocate(tables, latency_ms=0.12, max_params=None)
+    assert alloc.feasible and set(map(str, tables.plan_of(alloc.choice).values())) == {str(I8)}
+
+
+def test_a_whole_int8_graph_slower_than_the_table_charges_the_int8_rungs(monkeypatch):
+    tables, _ = _fit_fp32_fastest(monkeypatch, 0.40)
+    record = tables.additivity["graphs"]["whole_int8"]
+    assert record["charge_ms"] > 0 and "credit_factor" not in record
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.40, abs=1e-9)
+
+
+def test_a_credit_never_prices_an_int8_rung_below_its_floor(monkeypatch):
+    from edgeopt.search.allocation.additivity import INT8_CREDIT_FLOOR
+
+    tables, _ = _fit_fp32_fastest(monkeypatch, 0.01)  # faster than the rest alone: the layers' share is unknown
+    assert tables.additivity["graphs"]["whole_int8"]["credit_factor"] == INT8_CREDIT_FLOOR
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) > 0.01

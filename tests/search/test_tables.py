@@ -61,14 +61,17 @@ def test_additivity_fit_reproduces_the_two_measured_graphs_and_reports_a_held_ou
     )
     # and when the fastest (int8) plan measured slower than it, the fit went through the fp32 one instead
     slower_int8 = "fastest_int8" in a["graphs"]
-    assert set(a["graphs"]) == {"dense", "fastest", "middle"} | extra | ({"fastest_int8"} if slower_int8 else set())
-    assert a["held_out"] == "middle" and (not slower_int8 or extra)
+    # and when it went through an fp32 plan otherwise, the int8 rungs were priced through a whole int8 graph
+    repriced = "whole_int8" in a["graphs"]
+    more = ({"fastest_int8"} if slower_int8 else set()) | ({"whole_int8"} if repriced else set())
+    assert set(a["graphs"]) == {"dense", "fastest", "middle"} | extra | more
+    assert a["held_out"] == "middle" and (not slower_int8 or extra) and not (slower_int8 and repriced)
     assert 0.25 <= a["scale"] <= 4.0 and a["rest_ms"] >= 0
     for name, g in a["graphs"].items():
         assert g["measured_ms"] > 0 and math.isfinite(g["error_pct"]), (name, g)
     fastest = (
         fastest_fp32(tables)
-        if slower_int8
+        if slower_int8 or repriced
         else {n: min(range(len(c)), key=lambda i: c[i].latency_ms) for n, c in tables.layers.items()}
     )
     predicted = tables.rest_ms + sum(tables.layers[n][i].latency_ms for n, i in fastest.items())

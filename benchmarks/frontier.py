@@ -80,9 +80,13 @@ def alternatives(task: Any, out: Path, ratios: list[float], epochs: int) -> list
 
 
 def compile_edgeopt(task: Any, budget_ms: float, seed: int, out: Path, args: SimpleNamespace) -> dict[str, Any]:
-    """``edgeopt.compile`` with its defaults but for the benchmark's overrides; a refusal is a row too."""
+    """``edgeopt.compile`` with its defaults but for the benchmark's overrides; a refusal is a row too. A
+    folder left by an earlier run is removed first: compile would resume its study and reuse its tables."""
+    import shutil
+
     import edgeopt
 
+    shutil.rmtree(out, ignore_errors=True)
     kwargs: dict[str, Any] = {"out": out, "seed": seed, "budget": {"latency_ms": budget_ms}, "progress": False}
     for key in ("trials", "trial_epochs", "final_epochs", "time_budget_s"):
         if getattr(args, key) is not None:

@@ -95,3 +95,21 @@ def test_bad_parameters_name_the_field():
     for key, bad in (("models", "nope"), ("fractions", "1/0"), ("ratios", "1.5"), ("seeds", "x")):
         with pytest.raises(ValueError, match=f"frontier: {key}:"):
             frontier.parameters(SimpleNamespace(**{**ok, key: bad}))
+
+
+def test_a_compile_starts_in_an_empty_folder(tmp_path, monkeypatch):
+    """A work folder left by an earlier run holds a study and tables that compile would resume and reuse."""
+    edgeopt = pytest.importorskip("edgeopt")
+    out = tmp_path / "edgeopt-0.500-s0"
+    out.mkdir()
+    (out / "study.db").write_bytes(b"an earlier run's study")
+    seen = []
+
+    def fake_compile(task, target, **kwargs):
+        seen.append(sorted(p.name for p in kwargs["out"].iterdir()) if kwargs["out"].exists() else None)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(edgeopt, "compile", fake_compile)
+    args = SimpleNamespace(trials=None, trial_epochs=None, final_epochs=None, time_budget_s=None)
+    row = frontier.compile_edgeopt(object(), 0.1, 0, out, args)
+    assert seen == [None] and "stop here" in row["error"]

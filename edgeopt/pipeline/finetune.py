@@ -30,11 +30,17 @@ class Tuned:
     student: Any
     timings: dict[str, float] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
+    continued: bool = False  # trained on from the selected trial's weights, not from the teacher
+
+    start_score: float | None = None  # continued: the trial's weights' val score before the first epoch
 
     @property
     def best_epoch(self) -> int:
-        """The epoch (from 1) whose weights the student ends with; 0 when it was not trained."""
-        return 1 + self.history.index(max(self.history)) if self.history else 0
+        """The epoch (from 1) whose weights the student ends with; 0 when it was not trained, or when no
+        epoch beat the trial's weights it continued from."""
+        if not self.history or (self.start_score is not None and self.start_score >= max(self.history)):
+            return 0
+        return 1 + self.history.index(max(self.history))
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class FineTune:
     note: str
     cut_from: int | None = None  # the fine-tune's epochs before ``--time-budget`` cut them (None: not cut)
     cut_to: int | None = None  # ... and after
+    continued: bool = False  # the fine-tune started from the trial's kept weights, not from the teacher
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +77,9 @@ def cut_note(ft: dict[str, Any]) -> str | None:
     a :class:`FineTune`'s ``to_dict``), else None."""
     if not ft.get("cut_from") or not ft.get("cut_to"):
         return None
+    after = ", continued from the selected trial's weights" if ft.get("continued") else ""
     return (
-        f"the time budget cut the final fine-tune to {ft['cut_to']} of its {ft['cut_from']} epochs: "
+        f"the time budget cut the final fine-tune to {ft['cut_to']} of its {ft['cut_from']} epochs{after}: "
         f"a longer --time-budget fine-tunes for all {ft['cut_from']}"
     )
 
@@ -96,9 +104,13 @@ def distill_student(student: Any, teacher: Any, task: Any, config: CompileConfig
     )
 
 
-def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
+def fine_tune(
+    teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig, start: dict[str, Any] | None = None
+) -> Tuned:
     """The plan's student, distilled for ``final_epochs`` with a cosine schedule, ending with its best
-    validation epoch's weights (the dense teacher, and a plan that changes no layer, as they are)."""
+    validation epoch's weights (the dense teacher, and a plan that changes no layer, as they are).
+    ``start``: the selected trial's trained weights (:mod:`~edgeopt.pipeline.students`) to continue from
+    instead of the teacher's decomposition."""
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.formats import DEFAULT_FORMAT
 
@@ -106,7 +118,11 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
     tuned = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
     tuned.timings["decompose"] = time.perf_counter() - t0
     if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
-        log.info("fine-tuning the chosen plan for up to %d epochs", config.final_epochs)
+        if start is not None:
+            tuned.student.load_state_dict(start)
+            tuned.continued, tuned.start_score = True, _val_score(tuned.student, task)
+        how = "from the selected trial's weights" if start is not None else "from the teacher"
+        log.info("fine-tuning the chosen plan for up to %d epochs, %s", config.final_epochs, how)
         t0 = time.perf_counter()
         # Every epoch runs (the cosine schedule's whole length); the best validation epoch's weights are
         # kept, so the fine-tune cannot end below a score it reached.
@@ -122,17 +138,33 @@ def fine_tune(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConf
             callback=lambda _epoch, score: tuned.history.append(float(score)),
         )
         tuned.timings["distill"] = time.perf_counter() - t0
+        if tuned.continued and tuned.best_epoch == 0:  # no epoch beat where it started: the trial's weights stay
+            tuned.student.load_state_dict(start)
     tuned.student.eval()
     return tuned
 
 
-def retrain_trial(teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig) -> Tuned:
-    """The selected trial's student again: trained as the objective trains a trial (``trial_epochs``, the
-    compile's seed, early stopping on validation, best weights), which on the CPU gives its weights back."""
+def _val_score(student: Any, task: Any) -> float:
+    from edgeopt.compiler.train import evaluate
+
+    return float(evaluate(student, (task.X_val, task.y_val), task.metric).score)
+
+
+def retrain_trial(
+    teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig, kept: dict[str, Any] | None = None
+) -> Tuned:
+    """The selected trial's student again: its ``kept`` weights (:mod:`~edgeopt.pipeline.students`) when
+    there are some, else trained as the objective trains a trial (``trial_epochs``, the compile's seed, early
+    stopping on validation, best weights), which need not give its weights back (a MobileNetV3 here: val
+    0.8783 against the trial's 0.8862)."""
     from edgeopt.compiler.decompose import decompose
 
     t0 = time.perf_counter()
     again = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
+    if kept is not None:
+        again.student.load_state_dict(kept)
+        again.student.eval()
+        return again
     distill_student(
         again.student,
         teacher,
@@ -158,17 +190,31 @@ def verdict_note(trial: int, trial_score: float | None, tuned: float, tol: float
 
 
 def fallback_note(
-    trial: int, trial_score: float, tuned: float, again: float, config: CompileConfig, metric: str
+    trial: int, trial_score: float, tuned: float, again: float, config: CompileConfig, metric: str, kept: bool = False
 ) -> str:
-    """The note after the trial's student was trained again: which of the two files ships, and why."""
+    """The note after the trial's student was trained again (``kept``: taken as the trial left it): which of
+    the two files ships, and why."""
     below = (
         f"the fine-tuned artifact's val {metric} {tuned:.4f} was {(trial_score - tuned) * 100:.2f} pt below "
         f"trial {trial}'s {trial_score:.4f}"
     )
-    retrained = f"trial {trial}'s student trained again ({config.trial_epochs} epochs, seed {config.seed})"
+    retrained = (
+        f"trial {trial}'s student as the trial trained it"
+        if kept
+        else f"trial {trial}'s student trained again ({config.trial_epochs} epochs, seed {config.seed})"
+    )
     if again >= tuned:
         return f"{below}; shipped {retrained}: val {metric} {again:.4f}"
     return f"{below}; {retrained} scored {again:.4f}, lower: the fine-tuned one ships"
+
+
+def epochs_text(ft: dict[str, Any]) -> str:
+    """Which weights shipped, for the console and the report (``ft``: a :class:`FineTune`'s ``to_dict``)."""
+    if not ft.get("best_epoch"):
+        if ft.get("fell_back"):
+            return "the trial's weights as it trained them"
+        return "no epoch beat the trial's weights it continued from" if ft.get("continued") else "not trained"
+    return f"best epoch {ft['best_epoch']} of {ft['epochs']}"
 
 
 def report(ft: FineTune, metric: str) -> None:
@@ -176,7 +222,7 @@ def report(ft: FineTune, metric: str) -> None:
     trial = "unscored" if ft.trial_val_score is None else f"{ft.trial_val_score:.4f}"
     line = (
         f"final fine-tune: trial {ft.selected_trial} val {metric} {trial}, artifact {ft.artifact_val_score:.4f} "
-        f"(best epoch {ft.best_epoch} of {ft.epochs}{'; fell back to the trial' if ft.fell_back else ''})"
+        f"({epochs_text(ft.to_dict())}{'; fell back to the trial' if ft.fell_back else ''})"
     )
     short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
     why = [ft.note] if ft.fell_back or short else []
@@ -191,6 +237,7 @@ __all__ = [
     "FineTune",
     "Tuned",
     "cut_note",
+    "epochs_text",
     "fallback_note",
     "fine_tune",
     "report",

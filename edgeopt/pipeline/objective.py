@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from edgeopt.pipeline import students
 from edgeopt.pipeline.config import PROVENANCE_BYTES, CompileConfig
 from edgeopt.pipeline.prepare import SearchInputs
 from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
@@ -139,6 +140,8 @@ class Objective:
             return self._screened_out(record, m.latency_ms)
         record.val = self._distill(trial, record, student)
         alternatives.keep(trial, student, record.dtype.value, inputs.task, self.config.out)
+        if students.keeps(self.config.out, self.config.search_only):  # the final fine-tune may go on from it
+            students.keep(self.config.out, trial.number, record.plan, student)
         record.status = Status.TRAINED
         record.constraints = Constraints.measure(
             self.budget,

@@ -155,11 +155,12 @@ def _hold_to_trial(
     stage: _Stager,
     config: CompileConfig,
     planned_epochs: int | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> tuple[Path, Any, Any]:
     """The file to ship, its student and the ``FineTune`` record (None without a selected trial): the
-    fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student, trained
-    again, scores higher on val. ``planned_epochs``: the fine-tune's epochs before the time budget cut
-    them to ``config.final_epochs`` (said in the record when it did)."""
+    fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student (``kept``:
+    its weights as the trial left them; else trained again) scores higher on val. ``planned_epochs``: the
+    fine-tune's epochs before the time budget cut them to ``config.final_epochs`` (said when it did)."""
     from edgeopt.pipeline import finetune as ft
 
     path, score = stage(tuned.student, "tuned")
@@ -168,13 +169,15 @@ def _hold_to_trial(
     task, tol, metric = stage.task, ft.tolerance(config), stage.task.metric_name
     trial_score, fell_back = chosen.score, False
     cut = bool(tuned.history) and planned_epochs is not None and planned_epochs > config.final_epochs
+    continued = tuned.continued
     note = ft.verdict_note(chosen.number, trial_score, score, tol, metric)
     if trial_score is not None and score < trial_score - tol:
-        log.info("the fine-tuned artifact is below trial %d on val: training the trial's student again", chosen.number)
-        again = ft.retrain_trial(teacher, dict(chosen.plan), task, config)
+        how = "taking the trial's kept student" if kept is not None else "training the trial's student again"
+        log.info("the fine-tuned artifact is below trial %d on val: %s", chosen.number, how)
+        again = ft.retrain_trial(teacher, dict(chosen.plan), task, config, kept)
         stage.timings.update(again.timings)
         again_path, again_score = stage(again.student, "trial")
-        note = ft.fallback_note(chosen.number, trial_score, score, again_score, config, metric)
+        note = ft.fallback_note(chosen.number, trial_score, score, again_score, config, metric, kept is not None)
         if again_score >= score:
             path, tuned, score, fell_back = again_path, again, again_score, True
     record = ft.FineTune(
@@ -183,11 +186,12 @@ def _hold_to_trial(
         artifact_val_score=score,
         tolerance_pt=round(tol * 100, 6),
         best_epoch=tuned.best_epoch,
-        epochs=len(tuned.history),
+        epochs=len(tuned.history) or (config.trial_epochs if fell_back else 0),
         fell_back=fell_back,
         note=note,
         cut_from=planned_epochs if cut else None,
         cut_to=config.final_epochs if cut else None,
+        continued=continued,
     )
     ft.report(record, metric)
     return path, tuned.student, record
@@ -207,16 +211,20 @@ def ship(
     ``measured_before``: the plan's finalist re-measurement (``latency_p50_ms``, ``latency_ms`` at the
     budget's percentile), which a release measurement disturbed by other work is held against.
     ``planned_epochs``: ``final_epochs`` before the time budget cut it (``loop._final_config``)."""
+    from edgeopt.pipeline import students
     from edgeopt.pipeline.finetune import fine_tune
 
     plan = dict(chosen.plan) if chosen is not None else {}
     dtype = chosen.dtype if chosen is not None else DType.FP32
-    tuned = fine_tune(teacher, plan, task, config)
+    kept = students.load(config.out, chosen.number, plan) if chosen is not None and plan else None
+    # cut by the time budget, the fine-tune goes on from the trial's weights rather than start again short
+    cut = planned_epochs is not None and planned_epochs > config.final_epochs
+    tuned = fine_tune(teacher, plan, task, config, start=kept if cut else None)
     timings = tuned.timings
     model_path = config.out / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgeopt-final-", dir=config.out) as tmp:
         stage = _Stager(task, dtype, _metadata(plan, dtype, task, target), Path(tmp), timings, plan)
-        staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config, planned_epochs)
+        staged, student, record = _hold_to_trial(teacher, chosen, tuned, stage, config, planned_epochs, kept)
         t0 = time.perf_counter()
         measured = measure_artifact(
             staged,
@@ -229,6 +237,7 @@ def ship(
         cost = artifact_cost(teacher, student, plan, staged, task.example_input)
         with atomic_path(model_path) as dest:  # the artifact appears whole or not at all
             staged.replace(dest)
+    students.clear(config.out)
     return Shipped(
         plan=plan,
         dtype=dtype,

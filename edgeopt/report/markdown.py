@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeopt.pipeline.finetune import cut_note
+from edgeopt.pipeline.finetune import cut_note, epochs_text
 from edgeopt.report._text import Table, change, trial_ref
 from edgeopt.report.tables import (
     additivity_rows,
@@ -138,7 +138,7 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
         return []
     line = (
         f"Validation score: trial {trial_ref(ft.get('selected_trial'))} {ft['trial_val_score']:.4f}, "
-        f"artifact {ft['artifact_val_score']:.4f} (best epoch {ft.get('best_epoch')} of {ft.get('epochs')})."
+        f"artifact {ft['artifact_val_score']:.4f} ({epochs_text(ft)})."
     )
     if ft.get("fell_back"):
         why = ft.get("note") or f"it scored more than {ft.get('tolerance_pt')} pt below the trial"

@@ -73,3 +73,56 @@ def test_the_input_model_shipped_has_no_trial_to_hold_to(small_mlp_task, tmp_pat
         small_mlp_task.model, None, small_mlp_task, Target.load("host"), CompileConfig(out=tmp_path, final_bench=QUICK)
     )
     assert shipped.finetune is None
+
+
+def _trained(task, config):
+    """A trial's student as the objective leaves it (trained for ``trial_epochs``) and its val score."""
+    student = retrain_trial(task.model, PLAN, task, config).student
+    return student, _val(student, task)
+
+
+def test_a_kept_student_is_found_for_its_plan_only_and_cleared(small_mlp_task, tmp_path):
+    from edgeopt.pipeline import students
+
+    student, _ = _trained(small_mlp_task, CompileConfig(trial_epochs=1))
+    students.keep(tmp_path / "workers" / "w1", 7, PLAN, student)  # a local worker's trial
+    kept = students.load(tmp_path, 7, PLAN)
+    assert kept is not None and all(torch.equal(kept[k], v) for k, v in student.state_dict().items())
+    assert students.load(tmp_path, 7, {"2": {"format": "lowrank", "rank": 3}}) is None  # another plan, same number
+    assert students.load(tmp_path, 8, PLAN) is None
+    assert students.keeps(tmp_path / "workers" / "w1", search_only=True)
+    assert not students.keeps(tmp_path / "elsewhere", search_only=True) and students.keeps(tmp_path, False)
+    students.clear(tmp_path)
+    assert students.load(tmp_path, 7, PLAN) is None and not (tmp_path / "workers" / "w1" / students.DIR).exists()
+
+
+def test_a_fall_back_ships_the_kept_student_as_the_trial_trained_it(small_mlp_task, tmp_path):
+    from edgeopt.pipeline import students
+
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=1, trial_epochs=10)
+    student, trial_score = _trained(small_mlp_task, config)
+    students.keep(tmp_path, 5, PLAN, student)
+    chosen = TrialRecord(number=5, status=Status.TRAINED, plan=PLAN, val={"score": trial_score})
+    shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
+    ft = shipped.finetune
+    assert ft["fell_back"] and "as the trial trained it" in ft["note"] and "retrain" not in shipped.timings
+    assert ft["artifact_val_score"] == pytest.approx(trial_score, abs=0.005) and ft["epochs"] == 10
+    assert not (tmp_path / students.DIR).exists()  # the output folder holds what ships
+
+
+def test_a_fine_tune_cut_by_the_time_budget_goes_on_from_the_trial(small_mlp_task, tmp_path, caplog):
+    from edgeopt.pipeline import students
+    from edgeopt.pipeline.finetune import cut_note
+
+    config = CompileConfig(out=tmp_path, final_bench=QUICK, final_epochs=1, trial_epochs=10)
+    student, trial_score = _trained(small_mlp_task, config)
+    students.keep(tmp_path, 5, PLAN, student)
+    from_scratch = _val(fine_tune(small_mlp_task.model, PLAN, small_mlp_task, config).student, small_mlp_task)
+    chosen = TrialRecord(number=5, status=Status.TRAINED, plan=PLAN, val={"score": trial_score})
+    shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config, planned_epochs=80)
+    ft = shipped.finetune
+    assert ft["continued"] and ft["cut_from"] == 80 and ft["cut_to"] == 1 and not ft["fell_back"]
+    # one epoch from the teacher is far below the trial; one more from the trial's weights is not
+    assert from_scratch < trial_score - 0.05
+    assert ft["artifact_val_score"] >= trial_score - ft["tolerance_pt"] / 100
+    assert "continued from the selected trial's weights" in cut_note(ft)

@@ -49,5 +49,7 @@ def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, m
     assert ft is not None or res.best_plan == {}
     if ft:  # the cut is said where a user reads it, whether the fine-tune or the trial's student shipped
         assert ft["cut_from"] == 2000 and 0 < ft["cut_to"] < 2000 and ft["epochs"] <= max(ft["cut_to"], 3)
+        assert ft["continued"]  # cut short, it went on from the trial's kept weights instead of starting again
         assert any("the time budget cut the final fine-tune" in m for m in messages)
         assert "The time budget cut the final fine-tune" in (tmp_path / "run" / "report.md").read_text()
+    assert not (tmp_path / "run" / ".students").exists()  # the kept students are gone once the artifact is written

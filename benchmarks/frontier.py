@@ -51,8 +51,10 @@ def _frac_text(f: float) -> str:
 
 
 # --------------------------------------------------------------------------- building the files
-def alternatives(task: Any, out: Path, ratios: list[float], epochs: int) -> list[dict[str, Any]]:
-    """Dense, its int8, and uniform torch-pruning at each ratio (distilled) fp32 and int8: (method, path)."""
+def alternatives(task: Any, out: Path, ratios: list[float], epochs: int, reuse: bool = False) -> list[dict[str, Any]]:
+    """Dense, its int8, and uniform torch-pruning at each ratio (distilled) fp32 and int8: (method, path).
+    ``reuse``: a ratio whose two files an earlier run left in ``out`` is not distilled again (``reused``:
+    what edgeopt's changes cannot move; their training is ``edgeopt_vs_baselines``', seeded)."""
     from benchmarks.edgeopt_vs_baselines import distill_and_export, torch_pruning_uniform
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.quantize import quantize_onnx
@@ -65,6 +67,10 @@ def alternatives(task: Any, out: Path, ratios: list[float], epochs: int) -> list
     for ratio in ratios:  # one ratio that torch-pruning or the quantizer cannot do is a row, not the end of the run
         t0 = time.perf_counter()
         fp32, int8 = {"method": f"uniform prune {ratio}"}, {"method": f"uniform prune {ratio} + int8"}
+        kept = out / f"prune-{ratio}.onnx", out / f"prune-{ratio}-int8.onnx"
+        if reuse and all(p.is_file() for p in kept):
+            files += [{**fp32, "path": kept[0], "reused": True}, {**int8, "path": kept[1], "reused": True}]
+            continue
         try:
             student = torch_pruning_uniform(task.model, task.example_input, ratio)
             fp32["path"] = distill_and_export(student, task, out / f"prune-{ratio}.onnx", epochs=epochs, seed=0)
@@ -213,7 +219,7 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     out = args.work / name
     out.mkdir(parents=True, exist_ok=True)
     epochs = args.final_epochs if args.final_epochs is not None else 80  # compile()'s final fine-tune default
-    alts = alternatives(task, out, args.ratios, epochs)
+    alts = alternatives(task, out, args.ratios, epochs, reuse=bool(getattr(args, "reuse_alternatives", 0)))
     # The budgets' dense p95 timed the way the cells are (a fresh torch-free process, rounds of blocks, beside
     # the alternatives' files). The cells' own dense p95 read 0.69-0.88x an in-process bench's beside torch
     # (5baed22, cnn1d) and 1.32-1.48x dense's timed alone in a fresh process (5d7052a, cnn1d).
@@ -223,7 +229,8 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     k, pts = decidable(n)
     res: dict[str, Any] = {"model": name, "metric": task.metric, "test_samples": n, "dense_p95_ms": dense_p95_ms}
     res |= {"commit": provenance().get("commit"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    res["parameters"] = {k: getattr(args, k) for k in ("fractions", "ratios", "seeds", "trials", "final_epochs")}
+    keys = ("fractions", "ratios", "seeds", "trials", "final_epochs", "reuse_alternatives")
+    res["parameters"] = {k: getattr(args, k, None) for k in keys}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
     for frac in args.fractions:
         res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out))

@@ -113,3 +113,33 @@ def test_a_compile_starts_in_an_empty_folder(tmp_path, monkeypatch):
     args = SimpleNamespace(trials=None, trial_epochs=None, final_epochs=None, time_budget_s=None)
     row = frontier.compile_edgeopt(object(), 0.1, 0, out, args)
     assert seen == [None] and "stop here" in row["error"]
+
+
+def test_reused_alternatives_are_not_distilled_again(tmp_path, monkeypatch):
+    """``reuse_alternatives``: the files an earlier run distilled (its training is seeded and not edgeopt's
+    to move) are taken as they are; a ratio without both files is distilled."""
+    pytest.importorskip("torch")
+    import benchmarks.edgeopt_vs_baselines as baselines
+    from edgeopt.compiler import export, quantize
+
+    monkeypatch.setattr(export, "export_onnx", lambda model, example, path, **kw: path.write_bytes(b"dense"))
+    monkeypatch.setattr(quantize, "quantize_onnx", lambda src, dst, **kw: dst.write_bytes(b"int8") and dst)
+    distilled = []
+    monkeypatch.setattr(baselines, "torch_pruning_uniform", lambda model, example, ratio: ratio)
+
+    def distill_and_export(student, task, path, **kw):
+        distilled.append(student)
+        path.write_bytes(b"pruned")
+        return path
+
+    monkeypatch.setattr(baselines, "distill_and_export", distill_and_export)
+    for name in ("prune-0.5.onnx", "prune-0.5-int8.onnx"):
+        (tmp_path / name).write_bytes(b"earlier")
+    task = SimpleNamespace(model=None, example_input=None, X_val=np.zeros((32, 2)), X_train=np.zeros((256, 2)))
+    rows = frontier.alternatives(task, tmp_path, [0.5, 0.8], epochs=80, reuse=True)
+    assert distilled == [0.8]  # 0.5 was left by the earlier run
+    by = {r["method"]: r for r in rows}
+    assert by["uniform prune 0.5"]["reused"] and by["uniform prune 0.5 + int8"]["reused"]
+    assert (tmp_path / "prune-0.5.onnx").read_bytes() == b"earlier" and "reused" not in by["uniform prune 0.8"]
+    frontier.alternatives(task, tmp_path, [0.5], epochs=80)  # without reuse every ratio is distilled
+    assert distilled == [0.8, 0.5]

@@ -128,3 +128,40 @@ def test_a_credit_never_prices_an_int8_rung_below_its_floor(monkeypatch):
     tables, _ = _fit_fp32_fastest(monkeypatch, 0.01)  # faster than the rest alone: the layers' share is unknown
     assert tables.additivity["graphs"]["whole_int8"]["credit_factor"] == INT8_CREDIT_FLOOR
     assert tables.latency_of({"fc1": I8, "fc2": I8}) > 0.01
+
+
+def test_int8_in_runs_is_priced_by_the_whole_int8_graph_though_a_mixed_plan_ran_slower(monkeypatch):
+    """vit here: a table's fastest plan of int8 layers among fp32 ones ran slower than the fastest fp32
+    plan, but every layer int8 ran faster than both; charged through the mixed plan, no plan took int8."""
+    from edgeopt.search.allocation import additivity
+    from edgeopt.search.allocation.tables import Candidate, Tables
+
+    prune = {"format": "prune", "rank": 8}
+
+    def rows():  # fresh candidates for each fit: a fit scales them in place
+        return {
+            "fc1": [Candidate("dense", {}, 1000, 0.10, 0.0), Candidate("int8", I8, 1000, 0.03, 0.1)]
+            + [Candidate("prune 8", prune, 500, 0.06, 0.5)],
+            "fc2": [Candidate("dense", {}, 1000, 0.10, 0.0), Candidate("int8", I8, 1000, 0.08, 0.1)]
+            + [Candidate("prune 8", prune, 500, 0.06, 0.5)],
+        }
+
+    measured = {"dense": 0.25, "fastest": 0.30, "fastest_fp32": 0.17, "middle": 0.21, "whole_int8": 0.12}
+    asked = {}
+
+    def graphs_ms(teacher, plans, ctx):
+        asked.update(plans)
+        return {name: measured[name] for name in plans}
+
+    monkeypatch.setattr(additivity, "graphs_ms", graphs_ms)
+    tables = Tables(rows(), 0.25, 0.05, 0.0)
+    additivity.fit_additivity(tables, None, {"int8": True})
+    graphs = tables.additivity["graphs"]
+    assert asked["fastest"] == {"fc1": I8, "fc2": prune} and asked["whole_int8"] == {"fc1": I8, "fc2": I8}
+    assert "fastest_int8" not in graphs and graphs["whole_int8"]["measured_ms"] == 0.12
+    assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.12, abs=1e-9)
+    # slower than the fastest fp32 plan, the whole int8 graph leaves the charge through the mixed plan as it was
+    measured["whole_int8"] = 0.20
+    tables = Tables(rows(), 0.25, 0.05, 0.0)
+    additivity.fit_additivity(tables, None, {"int8": True})
+    assert "whole_int8" not in tables.additivity["graphs"] and "fastest_int8" in tables.additivity["graphs"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "edgeopt.tables/8"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
+SCHEMA = "edgeopt.tables/9"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
 # 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference; 7: the sensitivities'
 # batch sized by work, not by a timing (and the rungs measured in timings["sensitivity_rungs"]); 8: the rungs
-# timed side by side in rounds, each the median of its rounds' medians (pending.Pending)
+# timed side by side in rounds, each the median of its rounds' medians (pending.Pending); 9: int8 rungs priced
+# through a whole int8 graph when the fit goes through fp32 plans (additivity.whole_int8)
 
 
 @dataclass

@@ -207,16 +207,19 @@ def latency_rows(teacher: Any, name: str, spec: Any, shape: tuple[int, ...], ctx
 def int8_rows(
     teacher: Any, name: str, rows: list[Candidate], measured: set[int], shape: tuple[int, ...], ctx: dict[str, Any]
 ) -> Any:
-    """Each rung again in static QDQ int8: the isolated layer exported, quantized with its
-    QuantizeLinear/DequantizeLinear in and out (calibrated on training samples) and benched, less the cost
-    of those two boundaries (:func:`boundary_ms`): the rung is what the layer costs inside a run of int8
-    layers, where onnxruntime fuses the interior Q/DQ pairs away (cnn1d: every conv slower than fp32 alone
-    with its boundaries, the all-int8 graph 1.7x faster). The rungs not measured are interpolated. Queued
-    now (:class:`Pending`); returns the function that makes the rows of the measurements."""
+    """Each rung again in int8 (:func:`~edgeopt.compiler.quantize.quantize_layers`): the isolated layer
+    exported, quantized and benched. A convolution's static QDQ brings QuantizeLinear/DequantizeLinear in
+    and out (calibrated on training samples), whose cost (:func:`boundary_ms`) is taken off: the rung is
+    what the layer costs inside a run of int8 layers, where onnxruntime fuses the interior Q/DQ pairs away
+    (cnn1d: every conv slower than fp32 alone with its boundaries, the all-int8 graph 1.7x faster). A Linear
+    layer's dynamic int8 quantizes its own input in every graph, so its rung is the layer as measured.
+    The rungs not measured are interpolated. Queued now (:class:`Pending`); returns the function that makes
+    the rows of the measurements."""
     import torch
 
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.formats import with_precision
+    from edgeopt.compiler.quantize import static_layer
 
     out = [Candidate(f"{c.label} int8", with_precision(c.entry, "int8"), c.params, math.nan, math.nan) for c in rows]
     priced: dict[int, Any] = {}
@@ -226,6 +229,9 @@ def int8_rows(
             student = decompose(teacher, {name: c.entry} if c.entry else {}).eval()
             alone = Alone.make(student.get_submodule(name))
             j = ctx["pending"].add(alone, shape, int8=ctx["calibration"](name))
+            if not static_layer(alone):  # dynamic int8 (a Linear layer): no boundary for a run to share
+                priced[i] = lambda ms, j=j: max(0.0, ms[j] - floor(ms))
+                continue
             with torch.no_grad():
                 out_shape = tuple(alone(torch.zeros(shape)).shape)
             b_in, b_out = boundary_ms(shape, ctx), boundary_ms(out_shape, ctx)

@@ -27,8 +27,9 @@ class Pending:
         self.ms: list[float] = []
 
     def add(self, module: Any, shape: tuple[int, ...], *, int8: Any = None) -> int:
-        """Queue ``module`` exported at ``shape`` (its ``layer`` quantized to static QDQ int8 first, with
-        ``int8``: the layer's calibration inputs); its index in :attr:`ms` once measured."""
+        """Queue ``module`` exported at ``shape`` (its ``layer`` quantized to int8 first, with ``int8``: the
+        layer's calibration inputs; :func:`~edgeopt.compiler.quantize.quantize_layers`); its index in
+        :attr:`ms` once measured."""
         import torch
 
         from edgeopt.compiler.export import export_onnx

@@ -15,7 +15,8 @@ SCHEMA = "edgeopt.tables/9"  # 4: int8 rungs (entries with a precision); 5: the 
 # 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference; 7: the sensitivities'
 # batch sized by work, not by a timing (and the rungs measured in timings["sensitivity_rungs"]); 8: the rungs
 # timed side by side in rounds, each the median of its rounds' medians (pending.Pending); 9: int8 rungs priced
-# through a whole int8 graph when the fit goes through fp32 plans (additivity.whole_int8)
+# through a whole int8 graph when the fit goes through fp32 plans (additivity.whole_int8), and a Linear layer's
+# int8 rung dynamic, not static QDQ (quantize.quantize_layers)
 
 
 @dataclass

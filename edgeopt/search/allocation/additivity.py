@@ -190,15 +190,28 @@ def fit_additivity(tables: Tables, teacher: Any, ctx: dict[str, Any]) -> None:
             "table_ms": round(table, 5),
             "error_pct": round(100 * (table / measured - 1), 2) if measured > 0 else None,
         }
-    # Through an fp32 plan, the int8 rungs are priced by a whole int8 graph when it runs faster than that plan
-    # (int8 pays in runs: vit's 17-layer mixed plan ran 0.194 ms, slower than fp32's 0.154, and its whole
-    # dense int8 graph 0.163 against fp32's 0.316), else by the table's slower int8 plan (ResNet-8).
-    runs = "whole_int8" in first and not _has_int8(tables, choices["fastest"])
+    _price_int8(tables, fit, raw, (choices["fastest"], int8_plan, int8_choice), first, dense - sums["dense"])
+    tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
+
+
+def _price_int8(
+    tables: Tables,
+    fit: dict[str, Any],
+    raw: dict[str, Any],
+    plans: tuple[dict[str, int], dict[str, Any] | None, dict[str, int] | None],
+    first: dict[str, float],
+    dense_rest: float,
+) -> None:
+    """Through an fp32 plan (``plans``: the fit's fastest choice, the table's slower int8 plan or None, the
+    whole int8 choice), the int8 rungs are priced by the whole int8 graph when it runs faster than that plan,
+    or no int8 plan ran slower (int8 pays in runs), else charged through the table's slower int8 plan
+    (ResNet-8)."""
+    fastest, int8_plan, int8_choice = plans
+    runs = "whole_int8" in first and not _has_int8(tables, fastest)
     if runs and (int8_plan is None or first["whole_int8"] < raw["fastest"]):
         fit["graphs"]["whole_int8"] = _reprice_int8(tables, int8_choice, first["whole_int8"], raw["rest_ms"])
     elif int8_plan is not None:
-        _record_int8(tables, fit, raw, int8_plan, dense - sums["dense"])
-    tables.dense_ms, tables.rest_ms, tables.additivity = dense, raw["rest_ms"], fit
+        _record_int8(tables, fit, raw, int8_plan, dense_rest)
 
 
 def _first_round(

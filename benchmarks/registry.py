@@ -127,6 +127,13 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick={"models": "cnn1d"},
     ),
     Benchmark(
+        "int8_linear_dynamic",
+        "Is a Linear layer's int8 faster static QDQ or dynamic, with every layer int8, beside ORT's whole-graph int8?",
+        "benchmarks.int8_linear_dynamic",
+        params={"models": "vit,digits-mlp,cnn1d", "rounds": 9, "block": 100},
+        quick={"models": "digits-mlp", "rounds": 2, "block": 20},
+    ),
+    Benchmark(
         "factorized_layer_speedup",
         "How much faster is one layer low-rank or tensor-train than dense in onnxruntime, and how far is each "
         "from its roofline floor?",

@@ -1,7 +1,8 @@
 """A layer's precision, orthogonal to its format: a plan entry may carry ``"precision": "int8"``
 (``{"format": "lowrank", "rank": 4, "precision": "int8"}``; dense int8 is ``{"format": "dense",
-"precision": "int8"}``). torch builds the layer in fp32 whatever it says; the exported graph gets
-static QDQ int8 on that layer's nodes (:func:`edgeopt.compiler.quantize.quantize_layers`). Being a key
+"precision": "int8"}``). torch builds the layer in fp32 whatever it says; the exported graph gets int8
+on that layer's nodes, static QDQ for a conv and dynamic for a Linear layer
+(:func:`edgeopt.compiler.quantize.quantize_layers`). Being a key
 of the entry, it is part of every plan hash, claim and screen cache key.
 """
 

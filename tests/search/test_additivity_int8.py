@@ -21,7 +21,8 @@ def _tables():
     return Tables(rows, 0.25, 0.05, 0.0)
 
 
-def _fit(monkeypatch, measured):
+def _fit(monkeypatch, measured, tables=None):
+    """``tables`` (default :func:`_tables`) fitted on the whole graphs ``measured``; the plans it measured."""
     from edgeopt.search.allocation import additivity
 
     plans = {}
@@ -31,7 +32,7 @@ def _fit(monkeypatch, measured):
         return {name: measured[name] for name in asked}
 
     monkeypatch.setattr(additivity, "graphs_ms", graphs_ms)
-    tables = _tables()
+    tables = tables if tables is not None else _tables()
     additivity.fit_additivity(tables, None, {"int8": True})
     return tables, plans
 
@@ -83,19 +84,8 @@ def _fp32_fastest_tables():
 
 
 def _fit_fp32_fastest(monkeypatch, whole_int8_ms):
-    from edgeopt.search.allocation import additivity
-
-    plans = {}
     measured = {"dense": 0.25, "fastest": 0.17, "middle": 0.21, "whole_int8": whole_int8_ms}
-
-    def graphs_ms(teacher, asked, ctx):
-        plans.update(asked)
-        return {name: measured[name] for name in asked}
-
-    monkeypatch.setattr(additivity, "graphs_ms", graphs_ms)
-    tables = _fp32_fastest_tables()
-    additivity.fit_additivity(tables, None, {"int8": True})
-    return tables, plans
+    return _fit(monkeypatch, measured, _fp32_fastest_tables())
 
 
 def test_int8_rungs_are_priced_through_a_whole_int8_graph_that_runs_faster_than_the_table(monkeypatch):
@@ -133,7 +123,6 @@ def test_a_credit_never_prices_an_int8_rung_below_its_floor(monkeypatch):
 def test_int8_in_runs_is_priced_by_the_whole_int8_graph_though_a_mixed_plan_ran_slower(monkeypatch):
     """vit here: a table's fastest plan of int8 layers among fp32 ones ran slower than the fastest fp32
     plan, but every layer int8 ran faster than both; charged through the mixed plan, no plan took int8."""
-    from edgeopt.search.allocation import additivity
     from edgeopt.search.allocation.tables import Candidate, Tables
 
     prune = {"format": "prune", "rank": 8}
@@ -147,21 +136,11 @@ def test_int8_in_runs_is_priced_by_the_whole_int8_graph_though_a_mixed_plan_ran_
         }
 
     measured = {"dense": 0.25, "fastest": 0.30, "fastest_fp32": 0.17, "middle": 0.21, "whole_int8": 0.12}
-    asked = {}
-
-    def graphs_ms(teacher, plans, ctx):
-        asked.update(plans)
-        return {name: measured[name] for name in plans}
-
-    monkeypatch.setattr(additivity, "graphs_ms", graphs_ms)
-    tables = Tables(rows(), 0.25, 0.05, 0.0)
-    additivity.fit_additivity(tables, None, {"int8": True})
+    tables, asked = _fit(monkeypatch, measured, Tables(rows(), 0.25, 0.05, 0.0))
     graphs = tables.additivity["graphs"]
     assert asked["fastest"] == {"fc1": I8, "fc2": prune} and asked["whole_int8"] == {"fc1": I8, "fc2": I8}
     assert "fastest_int8" not in graphs and graphs["whole_int8"]["measured_ms"] == 0.12
     assert tables.latency_of({"fc1": I8, "fc2": I8}) == pytest.approx(0.12, abs=1e-9)
     # slower than the fastest fp32 plan, the whole int8 graph leaves the charge through the mixed plan as it was
-    measured["whole_int8"] = 0.20
-    tables = Tables(rows(), 0.25, 0.05, 0.0)
-    additivity.fit_additivity(tables, None, {"int8": True})
+    tables, _ = _fit(monkeypatch, {**measured, "whole_int8": 0.20}, Tables(rows(), 0.25, 0.05, 0.0))
     assert "whole_int8" not in tables.additivity["graphs"] and "fastest_int8" in tables.additivity["graphs"]

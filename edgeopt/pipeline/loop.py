@@ -104,7 +104,13 @@ def compile(  # noqa: A001 - the verb of the public API (docs/architecture.md); 
     target = resolve_target(target, **config.budget.overrides())
     with _compile_session(config):
         config_file.write(config.out / config_file.FILE_NAME, config)
-        return _compile(task, target, config)
+        try:
+            return _compile(task, target, config)
+        finally:
+            if not config.search_only:  # shipped, refused or failed: the kept students go (decision 0114)
+                from edgeopt.pipeline import students
+
+                students.clear(config.out)
 
 
 def _compile(task: Any, target: Any, config: CompileConfig) -> CompileResult:

@@ -126,3 +126,23 @@ def test_a_fine_tune_cut_by_the_time_budget_goes_on_from_the_trial(small_mlp_tas
     assert from_scratch < trial_score - 0.05
     assert ft["artifact_val_score"] >= trial_score - ft["tolerance_pt"] / 100
     assert "continued from the selected trial's weights" in cut_note(ft)
+
+
+def test_the_students_trials_keep_are_gone_when_a_compile_fails_after_the_search(
+    small_mlp_task, make_target, tmp_path, monkeypatch
+):
+    import edgeopt
+    from edgeopt.pipeline import loop, students
+
+    kept = []
+
+    def failing_ship(teacher, chosen, *args, **kwargs):
+        kept.extend(sorted(p.name for p in (tmp_path / "run" / students.DIR).glob("*.pt")))
+        raise RuntimeError("ship failed")
+
+    monkeypatch.setattr(loop, "ship", failing_ship)
+    with pytest.raises(RuntimeError, match="ship failed"):
+        target = make_target(latency_ms=100.0)
+        edgeopt.compile(small_mlp_task, target, trials=2, trial_epochs=1, out=tmp_path / "run", progress=False)
+    assert kept and all(name.startswith("trial-") for name in kept)  # the trained trials kept theirs
+    assert not (tmp_path / "run" / students.DIR).exists()

@@ -323,6 +323,7 @@ def test_allocation_search_warm_starts_with_budget_fractions(small_mlp_task, mak
             "middle",
             "fastest_fp32",  # with int8 rungs
             "fastest_int8",  # ... when the int8 plan measured slower than the fp32 one (decision 0103)
+            "whole_int8",  # ... every layer at its fastest int8 rung, when measured (decision 0113)
         }
     )
     assert len(rep["tables"]["rows"]) == 3 and all(r["why"] for r in rep["tables"]["rows"])

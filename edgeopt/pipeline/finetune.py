@@ -30,9 +30,12 @@ class Tuned:
     student: Any
     timings: dict[str, float] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
-    continued: bool = False  # trained on from the selected trial's weights, not from the teacher
-
     start_score: float | None = None  # continued: the trial's weights' val score before the first epoch
+
+    @property
+    def continued(self) -> bool:
+        """Whether it was trained on from the selected trial's weights, not from the teacher."""
+        return self.start_score is not None
 
     @property
     def best_epoch(self) -> int:
@@ -120,7 +123,7 @@ def fine_tune(
     if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
         if start is not None:
             tuned.student.load_state_dict(start)
-            tuned.continued, tuned.start_score = True, _val_score(tuned.student, task)
+            tuned.start_score = _val_score(tuned.student, task)
         how = "from the selected trial's weights" if start is not None else "from the teacher"
         log.info("fine-tuning the chosen plan for up to %d epochs, %s", config.final_epochs, how)
         t0 = time.perf_counter()

@@ -237,7 +237,6 @@ def ship(
         cost = artifact_cost(teacher, student, plan, staged, task.example_input)
         with atomic_path(model_path) as dest:  # the artifact appears whole or not at all
             staged.replace(dest)
-    students.clear(config.out)
     return Shipped(
         plan=plan,
         dtype=dtype,

@@ -11,7 +11,7 @@ another host wrote it, or it was cleared) is trained again, as before.
 
 Local workers (``--workers N``) keep theirs in their own folders (``OUT/workers/wN/``), where the run that
 ships looks too; a search-only run elsewhere keeps none (nothing would ship them or clear them). The
-folders are removed once the artifact is written: the output folder holds what ships.
+folders are removed when ``compile`` ends, shipped, refused or failed: the output folder holds what ships.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def keep(out: str | Path, number: int, plan: dict[str, Any], student: Any) -> No
 
     path = path_of(out, number)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in student.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"plan": _key(plan), "state": state}, tmp)
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.interleaved import time_interleaved
 from benchmarks.suite import HOST_1T, Outcome, provenance
+from edgeopt.compiler.metrics import mcnemar
 
 MODELS = ("digits-mlp", "digits-cnn", "resnet8", "mobilenet", "vit", "cnn1d")
 TOL, BETTER, SPEED = 0.003, 0.010, 1.3  # issue 20's goals: 0.3 pt, +1.0 pt, 1.3x lower p50
@@ -120,14 +121,6 @@ def score(path: Path, task: Any) -> tuple[float, np.ndarray, float]:
     pred = onnx_predict(path, task.X_test)
     val = float(compute_metrics(task.y_val, onnx_predict(path, task.X_val), metric=task.metric).score)
     return float(compute_metrics(task.y_test, pred, metric=task.metric).score), pred == np.asarray(task.y_test), val
-
-
-def mcnemar(a: np.ndarray, b: np.ndarray) -> tuple[int, int, float]:
-    """Discordant pairs (a right b wrong, a wrong b right) and the exact two-sided McNemar p."""
-    from scipy.stats import binomtest
-
-    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    return n01, n10, (float(binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0)
 
 
 def decidable(n: int, alpha: float = 0.05) -> tuple[int, float]:

@@ -134,6 +134,14 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         quick={"models": "digits-mlp", "rounds": 2, "block": 20},
     ),
     Benchmark(
+        "final_epoch_choice",
+        "Which epoch of the final fine-tune should ship: the best on validation, or the schedule's last unless an "
+        "earlier one is better on validation by a paired test?",
+        "benchmarks.final_epoch_choice",
+        params={"models": "cnn1d,digits-cnn,digits-mlp", "ratios": "0.35,0.5,0.65", "seeds": "0,1,2", "epochs": 80},
+        quick={"models": "digits-mlp", "ratios": "0.5", "seeds": "0", "epochs": 3},
+    ),
+    Benchmark(
         "factorized_layer_speedup",
         "How much faster is one layer low-rank or tensor-train than dense in onnxruntime, and how far is each "
         "from its roofline floor?",

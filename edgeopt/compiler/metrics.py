@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.errors import InputError
 
-__all__ = ["METRICS", "Metrics", "compute_metrics", "metric_name"]
+__all__ = ["METRICS", "Metrics", "compute_metrics", "mcnemar", "metric_name"]
 
 MetricSpec = str | Callable[[np.ndarray, np.ndarray], float]
 
@@ -109,3 +109,14 @@ def compute_metrics(y_true: Any, y_pred: Any, metric: MetricSpec = "f1_macro") -
         average=average,
         n=int(y_true.size),
     )
+
+
+def mcnemar(a_right: Any, b_right: Any) -> tuple[int, int, float]:
+    """The paired test of two classifiers on the same samples (``a_right``, ``b_right``: per-sample
+    correctness): the discordant samples (a right and b wrong, a wrong and b right) and the exact
+    two-sided McNemar p-value (a binomial test on them, ``scipy.stats.binomtest``; 1.0 with none)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a_right, dtype=bool), np.asarray(b_right, dtype=bool)
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return n01, n10, (float(binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0)

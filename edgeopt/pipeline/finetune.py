@@ -1,13 +1,16 @@
 """The final fine-tune, held to the trial that was selected.
 
 The chosen plan's student is distilled for ``final_epochs`` on a cosine schedule, scored on validation
-after every epoch (torch), and ends with its best epoch's weights. The shipped file is then scored on
-validation with onnxruntime (the figure the report prints); when it is more than :func:`tolerance` below
-the selected trial's validation score, the trial's student is trained again exactly as the trial was
-(``trial_epochs``, the compile's seed, the same loop) and the better of the two files ships, said in
-:class:`FineTune`'s note. The trial's score is torch's for fp32 trials and onnxruntime's for int8 ones;
-onnxruntime and torch agree on fp32 predictions to the export's verified tolerance, so the two scores
-differ only where a prediction sits on a decision boundary.
+after every epoch (torch), and ends with the schedule's last epoch, the one the annealing converges to,
+unless an earlier epoch (or, continued, the trial's weights) is better on validation than the last by a
+paired test (McNemar, p < :data:`KEEP_P`): the maximum of 80 noisy validation readings falls on an early,
+high-rate epoch, whose test score is lower than the last's (decision 0115). The shipped file is then scored
+on validation with onnxruntime (the figure the report prints); when it is more than :func:`tolerance` below
+the selected trial's validation score, the trial's student is taken as the trial left it (or trained again
+exactly as the trial was) and the better of the two files ships, said in :class:`FineTune`'s note. The
+trial's score is torch's for fp32 trials and onnxruntime's for int8 ones; onnxruntime and torch agree on
+fp32 predictions to the export's verified tolerance, so the two scores differ only where a prediction sits
+on a decision boundary.
 """
 
 from __future__ import annotations
@@ -23,14 +26,26 @@ from edgeopt.pipeline.config import CompileConfig
 log = logging.getLogger("edgeopt.compile")
 
 
+KEEP_P = 0.05  # an earlier epoch ships instead of the last only when McNemar on val gives p below this
+LAST, EARLIER, START = "last", "earlier", "start"  # which weights a fine-tune kept (:attr:`Tuned.kept`)
+
+
 @dataclass
 class Tuned:
-    """A fine-tuned student, the time it took and its validation score after each epoch."""
+    """A fine-tuned student, the time it took and its validation score after each epoch.
+
+    ``kept``: which weights the fine-tune ended with (:data:`LAST`, :data:`EARLIER` or, continued,
+    :data:`START`) and ``kept_epoch`` their epoch (from 1; 0 for the trial's weights); None when it was not
+    fine-tuned but trained as a trial is (its best validation epoch, :attr:`epoch`). ``kept_p``: McNemar's p
+    of the kept weights against the last epoch's on val (None when the last was kept without a test)."""
 
     student: Any
     timings: dict[str, float] = field(default_factory=dict)
     history: list[float] = field(default_factory=list)
     start_score: float | None = None  # continued: the trial's weights' val score before the first epoch
+    kept: str | None = None
+    kept_epoch: int | None = None
+    kept_p: float | None = None
 
     @property
     def continued(self) -> bool:
@@ -38,32 +53,35 @@ class Tuned:
         return self.start_score is not None
 
     @property
-    def best_epoch(self) -> int:
-        """The epoch (from 1) whose weights the student ends with; 0 when it was not trained, or when no
-        epoch beat the trial's weights it continued from."""
-        if not self.history or (self.start_score is not None and self.start_score >= max(self.history)):
-            return 0
-        return 1 + self.history.index(max(self.history))
+    def epoch(self) -> int:
+        """The epoch (from 1) whose weights the student ends with; 0 when it was not trained, or ends with
+        the trial's weights it continued from."""
+        if self.kept_epoch is not None:
+            return self.kept_epoch
+        return 1 + self.history.index(max(self.history)) if self.history else 0
 
 
 @dataclass(frozen=True)
 class FineTune:
     """What the final fine-tune shipped against the trial it started from (``compile.json``'s ``finetune``).
 
-    ``epochs`` and ``best_epoch`` (from 1) are those of the training whose weights shipped: the fine-tune's,
-    or after a fall-back the trial's trained again; ``tolerance_pt`` is in points (0.5 = 0.005)."""
+    ``epochs`` and ``epoch`` (from 1) are those of the training whose weights shipped: the fine-tune's, or
+    after a fall-back the trial's trained again; ``kept`` and ``kept_p`` as :class:`Tuned`'s; ``tolerance_pt``
+    is in points (0.5 = 0.005)."""
 
     selected_trial: int
     trial_val_score: float | None
     artifact_val_score: float
     tolerance_pt: float
-    best_epoch: int
+    epoch: int
     epochs: int
     fell_back: bool
     note: str
     cut_from: int | None = None  # the fine-tune's epochs before ``--time-budget`` cut them (None: not cut)
     cut_to: int | None = None  # ... and after
     continued: bool = False  # the fine-tune started from the trial's kept weights, not from the teacher
+    kept: str | None = None
+    kept_p: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,10 +128,11 @@ def distill_student(student: Any, teacher: Any, task: Any, config: CompileConfig
 def fine_tune(
     teacher: Any, plan: dict[str, Any], task: Any, config: CompileConfig, start: dict[str, Any] | None = None
 ) -> Tuned:
-    """The plan's student, distilled for ``final_epochs`` with a cosine schedule, ending with its best
-    validation epoch's weights (the dense teacher, and a plan that changes no layer, as they are).
-    ``start``: the selected trial's trained weights (:mod:`~edgeopt.pipeline.students`) to continue from
-    instead of the teacher's decomposition."""
+    """The plan's student, distilled for ``final_epochs`` with a cosine schedule, ending with its last epoch
+    or an earlier one significantly better on validation (:func:`keep_weights`; the dense teacher, and a
+    plan that changes no layer, as they are). ``start``: the selected trial's trained weights
+    (:mod:`~edgeopt.pipeline.students`) to continue from instead of the teacher's decomposition; they compete
+    with the epochs as epoch 0."""
     from edgeopt.compiler.decompose import decompose
     from edgeopt.compiler.formats import DEFAULT_FORMAT
 
@@ -121,14 +140,21 @@ def fine_tune(
     tuned = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
     tuned.timings["decompose"] = time.perf_counter() - t0
     if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
+        best = Peak()
         if start is not None:
             tuned.student.load_state_dict(start)
             tuned.start_score = _val_score(tuned.student, task)
+            best.update(tuned.student, tuned.start_score, 0)
         how = "from the selected trial's weights" if start is not None else "from the teacher"
         log.info("fine-tuning the chosen plan for up to %d epochs, %s", config.final_epochs, how)
         t0 = time.perf_counter()
-        # Every epoch runs (the cosine schedule's whole length); the best validation epoch's weights are
-        # kept, so the fine-tune cannot end below a score it reached.
+
+        def on_epoch(epoch: int, score: float) -> None:
+            tuned.history.append(float(score))
+            best.update(tuned.student, float(score), epoch + 1)
+
+        # Every epoch runs (the cosine schedule's whole length) and the last one's weights stay, unless
+        # an earlier epoch's are better on val by a paired test.
         distill_student(
             tuned.student,
             teacher,
@@ -137,14 +163,49 @@ def fine_tune(
             config.final_epochs,
             schedule="cosine",
             patience=config.final_epochs,
-            restore_best=True,
-            callback=lambda _epoch, score: tuned.history.append(float(score)),
+            restore_best=False,
+            callback=on_epoch,
         )
         tuned.timings["distill"] = time.perf_counter() - t0
-        if tuned.continued and tuned.best_epoch == 0:  # no epoch beat where it started: the trial's weights stay
-            tuned.student.load_state_dict(start)
+        keep_weights(tuned, best, task)
     tuned.student.eval()
     return tuned
+
+
+class Peak:
+    """The best validation score a fine-tune reached, its epoch (0: the weights it started from) and a copy
+    of its weights."""
+
+    def __init__(self) -> None:
+        self.score, self.epoch, self.state = float("-inf"), -1, None
+
+    def update(self, student: Any, score: float, epoch: int) -> None:
+        if score > self.score:
+            self.score, self.epoch, self.state = score, epoch, copy.deepcopy(student.state_dict())
+
+
+def keep_weights(tuned: Tuned, best: Peak, task: Any) -> None:
+    """End ``tuned`` with the last epoch's weights, or with ``best``'s when they score higher on val and
+    McNemar on the validation samples (correct against wrong, paired) gives p < :data:`KEEP_P`; sets
+    :attr:`Tuned.kept`, ``kept_epoch`` and ``kept_p``. Taking the highest of 80 noisy readings instead
+    would ship an early epoch of the schedule almost every time (decision 0115)."""
+    from edgeopt.compiler.metrics import mcnemar
+    from edgeopt.compiler.train import predict_labels
+
+    last = len(tuned.history)
+    tuned.kept, tuned.kept_epoch = LAST, last
+    if best.state is None or best.epoch == last or best.score <= tuned.history[-1]:
+        return
+    y = task.y_val.numpy() if hasattr(task.y_val, "numpy") else task.y_val
+    last_right = predict_labels(tuned.student, task.X_val) == y
+    weights = copy.deepcopy(tuned.student.state_dict())
+    tuned.student.load_state_dict(best.state)
+    _, _, p = mcnemar(predict_labels(tuned.student, task.X_val) == y, last_right)
+    tuned.kept_p = p
+    if p < KEEP_P:
+        tuned.kept, tuned.kept_epoch = (START if best.epoch == 0 else EARLIER), best.epoch
+    else:
+        tuned.student.load_state_dict(weights)
 
 
 def _val_score(student: Any, task: Any) -> float:
@@ -213,11 +274,16 @@ def fallback_note(
 
 def epochs_text(ft: dict[str, Any]) -> str:
     """Which weights shipped, for the console and the report (``ft``: a :class:`FineTune`'s ``to_dict``)."""
-    if not ft.get("best_epoch"):
-        if ft.get("fell_back"):
-            return "the trial's weights as it trained them"
-        return "no epoch beat the trial's weights it continued from" if ft.get("continued") else "not trained"
-    return f"best epoch {ft['best_epoch']} of {ft['epochs']}"
+    epoch, epochs, kept, p = ft.get("epoch"), ft.get("epochs"), ft.get("kept"), ft.get("kept_p")
+    if ft.get("fell_back"):
+        return f"the trial's student, best epoch {epoch} of {epochs}" if epoch else "the trial's weights as it left"
+    if kept == START:
+        return f"the trial's weights it continued from, better than the last epoch on val (McNemar p {p:.3f})"
+    if kept == EARLIER:
+        return f"epoch {epoch} of {epochs}, better than the last on val (McNemar p {p:.3f})"
+    if kept == LAST:
+        return f"the last epoch of {epochs}"
+    return f"best epoch {epoch} of {epochs}" if epoch else "not trained"
 
 
 def report(ft: FineTune, metric: str) -> None:
@@ -237,12 +303,15 @@ def report(ft: FineTune, metric: str) -> None:
 
 
 __all__ = [
+    "KEEP_P",
     "FineTune",
+    "Peak",
     "Tuned",
     "cut_note",
     "epochs_text",
     "fallback_note",
     "fine_tune",
+    "keep_weights",
     "report",
     "retrain_trial",
     "tolerance",

@@ -185,13 +185,15 @@ def _hold_to_trial(
         trial_val_score=trial_score,
         artifact_val_score=score,
         tolerance_pt=round(tol * 100, 6),
-        best_epoch=tuned.best_epoch,
+        epoch=tuned.epoch,
         epochs=len(tuned.history) or (config.trial_epochs if fell_back else 0),
         fell_back=fell_back,
         note=note,
         cut_from=planned_epochs if cut else None,
         cut_to=config.final_epochs if cut else None,
         continued=continued,
+        kept=tuned.kept,
+        kept_p=tuned.kept_p,
     )
     ft.report(record, metric)
     return path, tuned.student, record

@@ -1,5 +1,6 @@
-"""The final fine-tune keeps its best validation epoch and never ships below the selected trial (beyond the
-tolerance) without falling back to the trial's student and saying so."""
+"""The final fine-tune keeps its last epoch unless an earlier one is better on validation by a paired test
+(decision 0115), and never ships below the selected trial (beyond the tolerance) without falling back to the
+trial's student and saying so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ onnx = pytest.importorskip("onnx")
 from edgeopt.compiler.train import evaluate  # noqa: E402 - after the importorskips
 from edgeopt.pipeline.config import CompileConfig  # noqa: E402
 from edgeopt.pipeline.evaluate import onnx_metrics  # noqa: E402
-from edgeopt.pipeline.finetune import fine_tune, retrain_trial  # noqa: E402
+from edgeopt.pipeline.finetune import (  # noqa: E402
+    EARLIER,
+    KEEP_P,
+    LAST,
+    START,
+    Peak,
+    Tuned,
+    epochs_text,
+    fine_tune,
+    keep_weights,
+    retrain_trial,
+)
 from edgeopt.pipeline.record import Status, TrialRecord  # noqa: E402
 from edgeopt.pipeline.ship import ship  # noqa: E402
 from edgeopt.runtime.targets import Target  # noqa: E402
@@ -25,10 +37,46 @@ def _val(model, task):
     return evaluate(model, (task.X_val, task.y_val), task.metric).score
 
 
-def test_the_fine_tune_ends_with_its_best_validation_epoch(small_mlp_task):
+def test_the_fine_tune_ends_with_its_last_epoch_unless_an_earlier_one_is_significantly_better(small_mlp_task):
     tuned = fine_tune(small_mlp_task.model, PLAN, small_mlp_task, CompileConfig(final_epochs=4))
-    assert len(tuned.history) == 4 and 1 <= tuned.best_epoch <= 4
-    assert _val(tuned.student, small_mlp_task) == max(tuned.history)
+    assert len(tuned.history) == 4 and tuned.kept in (LAST, EARLIER)
+    if tuned.kept == LAST:
+        assert tuned.epoch == 4 and _val(tuned.student, small_mlp_task) == tuned.history[-1]
+    else:
+        assert tuned.kept_p < KEEP_P and _val(tuned.student, small_mlp_task) == max(tuned.history)
+
+
+def _kept(task, best_student, best_epoch, last_student, history, peak=None):
+    """``keep_weights`` on a fine-tune that ended with ``last_student`` after reading ``history``, its peak
+    ``best_student`` at ``best_epoch`` (read at ``peak``, else at ``history``'s highest score)."""
+    best = Peak()
+    best.update(best_student, max(history) if peak is None else peak, best_epoch)
+    tuned = Tuned(last_student, history=history)
+    keep_weights(tuned, best, task)
+    return tuned
+
+
+def test_an_earlier_epoch_ships_only_when_mcnemar_says_it_is_better(small_mlp_task):
+    import copy
+
+    task = small_mlp_task
+    good, _ = _trained(task, CompileConfig(trial_epochs=3))
+    broken = copy.deepcopy(good)
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.mul_(0.0)  # every prediction one class: far worse on val
+    bad_score = _val(broken, task)
+    tuned = _kept(task, good, 2, copy.deepcopy(broken), [0.5, _val(good, task), 0.4, bad_score])
+    assert tuned.kept == EARLIER and tuned.epoch == 2 and tuned.kept_p < KEEP_P
+    assert _val(tuned.student, task) == _val(good, task)
+    # the same weights read higher at an earlier epoch: no difference McNemar can see, the last stays
+    same = copy.deepcopy(good)
+    tuned = _kept(task, good, 1, same, [_val(good, task) + 0.01, _val(good, task)])
+    assert tuned.kept == LAST and tuned.epoch == 2 and tuned.kept_p == 1.0
+    # continued from a trial's weights (epoch 0) that training then broke: the trial's weights stay
+    tuned = _kept(task, good, 0, copy.deepcopy(broken), [bad_score], peak=_val(good, task))
+    assert tuned.kept == START and tuned.epoch == 0 and _val(tuned.student, task) == _val(good, task)
+    assert "the trial's weights it continued from" in epochs_text({"kept": START, "kept_p": tuned.kept_p})
 
 
 def test_the_trial_student_is_trained_again_to_the_same_weights(small_mlp_task):
@@ -49,7 +97,7 @@ def test_an_artifact_below_the_trial_falls_back_to_the_trial_and_says_so(small_m
     assert (
         ft["tolerance_pt"] == pytest.approx(0.5)
         and ft["epochs"] <= 10
-        and ft["best_epoch"] >= 1
+        and ft["epoch"] >= 1
         and "trained again" in ft["note"]
     )
     assert any("final fine-tune: trial 5" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
@@ -61,9 +109,7 @@ def test_an_artifact_within_the_tolerance_ships_the_fine_tune(small_mlp_task, tm
     chosen = TrialRecord(number=2, status=Status.TRAINED, plan=PLAN, val={"score": 0.1})
     shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config)
     ft = shipped.finetune
-    assert (
-        not ft["fell_back"] and ft["epochs"] == 3 and 1 <= ft["best_epoch"] <= 3 and "not below trial 2's" in ft["note"]
-    )
+    assert not ft["fell_back"] and ft["epochs"] == 3 and 1 <= ft["epoch"] <= 3 and "not below trial 2's" in ft["note"]
     score = onnx_metrics(shipped.path, small_mlp_task.X_val, small_mlp_task.y_val, small_mlp_task.metric)["score"]
     assert ft["artifact_val_score"] == score and "retrain" not in shipped.timings
 
@@ -120,7 +166,9 @@ def test_a_fine_tune_cut_by_the_time_budget_goes_on_from_the_trial(small_mlp_tas
     chosen = TrialRecord(number=5, status=Status.TRAINED, plan=PLAN, val={"score": trial_score})
     shipped = ship(small_mlp_task.model, chosen, small_mlp_task, Target.load("host"), config, planned_epochs=80)
     ft = shipped.finetune
-    assert ft["continued"] and ft["cut_from"] == 80 and ft["cut_to"] == 1 and not ft["fell_back"]
+    assert ft["continued"] and ft["cut_from"] == 80 and ft["cut_to"] == 1
+    # its last epoch ships, or the trial's own weights do (the epoch fell more than the tolerance below them)
+    assert not ft["fell_back"] or ("as the trial trained it" in ft["note"] and "retrain" not in shipped.timings)
     # one epoch from the teacher is far below the trial; one more from the trial's weights is not
     assert from_scratch < trial_score - 0.05
     assert ft["artifact_val_score"] >= trial_score - ft["tolerance_pt"] / 100

@@ -183,6 +183,9 @@ FINETUNE = {
 def test_the_fine_tune_is_shown_beside_the_selected_trial():
     (line,) = _md_finetune({"finetune": FINETUNE})
     assert line == "Validation score: trial #4 0.7119, artifact 0.7143 (the last epoch of 80)."
+    before_0115 = {k: v for k, v in FINETUNE.items() if k not in ("epoch", "kept")} | {"best_epoch": 37}
+    (line,) = _md_finetune({"finetune": before_0115})  # a compile.json of an earlier version still reads right
+    assert line.endswith("(best epoch 37 of 80).")
     fell = dict(FINETUNE, artifact_val_score=0.7119, fell_back=True, note="the fine-tune reached 0.6786 (-3.33 pt)")
     (line,) = _md_finetune({"finetune": fell})
     assert "The final fine-tune was discarded and the trial's own weights ship: the fine-tune reached 0.6786" in line

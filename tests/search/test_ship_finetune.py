@@ -1,6 +1,6 @@
-"""The final fine-tune keeps its last epoch unless an earlier one is better on validation by a paired test
-(decision 0115), and never ships below the selected trial (beyond the tolerance) without falling back to the
-trial's student and saying so."""
+"""The final fine-tune keeps the epoch whose window of epochs scores best on validation (decision 0115), and
+never ships below the selected trial (beyond the tolerance) without falling back to the trial's student and
+saying so."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from edgeopt.pipeline.finetune import (  # noqa: E402
     Tuned,
     epochs_text,
     fine_tune,
+    half_window,
     keep_weights,
     retrain_trial,
 )
@@ -37,26 +38,48 @@ def _val(model, task):
     return evaluate(model, (task.X_val, task.y_val), task.metric).score
 
 
-def test_the_fine_tune_ends_with_its_last_epoch_unless_an_earlier_one_is_significantly_better(small_mlp_task):
-    tuned = fine_tune(small_mlp_task.model, PLAN, small_mlp_task, CompileConfig(final_epochs=4))
-    assert len(tuned.history) == 4 and tuned.kept in (LAST, EARLIER)
-    if tuned.kept == LAST:
-        assert tuned.epoch == 4 and _val(tuned.student, small_mlp_task) == tuned.history[-1]
-    else:
-        assert tuned.kept_p < KEEP_P and _val(tuned.student, small_mlp_task) == max(tuned.history)
+def test_the_fine_tune_ends_with_the_epoch_whose_window_scores_best(small_mlp_task):
+    tuned = fine_tune(small_mlp_task.model, PLAN, small_mlp_task, CompileConfig(final_epochs=5))
+    assert len(tuned.history) == 5 and half_window(5) == 0 and tuned.kept in (LAST, EARLIER)
+    latest_best = max(i for i, v in enumerate(tuned.history) if v == max(tuned.history))
+    assert tuned.epoch == latest_best + 1 and _val(tuned.student, small_mlp_task) == tuned.history[latest_best]
 
 
-def _kept(task, best_student, best_epoch, last_student, history, peak=None):
-    """``keep_weights`` on a fine-tune that ended with ``last_student`` after reading ``history``, its peak
-    ``best_student`` at ``best_epoch`` (read at ``peak``, else at ``history``'s highest score)."""
+def test_a_window_of_epochs_chooses_by_its_mean_not_one_lucky_reading():
+    class Weights:  # the one thing Peak asks of a student
+        def __init__(self):
+            self.epoch = 0
+
+        def state_dict(self):
+            return {"epoch": self.epoch}
+
+    student, peak = Weights(), Peak(1)
+    # one high reading at epoch 2; the mean of three is best around epochs 7 and 8 (a tie: the later)
+    for epoch, score in enumerate([0.90, 0.99, 0.90, 0.91, 0.93, 0.95, 0.95, 0.95, 0.95, 0.80], start=1):
+        student.epoch = epoch
+        peak.update(student, score, epoch)
+    peak.finish()
+    assert peak.epoch == 8 and peak.state == {"epoch": 8} and peak.score == pytest.approx(0.95)
+    rising = Peak(1)  # still rising at the end: the last window, cut short, is the best
+    for epoch, score in enumerate([0.90, 0.91, 0.92, 0.96], start=1):
+        student.epoch = epoch
+        rising.update(student, score, epoch)
+    rising.finish()
+    assert rising.epoch == 4 and rising.state == {"epoch": 4}
+    assert half_window(80) == 4 and half_window(26) == 1 and half_window(5) == 0
+
+
+def _kept(task, best_student, best_epoch, last_student, history, start=None, start_score=None):
+    """``keep_weights`` on a fine-tune that ended with ``last_student`` after reading ``history``, its best
+    window ending at ``best_epoch`` with ``best_student``'s weights; ``start``: the weights it continued from."""
     best = Peak()
-    best.update(best_student, max(history) if peak is None else peak, best_epoch)
-    tuned = Tuned(last_student, history=history)
-    keep_weights(tuned, best, task)
+    best.update(best_student, max(history), best_epoch)
+    tuned = Tuned(last_student, history=history, start_score=start_score)
+    keep_weights(tuned, best, task, start)
     return tuned
 
 
-def test_an_earlier_epoch_ships_only_when_mcnemar_says_it_is_better(small_mlp_task):
+def test_the_best_window_ships_and_the_trial_weights_only_when_mcnemar_says_so(small_mlp_task):
     import copy
 
     task = small_mlp_task
@@ -65,18 +88,19 @@ def test_an_earlier_epoch_ships_only_when_mcnemar_says_it_is_better(small_mlp_ta
     with torch.no_grad():
         for p in broken.parameters():
             p.mul_(0.0)  # every prediction one class: far worse on val
-    bad_score = _val(broken, task)
-    tuned = _kept(task, good, 2, copy.deepcopy(broken), [0.5, _val(good, task), 0.4, bad_score])
-    assert tuned.kept == EARLIER and tuned.epoch == 2 and tuned.kept_p < KEEP_P
-    assert _val(tuned.student, task) == _val(good, task)
-    # the same weights read higher at an earlier epoch: no difference McNemar can see, the last stays
-    same = copy.deepcopy(good)
-    tuned = _kept(task, good, 1, same, [_val(good, task) + 0.01, _val(good, task)])
-    assert tuned.kept == LAST and tuned.epoch == 2 and tuned.kept_p == 1.0
-    # continued from a trial's weights (epoch 0) that training then broke: the trial's weights stay
-    tuned = _kept(task, good, 0, copy.deepcopy(broken), [bad_score], peak=_val(good, task))
-    assert tuned.kept == START and tuned.epoch == 0 and _val(tuned.student, task) == _val(good, task)
+    good_score, bad_score = _val(good, task), _val(broken, task)
+    tuned = _kept(task, good, 2, copy.deepcopy(broken), [0.5, good_score, 0.4, bad_score])
+    assert tuned.kept == EARLIER and tuned.epoch == 2 and _val(tuned.student, task) == good_score
+    tuned = _kept(task, broken, 4, copy.deepcopy(broken), [0.5, good_score, 0.4, bad_score])
+    assert tuned.kept == LAST and tuned.epoch == 4 and tuned.kept_p is None
+    # continued from a trial's weights that training then broke: the trial's weights stay, said with p
+    tuned = _kept(task, broken, 1, copy.deepcopy(broken), [bad_score], good.state_dict(), good_score)
+    assert tuned.kept == START and tuned.epoch == 0 and tuned.kept_p < KEEP_P
+    assert _val(tuned.student, task) == good_score
     assert "the trial's weights it continued from" in epochs_text({"kept": START, "kept_p": tuned.kept_p})
+    # ... and the fine-tune's weights stay when the trial's score no higher
+    tuned = _kept(task, good, 1, copy.deepcopy(good), [good_score], broken.state_dict(), bad_score)
+    assert tuned.kept == LAST and _val(tuned.student, task) == good_score
 
 
 def test_the_trial_student_is_trained_again_to_the_same_weights(small_mlp_task):

@@ -476,13 +476,12 @@ def rank_at_latency(
     return r, uniform_plan(layers, fmt, r), probes[r], sorted(probes.items())
 
 
-def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed: int) -> Path:
-    """``student`` distilled from the task's model like edgeopt's final fine-tune (one torch thread),
-    then exported and verified against torch in onnxruntime."""
+def distill_like_final(student: Any, task: Any, *, epochs: int, seed: int, callback: Any = None) -> None:
+    """``student`` distilled from the task's model like edgeopt's final fine-tune's schedule (cosine,
+    compile's rate, one torch thread), ending with its last epoch; ``callback(epoch, val score)`` after each."""
     import torch
 
     from edgeopt.compiler.distill import distill
-    from edgeopt.compiler.export import export_onnx
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as compile() trains: one torch thread
@@ -498,9 +497,18 @@ def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed
             metric=task.metric,
             schedule="cosine",
             restore_best=False,
+            callback=callback,
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed: int) -> Path:
+    """``student`` distilled from the task's model like edgeopt's final fine-tune (:func:`distill_like_final`),
+    then exported and verified against torch in onnxruntime."""
+    from edgeopt.compiler.export import export_onnx
+
+    distill_like_final(student, task, epochs=epochs, seed=seed)
     student.eval()
     export_onnx(student, task.example_input, path, verify=True, verify_inputs=task.X_val[:32])
     return path

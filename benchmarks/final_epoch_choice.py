@@ -26,10 +26,7 @@ from benchmarks.suite import Outcome
 def one_run(task: Any, ratio: float, seed: int, epochs: int) -> dict[str, Any]:
     """One 80-epoch (``epochs``) distillation of the uniform-pruned student: per-epoch val and test, and
     the three choices' test scores."""
-    import torch
-
-    from benchmarks.edgeopt_vs_baselines import FINAL_LR, torch_pruning_uniform
-    from edgeopt.compiler.distill import distill
+    from benchmarks.edgeopt_vs_baselines import distill_like_final, torch_pruning_uniform
     from edgeopt.compiler.metrics import compute_metrics
     from edgeopt.compiler.train import predict_labels
     from edgeopt.pipeline.finetune import LAST, Peak, Tuned, half_window, keep_weights
@@ -44,24 +41,7 @@ def one_run(task: Any, ratio: float, seed: int, epochs: int) -> dict[str, Any]:
         student.train()
 
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        distill(
-            student,
-            task.model,
-            (task.X_train, task.y_train),
-            (task.X_val, task.y_val),
-            epochs=epochs,
-            lr=FINAL_LR,
-            seed=seed,
-            metric=task.metric,
-            schedule="cosine",
-            restore_best=False,
-            callback=on_epoch,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    distill_like_final(student, task, epochs=epochs, seed=seed, callback=on_epoch)
     tuned = Tuned(student, history=list(val))
     peak.finish()
     keep_weights(tuned, peak, task)

@@ -29,7 +29,7 @@ def one_run(task: Any, ratio: float, seed: int, epochs: int) -> dict[str, Any]:
     from benchmarks.edgeopt_vs_baselines import distill_like_final, torch_pruning_uniform
     from edgeopt.compiler.metrics import compute_metrics
     from edgeopt.compiler.train import predict_labels
-    from edgeopt.pipeline.finetune import LAST, Peak, Tuned, half_window, keep_weights
+    from edgeopt.pipeline.finetune import Peak, Tuned, half_window, keep_weights
 
     student = torch_pruning_uniform(task.model, task.example_input, ratio)
     val, test, peak = [], [], Peak(half_window(epochs))
@@ -46,7 +46,7 @@ def one_run(task: Any, ratio: float, seed: int, epochs: int) -> dict[str, Any]:
     peak.finish()
     keep_weights(tuned, peak, task)
     best = int(np.argmax(val))
-    rule = len(val) - 1 if tuned.kept == LAST else tuned.epoch - 1
+    rule = tuned.epoch - 1  # the kept epoch, from 1 (no start weights here: never 0)
     return {
         "ratio": ratio,
         "seed": seed,

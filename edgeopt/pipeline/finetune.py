@@ -42,7 +42,7 @@ class Tuned:
     ``kept``: which weights the fine-tune ended with (:data:`LAST`, :data:`EARLIER` or, continued,
     :data:`START`) and ``kept_epoch`` their epoch (from 1; 0 for the trial's weights); None when it was not
     fine-tuned but trained as a trial is (its best validation epoch, :attr:`epoch`). ``kept_p``: McNemar's p
-    of the kept weights against the last epoch's on val (None when the last was kept without a test)."""
+    of the trial's weights against the fine-tune's on val (None when no test was needed)."""
 
     student: Any
     timings: dict[str, float] = field(default_factory=dict)
@@ -151,11 +151,9 @@ def fine_tune(
     tuned = Tuned(decompose(teacher, plan, example_input=task.example_input) if plan else copy.deepcopy(teacher))
     tuned.timings["decompose"] = time.perf_counter() - t0
     if plan and any(v.get("format") != DEFAULT_FORMAT for v in plan.values()):
-        start_weights = None
-        if start is not None:
+        if start is not None:  # load_state_dict copies: ``start`` itself stays the trial's weights
             tuned.student.load_state_dict(start)
             tuned.start_score = _val_score(tuned.student, task)
-            start_weights = copy.deepcopy(start)
         how = "from the selected trial's weights" if start is not None else "from the teacher"
         log.info("fine-tuning the chosen plan for up to %d epochs, %s", config.final_epochs, how)
         t0 = time.perf_counter()
@@ -179,7 +177,7 @@ def fine_tune(
         )
         tuned.timings["distill"] = time.perf_counter() - t0
         best.finish()
-        keep_weights(tuned, best, task, start_weights)
+        keep_weights(tuned, best, task, start)
     tuned.student.eval()
     return tuned
 
@@ -227,9 +225,8 @@ def keep_weights(tuned: Tuned, best: Peak, task: Any, start: dict[str, Any] | No
     if best.state is not None and best.epoch != last:
         tuned.student.load_state_dict(best.state)
         tuned.kept, tuned.kept_epoch = EARLIER, best.epoch
-    if start is None or tuned.start_score is None:
-        return
-    if tuned.start_score <= _val_score(tuned.student, task):
+    kept_score = tuned.history[tuned.kept_epoch - 1] if tuned.kept_epoch else None  # read after that epoch
+    if start is None or tuned.start_score is None or kept_score is None or tuned.start_score <= kept_score:
         return
     y = task.y_val.numpy() if hasattr(task.y_val, "numpy") else task.y_val
     kept_right = predict_labels(tuned.student, task.X_val) == y

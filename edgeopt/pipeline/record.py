@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edgeopt.search.alternatives import DTYPE_ATTR, PLAN_ATTR
+
 MIB = 1024 * 1024  # budgets in "MB" are MiB throughout edgeopt
 
 
@@ -29,6 +31,7 @@ class Status(str, enum.Enum):
     PRUNED = "pruned"  # stopped early by the pruner
     SCREENED_OUT = "screened-out"  # over a budget before any training
     FAILED = "failed"  # raised; the search went on
+    QUEUED = "queued"  # enqueued (a seeded alternative, a warm start) and never run: the search ended first
 
     def __str__(self) -> str:
         return self.value
@@ -264,12 +267,15 @@ class TrialRecord:
                 int(attrs.get("size_bytes") or 0),
                 0,
             )
-        default_status = {"fail": Status.FAILED, "pruned": Status.PRUNED}.get(state, Status.RUNNING)
+        default_status = {"fail": Status.FAILED, "pruned": Status.PRUNED, "waiting": Status.QUEUED}.get(
+            state, Status.RUNNING
+        )
+        # A queued alternative has run nothing yet: its plan and dtype are those it was enqueued with.
         return cls(
             number=number,
             status=Status(attrs.get("status", default_status)),
-            plan=attrs.get("plan") or {},
-            dtype=DType(attrs.get("dtype", attrs.get("precision", "fp32"))),
+            plan=attrs.get("plan") or attrs.get(PLAN_ATTR) or {},
+            dtype=DType(attrs.get("dtype", attrs.get("precision", attrs.get(DTYPE_ATTR, "fp32")))),
             params=attrs.get("params"),
             macs=attrs.get("macs"),
             size_bytes=attrs.get("size_bytes"),

@@ -240,6 +240,7 @@ def _search_summary(study: Any, state: dict[str, Any], trials: list[dict[str, An
         "failed": states.count("fail"),
         "screened_out": sum(t["status"] == "screened-out" for t in trials),
         "running": states.count("running"),
+        "queued": states.count("waiting"),
         "wall_s": round(sum(t["duration_s"] or 0 for t in trials), 2),
         "last_run_wall_s": round(state.get("search_wall_s", 0.0), 2),
         "sampler": study.user_attrs.get("sampler", type(study.sampler).__name__),

@@ -258,7 +258,9 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
         "## Search",
         f"{s['trials']} trials ({s['sampler']}, objective `{s['objective']}`"
         f"{_workers_note(s)}): {s['feasible']} feasible, "
-        f"{s['screened_out']} screened out before training, {s['pruned']} pruned, {s['failed']} failed; "
+        f"{s['screened_out']} screened out before training, {s['pruned']} pruned, {s['failed']} failed"
+        + (f", {s['queued']} queued and not run (the search's time ended first)" if s.get("queued") else "")
+        + "; "
         f"{s['wall_s']:.1f} s in trials. Time per stage: "
         + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(s.get("time_s", {}).items()))
         + ".",

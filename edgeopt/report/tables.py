@@ -45,6 +45,8 @@ def comparison_rows(rep: dict[str, Any]) -> list[list[str]]:
 
 
 _FASTER = ("faster", "slower", "same speed")
+# Why an alternative that does not meet the budget shows no scores, by its trial's status.
+_NOT_MET = {"screened-out": "no (screened out)", "queued": "not run (the search's time ended first)"}
 
 
 def alternative_rows(rep: dict[str, Any]) -> list[list[str]]:
@@ -67,7 +69,7 @@ def alternative_rows(rep: dict[str, Any]) -> list[list[str]]:
             ]
         )
     for a in rep.get("alternatives") or []:
-        met = "yes" if a["meets_budget"] else ("no (screened out)" if a["status"] == "screened-out" else "no")
+        met = "yes" if a["meets_budget"] else _NOT_MET.get(a["status"], "no")
         rows.append(
             [
                 f"{a['method']} (trial {a['trial']})",

@@ -135,13 +135,15 @@ def keep(trial: Any, student: Any, dtype: str, task: Any, out: str | Path) -> No
 def rows(study: Any, out: str | Path, score_test: Any) -> list[dict[str, Any]]:
     """The alternatives' table: per label (its first finished trial), the screen's latencies on the target,
     val and test scores (``score_test(path)``: the kept file's test metrics; None when it was not kept:
-    screened out, pruned, or a repeat of another trial's plan) and whether it met every budget."""
+    screened out, pruned, or a repeat of another trial's plan) and whether it met every budget. An
+    alternative still queued when the search ended has a row too, status ``queued`` and nothing measured."""
     from edgeopt.pipeline.record import TrialRecord
 
     table: dict[str, dict[str, Any]] = {}
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in sorted(trials, key=lambda t: not t.state.is_finished()):  # a finished trial of a label first
         label = t.user_attrs.get(LABEL_ATTR)
-        if not label or label in table or not t.state.is_finished():
+        if not label or label in table or not (t.state.is_finished() or t.state.name == "WAITING"):
             continue
         rec = TrialRecord.from_trial(t)
         path = file_of(out, label)

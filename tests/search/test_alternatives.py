@@ -98,3 +98,36 @@ def test_no_alternatives_seeds_none(small_mlp_task, make_target, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["alternatives"] == [] and not (out / "plots" / "frontier.png").exists()
     assert not (out / "alternatives").exists()
+
+
+def test_an_alternative_the_search_never_ran_is_said_so():
+    """A compile whose time budget ended before every seeded alternative ran (mobilenet: 7 of 11) lists them
+    as queued, with the plan they were enqueued with, not as running dense models."""
+    from edgeopt.pipeline.record import DType, Status, TrialRecord
+    from edgeopt.report.tables import alternative_rows
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    ladder = alternatives.ladder(_tables())
+    alternatives.seed(study, ladder, trials=0)
+    first = study.ask()  # the first alternative runs and is screened out
+    first.set_user_attr("status", "screened-out")
+    study.tell(first, 0.0)
+
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    rec = TrialRecord.from_trial(waiting[0])
+    assert rec.status is Status.QUEUED and rec.plan == ladder[1].plan and rec.dtype is DType.FP32
+    assert TrialRecord.from_trial(waiting[1]).dtype is DType.INT8
+
+    rows = alternatives.rows(study, "/nonexistent", lambda path: None)
+    assert [r["method"] for r in rows] == [a.label for a in ladder]
+    assert rows[0]["status"] == "screened-out" and all(r["status"] == "queued" for r in rows[1:])
+    assert all(r["latency_ms"] is None and not r["meets_budget"] for r in rows[1:])
+    budget = {"passed": True}
+    rep = {
+        "target": {"budget": {}},
+        "best": {"latency_ms": {}, "metrics": {}, "budget": budget},
+        "baseline": {"latency_ms": {}, "metrics": {}, "budget": budget},
+        "alternatives": rows,
+    }
+    met = [r[-1] for r in alternative_rows(rep)[3:]]
+    assert met[0] == "no (screened out)" and set(met[1:]) == {"not run (the search's time ended first)"}

@@ -53,3 +53,35 @@ def test_time_budget_bounds_the_search_and_the_final_fine_tune(small_mlp_task, m
         assert any("the time budget cut the final fine-tune" in m for m in messages)
         assert "The time budget cut the final fine-tune" in (tmp_path / "run" / "report.md").read_text()
     assert not (tmp_path / "run" / ".students").exists()  # the kept students are gone once the artifact is written
+
+
+def test_the_cut_fine_tune_is_sized_by_the_chosen_trials_own_epochs():
+    """The final fine-tune trains the chosen plan, not the median trial: a wide plan chosen among narrow ones
+    gets the epochs its own trial's speed allows (mobilenet: 7.0 s an epoch against the median's 5.4; sized
+    by the median, the compile ran 605 s of a 600 s budget)."""
+    from edgeopt.pipeline.config import TIME_SPLIT, CompileConfig
+    from edgeopt.pipeline.loop import _final_config
+    from edgeopt.pipeline.record import DType, Status, TrialRecord
+
+    def trial(number: int, distill_s: float) -> TrialRecord:
+        return TrialRecord(
+            number=number,
+            status=Status.TRAINED,
+            plan={"fc1": {"format": "prune", "rank": 8}},
+            dtype=DType.FP32,
+            timings={"distill": distill_s},
+            state="complete",
+        )
+
+    config = CompileConfig(time_budget_s=100.0, trial_epochs=10, final_epochs=1000)
+    narrow = [trial(0, 10.0), trial(1, 10.0), trial(2, 10.0)]  # 1 s an epoch
+    wide = trial(3, 40.0)  # 4 s an epoch
+    recs = [*narrow, wide]
+    t_start = time.perf_counter()  # nearly all of the budget is left
+    left = (1 - TIME_SPLIT["ship_reserve"]) * 100.0
+    by_wide = _final_config(config, recs, t_start, wide).final_epochs
+    assert int(left / 4.0) - 1 <= by_wide <= int(left / 4.0)
+    by_median = _final_config(config, recs, t_start, narrow[0]).final_epochs  # its own speed is the median's
+    assert by_median > 3 * by_wide
+    # Without a trained chosen trial (the dense model, a repeat), the trials' median stands in.
+    assert _final_config(config, recs, t_start, None).final_epochs == _final_config(config, recs, t_start).final_epochs

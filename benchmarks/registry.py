@@ -143,6 +143,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         length="~12 min (seeds 3-5: not those the window was chosen on)",
     ),
     Benchmark(
+        "fallback_to_trial",
+        "When the final fine-tune reads below the selected trial on validation, does shipping the trial's student "
+        "(0.5 pt tolerance) or only a McNemar-significant one give the better test score?",
+        "benchmarks.fallback_to_trial",
+        params={"models": "cnn1d,digits-cnn,digits-mlp,vit", "ratios": "0.5", "seeds": "6,7,8,9"}
+        | {"trial_epochs": 12, "epochs": 80},
+        quick={"models": "digits-mlp", "ratios": "0.5", "seeds": "0", "trial_epochs": 2, "epochs": 3},
+    ),
+    Benchmark(
         "factorized_layer_speedup",
         "How much faster is one layer low-rank or tensor-train than dense in onnxruntime, and how far is each "
         "from its roofline floor?",

@@ -159,7 +159,8 @@ def _hold_to_trial(
 ) -> tuple[Path, Any, Any]:
     """The file to ship, its student and the ``FineTune`` record (None without a selected trial): the
     fine-tuned file, unless it is beyond the tolerance below the trial and the trial's student (``kept``:
-    its weights as the trial left them; else trained again) scores higher on val. ``planned_epochs``: the
+    its weights as the trial left them; else trained again) is better on val by McNemar (decision 0116),
+    said in the record's note either way. ``planned_epochs``: the
     fine-tune's epochs before the time budget cut them to ``config.final_epochs`` (said when it did)."""
     from edgeopt.pipeline import finetune as ft
 
@@ -167,7 +168,7 @@ def _hold_to_trial(
     if chosen is None:
         return path, tuned.student, None
     task, tol, metric = stage.task, ft.tolerance(config), stage.task.metric_name
-    trial_score, fell_back = chosen.score, False
+    trial_score, fell_back, p = chosen.score, False, None
     cut = bool(tuned.history) and planned_epochs is not None and planned_epochs > config.final_epochs
     continued = tuned.continued
     note = ft.verdict_note(chosen.number, trial_score, score, tol, metric)
@@ -177,8 +178,9 @@ def _hold_to_trial(
         again = ft.retrain_trial(teacher, dict(chosen.plan), task, config, kept)
         stage.timings.update(again.timings)
         again_path, again_score = stage(again.student, "trial")
-        note = ft.fallback_note(chosen.number, trial_score, score, again_score, config, metric, kept is not None)
-        if again_score >= score:
+        p = ft.prefer_trial(task, again_path, path, again_score, score)
+        note = ft.fallback_note(chosen.number, trial_score, score, again_score, p, config, metric, kept is not None)
+        if p is not None and p < ft.KEEP_P:
             path, tuned, score, fell_back = again_path, again, again_score, True
     record = ft.FineTune(
         selected_trial=chosen.number,
@@ -194,6 +196,7 @@ def _hold_to_trial(
         continued=continued,
         kept=tuned.kept,
         kept_p=tuned.kept_p,
+        fallback_p=p,
     )
     ft.report(record, metric)
     return path, tuned.student, record

@@ -136,6 +136,7 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
     ft = best.get("finetune")
     if not ft:
         return []
+    tol = float(ft.get("tolerance_pt") or 0.0) / 100
     line = (
         f"Validation score: trial {trial_ref(ft.get('selected_trial'))} {ft['trial_val_score']:.4f}, "
         f"artifact {ft['artifact_val_score']:.4f} ({epochs_text(ft)})."
@@ -143,6 +144,8 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
     if ft.get("fell_back"):
         why = ft.get("note") or f"it scored more than {ft.get('tolerance_pt')} pt below the trial"
         line += f" The final fine-tune was discarded and the trial's own weights ship: {why.rstrip('.')}."
+    elif ft["trial_val_score"] is not None and ft["artifact_val_score"] < ft["trial_val_score"] - tol:
+        line += f" The fine-tuned file ships below the trial beyond the tolerance: {ft['note'].rstrip('.')}."
     cut = cut_note(ft)
     if cut:
         line += f" {cut[0].upper()}{cut[1:]}."

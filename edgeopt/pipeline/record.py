@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edgeopt.search.alternatives import DTYPE_ATTR, PLAN_ATTR
+# A trial enqueued with its plan (a seeded alternative, edgeopt.search.alternatives) carries it in these
+# user attributes until it runs; a queued one's record shows that plan.
+PLAN_ATTR, DTYPE_ATTR = "alternative_plan", "alternative_dtype"
 
 MIB = 1024 * 1024  # budgets in "MB" are MiB throughout edgeopt
 

@@ -22,10 +22,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from edgeopt.pipeline.record import DTYPE_ATTR, PLAN_ATTR, TrialRecord
+
 UNIFORM_KEEP = (0.75, 0.5, 0.375, 0.25, 0.125)
 LABEL_ATTR = "alternative"  # the trial's label, e.g. "uniform prune 1/2 + int8"
-PLAN_ATTR = "alternative_plan"
-DTYPE_ATTR = "alternative_dtype"
 DIR_NAME = "alternatives"
 DENSE_INT8 = "dense + int8"
 
@@ -137,8 +137,6 @@ def rows(study: Any, out: str | Path, score_test: Any) -> list[dict[str, Any]]:
     val and test scores (``score_test(path)``: the kept file's test metrics; None when it was not kept:
     screened out, pruned, or a repeat of another trial's plan) and whether it met every budget. An
     alternative still queued when the search ended has a row too, status ``queued`` and nothing measured."""
-    from edgeopt.pipeline.record import TrialRecord
-
     table: dict[str, dict[str, Any]] = {}
     trials = study.get_trials(deepcopy=False)
     for t in sorted(trials, key=lambda t: not t.state.is_finished()):  # a finished trial of a label first

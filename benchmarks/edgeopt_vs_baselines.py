@@ -476,9 +476,10 @@ def rank_at_latency(
     return r, uniform_plan(layers, fmt, r), probes[r], sorted(probes.items())
 
 
-def distill_like_final(student: Any, task: Any, *, epochs: int, seed: int, callback: Any = None) -> None:
-    """``student`` distilled from the task's model like edgeopt's final fine-tune's schedule (cosine,
-    compile's rate, one torch thread), ending with its last epoch; ``callback(epoch, val score)`` after each."""
+def distill_like_compile(student: Any, task: Any, *, epochs: int, seed: int, **options: Any) -> None:
+    """``student`` distilled from the task's model at compile's rate on one torch thread, as ``compile()``
+    trains; ``options`` as :func:`edgeopt.compiler.distill.distill`'s (none: a trial's constant rate, early
+    stopping and best epoch)."""
     import torch
 
     from edgeopt.compiler.distill import distill
@@ -495,12 +496,18 @@ def distill_like_final(student: Any, task: Any, *, epochs: int, seed: int, callb
             lr=FINAL_LR,
             seed=seed,
             metric=task.metric,
-            schedule="cosine",
-            restore_best=False,
-            callback=callback,
+            **options,
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def distill_like_final(student: Any, task: Any, *, epochs: int, seed: int, callback: Any = None) -> None:
+    """``student`` distilled like edgeopt's final fine-tune's schedule (cosine, ending with its last epoch);
+    ``callback(epoch, val score)`` after each."""
+    distill_like_compile(
+        student, task, epochs=epochs, seed=seed, schedule="cosine", restore_best=False, callback=callback
+    )
 
 
 def distill_and_export(student: Any, task: Any, path: Path, *, epochs: int, seed: int) -> Path:

@@ -49,26 +49,9 @@ def _scored(student: Any, task: Any) -> dict[str, Any]:
 
 def _as_trial(student: Any, task: Any, *, epochs: int, seed: int) -> None:
     """``student`` distilled as a compile's trial: ``epochs``, constant rate, early stopping, best epoch."""
-    import torch
+    from benchmarks.edgeopt_vs_baselines import distill_like_compile
 
-    from benchmarks.edgeopt_vs_baselines import FINAL_LR
-    from edgeopt.compiler.distill import distill
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        distill(
-            student,
-            task.model,
-            (task.X_train, task.y_train),
-            (task.X_val, task.y_val),
-            epochs=epochs,
-            lr=FINAL_LR,
-            seed=seed,
-            metric=task.metric,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    distill_like_compile(student, task, epochs=epochs, seed=seed)
 
 
 def _as_final(student: Any, task: Any, *, epochs: int, seed: int) -> int:
@@ -143,17 +126,11 @@ def _row(label: str, runs: list[dict[str, Any]]) -> str:
 
 def run(args: SimpleNamespace) -> Outcome:
     """Every (model, ratio, seed) run, then per model and over all: fall-backs and test under each rule."""
-    from edgeopt.models.examples import load_example
+    from benchmarks.final_epoch_choice import per_model
 
-    models: list[dict[str, Any]] = []
-    for name in str(args.models).split(","):
-        task = load_example(name, seed=0)
-        runs = [
-            one_run(task, float(r), int(s), int(args.trial_epochs), int(args.epochs))
-            for r in str(args.ratios).split(",")
-            for s in str(args.seeds).split(",")
-        ]
-        models.append({"model": name, "val_samples": len(task.y_val), "test_samples": len(task.y_test), "runs": runs})
+    models = per_model(
+        args, lambda task, ratio, seed: one_run(task, ratio, seed, int(args.trial_epochs), int(args.epochs))
+    )
     every = [r for m in models for r in m["runs"]]
     lines = [
         "| model | runs | val: trial − fine-tune (median pt) | falls back (0.5 pt) | there, test: trial − fine-tune "

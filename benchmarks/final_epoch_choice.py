@@ -82,19 +82,21 @@ def summary(runs: list[dict[str, Any]], key: str, base: str = "test_at_best_val"
     }
 
 
-def run(args: SimpleNamespace) -> Outcome:
-    """Every (model, ratio, seed) run, then the paired summaries per model and over all."""
+def per_model(args: SimpleNamespace, one: Any) -> list[dict[str, Any]]:
+    """Per model of ``args.models``: its split sizes and ``one(task, ratio, seed)`` for every ratio and seed."""
     from edgeopt.models.examples import load_example
 
     models: list[dict[str, Any]] = []
     for name in str(args.models).split(","):
         task = load_example(name, seed=0)
-        runs = [
-            one_run(task, float(r), int(s), int(args.epochs))
-            for r in str(args.ratios).split(",")
-            for s in str(args.seeds).split(",")
-        ]
+        runs = [one(task, float(r), int(s)) for r in str(args.ratios).split(",") for s in str(args.seeds).split(",")]
         models.append({"model": name, "val_samples": len(task.y_val), "test_samples": len(task.y_test), "runs": runs})
+    return models
+
+
+def run(args: SimpleNamespace) -> Outcome:
+    """Every (model, ratio, seed) run, then the paired summaries per model and over all."""
+    models = per_model(args, lambda task, ratio, seed: one_run(task, ratio, seed, int(args.epochs)))
     every = [r for m in models for r in m["runs"]]
     lines = [
         "| model | runs | best-val epoch (median, range) | val: best − last (median pt) | test: last − best-val epoch "

@@ -325,6 +325,22 @@ def summary(models: list[dict[str, Any]]) -> dict[str, Any]:
         applies = [v for v in judged if any(x is not None for x in v)]
         out[key] = {"met": sum(all(x is not False for x in v) for v in applies), "of": len(applies)}
     out["clearly_better_goal"] = out["clearly_better"]["met"] * 2 >= out["clearly_better"]["of"]
+    # How the cell's window compares with the compile's own release measurement, which selection's headroom
+    # (5 % of the bound) is sized for: edgeopt's p95 in the cell over its release p95.
+    ratios = [
+        r["p95_us"] / r["release_p95_us"]
+        for m in models
+        for c in m["cells"]
+        for r in c["rows"]
+        if r.get("edgeopt") and r.get("p95_us") and r.get("release_p95_us")
+    ]
+    if ratios:
+        out["cell_over_release_p95"] = {
+            "n": len(ratios),
+            "median": round(float(np.median(ratios)), 3),
+            "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3),
+        }
     return out
 
 
@@ -358,6 +374,13 @@ def markdown(models: list[dict[str, Any]]) -> str:
         f"{'met' if s['clearly_better_goal'] else 'not met'}); against dense at 1/3 and 1/4: "
         f"{s['vs_dense']['met']} of {s['vs_dense']['of']}.",
     ]
+    if s.get("cell_over_release_p95"):
+        r = s["cell_over_release_p95"]
+        lines += [
+            "",
+            f"edgeopt's p95 in the cell over its compile's release p95 ({r['n']} artifacts): median {r['median']}, "
+            f"{r['min']}–{r['max']} (selection confirms a plan with 5 % headroom over its bound).",
+        ]
     return "\n".join(lines) + "\n"
 
 

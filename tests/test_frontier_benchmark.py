@@ -143,3 +143,17 @@ def test_reused_alternatives_are_not_distilled_again(tmp_path, monkeypatch):
     assert (tmp_path / "prune-0.5.onnx").read_bytes() == b"earlier" and "reused" not in by["uniform prune 0.8"]
     frontier.alternatives(task, tmp_path, [0.5], epochs=80)  # without reuse every ratio is distilled
     assert distilled == [0.8, 0.5]
+
+
+def test_the_summary_states_the_cells_p95_against_the_compiles_release():
+    """Selection's headroom is sized against the compile's own window; the summary says how the cell's
+    interleaved window compared, over the edgeopt rows that carry their release p95 (older rows do not)."""
+
+    def cell(*rows):
+        return {"rows": list(rows), "goals": [], "fraction": 0.5}
+
+    ours = {"edgeopt": True, "p95_us": 110.0, "release_p95_us": 100.0}
+    models = [{"cells": [cell(ours, dict(ours, p95_us=95.0), {"edgeopt": True, "p95_us": 50.0}, {"p95_us": 200.0})]}]
+    r = frontier.summary(models)["cell_over_release_p95"]
+    assert r == {"n": 2, "median": 1.025, "min": 0.95, "max": 1.1}
+    assert "cell_over_release_p95" not in frontier.summary([{"cells": [cell({"edgeopt": True, "p95_us": 5.0})]}])

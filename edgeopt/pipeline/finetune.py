@@ -14,9 +14,10 @@ left it (or trained again exactly as the trial was), and it ships instead when i
 validation samples by the same paired test (:func:`prefer_trial`), said in :class:`FineTune`'s note either
 way. The trial's figure is the best of its epochs and of the search's trials, so it reads high: on 359
 val samples a ViT's trial read 0.3–0.5 pt above its 80-epoch fine-tune in 2 of 4 runs and scored 1.9–2.7
-pt lower on test (``python -m benchmarks fallback_to_trial``; decision 0116). The trial's score is torch's for fp32
-trials and onnxruntime's for int8 ones; onnxruntime and torch agree on fp32 predictions to the
-export's verified tolerance, so the two scores differ only where a prediction sits on a decision boundary.
+pt lower on test (``python -m benchmarks fallback_to_trial``; decision 0116). The trial's score is
+torch's for fp32 trials and onnxruntime's for int8 ones; onnxruntime and torch agree on fp32 predictions
+to the export's verified tolerance, so the two scores differ only where a prediction sits on a decision
+boundary.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def keep_weights(tuned: Tuned, best: Peak, task: Any, start: dict[str, Any] | No
     kept_score = tuned.history[tuned.kept_epoch - 1] if tuned.kept_epoch else None  # read after that epoch
     if start is None or tuned.start_score is None or kept_score is None or tuned.start_score <= kept_score:
         return
-    y = task.y_val.numpy() if hasattr(task.y_val, "numpy") else task.y_val
+    y = _val_labels(task)
     kept_right = predict_labels(tuned.student, task.X_val) == y
     weights = copy.deepcopy(tuned.student.state_dict())
     tuned.student.load_state_dict(start)
@@ -242,6 +243,13 @@ def keep_weights(tuned: Tuned, best: Peak, task: Any, start: dict[str, Any] | No
         tuned.kept, tuned.kept_epoch = START, 0
     else:
         tuned.student.load_state_dict(weights)
+
+
+def _val_labels(task: Any) -> Any:
+    """The task's validation labels as a numpy array (they may be a tensor)."""
+    import numpy as np
+
+    return np.asarray(task.y_val.numpy() if hasattr(task.y_val, "numpy") else task.y_val)
 
 
 def _val_score(student: Any, task: Any) -> float:
@@ -293,14 +301,12 @@ def prefer_trial(task: Any, trial_file: Any, tuned_file: Any, trial_score: float
     """McNemar's p of the trial's student (``trial_file``) against the fine-tuned file on the validation
     samples when the trial's scores higher (None: it does not, and cannot be preferred); it ships instead
     of the fine-tuned file when p < :data:`KEEP_P` (decision 0116)."""
-    import numpy as np
-
     from edgeopt.compiler.metrics import mcnemar
     from edgeopt.pipeline.evaluate import onnx_predict
 
     if trial_score <= tuned_score:
         return None
-    y = np.asarray(task.y_val.numpy() if hasattr(task.y_val, "numpy") else task.y_val)
+    y = _val_labels(task)
     return mcnemar(onnx_predict(trial_file, task.X_val) == y, onnx_predict(tuned_file, task.X_val) == y)[2]
 
 
@@ -335,6 +341,13 @@ def fallback_note(
     )
 
 
+def below_trial(ft: dict[str, Any]) -> bool:
+    """Whether the shipped file scored beyond the tolerance below the selected trial on val (``ft``: a
+    :class:`FineTune`'s ``to_dict``): the console warns and the report says why."""
+    trial = ft.get("trial_val_score")
+    return trial is not None and ft["artifact_val_score"] < trial - float(ft.get("tolerance_pt") or 0.0) / 100
+
+
 def epochs_text(ft: dict[str, Any]) -> str:
     """Which weights shipped, for the console and the report (``ft``: a :class:`FineTune`'s ``to_dict``)."""
     epoch = ft.get("epoch", ft.get("best_epoch"))  # best_epoch: a compile.json written before decision 0115
@@ -357,8 +370,7 @@ def report(ft: FineTune, metric: str) -> None:
         f"final fine-tune: trial {ft.selected_trial} val {metric} {trial}, artifact {ft.artifact_val_score:.4f} "
         f"({epochs_text(ft.to_dict())}{'; fell back to the trial' if ft.fell_back else ''})"
     )
-    short = ft.trial_val_score is not None and ft.artifact_val_score < ft.trial_val_score - ft.tolerance_pt / 100
-    why = [ft.note] if ft.fell_back or short else []
+    why = [ft.note] if ft.fell_back or below_trial(ft.to_dict()) else []
     why += [c for c in (cut_note(ft.to_dict()),) if c]
     if why:  # not the fine-tune, below the trial, or cut short: said, with why
         log.warning("%s: %s", line, "; ".join(why))
@@ -368,6 +380,7 @@ def report(ft: FineTune, metric: str) -> None:
 
 __all__ = [
     "KEEP_P",
+    "below_trial",
     "FineTune",
     "Peak",
     "Tuned",

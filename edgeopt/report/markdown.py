@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeopt.pipeline.finetune import cut_note, epochs_text
+from edgeopt.pipeline.finetune import below_trial, cut_note, epochs_text
 from edgeopt.report._text import Table, change, trial_ref
 from edgeopt.report.tables import (
     additivity_rows,
@@ -136,7 +136,6 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
     ft = best.get("finetune")
     if not ft:
         return []
-    tol = float(ft.get("tolerance_pt") or 0.0) / 100
     line = (
         f"Validation score: trial {trial_ref(ft.get('selected_trial'))} {ft['trial_val_score']:.4f}, "
         f"artifact {ft['artifact_val_score']:.4f} ({epochs_text(ft)})."
@@ -144,7 +143,7 @@ def _md_finetune(best: dict[str, Any]) -> list[str]:
     if ft.get("fell_back"):
         why = ft.get("note") or f"it scored more than {ft.get('tolerance_pt')} pt below the trial"
         line += f" The final fine-tune was discarded and the trial's own weights ship: {why.rstrip('.')}."
-    elif ft["trial_val_score"] is not None and ft["artifact_val_score"] < ft["trial_val_score"] - tol:
+    elif below_trial(ft):
         line += f" The fine-tuned file ships below the trial beyond the tolerance: {ft['note'].rstrip('.')}."
     cut = cut_note(ft)
     if cut:

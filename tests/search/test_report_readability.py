@@ -189,6 +189,12 @@ def test_the_fine_tune_is_shown_beside_the_selected_trial():
     fell = dict(FINETUNE, artifact_val_score=0.7119, fell_back=True, note="the fine-tune reached 0.6786 (-3.33 pt)")
     (line,) = _md_finetune({"finetune": fell})
     assert "The final fine-tune was discarded and the trial's own weights ship: the fine-tune reached 0.6786" in line
+    # below the trial beyond the tolerance, the fine-tuned file shipped (decision 0116): said, with its note
+    short = dict(FINETUNE, trial_val_score=0.7300, note="not better on the val samples (McNemar p 0.405)")
+    (line,) = _md_finetune({"finetune": short})
+    assert line.endswith("ships below the trial beyond the tolerance: not better on the val samples (McNemar p 0.405).")
+    (line,) = _md_finetune({"finetune": dict(short, trial_val_score=0.7200)})  # 0.57 pt: within the 1 pt tolerance
+    assert "below the trial" not in line
     assert _md_finetune({}) == []
     (line,) = _md_finetune({"finetune": dict(FINETUNE, epochs=12, cut_from=80, cut_to=12)})
     assert line.endswith(

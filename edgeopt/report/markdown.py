@@ -19,6 +19,7 @@ from edgeopt.report.tables import (
     trial_caption,
     trial_rows,
 )
+from edgeopt.runtime.retake import REPRODUCE
 from edgeopt.search.allocation.knobs import FEEDBACK_MIN
 
 
@@ -235,8 +236,8 @@ def _md_screens(sc: dict[str, Any]) -> list[str]:
         return []
     what = (
         f"{1e3 * sc['offset_ms']:+.1f} µs off the table (the median, shrunk by two standard errors; at most "
-        f"half the headroom over the floor counts); trials after the first {FEEDBACK_MIN} were allocated under "
-        "the budget less that"
+        f"half the room over the floor counts); trials after the first {FEEDBACK_MIN} were allocated under "
+        f"the budget less selection's {100 * REPRODUCE:g} % headroom and less that"
         if sc["count"] >= FEEDBACK_MIN
         else f"too few to correct the table (it takes {FEEDBACK_MIN})"
     )

@@ -17,6 +17,19 @@ pytest.importorskip("onnxruntime")
 INT8 = {"format": "dense", "precision": "int8"}
 
 
+def _architecture(name: str):
+    """A bundled architecture at its real size, untrained (finding layers and quantizing them needs no
+    trained weights; ``load_example`` would train the teacher wherever the cache is empty, 20 s each),
+    with its example input and a seeded calibration batch."""
+    from edgeopt.models import ARCHITECTURES
+
+    torch.manual_seed(0)
+    arch = ARCHITECTURES[name]
+    model = arch.build().eval()
+    calibration = np.random.default_rng(0).standard_normal((32, *arch.input_shape)).astype(np.float32)
+    return model, torch.as_tensor(calibration[:1]), calibration
+
+
 def _cnn():
     from collections import OrderedDict
 
@@ -79,17 +92,16 @@ def test_every_layer_of_a_residual_network_is_found_and_quantized_alone(tmp_path
     from edgeopt.compiler.analysis import decomposable_layers
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.quantize import layer_nodes, qdq_per_layer, quantize_plan
-    from edgeopt.models.examples import load_example
 
-    task = load_example("resnet8")
-    names = list(decomposable_layers(task.model, task.example_input))
+    model, example, calibration = _architecture("resnet8")
+    names = list(decomposable_layers(model, example))
     assert {"stack2.shortcut.0", "stack3.shortcut.0"} <= set(names)
-    path = export_onnx(task.model, task.example_input, tmp_path / "r8.onnx", verify=False)
+    path = export_onnx(model, example, tmp_path / "r8.onnx", verify=False)
     found = layer_nodes(onnx.load(str(path)), names)
     assert all(len(hit) == 1 for hit in found.values()), found  # one conv (or the classifier's Gemm) each
     assert len({h for hit in found.values() for h in hit}) == len(names)  # and no node claimed twice
     plan = {"stack2.shortcut.0": INT8}
-    q = quantize_plan(path, tmp_path / "r8.int8.onnx", plan, calibration=task.X_train[:32])
+    q = quantize_plan(path, tmp_path / "r8.int8.onnx", plan, calibration=calibration)
     counts = qdq_per_layer(q, names)
     # its input is stack2.conv1's too: that QuantizeLinear may be counted at either consumer
     assert counts["stack2.shortcut.0"] >= 1
@@ -105,20 +117,20 @@ def test_every_layer_of_a_dynamo_exported_transformer_is_found_and_quantized(tmp
     from edgeopt.compiler.analysis import decomposable_layers
     from edgeopt.compiler.export import export_onnx
     from edgeopt.compiler.quantize import layer_nodes, quantize_plan
-    from edgeopt.models.examples import load_example
 
-    task = load_example("vit")
-    names = list(decomposable_layers(task.model, task.example_input))
-    path = export_onnx(task.model, task.example_input, tmp_path / "vit.onnx", verify=False)
+    model, example, calibration = _architecture("vit")
+    names = list(decomposable_layers(model, example))
+    path = export_onnx(model, example, tmp_path / "vit.onnx", verify=False)
     found = layer_nodes(onnx.load(str(path)), names)
     assert all(len(hit) == 1 for hit in found.values()), {k: v for k, v in found.items() if len(v) != 1}
     q, k = found["encoder.layers.0.self_attn.q_proj"], found["encoder.layers.0.self_attn.k_proj"]
     assert q == k and found["encoder.layers.0.linear1"] != q
     plan = {"encoder.layers.0.self_attn.q_proj": INT8, "encoder.layers.0.linear1": INT8}
-    out = quantize_plan(path, tmp_path / "vit.int8.onnx", plan, calibration=task.X_train[:32])
+    out = quantize_plan(path, tmp_path / "vit.int8.onnx", plan, calibration=calibration)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: task.X_val[:1].astype(np.float32)})[0]
-    assert got.shape[-1] == task.model(torch.as_tensor(task.X_val[:1])).shape[-1]
+    got = sess.run(None, {sess.get_inputs()[0].name: calibration[:1]})[0]
+    with torch.no_grad():
+        assert got.shape[-1] == model(torch.as_tensor(calibration[:1])).shape[-1]
 
 
 def test_a_layer_named_int8_without_nodes_is_refused(tmp_path):

@@ -88,8 +88,8 @@ def test_a_trial_allocates_under_the_budget_through_the_fit(study):
     later = sampled()
     fit = TableFit(0.15 * dense, FEEDBACK_MIN)
     assert later["fit"] == pytest.approx(fit.to_dict(), rel=1e-3)
-    room = 0.8 * dense - floor(tables).latency_ms
-    assert space.cap(1.0, fit) == pytest.approx(0.8 * dense - min(0.15 * dense, 0.5 * room))
+    room = space.aim_ms - floor(tables).latency_ms
+    assert space.cap(1.0, fit) == pytest.approx(space.aim_ms - min(0.15 * dense, 0.5 * room))
     assert later["table_latency_ms"] <= space.cap(1.0, fit) < first["table_latency_ms"]
     assert later["table_latency_ms"] == pytest.approx(space.allocation(knobs, fit).latency_ms, abs=1e-5)
 
@@ -97,18 +97,39 @@ def test_a_trial_allocates_under_the_budget_through_the_fit(study):
 def test_the_fraction_is_of_the_budget_squeezed_above_the_floor_and_the_offset_bounded():
     tables = _tables(np.random.default_rng(5), layers=4, cands=6)
     lo = floor(tables).latency_ms
-    loose = AllocationSpace(tables, latency_ms=3 * lo, max_params=None)  # the floor is a third of the budget
+    # the headroom apart (0): the squeeze and the offset's bounds (test_the_search_aims_under_the_budget_...)
+    loose = AllocationSpace(tables, latency_ms=3 * lo, max_params=None, headroom=0.0)  # the floor: a third
     assert [loose.cap(f) for f in (0.5, 0.7, 1.0)] == pytest.approx([1.5 * lo, 2.1 * lo, 3 * lo])
-    tight = AllocationSpace(tables, latency_ms=lo / 0.8, max_params=None)  # the floor is 0.8 of the budget
+    tight = AllocationSpace(tables, latency_ms=lo / 0.8, max_params=None, headroom=0.0)  # the floor: 0.8
     assert [tight.cap(f) for f in (0.5, 0.75, 1.0)] == pytest.approx([lo, 0.5 * (lo + lo / 0.8), lo / 0.8])
     for f in (0.5, 0.7, 0.85, 1.0):  # no fraction falls below the floor: each is a plan of its own
         a = tight.allocation({"fraction": f, "size_weight": 0.0})
         assert a.feasible and lo - 1e-9 <= a.latency_ms <= tight.cap(f) + 1e-9
-    burst = TableFit(10 * lo, FEEDBACK_MIN)  # screens in a burst of noise: the offset takes half the headroom
+    burst = TableFit(10 * lo, FEEDBACK_MIN)  # screens in a burst of noise: the offset takes half the room
     assert tight.cap(1.0, burst) == pytest.approx(lo + 0.5 * (lo / 0.8 - lo))
     assert tight.allocation({"fraction": 0.7}, burst).feasible
     assert loose.cap(1.0, TableFit(-10 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + lo)  # and at most half under
     assert AllocationSpace(tables, latency_ms=None, max_params=None).cap(0.7) is None
+
+
+def test_the_search_aims_under_the_budget_by_selections_headroom():
+    """A plan the table puts at the top of the search's range is one selection confirms: its bound plus
+    selection's headroom (``finalists.margin_ms``) is the budget. Near the floor, where no plan can have the
+    headroom, the search aims at the budget itself rather than below the floor."""
+    from edgeopt.pipeline.finalists import BOUND, margin_ms
+
+    tables = _tables(np.random.default_rng(5), layers=4, cands=6)
+    lo = floor(tables).latency_ms
+    space = AllocationSpace(tables, latency_ms=3 * lo, max_params=None)
+    aim = space.aim_ms
+    assert aim < 3 * lo and aim + margin_ms({BOUND: aim}) == pytest.approx(3 * lo)
+    assert space.cap(1.0) == pytest.approx(aim) and space.cap(0.5) == pytest.approx(0.5 * aim)
+    for f in (0.7, 1.0):
+        assert space.allocation({"fraction": f, "size_weight": 0.0}).latency_ms <= space.cap(f) + 1e-9
+    edge = AllocationSpace(tables, latency_ms=1.02 * lo, max_params=None)  # under the floor once less 5 %
+    assert edge.aim_ms == pytest.approx(1.02 * lo)
+    assert edge.allocation({"fraction": 1.0, "size_weight": 0.0}).feasible
+    assert AllocationSpace(tables, latency_ms=None, max_params=None).aim_ms is None
 
 
 def test_the_report_says_the_screens_offset():

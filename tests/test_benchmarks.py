@@ -153,6 +153,12 @@ def test_the_stability_benchmark_says_how_far_down_the_shipped_plan_was_and_its_
     ]
     assert shipped_finalist(finalists) == {"pt_below_best": 10.45, "p95_over_p50": 1.693}
     assert shipped_finalist([dict(f, shipped=False) for f in finalists]) is None  # refused: nothing shipped
+    # beside it, the shipped file's test score: that trial's 3-epoch val figure is not what the fine-tune ships
+    from benchmarks.plans_stable_under_load import stood_text
+
+    run = {"shipped_finalist": shipped_finalist(finalists), "test_score": 0.98058}
+    assert stood_text(run) == "10.4 pt, 1.69x, test 0.9806"
+    assert stood_text({**run, "test_score": None}) == "10.4 pt, 1.69x"  # a run recorded before it was
 
 
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():

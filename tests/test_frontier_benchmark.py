@@ -191,3 +191,7 @@ def test_the_goals_are_also_judged_against_the_dense_p95_timed_in_the_cell():
     s = frontier.summary([{"cells": [slow, fair]}])
     assert s["never_worse"] == {"met": 0, "of": 2}
     assert s["against_the_cells_dense"]["never_worse"] == {"met": 1, "of": 2}
+    assert s["faster_than_pick"] == {"met": 0, "of": 2}  # edgeopt at 0.49 of dense, the pick at 0.45
+    fair["rows"][2]["p50_us"] = 0.9 * fair["rows"][1]["p50_us"]
+    # fair: now faster; fast: its pick (0.52 of dense) is slower than edgeopt (0.49)
+    assert frontier.summary([{"cells": [slow, fair, fast]}])["faster_than_pick"] == {"met": 2, "of": 3}

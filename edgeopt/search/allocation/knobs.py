@@ -6,8 +6,8 @@ fewer parameters are worth against sensitivity) and a sensitivity multiplier per
 stages of consecutive layers). Warm start: fractions 1.0, 0.85 and 0.7 with neutral knobs. The budget
 the fractions are of is the latency budget less the 5 % headroom selection confirms a finalist with
 (decision 0117): aimed at the budget itself, the search's best plans were the ones selection could not
-confirm (resnet8 with one core busy: two compiles of five shipped plans 4.3 and 7.0 pt of val F1 below
-their best finalist within the budget). When the
+confirm, and it went down the tiers (``plans_stable_under_load``, resnet8 at 785d1e8: two of five
+compiles shipped trials 9.8 and 10.2 pt of val F1 under their best finalist). When the
 table's floor is above half the budget, the fractions are squeezed onto [floor, budget]: on mobilenet
 at 0.7x its dense p95 the floor is ~0.85 of the budget, and most fractions gave the fastest plan (rank
 1 nearly everywhere), trained again and again as repeats. Spanning [floor, budget] on every model
@@ -132,20 +132,21 @@ class AllocationSpace:
         """The latency the allocations aim at: the budget less the headroom selection confirms a finalist
         with (:func:`edgeopt.pipeline.finalists.margin_ms`), so that the search's best plans are ones that can
         ship; the budget itself when that falls below the floor (no plan can have the headroom there)."""
-        if self.latency_ms is None:
-            return None
+        return None if self.latency_ms is None else self._aim(floor(self.tables).latency_ms)
+
+    def _aim(self, lo: float) -> float:
         aim = self.latency_ms / (1.0 + self.headroom)
-        return aim if aim > floor(self.tables).latency_ms else self.latency_ms
+        return aim if aim > lo else self.latency_ms
 
     def cap(self, fraction: float, fit: TableFit | None = None) -> float | None:
         """The table latency an allocation may have: ``fraction`` (0.5-1) of the budget less selection's
         headroom (:attr:`aim_ms`), the range squeezed to [floor, that] when the floor is above half of it,
         and that less the screens' offset (``fit``, :func:`table_correction`), which may take at most half
         the room over the floor."""
-        aim = self.aim_ms
-        if aim is None:
+        if self.latency_ms is None:
             return None  # no budget: no cap
         lo = floor(self.tables).latency_ms
+        aim = self._aim(lo)
         room = max(0.0, aim - lo)
         budget = aim - min(max((fit or TableFit()).offset_ms, -0.5 * room), 0.5 * room)
         low = max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor

@@ -120,3 +120,18 @@ def test_only_the_allocation_offers_prune_by_default():
     assert all("prune" in spec.formats for spec in layers.values())
     assert not any("prune" in c.formats for c in SearchSpace(layers).choices)
     assert all("prune" in c.formats for c in SearchSpace(layers, formats=["prune"]).choices)
+
+
+def test_the_prune_rungs_are_finest_at_the_narrow_end():
+    """cnn1d's 64-channel convs offer 12 kept channels between 8 and 16 (the user's uniform 0.8 kept 12 and
+    beat every plan the 8-or-16 rungs allowed at 1/3 of its dense p95, decision 0118); wider counts stay
+    multiples of 8, layers under 32 channels take any count."""
+    from edgeopt.compiler.decompose import decomposable_layers
+    from edgeopt.compiler.formats import get_handler
+
+    model, x = _arch("cnn1d")
+    layers = decomposable_layers(model, x)
+    ranks = {name: get_handler("prune").search_ranks(spec) for name, spec in layers.items()}
+    assert ranks["features.1.0"] == [8, 12, 16, 24, 32, 40, 48, 56]  # 64 channels
+    assert ranks["features.3.0"] == [16, 24, 32, 48, 64, 80, 96, 112]  # 128
+    assert ranks["features.0.0"][:3] == [4, 8, 12]  # 32

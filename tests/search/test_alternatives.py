@@ -26,7 +26,7 @@ def _tables() -> Tables:
     def prune(rank: int) -> Candidate:
         return Candidate(f"pr {rank}", {"format": "prune", "rank": rank}, rank * per, 0.01, 0.1)
 
-    rungs = [prune(r) for r in (32, 64, 96, 128, 160, 192, 224)]  # 1/8 .. 7/8 of 256
+    rungs = [prune(r) for r in (32, 48, 64, 96, 128, 160, 192, 224)]  # 1/8, 3/16, 1/4 .. 7/8 of 256
     layers = {
         "0": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
         "2": [Candidate("dense", {}, 256 * per, 0.02, 0.0), *rungs],
@@ -48,6 +48,7 @@ def test_ladder_is_dense_int8_then_each_uniform_ratio_with_and_without_int8():
     # One ratio on every prunable layer; the classifier has no prune rung and stays dense.
     assert half.plan == {"0": {"format": "prune", "rank": 128}, "2": {"format": "prune", "rank": 128}}
     assert alternatives.uniform_prune(_tables(), 0.375)["0"]["rank"] == 96
+    assert "uniform prune 3/16" in labels and alternatives.uniform_prune(_tables(), 0.1875)["2"]["rank"] == 48
     assert alternatives.ladder(None) == [alternatives.Alternative("dense + int8", {}, "int8")]
 
 

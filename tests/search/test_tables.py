@@ -153,14 +153,14 @@ def test_the_calibration_batch_takes_the_classes_in_turn():
 
 
 def test_prune_rungs_are_offered_where_pruning_keeps_the_output(built):
-    """Structured pruning: the hidden layers get rungs at 1/4..7/8 of their width, measured
+    """Structured pruning: the hidden layers get rungs at 1/8, 3/16, 1/4..7/8 of their width, measured
     in the whole graph; the classifier, whose width is the output, gets none and the notes say why."""
     tables, *_ = built
     names = list(tables.layers)
     assert not any(c.entry.get("format") == "prune" for c in tables.layers[names[-1]])
     assert any(names[-1] in note and "cannot be pruned" in note for note in tables.notes)
     hidden = [c for c in tables.layers[names[0]] if c.entry.get("format") == "prune" and "precision" not in c.entry]
-    assert [c.entry["rank"] for c in hidden] == [32, 64, 96, 128, 160, 192, 224]
+    assert [c.entry["rank"] for c in hidden] == [32, 48, 64, 96, 128, 160, 192, 224]
     assert all(math.isfinite(c.latency_ms) and math.isfinite(c.sensitivity) for c in hidden)
     assert hidden[0].sensitivity > hidden[-1].sensitivity  # an eighth of the channels drifts more than 7/8
     # priced from the dense latencies measured alone: the layer at r of its width, less what its consumer

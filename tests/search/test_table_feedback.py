@@ -3,13 +3,16 @@ studies on SQLite, real trials asked from them."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import optuna
 import pytest
 
 from edgeopt.pipeline.record import DType, ScreenResult, Status, TrialRecord
+from edgeopt.runtime.retake import REPRODUCE
 from edgeopt.search.allocation.knapsack import floor
-from edgeopt.search.allocation.knobs import FEEDBACK_MIN, AllocationSpace, TableFit, table_correction
+from edgeopt.search.allocation.knobs import FEEDBACK_MIN, MAX_UNDER, AllocationSpace, TableFit, table_correction
 
 from .test_knapsack import _tables
 
@@ -108,8 +111,28 @@ def test_the_fraction_is_of_the_budget_squeezed_above_the_floor_and_the_offset_b
     burst = TableFit(10 * lo, FEEDBACK_MIN)  # screens in a burst of noise: the offset takes half the room
     assert tight.cap(1.0, burst) == pytest.approx(lo + 0.5 * (lo / 0.8 - lo))
     assert tight.allocation({"fraction": 0.7}, burst).feasible
-    assert loose.cap(1.0, TableFit(-10 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + lo)  # and at most half under
+    # screens under the table are no noise: the offset counts in full, up to MAX_UNDER of the floor
+    assert loose.cap(1.0, TableFit(-0.2 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + 0.2 * lo)
+    assert loose.cap(1.0, TableFit(-10 * lo, FEEDBACK_MIN)) == pytest.approx(3 * lo + MAX_UNDER * lo)
     assert AllocationSpace(tables, latency_ms=None, max_params=None).cap(0.7) is None
+
+
+def test_a_table_that_reads_slow_at_its_floor_leaves_the_search_room_above_it():
+    """cnn1d at 1/3 of its dense p95 (decision 0118): the budget sat at the table's floor, the screens ran
+    the floor 20 % under the table, and every trial was the floor plan. Measured as the screens measure,
+    the floor is well under the budget: the search aims at the budget less selection's headroom, above the
+    table's floor, and the warm start's fractions are distinct plans again."""
+    tables = _tables(np.random.default_rng(5), layers=4, cands=6)
+    lo = floor(tables).latency_ms
+    space = AllocationSpace(tables, latency_ms=1.02 * lo, max_params=None)  # the table: at its floor
+    assert space.cap(1.0) == pytest.approx(1.02 * lo)  # no fit yet: the budget itself, as before
+    slow = TableFit(-0.2 * lo, FEEDBACK_MIN)  # the screens: the table reads 20 % of its floor slow
+    aim = 1.02 * lo / (1 + REPRODUCE)  # above the floor as measured (0.8 lo): the headroom is kept
+    assert space.cap(1.0, slow) == pytest.approx(aim + 0.2 * lo)
+    plans = {json.dumps(space.allocation({"fraction": f, "size_weight": 0.0}, slow).choice) for f in (1.0, 0.85, 0.7)}
+    assert len(plans) > 1
+    noisy = TableFit(0.2 * lo, FEEDBACK_MIN)  # over the table: maybe a burst, half the room at most
+    assert space.cap(1.0, noisy) == pytest.approx(1.02 * lo - 0.5 * 0.02 * lo)
 
 
 def test_the_search_aims_under_the_budget_by_selections_headroom():

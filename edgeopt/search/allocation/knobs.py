@@ -17,9 +17,12 @@ were screened out, against 6 of 26 the run before, on a noisier host too.
 The screens correct the table as the search goes (:func:`table_correction`): once a few allocations
 have been measured whole, the budget is taken less the median amount by which they measured over
 the table, so a table that errs by 15 % near the budget stops sending
-trials over it, or leaving it unspent. The offset takes at most half the headroom over the floor: on
-digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the budget
-below the floor, and all 40 trials became the fastest plan, screened out.
+trials over it, or leaving it unspent. An offset over the table takes at most half the headroom over the
+floor: on digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the
+budget below the floor, and all 40 trials became the fastest plan, screened out. One under the table
+counts in full, the floor with it (noise does not speed a run up; decision 0118): cnn1d's table put
+its floor at 1/3 of the dense p95 while the screens ran it 2.9 µs (20 %) faster, and bounded by half
+the room, every trial of the search was the floor's convs with another fc1.
 
 Every trial is a distinct allocation (:meth:`AllocationSpace.sample`): many knobs map to one allocation
 (the demo: 58 of 60 trials repeated two), so when a trial's knobs give one that the study already
@@ -46,6 +49,7 @@ FRACTION_MAX = 1.0
 WARM_LABEL = "allocation"
 FEEDBACK_MIN = 5  # screened allocations before the table is corrected by them
 NOISE_SE = 2.0  # the median offset is shrunk toward 0 by this many of its standard errors
+MAX_UNDER = 0.5  # screens under the table move the cap up by at most this share of the table's floor
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class TableFit:
 def table_correction(study: Any) -> TableFit:
     """The median of measured - table latency over the study's screened fp32 allocations (repeats of a
     plan counted once), shrunk toward 0 by :data:`NOISE_SE` standard errors (from the MAD). How much of it
-    counts is bounded where it is used (:meth:`AllocationSpace.cap`: half the headroom over the floor).
+    counts is bounded where it is used (:meth:`AllocationSpace.cap`), by its sign.
 
     Shrunk, because a screen is a 0.1 s p95 on a shared host: the unshrunk median followed the host's
     noise as often as the table's error (vit: +17.6 µs after three screens, one of them a spike),
@@ -141,14 +145,21 @@ class AllocationSpace:
     def cap(self, fraction: float, fit: TableFit | None = None) -> float | None:
         """The table latency an allocation may have: ``fraction`` (0.5-1) of the budget less selection's
         headroom (:attr:`aim_ms`), the range squeezed to [floor, that] when the floor is above half of it,
-        and that less the screens' offset (``fit``, :func:`table_correction`), which may take at most half
-        the room over the floor."""
+        and that less the screens' offset (``fit``, :func:`table_correction`).
+
+        The offset is bounded by which way it points. Screens over the table (a positive offset) may be a
+        burst of host noise, and take at most half the room over the floor. Screens under it cannot be
+        noise (a busy host slows a run, it does not speed one up): the table reads slow, and the floor is
+        taken as the screens measure it, the offset in full (at most :data:`MAX_UNDER` of the floor). So a
+        budget the table puts at its floor, though the screens run the floor well under it, still leaves
+        the search room above the floor: cnn1d at 1/3 of its dense p95 (decision 0118)."""
         if self.latency_ms is None:
             return None  # no budget: no cap
         lo = floor(self.tables).latency_ms
-        aim = self._aim(lo)
-        room = max(0.0, aim - lo)
-        budget = aim - min(max((fit or TableFit()).offset_ms, -0.5 * room), 0.5 * room)
+        offset = (fit or TableFit()).offset_ms
+        under = max(offset, -MAX_UNDER * lo) if offset < 0 else 0.0  # the table reads slow by -under
+        aim = self._aim(lo + under)  # against the floor as the screens measure it
+        budget = aim - (under if offset < 0 else min(offset, 0.5 * max(0.0, aim - lo)))
         low = max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor
         return budget * (low + (fraction - 0.5) / 0.5 * (1.0 - low))
 
@@ -218,6 +229,7 @@ class AllocationSpace:
 
 __all__ = [
     "FEEDBACK_MIN",
+    "MAX_UNDER",
     "WARM_FRACTIONS",
     "WARM_LABEL",
     "AllocationSpace",

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "edgeopt.tables/9"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
+SCHEMA = "edgeopt.tables/10"  # 4: int8 rungs (entries with a precision); 5: the fastest fp32 plan measured whole;
 # 6: fitted through it when the int8 plan runs slower, int8 rungs charged the difference; 7: the sensitivities'
 # batch sized by work, not by a timing (and the rungs measured in timings["sensitivity_rungs"]); 8: the rungs
 # timed side by side in rounds, each the median of its rounds' medians (pending.Pending); 9: int8 rungs priced
 # through a whole int8 graph when the fit goes through fp32 plans (additivity.whole_int8), and a Linear layer's
-# int8 rung dynamic, not static QDQ (quantize.quantize_layers)
+# int8 rung dynamic, not static QDQ (quantize.quantize_layers); 10: prune rungs at 3/16 and multiples of 4 below
+# 16 channels kept, their KL with the BatchNorm statistics after them re-estimated (decision 0118)
 
 
 @dataclass

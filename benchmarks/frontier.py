@@ -16,6 +16,8 @@ the discordant test samples (``scipy.stats.binomtest``).
 Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/frontier/``. Models run in
 separate invocations accumulate in one results file (``--set models=cnn1d`` replaces cnn1d's entry and
 keeps the others, each with the commit and time of its own run), so the ~8 h run can be done in parts.
+``--set same_budgets=1`` takes a model's budgets from its earlier row rather than from a dense p95 read
+afresh (:func:`pinned_budget`), to compare two commits on the same cells.
 """
 
 from __future__ import annotations
@@ -226,11 +228,15 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     # (5baed22, cnn1d) and 1.32-1.48x dense's timed alone in a fresh process (5d7052a, cnn1d).
     built = [a["path"] for a in alts if "path" in a]
     dense_p95_ms = time_interleaved(built, rounds=args.rounds, block=args.block)[0]["p95_us"] / 1e3
+    start_p95_ms, pinned = dense_p95_ms, pinned_budget(name, args)
+    dense_p95_ms = pinned["dense_p95_ms"] if pinned else dense_p95_ms
     n = len(task.y_test)
     k, pts = decidable(n)
     res: dict[str, Any] = {"model": name, "metric": task.metric, "test_samples": n, "dense_p95_ms": dense_p95_ms}
+    if pinned:  # this run's own start value beside it: how far the host's level moved
+        res["budgets_from"] = {**pinned, "start_dense_p95_ms": start_p95_ms}
     res |= {"commit": provenance().get("commit"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    keys = ("fractions", "ratios", "seeds", "trials", "final_epochs", "reuse_alternatives")
+    keys = ("fractions", "ratios", "seeds", "trials", "final_epochs", "reuse_alternatives", "same_budgets")
     res["parameters"] = {k: getattr(args, k, None) for k in keys}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
     for frac in args.fractions:
@@ -239,6 +245,19 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
         args.save_partial(res)
     res["plot"] = plot(res, args.out / "frontier" / f"{name}.png")
     return res
+
+
+def pinned_budget(name: str, args: SimpleNamespace) -> dict[str, Any] | None:
+    """With ``same_budgets``: the dense p95 the budgets were taken from in the results' earlier row of
+    ``name`` (its commit beside it), so that two commits are compared on the same cells. Taken afresh, it
+    read 40, 45 and 55 µs for cnn1d in three runs of one day, and each run's cells asked for other
+    budgets. None without the option or an earlier row."""
+    if not getattr(args, "same_budgets", 0):
+        return None
+    for m in (getattr(args, "previous", None) or {}).get("models") or []:
+        if m.get("model") == name and m.get("dense_p95_ms"):
+            return {"dense_p95_ms": float(m["dense_p95_ms"]), "commit": m.get("commit")}
+    return None
 
 
 def plot(res: dict[str, Any], path: Path) -> str:

@@ -195,3 +195,14 @@ def test_the_goals_are_also_judged_against_the_dense_p95_timed_in_the_cell():
     fair["rows"][2]["p50_us"] = 0.9 * fair["rows"][1]["p50_us"]
     # fair: now faster; fast: its pick (0.52 of dense) is slower than edgeopt (0.49)
     assert frontier.summary([{"cells": [slow, fair, fast]}])["faster_than_pick"] == {"met": 2, "of": 3}
+
+
+def test_same_budgets_takes_the_earlier_rows_dense_p95():
+    """``same_budgets``: two commits compared on the same cells; without the option, or without an earlier
+    row of the model, the dense p95 read in this run sets the budgets."""
+    previous = {"models": [{"model": "cnn1d", "dense_p95_ms": 0.0404, "commit": "577e50d"}]}
+    args = SimpleNamespace(same_budgets=1, previous=previous)
+    assert frontier.pinned_budget("cnn1d", args) == {"dense_p95_ms": 0.0404, "commit": "577e50d"}
+    assert frontier.pinned_budget("vit", args) is None
+    assert frontier.pinned_budget("cnn1d", SimpleNamespace(same_budgets=0, previous=previous)) is None
+    assert frontier.pinned_budget("cnn1d", SimpleNamespace(same_budgets=1, previous=None)) is None

@@ -1,12 +1,11 @@
 """The tables' sensitivities: KL(teacher || model) on a calibration batch (at most :data:`CALIBRATION`
 training samples, classes taken in turn) when only one layer is replaced (SVD / TT-SVD initialized by
-``decompose``; a pruned layer with the BatchNorm statistics after it re-estimated on the batch,
-:func:`adapted_batchnorm`). They get a budget of work (:data:`SENSITIVITY_WORK` multiply-adds of forward
-passes, about 30-40 s on a 2-core host): the batch shrinks, down to :data:`MIN_CALIBRATION` samples, on
-models whose forward pass is costly, and below that the per-layer formats are measured at every other
-power of two (:func:`calibration_plan`). A count of work, not a timing: a busy host builds the same tables
-as a quiet one (timed, the batch of one ViT came out at 219, 235 and 249 samples in three compiles under
-load, and each gave other sensitivities).
+``decompose``). They get a budget of work (:data:`SENSITIVITY_WORK` multiply-adds of forward passes,
+about 30-40 s on a 2-core host): the batch shrinks, down to :data:`MIN_CALIBRATION` samples, on models
+whose forward pass is costly, and below that the per-layer formats are measured at every other power of
+two (:func:`calibration_plan`). A count of work, not a timing: a busy host builds the same tables as a
+quiet one (timed, the batch of one ViT came out at 219, 235 and 249 samples in three compiles under load,
+and each gave other sensitivities).
 """
 
 from __future__ import annotations
@@ -76,8 +75,8 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, work: float = SE
                         with students.replaced(name, c.entry) as student:
                             c.sensitivity = max(0.0, kl(t_logits, student(X)))
                     else:  # a graph-level format (prune) narrows its consumers too: a whole copy
-                        student = decompose(teacher, {name: c.entry}, example_input=task.example_input)
-                        c.sensitivity = max(0.0, kl(t_logits, adapted_batchnorm(student, X)(X)))
+                        student = decompose(teacher, {name: c.entry}, example_input=task.example_input).eval()
+                        c.sensitivity = max(0.0, kl(t_logits, student(X)))
                 _between(cands)
     finally:
         torch.set_num_threads(threads)
@@ -85,30 +84,6 @@ def fill_sensitivities(teacher: Any, task: Any, tables: Tables, work: float = SE
     tables.timings["sensitivity_rungs"] = {"measured": measured, "of": rungs, "coarse": coarse, "threads": use}
     if any(precision_of(c.entry) == "int8" for cs in tables.layers.values() for c in cs):
         int8_sensitivities(teacher, task, tables, X, threads=use)
-
-
-def adapted_batchnorm(student: Any, X: Any) -> Any:
-    """``student`` in eval mode, its BatchNorm statistics re-estimated on ``X`` (one pass in train mode,
-    cumulative averages; no weight changes). Removing a conv's channels shifts what the layers after it
-    see, and their BatchNorms, still normalizing with the teacher's statistics, then scale the shift up:
-    on cnn1d, keeping 16 of features.2.0's 64 channels drifted the logits more (KL 13.4) than keeping 8
-    (8.9), and half of them as much as a random guess (7.1, accuracy 0.22), so the knapsack cut every conv
-    to its narrowest rung. Re-estimated, the drift falls with the channels kept (1.5, 1.0, 0.5), as what
-    distillation recovers does: "adaptive BatchNorm" (EagleEye, Li et al., ECCV 2020), which found the
-    fine-tuned accuracy of pruned candidates ranked by it and not by their vanilla evaluation. A model
-    without BatchNorm is returned as it is (decision 0118)."""
-    import torch
-
-    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-    norms = [m for m in student.modules() if isinstance(m, kinds)]
-    if norms:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the pass
-        student.train()
-        with torch.no_grad():
-            student(X)
-    return student.eval()
 
 
 def fastest_threads(model: Any, X: Any, cores: int) -> int:

@@ -17,7 +17,7 @@ SCHEMA = "edgeopt.tables/10"  # 4: int8 rungs (entries with a precision); 5: the
 # timed side by side in rounds, each the median of its rounds' medians (pending.Pending); 9: int8 rungs priced
 # through a whole int8 graph when the fit goes through fp32 plans (additivity.whole_int8), and a Linear layer's
 # int8 rung dynamic, not static QDQ (quantize.quantize_layers); 10: prune rungs at 3/16 and multiples of 4 below
-# 16 channels kept, their KL with the BatchNorm statistics after them re-estimated (decision 0118)
+# 16 channels kept (decision 0118)
 
 
 @dataclass

@@ -21,8 +21,8 @@ trials over it, or leaving it unspent. An offset over the table takes at most ha
 floor: on digits-cnn the first six screens fell in a burst of host noise (+75 %), the offset pushed the
 budget below the floor, and all 40 trials became the fastest plan, screened out. One under the table
 counts in full, the floor with it (noise does not speed a run up; decision 0118): cnn1d's table put
-its floor at 1/3 of the dense p95 while the screens ran it 2.9 µs (20 %) faster, and bounded by half
-the room, every trial of the search was the floor's convs with another fc1.
+its floor at the budget (1/3 of the dense p95) while the screens ran it 2.9 µs (20 %) faster, and
+bounded by half the room, 62 of 68 trials kept every conv at its floor and varied the classifier.
 
 Every trial is a distinct allocation (:meth:`AllocationSpace.sample`): many knobs map to one allocation
 (the demo: 58 of 60 trials repeated two), so when a trial's knobs give one that the study already

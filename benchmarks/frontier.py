@@ -250,8 +250,8 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
 def pinned_budget(name: str, args: SimpleNamespace) -> dict[str, Any] | None:
     """With ``same_budgets``: the dense p95 the budgets were taken from in the results' earlier row of
     ``name`` (its commit beside it), so that two commits are compared on the same cells. Taken afresh, it
-    read 40, 45 and 55 µs for cnn1d in three runs of one day, and each run's cells asked for other
-    budgets. None without the option or an earlier row."""
+    read 39.5-55.4 µs for cnn1d in four runs of one day, and each run's cells asked for other budgets.
+    None without the option or an earlier row."""
     if not getattr(args, "same_budgets", 0):
         return None
     for m in (getattr(args, "previous", None) or {}).get("models") or []:

@@ -157,9 +157,10 @@ class AllocationSpace:
             return None  # no budget: no cap
         lo = floor(self.tables).latency_ms
         offset = (fit or TableFit()).offset_ms
-        under = max(offset, -MAX_UNDER * lo) if offset < 0 else 0.0  # the table reads slow by -under
+        under = max(min(offset, 0.0), -MAX_UNDER * lo)  # screens under the table: it reads slow
         aim = self._aim(lo + under)  # against the floor as the screens measure it
-        budget = aim - (under if offset < 0 else min(offset, 0.5 * max(0.0, aim - lo)))
+        over = min(max(offset, 0.0), 0.5 * max(0.0, aim - lo))  # screens over it: maybe noise, bounded
+        budget = aim - under - over
         low = max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor
         return budget * (low + (fraction - 0.5) / 0.5 * (1.0 - low))
 

@@ -81,13 +81,24 @@ def command(name: str, args: SimpleNamespace, budget_ms: float | None, out: Path
         cmd = ["demo", "--out", str(out)]
         cmd += ["--trials", str(args.trials)] if args.trials else []
         return cmd + (["--timeout", str(args.timeout)] if args.timeout else [])
-    trials, timeout, epochs, final = compare.ARCH_SEARCH[name]
+    s = settings_of(name, args)
     return [
         *("compile", "--example", name, "--target", str(HOST_1T), "--latency-ms", f"{budget_ms:.6f}"),
-        *("--trials", str(args.trials or trials), "--timeout", str(args.timeout or timeout)),
-        *("--epochs", str(args.epochs or epochs), "--final-epochs", str(args.final_epochs or final)),
+        *("--trials", str(s["trials"]), "--timeout", str(s["timeout"])),
+        *("--epochs", str(s["epochs"]), "--final-epochs", str(s["final_epochs"])),
         *("--out", str(out)),
     ]
+
+
+SETTINGS = ("trials", "timeout", "epochs", "final_epochs")  # the compile options a run may override
+
+
+def settings_of(name: str, args: SimpleNamespace) -> dict[str, Any]:
+    """The search settings a compile of ``name`` runs with: ``edgeopt_vs_baselines``'s for the model
+    (``ARCH_SEARCH``: shorter than compile's defaults of 30 trials, 12 trial epochs and 80 final epochs),
+    each replaced by the run's own option when given. The demo's are its own (None: not overridden)."""
+    own = dict(zip(SETTINGS, compare.ARCH_SEARCH[name])) if name in compare.ARCH_SEARCH else {}
+    return {k: getattr(args, k, None) or own.get(k) for k in SETTINGS}
 
 
 def finalists_of(out: Path) -> list[dict[str, Any]]:
@@ -210,7 +221,7 @@ def run(args: SimpleNamespace) -> Outcome:
     with one_core_busy():
         for name in models:
             budget = None if name == "demo" else compare.BUDGET_FRACTION * dense_p95_ms(name, args.work)
-            entry: dict[str, Any] = {"budget_ms": budget, "runs": [], **_provenance(args)}
+            entry: dict[str, Any] = {"budget_ms": budget, "runs": [], **_provenance(name, args)}
             before = host_level_ms(dense_path(name, args.work))
             for i in range(args.repeats):
                 out = args.work / name / f"run{i}"
@@ -229,10 +240,15 @@ def run(args: SimpleNamespace) -> Outcome:
     return Outcome(results, markdown(results))
 
 
-def _provenance(args: SimpleNamespace) -> dict[str, Any]:
-    """What an entry needs to stand alone in a file that accumulates runs: commit, start, settings."""
-    settings = {k: getattr(args, k) for k in ("repeats", "trials", "timeout", "epochs", "final_epochs")}
-    return {"commit": provenance().get("commit"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings}
+def _provenance(name: str, args: SimpleNamespace) -> dict[str, Any]:
+    """What an entry needs to stand alone in a file that accumulates runs: commit, start, the settings
+    its compiles ran with (:func:`settings_of`, whether given or the model's own)."""
+    return {
+        "commit": provenance().get("commit"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "repeats": args.repeats,
+        **settings_of(name, args),
+    }
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -249,7 +265,7 @@ def markdown(results: dict[str, Any]) -> str:
         spread = "-" if e["p50_spread"] is None else f"{e['p50_spread']:.1%}"
         reported = e.get("reported_p50_spread", e["p50_spread"])
         verdicts = ", ".join(f"{v} {n}" for v, n in e["verdicts"].items())
-        settings = ", ".join(f"{k}={e[k]}" for k in ("trials", "timeout", "epochs", "final_epochs") if e.get(k))
+        settings = ", ".join(f"{k}={e[k]}" for k in SETTINGS if e.get(k))
         run_of = f"{str(e.get('commit') or '?')[:7]}, {e.get('started', '?')[:16]}"
         run_of += f"; {settings}" if settings else ""
         lines.append(

@@ -161,6 +161,24 @@ def test_the_stability_benchmark_says_how_far_down_the_shipped_plan_was_and_its_
     assert stood_text({**run, "test_score": None}) == "10.4 pt, 1.69x"  # a run recorded before it was
 
 
+def test_the_stability_benchmark_names_the_settings_its_compiles_ran_with():
+    from types import SimpleNamespace
+
+    from benchmarks.edgeopt_vs_baselines import ARCH_SEARCH
+    from benchmarks.plans_stable_under_load import command, settings_of
+
+    none = SimpleNamespace(trials=None, timeout=None, epochs=None, final_epochs=None)
+    trials, timeout, epochs, final = ARCH_SEARCH["resnet8"]
+    # not given: the model's own, written out (an entry that said "defaults" read as compile's defaults)
+    own = {"trials": trials, "timeout": timeout, "epochs": epochs, "final_epochs": final}
+    assert settings_of("resnet8", none) == own
+    given = SimpleNamespace(trials=None, timeout=420, epochs=12, final_epochs=None)
+    assert settings_of("resnet8", given) == {"trials": trials, "timeout": 420, "epochs": 12, "final_epochs": final}
+    cmd = command("resnet8", given, 0.1, Path("out"))
+    assert cmd[cmd.index("--epochs") + 1] == "12" and cmd[cmd.index("--timeout") + 1] == "420"
+    assert settings_of("demo", none) == dict.fromkeys(("trials", "timeout", "epochs", "final_epochs"))
+
+
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():
     from benchmarks.host_drift_common_mode import spread, summarize
 

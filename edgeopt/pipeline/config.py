@@ -119,7 +119,11 @@ class RunSettings(_Section):
     name: ClassVar[str] = "run"
     task: str | None = option(None, _opt_str(), "path/to/file.py:function returning an edgeopt.Task")
     example: str | None = option(
-        None, _opt_str(), "a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced", flag="--example"
+        None,
+        _opt_str(),
+        "a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced, or one of the architectures "
+        "written in edgeopt.models: resnet8, mobilenet, vit, cnn1d",
+        flag="--example",
     )
     target: str | None = option(None, _opt_str(), "target profile name or path", flag=("--target", "-t"))
     remote: str | None = option(

@@ -92,6 +92,10 @@ def test_help_of_compile_mentions_pruning_and_the_config_file():
     text = sub["compile"].format_help()
     assert "pruning" in text and "--config" in text and "OUT/compile.toml" in text
     assert "--time-budget" in sub["demo"].format_help()
+    from edgeopt.models.examples import example_names
+
+    said = " ".join(text.split())  # argparse wraps the help at hyphens and spaces
+    assert all(name in said.replace("- ", "-") for name in example_names()), said  # every --example it takes
 
 
 def test_relative_paths_are_kept_as_given(tmp_path):

@@ -109,12 +109,33 @@ def compile_edgeopt(task: Any, budget_ms: float, seed: int, out: Path, args: Sim
         row.update(path=Path(res.model_path), exit_code=res.exit_code, dtype=res.report["best"].get("dtype", "fp32"))
         # The compile's own release measurement (one file, its own window), beside the cell's interleaved one.
         row["release_p95_us"] = 1e3 * float((res.report["best"].get("latency_ms") or {}).get("p95", math.nan))
+        row |= shipped(res.report)
     except SystemExit as exc:
         row["error"] = f"exit {exc.code}"
     except Exception as exc:  # a refused budget is an InputError naming the floor: recorded, not fatal
         row["error"] = f"{type(exc).__name__}: {exc}"[:300]
     row["compile_s"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def shipped(report: dict[str, Any]) -> dict[str, Any]:
+    """What a compile shipped, from its report: the plan (``plan_str``), the trial, which of its own
+    alternatives that trial was (``as_alternative``; None: a plan of the search, or dense), and the epoch
+    its fine-tune kept (``finetune_epoch`` of ``finetune_epochs``). Where edgeopt ships the plan the user's
+    pick also is, the difference between the two files is their distillations' alone."""
+    from edgeopt.pipeline.record import plan_str
+
+    best = report.get("best") or {}
+    trial, ft = best.get("trial"), best.get("finetune") or {}
+    alts = report.get("alternatives") or []
+    alt = next((a["method"] for a in alts if trial is not None and a.get("trial") == trial), None)
+    return {
+        "plan_str": plan_str(best.get("plan") or {}, best.get("dtype") or "fp32"),
+        "trial": trial,
+        "as_alternative": alt,
+        "finetune_epoch": ft.get("epoch"),
+        "finetune_epochs": ft.get("epochs"),
+    }
 
 
 # --------------------------------------------------------------------------- timing and scoring
@@ -317,7 +338,12 @@ def cell_table(c: dict[str, Any]) -> list[str]:
         meets = "yes" if r["meets"] else "no"
         if r.get("edgeopt"):
             release = f"; release p95 {r['release_p95_us']:.1f}" if r.get("release_p95_us") else ""
-            r = r | {"method": f"{r['method']} ({r['dtype']}, exit {r['exit_code']}, {r['compile_s']:.0f} s{release})"}
+            what = f"; shipped {r['as_alternative']}" if r.get("as_alternative") else ""
+            epoch = f"; fine-tune epoch {r['finetune_epoch']}/{r['finetune_epochs']}" if r.get("finetune_epoch") else ""
+            r = r | {
+                "method": f"{r['method']} ({r['dtype']}, exit {r['exit_code']}, {r['compile_s']:.0f} s{release}{what}"
+                f"{epoch})"
+            }
         val = _f(None if r.get("val_score") is None else 100 * r["val_score"], ".2f")
         oracle = f" ({r['delta_oracle_pt']:+.2f} vs the best by test)" if r.get("delta_oracle_pt") is not None else ""
         lines.append(

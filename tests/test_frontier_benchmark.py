@@ -206,3 +206,41 @@ def test_same_budgets_takes_the_earlier_rows_dense_p95():
     assert frontier.pinned_budget("vit", args) is None
     assert frontier.pinned_budget("cnn1d", SimpleNamespace(same_budgets=0, previous=previous)) is None
     assert frontier.pinned_budget("cnn1d", SimpleNamespace(same_budgets=1, previous=None)) is None
+
+
+def test_a_row_says_what_shipped_and_whether_it_was_one_of_the_compiles_alternatives():
+    report = {  # cnn1d at 1/2, seed 1 (61596fd): the search's best was uniform keep 3/8, a seeded alternative
+        "best": {
+            "plan": {"features.0.0": {"format": "prune", "rank": 12}, "fc1": {"format": "prune", "rank": 48}},
+            "dtype": "fp32",
+            "trial": 8,
+            "finetune": {"epoch": 46, "epochs": 80, "kept": "earlier"},
+        },
+        "alternatives": [{"method": "dense + int8", "trial": 3}, {"method": "uniform prune 3/8", "trial": 8}],
+    }
+    got = frontier.shipped(report)
+    assert got == {
+        "plan_str": "features.0.0:pr12 fc1:pr48",
+        "trial": 8,
+        "as_alternative": "uniform prune 3/8",
+        "finetune_epoch": 46,
+        "finetune_epochs": 80,
+    }
+    searched = frontier.shipped({**report, "best": {**report["best"], "trial": 17}})
+    assert searched["as_alternative"] is None  # a plan of the search
+    dense = frontier.shipped({"best": {"plan": {}, "dtype": "int8", "trial": None}, "alternatives": []})
+    assert dense["plan_str"].endswith(" int8") and dense["as_alternative"] is None and dense["finetune_epoch"] is None
+    row = {
+        "method": "edgeopt seed 1",
+        "edgeopt": True,
+        "dtype": "fp32",
+        "exit_code": 0,
+        "compile_s": 127.2,
+        "p50_us": 14.7,
+        "p95_us": 16.6,
+        "meets": True,
+        "test_score": 0.961,
+        **got,
+    }
+    cell = {"fraction": 0.5, "budget_ms": 0.0197, "best_alternative": "uniform prune 0.65", "rows": [row]}
+    assert "shipped uniform prune 3/8; fine-tune epoch 46/80" in "\n".join(frontier.cell_table(cell))

@@ -46,7 +46,7 @@ from typing import Any
 
 from benchmarks import edgeopt_vs_baselines as compare
 from benchmarks.interleaved import time_interleaved
-from benchmarks.suite import HOST_1T, ROOT, Outcome, one_core_busy, provenance
+from benchmarks.suite import HOST_1T, ROOT, Outcome, host, one_core_busy, provenance
 
 P50_SPREAD = 0.10  # accepted plans' p50, max / min - 1
 RETIME_ROUNDS, RETIME_BLOCK = 30, 200  # side-by-side timing: rounds of one block per artifact
@@ -242,10 +242,11 @@ def run(args: SimpleNamespace) -> Outcome:
 
 def _provenance(name: str, args: SimpleNamespace) -> dict[str, Any]:
     """What an entry needs to stand alone in a file that accumulates runs: commit, start, the settings
-    its compiles ran with (:func:`settings_of`, whether given or the model's own)."""
+    its compiles ran with (:func:`settings_of`, whether given or the model's own), and its host's CPU."""
     return {
         "commit": provenance().get("commit"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpu": host().get("cpu"),  # the file's header names the last run's host only
         "repeats": args.repeats,
         **settings_of(name, args),
     }
@@ -267,6 +268,7 @@ def markdown(results: dict[str, Any]) -> str:
         verdicts = ", ".join(f"{v} {n}" for v, n in e["verdicts"].items())
         settings = ", ".join(f"{k}={e[k]}" for k in SETTINGS if e.get(k))
         run_of = f"{str(e.get('commit') or '?')[:7]}, {e.get('started', '?')[:16]}"
+        run_of += f", {e['cpu']}" if e.get("cpu") else ""
         run_of += f"; {settings}" if settings else ""
         lines.append(
             f"| {name} | {budget} | {verdicts} | {'yes' if e['same_verdict'] else '**no**'} | {side} | "

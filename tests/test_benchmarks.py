@@ -177,6 +177,10 @@ def test_the_stability_benchmark_names_the_settings_its_compiles_ran_with():
     cmd = command("resnet8", given, 0.1, Path("out"))
     assert cmd[cmd.index("--epochs") + 1] == "12" and cmd[cmd.index("--timeout") + 1] == "420"
     assert settings_of("demo", none) == dict.fromkeys(("trials", "timeout", "epochs", "final_epochs"))
+    from benchmarks.plans_stable_under_load import _provenance
+
+    entry = _provenance("resnet8", SimpleNamespace(repeats=5, **vars(given)))
+    assert entry["epochs"] == 12 and entry["trials"] == trials and entry["cpu"]  # entries of other runs keep theirs
 
 
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():

@@ -16,6 +16,7 @@ from edgeopt.report.tables import (
     layer_choice_rows,
     pareto_rows,
     plan_rows,
+    shipped_alternative,
     trial_caption,
     trial_rows,
 )
@@ -24,7 +25,8 @@ from edgeopt.search.allocation.knobs import FEEDBACK_MIN
 
 
 def headline(rep: dict[str, Any]) -> str:
-    """One sentence: whether the artifact meets the budgets, and how it compares with the input model."""
+    """One sentence: whether the artifact meets the budgets, and how it compares with the input model; a
+    second when its plan is one of the alternatives (:func:`~edgeopt.report.tables.shipped_alternative`)."""
     best, base = rep["best"], rep["baseline"]
     checks = best["budget"].get("checks", [])
     if best["budget"]["passed"]:
@@ -47,7 +49,10 @@ def headline(rep: dict[str, Any]) -> str:
         parts.append(f"{change(latb, lat, 'lower', 'higher', 'the same')} p50 latency ({best.get('latency_source')})")
     if f1b is not None and f1x is not None:
         parts.append(f"{split} F1 {f1x:.4f} vs {f1b:.4f} ({(f1x - f1b) * 100:+.2f} pt)")
-    return ", ".join(parts) + "."
+    alt = shipped_alternative(rep)
+    if alt is None:
+        return ", ".join(parts) + "."
+    return ", ".join(parts) + f". Its plan is the {alt['method']} alternative's: the search found none it preferred."
 
 
 def join_blocks(blocks: list[str]) -> str:

@@ -49,13 +49,35 @@ _FASTER = ("faster", "slower", "same speed")
 _NOT_MET = {"screened-out": "no (screened out)", "queued": "not run (the search's time ended first)"}
 
 
+def shipped_alternative(rep: dict[str, Any]) -> dict[str, Any] | None:
+    """The alternative whose plan shipped (its row of ``rep["alternatives"]``): the selected trial is that
+    alternative's, or a trial of the search that came to the same plan and precision. None when the search's
+    own plan or the input model shipped. A user reads from it that one line of uniform pruning (or of int8)
+    would have done what edgeopt did, but for the final fine-tune."""
+    best, alts = rep.get("best") or {}, rep.get("alternatives") or []
+    trial = best.get("trial")
+    if trial is None or not alts:
+        return None
+    same = {  # trial number -> (plan, dtype) of the trials the report lists
+        t["number"]: (t.get("plan"), t.get("dtype")) for t in rep.get("trials") or [] if t.get("number") is not None
+    }
+    shipped = same.get(trial)
+    for a in alts:
+        if a.get("trial") == trial or (shipped is not None and shipped[0] and same.get(a.get("trial")) == shipped):
+            return a
+    return None
+
+
 def alternative_rows(rep: dict[str, Any]) -> list[list[str]]:
     """edgeopt's artifact, the dense input model and each alternative: latency on the target, val and test
     score, whether it meets every budget (the artifact's and the input model's from their final
-    measurement, the alternatives' from their trial's screen)."""
+    measurement, the alternatives' from their trial's screen). The artifact's row names the alternative
+    it is, when one shipped (:func:`shipped_alternative`)."""
     pct = str(int(float(rep["target"].get("budget", {}).get("latency_percentile") or 95)))
     rows = [["method", "p50 (ms)", f"p{pct} (ms)", "val score", "test score", "meets the budget"]]
-    for side, name in (("best", "edgeopt (shipped)"), ("baseline", "dense input model (fp32)")):
+    alt = shipped_alternative(rep)
+    edgeopt = f"edgeopt (shipped: the {alt['method']} alternative, fine-tuned)" if alt else "edgeopt (shipped)"
+    for side, name in (("best", edgeopt), ("baseline", "dense input model (fp32)")):
         e = rep[side]
         lat, metrics = e.get("latency_ms") or {}, e.get("metrics") or {}
         rows.append(

@@ -132,3 +132,66 @@ def test_an_alternative_the_search_never_ran_is_said_so():
     }
     met = [r[-1] for r in alternative_rows(rep)[3:]]
     assert met[0] == "no (screened out)" and set(met[1:]) == {"not run (the search's time ended first)"}
+
+
+def test_the_report_says_when_what_shipped_is_one_of_the_alternatives():
+    """cnn1d at 1/2 (61596fd): both compiles shipped their seeded uniform keep 3/8; the report named the
+    artifact "edgeopt (shipped)" beside "uniform prune 3/8 (trial 8)", and nothing said they were one plan."""
+    from edgeopt.report import headline
+    from edgeopt.report.tables import alternative_rows, shipped_alternative
+
+    plan = {"fc1": {"format": "prune", "rank": 48}}
+    budget = {"passed": True, "checks": []}
+    metrics = {"val": {"score": 0.975, "f1": 0.975}, "test": {"score": 0.961, "f1": 0.961}}
+    rep = {
+        "target": {"name": "host", "budget": {}},
+        "best": {
+            "trial": 8,
+            "plan": plan,
+            "dtype": "fp32",
+            "latency_ms": {"p50": 0.0143},
+            "metrics": metrics,
+            "budget": budget,
+            "params": 13090,
+            "latency_source": "measured",
+        },
+        "baseline": {"latency_ms": {"p50": 0.0324}, "metrics": metrics, "budget": budget, "params": 90000},
+        "alternatives": [
+            {
+                "method": "dense + int8",
+                "trial": 3,
+                "status": "screened-out",
+                "meets_budget": False,
+                "latency_p50_ms": 0.02,
+                "latency_ms": 0.03,
+                "val": None,
+                "test": None,
+            },
+            {
+                "method": "uniform prune 3/8",
+                "trial": 8,
+                "status": "trained",
+                "meets_budget": True,
+                "latency_p50_ms": 0.0145,
+                "latency_ms": 0.0174,
+                "val": 0.9742,
+                "test": 0.969,
+            },
+        ],
+        "trials": [
+            {"number": 8, "plan": plan, "dtype": "fp32"},
+            {"number": 17, "plan": plan, "dtype": "fp32"},
+            {"number": 20, "plan": {"fc1": {"format": "prune", "rank": 32}}, "dtype": "fp32"},
+        ],
+    }
+    assert shipped_alternative(rep)["method"] == "uniform prune 3/8"
+    assert alternative_rows(rep)[1][0] == "edgeopt (shipped: the uniform prune 3/8 alternative, fine-tuned)"
+    assert headline(rep).endswith(
+        "Its plan is the uniform prune 3/8 alternative's: the search found none it preferred."
+    )
+    # a trial of the search that came to the same plan is the alternative too; another plan, or dense, is not
+    assert shipped_alternative({**rep, "best": {**rep["best"], "trial": 17}})["trial"] == 8
+    searched = {**rep, "best": {**rep["best"], "trial": 20, "plan": rep["trials"][2]["plan"]}}
+    assert shipped_alternative(searched) is None and alternative_rows(searched)[1][0] == "edgeopt (shipped)"
+    assert "alternative's" not in headline(searched)
+    assert shipped_alternative({**rep, "best": {**rep["best"], "trial": None}}) is None

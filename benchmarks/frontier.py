@@ -17,11 +17,15 @@ Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/fr
 separate invocations accumulate in one results file (``--set models=cnn1d`` replaces cnn1d's entry and
 keeps the others, each with the commit and time of its own run), so the ~8 h run can be done in parts.
 ``--set same_budgets=1`` takes a model's budgets from its earlier row rather than from a dense p95 read
-afresh (:func:`pinned_budget`), to compare two commits on the same cells.
+afresh (:func:`pinned_budget`), to compare two commits on the same cells. With it, ``--set reuse_edgeopt=1``
+takes edgeopt's compiles from that row too, their artifacts from the work folder (:func:`reused_compile`),
+and judges them again beside this run's alternatives: a longer user ladder (``--set ratios=...``) costs its
+distillations, not the compiles again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -138,6 +142,34 @@ def shipped(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+KEPT = ("method", "edgeopt", "seed", "path", "exit_code", "dtype", "release_p95_us", "compile_s", "error")
+SHIPPED = ("plan_str", "trial", "as_alternative", "finetune_epoch", "finetune_epochs")  # :func:`shipped`'s keys
+
+
+def reused_compile(earlier: list[dict[str, Any]] | None, frac: float, seed: int, budget_ms: float) -> dict | None:
+    """With ``reuse_edgeopt`` (``earlier`` given): the earlier row's compile of this budget and seed, its
+    artifact still in the work folder, as the cell's edgeopt row (``reused``), to time and score again beside
+    alternatives the earlier run did not have, without compiling again. None when there is no such compile:
+    it is compiled afresh. The earlier cell must have asked the same budget (``same_budgets``)."""
+    if earlier is None:
+        return None
+    c = next((c for c in earlier if abs(c["fraction"] - frac) < 1e-9), None)
+    if c is None or not math.isclose(c["budget_ms"], budget_ms, rel_tol=1e-9):
+        return None
+    row = next((r for r in c["rows"] if r.get("edgeopt") and r.get("seed") == seed), None)
+    if row is None or (row.get("path") and not Path(row["path"]).is_file()):
+        return None
+    kept = {k: row[k] for k in KEPT if row.get(k) is not None} | {"reused": True}
+    if kept.get("path"):
+        kept["path"] = Path(kept["path"])
+        report = kept["path"].parent / "report.json"
+        if "as_alternative" not in row and report.is_file():  # rows before 7f82afa: what shipped, from the report
+            kept |= shipped(json.loads(report.read_text()))
+        else:
+            kept |= {k: row.get(k) for k in SHIPPED}
+    return kept
+
+
 # --------------------------------------------------------------------------- timing and scoring
 def score(path: Path, task: Any) -> tuple[float, np.ndarray, float]:
     """Test score (the task's metric), the per-sample correctness vector McNemar pairs, and the
@@ -175,10 +207,23 @@ def _oracle(row: dict[str, Any]) -> tuple[float, float]:
     return row["test_score"], -row["p50_us"]
 
 
-def cell(task: Any, alts: list[dict[str, Any]], frac: float, dense_p95_ms: float, args: SimpleNamespace, out: Path):
-    """One (model, budget): edgeopt per seed, every file timed interleaved and scored, the goals judged."""
+def cell(
+    task: Any,
+    alts: list[dict[str, Any]],
+    frac: float,
+    dense_p95_ms: float,
+    args: SimpleNamespace,
+    out: Path,
+    earlier: list[dict[str, Any]] | None = None,
+):
+    """One (model, budget): edgeopt per seed, every file timed interleaved and scored, the goals judged.
+    ``earlier``: the model's cells of the results' earlier row, whose compiles ``reuse_edgeopt`` takes."""
     budget_ms = frac * dense_p95_ms
-    edges = [compile_edgeopt(task, budget_ms, s, out / f"edgeopt-{frac:.3f}-s{s}", args) for s in args.seeds]
+    edges = [
+        reused_compile(earlier, frac, s, budget_ms)
+        or compile_edgeopt(task, budget_ms, s, out / f"edgeopt-{frac:.3f}-s{s}", args)
+        for s in args.seeds
+    ]
     rows = [dict(a) for a in alts] + edges
     timed = [r for r in rows if "path" in r]
     for r, t in zip(timed, time_interleaved([r["path"] for r in timed], rounds=args.rounds, block=args.block)):
@@ -239,6 +284,12 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     from edgeopt.models.examples import load_example
 
     t0 = time.perf_counter()
+    pinned = pinned_budget(name, args)
+    earlier = None
+    if getattr(args, "reuse_edgeopt", 0):  # the earlier row's compiles, re-judged beside this run's alternatives
+        if not pinned:
+            raise ValueError(f"frontier: reuse_edgeopt: expected same_budgets=1 and an earlier row of {name}")
+        earlier = next(m["cells"] for m in args.previous["models"] if m["model"] == name)
     task = load_example(name, seed=0)
     out = args.work / name
     out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +300,7 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     # (5baed22, cnn1d) and 1.32-1.48x dense's timed alone in a fresh process (5d7052a, cnn1d).
     built = [a["path"] for a in alts if "path" in a]
     dense_p95_ms = time_interleaved(built, rounds=args.rounds, block=args.block)[0]["p95_us"] / 1e3
-    start_p95_ms, pinned = dense_p95_ms, pinned_budget(name, args)
+    start_p95_ms = dense_p95_ms
     dense_p95_ms = pinned["dense_p95_ms"] if pinned else dense_p95_ms
     n = len(task.y_test)
     k, pts = decidable(n)
@@ -258,10 +309,13 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
         res["budgets_from"] = {**pinned, "start_dense_p95_ms": start_p95_ms}
     res |= {"commit": provenance().get("commit"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     keys = ("fractions", "ratios", "seeds", "trials", "final_epochs", "reuse_alternatives", "same_budgets")
+    keys += ("reuse_edgeopt",)
     res["parameters"] = {k: getattr(args, k, None) for k in keys}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
+    if earlier is not None:
+        res["edgeopt_from"] = pinned.get("commit")
     for frac in args.fractions:
-        res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out))
+        res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out, earlier))
         res["wall_s"] = round(time.perf_counter() - t0, 1)
         args.save_partial(res)
     res["plot"] = plot(res, args.out / "frontier" / f"{name}.png")
@@ -434,7 +488,13 @@ def markdown(models: list[dict[str, Any]]) -> str:
             f"{m['test_samples']} test samples: McNemar (p < 0.05) needs ≥ {m['mcnemar_min_discordant']} discordant "
             f"samples all one way, so the smallest difference it can decide is {m['mcnemar_min_pt']:.2f} pt of "
             f"accuracy. Dense p95 {m['dense_p95_ms'] * 1e3:.0f} µs. Run at {m.get('commit', '?')}, "
-            f"{str(m.get('started', '?'))[:16]}.",
+            f"{str(m.get('started', '?'))[:16]}."
+            + (
+                f" edgeopt's compiles are the run's at {m['edgeopt_from']}, on the same budgets, timed and scored "
+                "again beside this run's alternatives (`reuse_edgeopt`)."
+                if m.get("edgeopt_from")
+                else ""
+            ),
             "",
         ]
         if m.get("plot"):

@@ -242,7 +242,7 @@ BENCHMARKS += (
         "benchmarks.frontier",
         params={"models": FRONTIER_MODELS, "fractions": "1/2,1/3,1/4", "ratios": "0.2,0.35,0.5,0.65,0.8"}
         | {"seeds": "0,1", "trials": None, "trial_epochs": None, "final_epochs": None, "time_budget_s": None}
-        | {"rounds": 9, "block": 100, "reuse_alternatives": 0, "same_budgets": 0},
+        | {"rounds": 9, "block": 100, "reuse_alternatives": 0, "same_budgets": 0, "reuse_edgeopt": 0},
         quick={"models": "digits-mlp", "fractions": "1/3", "ratios": "0.25,0.5", "seeds": "0", "trials": 3}
         | {"trial_epochs": 2, "final_epochs": 3, "time_budget_s": 120.0, "rounds": 3, "block": 50},
         length="~8 h (36 compiles of ≤ 10 min, 30 distillations of 80 epochs)",

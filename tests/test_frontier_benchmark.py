@@ -244,3 +244,56 @@ def test_a_row_says_what_shipped_and_whether_it_was_one_of_the_compiles_alternat
     }
     cell = {"fraction": 0.5, "budget_ms": 0.0197, "best_alternative": "uniform prune 0.65", "rows": [row]}
     assert "shipped uniform prune 3/8; fine-tune epoch 46/80" in "\n".join(frontier.cell_table(cell))
+
+
+def test_reuse_edgeopt_takes_the_earlier_compile_of_the_same_budget_and_seed(tmp_path):
+    """``reuse_edgeopt``: a longer user ladder judged beside the compiles of an earlier row, not compiled again;
+    only where that row asked the same budget and its artifact is still there."""
+    import json
+
+    art = tmp_path / "edgeopt-0.500-s0" / "model.onnx"
+    art.parent.mkdir()
+    art.write_bytes(b"onnx")
+    report = {
+        "best": {
+            "plan": {"fc1": {"format": "prune", "rank": 256}},
+            "dtype": "fp32",
+            "trial": 10,
+            "finetune": {"epoch": 79, "epochs": 80},
+        },
+        "alternatives": [{"method": "uniform prune 1/4", "trial": 10}],
+    }
+    (art.parent / "report.json").write_text(json.dumps(report))
+    row = {
+        "method": "edgeopt seed 0",
+        "edgeopt": True,
+        "seed": 0,
+        "path": str(art),
+        "exit_code": 0,
+        "dtype": "fp32",
+        "compile_s": 48.0,
+        "p50_us": 8.3,
+        "test_score": 0.978,
+        "delta_pt": 0.28,
+    }
+    refused = {
+        "method": "edgeopt seed 1",
+        "edgeopt": True,
+        "seed": 1,
+        "path": None,
+        "error": "BudgetRefused: x",
+        "compile_s": 3.8,
+    }
+    earlier = [{"fraction": 0.5, "budget_ms": 0.1084, "rows": [row, refused]}]
+    got = frontier.reused_compile(earlier, 0.5, 0, 0.1084)
+    assert got["path"] == art and got["reused"] and got["compile_s"] == 48.0
+    assert got["as_alternative"] == "uniform prune 1/4" and got["finetune_epoch"] == 79  # from the report
+    assert "p50_us" not in got and "test_score" not in got and "delta_pt" not in got  # timed and scored again
+    assert frontier.reused_compile(earlier, 0.5, 1, 0.1084)["error"] == "BudgetRefused: x"  # a refusal stays one
+    assert frontier.reused_compile(earlier, 0.5, 0, 0.1100) is None  # another budget: compiled afresh
+    assert frontier.reused_compile(earlier, 1 / 3, 0, 0.1084) is None  # no such cell
+    assert frontier.reused_compile(None, 0.5, 0, 0.1084) is None  # the option off
+    art.unlink()
+    assert frontier.reused_compile(earlier, 0.5, 0, 0.1084) is None  # the artifact gone
+    with pytest.raises(ValueError, match="reuse_edgeopt: expected same_budgets=1"):
+        frontier.run_model("cnn1d", SimpleNamespace(reuse_edgeopt=1, same_budgets=0, previous=None))

@@ -2,8 +2,9 @@
 
 Per model (the bundled digits examples and the architectures) the alternatives are built once:
 dense fp32, onnxruntime int8 of dense (``edgeopt.compiler.quantize``), uniform torch-pruning at a ladder
-of ratios, each fp32 and int8, distilled like edgeopt's final fine-tune (the same helpers as
-``edgeopt_vs_baselines``'s uniform-pruning rows). Per budget, ``edgeopt.compile`` runs with its defaults
+of ratios (issue 20's five and every ratio edgeopt's own alternatives try: decision 0119), each fp32
+and int8, distilled like edgeopt's final fine-tune (the same helpers as ``edgeopt_vs_baselines``'s
+uniform-pruning rows). Per budget, ``edgeopt.compile`` runs with its defaults
 (one compile per seed). Every ONNX file of one (model, budget) cell is then timed interleaved in one
 process that never imports torch (:mod:`benchmarks.interleaved`: one onnxruntime session per file,
 host-1t's runtime, 1 thread, round-robin blocks in a rotating order, p50/p95 from the pooled samples).
@@ -15,7 +16,7 @@ the discordant test samples (``scipy.stats.binomtest``).
 
 Writes ``frontier.md`` / ``frontier.json`` and one plot per model under ``OUT/frontier/``. Models run in
 separate invocations accumulate in one results file (``--set models=cnn1d`` replaces cnn1d's entry and
-keeps the others, each with the commit and time of its own run), so the ~8 h run can be done in parts.
+keeps the others, each with the commit and time of its own run), so the ~10 h run can be done in parts.
 ``--set same_budgets=1`` takes a model's budgets from its earlier row rather than from a dense p95 read
 afresh (:func:`pinned_budget`), to compare two commits on the same cells. With it, ``--set reuse_edgeopt=1``
 takes edgeopt's compiles from that row too, their artifacts from the work folder (:func:`reused_compile`),

@@ -297,3 +297,14 @@ def test_reuse_edgeopt_takes_the_earlier_compile_of_the_same_budget_and_seed(tmp
     assert frontier.reused_compile(earlier, 0.5, 0, 0.1084) is None  # the artifact gone
     with pytest.raises(ValueError, match="reuse_edgeopt: expected same_budgets=1"):
         frontier.run_model("cnn1d", SimpleNamespace(reuse_edgeopt=1, same_budgets=0, previous=None))
+
+
+def test_the_users_ladder_holds_every_uniform_ratio_edgeopt_tries_itself():
+    """A compile that ships its own uniform alternative must meet a user who tried that ratio too (0119)."""
+    from benchmarks.registry import FRONTIER_RATIOS, REGISTRY
+    from edgeopt.search.alternatives import UNIFORM_KEEP
+
+    ratios = {round(float(r), 6) for r in FRONTIER_RATIOS.split(",")}
+    assert {round(1 - k, 6) for k in UNIFORM_KEEP} <= ratios
+    assert {0.2, 0.35, 0.5, 0.65, 0.8} <= ratios  # issue 20's five stay
+    assert REGISTRY["frontier"].params["ratios"] == FRONTIER_RATIOS

@@ -48,6 +48,10 @@ TOL, BETTER, SPEED = 0.003, 0.010, 1.3  # issue 20's goals: 0.3 pt, +1.0 pt, 1.3
 DENSE_LOSS = {"1/3": 0.010, "1/4": 0.020}  # score lost against dense allowed at these budgets
 GOALS = ("never_worse", "clearly_better", "vs_dense")
 REFUSAL_S = 60.0
+# The alternatives' files carry how they were distilled, so that ``reuse_alternatives`` never takes a file of
+# another recipe: "window", the weights of the epoch edgeopt's fine-tune would keep (decision 0119; the
+# files of the runs before, named without it, kept their last epoch).
+RECIPE = "window"
 
 log = logging.getLogger("frontier")
 
@@ -77,15 +81,15 @@ def alternatives(task: Any, out: Path, ratios: list[float], epochs: int, reuse: 
     for ratio in ratios:  # one ratio that torch-pruning or the quantizer cannot do is a row, not the end of the run
         t0 = time.perf_counter()
         fp32, int8 = {"method": f"uniform prune {ratio}"}, {"method": f"uniform prune {ratio} + int8"}
-        kept = out / f"prune-{ratio}.onnx", out / f"prune-{ratio}-int8.onnx"
+        kept = out / f"prune-{ratio}-{RECIPE}.onnx", out / f"prune-{ratio}-{RECIPE}-int8.onnx"
         if reuse and all(p.is_file() for p in kept):
             files += [{**fp32, "path": kept[0], "reused": True}, {**int8, "path": kept[1], "reused": True}]
             continue
         try:
             student = torch_pruning_uniform(task.model, task.example_input, ratio)
-            fp32["path"] = distill_and_export(student, task, out / f"prune-{ratio}.onnx", epochs=epochs, seed=0)
+            fp32["path"] = distill_and_export(student, task, kept[0], epochs=epochs, seed=0)
             fp32["compile_s"] = round(time.perf_counter() - t0, 1)
-            int8["path"] = quantize_onnx(fp32["path"], out / f"prune-{ratio}-int8.onnx", calibration=cal)
+            int8["path"] = quantize_onnx(fp32["path"], kept[1], calibration=cal)
         except Exception as exc:
             log.exception("%s failed", fp32["method"])
             for row in (fp32, int8):

@@ -133,14 +133,15 @@ def test_reused_alternatives_are_not_distilled_again(tmp_path, monkeypatch):
         return path
 
     monkeypatch.setattr(baselines, "distill_and_export", distill_and_export)
-    for name in ("prune-0.5.onnx", "prune-0.5-int8.onnx"):
+    for name in ("prune-0.5-window.onnx", "prune-0.5-window-int8.onnx", "prune-0.8.onnx", "prune-0.8-int8.onnx"):
         (tmp_path / name).write_bytes(b"earlier")
     task = SimpleNamespace(model=None, example_input=None, X_val=np.zeros((32, 2)), X_train=np.zeros((256, 2)))
     rows = frontier.alternatives(task, tmp_path, [0.5, 0.8], epochs=80, reuse=True)
-    assert distilled == [0.8]  # 0.5 was left by the earlier run
+    assert distilled == [0.8]  # 0.5 was left by the earlier run; 0.8's files were another recipe's (last epoch)
     by = {r["method"]: r for r in rows}
     assert by["uniform prune 0.5"]["reused"] and by["uniform prune 0.5 + int8"]["reused"]
-    assert (tmp_path / "prune-0.5.onnx").read_bytes() == b"earlier" and "reused" not in by["uniform prune 0.8"]
+    assert (tmp_path / "prune-0.5-window.onnx").read_bytes() == b"earlier" and "reused" not in by["uniform prune 0.8"]
+    assert by["uniform prune 0.8"]["path"].name == "prune-0.8-window.onnx"
     frontier.alternatives(task, tmp_path, [0.5], epochs=80)  # without reuse every ratio is distilled
     assert distilled == [0.8, 0.5]
 
@@ -308,3 +309,25 @@ def test_the_users_ladder_holds_every_uniform_ratio_edgeopt_tries_itself():
     assert {round(1 - k, 6) for k in UNIFORM_KEEP} <= ratios
     assert {0.2, 0.35, 0.5, 0.65, 0.8} <= ratios  # issue 20's five stay
     assert REGISTRY["frontier"].params["ratios"] == FRONTIER_RATIOS
+
+
+def test_the_alternatives_keep_the_weights_edgeopts_fine_tune_would_keep(monkeypatch):
+    """The user's files are distilled and their weights chosen as edgeopt's artifact's are (0115's window):
+    a student that peaks mid-schedule ends with that epoch's weights, not its last (0119)."""
+    torch = pytest.importorskip("torch")
+    import benchmarks.edgeopt_vs_baselines as baselines
+
+    student = torch.nn.Linear(2, 2)
+    curve = [0.5] * 30 + [0.9] * 20 + [0.6] * 30  # 80 epochs: a plateau at epochs 31-50, then overfitting
+
+    def fake_final(s, task, *, epochs, seed, callback=None):
+        for epoch, score in enumerate(curve):
+            with torch.no_grad():
+                s.weight.fill_(float(epoch + 1))  # the weights say which epoch they are
+            callback(epoch, score)
+
+    monkeypatch.setattr(baselines, "distill_like_final", fake_final)
+    task = SimpleNamespace(y_val=np.zeros(4), X_val=np.zeros((4, 2), dtype=np.float32))
+    tuned = baselines.distill_like_shipped(student, task, epochs=80, seed=0)
+    assert tuned.kept == "earlier" and 31 <= tuned.kept_epoch <= 50
+    assert float(student.weight[0, 0]) == tuned.kept_epoch  # those weights, loaded

@@ -317,8 +317,9 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     keys += ("reuse_edgeopt",)
     res["parameters"] = {k: getattr(args, k, None) for k in keys}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
-    if earlier is not None:
-        res["edgeopt_from"] = pinned.get("commit")
+    if earlier is not None:  # the compiles' own run: an earlier re-judged row names it
+        before = next(m for m in args.previous["models"] if m["model"] == name)
+        res["edgeopt_from"] = before.get("edgeopt_from") or pinned.get("commit")
     for frac in args.fractions:
         res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out, earlier))
         res["wall_s"] = round(time.perf_counter() - t0, 1)

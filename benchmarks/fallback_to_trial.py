@@ -56,20 +56,9 @@ def _as_trial(student: Any, task: Any, *, epochs: int, seed: int) -> None:
 
 def _as_final(student: Any, task: Any, *, epochs: int, seed: int) -> int:
     """``student`` fine-tuned as the final fine-tune (cosine, the window's epoch kept); the kept epoch."""
-    from benchmarks.edgeopt_vs_baselines import distill_like_final
-    from edgeopt.pipeline.finetune import Peak, Tuned, half_window, keep_weights
+    from benchmarks.edgeopt_vs_baselines import distill_like_shipped
 
-    history: list[float] = []
-    peak = Peak(half_window(epochs))
-
-    def on_epoch(epoch: int, score: float) -> None:
-        history.append(float(score))
-        peak.update(student, float(score), epoch + 1)
-
-    distill_like_final(student, task, epochs=epochs, seed=seed, callback=on_epoch)
-    tuned = Tuned(student, history=history)
-    peak.finish()
-    keep_weights(tuned, peak, task)
+    tuned = distill_like_shipped(student, task, epochs=epochs, seed=seed)
     student.eval()
     return tuned.epoch
 

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from edgeopt import _validate
+from edgeopt.models.examples import example_names
 from edgeopt.pipeline._paths import check_out_dir, check_out_file
 from edgeopt.search.strategies import STRATEGY_NAMES
 
@@ -119,11 +120,7 @@ class RunSettings(_Section):
     name: ClassVar[str] = "run"
     task: str | None = option(None, _opt_str(), "path/to/file.py:function returning an edgeopt.Task")
     example: str | None = option(
-        None,
-        _opt_str(),
-        "a bundled example instead of TASK: digits-mlp, digits-cnn, imbalanced, or one of the architectures "
-        "written in edgeopt.models: resnet8, mobilenet, vit, cnn1d",
-        flag="--example",
+        None, _opt_str(), f"a bundled example instead of TASK: {', '.join(example_names())}", flag="--example"
     )
     target: str | None = option(None, _opt_str(), "target profile name or path", flag=("--target", "-t"))
     remote: str | None = option(

@@ -133,15 +133,14 @@ def shipped(report: dict[str, Any]) -> dict[str, Any]:
     its fine-tune kept (``finetune_epoch`` of ``finetune_epochs``). Where edgeopt ships the plan the user's
     pick also is, the difference between the two files is their distillations' alone."""
     from edgeopt.pipeline.record import plan_str
+    from edgeopt.report.tables import shipped_alternative
 
     best = report.get("best") or {}
-    trial, ft = best.get("trial"), best.get("finetune") or {}
-    alts = report.get("alternatives") or []
-    alt = next((a["method"] for a in alts if trial is not None and a.get("trial") == trial), None)
+    ft, alt = best.get("finetune") or {}, shipped_alternative(report)
     return {
         "plan_str": plan_str(best.get("plan") or {}, best.get("dtype") or "fp32"),
-        "trial": trial,
-        "as_alternative": alt,
+        "trial": best.get("trial"),
+        "as_alternative": alt["method"] if alt else None,
         "finetune_epoch": ft.get("epoch"),
         "finetune_epochs": ft.get("epochs"),
     }
@@ -290,11 +289,11 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     pinned = pinned_budget(name, args)
-    earlier = None
-    if getattr(args, "reuse_edgeopt", 0):  # the earlier row's compiles, re-judged beside this run's alternatives
+    before = None  # the earlier row, whose compiles ``reuse_edgeopt`` judges again beside this run's alternatives
+    if getattr(args, "reuse_edgeopt", 0):
         if not pinned:
             raise ValueError(f"frontier: reuse_edgeopt: expected same_budgets=1 and an earlier row of {name}")
-        earlier = next(m["cells"] for m in args.previous["models"] if m["model"] == name)
+        before = next(m for m in args.previous["models"] if m["model"] == name)
     task = load_example(name, seed=0)
     out = args.work / name
     out.mkdir(parents=True, exist_ok=True)
@@ -317,11 +316,10 @@ def run_model(name: str, args: SimpleNamespace) -> dict[str, Any]:
     keys += ("reuse_edgeopt",)
     res["parameters"] = {k: getattr(args, k, None) for k in keys}
     res |= {"mcnemar_min_discordant": k, "mcnemar_min_pt": pts, "cells": []}
-    if earlier is not None:  # the compiles' own run: an earlier re-judged row names it
-        before = next(m for m in args.previous["models"] if m["model"] == name)
+    if before is not None:  # the compiles' own run: an earlier re-judged row names it
         res["edgeopt_from"] = before.get("edgeopt_from") or pinned.get("commit")
     for frac in args.fractions:
-        res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out, earlier))
+        res["cells"].append(cell(task, alts, frac, dense_p95_ms, args, out, before and before["cells"]))
         res["wall_s"] = round(time.perf_counter() - t0, 1)
         args.save_partial(res)
     res["plot"] = plot(res, args.out / "frontier" / f"{name}.png")

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.errors import InputError
 
-__all__ = ["METRICS", "Metrics", "compute_metrics", "mcnemar", "metric_name"]
+__all__ = ["METRICS", "Metrics", "compute_metrics", "mcnemar", "metric_name", "pack_right", "paired_se", "unpack_right"]
 
 MetricSpec = str | Callable[[np.ndarray, np.ndarray], float]
 
@@ -120,3 +120,40 @@ def mcnemar(a_right: Any, b_right: Any) -> tuple[int, int, float]:
     a, b = np.asarray(a_right, dtype=bool), np.asarray(b_right, dtype=bool)
     n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
     return n01, n10, (float(binomtest(n01, n01 + n10, 0.5).pvalue) if n01 + n10 else 1.0)
+
+
+def paired_se(a_right: Any, b_right: Any) -> float:
+    """The standard error of the difference in accuracy between two classifiers scored on the same samples
+    (``a_right``, ``b_right``: per-sample correctness), from the per-sample differences (-1, 0, 1): small
+    when the two predict alike, whatever the split's size. The scale of a score difference that the
+    validation samples cannot tell from chance (selection's ties: :mod:`edgeopt.pipeline.ties`)."""
+    a, b = np.asarray(a_right, dtype=bool), np.asarray(b_right, dtype=bool)
+    if a.size == 0 or a.shape != b.shape:
+        return 0.0
+    d = a.astype(np.int8) - b.astype(np.int8)
+    return float(np.sqrt(max(float(np.mean(d.astype(float) ** 2)) - float(np.mean(d)) ** 2, 0.0) / a.size))
+
+
+def pack_right(right: Any) -> str:
+    """Per-sample correctness as ``"<n>:<base64 of the packed bits>"`` (a trial's validation samples, 64
+    characters for 359 of them: small enough for a study's user attributes)."""
+    import base64
+
+    bits = np.asarray(right, dtype=bool).ravel()
+    return f"{bits.size}:{base64.b64encode(np.packbits(bits).tobytes()).decode('ascii')}"
+
+
+def unpack_right(text: Any) -> np.ndarray | None:
+    """:func:`pack_right` undone (None for anything else: older studies store no correctness)."""
+    import base64
+    import binascii
+
+    if not isinstance(text, str) or ":" not in text:
+        return None
+    n, _, data = text.partition(":")
+    try:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(data, validate=True), dtype=np.uint8))
+        size = int(n)
+    except (ValueError, binascii.Error):
+        return None
+    return bits[:size].astype(bool) if 0 <= size <= bits.size else None

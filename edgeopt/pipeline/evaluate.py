@@ -56,17 +56,15 @@ def stamp_metadata(path: str | os.PathLike, props: dict[str, Any]) -> None:
         onnx.save(model, str(tmp))
 
 
-def int8_metrics(
+def int8_predict(
     student: Any,
     example_input: Any,
     X_calib: np.ndarray,
     X: np.ndarray,
-    y: np.ndarray,
-    metric: Any,
     plan: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score the int8 model itself: export ``student``, quantize with onnxruntime (every layer, or with
-    ``plan`` only the layers it runs in int8), predict with onnxruntime."""
+) -> np.ndarray:
+    """The int8 model's own class predictions for ``X``: export ``student``, quantize with onnxruntime (every
+    layer, or with ``plan`` only the layers it runs in int8), predict with onnxruntime."""
     import tempfile
 
     from edgeopt.compiler.export import export_onnx
@@ -79,4 +77,4 @@ def int8_metrics(
             q = quantize_plan(fp32, Path(tmp) / "m.int8.onnx", plan, calibration=X_calib[:64])
         else:
             q = quantize_onnx(fp32, Path(tmp) / "m.int8.onnx", calibration=X_calib[:64])
-        return onnx_metrics(q, X, y, metric)
+        return onnx_predict(q, X)

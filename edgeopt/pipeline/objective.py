@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from edgeopt.pipeline import students
 from edgeopt.pipeline.config import PROVENANCE_BYTES, CompileConfig
 from edgeopt.pipeline.prepare import SearchInputs
@@ -164,8 +166,9 @@ class Objective:
         import optuna
 
         from edgeopt.compiler.formats import int8_layers
-        from edgeopt.compiler.train import evaluate
-        from edgeopt.pipeline.evaluate import _metrics_dict, int8_metrics
+        from edgeopt.compiler.metrics import compute_metrics, pack_right
+        from edgeopt.compiler.train import predict_labels
+        from edgeopt.pipeline.evaluate import _metrics_dict, int8_predict
         from edgeopt.pipeline.finetune import distill_student
 
         task, config = self.inputs.task, self.config
@@ -187,12 +190,13 @@ class Objective:
         per_layer = record.plan if record.dtype is not DType.INT8 and int8_layers(record.plan) else None
         if record.dtype is DType.INT8 or per_layer:  # int8 is scored on the quantized file, whole or per layer
             t0 = time.perf_counter()
-            val = int8_metrics(
-                student, task.example_input, task.X_train, task.X_val, task.y_val, task.metric, per_layer
-            )
+            pred = int8_predict(student, task.example_input, task.X_train, task.X_val, per_layer)
             record.timings["export"] = record.timings.get("export", 0.0) + time.perf_counter() - t0
-            return val
-        return _metrics_dict(evaluate(student, (task.X_val, task.y_val), task.metric))
+        else:
+            pred = predict_labels(student, task.X_val)
+        y = np.asarray(task.y_val)
+        record.val_right = pack_right(np.asarray(pred) == y)  # selection's ties are paired (pipeline/ties.py)
+        return _metrics_dict(compute_metrics(y, np.asarray(pred), task.metric))
 
 
 __all__ = ["TIE_BREAK", "Objective", "find_repeat", "tie_break"]

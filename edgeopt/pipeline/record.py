@@ -197,6 +197,7 @@ class TrialRecord:
     size_bytes: int | None = None
     screen: ScreenResult | None = None
     val: dict[str, Any] = field(default_factory=dict)
+    val_right: str | None = None  # which validation samples it got right (metrics.pack_right): selection's ties
     constraints: Constraints | None = None
     timings: dict[str, float] = field(default_factory=dict)
     repeat_of: int | None = None
@@ -243,6 +244,7 @@ class TrialRecord:
             "constraints": self.constraints.values() if self.constraints else None,
             "repeat_of": self.repeat_of,
             "error": self.error,
+            "val_right": self.val_right,
         }
         attrs.update({k: v for k, v in optional.items() if v is not None})
         # Read by people in optuna-dashboard (the structured keys above are what edgeopt reads back).
@@ -283,6 +285,7 @@ class TrialRecord:
             size_bytes=attrs.get("size_bytes"),
             screen=screen,
             val=attrs.get("val") or {},
+            val_right=attrs.get("val_right"),
             constraints=Constraints.from_values(attrs.get("constraints")),
             timings=dict(attrs.get("time_s") or {}),
             repeat_of=attrs.get("repeat_of"),
@@ -309,7 +312,7 @@ class TrialRecord:
 
     def copy_result_of(self, other: TrialRecord) -> None:
         """Take ``other``'s measurements and outcome (a repeated plan is not trained twice)."""
-        for name in ("params", "macs", "size_bytes", "screen", "val", "constraints", "status"):
+        for name in ("params", "macs", "size_bytes", "screen", "val", "val_right", "constraints", "status"):
             setattr(self, name, getattr(other, name))
         self.repeat_of = other.number
 

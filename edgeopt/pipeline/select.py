@@ -4,7 +4,8 @@ is feasible.
 
 Validation scores of students distilled from one teacher often tie, and the screen's 0.1 s
 measurements are too noisy to rank plans or to settle one at the edge of the latency budget. So
-plans within ``f1_tolerance`` of the best feasible score form a tier; its fastest few distinct plans
+plans tied with the best feasible score form a tier (within ``f1_tolerance`` or one standard error of
+the paired difference on the validation samples: :mod:`~edgeopt.pipeline.ties`); its fastest few distinct plans
 are measured again (``remeasure``); those whose latency the release gate could not confirm drop out
 (:mod:`~edgeopt.pipeline.finalists`: the upper confidence bound on the budget's percentile, not the point
 p95, must be within the budget), and of the rest those whose bound clears the budget with the headroom a
@@ -44,6 +45,7 @@ from edgeopt.pipeline.finalists import (
     screened,
 )
 from edgeopt.pipeline.record import DType, TrialRecord
+from edgeopt.pipeline.ties import tier_of
 from edgeopt.runtime.retake import REPRODUCE
 
 TIERS = 3  # tiers of F1 tried at least
@@ -214,8 +216,7 @@ def choose_finalist(
     tiers = 0
     within = False  # some tier's pick was within the budget, though not with headroom
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
-        top = remaining[0].score
-        tier = [r for r in remaining if r.score >= top - f1_tolerance]
+        tier = tier_of(remaining, f1_tolerance)  # the best and the plans tied with it (pipeline/ties.py)
         best, tier_rows, confirmed = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
         rows += tier_rows
         if best is not None and confirmed:

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.compile
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
+from edgeopt.compiler.metrics import unpack_right  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.pipeline.config import CompileConfig  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.pipeline.objective import TIE_BREAK, Objective, tie_break  # noqa: E402 - after the pytest.importorskip guards
 from edgeopt.pipeline.prepare import prepare  # noqa: E402 - after the pytest.importorskip guards
@@ -49,6 +50,9 @@ def test_a_trained_trial_records_everything_and_a_repeat_is_not_trained_again(sm
     assert first.screen is not None and first.screen.nodes > 0
     assert 0 < first.score - study.trials[0].value <= TIE_BREAK  # the tie-break, and no more
     assert second.repeat_of == first.number and second.val == first.val and "distill" not in second.timings
+    right = unpack_right(first.val_right)  # which validation samples it got right: selection's ties (0120)
+    assert right is not None and right.size == len(inputs.task.y_val)
+    assert first.val["accuracy"] == pytest.approx(right.mean()) and second.val_right == first.val_right
     assert study.trials[1].value == study.trials[0].value
 
 

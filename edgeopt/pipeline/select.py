@@ -45,7 +45,7 @@ from edgeopt.pipeline.finalists import (
     screened,
 )
 from edgeopt.pipeline.record import DType, TrialRecord
-from edgeopt.pipeline.ties import tier_of
+from edgeopt.pipeline.ties import tagged, tier_of
 from edgeopt.runtime.retake import REPRODUCE
 
 TIERS = 3  # tiers of F1 tried at least
@@ -218,7 +218,7 @@ def choose_finalist(
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         tier = tier_of(remaining, f1_tolerance)  # the best and the plans tied with it (pipeline/ties.py)
         best, tier_rows, confirmed = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
-        rows += tier_rows
+        rows += tagged(tier_rows, tier, f1_tolerance, tiers)  # what tied them, for the report
         if best is not None and confirmed:
             return decide(best, rows, ref, f1_tolerance)
         within = within or best is not None

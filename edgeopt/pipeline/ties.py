@@ -19,6 +19,8 @@ model, a study written before this) is tied within the tolerance only, as before
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgeopt.compiler.metrics import paired_se, unpack_right
 from edgeopt.pipeline.record import TrialRecord
 
@@ -41,4 +43,15 @@ def tier_of(ranked: list[TrialRecord], tolerance: float) -> list[TrialRecord]:
     return [r for r in ranked if r is top or r.score >= top.score - tie_band(top, r, tolerance)]
 
 
-__all__ = ["SE_RULE", "tie_band", "tier_of"]
+def tagged(rows: list[dict[str, Any]], tier: list[TrialRecord], tolerance: float, index: int) -> list[dict[str, Any]]:
+    """Finalist ``rows`` of ``tier`` (the ``index``-th tried, from 0) with what tied them, for the report:
+    ``tier`` (from 1), the trial it was tied with (``tier_best``) and the band in pt (``tie_band_pt``)."""
+    top, by_number = tier[0], {r.number: r for r in tier}
+    for row in rows:
+        record = by_number.get(row["trial"])
+        band = tie_band(top, record, tolerance) if record is not None else tolerance
+        row.update(tier=index + 1, tier_best=top.number, tie_band_pt=round(100 * band, 2))
+    return rows
+
+
+__all__ = ["SE_RULE", "tagged", "tie_band", "tier_of"]

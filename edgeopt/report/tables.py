@@ -176,9 +176,19 @@ def trial_caption(rep: dict[str, Any], limit: int = TRIALS_SHOWN) -> str:
     )
 
 
+def tier_cell(f: dict[str, Any]) -> str:
+    """``2 (±1.04 pt of #21)``: the tier of F1 a finalist was measured in and the band that tied it to the
+    tier's best (selection's ties, pipeline/ties.py); ``–`` in reports written before ties were recorded."""
+    if f.get("tier") is None:
+        return "–"
+    best = f.get("tier_best")
+    of = "" if best is None or best == f["trial"] or best < 0 else f" of #{best}"
+    return f"{f['tier']} (±{f['tie_band_pt']:.2f} pt{of})"
+
+
 def finalist_rows(finalists: list[dict[str, Any]]) -> list[list[str]]:
-    head = ["trial", "plan", "val F1", "re-measured p50 ms", "re-measured budgeted pct ms", "its upper bound ms"]
-    head += ["within budget", "nodes"]
+    head = ["trial", "plan", "val F1", "tier (tied within)", "re-measured p50 ms", "re-measured budgeted pct ms"]
+    head += ["its upper bound ms", "within budget", "nodes"]
     rows = [[*head, "shipped"]]
     for f in finalists:
         rows.append(
@@ -186,6 +196,7 @@ def finalist_rows(finalists: list[dict[str, Any]]) -> list[list[str]]:
                 trial_ref(f["trial"]),
                 plan_short(f["plan"], dtype_of(f)),
                 fmt(f["val_score"], ".4f"),
+                tier_cell(f),
                 fmt(f["latency_p50_ms"], ".4f"),
                 fmt(f["latency_ms"], ".4f"),
                 fmt(f.get("latency_bound_ms"), ".4f"),

@@ -86,3 +86,25 @@ def test_the_fastest_plan_tied_by_the_validation_noise_ships_not_the_one_a_sampl
     uniform_alike = _rec(10, _right(set(range(10))), 0.063)
     choice = choose_finalist([searched, uniform_alike], 0.005, remeasure, latency_budget=0.1023)
     assert choice.record is searched
+
+
+def test_the_report_says_which_tier_each_finalist_was_in_and_what_tied_it():
+    from edgeopt.report.tables import finalist_rows
+
+    best = _rec(21, _right(set(range(4))), 0.08)  # not confirmed: over the budget when re-measured
+    searched = _rec(30, _right(set(range(10))), 0.075)  # #21's 4 wrong and 6 more: 1.67 pt behind, 6 discordant
+    uniform = _rec(10, _right(set(range(10, 22))), 0.063)  # 12 others wrong: 2 samples behind #30, 22 discordant
+
+    def remeasure(r):
+        return {"latency_p50_ms": r.latency_p50_ms, "latency_ms": r.latency_p50_ms * 1.4, "nodes": 4}
+
+    choice = choose_finalist([best, searched, uniform], 0.005, remeasure, latency_budget=0.1)
+    assert choice.record is uniform
+    tiers = {f["trial"]: (f["tier"], f["tier_best"]) for f in choice.finalists}
+    assert tiers == {21: (1, 21), 30: (2, 30), 10: (2, 30)}  # a lead on the samples, and noise
+    rows = finalist_rows(choice.finalists)
+    assert rows[0][3] == "tier (tied within)"
+    cells = {row[0]: row[3] for row in rows[1:]}
+    assert cells["#21"] == "1 (±0.50 pt)" and cells["#30"] == "2 (±0.50 pt)"
+    band = 100 * np.sqrt(22 - 4 / N) / N
+    assert cells["#10"] == f"2 (±{band:.2f} pt of #30)"

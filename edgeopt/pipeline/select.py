@@ -10,11 +10,11 @@ are measured again (``remeasure``); those whose latency the release gate could n
 (:mod:`~edgeopt.pipeline.finalists`: the upper confidence bound on the budget's percentile, not the point
 p95, must be within the budget), and of the rest those whose bound clears the budget with the headroom a
 re-measurement needs (:func:`margin_ms`) count; of these the fastest at the budget's percentile (within
-3%), then the one with fewest nodes, ships. With
-none in a tier the next tier is tried; when no tier has one, the dense model ships if it meets every
-budget, and otherwise the budget is refused (``shipped: refused``) with the finalists' numbers and the
-budget that would be confirmed: it sits inside the noise, and a plan shipped there fails its release gate
-about as often as it passes.
+3%), then the one with fewest nodes, ships. With none in a tier the next is tried (a lower tier's pick
+measured beside the better tiers' finalists it passes over: :mod:`~edgeopt.pipeline.second_look`); with
+none in any, dense ships if it meets every budget, else the budget is refused (``shipped: refused``) with
+the finalists' numbers and the budget that would be confirmed: it sits inside the noise, and a plan
+shipped there fails its release gate about as often as it passes.
 
 The dense input model (fp32; its int8 variant too, when a trial measured it) is a finalist whenever
 it meets every budget: it is re-measured like the plans, in the same round (before and after them,
@@ -45,17 +45,16 @@ from edgeopt.pipeline.finalists import (
     screened,
 )
 from edgeopt.pipeline.record import DType, TrialRecord
+from edgeopt.pipeline.second_look import OVER, SAME_SPEED, passed_over, second_look
 from edgeopt.pipeline.ties import tagged, tier_of
 from edgeopt.runtime.retake import REPRODUCE
 
 TIERS = 3  # tiers of F1 tried at least
 MAX_REMEASURED = 4 * FINALISTS  # plans re-measured at most, tiers past TIERS included, before giving up
 QUALITY_MARGIN = 0.02  # with nothing feasible, a plan ships only within 2 pt of the quality floor
-SAME_SPEED = 1.03  # finalists within 3% of the fastest count as equally fast
 # A finalist ships first when its bound clears the budget with headroom (:func:`margin_ms`); with none in a
 # tier the next is tried, within the budget without headroom or over it (decision 0108). Never one without.
 DENSE = "dense"  # the ``trial`` of the dense input model's finalist row (it is no trial)
-OVER = "latency not confirmed within the budget (upper bound over it)"
 BASELINE_NOTE = "dense shipped: it met every budget and no plan beat it"
 
 
@@ -213,14 +212,16 @@ def choose_finalist(
     ref = DenseRef.measure(dense, measure) if dense is not None else None
     remaining = _distinct_by_score(feasible + ([dense] if dense is not None else []))
     rows: list[dict[str, Any]] = []
-    tiers = 0
+    tiers, passed = 0, []  # passed: better tiers' finalists that missed on latency alone (pipeline/second_look.py)
     within = False  # some tier's pick was within the budget, though not with headroom
     while remaining and (tiers < TIERS or sum(r["trial"] != DENSE for r in rows) < MAX_REMEASURED):
         tier = tier_of(remaining, f1_tolerance)  # the best and the plans tied with it (pipeline/ties.py)
         best, tier_rows, confirmed = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
         rows += tagged(tier_rows, tier, f1_tolerance, tiers)  # what tied them, for the report
         if best is not None and confirmed:
+            best = second_look(best, passed, measure, latency_budget, rows, f1_tolerance) if tiers else best
             return decide(best, rows, ref, f1_tolerance)
+        passed += passed_over(tier, tier_rows)
         within = within or best is not None
         remaining = [r for r in remaining if r not in tier]
         tiers += 1

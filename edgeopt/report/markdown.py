@@ -280,8 +280,26 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
             "paired difference on the validation samples), measured again for longer; of those within the latency "
             "budget, the fastest (within 3%) with the fewest nodes ships:",
             Table(finalist_rows(s["finalists"])),
+            *second_looks(s["finalists"]),
         ]
     if s.get("pareto_front") is not None:
         blocks += ["Pareto front (validation F1 vs target latency, feasible trials):", Table(pareto_rows(rep))]
     blocks += ["Trials (`#` is Optuna's trial number):", Table(trial_rows(rep)), trial_caption(rep)]
     return blocks
+
+
+def second_looks(finalists: list[dict[str, Any]]) -> list[str]:
+    """A sentence per finalist that shipped after a second measurement beside a lower tier's pick
+    (pipeline/second_look.py): the window its tier was timed in, then the one it shared with the pick."""
+    out = []
+    for f in finalists:
+        first, pick = f.get("first_look"), next((g for g in finalists if g["trial"] == f.get("beside")), None)
+        if first is None or pick is None or "second_look" not in pick:
+            continue
+        out.append(
+            f"Trial #{f['trial']} missed the budget in its tier's window (p95 {first['latency_ms']:.4f} ms, bound "
+            f"{first.get('latency_bound_ms', first['latency_ms']):.4f}) and cleared it measured again beside "
+            f"trial #{pick['trial']}, the lower tier's pick (p95 {f['latency_ms']:.4f} vs "
+            f"{pick['second_look']['latency_ms']:.4f} ms): the tiers' windows, not the plans, had set them apart."
+        )
+    return out

@@ -3,31 +3,16 @@
 
 from __future__ import annotations
 
-from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
+from edgeopt.pipeline.record import TrialRecord
 from edgeopt.pipeline.select import choose_finalist
+
+from .records import trained
 
 BUDGET = 0.1147  # resnet8's in the run that showed it (d766103, fourth compile)
 
 
 def _rec(number: int, score: float, p50: float) -> TrialRecord:
-    screen = ScreenResult(
-        latency_ms=p50 * 1.2,
-        latency_p50_ms=p50,
-        latency_source="measured",
-        peak_memory_mb=1.0,
-        size_bytes=100,
-        nodes=22,
-    )
-    return TrialRecord(
-        number=number,
-        status=Status.TRAINED,
-        plan={"conv": {"format": "prune", "rank": number}},
-        dtype=DType.FP32,
-        screen=screen,
-        val={"score": score},
-        constraints=Constraints(),
-        state="complete",
-    )
+    return trained(number, score, p50, nodes=22)
 
 
 class Windows:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from edgeopt.compiler.metrics import mcnemar, pack_right, paired_se, unpack_right
-from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
+from edgeopt.pipeline.record import TrialRecord
 from edgeopt.pipeline.select import choose_finalist
 from edgeopt.pipeline.ties import SE_RULE, tie_band, tier_of
+
+from .records import trained
 
 N = 359  # resnet8's validation split
 
@@ -23,20 +25,7 @@ def _right(wrong: set[int], n: int = N) -> np.ndarray:
 
 
 def _rec(number: int, right: np.ndarray | None, p50: float) -> TrialRecord:
-    screen = ScreenResult(
-        latency_ms=p50 * 1.1, latency_p50_ms=p50, latency_source="measured", peak_memory_mb=1.0, size_bytes=100, nodes=4
-    )
-    return TrialRecord(
-        number=number,
-        status=Status.TRAINED,
-        plan={"fc": {"format": "prune", "rank": number}},
-        dtype=DType.FP32,
-        screen=screen,
-        val={"score": float(np.mean(right)) if right is not None else 0.97},
-        val_right=None if right is None else pack_right(right),
-        constraints=Constraints(),
-        state="complete",
-    )
+    return trained(number, 0.97 if right is None else None, p50, right=right)
 
 
 def test_correctness_packs_into_a_short_attribute_and_back():

@@ -6,8 +6,8 @@ in its own window, so on a busy host a better tier can miss the budget in a load
 clear it in a quieter one: resnet8 with one core busy (plans_stable_under_load, d766103, fourth compile),
 uniform keep ¼ (trial #10, val 0.9717) re-measured at p50 0.0905 / p95 0.1203 ms against a 0.1147 ms
 budget, and three tiers down trial #16 (val 0.9262) at p50 0.0740 / p95 0.0950 ms shipped, test F1 4.5 pt
-lower. Side by side in the compile before (the same plans, one window), #16 read p50 0.0924 against
-#10's 0.0824: slower, not faster. The tiers' windows, not the plans, decided (decision 0120).
+lower; in the compile before, timed side by side as finalists, #16 had read p50 0.0924 against #10's
+0.0824. The windows the tiers fell in, not a comparison of the plans, decided (decision 0120).
 
 So when the plan to ship comes from a lower tier, the finalists of the better tiers that missed only on
 latency (over the budget, or within it but short of the headroom) are measured again side by side with it,
@@ -18,6 +18,7 @@ the lower tier's plan ships, as before, now shown to be the one that fits in the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from edgeopt.pipeline.config import FINALISTS
@@ -44,11 +45,12 @@ def second_look(
     budget: float | None,
     rows: list[dict[str, Any]],
     tolerance: float,
+    fastest: Callable[..., TrialRecord],
 ) -> TrialRecord:
     """``pick`` (a plan from a lower tier; the dense model is left to its release gate), or the best of
     ``passed`` (better tiers' finalists, best first) that clears ``budget`` with headroom when measured side
-    by side with it; ``rows`` (selection's finalist rows) updated with the second measurement and what
-    shipped."""
+    by side with it, chosen among its tied tier by ``fastest`` (selection's own rule, ``select._fastest``, with no
+    dense among them); ``rows`` (selection's finalist rows) updated with the second measurement and what shipped."""
     if not passed or budget is None or pick.number == DENSE_NUMBER:  # dense is held to its own release gate
         return pick
     again = measure_together(measure, [pick, *passed[:FINALISTS]])
@@ -58,12 +60,7 @@ def second_look(
         by_trial[number]["second_look"] = {k: m[k] for k in MEASURED if k in m}
     if not cleared:
         return pick
-    tier = tier_of(sorted(cleared, key=lambda r: -r.score), tolerance)
-    fastest = min(again[r.number]["latency_ms"] for r in tier)
-    best = min(
-        (r for r in tier if again[r.number]["latency_ms"] <= SAME_SPEED * fastest),
-        key=lambda r: (again[r.number]["nodes"], -r.score),
-    )
+    best = fastest(tier_of(sorted(cleared, key=lambda r: -r.score), tolerance), again, lambda r: False, {})
     row = by_trial[best.number]
     row["first_look"] = {k: row[k] for k in MEASURED if k in row}
     row.update({k: again[best.number][k] for k in MEASURED if k in again[best.number]})

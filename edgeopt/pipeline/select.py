@@ -219,7 +219,7 @@ def choose_finalist(
         best, tier_rows, confirmed = pick_from_tier(tier, measure, latency_budget, ref, f1_tolerance)
         rows += tagged(tier_rows, tier, f1_tolerance, tiers)  # what tied them, for the report
         if best is not None and confirmed:
-            best = second_look(best, passed, measure, latency_budget, rows, f1_tolerance) if tiers else best
+            best = second_look(best, passed, measure, latency_budget, rows, f1_tolerance, _fastest) if tiers else best
             return decide(best, rows, ref, f1_tolerance)
         passed += passed_over(tier, tier_rows)
         within = within or best is not None

@@ -28,7 +28,9 @@ The host's speed of the moment is recorded beside each compile: the dense model'
 verdict that follows that level, not the plans, is the host's window, and the table says so.
 
 Models run in separate invocations accumulate in one results file (``--set models=cnn1d`` replaces
-cnn1d's entry and keeps the others); each entry names the commit and time of its own run.
+cnn1d's entry and keeps the others); each entry names the commit and time of its own run. ``--set
+same_budgets=1`` takes each model's budget from its earlier entry (:func:`pinned_budget`), to compare two
+commits on one cell.
 
     flock /tmp/edgeopt-bench.lock python -m benchmarks plans_stable_under_load [--quick]
 """
@@ -220,8 +222,13 @@ def run(args: SimpleNamespace) -> Outcome:
     results: dict[str, Any] = {"models": kept}
     with one_core_busy():
         for name in models:
-            budget = None if name == "demo" else compare.BUDGET_FRACTION * dense_p95_ms(name, args.work)
+            pinned = pinned_budget(name, args)
+            fresh = None if name == "demo" or pinned else compare.BUDGET_FRACTION * dense_p95_ms(name, args.work)
+            budget = pinned["budget_ms"] if pinned else fresh
             entry: dict[str, Any] = {"budget_ms": budget, "runs": [], **_provenance(name, args)}
+            if pinned:
+                entry["budget_from"] = pinned
+                dense_p95_ms(name, args.work)  # the file the host's level is read from
             before = host_level_ms(dense_path(name, args.work))
             for i in range(args.repeats):
                 out = args.work / name / f"run{i}"
@@ -238,6 +245,19 @@ def run(args: SimpleNamespace) -> Outcome:
             entry.update(summarize(entry["runs"]))
             args.save(results, markdown(results))
     return Outcome(results, markdown(results))
+
+
+def pinned_budget(name: str, args: SimpleNamespace) -> dict[str, Any] | None:
+    """With ``same_budgets``, the budget of the model's earlier entry and the commit and start it was read
+    at, rather than half a dense p95 read afresh with the core busy (it moved 0.205-0.311 ms for resnet8
+    between three invocations, so their rows were different cells). None without it or an earlier entry."""
+    if not getattr(args, "same_budgets", None) or name == "demo":
+        return None
+    earlier = ((args.previous or {}).get("models") or {}).get(name)
+    if not earlier or earlier.get("budget_ms") is None:
+        raise ValueError(f"plans_stable_under_load: same_budgets: expected an earlier entry of {name}")
+    origin = earlier.get("budget_from") or {"commit": earlier.get("commit"), "started": earlier.get("started")}
+    return origin | {"budget_ms": earlier["budget_ms"]}
 
 
 def _provenance(name: str, args: SimpleNamespace) -> dict[str, Any]:
@@ -260,6 +280,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, e in results["models"].items():
         budget = "rpi4-demo's" if e["budget_ms"] is None else f"{e['budget_ms']:.4f} ms"
+        if e.get("budget_from"):
+            budget += f" (pinned: {e['budget_from'].get('commit')}'s)"
         accepted = [r for r in e["runs"] if r["verdict"] == "accepted"]
         side = ", ".join(f"{r['retimed_p50_ms']:.4f}" for r in accepted if "retimed_p50_ms" in r) or "-"
         own = ", ".join(f"{r['p50_ms']:.4f}" for r in accepted) or "-"

@@ -4,8 +4,10 @@
 of a finished trial of the same plan, screens the plan before any training (size from ``plan_cost``,
 latency and memory from the untrained graph on the target) and ends it as infeasible when it is over
 a budget; otherwise it distills the student from the teacher, reporting the validation score per
-epoch to the pruner. Constraint values go to Optuna (``Trial.set_constraint``) and the trial's
-:class:`~edgeopt.pipeline.record.TrialRecord` into its user attributes. The objective value is the
+epoch to the pruner (an int8 plan whose fp32 twin was trained takes its weights, and a plan that changes
+no layer is the teacher: ``Objective._trained_weights``). Constraint values go to Optuna
+(``Trial.set_constraint``) and the trial's :class:`~edgeopt.pipeline.record.TrialRecord` into its user
+attributes. The objective value is the
 validation score less a tie-break worth at most :data:`TIE_BREAK` toward faster and smaller plans
 (``"score"``), or (score, target latency) (``"pareto"``).
 """
@@ -21,7 +23,7 @@ import numpy as np
 from edgeopt.pipeline import students
 from edgeopt.pipeline.config import PROVENANCE_BYTES, CompileConfig
 from edgeopt.pipeline.prepare import SearchInputs
-from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord
+from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status, TrialRecord, records
 from edgeopt.pipeline.screen import Screen
 from edgeopt.pipeline.study import StudyHandle
 from edgeopt.search import alternatives
@@ -140,7 +142,15 @@ class Objective:
             # only the measured budgets count against the plan.
             trial.set_constraint("min_f1", 0.0)
             return self._screened_out(record, m.latency_ms)
-        record.val = self._distill(trial, record, student)
+        taken = self._trained_weights(record)
+        if taken is None:
+            self._distill(trial, record, student)
+        else:
+            record.weights_of, state = taken
+            if state is not None:
+                student.load_state_dict(state)
+            log.info("trial %d takes the weights of %s: not trained again", trial.number, record.weights_of)
+        record.val = self._score(record, student)
         alternatives.keep(trial, student, record.dtype.value, inputs.task, self.config.out)
         if students.keeps(self.config.out, self.config.search_only):  # the final fine-tune may go on from it
             students.keep(self.config.out, trial.number, record.plan, student)
@@ -161,14 +171,33 @@ class Objective:
         record.status, record.val = Status.SCREENED_OUT, {}
         return (0.0, pareto_latency) if self.config.objective == "pareto" else 0.0
 
-    def _distill(self, trial: Any, record: TrialRecord, student: Any) -> dict[str, Any]:
-        """Distill ``student`` for ``trial_epochs`` (pruned on validation score); its validation metrics."""
+    def _trained_weights(self, record: TrialRecord) -> tuple[str, dict[str, Any] | None] | None:
+        """Weights this trial takes instead of training (their origin, and the state; None: the teacher's
+        own), or None to train. Precision is post-training (torch builds every layer in fp32: the exported
+        graph gets int8), so the int8 of a plan shares its fp32 twin's weights: the user's static int8 of a
+        trained model. A plan that changes no layer is the teacher as it is, what the final fine-tune ships
+        for it; an int8 plan takes the weights of a trained fp32 trial of the same plan that this run kept
+        (``pipeline.students``). Training them again spent a quarter of a ResNet-8 search on the ladder's
+        int8 rungs and dense int8, and two trainings of one plan differed by their noise alone."""
+        from edgeopt.compiler.formats import fp32_plan, int8_layers
+
+        weights = fp32_plan(record.plan)
+        if not weights:
+            return "teacher", None
+        if record.dtype is not DType.INT8 and not int8_layers(record.plan):
+            return None
+        for rec in records(self.study):
+            twin = rec.status is Status.TRAINED and rec.dtype is DType.FP32 and rec.repeat_of is None
+            if twin and not int8_layers(rec.plan) and fp32_plan(rec.plan) == weights:
+                state = students.load(self.config.out, rec.number, rec.plan)
+                if state is not None:
+                    return f"trial {rec.number}", state
+        return None
+
+    def _distill(self, trial: Any, record: TrialRecord, student: Any) -> None:
+        """Distill ``student`` for ``trial_epochs``, reporting its validation score per epoch (pruned on it)."""
         import optuna
 
-        from edgeopt.compiler.formats import int8_layers
-        from edgeopt.compiler.metrics import compute_metrics, pack_right
-        from edgeopt.compiler.train import predict_labels
-        from edgeopt.pipeline.evaluate import _metrics_dict, int8_predict
         from edgeopt.pipeline.finetune import distill_student
 
         task, config = self.inputs.task, self.config
@@ -187,8 +216,18 @@ class Objective:
             distill_student(student, self.inputs.teacher, task, config, config.trial_epochs, callback=on_epoch)
         finally:
             record.timings["distill"] = time.perf_counter() - t0
+
+    def _score(self, record: TrialRecord, student: Any) -> dict[str, Any]:
+        """The trained student's validation metrics, int8 scored on the quantized file (whole or per layer),
+        and which validation samples it got right."""
+        from edgeopt.compiler.formats import int8_layers
+        from edgeopt.compiler.metrics import compute_metrics, pack_right
+        from edgeopt.compiler.train import predict_labels
+        from edgeopt.pipeline.evaluate import _metrics_dict, int8_predict
+
+        task = self.inputs.task
         per_layer = record.plan if record.dtype is not DType.INT8 and int8_layers(record.plan) else None
-        if record.dtype is DType.INT8 or per_layer:  # int8 is scored on the quantized file, whole or per layer
+        if record.dtype is DType.INT8 or per_layer:
             t0 = time.perf_counter()
             pred = int8_predict(student, task.example_input, task.X_train, task.X_val, per_layer)
             record.timings["export"] = record.timings.get("export", 0.0) + time.perf_counter() - t0

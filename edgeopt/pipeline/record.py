@@ -201,6 +201,7 @@ class TrialRecord:
     constraints: Constraints | None = None
     timings: dict[str, float] = field(default_factory=dict)
     repeat_of: int | None = None
+    weights_of: str | None = None  # "teacher" or "trial N": weights taken, not trained (objective._trained_weights)
     warm_start: str | None = None
     error: str | None = None
     state: str = "running"  # Optuna's trial state, lower case
@@ -243,6 +244,7 @@ class TrialRecord:
             "screen": self.screen.to_dict() if self.screen else None,
             "constraints": self.constraints.values() if self.constraints else None,
             "repeat_of": self.repeat_of,
+            "weights_of": self.weights_of,
             "error": self.error,
             "val_right": self.val_right,
         }
@@ -289,6 +291,7 @@ class TrialRecord:
             constraints=Constraints.from_values(attrs.get("constraints")),
             timings=dict(attrs.get("time_s") or {}),
             repeat_of=attrs.get("repeat_of"),
+            weights_of=attrs.get("weights_of"),
             warm_start=attrs.get("warm_start"),
             error=attrs.get("error"),
             state=state,

@@ -130,6 +130,7 @@ def trial_entry(rec: TrialRecord) -> dict[str, Any]:
         "duration_s": rec.duration_s,
         "error": rec.error,
         "repeat_of": rec.repeat_of,
+        "weights_of": rec.weights_of,
     }
 
 

@@ -54,10 +54,18 @@ def all_int8(plan: Mapping[str, Any] | None, layers: list[str]) -> dict[str, Any
     return out
 
 
+def fp32_plan(plan: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``plan`` with every layer in fp32 and the dense layers left out: the model torch builds for it, whose
+    trained weights every precision of the plan shares (int8 is applied to the exported graph)."""
+    out = {name: with_precision(entry, "fp32") for name, entry in (plan or {}).items()}
+    return {name: entry for name, entry in out.items() if entry and entry.get("format", "dense") != "dense"}
+
+
 __all__ = [
     "PRECISIONS",
     "PRECISION_KEY",
     "all_int8",
+    "fp32_plan",
     "int8_layers",
     "precision_of",
     "split_precision",

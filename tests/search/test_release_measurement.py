@@ -161,6 +161,24 @@ def test_a_release_measurement_whose_tail_widened_is_taken_again_by_the_finalist
     assert len(calls) == 1 and m.gate.verdict == "fail"
 
 
+def test_of_two_tries_flagged_alike_the_faster_counts_not_the_one_with_fewer_stalls(artifact, monkeypatch):
+    """resnet8, one core busy (plans_stable at e464922): both release tries flagged for the window's tail;
+    the first, INCONCLUSIVE at p95 0.1552 ms against 0.1555 with 0.40 % stalls, counted over the second,
+    PASS at 0.1489 ms with 0.44 %, and the compile exited 3. Other work only adds time."""
+    task, path, quiet = artifact
+    target = Target.load("host").with_budget(latency_ms=1.2 * quiet.latency_at(95))
+    before = Expected(quiet.latency_at(50), 95, quiet.latency_at(95))
+    slow, fast = _tail_widened(quiet, 1.5), _stalled(_tail_widened(quiet, 1.12), share=0.005)
+    assert slow.dispersion.noisy is None and fast.dispersion.noisy is None  # neither flagged by its own statistics
+    assert slow.dispersion.stall_share < fast.dispersion.stall_share
+    assert fast.latency_at(95) > (1 + REPRODUCE) * quiet.latency_at(95)  # both flagged for the window's tail
+    calls = _replaying(monkeypatch, [slow, fast])
+    m = measure_artifact(path, task, target, bench_kwargs=QUICK, expected=before)
+    assert len(calls) == 2 and [t["verdict"] for t in m.tries] == ["fail", "pass"]
+    assert all("the window's tail" in t["noisy"] for t in m.tries)
+    assert m.gate.verdict == "pass"
+
+
 def test_a_release_disturbed_in_every_window_is_undecided_when_the_finalist_was_within_the_budget(
     artifact, monkeypatch
 ):

@@ -113,9 +113,10 @@ def _md_alternatives(rep: dict[str, Any]) -> list[str]:
         return []
     return [
         "## Against the alternatives",
-        "What a user would try first, built in this compile as trials of its study (distilled like every trial, "
-        "latency from the trial's screen on the target; test scores from the files in `alternatives/`). The selection "
-        "weighs them with the search's own plans.",
+        "What a user would try first, built in this compile as trials of its study (distilled like every trial; "
+        "an int8 row quantizes its fp32 row's trained model where that one was trained, dense + int8 the input "
+        "model; latency from the trial's screen on the target; test scores from the files in `alternatives/`). "
+        "The selection weighs them with the search's own plans.",
         Table(alternative_rows(rep)),
     ]
 

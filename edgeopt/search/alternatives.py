@@ -3,7 +3,9 @@
 onnxruntime static int8 of the dense model, and uniform torch-pruning (one keep ratio on every dependency
 group the tables allow to be pruned) at :data:`UNIFORM_KEEP`, each with and without int8. They are points
 of the plan space the search already has, so each is a trial of the same study, enqueued with its label in
-the ``alternative`` user attribute: screened on the target, distilled like every trial, and chosen by the
+the ``alternative`` user attribute: screened on the target, distilled like every trial (an int8 rung
+quantizes its fp32 rung's trained student where that one was trained, and dense + int8 the teacher: the
+user's static int8 of a trained model; ``pipeline.objective``), and chosen by the
 selection when nothing the search found beats it. A trained alternative's ONNX file is kept under
 ``OUT/alternatives/`` so that the report can score it on the test split beside the shipped artifact.
 

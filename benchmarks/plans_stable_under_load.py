@@ -250,12 +250,17 @@ def run(args: SimpleNamespace) -> Outcome:
 def pinned_budget(name: str, args: SimpleNamespace) -> dict[str, Any] | None:
     """With ``same_budgets``, the budget of the model's earlier entry and the commit and start it was read
     at, rather than half a dense p95 read afresh with the core busy (it moved 0.205-0.311 ms for resnet8
-    between three invocations, so their rows were different cells). None without it or an earlier entry."""
+    between three invocations, so their rows were different cells). None without it; an error without an
+    earlier entry, or with one from another CPU."""
     if not getattr(args, "same_budgets", None) or name == "demo":
         return None
     earlier = ((args.previous or {}).get("models") or {}).get(name)
     if not earlier or earlier.get("budget_ms") is None:
         raise ValueError(f"plans_stable_under_load: same_budgets: expected an earlier entry of {name}")
+    here = host().get("cpu")
+    if earlier.get("cpu") != here:  # a budget read on another machine is another cell (vit's, at d979b30: AMD)
+        found = earlier.get("cpu") or "a host it did not record"
+        raise ValueError(f"plans_stable_under_load: same_budgets: {name}'s earlier entry ran on {found}, not {here}")
     origin = earlier.get("budget_from") or {"commit": earlier.get("commit"), "started": earlier.get("started")}
     return origin | {"budget_ms": earlier["budget_ms"]}
 

@@ -187,17 +187,23 @@ def test_the_stability_benchmark_pins_a_budget_to_the_earlier_entrys_on_request(
     from types import SimpleNamespace
 
     from benchmarks.plans_stable_under_load import pinned_budget
+    from benchmarks.suite import host
 
-    earlier = {"models": {"resnet8": {"budget_ms": 0.155466, "commit": "e59f040", "started": "t0"}}}
+    cpu = host().get("cpu")
+    earlier = {"models": {"resnet8": {"budget_ms": 0.155466, "commit": "e59f040", "started": "t0", "cpu": cpu}}}
     args = SimpleNamespace(same_budgets=1, previous=earlier)
     assert pinned_budget("resnet8", args) == {"budget_ms": 0.155466, "commit": "e59f040", "started": "t0"}
     assert pinned_budget("resnet8", SimpleNamespace(same_budgets=None, previous=earlier)) is None  # read afresh
     assert pinned_budget("demo", args) is None  # the demo's budgets are its target's
     # pinned twice: the origin stays the run that read the dense p95
-    again = {"models": {"resnet8": {"budget_ms": 0.155466, "commit": "abc", "budget_from": {"commit": "e59f040"}}}}
+    again = {"models": {"resnet8": {"budget_ms": 0.155466, "budget_from": {"commit": "e59f040"}, "cpu": cpu}}}
     assert pinned_budget("resnet8", SimpleNamespace(same_budgets=1, previous=again))["commit"] == "e59f040"
     with pytest.raises(ValueError, match="expected an earlier entry of cnn1d"):
         pinned_budget("cnn1d", args)
+    # a budget read on another machine is another cell: vit's entry of d979b30 ran on the AMD host
+    other = {"models": {"vit": {"budget_ms": 0.282, "commit": "d979b30"}}}
+    with pytest.raises(ValueError, match="vit's earlier entry ran on a host it did not record"):
+        pinned_budget("vit", SimpleNamespace(same_budgets=1, previous=other))
 
 
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():

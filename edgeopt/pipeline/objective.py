@@ -27,6 +27,7 @@ from edgeopt.pipeline.record import CONSTRAINT_NAMES, Constraints, DType, Status
 from edgeopt.pipeline.screen import Screen
 from edgeopt.pipeline.study import StudyHandle
 from edgeopt.search import alternatives
+from edgeopt.search.allocation import descent
 
 log = logging.getLogger("edgeopt.compile")
 
@@ -202,7 +203,9 @@ class Objective:
         from edgeopt.pipeline.finetune import distill_student
 
         task, config = self.inputs.task, self.config
-        prunable = alternatives.seeded(trial) is None  # an alternative is trained whole: the report compares it
+        # An alternative is trained whole (the report compares it), and so is a step down the tier's speed
+        # (the pruner's early-epoch median cuts small students that learn slower: search/allocation/descent.py).
+        prunable = alternatives.seeded(trial) is None and not descent.is_step(trial)
 
         def on_epoch(epoch: int, score: float) -> None:
             if config.objective != "pareto":  # Optuna's pruners are single-objective

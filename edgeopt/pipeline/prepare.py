@@ -124,7 +124,9 @@ def prepare(task: Any, target: Any, config: CompileConfig) -> SearchInputs:
         log.warning("the model has no layer that can be decomposed: it is benchmarked and gated as it is")
     max_params = params_cap(target, base_cost, False)  # fp32 bytes: an int8 layer only leaves room
     int8 = False if config.fp32 else None  # None: per-layer int8 where the target runs it well
-    strategy.prepare(StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out, int8))
+    tolerance = None if config.objective == "pareto" else config.f1_tolerance  # pareto: no tiers to walk down
+    ctx = StrategyContext(teacher, task, target, layers, base_cost, space, max_params, config.out, int8, tolerance)
+    strategy.prepare(ctx)
     baseline = measure_baseline(teacher, task, target, config.out, config)
     return SearchInputs(
         task,

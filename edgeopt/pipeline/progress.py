@@ -215,7 +215,9 @@ class Progress:
         else:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.done * (self.total - self.done)
-            label = trial.user_attrs.get("alternative")  # a seeded alternative says which (search.alternatives)
+            # A seeded alternative says which (search.alternatives), a step down the tier's speed its anchor.
+            step = trial.user_attrs.get("descent")
+            label = trial.user_attrs.get("alternative") or (f"step down from {step}" if step else None)
             log.info(
                 "trial %d (%d of %d here) %-12s best feasible %s %s; %s; ETA %.0fs",
                 rec.number,

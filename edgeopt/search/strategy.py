@@ -54,6 +54,7 @@ class StrategyContext:
     max_params: float | None
     out: Any
     int8: bool | None = None  # per-layer int8 rungs: None where the target's CPU runs int8 well, False: fp32 only
+    f1_tolerance: float | None = None  # selection's tie tolerance; None: no tiers (``--objective pareto``)
 
 
 class SearchStrategy:

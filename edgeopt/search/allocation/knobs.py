@@ -155,14 +155,28 @@ class AllocationSpace:
         the search room above the floor: cnn1d at 1/3 of its dense p95 (decision 0118)."""
         if self.latency_ms is None:
             return None  # no budget: no cap
+        budget, low = self._span(fit)
+        return budget * (low + (fraction - 0.5) / 0.5 * (1.0 - low))
+
+    def _span(self, fit: TableFit | None) -> tuple[float, float]:
+        """The table latency the fractions are shares of, and the least share (:meth:`cap`)."""
         lo = floor(self.tables).latency_ms
         offset = (fit or TableFit()).offset_ms
         under = max(min(offset, 0.0), -MAX_UNDER * lo)  # screens under the table: it reads slow
         aim = self._aim(lo + under)  # against the floor as the screens measure it
         over = min(max(offset, 0.0), 0.5 * max(0.0, aim - lo))  # screens over it: maybe noise, bounded
         budget = aim - under - over
-        low = max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor
-        return budget * (low + (fraction - 0.5) / 0.5 * (1.0 - low))
+        return budget, max(0.5, min(lo / budget, 1.0))  # the least share of the budget above the floor
+
+    def fraction_at(self, table_ms: float, fit: TableFit | None = None) -> float | None:
+        """The fraction whose :meth:`cap` is ``table_ms`` (clipped to [0.5, ``fraction_max``]); None where the
+        fraction moves no cap (no latency budget, or the floor at the budget)."""
+        if self.latency_ms is None:
+            return None
+        budget, low = self._span(fit)
+        if low >= 1.0:
+            return None
+        return min(self.fraction_max, max(0.5, 0.5 + 0.5 * (table_ms / budget - low) / (1.0 - low)))
 
     @property
     def stages(self) -> list[list[str]]:

@@ -91,6 +91,14 @@ class AllocationStrategy(SearchStrategy):
             return self.ctx.space.sample(trial)
         return self.space.sample(trial)
 
+    def after_trial(self, study: Any, trial: Any) -> None:
+        """The next step down the best tier's speed, when one is due (:mod:`.descent`)."""
+        from edgeopt.search.allocation import descent
+
+        tolerance = getattr(self.ctx, "f1_tolerance", None)
+        if self.space is not None and tolerance is not None:
+            descent.enqueue(study, self.space, tolerance)
+
     def report(self, study: Any, shipped: Any) -> dict[str, Any] | None:
         """``tables``: the tables in the report (``Tables.report``: the shipped plan's latency is compared with the
         table when it is fp32, the only dtype the table measures), the screens' correction of the table at

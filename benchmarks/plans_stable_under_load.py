@@ -154,6 +154,28 @@ def shipped_finalist(finalists: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def trials_of(out: Path) -> dict[str, int] | None:
+    """What the compile's study ran, by kind: the strategy's warm start, the seeded alternatives, the steps
+    down the tier's speed (decision 0122) and the sampler's own trials; how many of those were pruned."""
+    import optuna
+
+    db = out / "study.db"
+    if not db.is_file():
+        return None
+    url = f"sqlite:///{db}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = [
+        t
+        for s in optuna.get_all_study_summaries(url)
+        for t in optuna.load_study(study_name=s.study_name, storage=url).trials
+    ]
+    kinds = {"warm_start": "warm_start", "alternatives": "alternative", "steps": "descent"}
+    counts = {k: sum(attr in t.user_attrs for t in trials) for k, attr in kinds.items()}
+    own = [t for t in trials if not any(attr in t.user_attrs for attr in kinds.values())]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in own)
+    return {"total": len(trials), **counts, "own": len(own), "own_pruned": pruned}
+
+
 def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
     """Run one compile; its verdict, shipped plan and p50 from its report (none when it was refused)."""
     t0 = time.perf_counter()
@@ -165,6 +187,7 @@ def one_run(cmd: list[str], out: Path) -> dict[str, Any]:
     ]
     row["finalists"] = finalists
     row["shipped_finalist"] = shipped_finalist(finalists)
+    row["trials"] = trials_of(out)
     report = out / "report.json"
     doc = json.loads(report.read_text()) if report.exists() else {}
     if "best" not in doc:  # refused (report.json says why), or stopped before any report

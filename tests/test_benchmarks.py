@@ -206,6 +206,27 @@ def test_the_stability_benchmark_pins_a_budget_to_the_earlier_entrys_on_request(
         pinned_budget("vit", SimpleNamespace(same_budgets=1, previous=other))
 
 
+def test_the_stability_benchmark_counts_a_compiles_trials_by_kind(tmp_path):
+    import optuna
+
+    from benchmarks.plans_stable_under_load import trials_of
+
+    assert trials_of(tmp_path) is None  # refused before any study
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    study.enqueue_trial({}, user_attrs={"warm_start": "allocation 1.0"})
+    study.enqueue_trial({}, user_attrs={"alternative": "dense + int8"})
+    study.enqueue_trial({}, user_attrs={"descent": "trial 0"})
+
+    def objective(trial):
+        if trial.number == 4:
+            raise optuna.TrialPruned()
+        return 0.5
+
+    study.optimize(objective, n_trials=5)
+    counts = trials_of(tmp_path)
+    assert counts == {"total": 5, "warm_start": 1, "alternatives": 1, "steps": 1, "own": 2, "own_pruned": 1}
+
+
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():
     from benchmarks.host_drift_common_mode import spread, summarize
 

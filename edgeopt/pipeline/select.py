@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edgeopt.compiler.formats import is_dense_plan
 from edgeopt.pipeline.config import FINALISTS
 from edgeopt.pipeline.finalists import (
     BOUND,
@@ -71,13 +72,6 @@ class Choice:
     notes: list[str] = field(default_factory=list)
     finalists: list[dict[str, Any]] = field(default_factory=list)
     decision: dict[str, Any] = field(default_factory=dict)
-
-
-def is_dense_plan(plan: dict[str, Any]) -> bool:
-    """Whether ``plan`` leaves every layer dense (``{}`` or only ``{"format": "dense"}`` entries)."""
-    from edgeopt.compiler.formats import DEFAULT_FORMAT
-
-    return all((spec.get("format") if isinstance(spec, dict) else spec) == DEFAULT_FORMAT for spec in plan.values())
 
 
 def candidates(records: list[TrialRecord]) -> list[TrialRecord]:

@@ -38,6 +38,7 @@ from edgeopt.compiler.formats._precision import (
     all_int8,
     fp32_plan,
     int8_layers,
+    is_dense_plan,
     precision_of,
     with_precision,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "all_int8",
     "fp32_plan",
     "get_handler",
+    "is_dense_plan",
     "int8_layers",
     "layer_onnx_node_count",
     "make_report",

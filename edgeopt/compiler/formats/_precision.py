@@ -61,12 +61,18 @@ def fp32_plan(plan: Mapping[str, Any] | None) -> dict[str, Any]:
     return {name: entry for name, entry in out.items() if entry and entry.get("format", "dense") != "dense"}
 
 
+def is_dense_plan(plan: Mapping[str, Any]) -> bool:
+    """Whether ``plan`` leaves every layer dense (``{}`` or only ``{"format": "dense"}`` entries)."""
+    return all((spec.get("format") if isinstance(spec, dict) else spec) == "dense" for spec in plan.values())
+
+
 __all__ = [
     "PRECISIONS",
     "PRECISION_KEY",
     "all_int8",
     "fp32_plan",
     "int8_layers",
+    "is_dense_plan",
     "precision_of",
     "split_precision",
     "with_precision",

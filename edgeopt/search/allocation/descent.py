@@ -83,16 +83,15 @@ def _table_ms(trial: Any) -> float | None:
 def _tier(done: list[Any], tolerance: float) -> set[int]:
     """Trial numbers of the best tier among the finished trials, as selection forms it (its feasible
     candidates, one per plan, best validation score first: :func:`edgeopt.pipeline.ties.tier_of`)."""
-    from edgeopt.compiler.formats import DEFAULT_FORMAT
+    from edgeopt.compiler.formats import is_dense_plan
     from edgeopt.pipeline.record import DType, TrialRecord
     from edgeopt.pipeline.ties import tier_of
 
-    def changes(r: TrialRecord) -> bool:  # dense fp32 is the input model, not a candidate (select.candidates)
-        formats = [spec.get("format") if isinstance(spec, dict) else spec for spec in r.plan.values()]
-        return r.dtype is not DType.FP32 or any(f != DEFAULT_FORMAT for f in formats)
+    def candidate(r: TrialRecord) -> bool:  # dense fp32 is the input model, not a candidate (select.candidates)
+        dense_fp32 = is_dense_plan(r.plan) and r.dtype is DType.FP32
+        return r.state == "complete" and r.feasible and r.repeat_of is None and not dense_fp32
 
-    recs = [TrialRecord.from_trial(t) for t in done]
-    feasible = [r for r in recs if r.state == "complete" and r.feasible and r.repeat_of is None and changes(r)]
+    feasible = [r for r in map(TrialRecord.from_trial, done) if candidate(r)]
     if not feasible:
         return set()
     ranked = sorted(feasible, key=lambda r: (-r.score, r.latency_p50_ms))

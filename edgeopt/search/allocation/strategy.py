@@ -95,9 +95,8 @@ class AllocationStrategy(SearchStrategy):
         """The next step down the best tier's speed, when one is due (:mod:`.descent`)."""
         from edgeopt.search.allocation import descent
 
-        tolerance = getattr(self.ctx, "f1_tolerance", None)
-        if self.space is not None and tolerance is not None:
-            descent.enqueue(study, self.space, tolerance)
+        if self.space is not None and self.ctx.f1_tolerance is not None:
+            descent.enqueue(study, self.space, self.ctx.f1_tolerance)
 
     def report(self, study: Any, shipped: Any) -> dict[str, Any] | None:
         """``tables``: the tables in the report (``Tables.report``: the shipped plan's latency is compared with the

@@ -352,6 +352,11 @@ def markdown(results: dict[str, Any]) -> str:
             "",
         ]
         lines += [f"- {n}: " + "; ".join(stood_text(r) for r in runs) for n, runs in stood]
+    counted = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("trials") for r in e["runs"])]
+    if counted:
+        head = "Each compile's trials: total (warm start / alternatives / steps of the walk / the sampler's own"
+        lines += ["", head + ", of them pruned).", ""]
+        lines += [f"- {n}: " + "; ".join(trials_text(r) for r in runs) for n, runs in counted]
     levels = [(n, e["runs"]) for n, e in results["models"].items() if any(r.get("level_ms") for r in e["runs"])]
     if levels:
         lines += ["", "The host's level beside each compile: the dense model's p50 right before and after it (ms).", ""]
@@ -363,6 +368,14 @@ def stood_text(r: dict[str, Any]) -> str:
     x = r.get("shipped_finalist")
     test = f", test {r['test_score']:.4f}" if r.get("test_score") is not None else ""
     return "-" if not x else f"{x['pt_below_best']:.1f} pt, {x['p95_over_p50']:.2f}x{test}"
+
+
+def trials_text(r: dict[str, Any]) -> str:
+    t = r.get("trials")
+    if not t:
+        return "-"
+    kinds = " / ".join(str(t[k]) for k in ("warm_start", "alternatives", "steps", "own"))
+    return f"{t['total']} ({kinds}, {t['own_pruned']} pruned)"
 
 
 def _level_text(i: int, r: dict[str, Any]) -> str:

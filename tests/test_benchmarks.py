@@ -209,7 +209,7 @@ def test_the_stability_benchmark_pins_a_budget_to_the_earlier_entrys_on_request(
 def test_the_stability_benchmark_counts_a_compiles_trials_by_kind(tmp_path):
     import optuna
 
-    from benchmarks.plans_stable_under_load import trials_of
+    from benchmarks.plans_stable_under_load import trials_of, trials_text
 
     assert trials_of(tmp_path) is None  # refused before any study
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
@@ -225,6 +225,8 @@ def test_the_stability_benchmark_counts_a_compiles_trials_by_kind(tmp_path):
     study.optimize(objective, n_trials=5)
     counts = trials_of(tmp_path)
     assert counts == {"total": 5, "warm_start": 1, "alternatives": 1, "steps": 1, "own": 2, "own_pruned": 1}
+    assert trials_text({"trials": counts}) == "5 (1 / 1 / 1 / 2, 1 pruned)"
+    assert trials_text({"trials": None}) == "-"  # a refused compile has no study
 
 
 def test_the_drift_benchmark_says_whether_a_probe_shrinks_a_models_spread():

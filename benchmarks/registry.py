@@ -38,7 +38,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "refusal or acceptance, and shipped plans whose p50 are within 10 % of each other?",
         "benchmarks.plans_stable_under_load",
         params={"models": "demo," + ARCHITECTURES, "repeats": 5}
-        | {"trials": None, "timeout": None, "epochs": None, "final_epochs": None, "same_budgets": None},
+        | {"trials": None, "timeout": None, "epochs": None, "final_epochs": None, "same_budgets": None}
+        | {"settings": "compile"},
         quick={"models": "demo", "repeats": 2, "trials": 4, "timeout": 20.0},
         length="hours (25 compiles)",
     ),

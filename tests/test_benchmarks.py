@@ -168,11 +168,13 @@ def test_the_stability_benchmark_names_the_settings_its_compiles_ran_with():
     from benchmarks.plans_stable_under_load import command, settings_of
 
     none = SimpleNamespace(trials=None, timeout=None, epochs=None, final_epochs=None)
+    # not given: the compile's own search, written out (an entry that said "defaults" read as compile's defaults)
+    assert settings_of("resnet8", none) == {"trials": 30, "timeout": 420, "epochs": 12, "final_epochs": 10}
     trials, timeout, epochs, final = ARCH_SEARCH["resnet8"]
-    # not given: the model's own, written out (an entry that said "defaults" read as compile's defaults)
+    short = SimpleNamespace(**vars(none), settings="short")  # the shorter search of the entries before 0123
     own = {"trials": trials, "timeout": timeout, "epochs": epochs, "final_epochs": final}
-    assert settings_of("resnet8", none) == own
-    given = SimpleNamespace(trials=None, timeout=420, epochs=12, final_epochs=None)
+    assert settings_of("resnet8", short) == own
+    given = SimpleNamespace(trials=None, timeout=420, epochs=12, final_epochs=None, settings="short")
     assert settings_of("resnet8", given) == {"trials": trials, "timeout": 420, "epochs": 12, "final_epochs": final}
     cmd = command("resnet8", given, 0.1, Path("out"))
     assert cmd[cmd.index("--epochs") + 1] == "12" and cmd[cmd.index("--timeout") + 1] == "420"

@@ -4,15 +4,13 @@ threshold), so where the tier's fast edge lies is known."""
 
 from __future__ import annotations
 
-from itertools import product
-
 import numpy as np
 import optuna
 import pytest
 
 from edgeopt.pipeline.record import Constraints, DType, ScreenResult, Status, TrialRecord
 from edgeopt.search.allocation import descent
-from edgeopt.search.allocation.knobs import AllocationSpace, table_correction
+from edgeopt.search.allocation.knobs import AllocationSpace
 
 from .test_knapsack import _tables
 
@@ -183,49 +181,3 @@ def test_no_walk_without_tiers(tmp_path):
     strategy.ctx.f1_tolerance = TOLERANCE
     strategy.after_trial(study, study.trials[-1])
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
-
-
-def _alternative(study, space: AllocationSpace, plan: dict, dtype: str, score: float) -> None:
-    """A finished seeded alternative (no knobs) of ``plan``, scored ``score``, screened at its table latency."""
-    from edgeopt.pipeline.record import DTYPE_ATTR, PLAN_ATTR
-    from edgeopt.search.alternatives import LABEL_ATTR
-
-    table_ms = space.tables.latency_of(plan)
-    attrs = TrialRecord(
-        number=0,
-        status=Status.TRAINED,
-        plan=plan,
-        dtype=DType(dtype),
-        screen=ScreenResult(table_ms * 1.2, table_ms, "measured", 1.0, 100, 4),
-        val={"score": score},
-        constraints=Constraints(),
-    ).user_attrs()
-    attrs.update({LABEL_ATTR: f"uniform {dtype} {len(study.trials)}", PLAN_ATTR: plan, DTYPE_ATTR: dtype})
-    study.add_trial(optuna.trial.create_trial(value=score, user_attrs=attrs))
-
-
-def test_the_walk_starts_from_an_alternative_that_is_the_tiers_fastest(tmp_path):
-    """Uniform pruning in the tier, faster than every allocation in it: the walk steps under it with the
-    warm start's neutral knobs (decision 0123); an int8 alternative, and one out of the tier, are no anchor."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = _space(0)
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", direction="maximize")
-    for f in (1.0, 0.85, 0.7, 0.95, 0.9, 0.8):
-        _finished(study, f, 0.99, space.cap(f))
-    # a plan the tables price between the caps of fractions 0.6 and 0.7, every layer compressed
-    layers = space.tables.layers
-    plans = [{n: dict(layers[n][j].entry) for n, j in zip(layers, js)} for js in product(range(1, 8), repeat=3)]
-    uniform = next(p for p in plans if space.cap(0.6) < space.tables.latency_of(p) < space.cap(0.7))
-    fastest = min(plans, key=space.tables.latency_of)
-    _alternative(study, space, fastest, "fp32", 0.90)  # faster, out of the tier
-    _alternative(study, space, fastest, "int8", 0.99)  # in the tier, but the table prices no int8 graph
-    params, anchor = descent.next_step(study, space, TOLERANCE)
-    assert anchor == 2  # the allocations' fastest: fraction 0.7
-    _alternative(study, space, uniform, "fp32", 0.99)
-    params, anchor = descent.next_step(study, space, TOLERANCE)
-    assert anchor == len(study.trials) - 1
-    neutral = dict(space.warm_params()[0][1])
-    fit = table_correction(study)  # the cap the screens correct (they read 1.2x the table here)
-    expected = space.fraction_at(space.tables.latency_of(uniform), fit) - descent.STEP
-    assert params == pytest.approx({**neutral, "fraction": max(0.5, expected)})
-    assert space.cap(params["fraction"], fit) < space.tables.latency_of(uniform)  # a step under the uniform plan

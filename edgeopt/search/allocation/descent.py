@@ -7,8 +7,8 @@ plans it has no reason to try faster ones, and the fastest it finds is luck. Res
 with one core busy (plans_stable_under_load, a31bc77) shipped five plans of one quality at 0.095 to
 0.118 ms: each search's own fastest member of a tier that spans at least that.
 
-So once a few allocations are known, the study's fastest tier member (its anchor, by table latency) is
-walked down: the next step is a trial with the anchor's knobs and a smaller fraction
+So once a few allocations are known, the study's fastest tier member that has knobs (its anchor, by
+table latency) is walked down: the next step is a trial with the anchor's knobs and a smaller fraction
 (a cap under the anchor's table latency), :data:`STEP` lower at first, then halfway to the highest
 fraction with those knobs that fell out of the tier (trained below it, pruned, screened out or failed),
 until the bracket is narrower than :data:`MIN_STEP`. A step that stays in the tier is the next anchor.
@@ -16,13 +16,6 @@ Steps are enqueued trials of the same study (the ``descent`` user attribute name
 whole like the alternatives (the pruner's median at early epochs is what cut ResNet-8's fast plans,
 whose smaller students learn slower), and alternate with the sampler's own trials; they count in
 ``--trials``. With ``--objective pareto`` there is no tier and no walk.
-
-The anchor may be one of the user's alternatives (uniform pruning, fp32: its plan priced on the tables),
-walked down with the warm start's neutral knobs: the step is then the MILP's allocation just under the
-uniform plan's speed, the per-layer plan that would beat it. Anchored on trials with knobs only (0122 as
-first built), the walk left the tier's fastest member alone whenever that was an alternative: two of
-ResNet-8's five compiles (plans_stable_under_load at 8c18c9b) shipped uniform keep 3/8 at 0.090 ms,
-where the other compiles' searches had found plans of the same tier at 0.080 ms (decision 0123).
 """
 
 from __future__ import annotations
@@ -63,18 +56,15 @@ def next_step(study: Any, space: Any, tolerance: float) -> tuple[dict[str, float
     if len(knobbed) < START_AFTER:
         return None
     tier = _tier(done, tolerance)
-    members = [(ms, t) for t in done if t.number in tier and (ms := _table_ms(t, space)) is not None]
+    members = [t for t in knobbed if t.number in tier and _table_ms(t) is not None]
     if not members:
         return None
-    anchor_ms, anchor = min(members, key=lambda m: (m[0], m[1].number))
-    hi = space.fraction_at(anchor_ms, table_correction(study))
+    anchor = min(members, key=lambda t: (_table_ms(t), t.number))
+    hi = space.fraction_at(_table_ms(anchor), table_correction(study))
     if hi is None:
         return None
-    if "fraction" in anchor.params:
-        hi = min(hi, float(anchor.params["fraction"]))
-        knobs = {k: v for k, v in anchor.params.items() if k != "fraction"}
-    else:  # an alternative (uniform pruning): walked down with the warm start's neutral knobs
-        knobs = {k: v for k, v in space.warm_params()[0][1].items() if k != "fraction"}
+    hi = min(hi, float(anchor.params["fraction"]))
+    knobs = {k: v for k, v in anchor.params.items() if k != "fraction"}
     same = [t for t in knobbed if {k: v for k, v in t.params.items() if k != "fraction"} == knobs]
     below = [float(t.params["fraction"]) for t in same if t.number not in tier and t.params["fraction"] < hi]
     lo = max(below, default=None)
@@ -85,19 +75,9 @@ def next_step(study: Any, space: Any, tolerance: float) -> tuple[dict[str, float
     return {**knobs, "fraction": fraction}, anchor.number
 
 
-def _table_ms(trial: Any, space: Any) -> float | None:
-    """A trial's table latency: its allocation's, or an fp32 alternative's plan priced on the tables (None
-    for an int8 one: the table prices the fp32 graph, and for a plan the tables do not hold)."""
-    from edgeopt.compiler.formats import int8_layers
-    from edgeopt.search.alternatives import seeded
-
+def _table_ms(trial: Any) -> float | None:
     value = (trial.user_attrs.get("allocation") or {}).get("table_latency_ms")
-    if value is not None:
-        return float(value)
-    alt = seeded(trial)
-    if alt is None or alt[1] != "fp32" or not alt[0] or int8_layers(alt[0]):
-        return None
-    return space.tables.latency_of(alt[0])
+    return float(value) if value is not None else None
 
 
 def _tier(done: list[Any], tolerance: float) -> set[int]:

@@ -167,7 +167,7 @@ class OptimizeSettings(_Section):
     f1_tolerance: float = option(
         0.005,
         _num(minimum=0, maximum=1),
-        "plans within this (or two standard errors, paired) of the best val score tie; the fastest of them ships",
+        "plans within this (or one standard error, paired) of the best val score tie; the fastest of them ships",
     )
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ is feasible.
 
 Validation scores of students distilled from one teacher often tie, and the screen's 0.1 s
 measurements are too noisy to rank plans or to settle one at the edge of the latency budget. So
-plans tied with the best feasible score form a tier (within ``f1_tolerance`` or two standard errors of
+plans tied with the best feasible score form a tier (within ``f1_tolerance`` or one standard error of
 the paired difference on the validation samples: :mod:`~edgeopt.pipeline.ties`); its fastest few distinct plans
 are measured again (``remeasure``); those whose latency the release gate could not confirm drop out
 (:mod:`~edgeopt.pipeline.finalists`: the upper confidence bound on the budget's percentile, not the point

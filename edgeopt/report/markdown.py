@@ -277,7 +277,7 @@ def _md_search(rep: dict[str, Any]) -> list[str]:
     blocks += [f"- {note}" for note in s.get("notes") or []]
     if s.get("finalists"):
         blocks += [
-            "Finalists (validation F1 tied with the best: within the tolerance, or two standard errors of the "
+            "Finalists (validation F1 tied with the best: within the tolerance, or one standard error of the "
             "paired difference on the validation samples), measured again for longer; of those within the latency "
             "budget, the fastest (within 3%) with the fewest nodes ships:",
             Table(finalist_rows(s["finalists"])),

@@ -10,8 +10,8 @@ its own per-layer tables and study):
   each, 420 s: the search's share of the default time budget) and a final fine-tune of 10 epochs; the
   dense p95 is measured once, before the repeats, so every repeat gets the same budget. Until decision
   0123 the default was ``edgeopt_vs_baselines``'s shorter search (``--set settings=short``): cnn1d's 45 s
-  of 6-epoch trials shipped five plans 19.9 % apart on the AMD host, where the compile's own search, the
-  same commit and host, shipped one plan five times (0.5 %).
+  of 6-epoch trials shipped five plans 19.9 % apart on the AMD host (037d38c), where the compile's own
+  search, with the same search code and host (7cf3018), shipped one plan five times (0.5 %).
 
 Per model: the verdict of every run (accepted: budgets met; failed: a plan shipped over a budget;
 refused: the budget was refused, before the search on the tables' floor or after it when no finalist
@@ -103,6 +103,7 @@ def command(name: str, args: SimpleNamespace, budget_ms: float | None, out: Path
 
 SETTINGS = ("trials", "timeout", "epochs", "final_epochs")  # the compile options a run may override
 FINAL_EPOCHS = 10  # the final fine-tune's epochs in these compiles (compile's default: 80)
+SEARCHES = ("compile", "short")  # ``--set settings=``: the compile's own search, or ARCH_SEARCH's shorter one
 
 
 def compile_search() -> dict[str, Any]:
@@ -265,6 +266,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(args: SimpleNamespace) -> Outcome:
     """Every model in ``models``, ``repeats`` times, with one core busy throughout."""
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if getattr(args, "settings", "compile") not in SEARCHES:
+        raise ValueError(f"settings: expected one of {', '.join(SEARCHES)}, found {args.settings!r}")
     unknown = sorted(set(models) - {"demo", *compare.ARCH_SEARCH})
     if unknown:
         raise ValueError(f"models: unknown {', '.join(unknown)} (expected demo, {', '.join(compare.ARCH_SEARCH)})")

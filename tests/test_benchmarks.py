@@ -179,6 +179,10 @@ def test_the_stability_benchmark_names_the_settings_its_compiles_ran_with():
     cmd = command("resnet8", given, 0.1, Path("out"))
     assert cmd[cmd.index("--epochs") + 1] == "12" and cmd[cmd.index("--timeout") + 1] == "420"
     assert settings_of("demo", none) == dict.fromkeys(("trials", "timeout", "epochs", "final_epochs"))
+    from benchmarks.plans_stable_under_load import run
+
+    with pytest.raises(ValueError, match="settings: expected one of compile, short, found 'shrot'"):
+        run(SimpleNamespace(models="resnet8", settings="shrot", previous=None))  # before any compile
     from benchmarks.plans_stable_under_load import _provenance
 
     entry = _provenance("resnet8", SimpleNamespace(repeats=5, **vars(given)))
